@@ -1,0 +1,24 @@
+# The whole set-up on a fresh machine with Python 3.11: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test teardown clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/snakemake --cores 1 deploy --configfile config/demo.yaml
+
+test: $(BIN)/.installed
+	$(BIN)/pytest
+
+teardown: $(BIN)/.installed
+	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml
+
+clean:
+	rm -rf results .snakemake store data/raw

@@ -1,0 +1,34 @@
+# dog-breed workflow: fetch → prepare → upload → tune → train → deploy → evaluate.
+# Targets: deploy (endpoint up and evaluated), all (default: deploy + what later stages add),
+# teardown (stop the endpoint; never part of another target).
+import os
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The orchestration package (workflow/dogbreed) for this file, rule scripts and the endpoint server.
+WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
+sys.path.insert(0, WORKFLOW_CODE)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
+
+from dogbreed.config import coerce_command_line
+
+configfile: "config.yaml"
+
+coerce_command_line(config)
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tune.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/deploy.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.deploy.input,

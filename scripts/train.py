@@ -1,0 +1,196 @@
+"""Train (or run one tuning trial of) the dog-breed classifier under the SageMaker training contract.
+
+Hyperparameters arrive as flags (SageMaker passes `--name value` for each one); every default comes
+from the SM_* environment, so the same file runs in a SageMaker container, under the project's local
+backend (which lays out a job folder like /opt/ml and sets the same variables) and by hand.
+
+Channels are folders of class folders named `NNN.Breed_Name`; class index = NNN - 1.
+Prints one metric line per epoch, which tuners and the workflow read with a regex:
+    epoch=3 train_loss=0.912 train_accuracy=0.702 valid_loss=1.044 valid_accuracy=0.731
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+import classifier
+
+CLASS_FOLDER = re.compile(r"^(\d+)\.(.+)$")
+
+
+def str2bool(value) -> bool:
+    # SageMaker passes every hyperparameter as a string: "True", "false", "1" ...
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv=None):
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # hyperparameters (underscore names, as SageMaker passes them; dashes work too)
+    parser.add_argument("--lr", "--learning_rate", type=float, default=0.003)
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight_decay", "--weight-decay", type=float, default=0.0)
+    parser.add_argument("--arch", default="resnet18", choices=sorted(classifier.ARCHITECTURES))
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a state dict")
+    parser.add_argument("--freeze_backbone", "--freeze-backbone", type=str2bool, default=False)
+    parser.add_argument("--image_size", "--image-size", type=int, default=224)
+    parser.add_argument("--resize", type=int, default=0, help="shorter side before the centre crop (default: image_size × 8/7)")
+    parser.add_argument("--augment", type=str2bool, default=True)
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--seed", type=int, default=0)
+    # the SageMaker training contract
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    parser.add_argument("--valid", default=env.get("SM_CHANNEL_VALID", "/opt/ml/input/data/valid"))
+    parser.add_argument("--model_dir", "--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--output_data_dir", "--output-data-dir",
+                        default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    parser.add_argument("--checkpoint_dir", "--checkpoint-dir",
+                        default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+    return parser.parse_args(argv)
+
+
+def list_class_folders(*channels):
+    """{class index: breed name} over the given channel folders; indices come from the NNN prefix."""
+    classes = {}
+    for channel in channels:
+        for folder in sorted(Path(channel).iterdir()):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            match = CLASS_FOLDER.match(folder.name)
+            if not match:
+                sys.exit(f"error: class folder {folder} is not named NNN.Breed_Name (the prepare stage writes that layout)")
+            index, name = int(match.group(1)) - 1, match.group(2)
+            if classes.get(index, name) != name:
+                sys.exit(f"error: class number {index + 1} names two breeds: {classes[index]!r} and {name!r}")
+            classes[index] = name
+    if not classes:
+        sys.exit(f"error: no class folders in {channels}")
+    return classes
+
+
+class ImageFolderByNumber(Dataset):
+    """(image, class index) pairs from `NNN.Breed/*` folders; index = NNN - 1, whatever folders exist."""
+
+    def __init__(self, root, transform):
+        self.samples = []
+        for folder in sorted(Path(root).iterdir()):
+            match = CLASS_FOLDER.match(folder.name)
+            if not match or not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    self.samples.append((path, int(match.group(1)) - 1))
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        with Image.open(path) as image:
+            return self.transform(image.convert("RGB")), label
+
+
+def make_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def run_epoch(model, loader, device, optimizer=None):
+    """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy)."""
+    model.train(optimizer is not None)
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.set_grad_enabled(optimizer is not None):
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            logits = model(images)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    device = classifier.pick_device()
+    resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
+    spec = classifier.preprocessing_spec(args.image_size, resize)
+
+    found = list_class_folders(args.train, args.valid)
+    classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
+    train_set = ImageFolderByNumber(args.train, classifier.train_transform(spec) if args.augment
+                                    else classifier.eval_transform(spec))
+    valid_set = ImageFolderByNumber(args.valid, classifier.eval_transform(spec))
+    if not len(train_set) or not len(valid_set):
+        sys.exit(f"error: empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
+    loader_args = dict(batch_size=args.batch_size, num_workers=args.num_workers,
+                       pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size, **loader_args)
+    valid_loader = DataLoader(valid_set, shuffle=False, **loader_args)
+
+    try:
+        model = classifier.build_model(args.arch, len(classes), args.weights)
+    except classifier.WeightsUnavailable as error:
+        sys.exit(f"error: {error}")
+    if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith("fc.")
+    model.to(device)
+    optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
+
+    # Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs this
+    # folder to S3 and back; the local backend keeps it until the job succeeds.
+    checkpoint_path = Path(args.checkpoint_dir) / "checkpoint.pth"
+    start_epoch = 1
+    if checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch = checkpoint["epoch"] + 1
+        print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
+
+    print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
+          f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
+          f"epochs={args.epochs} optimizer={args.optimizer}", flush=True)
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.perf_counter()
+        train_loss, train_accuracy = run_epoch(model, train_loader, device, optimizer)
+        valid_loss, valid_accuracy = run_epoch(model, valid_loader, device)
+        scheduler.step()
+        # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
+        print(f"epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
+              f"valid_loss={valid_loss:.4f} valid_accuracy={valid_accuracy:.4f} "
+              f"epoch_seconds={time.perf_counter() - started:.1f}", flush=True)
+        Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch}, checkpoint_path)
+
+    classifier.save_model(args.model_dir, model.cpu(), args.arch, classes, spec)
+    Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))
+    print(f"saved model to {args.model_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

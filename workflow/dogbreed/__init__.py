@@ -1,0 +1,1 @@
+"""The workflow's orchestration code: what the Snakemake rules call. Never shipped to SageMaker."""

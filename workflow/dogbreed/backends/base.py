@@ -1,0 +1,36 @@
+"""The backend interface: the only way rules reach a training or serving platform (DESIGN.md §1)."""
+
+
+class JobFailed(RuntimeError):
+    """A training job ended in failure; the message carries the end of its log."""
+
+
+class EndpointGone(RuntimeError):
+    """An endpoint that should be serving does not answer."""
+
+
+class Backend:
+    name = "base"
+
+    def upload(self, local_dir, uri) -> dict:
+        """Mirror a local folder to the store; returns {"uri", "uploaded", "unchanged", "removed"}."""
+        raise NotImplementedError
+
+    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
+              on_line=None, echo=True, keep_model=True) -> dict:
+        """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}."""
+        raise NotImplementedError
+
+    def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
+        """Bring up an endpoint serving model_tar; returns the endpoint's description."""
+        raise NotImplementedError
+
+    def healthy(self, endpoint) -> bool:
+        raise NotImplementedError
+
+    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+        raise NotImplementedError
+
+    def teardown(self, state_dir) -> list:
+        """Stop what deploy started; returns descriptions of what was stopped."""
+        raise NotImplementedError

@@ -1,0 +1,195 @@
+"""The `local` backend: training jobs as subprocesses in /opt/ml-like job folders, endpoints as a local
+gunicorn server running the model's own code/inference.py. Python only; uses a GPU when there is one.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+import requests
+
+from dogbreed import metrics, store
+from dogbreed.backends.base import Backend, EndpointGone, JobFailed
+
+WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _tail(path: Path, lines=25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pack_model_dir(model_dir: Path, tar_path: Path):
+    """model/ → model.tar.gz with the files at the archive root, as SageMaker packs SM_MODEL_DIR."""
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path, "w:gz") as archive:
+        for path in sorted(model_dir.rglob("*")):
+            archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+
+
+def _free_port(host) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, settings: dict):
+        self.settings = settings  # the config's backends.local section
+
+    # --- store -------------------------------------------------------------------------------
+    def upload(self, local_dir, uri) -> dict:
+        return store.sync(local_dir, uri)
+
+    # --- training jobs -----------------------------------------------------------------------
+    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
+              on_line=None, echo=True, keep_model=True) -> dict:
+        """Run entry_point like a SageMaker training job; returns the job's description.
+
+        on_line(line) is called for every output line; returning True stops the job (a pruned trial).
+        """
+        job = Path(jobs_dir).resolve() / job_name
+        for stale in ("model", "output", "code"):
+            shutil.rmtree(job / stale, ignore_errors=True)
+        # checkpoints/ is kept: a rerun of the same job (same name = same inputs) resumes from it.
+        for folder in ("model", "output/data", "checkpoints", "input/config"):
+            (job / folder).mkdir(parents=True, exist_ok=True)
+        # The job runs its own copy of the code, as SageMaker's /opt/ml/code: edits made while a
+        # tuning study runs do not leak into its later trials.
+        shutil.copytree(source_dir, job / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        hps = {k: v for k, v in hyperparameters.items()}
+        (job / "input/config/hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}, indent=2))
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   SM_MODEL_DIR=str(job / "model"), SM_OUTPUT_DATA_DIR=str(job / "output/data"),
+                   SM_CHECKPOINT_DIR=str(job / "checkpoints"), SM_HPS=json.dumps(hps),
+                   SM_CHANNELS=json.dumps(sorted(channels)), SM_CURRENT_HOST="algo-1",
+                   SM_HOSTS=json.dumps(["algo-1"]), SM_TRAINING_ENV=json.dumps({"job_name": job_name}))
+        for channel, uri in channels.items():
+            env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
+        command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
+        log_path = job / "log.txt"
+        started = time.time()
+        status, epochs = "Completed", []
+        with open(log_path, "w") as log, subprocess.Popen(
+            command, cwd=job / "code", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+        ) as process:
+            try:
+                for line in process.stdout:
+                    log.write(line)
+                    if echo:
+                        print(line, end="", flush=True)
+                    if (parsed := metrics.parse_epoch_line(line)) is not None:
+                        epochs.append(parsed)
+                    if on_line is not None and on_line(line):
+                        status = "Stopped"
+                        process.terminate()
+                        break
+                process.wait()
+            except BaseException:  # Ctrl-C or Snakemake stopping us: never leave the job running
+                process.kill()
+                raise
+        if status != "Stopped" and process.returncode != 0:
+            raise JobFailed(f"training job {job_name} failed (exit code {process.returncode}); "
+                            f"last lines of {log_path}:\n{_tail(log_path)}")
+        result = {"job_name": job_name, "backend": self.name, "status": status, "log": str(log_path),
+                  "output_dir": str(job / "output"), "hyperparameters": hps, "metrics": epochs,
+                  "seconds": round(time.time() - started, 1)}
+        shutil.rmtree(job / "checkpoints", ignore_errors=True)  # finished or stopped: a rerun starts afresh
+        if status == "Completed" and keep_model:
+            tar_path = job / "output/model.tar.gz"
+            pack_model_dir(job / "model", tar_path)
+            result["model_uri"] = store.file_uri(tar_path)
+        shutil.rmtree(job / "model", ignore_errors=True)
+        return result
+
+    # --- endpoints ---------------------------------------------------------------------------
+    def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
+        """Serve model_tar (with code/inference.py inside) on 127.0.0.1; stop the previous server first."""
+        state_dir = Path(state_dir).resolve()
+        self.teardown(state_dir)
+        model_dir = state_dir / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(parents=True)
+        with tarfile.open(model_tar) as archive:
+            archive.extractall(model_dir, filter="data")
+        host = self.settings.get("host", "127.0.0.1")
+        port = int(self.settings.get("port", 0)) or _free_port(host)
+        url = f"http://{host}:{port}"
+        log_path = state_dir / "server.log"
+        env = dict(os.environ, SM_MODEL_DIR=str(model_dir), SAGEMAKER_PROGRAM="inference.py",
+                   PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]))
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+                   "--workers", str(self.settings.get("workers", 1)), "--timeout", "120",
+                   "--access-logfile", "-", "--error-logfile", "-", "--no-control-socket", "dogbreed.serving:create_app()"]
+        with open(log_path, "w") as log:
+            # A new session: the server outlives this Snakemake job, and is stopped by pid group.
+            process = subprocess.Popen(command, cwd=state_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        state = {"backend": self.name, "endpoint_name": endpoint_name, "url": url, "pid": process.pid,
+                 "pid_started": psutil.Process(process.pid).create_time(), "model": str(Path(model_tar).resolve()),
+                 "log": str(log_path), "started_at": _now()}
+        (state_dir / "state.json").write_text(json.dumps(state, indent=2))  # before waiting: teardown can find it
+        deadline = time.time() + float(self.settings.get("startup_timeout", 120))
+        while time.time() < deadline:
+            if process.poll() is not None:
+                self.teardown(state_dir)
+                raise EndpointGone(f"the endpoint server exited at start (code {process.returncode}); "
+                                   f"last lines of {log_path}:\n{_tail(log_path)}")
+            if self.healthy(state):
+                return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
+            time.sleep(0.3)
+        self.teardown(state_dir)
+        raise EndpointGone(f"the endpoint at {url} did not answer /ping within "
+                           f"{self.settings.get('startup_timeout', 120)} s; see {log_path}:\n{_tail(log_path)}")
+
+    def healthy(self, endpoint) -> bool:
+        try:
+            return requests.get(endpoint["url"] + "/ping", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+        response = requests.post(endpoint["url"] + "/invocations", data=body, timeout=300,
+                                 headers={"Content-Type": content_type, "Accept": accept})
+        if response.status_code != 200:
+            raise RuntimeError(f"endpoint {endpoint['url']} answered {response.status_code}: {response.text[:500]}")
+        return response.content
+
+    def teardown(self, state_dir) -> list:
+        """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""
+        state_file = Path(state_dir) / "state.json"
+        if not state_file.exists():
+            return []
+        state = json.loads(state_file.read_text())
+        stopped = []
+        try:
+            process = psutil.Process(state["pid"])
+            # The pid must still be our server: pids are reused after a reboot or a long time.
+            if abs(process.create_time() - state["pid_started"]) < 1:
+                os.killpg(state["pid"], signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except psutil.TimeoutExpired:
+                    os.killpg(state["pid"], signal.SIGKILL)
+                stopped.append(f"{state['endpoint_name']} ({state['url']}, pid {state['pid']})")
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            pass
+        state_file.unlink()
+        return stopped

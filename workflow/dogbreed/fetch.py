@@ -1,0 +1,198 @@
+"""Fetch stage: bring `data_source` into data/raw/<hash of the source>/ and say where the images are.
+
+Sources: `demo` (generated offline), an http(s) URL (streamed, resumable, size and checksum checked),
+a local .zip / .tar(.gz) archive (extracted safely), or a local folder (used in place, not copied).
+"""
+import hashlib
+import json
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import requests
+from tqdm import tqdm
+
+from dogbreed import demo_data
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def source_kind(source: str) -> str:
+    if source == "demo":
+        return "demo"
+    if source.startswith(("http://", "https://")):
+        return "url"
+    if source.startswith("s3://"):
+        return "s3"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file() and source.lower().endswith(ARCHIVE_SUFFIXES):
+        return "archive"
+    if path.exists():
+        raise FetchError(f"data_source {source} is a file but not a .zip/.tar/.tar.gz archive")
+    raise FetchError(f"data_source {source!r} is neither 'demo', a URL, an s3:// URI nor an existing "
+                     f"file or folder: check the path (relative paths are taken from the workflow folder)")
+
+
+def normalised_source(source: str) -> str:
+    """The source as a stable string: local paths made absolute, so `./x` and `x` are one source."""
+    if source_kind(source) in ("folder", "archive"):
+        return str(Path(source).expanduser().resolve())
+    return source
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(normalised_source(source).encode()).hexdigest()[:16]
+
+
+def source_fingerprint(source: str) -> str:
+    """Changes when a local source's content changes (names, sizes, mtimes), so Snakemake refetches.
+
+    Remote sources are pinned by URL and optional data_sha256 instead.
+    """
+    kind = source_kind(source)
+    if kind not in ("folder", "archive"):
+        return ""
+    path = Path(source).expanduser().resolve()
+    digest = hashlib.sha256()
+    files = [path] if kind == "archive" else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        info = file.stat()
+        digest.update(f"{file.relative_to(path.parent)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def sha256_file(path, chunk=1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, target: Path, timeout=30) -> Path:
+    """Stream `url` to `target` with a progress bar; resume a partial download; check its size."""
+    partial = target.with_name(target.name + ".part")
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        response = requests.get(url, stream=True, timeout=timeout, headers=headers)
+    except requests.RequestException as error:
+        raise FetchError(
+            f"could not download {url}: {error}. This machine may be offline or the host unreachable: "
+            f"download the file elsewhere and run with --config data_source=/path/to/the/file.zip"
+        ) from error
+    with response:
+        if response.status_code == 416 and have:  # the partial file is already complete
+            partial.rename(target)
+            return target
+        if response.status_code not in (200, 206):
+            raise FetchError(f"downloading {url} failed: HTTP {response.status_code} {response.reason}")
+        if response.status_code == 200:
+            have = 0  # the server ignored the Range header: start over
+        remaining = response.headers.get("Content-Length")
+        expected = have + int(remaining) if remaining is not None else None
+        with open(partial, "ab" if have else "wb") as handle, tqdm(
+            total=expected, initial=have, unit="B", unit_scale=True, desc=f"download {Path(url).name}"
+        ) as progress:
+            try:
+                for block in response.iter_content(chunk_size=1 << 20):
+                    handle.write(block)
+                    progress.update(len(block))
+            except requests.RequestException as error:
+                raise FetchError(f"download of {url} broke off ({error}); rerun to resume it") from error
+    size = partial.stat().st_size
+    if expected is not None and size != expected:
+        raise FetchError(f"download of {url} is incomplete: {size} of {expected} bytes; rerun to resume it")
+    partial.rename(target)
+    return target
+
+
+def _safe_member_path(name: str, target: Path) -> Path:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise FetchError(f"archive member {name!r} would land outside the extraction folder; refusing the archive")
+    return target.joinpath(*parts)
+
+
+def extract(archive: Path, target: Path) -> Path:
+    """Extract into `target` (all or nothing): members escaping the folder or links refuse the archive."""
+    temporary = target.with_name(target.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as bundle:
+                members = bundle.infolist()
+                for member in members:
+                    _safe_member_path(member.filename, temporary)
+                    if stat.S_ISLNK(member.external_attr >> 16):
+                        raise FetchError(f"archive member {member.filename!r} is a symbolic link; refusing the archive")
+                for member in tqdm(members, desc=f"extract {archive.name}", unit="file"):
+                    bundle.extract(member, temporary)
+        else:
+            with tarfile.open(archive) as bundle:
+                for member in bundle.getmembers():
+                    _safe_member_path(member.name, temporary)
+                    if member.issym() or member.islnk():
+                        raise FetchError(f"archive member {member.name!r} is a link; refusing the archive")
+                bundle.extractall(temporary, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise FetchError(f"{archive} is not a readable archive ({error}); delete it and rerun to fetch it again") from error
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    temporary.rename(target)
+    return target
+
+
+def verify_checksum(path: Path, expected: str):
+    if expected:
+        actual = sha256_file(path)
+        if actual.lower() != expected.lower():
+            raise FetchError(f"{path} has sha256 {actual}, but data_sha256 in config says {expected}. "
+                             f"Delete it and rerun if the download was damaged, or correct data_sha256.")
+
+
+def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0) -> dict:
+    """Fetch `source` into raw_dir and return {"source", "kind", "root"}; root holds the images."""
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    kind = source_kind(source)
+    if kind == "demo":
+        shutil.rmtree(raw_dir / "demo", ignore_errors=True)
+        root = demo_data.generate(raw_dir / "demo", seed=demo_seed)
+    elif kind == "folder":
+        root = Path(source).expanduser().resolve()
+    elif kind == "archive":
+        archive = Path(source).expanduser().resolve()
+        verify_checksum(archive, data_sha256)
+        root = extract(archive, raw_dir / "extracted")
+    elif kind == "url":
+        filename = Path(source.split("?")[0]).name or "download"
+        archive = raw_dir / filename
+        if not archive.exists():
+            download(source, archive)
+        verify_checksum(archive, data_sha256)
+        if not filename.lower().endswith(ARCHIVE_SUFFIXES):
+            raise FetchError(f"{source} did not name a .zip/.tar(.gz) archive; point data_source at one")
+        root = extract(archive, raw_dir / "extracted")
+    else:
+        raise FetchError("s3:// data sources need the S3 store, which is not built yet: download the "
+                         "data and pass a local path or URL as data_source")
+    return {"source": source, "kind": kind, "root": str(root)}
+
+
+def write_fetched(info: dict, path):
+    Path(path).write_text(json.dumps(info, indent=2))
+

@@ -1,0 +1,19 @@
+"""Names derived from what a job depends on: equal inputs → equal name (a rerun resumes or attaches),
+changed inputs → a new name (no collision with, or resumption of, stale work)."""
+import hashlib
+import json
+from pathlib import Path
+
+
+def stable_hash(value, length=10) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def code_digest(folder) -> str:
+    """Hash of every source file under folder (what a training job runs)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]

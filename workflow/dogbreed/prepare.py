@@ -1,0 +1,249 @@
+"""Prepare stage: verify every image, convert it to RGB where needed, split, and lay out the channels.
+
+Every visible file under the source ends up in exactly one of two tables:
+  manifest.csv  path (in the channels folder), split, class_index, breed, sha256, width, height,
+                source (path in the source), converted_from (the original mode, when converted)
+  rejected.csv  source, reason
+Hidden files and folders (".*", "__MACOSX") are not data and are skipped.
+
+Layouts understood: {train,valid,test}/<class>/... (a split the source has is kept; a missing valid or
+test split is carved out of train) or <class>/... (split here). Class folders named `NNN.Name` keep
+their number (index = NNN - 1); other names are numbered in sorted order.
+"""
+import csv
+import hashlib
+import json
+import random
+import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
+                 "validation": "valid", "test": "test", "testing": "test"}
+NUMBERED = re.compile(r"^(\d+)\.(.+)$")
+MANIFEST_COLUMNS = ["path", "split", "class_index", "breed", "sha256", "width", "height", "source", "converted_from"]
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name == "__MACOSX"
+
+
+def visible_children(folder: Path):
+    return sorted(p for p in folder.iterdir() if not is_hidden(p))
+
+
+def visible_files(folder: Path):
+    """Every non-hidden file below folder (hidden folders are not entered)."""
+    for child in visible_children(folder):
+        if child.is_dir():
+            yield from visible_files(child)
+        elif child.is_file():
+            yield child
+
+
+def find_dataset_root(root: Path) -> Path:
+    """Step down through wrapper folders (a zip's `dogImages/`): folders that hold one folder and no files."""
+    root = Path(root)
+    while True:
+        children = visible_children(root)
+        if (len(children) == 1 and children[0].is_dir() and children[0].name.lower() not in SPLIT_ALIASES
+                and all(grandchild.is_dir() for grandchild in visible_children(children[0]))):
+            root = children[0]
+        else:
+            return root
+
+
+def class_key(folder_name: str):
+    """(number or None, breed) from a class folder name."""
+    match = NUMBERED.match(folder_name)
+    return (int(match.group(1)), match.group(2)) if match else (None, folder_name)
+
+
+def inspect_image(path: Path) -> dict:
+    """Open, fully decode and hash one file; say why it is unusable, if it is."""
+    data = path.read_bytes()
+    result = {"sha256": hashlib.sha256(data).hexdigest(), "error": None}
+    try:
+        with Image.open(path) as image:
+            image.verify()  # structure and checksums, before paying for a decode
+        with Image.open(path) as image:
+            image.load()  # decodes every pixel: catches truncated files verify() lets through
+            result.update(width=image.width, height=image.height, mode=image.mode, format=image.format,
+                          rotated=image.getexif().get(0x0112, 1) not in (1, None))
+    except UnidentifiedImageError:
+        result["error"] = "not an image (unrecognised file format)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        result["error"] = f"unreadable or corrupt image ({error})"
+    return result
+
+
+def convert_to_rgb(source: Path, target: Path):
+    """Grey, CMYK, palette, alpha, 16-bit, EXIF-rotated → plain RGB PNG (lossless)."""
+    with Image.open(source) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            flat = Image.new("RGB", image.size, (255, 255, 255))
+            flat.paste(image, mask=image.getchannel("A"))  # transparent → white, not black
+            image = flat
+        image.convert("RGB").save(target, format="PNG")
+
+
+def carve(files_by_class: dict, fractions: dict, seed: int) -> dict:
+    """Split each class's files into {split: [files]} by fractions of the total, deterministically.
+
+    A class with at least three images gets at least one in each split asked for.
+    """
+    out = {split: [] for split in fractions}
+    for index in sorted(files_by_class):
+        files = sorted(files_by_class[index])
+        random.Random(f"{seed}-{index}").shuffle(files)
+        counts = {split: round(len(files) * fraction) for split, fraction in fractions.items() if split != "train"}
+        if len(files) >= 3:
+            counts = {split: max(count, 1) if fractions[split] > 0 else 0 for split, count in counts.items()}
+        while sum(counts.values()) >= len(files) and any(counts.values()):  # train keeps at least one
+            largest = max(counts, key=counts.get)
+            counts[largest] -= 1
+        start = 0
+        for split, count in counts.items():
+            out[split] += files[start:start + count]
+            start += count
+        out["train"] += files[start:]
+    return out
+
+
+def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0, min_size=32, workers=1):
+    source_root = find_dataset_root(Path(source_root))
+    out_dir = Path(out_dir)
+    rejected = []  # (source, reason)
+
+    # 1. Layout: split folders, or class folders only.
+    children = visible_children(source_root)
+    split_folders = {SPLIT_ALIASES[c.name.lower()]: c for c in children if c.is_dir() and c.name.lower() in SPLIT_ALIASES}
+    candidates = []  # (file, split or None, class folder name)
+    if split_folders:
+        for child in children:
+            if child.is_dir() and child.name.lower() in SPLIT_ALIASES:
+                continue
+            for file in ([child] if child.is_file() else visible_files(child)):
+                rejected.append((file, "not under a split folder (train/valid/test) although the source is split"))
+        for split, folder in split_folders.items():
+            for child in visible_children(folder):
+                if child.is_file():
+                    rejected.append((child, f"not inside a class folder of {folder.name}/"))
+                    continue
+                candidates += [(file, split, child.name) for file in visible_files(child)]
+    else:
+        for child in children:
+            if child.is_file():
+                rejected.append((child, "not inside a class folder"))
+                continue
+            candidates += [(file, None, child.name) for file in visible_files(child)]
+    if not candidates:
+        raise PrepareError(f"no class folders with files under {source_root}: expected "
+                           f"train/valid/test/<class>/<image> or <class>/<image>")
+
+    # 2. Classes: keep NNN numbering when every folder has it, else number sorted names.
+    folder_names = sorted({name for _, _, name in candidates})
+    keys = {name: class_key(name) for name in folder_names}
+    if all(number is not None for number, _ in keys.values()):
+        index_of = {name: number - 1 for name, (number, _) in keys.items()}
+    else:
+        breeds = sorted({breed for _, breed in keys.values()})
+        index_of = {name: breeds.index(keys[name][1]) for name in folder_names}
+    classes = {}
+    for name, index in index_of.items():
+        breed = keys[name][1]
+        if classes.setdefault(index, breed) != breed:
+            raise PrepareError(f"class number {index + 1:03d} names two breeds: {classes[index]!r} and {breed!r} "
+                               f"(folders under {source_root}); rename one of them")
+
+    # 3. Verify every candidate (in parallel: decoding thousands of JPEGs is the slow part).
+    files = [file for file, _, _ in candidates]
+    with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
+        checks = list(tqdm(pool.map(inspect_image, files, chunksize=32), total=len(files),
+                           desc="verify images", unit="img"))
+
+    # 4. Reject the unusable; keep the first copy of duplicates (train before valid before test,
+    #    so a test image that also sits in train is rejected rather than leaking into the score).
+    split_order = {"train": 0, "valid": 1, "test": 2, None: 0}
+    order = sorted(range(len(candidates)), key=lambda i: (split_order[candidates[i][1]], str(candidates[i][0])))
+    first_seen, usable = {}, []
+    for i in order:
+        file, split, folder = candidates[i]
+        check = checks[i]
+        if check["error"]:
+            rejected.append((file, check["error"]))
+        elif min(check["width"], check["height"]) < min_size:
+            rejected.append((file, f"too small ({check['width']}x{check['height']}; data.min_image_size is {min_size})"))
+        elif check["sha256"] in first_seen:
+            rejected.append((file, f"duplicate of {first_seen[check['sha256']].relative_to(source_root)}"))
+        else:
+            first_seen[check["sha256"]] = file
+            usable.append((file, split, index_of[folder], check))
+
+    # 5. Splits: keep the source's; carve missing valid/test out of train, stratified by class.
+    by_split = {split: [] for split in SPLITS}
+    pool_for_carving = {}
+    for file, split, index, check in usable:
+        if split is None or (split == "train" and not ({"valid", "test"} <= split_folders.keys())):
+            pool_for_carving.setdefault(index, []).append(file)
+        else:
+            by_split[split].append(file)
+    fractions = {"train": 0.0, "valid": valid_fraction if "valid" not in split_folders else 0.0,
+                 "test": test_fraction if "test" not in split_folders else 0.0}
+    for split, carved in carve(pool_for_carving, fractions, seed).items():
+        by_split[split] += carved
+    split_of = {file: split for split, split_files in by_split.items() for file in split_files}
+
+    # 6. Write the channels and the tables.
+    channels = out_dir / "channels"
+    shutil.rmtree(channels, ignore_errors=True)
+    rows = []
+    for file, _, index, check in tqdm(usable, desc="write channels", unit="img"):
+        split = split_of[file]
+        folder = channels / split / f"{index + 1:03d}.{classes[index]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        needs_conversion = check["mode"] != "RGB" or check["rotated"]
+        name = file.stem + ".png" if needs_conversion else file.name
+        target = folder / name
+        if target.exists():  # same name from two nested folders of one class
+            target = folder / f"{check['sha256'][:12]}-{name}"
+        if needs_conversion:
+            convert_to_rgb(file, target)
+        else:
+            shutil.copyfile(file, target)
+        rows.append({"path": target.relative_to(channels).as_posix(), "split": split, "class_index": index,
+                     "breed": classes[index], "sha256": check["sha256"], "width": check["width"],
+                     "height": check["height"], "source": file.relative_to(source_root).as_posix(),
+                     "converted_from": check["mode"] if needs_conversion else ""})
+    rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["path"]))
+    for split in SPLITS:
+        if not any(row["split"] == split for row in rows):
+            raise PrepareError(f"the {split} split is empty after preparing {source_root} "
+                               f"({len(rows)} usable images, {len(rejected)} rejected): see {out_dir}/rejected.csv")
+
+    write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
+    write_csv(out_dir / "rejected.csv", ["source", "reason"],
+              [{"source": Path(file).relative_to(source_root).as_posix(), "reason": reason}
+               for file, reason in sorted(rejected, key=lambda item: str(item[0]))])
+    (out_dir / "classes.json").write_text(json.dumps(
+        {str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False))
+    return {"usable": len(rows), "rejected": len(rejected), "classes": len(classes),
+            "per_split": {split: len(by_split[split]) for split in SPLITS}}
+
+
+def write_csv(path, columns, rows):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

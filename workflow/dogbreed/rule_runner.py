@@ -1,0 +1,38 @@
+"""How every rule script runs: output shown on the terminal and kept in the rule's log file, and the
+workflow's own errors (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
+import sys
+import traceback
+
+
+class Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self):
+        return False
+
+
+def run_rule(main, snakemake):
+    with open(snakemake.log[0], "w", encoding="utf-8") as log:
+        sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
+        try:
+            main(snakemake)
+        except Exception as error:
+            if type(error).__module__.startswith(("dogbreed", "classifier")):
+                print(f"error in rule {snakemake.rule}: {error}", file=sys.stderr)
+            else:
+                traceback.print_exc()
+            sys.stderr.flush()
+            sys.exit(1)
+        finally:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__

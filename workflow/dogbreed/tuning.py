@@ -1,0 +1,186 @@
+"""Hyperparameter tuning on the local backends: the SageMaker HyperparameterTuner spec, driven by Optuna.
+
+The spec (config `tuning:`) has SageMaker's shape:
+  objective: {metric, regex, type: Maximize|Minimize}
+  strategy: Bayesian | Random | Grid | Hyperband       → TPE / Random / Grid sampler; Hyperband pruner
+  early_stopping: Off | Auto                           → no pruner / MedianPruner
+  max_jobs, max_parallel_jobs
+  parameters: {name: {type: continuous|integer|categorical, min, max, scaling, values}}
+Each trial is a training job of the backend; its objective is read from the job's log lines with
+the regex (each epoch is reported, so pruners can stop poor trials early). The study lives in SQLite:
+an interrupted tune resumes, and a grown max_jobs runs only the new trials.
+"""
+import math
+
+import optuna
+from optuna.trial import TrialState
+
+from dogbreed import metrics
+
+STATUS = {TrialState.COMPLETE: "Completed", TrialState.PRUNED: "Stopped", TrialState.FAIL: "Failed",
+          TrialState.RUNNING: "InProgress", TrialState.WAITING: "Pending"}
+
+
+class TuningError(RuntimeError):
+    pass
+
+
+def suggest(trial, name: str, parameter: dict):
+    kind = parameter["type"]
+    log = parameter.get("scaling", "Auto") == "Logarithmic"
+    if parameter.get("scaling") == "ReverseLogarithmic":
+        raise TuningError(f"tuning parameter {name}: ReverseLogarithmic scaling has no Optuna counterpart; "
+                          f"use Linear or Logarithmic")
+    if kind == "continuous":
+        return trial.suggest_float(name, float(parameter["min"]), float(parameter["max"]), log=log)
+    if kind == "integer":
+        return trial.suggest_int(name, int(parameter["min"]), int(parameter["max"]), log=log)
+    if kind == "categorical":
+        return trial.suggest_categorical(name, list(parameter["values"]))
+    raise TuningError(f"tuning parameter {name}: unknown type {kind!r} (continuous, integer or categorical)")
+
+
+def check_spec(spec: dict):
+    """Refuse a bad spec before any trial runs (inside a trial the error would only fail that trial)."""
+    study = optuna.create_study()
+    trial = study.ask()
+    for name, parameter in spec["parameters"].items():
+        suggest(trial, name, parameter)
+    make_sampler(spec, 0)
+    if spec["objective"]["type"].lower() not in ("maximize", "minimize"):
+        raise TuningError(f"tuning.objective.type must be Maximize or Minimize, not {spec['objective']['type']!r}")
+
+
+def make_sampler(spec: dict, seed: int):
+    strategy = spec["strategy"]
+    if strategy in ("Bayesian", "Hyperband"):
+        return optuna.samplers.TPESampler(seed=seed)
+    if strategy == "Random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy == "Grid":
+        not_categorical = [n for n, p in spec["parameters"].items() if p["type"] != "categorical"]
+        if not_categorical:
+            raise TuningError(f"strategy Grid needs categorical parameters only (as SageMaker's does); "
+                              f"these are not: {', '.join(not_categorical)}")
+        return optuna.samplers.GridSampler({n: list(p["values"]) for n, p in spec["parameters"].items()}, seed=seed)
+    raise TuningError(f"unknown tuning strategy {strategy!r}: Bayesian, Random, Grid or Hyperband")
+
+
+def make_pruner(spec: dict):
+    if spec["strategy"] == "Hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if spec.get("early_stopping", "Off") == "Auto":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def recover_interrupted(study) -> set:
+    """Trials left RUNNING by a killed tune are failed and queued again with the same hyperparameters.
+
+    Only one tune runs per results folder (Snakemake's lock), so a RUNNING trial here is stale.
+    Returns the numbers of all trials ever interrupted (they do not count against max_jobs).
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    return {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+
+
+def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0,
+              show_progress=True):
+    """Run trials until max_jobs have finished; run_trial(trial, hyperparameters, report) → objective.
+
+    report(step, value) tells the pruner an intermediate objective and returns True when the trial
+    should stop. Returns the optuna study.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_spec(spec)
+    direction = spec["objective"]["type"].lower()
+    study = optuna.create_study(
+        study_name=study_name, storage=f"sqlite:///{storage_path}", load_if_exists=True,
+        direction=direction, sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
+    interrupted = recover_interrupted(study)
+    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+                if t.number not in interrupted]
+    remaining = int(spec["max_jobs"]) - len(finished)
+
+    def objective(trial):
+        hyperparameters = {name: suggest(trial, name, p) for name, p in spec["parameters"].items()}
+
+        def report(step, value):
+            trial.report(value, step)
+            return trial.should_prune()
+
+        value = run_trial(trial, hyperparameters, report)
+        if value is None:
+            raise optuna.TrialPruned()
+        if not math.isfinite(value):
+            raise TuningError(f"trial {trial.number}: objective is {value}")
+        return value
+
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, n_jobs=max(1, int(parallel)),
+                       catch=(Exception,), show_progress_bar=show_progress)
+    return study
+
+
+def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name):
+    """run_trial for run_study: one training job per trial, its objective read with the spec's regex."""
+    regex = spec["objective"]["regex"]
+
+    def run_trial(trial, hyperparameters, report):
+        job_name = f"{study_name}-trial-{trial.number:03d}"
+        trial.set_user_attr("job_name", job_name)
+        values = []
+
+        def on_line(line):
+            if metrics.parse_epoch_line(line) is None:
+                return False
+            value = metrics.read_metric(regex, line)
+            if value is None:
+                return False
+            values.append(value)
+            return report(len(values), value)
+
+        result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
+                               source_dir, on_line=on_line, echo=False, keep_model=False)
+        trial.set_user_attr("log", result["log"])
+        trial.set_user_attr("seconds", result["seconds"])
+        if result["status"] == "Stopped":
+            return None
+        if not values:
+            raise TuningError(f"{job_name} finished without a line matching the objective regex {regex!r}; "
+                              f"see {result['log']}")
+        return values[-1]  # SageMaker takes the last value a job emitted
+
+    return run_trial
+
+
+def trials_table(study, spec) -> list:
+    """One row per trial (interrupted-and-retried ones included, marked), SageMaker's status names."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row = {"trial": trial.number, "job_name": trial.user_attrs.get("job_name", ""),
+               "status": STATUS.get(trial.state, trial.state.name),
+               spec["objective"]["metric"]: trial.value if trial.state == TrialState.COMPLETE else None}
+        row.update({name: trial.params.get(name) for name in spec["parameters"]})
+        # the last intermediate value shows how far a stopped trial got
+        row["last_reported"] = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+        row["epochs_reported"] = len(trial.intermediate_values)
+        row["seconds"] = trial.user_attrs.get("seconds")
+        row["retry_of"] = trial.user_attrs.get("retry_of")
+        row["log"] = trial.user_attrs.get("log", "")
+        rows.append(row)
+    return rows
+
+
+def best_trial(study, spec) -> dict:
+    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not completed:
+        raise TuningError(f"no tuning trial completed in study {study.study_name}: see the trials' logs "
+                          f"listed in tuning/trials.csv")
+    best = study.best_trial
+    return {"hyperparameters": best.params, "trial": best.number, "job_name": best.user_attrs.get("job_name"),
+            "objective": {"metric": spec["objective"]["metric"], "type": spec["objective"]["type"],
+                          "value": best.value},
+            "trials_completed": len(completed)}

@@ -1,0 +1,43 @@
+# Paths, names and helpers shared by the rules.
+from pathlib import Path
+
+from dogbreed import fetch as fetch_module
+
+RESULTS = config["results_dir"]
+BASE = Path(workflow.basedir)
+SCRIPTS_DIR = BASE / "scripts"  # the SageMaker source_dir
+SOURCE_ID = fetch_module.source_hash(config["data_source"])
+RAW_DIR = f"data/raw/{SOURCE_ID}"
+ENDPOINT_STATE = f"{RESULTS}/endpoint-state"  # not a Snakemake output: a live server outlives a rerun
+
+
+def R(path):
+    """A path under results_dir."""
+    return f"{RESULTS}/{path}"
+
+
+# what every rule script that talks to the backend imports
+BACKEND_MODULES = ["backends/__init__", "backends/base", f"backends/{config['backend']}", "store", "metrics"]
+
+
+def code(*modules):
+    """Workflow modules a rule imports: inputs, so that editing one reruns the rule (code trigger).
+
+    A module that does not exist (an unbuilt backend) is left out: get_backend says so clearly.
+    """
+    paths = [BASE / "workflow" / "dogbreed" / f"{m}.py" for m in ("__init__", "rule_runner", *modules)]
+    return sorted({str(p) for p in paths if p.exists()})
+
+
+def container_code():
+    """Everything shipped to SageMaker as source_dir."""
+    return sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".txt"))
+
+
+def fixed_hyperparameters():
+    """model settings + config hyperparameters: what every training job gets before tuned values."""
+    model = dict(config["model"])
+    weights = model["weights"]
+    if weights not in ("imagenet", "none"):  # jobs run elsewhere: make a weights path absolute
+        model["weights"] = str(Path(weights).expanduser().resolve())
+    return {**model, **config["hyperparameters"]}

@@ -1,0 +1,55 @@
+# fetch → prepare → upload
+
+
+rule fetch:
+    input:
+        code("fetch", "demo_data"),
+    output:
+        f"{RAW_DIR}/fetched.json",
+    params:
+        source=config["data_source"],
+        sha256=config["data_sha256"],
+        fingerprint=fetch_module.source_fingerprint(config["data_source"]),
+        demo_seed=config["data"]["demo_seed"],
+    log:
+        R("logs/fetch.log"),
+    script:
+        "../scripts/fetch.py"
+
+
+rule prepare:
+    input:
+        code("prepare"),
+        fetched=rules.fetch.output[0],
+    output:
+        manifest=R("data/manifest.csv"),
+        rejected=R("data/rejected.csv"),
+        classes=R("data/classes.json"),
+        channels=directory(R("data/channels")),
+    params:
+        valid_fraction=config["data"]["valid_fraction"],
+        test_fraction=config["data"]["test_fraction"],
+        split_seed=config["data"]["split_seed"],
+        min_image_size=config["data"]["min_image_size"],
+    threads: 4
+    log:
+        R("logs/prepare.log"),
+    script:
+        "../scripts/prepare.py"
+
+
+rule upload:
+    input:
+        code(*BACKEND_MODULES),
+        manifest=rules.prepare.output.manifest,
+        channels=rules.prepare.output.channels,
+    output:
+        R("upload.json"),
+    params:
+        backend=config["backend"],
+        store_uri=config["store"]["uri"],
+        prefix=f"datasets/{SOURCE_ID}",
+    log:
+        R("logs/upload.log"),
+    script:
+        "../scripts/upload.py"

@@ -1,0 +1,96 @@
+# package the served artifact → start the endpoint → evaluate it → (optional) accuracy gate.
+# teardown stops the endpoint; it has no inputs and no target depends on it.
+
+
+rule package_model:
+    input:
+        code("packaging"),
+        container_code(),
+        model=rules.train.output.model,
+    output:
+        R("deploy/model.tar.gz"),
+    params:
+        source_dir=str(SCRIPTS_DIR),
+    log:
+        R("logs/package_model.log"),
+    script:
+        "../scripts/package_model.py"
+
+
+rule start_endpoint:
+    input:
+        code(*BACKEND_MODULES, "serving"),
+        model=rules.package_model.output[0],
+    output:
+        R("endpoint.json"),
+    params:
+        backend=config["backend"],
+        backend_settings=config["backends"].get(config["backend"], {}),
+        endpoint_name=f"dogbreed-{SOURCE_ID[:8]}",
+        state_dir=ENDPOINT_STATE,
+    log:
+        R("logs/start_endpoint.log"),
+    script:
+        "../scripts/start_endpoint.py"
+
+
+rule evaluate:
+    input:
+        code(*BACKEND_MODULES, "evaluate"),
+        endpoint=rules.start_endpoint.output[0],
+        manifest=rules.prepare.output.manifest,
+        classes=rules.prepare.output.classes,
+        channels=rules.prepare.output.channels,
+    output:
+        metrics=R("evaluation/metrics.json"),
+        predictions=R("evaluation/predictions.csv"),
+    params:
+        backend=config["backend"],
+        backend_settings=config["backends"].get(config["backend"], {}),
+        batch_size=config["evaluation"]["batch_size"],
+        results_dir=RESULTS,
+    log:
+        R("logs/evaluate.log"),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule accuracy_gate:
+    # Separate from evaluate: when it fails, Snakemake deletes only this rule's output, and the
+    # metrics that explain the failure stay on disk.
+    input:
+        metrics=rules.evaluate.output.metrics,
+    output:
+        R("evaluation/accuracy_gate.txt"),
+    params:
+        min_accuracy=config["min_accuracy"],
+    log:
+        R("logs/accuracy_gate.log"),
+    run:
+        import json
+
+        accuracy = json.loads(Path(input.metrics).read_text())["accuracy"]
+        verdict = f"test accuracy {accuracy:.4f}, min_accuracy {params.min_accuracy}"
+        Path(log[0]).write_text(verdict + "\n")
+        if accuracy < params.min_accuracy:
+            raise ValueError(f"accuracy gate failed: {verdict} (metrics kept in {input.metrics})")
+        Path(output[0]).write_text(f"passed: {verdict}\n")
+
+
+rule deploy:
+    input:
+        rules.start_endpoint.output,
+        rules.evaluate.output,
+        [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
+
+
+rule teardown:
+    params:
+        backend=config["backend"],
+        backend_settings=config["backends"].get(config["backend"], {}),
+        state_dir=ENDPOINT_STATE,
+    run:
+        from dogbreed.backends import get_backend
+
+        stopped = get_backend(params.backend, params.backend_settings).teardown(params.state_dir)
+        print("stopped: " + ", ".join(stopped) if stopped else f"no endpoint recorded in {params.state_dir} is running")

@@ -1,0 +1,24 @@
+# tune: the tuning spec, run as trials (training jobs) of the backend; the winner as a JSON artifact.
+
+
+rule tune:
+    input:
+        code(*BACKEND_MODULES, "tuning", "naming"),
+        container_code(),
+        upload=rules.upload.output[0],
+    output:
+        trials=R("tuning/trials.csv"),
+        best=R("best_hyperparameters.json"),
+    params:
+        backend=config["backend"],
+        backend_settings=config["backends"].get(config["backend"], {}),
+        tuning=config["tuning"],
+        fixed_hyperparameters=fixed_hyperparameters(),
+        source_dir=str(SCRIPTS_DIR),
+        study_db=R("tuning/study.sqlite"),  # not an output: it must survive an interrupted tune
+        jobs_dir=R("jobs"),
+    threads: config["tuning"]["max_parallel_jobs"]
+    log:
+        R("logs/tune.log"),
+    script:
+        "../scripts/tune.py"

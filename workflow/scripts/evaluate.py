@@ -1,0 +1,21 @@
+import json
+from pathlib import Path
+
+from dogbreed import evaluate
+from dogbreed.backends import get_backend
+from dogbreed.rule_runner import run_rule
+
+
+def main(smk):
+    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    endpoint = json.loads(Path(smk.input.endpoint).read_text())
+    classes = json.loads(Path(smk.input.classes).read_text())
+    metrics, predictions = evaluate.evaluate(backend, endpoint, smk.input.manifest, smk.input.channels, classes,
+                                             smk.params.batch_size, smk.params.results_dir)
+    predictions.to_csv(smk.output.predictions, index=False)
+    Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    print(f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
+          f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request")
+
+
+run_rule(main, snakemake)

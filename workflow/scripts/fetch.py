@@ -1,0 +1,11 @@
+from dogbreed import fetch
+from dogbreed.rule_runner import run_rule
+
+
+def main(smk):
+    info = fetch.fetch(smk.params.source, smk.output[0].rsplit("/", 1)[0], smk.params.sha256, smk.params.demo_seed)
+    print(f"fetched {info['kind']} source into {info['root']}")
+    fetch.write_fetched(info, smk.output[0])
+
+
+run_rule(main, snakemake)

@@ -1,0 +1,10 @@
+from dogbreed.packaging import package_for_serving
+from dogbreed.rule_runner import run_rule
+
+
+def main(smk):
+    package_for_serving(smk.input.model, smk.params.source_dir, smk.output[0])
+    print(f"packed {smk.output[0]} with code/ from {smk.params.source_dir}")
+
+
+run_rule(main, snakemake)

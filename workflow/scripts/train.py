@@ -1,0 +1,28 @@
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from dogbreed import naming, store
+from dogbreed.backends import get_backend
+from dogbreed.rule_runner import run_rule
+
+
+def main(smk):
+    channels = json.loads(Path(smk.input.upload).read_text())["channels"]
+    best = json.loads(Path(smk.input.best).read_text())
+    hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
+    train_channels = {k: channels[k] for k in ("train", "valid")}
+    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.params.source_dir)])
+    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir)
+    # a local copy of the artifact, wherever the job ran
+    shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
+    pd.DataFrame(result.pop("metrics")).to_csv(smk.output.metrics, index=False)
+    result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
+    Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
+    print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}")
+
+
+run_rule(main, snakemake)
