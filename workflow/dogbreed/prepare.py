@@ -55,8 +55,12 @@ def find_dataset_root(root: Path) -> Path:
     root = Path(root)
     while True:
         children = visible_children(root)
-        if (len(children) == 1 and children[0].is_dir() and children[0].name.lower() not in SPLIT_ALIASES
-                and all(grandchild.is_dir() for grandchild in visible_children(children[0]))):
+        if len(children) != 1 or not children[0].is_dir() or children[0].name.lower() in SPLIT_ALIASES:
+            return root
+        grandchildren = visible_children(children[0])
+        # a wrapper holds split folders, or only folders (class folders); a class folder holds files
+        if (any(g.is_dir() and g.name.lower() in SPLIT_ALIASES for g in grandchildren)
+                or all(g.is_dir() for g in grandchildren)):
             root = children[0]
         else:
             return root
@@ -89,13 +93,12 @@ def inspect_image(path: Path) -> dict:
 def convert_to_rgb(source: Path, target: Path):
     """Grey, CMYK, palette, alpha, 16-bit, EXIF-rotated → plain RGB PNG (lossless)."""
     with Image.open(source) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
-            flat = Image.new("RGB", image.size, (255, 255, 255))
-            flat.paste(image, mask=image.getchannel("A"))  # transparent → white, not black
-            image = flat
-        image.convert("RGB").save(target, format="PNG")
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", image.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))  # transparent → white, not black
+        image = ImageOps.exif_transpose(image.convert("RGB"))
+        image.save(target, format="PNG")
 
 
 def carve(files_by_class: dict, fractions: dict, seed: int) -> dict:

@@ -1,0 +1,150 @@
+import json
+import math
+import textwrap
+
+import optuna
+import pytest
+
+from dogbreed import metrics, tuning
+from dogbreed.backends import JobFailed
+from dogbreed.backends.local import LocalBackend
+
+SPEC = {
+    "objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
+    "strategy": "Bayesian", "early_stopping": "Off", "max_jobs": 3, "max_parallel_jobs": 1,
+    "parameters": {
+        "lr": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
+        "batch_size": {"type": "categorical", "values": [16, 32, 64]},
+        "layers": {"type": "integer", "min": 1, "max": 4},
+    },
+}
+
+# A stand-in training script (a real subprocess under the training contract): its accuracy peaks
+# at lr = 0.01, so the tuner has something to find. `sleep` makes a job slow enough to be stopped.
+FAKE_TRAIN = textwrap.dedent("""
+    import argparse, json, math, os, time
+    parser = argparse.ArgumentParser()
+    for name in ("lr", "batch_size", "layers", "epochs", "sleep", "fail"):
+        parser.add_argument("--" + name, type=float, default=0)
+    args = parser.parse_args()
+    assert os.environ["SM_CHANNEL_TRAIN"] and os.environ["SM_MODEL_DIR"]
+    if args.fail:
+        raise SystemExit("planted failure")
+    for epoch in range(1, int(args.epochs or 2) + 1):
+        time.sleep(args.sleep)
+        accuracy = max(0.0, 1 - abs(math.log10(args.lr) + 2) / 3) * epoch / (args.epochs or 2)
+        print(f"epoch={epoch} train_loss=1.0 valid_loss=1.0 valid_accuracy={accuracy:.4f}", flush=True)
+    open(os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"), "w").write("weights")
+""")
+
+
+@pytest.fixture
+def job_env(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "train.py").write_text(FAKE_TRAIN)
+    (tmp_path / "train").mkdir()
+    return {"backend": LocalBackend({}), "source": source, "jobs": tmp_path / "jobs",
+            "channels": {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"},
+            "db": tmp_path / "study.sqlite"}
+
+
+def runner(env, spec, fixed=None, name="study"):
+    return tuning.trial_runner(env["backend"], spec, fixed or {}, env["channels"], env["jobs"], env["source"], name)
+
+
+def test_metric_lines_are_parsed_with_the_regex():
+    line = "epoch=3 train_loss=0.912 train_accuracy=0.702 valid_loss=1.044 valid_accuracy=0.731 epoch_seconds=2.5"
+    assert metrics.parse_epoch_line(line) == {"epoch": 3, "train_loss": 0.912, "train_accuracy": 0.702,
+                                              "valid_loss": 1.044, "valid_accuracy": 0.731, "epoch_seconds": 2.5}
+    assert metrics.parse_epoch_line("training resnet18 on cpu") is None
+    assert metrics.read_metric(SPEC["objective"]["regex"], line) == 0.731
+    assert metrics.read_metric(r"valid_loss=([0-9.]+)", line) == 1.044
+    assert metrics.read_metric(SPEC["objective"]["regex"], "valid_accuracy=n/a") is None
+
+
+def test_spec_maps_to_optuna_distributions():
+    study = optuna.create_study()
+    trial = study.ask()
+    for name, parameter in SPEC["parameters"].items():
+        tuning.suggest(trial, name, parameter)
+    distributions = trial.distributions
+    assert distributions["lr"] == optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
+    assert distributions["batch_size"] == optuna.distributions.CategoricalDistribution([16, 32, 64])
+    assert distributions["layers"] == optuna.distributions.IntDistribution(1, 4)
+
+
+@pytest.mark.parametrize("strategy, early_stopping, sampler, pruner", [
+    ("Bayesian", "Off", optuna.samplers.TPESampler, optuna.pruners.NopPruner),
+    ("Random", "Auto", optuna.samplers.RandomSampler, optuna.pruners.MedianPruner),
+    ("Hyperband", "Off", optuna.samplers.TPESampler, optuna.pruners.HyperbandPruner),
+])
+def test_strategies_map_to_samplers_and_pruners(strategy, early_stopping, sampler, pruner):
+    spec = {**SPEC, "strategy": strategy, "early_stopping": early_stopping}
+    assert isinstance(tuning.make_sampler(spec, 0), sampler)
+    assert isinstance(tuning.make_pruner(spec), pruner)
+
+
+def test_grid_needs_categorical_parameters():
+    grid = {**SPEC, "strategy": "Grid", "parameters": {"batch_size": {"type": "categorical", "values": [16, 32]}}}
+    assert isinstance(tuning.make_sampler(grid, 0), optuna.samplers.GridSampler)
+    with pytest.raises(tuning.TuningError, match="Grid needs categorical parameters only.*lr, layers"):
+        tuning.make_sampler({**SPEC, "strategy": "Grid"}, 0)
+
+
+def test_reverse_logarithmic_is_refused_before_any_trial(job_env):
+    spec = {**SPEC, "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.9, "scaling": "ReverseLogarithmic"}}}
+    with pytest.raises(tuning.TuningError, match="ReverseLogarithmic"):
+        tuning.run_study(spec, runner(job_env, spec), job_env["db"], "s", show_progress=False)
+
+
+def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
+    study = tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    rows = tuning.trials_table(study, SPEC)
+    assert [r["status"] for r in rows] == ["Completed"] * 3
+    for row in rows:  # the objective is the last value the job printed
+        expected = max(0.0, 1 - abs(math.log10(row["lr"]) + 2) / 3)
+        assert row["valid_accuracy"] == pytest.approx(expected, abs=1e-4)
+        hps = json.loads((job_env["jobs"] / row["job_name"] / "input/config/hyperparameters.json").read_text())
+        assert float(hps["lr"]) == pytest.approx(row["lr"])
+    best = tuning.best_trial(study, SPEC)
+    assert best["objective"]["value"] == max(r["valid_accuracy"] for r in rows)
+
+    grown = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    assert len(grown.trials) == 5  # two new trials, the first three kept
+    assert sorted(p.name for p in job_env["jobs"].iterdir()) == [f"study-trial-{i:03d}" for i in range(5)]
+    again = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    assert len(again.trials) == 5  # nothing left to do
+
+
+def test_an_interrupted_trial_is_retried_with_its_hyperparameters(job_env):
+    study = optuna.create_study(study_name="study", storage=f"sqlite:///{job_env['db']}", direction="maximize")
+    killed = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
+                        "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+                        "layers": optuna.distributions.IntDistribution(1, 4)})  # left RUNNING, as by a kill
+    spec = {**SPEC, "max_jobs": 2}
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "study", show_progress=False)
+    rows = tuning.trials_table(study, spec)
+    assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
+    assert rows[1]["retry_of"] == killed.number and rows[1]["lr"] == killed.params["lr"]
+
+
+def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
+    spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1]}}}
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", show_progress=False)
+    assert {r["status"] for r in tuning.trials_table(study, spec)} == {"Failed"}
+    with pytest.raises(tuning.TuningError, match="no tuning trial completed"):
+        tuning.best_trial(study, spec)
+
+    # A pruned trial: the job is stopped at its first metric line instead of sleeping through 50 epochs.
+    stopped = []
+    run_trial = runner(job_env, SPEC, fixed={"epochs": 50, "sleep": 1}, name="pruned")
+    trial = optuna.create_study().ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1)})
+    assert run_trial(trial, {"lr": 0.01}, lambda step, value: stopped.append(value) or True) is None
+    assert len(stopped) == 1
+    assert "epoch=2" not in (job_env["jobs"] / "pruned-trial-000/log.txt").read_text()
+
+
+def test_a_failing_job_reports_the_end_of_its_log(job_env):
+    with pytest.raises(JobFailed, match="planted failure"):
+        job_env["backend"].train("bad", {"fail": 1}, job_env["channels"], job_env["jobs"], job_env["source"], echo=False)
