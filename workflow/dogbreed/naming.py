@@ -10,10 +10,9 @@ def stable_hash(value, length=10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def code_digest(folder) -> str:
-    """Hash of every source file under folder (what a training job runs)."""
+def code_digest(files) -> str:
+    """Hash of the given source files (the code a training job runs), by name and content."""
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in sorted(Path(f) for f in files):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:10]

@@ -29,9 +29,10 @@ def code(*modules):
     return sorted({str(p) for p in paths if p.exists()})
 
 
-def container_code():
-    """Everything shipped to SageMaker as source_dir."""
-    return sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".txt"))
+# Everything shipped to SageMaker as source_dir; training uses all of it but the serving handler,
+# so an edit of inference.py redeploys without retuning or retraining.
+CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".txt"))
+TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 
 
 def fixed_hyperparameters():

@@ -5,7 +5,7 @@
 rule package_model:
     input:
         code("packaging"),
-        container_code(),
+        CONTAINER_CODE,
         model=rules.train.output.model,
     output:
         R("deploy/model.tar.gz"),

@@ -4,7 +4,7 @@
 rule train:
     input:
         code(*BACKEND_MODULES, "naming"),
-        container_code(),
+        training_code=TRAINING_CODE,
         upload=rules.upload.output[0],
         best=rules.tune.output.best,
     output:

@@ -4,7 +4,7 @@
 rule tune:
     input:
         code(*BACKEND_MODULES, "tuning", "naming"),
-        container_code(),
+        training_code=TRAINING_CODE,
         upload=rules.upload.output[0],
     output:
         trials=R("tuning/trials.csv"),

@@ -14,7 +14,7 @@ def main(smk):
     best = json.loads(Path(smk.input.best).read_text())
     hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
     train_channels = {k: channels[k] for k in ("train", "valid")}
-    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.params.source_dir)])
+    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
     backend = get_backend(smk.params.backend, smk.params.backend_settings)
     result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir)
     # a local copy of the artifact, wherever the job ran

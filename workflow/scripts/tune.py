@@ -14,7 +14,7 @@ def main(smk):
     fixed = {**smk.params.fixed_hyperparameters, **spec["trial_hyperparameters"]}
     # Same search, data and code → same study, which resumes; max_jobs may grow without a new study.
     searched = {k: v for k, v in spec.items() if k not in ("max_jobs", "max_parallel_jobs")}
-    study_name = "tune-" + naming.stable_hash([searched, fixed, channels, naming.code_digest(smk.params.source_dir)])
+    study_name = "tune-" + naming.stable_hash([searched, fixed, channels, naming.code_digest(smk.input.training_code)])
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
     backend = get_backend(smk.params.backend, smk.params.backend_settings)
     run_trial = tuning.trial_runner(backend, spec, fixed, {k: channels[k] for k in ("train", "valid")},

@@ -1,0 +1,156 @@
+"""The real Snakemake workflow on a tiny dataset: deploy, query, redeploy after an inference.py edit,
+the accuracy gate, teardown, and a dead endpoint. Runs in a scratch copy of the workflow."""
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+import yaml
+
+from conftest import copy_workflow, snakemake
+from dogbreed.backends.local import LocalBackend
+
+pytestmark = pytest.mark.e2e
+
+
+def planned_jobs(workdir, *args):
+    """{rule: count} that `snakemake -n` would run."""
+    out = snakemake(workdir, "-n", *args).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_dataset, tmp_path_factory):
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    archive = work.parent / "dogImages.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tiny_dataset.rglob("*")):
+            bundle.write(path, Path("dogImages") / path.relative_to(tiny_dataset))
+    overlay = {
+        "data_source": str(archive),
+        "model": {"weights": "none", "image_size": 32},
+        "hyperparameters": {"epochs": 3, "num_workers": 0},
+        "tuning": {"max_jobs": 2, "trial_hyperparameters": {"epochs": 1},
+                   "parameters": {"lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
+                                  "batch_size": {"type": "categorical", "values": [8, 16]}}},
+    }
+    (work / "config/test.yaml").write_text(yaml.safe_dump(overlay))
+    yield work
+    LocalBackend({}).teardown(work / "results/endpoint-state")  # never leave a server running
+
+
+ARGS = ("--configfile", "config/test.yaml")
+
+
+def endpoint_process(workdir):
+    state = json.loads((workdir / "results/endpoint-state/state.json").read_text())
+    return state, psutil.Process(state["pid"])
+
+
+@pytest.fixture(scope="module")
+def deployed(workdir):
+    snakemake(workdir, "deploy", *ARGS)
+    return workdir
+
+
+def test_deploy_writes_every_output(deployed):
+    results = deployed / "results"
+    manifest = (results / "data/manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 3 * 20
+    assert "truncated_download.jpg" in (results / "data/rejected.csv").read_text()
+    assert json.loads((results / "data/classes.json").read_text())["2"] == "Blue_Triangle"
+    upload = json.loads((results / "upload.json").read_text())
+    assert set(upload["channels"]) == {"train", "valid", "test"}
+    assert upload["sync"]["train"]["uploaded"] == 36
+    trials = (results / "tuning/trials.csv").read_text().splitlines()
+    assert len(trials) == 3
+    assert {"trial", "job_name", "status", "valid_accuracy", "lr", "batch_size"} <= set(trials[0].split(","))
+    best = json.loads((results / "best_hyperparameters.json").read_text())
+    assert set(best["hyperparameters"]) == {"lr", "batch_size"} and best["objective"]["metric"] == "valid_accuracy"
+    model = json.loads((results / "training/model.json").read_text())
+    assert model["hyperparameters"]["lr"] == best["hyperparameters"]["lr"] and model["hyperparameters"]["epochs"] == 3
+    assert (results / "training/metrics.csv").read_text().count("\n") == 4
+    with tarfile.open(results / "training/model.tar.gz") as archive:
+        assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
+    with tarfile.open(results / "deploy/model.tar.gz") as archive:
+        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py"} <= set(archive.getnames())
+    endpoint = json.loads((results / "endpoint.json").read_text())
+    assert endpoint["backend"] == "local" and endpoint["url"].startswith("http://127.0.0.1:")
+    metrics = json.loads((results / "evaluation/metrics.json").read_text())
+    assert metrics["n"] == 12 and 0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0
+    assert set(metrics["per_class_accuracy"]) == {"Red_Circle", "Green_Square", "Blue_Triangle"}
+    assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == 12
+    assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
+    predictions = (results / "evaluation/predictions.csv").read_text().splitlines()
+    assert len(predictions) == 13
+    assert planned_jobs(deployed, "deploy", *ARGS) == {}  # a complete run: nothing to redo
+
+
+def test_the_live_endpoint_answers(deployed):
+    url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
+    assert requests.get(f"{url}/ping", timeout=5).status_code == 200
+    image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    answer = requests.post(f"{url}/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert answer.status_code == 200
+    assert {p["index"] for p in answer.json()["predictions"][0]} == {0, 1, 2}
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((2, 3, 32, 32), dtype=np.float32))
+    batch = requests.post(f"{url}/invocations", data=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}, timeout=30)
+    assert len(batch.json()["predictions"]) == 2
+    bad = requests.post(f"{url}/invocations", data=b"??", headers={"Content-Type": "application/x-npy"}, timeout=30)
+    assert bad.status_code == 400 and "npy" in bad.json()["error"]
+
+
+def test_the_accuracy_gate_keeps_the_metrics(deployed):
+    assert planned_jobs(deployed, "deploy", *ARGS, "--config", "min_accuracy=0.5") == {"accuracy_gate": 1, "deploy": 1}
+    accuracy = json.loads((deployed / "results/evaluation/metrics.json").read_text())["accuracy"]
+    result = snakemake(deployed, "deploy", *ARGS, "--config", "min_accuracy=1.0", check=False)
+    if accuracy < 1.0:
+        assert result.returncode != 0
+        assert f"test accuracy {accuracy:.4f}, min_accuracy 1.0" in result.stdout + result.stderr
+    else:
+        assert result.returncode == 0
+    assert (deployed / "results/evaluation/metrics.json").exists()
+    snakemake(deployed, "deploy", *ARGS, "--config", "min_accuracy=0")
+    assert "passed" in (deployed / "results/evaluation/accuracy_gate.txt").read_text()
+
+
+def test_an_inference_edit_redeploys_without_retraining(deployed):
+    old_state, old_process = endpoint_process(deployed)
+    trained_at = (deployed / "results/training/model.tar.gz").stat().st_mtime_ns
+    handler = deployed / "scripts/inference.py"
+    handler.write_text(handler.read_text().replace(
+        'json.dumps({"predictions": predictions}', 'json.dumps({"predictions": predictions, "edited": True}'))
+    assert planned_jobs(deployed, "deploy", *ARGS) == {
+        "package_model": 1, "start_endpoint": 1, "evaluate": 1, "deploy": 1}
+    snakemake(deployed, "deploy", *ARGS)
+    new_state, new_process = endpoint_process(deployed)
+    assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
+    assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at
+    image = next((deployed / "results/data/channels/test/002.Green_Square").iterdir()).read_bytes()
+    answer = requests.post(f"{new_state['url']}/invocations", data=image, headers={"Content-Type": "image/png"}, timeout=30)
+    assert answer.json()["edited"] is True
+
+
+def test_teardown_stops_the_endpoint_and_evaluate_says_how_to_restart(deployed):
+    state, process = endpoint_process(deployed)
+    result = snakemake(deployed, "teardown", *ARGS)
+    assert "stopped: dogbreed-" in result.stdout + result.stderr
+    assert not process.is_running() and not (deployed / "results/endpoint-state/state.json").exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(state["url"] + "/ping", timeout=5)
+    dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
+    assert dead.returncode != 0
+    assert "does not answer /ping" in dead.stdout + dead.stderr
+    assert "--forcerun start_endpoint" in dead.stdout + dead.stderr
