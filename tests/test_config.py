@@ -1,0 +1,41 @@
+import pytest
+
+from conftest import REPO, copy_workflow, snakemake
+from dogbreed.config import coerce_command_line
+
+
+def test_command_line_values_are_typed():
+    config = coerce_command_line({"confirm_cloud": "true", "min_accuracy": "0.7", "backend": "local", "results_dir": 5})
+    assert config == {"confirm_cloud": True, "min_accuracy": 0.7, "backend": "local", "results_dir": "5"}
+    assert coerce_command_line({"min_accuracy": "null", "confirm_cloud": "False"}) == {"min_accuracy": None, "confirm_cloud": False}
+    with pytest.raises(ValueError, match="confirm_cloud"):
+        coerce_command_line({"confirm_cloud": "maybe"})
+    with pytest.raises(ValueError, match="min_accuracy"):
+        coerce_command_line({"min_accuracy": "high"})
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("config"))
+
+
+def test_dry_run_plans_the_whole_chain(workdir):
+    out = snakemake(workdir, "-n", "deploy", "--configfile", "config/demo.yaml",
+                    "--config", "min_accuracy=0.5", "confirm_cloud=false").stdout
+    for rule in ("fetch", "prepare", "upload", "tune", "train", "package_model", "start_endpoint", "evaluate", "accuracy_gate"):
+        assert f"rule {rule}:" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("backend=azure", "azure"),
+    ("min_accuracy=2", "min_accuracy"),
+])
+def test_bad_config_is_refused_before_anything_runs(workdir, override, message):
+    result = snakemake(workdir, "-n", "deploy", "--configfile", "config/demo.yaml", "--config", override, check=False)
+    assert result.returncode != 0 and message in result.stderr + result.stdout
+    assert not (workdir / "results").exists()
+
+
+def test_a_backend_not_built_yet_says_so(workdir):
+    result = snakemake(workdir, "upload", "--configfile", "config/demo.yaml", "--config", "backend=sagemaker", check=False)
+    assert result.returncode != 0 and "only 'local' is built so far" in result.stdout + result.stderr
