@@ -1,5 +1,6 @@
 """How every rule script runs: output shown on the terminal and kept in the rule's log file, and the
 workflow's own errors (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
+import signal
 import sys
 import traceback
 
@@ -22,7 +23,14 @@ class Tee:
         return False
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_rule(main, snakemake):
+    # Snakemake stops jobs with SIGTERM: turn it into an exception, so a rule that launched a training
+    # job or a server stops that too instead of leaving it running.
+    signal.signal(signal.SIGTERM, _interrupt)
     with open(snakemake.log[0], "w", encoding="utf-8") as log:
         sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
         try:
