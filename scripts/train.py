@@ -9,6 +9,7 @@ Prints one metric line per epoch, which tuners and the workflow read with a rege
     epoch=3 train_loss=0.912 train_accuracy=0.702 valid_loss=1.044 valid_accuracy=0.731
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import classifier
+import instrumentation
 
 CLASS_FOLDER = re.compile(r"^(\d+)\.(.+)$")
 
@@ -48,6 +50,11 @@ def parse_args(argv=None):
     parser.add_argument("--augment", type=str2bool, default=True)
     parser.add_argument("--num_workers", "--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
+    # what the job records about itself (off for tuning trials, on for the final training)
+    parser.add_argument("--debug", type=str2bool, default=False, help="smdebug tensors into <output>/debug")
+    parser.add_argument("--profile", type=str2bool, default=False, help="system metrics and step timings into <output>/profiler")
+    parser.add_argument("--save_interval", "--save-interval", type=int, default=10, help="debug tensors every N steps")
+    parser.add_argument("--profiler_interval_ms", "--profiler-interval-ms", type=int, default=500)
     # the SageMaker training contract
     parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
     parser.add_argument("--valid", default=env.get("SM_CHANNEL_VALID", "/opt/ml/input/data/valid"))
@@ -109,22 +116,45 @@ def make_optimizer(args, params):
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def run_epoch(model, loader, device, optimizer=None):
-    """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy)."""
-    model.train(optimizer is not None)
+def run_epoch(model, loader, device, loss_fn, epoch, optimizer=None, hook=None, timer=None):
+    """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
+
+    With a debug hook, it sees the loss, the labels and the predictions; with a timer, each step is
+    split into the wait for its batch and the compute (synchronised on a GPU, which runs async).
+    """
+    training = optimizer is not None
+    model.train(training)
+    if hook is not None:
+        import smdebug.pytorch as smd
+        hook.set_mode(smd.modes.TRAIN if training else smd.modes.EVAL)
     total_loss, correct, seen = 0.0, 0, 0
-    with torch.set_grad_enabled(optimizer is not None):
-        for images, labels in loader:
+    batches = iter(loader)
+    step = 0
+    with torch.set_grad_enabled(training):
+        while True:
+            started = time.time()
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                break
+            data_ready = time.time()
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             logits = model(images)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-            if optimizer is not None:
+            loss = loss_fn(logits, labels)
+            if training:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            total_loss += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
+            predictions = logits.argmax(1)
+            if hook is not None:
+                hook.save_tensor("labels", labels, "labels")
+                hook.save_tensor("predictions", predictions, "predictions")
+            total_loss += loss.item() * len(labels)  # .item() waits for the GPU, so timings are real
+            correct += (predictions == labels).sum().item()
             seen += len(labels)
+            if timer is not None:
+                timer.record("train" if training else "valid", epoch, step, started, data_ready, time.time())
+            step += 1
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
@@ -155,6 +185,21 @@ def main(argv=None):
         for name, parameter in model.named_parameters():
             parameter.requires_grad = name.startswith("fc.")
     model.to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    output_dir = Path(args.output_data_dir)
+    hook = timer = None
+    if args.debug:
+        hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
+        hook.register_module(model)
+        hook.register_loss(loss_fn)
+    if args.profile:
+        timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
+        instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
+                                       gpu_count=torch.cuda.device_count(), num_workers=args.num_workers,
+                                       batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
+                                       train_images=len(train_set), started=time.time())
+    monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
+               if args.profile else contextlib.nullcontext())
     optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
 
@@ -173,18 +218,23 @@ def main(argv=None):
     print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
           f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
           f"epochs={args.epochs} optimizer={args.optimizer}", flush=True)
-    for epoch in range(start_epoch, args.epochs + 1):
-        started = time.perf_counter()
-        train_loss, train_accuracy = run_epoch(model, train_loader, device, optimizer)
-        valid_loss, valid_accuracy = run_epoch(model, valid_loader, device)
-        scheduler.step()
-        # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
-        print(f"epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
-              f"valid_loss={valid_loss:.4f} valid_accuracy={valid_accuracy:.4f} "
-              f"epoch_seconds={time.perf_counter() - started:.1f}", flush=True)
-        Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch}, checkpoint_path)
+    with monitor:
+        for epoch in range(start_epoch, args.epochs + 1):
+            started = time.perf_counter()
+            train_loss, train_accuracy = run_epoch(model, train_loader, device, loss_fn, epoch, optimizer, hook, timer)
+            valid_loss, valid_accuracy = run_epoch(model, valid_loader, device, loss_fn, epoch, None, hook, timer)
+            scheduler.step()
+            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
+            print(f"epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
+                  f"valid_loss={valid_loss:.4f} valid_accuracy={valid_accuracy:.4f} "
+                  f"epoch_seconds={time.perf_counter() - started:.1f}", flush=True)
+            Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch}, checkpoint_path)
+    if hook is not None:
+        hook.close()
+    if timer is not None:
+        timer.close()
 
     classifier.save_model(args.model_dir, model.cpu(), args.arch, classes, spec)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,14 @@ CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and
 TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 
 
+def recording_hyperparameters(final: bool):
+    """train.py flags for what a job records: the final training by profiling.debug/profile, trials by in_trials."""
+    settings = config["profiling"]
+    return {"debug": settings["debug"] if final else settings["in_trials"],
+            "profile": settings["profile"] if final else settings["in_trials"],
+            "save_interval": settings["save_interval"], "profiler_interval_ms": settings["sampling_interval_ms"]}
+
+
 def fixed_hyperparameters():
     """model settings + config hyperparameters: what every training job gets before tuned values."""
     model = dict(config["model"])

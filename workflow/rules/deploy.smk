@@ -82,6 +82,9 @@ rule deploy:
         rules.start_endpoint.output,
         rules.evaluate.output,
         [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
+        rules.check_training_rules.output,
+        rules.profiler_report.output,
+        [rules.training_rules_gate.output] if config["profiling"]["stop_on"] else [],
 
 
 rule teardown:

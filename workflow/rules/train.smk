@@ -11,13 +11,71 @@ rule train:
         model=R("training/model.tar.gz"),
         model_json=R("training/model.json"),
         metrics=R("training/metrics.csv"),
+        output=directory(R("training/output")),  # the job's output data: debug tensors, profiler files
     params:
         backend=config["backend"],
         backend_settings=config["backends"].get(config["backend"], {}),
-        fixed_hyperparameters=fixed_hyperparameters(),
+        fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
         source_dir=str(SCRIPTS_DIR),
         jobs_dir=R("jobs"),
     log:
         R("logs/train.log"),
     script:
         "../scripts/train.py"
+
+
+rule check_training_rules:
+    # Debugger and ProfilerReport rules over the final training's own artifacts (DESIGN.md §3).
+    input:
+        code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts"),
+        output=rules.train.output.output,
+    output:
+        R("debugger/rules.json"),
+    params:
+        rules=config["profiling"]["rules"],
+    log:
+        R("logs/check_training_rules.log"),
+    script:
+        "../scripts/check_training_rules.py"
+
+
+rule profiler_report:
+    input:
+        code("profiler_report", "debugger_rules", "training_artifacts"),
+        rules=rules.check_training_rules.output[0],
+        output=rules.train.output.output,
+        model_json=rules.train.output.model_json,
+        metrics=rules.train.output.metrics,
+    output:
+        R("profiler/profiler-report.html"),
+    log:
+        R("logs/profiler_report.log"),
+    script:
+        "../scripts/profiler_report.py"
+
+
+rule training_rules_gate:
+    # Like SageMaker's StopTraining action, after the fact: fails the run when a chosen rule
+    # triggered. A separate rule, so rules.json and the report survive the failure.
+    input:
+        rules=rules.check_training_rules.output[0],
+    output:
+        R("debugger/gate.txt"),
+    params:
+        stop_on=config["profiling"]["stop_on"],
+    log:
+        R("logs/training_rules_gate.log"),
+    run:
+        import json
+
+        verdicts = {r["rule"]: r for r in json.loads(Path(input.rules).read_text())["rules"]}
+        unknown = [name for name in params.stop_on if name not in verdicts]
+        if unknown:
+            raise ValueError(f"profiling.stop_on names rules that did not run: {unknown}")
+        hit = [name for name in params.stop_on if verdicts[name]["verdict"] == "triggered"]
+        lines = [f"{name}: {verdicts[name]['verdict']}" for name in params.stop_on]
+        Path(log[0]).write_text("\n".join(lines) + "\n")
+        if hit:
+            raise ValueError(f"training rules set to stop the run triggered: {', '.join(hit)} "
+                             f"(see {input.rules} and the profiler report)")
+        Path(output[0]).write_text("\n".join(lines) + "\n")

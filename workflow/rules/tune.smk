@@ -13,7 +13,7 @@ rule tune:
         backend=config["backend"],
         backend_settings=config["backends"].get(config["backend"], {}),
         tuning=config["tuning"],
-        fixed_hyperparameters=fixed_hyperparameters(),
+        fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=False)},
         source_dir=str(SCRIPTS_DIR),
         study_db=R("tuning/study.sqlite"),  # not an output: it must survive an interrupted tune
         jobs_dir=R("jobs"),

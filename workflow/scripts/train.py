@@ -19,6 +19,7 @@ def main(smk):
     result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir)
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
+    shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
     pd.DataFrame(result.pop("metrics")).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))

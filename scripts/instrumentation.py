@@ -1,0 +1,162 @@
+"""What the training job records about itself, so debugger and profiler rules can run on any backend.
+
+SageMaker Debugger is closed to new customers and its profiler is ending, so the job writes its own
+evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
+  debug/                    smdebug tensors: losses (full), weights / biases / gradients / ReLU inputs
+                            (reductions only: full tensors would be hundreds of MB), labels, predictions
+  profiler/system.jsonl     one line per sampling interval: CPU per core, memory, disk and network I/O,
+                            GPU utilisation and memory (NVML) when there is a GPU
+  profiler/steps.jsonl      one line per step: phase, epoch, start, data-wait and compute seconds
+  profiler/job.json         start time, init time (process start → first step), device, loader workers …
+"""
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+# --- smdebug on NumPy 2 -------------------------------------------------------------------------
+def patch_smdebug_for_numpy2():
+    """smdebug 1.0.34 serialises tensors with ndarray.tostring(), which NumPy 2 removed; use tobytes().
+
+    Swaps make_tensor_proto where smdebug defined it and where its writer imported it. Idempotent.
+    """
+    import smdebug.core.tfevent.util as tfevent_util
+    import smdebug.core.writer as writer
+    from smdebug.core.tfevent.proto.tensor_pb2 import TensorProto
+    from smdebug.core.tfevent.proto.tensor_shape_pb2 import TensorShapeProto
+
+    def make_tensor_proto(nparray_data, tag):
+        is_number, dtype = tfevent_util._get_proto_dtype(nparray_data.dtype)
+        shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=d, name=f"{tag}_{d}") for d in nparray_data.shape])
+        if is_number:
+            return TensorProto(dtype=dtype, tensor_content=nparray_data.tobytes(), tensor_shape=shape)
+        proto = TensorProto(tensor_shape=shape)
+        for value in nparray_data:
+            proto.string_val.append(bytes(value, encoding="utf-8"))
+        return proto
+
+    make_tensor_proto.numpy2_shim = True
+    tfevent_util.make_tensor_proto = make_tensor_proto
+    writer.make_tensor_proto = make_tensor_proto
+
+
+def create_debug_hook(out_dir, save_interval: int):
+    """An smdebug hook saving what the Debugger rules read, at a size a long run can afford."""
+    patch_smdebug_for_numpy2()
+    import smdebug.pytorch as smd
+    from smdebug.core.reduction_config import ReductionConfig
+    from smdebug.core.save_config import SaveConfig
+
+    hook = smd.Hook(out_dir=str(out_dir), save_config=SaveConfig(save_interval=save_interval),
+                    include_collections=["losses", "weights", "biases", "gradients", "relu_input",
+                                         "labels", "predictions"])
+    reductions = ReductionConfig(reductions=["mean", "max", "min", "variance"], abs_reductions=["mean", "max"],
+                                 norms=["l2"])
+    for name in ("weights", "biases", "gradients", "relu_input"):
+        hook.get_collection(name).reduction_config = reductions
+    hook.get_collection("relu_input").include(r".*relu_input_0")
+    full = ReductionConfig(save_raw_tensor=True)
+    for name in ("losses", "labels", "predictions"):
+        hook.get_collection(name).reduction_config = full
+    # losses, labels and predictions are tiny: every step, so the loss rules compare real windows
+    # and ClassImbalance sees the whole class mix
+    for name in ("labels", "predictions"):
+        hook.get_collection(name).include(f"^{name}$")
+    for name in ("losses", "labels", "predictions"):
+        hook.get_collection(name).save_config = SaveConfig(save_interval=1)
+    return hook
+
+
+# --- system metrics ------------------------------------------------------------------------------
+def _gpu_handles():
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        return pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # no NVIDIA driver, no GPU, no library: a CPU job
+        return None, []
+
+
+class SystemMonitor:
+    """Samples system metrics every `interval` seconds in a thread, one JSON line per sample."""
+
+    def __init__(self, path, interval=0.5):
+        self.path, self.interval = Path(path), interval
+        self.stop_event = threading.Event()
+        self.nvml, self.gpus = _gpu_handles()
+        self.thread = threading.Thread(target=self._run, name="system-monitor", daemon=True)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join()
+
+    def _sample(self, previous_disk, previous_net):
+        disk, net = psutil.disk_io_counters(), psutil.net_io_counters()
+        memory = psutil.virtual_memory()
+        sample = {
+            "timestamp": time.time(),
+            "cpu_percent": psutil.cpu_percent(percpu=True),
+            "memory_percent": memory.percent, "memory_used_mb": round(memory.used / 2**20, 1),
+            "disk_read_bytes": (disk.read_bytes - previous_disk.read_bytes) if disk and previous_disk else 0,
+            "disk_write_bytes": (disk.write_bytes - previous_disk.write_bytes) if disk and previous_disk else 0,
+            "net_recv_bytes": (net.bytes_recv - previous_net.bytes_recv) if net and previous_net else 0,
+            "net_sent_bytes": (net.bytes_sent - previous_net.bytes_sent) if net and previous_net else 0,
+            # time the CPUs spent waiting for I/O (Linux): the IOBottleneck rule reads it
+            "iowait_percent": getattr(psutil.cpu_times_percent(), "iowait", 0.0),
+        }
+        if self.gpus:
+            sample["gpus"] = []
+            for handle in self.gpus:
+                utilisation = self.nvml.nvmlDeviceGetUtilizationRates(handle)
+                memory_info = self.nvml.nvmlDeviceGetMemoryInfo(handle)
+                sample["gpus"].append({"utilization_percent": utilisation.gpu,
+                                       "memory_used_mb": round(memory_info.used / 2**20, 1),
+                                       "memory_percent": round(100 * memory_info.used / memory_info.total, 2)})
+        return sample, disk, net
+
+    def _run(self):
+        psutil.cpu_percent(percpu=True)  # the first reading is meaningless: prime it
+        psutil.cpu_times_percent()
+        disk, net = psutil.disk_io_counters(), psutil.net_io_counters()
+        with open(self.path, "a") as out:
+            while not self.stop_event.wait(self.interval):
+                sample, disk, net = self._sample(disk, net)
+                out.write(json.dumps(sample) + "\n")
+                out.flush()
+
+
+# --- step timings -------------------------------------------------------------------------------
+class StepTimer:
+    """Per-step timings: how long the step waited for its batch, and how long it computed."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.out = open(self.path, "a")
+        self.first_step_at = None
+
+    def record(self, phase, epoch, step, started, data_ready, finished):
+        if self.first_step_at is None:
+            self.first_step_at = started
+        self.out.write(json.dumps({"phase": phase, "epoch": epoch, "step": step, "start": started,
+                                   "data_wait_s": round(data_ready - started, 6),
+                                   "compute_s": round(finished - data_ready, 6), "end": finished}) + "\n")
+
+    def close(self):
+        self.out.close()
+
+
+def write_job_info(path, **info):
+    process_started = psutil.Process(os.getpid()).create_time()
+    info = {"process_started": process_started, "cpu_count": psutil.cpu_count(), **info}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(info, indent=2))

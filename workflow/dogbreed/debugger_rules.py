@@ -1,0 +1,208 @@
+"""SageMaker Debugger's built-in rules, evaluated on the tensors the training job saved (smdebug).
+
+Each rule is a plain function over the tables of training_artifacts.load_debug(), with SageMaker's
+default thresholds as keyword defaults, returning {"verdict", "triggered_steps", "evidence"}.
+Verdicts: "triggered", "ok", or "no_data" (the job saved nothing the rule can read).
+Where our reading differs from SageMaker's, the docstring says so and why.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def _result(triggered_steps, evidence, no_data=False):
+    verdict = "no_data" if no_data else ("triggered" if triggered_steps else "ok")
+    return {"verdict": verdict, "triggered_steps": [int(s) for s in triggered_steps][:100], "evidence": evidence}
+
+
+def epoch_losses(losses: pd.DataFrame) -> pd.DataFrame:
+    """Mean TRAIN and EVAL loss per epoch: an epoch is a TRAIN stretch of steps and the EVAL stretch after it."""
+    rows, epoch, previous = [], 0, None
+    for row in losses.sort_values("step").itertuples():
+        if row.mode == "TRAIN" and previous != "TRAIN":
+            epoch += 1
+        previous = row.mode
+        rows.append({"epoch": max(epoch, 1), "mode": row.mode, "loss": row.loss, "step": row.step})
+    if not rows:
+        return pd.DataFrame(columns=["epoch", "train_loss", "valid_loss", "last_step"])
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index="epoch", columns="mode", values="loss", aggfunc="mean")
+    table = table.rename(columns={"TRAIN": "train_loss", "EVAL": "valid_loss"})
+    table["last_step"] = frame.groupby("epoch")["step"].max()
+    return table.reset_index()
+
+
+def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshold_percent=5.0, mode="TRAIN"):
+    """The loss must fall by diff_percent from one window of num_steps steps to a later one, and must
+    not keep rising by more than increase_threshold_percent.
+
+    Single minibatch losses are too noisy to compare one to one, so losses are averaged over windows
+    of num_steps steps. Triggers where a window's mean loss is not finite, where it rose by more than
+    increase_threshold_percent over the window before and the next window did not bring it back (a
+    sustained rise), and at the end when the last window is not below the first by diff_percent
+    (the run did not learn).
+    """
+    losses = debug["losses"][debug["losses"]["mode"] == mode].sort_values("step")
+    if len(losses) < 2 * num_steps:
+        return _result([], {"saved_losses": len(losses), "note": f"fewer than 2 × num_steps {mode} losses"},
+                       no_data=len(losses) == 0)
+    windows = [losses.iloc[i:i + num_steps] for i in range(0, len(losses) - num_steps + 1, num_steps)]
+    means = [float(w["loss"].mean()) for w in windows]
+    rise = 1 + increase_threshold_percent / 100
+    triggered = [w["step"].iloc[-1] for w, m in zip(windows, means) if not math.isfinite(m)]
+    for i in range(1, len(means) - 1):
+        if means[i] > means[i - 1] * rise and means[i + 1] > means[i - 1] * rise:
+            triggered.append(windows[i + 1]["step"].iloc[-1])
+    if not (means[-1] < means[0] * (1 - diff_percent / 100)):
+        triggered.append(windows[-1]["step"].iloc[-1])
+    return _result(sorted(set(triggered)), {"window_mean_losses": [round(m, 5) for m in means],
+                                            "first_window": round(means[0], 5), "last_window": round(means[-1], 5)})
+
+
+def vanishing_gradient(debug, threshold=1e-7):
+    """Triggers at steps where some gradient's mean absolute value is below threshold."""
+    gradients = debug["tensors"][debug["tensors"]["collection"] == "gradients"]
+    if gradients.empty:
+        return _result([], {}, no_data=True)
+    vanished = gradients[gradients["abs_mean"] < threshold]
+    per_step = gradients.groupby("step")["abs_mean"].agg(["min", "median"])
+    return _result(sorted(vanished["step"].unique()), {
+        "smallest_gradient_abs_mean": float(gradients["abs_mean"].min()),
+        "tensors_below_threshold": sorted(vanished["tensor"].unique())[:20],
+        "median_gradient_abs_mean_by_step": {int(s): float(v) for s, v in per_step["median"].items()}})
+
+
+def exploding_tensor(debug, collection_names=("losses", "gradients", "weights", "biases", "relu_input"), only_nan=False):
+    """Triggers at steps where a saved tensor (its reductions, or the loss) is NaN, or infinite unless only_nan."""
+    bad = np.isnan if only_nan else (lambda values: ~np.isfinite(values))
+    steps, names = set(), set()
+    losses = debug["losses"]
+    if "losses" in collection_names and not losses.empty:
+        hit = losses[bad(losses["loss"].to_numpy(dtype=float))]
+        steps |= set(hit["step"])
+        names |= {"loss"} if not hit.empty else set()
+    tensors = debug["tensors"][debug["tensors"]["collection"].isin(collection_names)]
+    if not tensors.empty:
+        values = tensors[["max", "min", "l2"]].to_numpy(dtype=float)
+        hit = tensors[bad(values).any(axis=1)]
+        steps |= set(hit["step"])
+        names |= set(hit["tensor"])
+    if losses.empty and tensors.empty:
+        return _result([], {}, no_data=True)
+    largest = float(np.nanmax(np.abs(tensors["abs_max"].to_numpy(dtype=float)))) if not tensors.empty else None
+    return _result(sorted(steps), {"tensors": sorted(names)[:20], "largest_abs_value": largest})
+
+
+def overfit(debug, start_step=0, patience=1, ratio_threshold=0.1):
+    """Triggers when the validation loss exceeds the training loss by more than ratio_threshold
+    (relative) for `patience` epochs in a row, from start_step on. Compared per epoch, on mean losses."""
+    epochs = epoch_losses(debug["losses"][debug["losses"]["step"] >= start_step])
+    if epochs.empty or "valid_loss" not in epochs or "train_loss" not in epochs:
+        return _result([], {}, no_data=True)
+    ratio = (epochs["valid_loss"] - epochs["train_loss"]) / epochs["train_loss"].abs()
+    run, triggered = 0, []
+    for (_, row), value in zip(epochs.iterrows(), ratio):
+        run = run + 1 if value > ratio_threshold else 0
+        if run >= patience:
+            triggered.append(row["last_step"])
+    return _result(triggered, {"epochs": epochs.round(5).to_dict("records"), "ratio": [round(float(r), 4) for r in ratio]})
+
+
+def overtraining(debug, patience_train=5, patience_validation=10, delta=0.01):
+    """Triggers when the training loss has not improved by delta for patience_train epochs, or the
+    validation loss for patience_validation epochs. (SageMaker counts saved steps; per-step minibatch
+    losses are noise, so this counts epochs.)"""
+    epochs = epoch_losses(debug["losses"])
+    if epochs.empty:
+        return _result([], {}, no_data=True)
+    triggered = []
+    for column, patience in (("train_loss", patience_train), ("valid_loss", patience_validation)):
+        if column not in epochs:
+            continue
+        best, since = math.inf, 0
+        for _, row in epochs.iterrows():
+            if row[column] < best - delta:
+                best, since = row[column], 0
+            else:
+                since += 1
+                if since >= patience:
+                    triggered.append(row["last_step"])
+    return _result(sorted(set(triggered)), {"epochs": len(epochs)})
+
+
+def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", threshold=10.0,
+                               distribution_range=0.001, patience=5, steps=10):
+    """Triggers when, in the first `steps` saved steps, ReLU inputs of some layer span less than
+    distribution_range (max − min) in `patience` saved steps or more: activations that are all
+    alike learn nothing (near-zero or degenerate initialisation).
+
+    SageMaker also compares the weight variance across layers against `threshold`; torchvision's own
+    Kaiming initialisation of a ResNet spreads layer variances about 30×, so that test would flag
+    every healthy run: the ratio is reported as evidence, not used as a trigger.
+    """
+    tensors = debug["tensors"]
+    relu = tensors[(tensors["collection"] == "relu_input") & tensors["tensor"].str.match(activation_inputs_regex)]
+    if relu.empty:
+        return _result([], {}, no_data=True)
+    early_steps = sorted(relu["step"].unique())[:steps]
+    early = relu[relu["step"].isin(early_steps)].copy()
+    early["range"] = early["max"] - early["min"]
+    narrow = early[early["range"] < distribution_range]
+    counts = narrow.groupby("tensor")["step"].nunique()
+    dead_layers = sorted(counts[counts >= min(patience, len(early_steps))].index)
+    weights = tensors[(tensors["collection"] == "weights") & (tensors["step"] == tensors["step"].min())
+                      & ~tensors["tensor"].str.contains("bn|downsample.1", regex=True)]
+    variances = weights["variance"][weights["variance"] > 0]
+    ratio = float(variances.max() / variances.min()) if len(variances) > 1 else None
+    steps_hit = sorted(narrow[narrow["tensor"].isin(dead_layers)]["step"].unique())
+    return _result(steps_hit, {"layers_with_flat_activations": dead_layers[:20],
+                               "smallest_activation_range": float(early["range"].min()),
+                               "weight_variance_ratio_across_layers": ratio, "variance_ratio_threshold": threshold})
+
+
+def class_imbalance(debug, threshold_imbalance=10, threshold_misprediction=0.7, samples=500000, mode="TRAIN"):
+    """Triggers when the most frequent class has more than threshold_imbalance times the samples of the
+    least frequent one, or when a class is mispredicted more often than threshold_misprediction in the
+    last epoch's predictions (earlier epochs are mostly wrong for every class in any run)."""
+    labels = debug["labels"][debug["labels"]["mode"] == mode].head(samples)
+    if labels.empty:
+        return _result([], {}, no_data=True)
+    counts = labels.groupby("label").size()
+    # epochs are told apart by the EVAL steps between them
+    eval_steps = debug["labels"].loc[debug["labels"]["mode"] == "EVAL", "step"]
+    first_epoch = labels[labels["step"] < (eval_steps.min() if not eval_steps.empty else math.inf)]
+    before_last = eval_steps[eval_steps < labels["step"].max()]
+    last_epoch = labels[labels["step"] > (before_last.max() if not before_last.empty else -1)]
+    per_epoch_counts = first_epoch.groupby("label").size()  # one pass over the training data
+    imbalance = float(per_epoch_counts.max() / per_epoch_counts.min())
+    misprediction = (last_epoch["label"] != last_epoch["prediction"]).groupby(last_epoch["label"]).mean()
+    mispredicted = sorted(int(c) for c in misprediction[misprediction > threshold_misprediction].index)
+    triggered = []
+    if imbalance > threshold_imbalance or mispredicted:
+        triggered = [int(labels["step"].max())]
+    return _result(triggered, {"samples_per_class": {int(k): int(v) for k, v in per_epoch_counts.items()},
+                               "imbalance_ratio": round(imbalance, 2),
+                               "misprediction_rate_last_epoch": {int(k): round(float(v), 3) for k, v in misprediction.items()},
+                               "mispredicted_classes": mispredicted, "samples_seen": int(counts.sum())})
+
+
+RULES = {
+    "LossNotDecreasing": loss_not_decreasing,
+    "VanishingGradient": vanishing_gradient,
+    "ExplodingTensor": exploding_tensor,
+    "Overfit": overfit,
+    "Overtraining": overtraining,
+    "PoorWeightInitialization": poor_weight_initialization,
+    "ClassImbalance": class_imbalance,
+}
+
+RECOMMENDATIONS = {
+    "LossNotDecreasing": "Check the learning rate (too high or too low), the labels and the loss function.",
+    "VanishingGradient": "Use the default (Kaiming) or pretrained initialisation, keep batch normalisation, or raise the learning rate.",
+    "ExplodingTensor": "Lower the learning rate, clip gradients, and check the input for NaN or infinite values.",
+    "Overfit": "Regularise (weight decay, augmentation), add data, or stop earlier.",
+    "Overtraining": "Stop earlier: fewer epochs, or early stopping on the validation loss.",
+    "PoorWeightInitialization": "Use the framework's default initialisation or pretrained weights.",
+    "ClassImbalance": "Resample or weight the loss by class, or collect more images of the rare classes.",
+}

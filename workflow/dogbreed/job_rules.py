@@ -1,0 +1,46 @@
+"""Run the Debugger and ProfilerReport rules over one training job's recorded artifacts."""
+import inspect
+
+from dogbreed import debugger_rules, profiler_rules
+from dogbreed.training_artifacts import load_debug, load_profile
+
+ALL_RULES = {**{name: ("debugger", f) for name, f in debugger_rules.RULES.items()},
+             **{name: ("profiler", f) for name, f in profiler_rules.RULES.items()}}
+RECOMMENDATIONS = {**debugger_rules.RECOMMENDATIONS, **profiler_rules.RECOMMENDATIONS}
+
+
+class RuleConfigError(ValueError):
+    pass
+
+
+def rule_parameters(function, overrides: dict) -> dict:
+    defaults = {name: p.default for name, p in list(inspect.signature(function).parameters.items())[1:]}
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise RuleConfigError(f"{function.__name__}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(defaults)}")
+    return {**defaults, **overrides}
+
+
+def evaluate(output_dir, settings: dict | None = None) -> dict:
+    """settings: {rule name: {parameter: value}} overrides, or {rule name: false} to skip a rule."""
+    settings = settings or {}
+    unknown = set(settings) - set(ALL_RULES)
+    if unknown:
+        raise RuleConfigError(f"unknown rule(s) in profiling.rules: {sorted(unknown)}; known: {sorted(ALL_RULES)}")
+    data = {"debugger": load_debug(f"{output_dir}/debug"), "profiler": load_profile(f"{output_dir}/profiler")}
+    results = []
+    for name, (kind, function) in ALL_RULES.items():
+        overrides = settings.get(name, {})
+        if overrides is False:
+            continue
+        parameters = rule_parameters(function, overrides or {})
+        try:
+            outcome = function(data[kind], **parameters)
+        except Exception as error:  # one broken rule must not hide the verdicts of the others
+            outcome = {"verdict": "error", "triggered_steps": [], "evidence": {"error": f"{type(error).__name__}: {error}"}}
+        results.append({"rule": name, "kind": kind, **outcome,
+                        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
+                        "description": inspect.getdoc(function).split("\n\n")[0],
+                        "recommendation": RECOMMENDATIONS[name] if outcome["verdict"] == "triggered" else ""})
+    verdicts = [r["verdict"] for r in results]
+    return {"rules": results, "summary": {v: verdicts.count(v) for v in sorted(set(verdicts))}}

@@ -1,0 +1,278 @@
+"""The profiler report: one self-contained HTML page (plots embedded as PNG), in the sections of
+SageMaker's ProfilerReport: training job summary, system usage statistics, framework metrics summary,
+rules summary, then one section per rule with its plot and recommendation."""
+import base64
+import html
+import io
+import json
+from datetime import datetime, timezone
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to memory
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from dogbreed.debugger_rules import epoch_losses  # noqa: E402
+
+VERDICT_STYLE = {"triggered": "#c0392b", "ok": "#1e8449", "not_applicable": "#7f8c8d", "no_data": "#7f8c8d", "error": "#b9770e"}
+CSS = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { border-bottom: 2px solid #333; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd; padding: 4px 10px; text-align: left; }
+th { background: #f4f4f4; } .verdict { color: white; padding: 2px 8px; border-radius: 4px; font-size: 90%; }
+pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 85%; } img { max-width: 100%; }
+.recommendation { background: #fef5e7; border-left: 4px solid #f39c12; padding: 6px 10px; }
+"""
+
+
+def _figure_html(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _table(rows, columns=None) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    columns = columns or list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in (row.get(c, "") for c in columns)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _verdict(verdict) -> str:
+    return f'<span class="verdict" style="background:{VERDICT_STYLE.get(verdict, "#555")}">{html.escape(verdict)}</span>'
+
+
+def _when(timestamp) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else ""
+
+
+def _relative_time(system, column="timestamp"):
+    return system[column] - system[column].min()
+
+
+# --- plots, one per rule (None where there is nothing to draw) --------------------------------
+def _plot_loss(debug, **_):
+    losses = debug["losses"]
+    if losses.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for mode, part in losses.groupby("mode"):
+        axis.plot(part["step"], part["loss"], ".", markersize=3, label=mode.lower())
+    axis.set(xlabel="step", ylabel="loss", yscale="log" if (losses["loss"] > 0).all() else "linear")
+    axis.legend()
+    return figure
+
+
+def _plot_collection(debug, collection, column, label, log=True):
+    tensors = debug["tensors"][debug["tensors"]["collection"] == collection]
+    if tensors.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    stats = tensors.groupby("step")[column].agg(["min", "median", "max"])
+    axis.plot(stats.index, stats["median"], label="median over tensors")
+    axis.fill_between(stats.index, stats["min"], stats["max"], alpha=0.3, label="min – max")
+    axis.set(xlabel="step", ylabel=label)
+    if log and (stats["min"] > 0).all():
+        axis.set_yscale("log")
+    axis.legend()
+    return figure
+
+
+def _plot_epochs(debug, **_):
+    epochs = epoch_losses(debug["losses"])
+    if epochs.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for column in ("train_loss", "valid_loss"):
+        if column in epochs:
+            axis.plot(epochs["epoch"], epochs[column], "o-", label=column.replace("_", " "))
+    axis.set(xlabel="epoch", ylabel="mean loss")
+    axis.legend()
+    return figure
+
+
+def _plot_activations(debug, **_):
+    relu = debug["tensors"][debug["tensors"]["collection"] == "relu_input"]
+    if relu.empty:
+        return None
+    first = relu[relu["step"] == relu["step"].min()]
+    figure, axis = plt.subplots(figsize=(8, 3))
+    axis.barh(first["tensor"], first["max"] - first["min"])
+    axis.set(xlabel="ReLU input range (max − min) at the first saved step", xscale="log")
+    axis.tick_params(axis="y", labelsize=7)
+    return figure
+
+
+def _plot_classes(debug, **_):
+    labels = debug["labels"][debug["labels"]["mode"] == "TRAIN"]
+    if labels.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    counts = labels.groupby("label").size()
+    axis.bar(counts.index.astype(str), counts.values)
+    axis.set(xlabel="class index", ylabel="training samples seen")
+    axis.tick_params(axis="x", labelsize=6)
+    return figure
+
+
+def _plot_system(profile, columns, ylabel):
+    system = profile["system"]
+    columns = [c for c in columns if c in system]
+    if system.empty or not columns:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for column in columns:
+        axis.plot(_relative_time(system), system[column], label=column.replace("_", " "))
+    axis.set(xlabel="seconds since the first sample", ylabel=ylabel)
+    axis.legend()
+    return figure
+
+
+def _plot_step_durations(profile, result=None, **_):
+    steps = profile["steps"]
+    if steps.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    for phase, part in steps.groupby("phase"):
+        axis.plot(part["start"] - steps["start"].min(), part["duration_s"], ".", markersize=3, label=phase)
+    limit = (result or {}).get("evidence", {}).get("limit_s")
+    if limit:
+        axis.axhline(limit, color="red", linestyle="--", label="outlier limit")
+    axis.set(xlabel="seconds since the first step", ylabel="step duration (s)")
+    axis.legend()
+    return figure
+
+
+def _plot_data_wait(profile, **_):
+    steps = profile["steps"]
+    if steps.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(8, 3))
+    shares = steps.groupby("phase")[["data_wait_s", "compute_s"]].sum()
+    shares.plot.barh(stacked=True, ax=axis)
+    axis.set(xlabel="seconds", ylabel="")
+    return figure
+
+
+def _plot_init(profile, result=None, **_):
+    minutes = (result or {}).get("evidence", {}).get("initialization_minutes")
+    if minutes is None:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 1.5))
+    axis.barh(["start-up"], [minutes])
+    axis.axvline(result["parameters"]["threshold"], color="red", linestyle="--")
+    axis.set(xlabel="minutes (dashed: threshold)")
+    return figure
+
+
+PLOTS = {
+    "LossNotDecreasing": lambda d, p, r: _plot_loss(d),
+    "VanishingGradient": lambda d, p, r: _plot_collection(d, "gradients", "abs_mean", "mean |gradient|"),
+    "ExplodingTensor": lambda d, p, r: _plot_collection(d, "gradients", "abs_max", "max |gradient|"),
+    "Overfit": lambda d, p, r: _plot_epochs(d),
+    "Overtraining": lambda d, p, r: _plot_epochs(d),
+    "PoorWeightInitialization": lambda d, p, r: _plot_activations(d),
+    "ClassImbalance": lambda d, p, r: _plot_classes(d),
+    "LowGPUUtilization": lambda d, p, r: _plot_system(p, ["gpu_utilization"], "GPU %"),
+    "BatchSize": lambda d, p, r: _plot_system(p, ["cpu_total", "gpu_utilization", "gpu_memory_percent"], "%"),
+    "CPUBottleneck": lambda d, p, r: _plot_system(p, ["cpu_total", "gpu_utilization"], "%"),
+    "IOBottleneck": lambda d, p, r: _plot_system(p, ["iowait_percent", "gpu_utilization"], "%"),
+    "Dataloader": lambda d, p, r: _plot_data_wait(p),
+    "GPUMemoryIncrease": lambda d, p, r: _plot_system(p, ["gpu_memory_percent"], "GPU memory %"),
+    "StepOutlier": lambda d, p, r: _plot_step_durations(p, r),
+    "MaxInitializationTime": lambda d, p, r: _plot_init(p, r),
+    "OverallSystemUsage": lambda d, p, r: _plot_system(p, ["cpu_total", "memory_percent", "gpu_utilization"], "%"),
+}
+
+
+def _rule_section(rule, debug, profile) -> str:
+    parts = [f'<h3 id="{rule["rule"]}">{html.escape(rule["rule"])} {_verdict(rule["verdict"])}</h3>',
+             f"<p>{html.escape(rule['description'])}</p>"]
+    if rule["recommendation"]:
+        parts.append(f'<p class="recommendation"><b>Recommendation:</b> {html.escape(rule["recommendation"])}</p>')
+    if rule["verdict"] != "not_applicable":
+        try:
+            figure = PLOTS[rule["rule"]](debug, profile, rule)
+        except Exception as error:  # a plot that fails must not cost the report
+            figure, parts = None, parts + [f"<p><em>plot failed: {html.escape(str(error))}</em></p>"]
+        if figure is not None:
+            parts.append(_figure_html(figure))
+    if rule["triggered_steps"]:
+        parts.append(f"<p>Triggered at steps: {', '.join(map(str, rule['triggered_steps'][:30]))}"
+                     f"{' …' if len(rule['triggered_steps']) > 30 else ''}</p>")
+    parts.append(f"<details><summary>parameters and evidence</summary><pre>"
+                 f"{html.escape(json.dumps({'parameters': rule['parameters'], 'evidence': rule['evidence']}, indent=2, default=str))}"
+                 f"</pre></details>")
+    return "\n".join(parts)
+
+
+def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: pd.DataFrame) -> str:
+    job, steps, system = profile["job"], profile["steps"], profile["system"]
+    first_step = float(steps["start"].min()) if len(steps) else None
+    last_step = float(steps["end"].max()) if len(steps) else None
+    summary_rows = [
+        ("job name", model_json.get("job_name")), ("backend", model_json.get("backend")),
+        ("status", model_json.get("status")), ("device", job.get("device")), ("GPUs", job.get("gpu_count")),
+        ("CPU cores", job.get("cpu_count")), ("architecture", job.get("arch")),
+        ("batch size", job.get("batch_size")), ("data loader workers", job.get("num_workers")),
+        ("epochs", job.get("epochs")), ("training images", job.get("train_images")),
+        ("process start", _when(job.get("process_started"))), ("first step", _when(first_step)),
+        ("last step", _when(last_step)),
+        ("initialisation (s)", round(first_step - job["process_started"], 1) if first_step and job.get("process_started") else ""),
+        ("training loop (s)", round(last_step - first_step, 1) if first_step else ""),
+        ("job duration (s)", model_json.get("seconds")),
+    ]
+    usage = next((r for r in rules["rules"] if r["rule"] == "OverallSystemUsage"), None)
+    usage_rows = [{"metric": k, **v} for k, v in (usage or {}).get("evidence", {}).get("percentiles", {}).items()]
+    framework_rows = []
+    for phase, part in steps.groupby("phase"):
+        total = part["duration_s"].sum()
+        framework_rows.append({"phase": phase, "steps": len(part), "mean (s)": round(part["duration_s"].mean(), 4),
+                               "p50 (s)": round(part["duration_s"].median(), 4), "p95 (s)": round(part["duration_s"].quantile(0.95), 4),
+                               "max (s)": round(part["duration_s"].max(), 4),
+                               "data wait %": round(100 * part["data_wait_s"].sum() / total, 1) if total else "",
+                               "compute %": round(100 * part["compute_s"].sum() / total, 1) if total else ""})
+    order = {"triggered": 0, "error": 1, "ok": 2, "no_data": 3, "not_applicable": 4}
+    rule_rows = [{"rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>', "kind": r["kind"], "verdict": _verdict(r["verdict"]),
+                  "triggered steps": len(r["triggered_steps"]), "recommendation": html.escape(r["recommendation"])}
+                 for r in sorted(rules["rules"], key=lambda r: order.get(r["verdict"], 9))]
+    histogram = None
+    if len(steps):
+        figure, axis = plt.subplots(figsize=(8, 3))
+        for phase, part in steps.groupby("phase"):
+            axis.hist(part["duration_s"], bins=40, alpha=0.6, label=phase)
+        axis.set(xlabel="step duration (s)", ylabel="steps")
+        axis.legend()
+        histogram = _figure_html(figure)
+    system_plot = _plot_system(profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%")
+    summary_counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in rules["summary"].items())
+    epoch_table = _table(epoch_metrics.round(4).to_dict("records")) if not epoch_metrics.empty else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Profiler report — {html.escape(str(model_json.get('job_name')))}</title>
+<style>{CSS}</style></head><body>
+<h1>Profiler report</h1>
+<p>Training job <b>{html.escape(str(model_json.get('job_name')))}</b>; rules: {html.escape(summary_counts)}.
+Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the job's own artifacts
+(smdebug tensors, system metrics, step timings).</p>
+<h2>Training job summary</h2>
+{_table([{"": k, "value": html.escape(str(v if v is not None else ""))} for k, v in summary_rows])}
+{epoch_table}
+<h2>System usage statistics</h2>
+<p>{len(system)} samples{f", every {round(float(np.median(np.diff(system['timestamp']))), 2)} s" if len(system) > 1 else ""}.</p>
+{_table(usage_rows)}
+{_figure_html(system_plot) if system_plot is not None else ""}
+<h2>Framework metrics summary</h2>
+<p>Each step split into the wait for its batch (data) and the forward/backward pass (compute).</p>
+{_table(framework_rows)}
+{histogram or ""}
+<h2>Rules summary</h2>
+{_table(rule_rows)}
+<h2>Rules</h2>
+{"".join(_rule_section(rule, debug, profile) for rule in rules["rules"])}
+</body></html>
+"""

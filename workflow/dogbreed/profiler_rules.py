@@ -1,0 +1,180 @@
+"""SageMaker ProfilerReport's rules, evaluated on the system metrics and step timings the job recorded.
+
+Each rule is a plain function over training_artifacts.load_profile() with SageMaker's default
+thresholds as keyword defaults. GPU rules on a job that saw no GPU answer "not_applicable": they
+neither pass nor fail it. `patience` (samples skipped at the start, as SageMaker does) is applied
+only when the run has more samples than that; a short run is judged on all of its samples.
+"""
+import numpy as np
+
+from dogbreed.training_artifacts import has_gpu
+
+
+def _result(triggered_steps, evidence, verdict=None):
+    verdict = verdict or ("triggered" if triggered_steps else "ok")
+    return {"verdict": verdict, "triggered_steps": [int(s) for s in triggered_steps][:100], "evidence": evidence}
+
+
+def _not_applicable(reason):
+    return _result([], {"reason": reason}, verdict="not_applicable")
+
+
+def _after_patience(frame, patience):
+    return frame.iloc[patience:] if len(frame) > patience else frame
+
+
+def _percentile(values, q):
+    return round(float(np.percentile(values, q)), 2)
+
+
+def _gpu_samples(profile, patience):
+    if not has_gpu(profile):
+        return None
+    return _after_patience(profile["system"], patience)
+
+
+NO_GPU = "the job saw no GPU"
+
+
+def low_gpu_utilization(profile, threshold_p95=70, threshold_p5=10, window=500, patience=1000):
+    """Triggers when GPU utilisation's p95 is below threshold_p95 (the GPU idles), or when it swings:
+    p95 above threshold_p95 while p5 is below threshold_p5, within a window of samples."""
+    samples = _gpu_samples(profile, patience)
+    if samples is None:
+        return _not_applicable(NO_GPU)
+    triggered, windows = [], []
+    for start in range(0, len(samples), window):
+        values = samples["gpu_utilization"].iloc[start:start + window]
+        p95, p5 = _percentile(values, 95), _percentile(values, 5)
+        windows.append({"first_sample": start, "p95": p95, "p5": p5})
+        if p95 < threshold_p95 or (p95 > threshold_p95 and p5 < threshold_p5):
+            triggered.append(start)
+    return _result(triggered, {"windows": windows[:50], "samples": len(samples)})
+
+
+def batch_size(profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_threshold_p95=70, patience=1000, window=500):
+    """Triggers when CPU, GPU and GPU memory are all under-used (p95 below their thresholds):
+    a bigger batch (or a smaller instance) would use the hardware."""
+    samples = _gpu_samples(profile, patience)
+    if samples is None:
+        return _not_applicable(NO_GPU)
+    triggered, windows = [], []
+    for start in range(0, len(samples), window):
+        part = samples.iloc[start:start + window]
+        p95 = {"cpu": _percentile(part["cpu_total"], 95), "gpu": _percentile(part["gpu_utilization"], 95),
+               "gpu_memory": _percentile(part["gpu_memory_percent"], 95)}
+        windows.append({"first_sample": start, **p95})
+        if p95["cpu"] < cpu_threshold_p95 and p95["gpu"] < gpu_threshold_p95 and p95["gpu_memory"] < gpu_memory_threshold_p95:
+            triggered.append(start)
+    return _result(triggered, {"windows": windows[:50], "batch_size": profile["job"].get("batch_size")})
+
+
+def cpu_bottleneck(profile, threshold=50, gpu_threshold=10, cpu_threshold=90, patience=1000):
+    """Triggers when, in more than threshold % of samples, the CPU is above cpu_threshold while the
+    GPU is below gpu_threshold: the GPU waits for the CPU."""
+    samples = _gpu_samples(profile, patience)
+    if samples is None:
+        return _not_applicable(NO_GPU)
+    bottleneck = (samples["cpu_total"] > cpu_threshold) & (samples["gpu_utilization"] < gpu_threshold)
+    share = 100 * float(bottleneck.mean())
+    return _result(list(np.flatnonzero(bottleneck.to_numpy())) if share > threshold else [],
+                   {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)})
+
+
+def io_bottleneck(profile, threshold=50, io_threshold=50, gpu_threshold=10, patience=1000):
+    """Triggers when, in more than threshold % of samples, I/O wait is above io_threshold while the GPU
+    is below gpu_threshold: the GPU waits for storage."""
+    samples = _gpu_samples(profile, patience)
+    if samples is None:
+        return _not_applicable(NO_GPU)
+    bottleneck = (samples["iowait_percent"] > io_threshold) & (samples["gpu_utilization"] < gpu_threshold)
+    share = 100 * float(bottleneck.mean())
+    return _result(list(np.flatnonzero(bottleneck.to_numpy())) if share > threshold else [],
+                   {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)})
+
+
+def dataloader(profile, min_threshold=70, max_threshold=200):
+    """Triggers when the data loader's worker processes are fewer than min_threshold % or more than
+    max_threshold % of the CPU cores."""
+    job = profile["job"]
+    if "num_workers" not in job or not job.get("cpu_count"):
+        return _result([], {"reason": "the job did not record its loader settings"}, verdict="no_data")
+    share = 100 * job["num_workers"] / job["cpu_count"]
+    steps = profile["steps"]
+    waiting = float(steps["data_wait_s"].sum() / steps["duration_s"].sum()) if len(steps) else None
+    return _result([0] if not min_threshold <= share <= max_threshold else [],
+                   {"num_workers": job["num_workers"], "cpu_cores": job["cpu_count"], "workers_percent_of_cores": round(share, 1),
+                    "data_wait_share_of_step_time": round(waiting, 4) if waiting is not None else None})
+
+
+def gpu_memory_increase(profile, increase=5, patience=1000, window=10):
+    """Triggers when GPU memory use (moving average over window samples) rises by more than
+    `increase` percentage points above where it settled."""
+    samples = _gpu_samples(profile, patience)
+    if samples is None:
+        return _not_applicable(NO_GPU)
+    average = samples["gpu_memory_percent"].rolling(window, min_periods=1).mean().to_numpy()
+    baseline = average[min(window, len(average) - 1)]
+    rise = average - baseline
+    return _result(list(np.flatnonzero(rise > increase)[:1]),
+                   {"baseline_percent": round(float(baseline), 2), "largest_rise_points": round(float(rise.max()), 2)})
+
+
+def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
+    """Triggers when more than n_outliers steps take longer than mean + stddev × std of the step
+    durations (of the `mode` phase). The first step of every epoch (loader start-up) is left out."""
+    steps = profile["steps"]
+    steps = steps[(steps["phase"] == mode) & (steps["step"] > 0)] if mode else steps[steps["step"] > 0]
+    if len(steps) < 3:
+        return _result([], {"steps": len(steps)}, verdict="no_data")
+    durations = steps["duration_s"]
+    limit = float(durations.mean() + stddev * durations.std())
+    outliers = steps[durations > limit]
+    return _result(list(outliers.index) if len(outliers) > n_outliers else [],
+                   {"outliers": len(outliers), "limit_s": round(limit, 4), "mean_s": round(float(durations.mean()), 4),
+                    "max_s": round(float(durations.max()), 4), "steps": len(steps)})
+
+
+def max_initialization_time(profile, threshold=20):
+    """Triggers when start-up (process start → first step) takes longer than threshold minutes."""
+    steps, job = profile["steps"], profile["job"]
+    if steps.empty or "process_started" not in job:
+        return _result([], {}, verdict="no_data")
+    minutes = (float(steps["start"].min()) - job["process_started"]) / 60
+    return _result([0] if minutes > threshold else [], {"initialization_minutes": round(minutes, 3)})
+
+
+def overall_system_usage(profile):
+    """Percentiles of CPU, memory and GPU use over the whole job; informational, it never triggers."""
+    system = profile["system"]
+    if system.empty:
+        return _result([], {}, verdict="no_data")
+    columns = [c for c in ("cpu_total", "cpu_max_core", "memory_percent", "iowait_percent",
+                           "gpu_utilization", "gpu_memory_percent") if c in system]
+    stats = {c: {q: _percentile(system[c].dropna(), int(q[1:])) for q in ("p50", "p95", "p99")} for c in columns}
+    return _result([], {"percentiles": stats, "samples": len(system)})
+
+
+RULES = {
+    "LowGPUUtilization": low_gpu_utilization,
+    "BatchSize": batch_size,
+    "CPUBottleneck": cpu_bottleneck,
+    "IOBottleneck": io_bottleneck,
+    "Dataloader": dataloader,
+    "GPUMemoryIncrease": gpu_memory_increase,
+    "StepOutlier": step_outlier,
+    "MaxInitializationTime": max_initialization_time,
+    "OverallSystemUsage": overall_system_usage,
+}
+
+RECOMMENDATIONS = {
+    "LowGPUUtilization": "Raise the batch size, use more data loader workers, or a smaller (cheaper) GPU instance.",
+    "BatchSize": "Raise the batch size, or move to a smaller instance.",
+    "CPUBottleneck": "More data loader workers, lighter preprocessing, or augmentation on the GPU.",
+    "IOBottleneck": "Prefetch and cache the data locally (File or FastFile mode on SageMaker), or use faster storage.",
+    "Dataloader": "Set num_workers close to the number of CPU cores.",
+    "GPUMemoryIncrease": "Look for tensors kept across steps (e.g. summing losses without .item()).",
+    "StepOutlier": "Look at what the slow steps do: data loading stalls, checkpoints, other processes on the machine.",
+    "MaxInitializationTime": "Shorten start-up: smaller downloads at start, FastFile mode, a smaller container.",
+    "OverallSystemUsage": "",
+}

@@ -1,0 +1,106 @@
+"""Reading what a training job recorded about itself (scripts/instrumentation.py) into tables.
+
+debug/    → load_debug(): losses, tensor reductions, labels and predictions (via an smdebug trial)
+profiler/ → load_profile(): system samples, step timings, job info
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REDUCTIONS = [("mean", False), ("max", False), ("min", False), ("variance", False), ("mean", True),
+              ("max", True), ("l2", False)]
+REDUCTION_COLUMNS = ["mean", "max", "min", "variance", "abs_mean", "abs_max", "l2"]
+
+
+def _mode_name(mode) -> str:
+    return getattr(mode, "name", str(mode)).upper()
+
+
+def load_debug(debug_dir) -> dict:
+    """{"losses": (step, mode, loss), "tensors": (step, mode, collection, tensor, reductions…),
+    "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors."""
+    debug_dir = Path(debug_dir)
+    empty = {"losses": pd.DataFrame(columns=["step", "mode", "loss"]),
+             "tensors": pd.DataFrame(columns=["step", "mode", "collection", "tensor", *REDUCTION_COLUMNS]),
+             "labels": pd.DataFrame(columns=["step", "mode", "label", "prediction"])}
+    if not (debug_dir / "index").exists():
+        return empty
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(debug_dir))
+    mode_of = {}
+
+    def mode(step):
+        if step not in mode_of:
+            mode_of[step] = _mode_name(trial.mode(step))
+        return mode_of[step]
+
+    losses = []
+    for name in trial.tensor_names(collection="losses"):
+        tensor = trial.tensor(name)
+        for step in tensor.steps():
+            losses.append({"step": step, "mode": mode(step), "loss": float(np.mean(tensor.value(step)))})
+
+    tensors = []
+    for collection in ("weights", "biases", "gradients", "relu_input"):
+        for name in trial.tensor_names(collection=collection):
+            tensor = trial.tensor(name)
+            for step in tensor.steps():
+                row = {"step": step, "mode": mode(step), "collection": collection, "tensor": name}
+                for column, (reduction, absolute) in zip(REDUCTION_COLUMNS, REDUCTIONS):
+                    try:
+                        row[column] = float(tensor.reduction_value(step, reduction, abs=absolute))
+                    except Exception:  # that reduction was not saved for this tensor
+                        row[column] = np.nan
+                tensors.append(row)
+
+    labels = []
+    if trial.has_tensor("labels") and trial.has_tensor("predictions"):
+        label_tensor, prediction_tensor = trial.tensor("labels"), trial.tensor("predictions")
+        for step in sorted(set(label_tensor.steps()) & set(prediction_tensor.steps())):
+            for label, prediction in zip(np.ravel(label_tensor.value(step)), np.ravel(prediction_tensor.value(step))):
+                labels.append({"step": step, "mode": mode(step), "label": int(label), "prediction": int(prediction)})
+
+    return {"losses": pd.DataFrame(losses, columns=empty["losses"].columns).sort_values("step", ignore_index=True),
+            "tensors": pd.DataFrame(tensors, columns=empty["tensors"].columns),
+            "labels": pd.DataFrame(labels, columns=empty["labels"].columns)}
+
+
+def _read_jsonl(path) -> list:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_profile(profiler_dir) -> dict:
+    """{"system": one row per sample (cpu_total, cpu_max_core, gpu_* columns when a GPU was seen),
+    "steps": one row per step (duration_s), "job": the job info}."""
+    profiler_dir = Path(profiler_dir)
+    samples = _read_jsonl(profiler_dir / "system.jsonl")
+    rows = []
+    for sample in samples:
+        cores = sample.get("cpu_percent") or [0.0]
+        row = {key: value for key, value in sample.items() if key not in ("cpu_percent", "gpus")}
+        row["cpu_total"] = float(np.mean(cores))
+        row["cpu_max_core"] = float(np.max(cores))
+        row["cpu_cores"] = len(cores)
+        gpus = sample.get("gpus") or []
+        if gpus:
+            row["gpu_utilization"] = float(np.mean([g["utilization_percent"] for g in gpus]))
+            row["gpu_memory_percent"] = float(np.max([g["memory_percent"] for g in gpus]))
+            row["gpu_memory_used_mb"] = float(np.sum([g["memory_used_mb"] for g in gpus]))
+        rows.append(row)
+    system = pd.DataFrame(rows)
+    steps = pd.DataFrame(_read_jsonl(profiler_dir / "steps.jsonl"),
+                         columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end"])
+    steps["duration_s"] = steps["end"] - steps["start"]
+    job_file = profiler_dir / "job.json"
+    job = json.loads(job_file.read_text()) if job_file.exists() else {}
+    return {"system": system, "steps": steps, "job": job}
+
+
+def has_gpu(profile) -> bool:
+    return "gpu_utilization" in profile["system"].columns and profile["system"]["gpu_utilization"].notna().any()
