@@ -1,0 +1,272 @@
+"""Planted faults in real (tiny) training jobs must trigger the right Debugger/ProfilerReport rule,
+and a healthy job must not; GPU rules are checked on synthetic metric files in the recorded format."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, TINY_CLASSES
+from dogbreed import demo_data, job_rules, profiler_report, training_artifacts
+from dogbreed.backends.local import LocalBackend
+
+# An entry point that plants one fault, then runs the real train.py (which stays free of test hooks).
+FAULTY_TRAIN = textwrap.dedent("""
+    import sys, time
+    import torch
+    import classifier, train
+
+    fault = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--planted_fault="))
+    sys.argv = [a for a in sys.argv if not a.startswith("--planted_fault=")]
+    if fault == "near_zero_init":
+        build = classifier.build_model
+        def near_zero(*args, **kwargs):
+            model = build(*args, **kwargs)
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.mul_(1e-6)
+            return model
+        classifier.build_model = near_zero
+    if fault == "slow_steps":  # three images stall every time they load: a dozen slow steps in 4 epochs
+        load = train.ImageFolderByNumber.__getitem__
+        def stalling(self, i):
+            if i in (3, 50, 90):
+                time.sleep(0.5)
+            return load(self, i)
+        train.ImageFolderByNumber.__getitem__ = stalling
+    train.main()
+""")
+
+BASE = {"image_size": 32, "batch_size": 8, "epochs": 4, "lr": 0.001, "debug": True, "profile": True,
+        "save_interval": 2, "profiler_interval_ms": 200, "num_workers": os.cpu_count(), "seed": 0}
+ON_CPU = not torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rules")
+    source = root / "source"
+    shutil.copytree(REPO / "scripts", source)
+    (source / "faulty_train.py").write_text(FAULTY_TRAIN)
+    data = demo_data.generate(root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 40, "valid": 8}, corrupt_file=False)
+    lab = {"root": root, "source": source, "backend": LocalBackend({}),
+           "channels": {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}}
+    # "ImageNet" for the tests: weights that have seen this kind of image, so batch-norm statistics
+    # are settled and a healthy fine-tuning run looks like one.
+    result = run_job(lab, "pretrain", {**BASE, "epochs": 8, "lr": 0.01, "debug": False, "profile": False, "weights": "none"})
+    lab["pretrained"] = str(root / "pretrained.pth")
+    import tarfile
+    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+        (root / "pretrained.pth").write_bytes(archive.extractfile("model.pth").read())
+    return lab
+
+
+def run_job(lab, name, hyperparameters, fault=None, channels=None):
+    entry = "train.py"
+    if fault:
+        entry, hyperparameters = "faulty_train.py", {**hyperparameters, "planted_fault": fault}
+    return lab["backend"].train(name, hyperparameters, channels or lab["channels"], lab["root"] / "jobs",
+                                lab["source"], entry_point=entry, echo=False)
+
+
+def verdicts(result) -> dict:
+    rules = job_rules.evaluate(Path(result["output_dir"]) / "data")
+    return {r["rule"]: r["verdict"] for r in rules["rules"]}
+
+
+def make_channel(root, counts):
+    """A train channel with `counts[i]` images of TINY_CLASSES[i]."""
+    for (folder, shape, colour), count in zip(TINY_CLASSES, counts):
+        demo_data.generate(root / folder, seed=count, classes=[(folder, shape, colour)], per_split={"train": count}, corrupt_file=False)
+        target = root / "train" / folder
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(root / folder / "dogImages/train" / folder, target)
+    return f"file://{root}/train"
+
+
+@pytest.fixture(scope="module")
+def healthy(lab):
+    return run_job(lab, "healthy", {**BASE, "weights": lab["pretrained"]})
+
+
+def test_a_healthy_job_triggers_nothing(healthy):
+    seen = verdicts(healthy)
+    for rule in ("LossNotDecreasing", "VanishingGradient", "ExplodingTensor", "Overfit", "Overtraining",
+                 "PoorWeightInitialization", "ClassImbalance", "Dataloader", "StepOutlier", "MaxInitializationTime",
+                 "OverallSystemUsage"):
+        assert seen[rule] == "ok", (rule, seen)
+    if ON_CPU:
+        for rule in ("LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", "GPUMemoryIncrease"):
+            assert seen[rule] == "not_applicable"
+
+
+def test_the_recording_is_complete_and_small(healthy):
+    output = Path(healthy["output_dir"]) / "data"
+    debug = training_artifacts.load_debug(output / "debug")
+    assert set(debug["losses"]["mode"]) == {"TRAIN", "EVAL"}
+    assert set(debug["tensors"]["collection"]) == {"weights", "biases", "gradients", "relu_input"}
+    assert debug["tensors"]["l2"].notna().all() and len(debug["labels"]) > 0
+    profile = training_artifacts.load_profile(output / "profiler")
+    assert len(profile["system"]) >= 5 and {"cpu_total", "memory_percent", "disk_read_bytes", "net_recv_bytes"} <= set(profile["system"])
+    assert len(profile["steps"]) == 4 * (15 + 3)  # 4 epochs of 15 train and 3 valid batches
+    assert (profile["steps"]["data_wait_s"] >= 0).all() and (profile["steps"]["compute_s"] > 0).all()
+    size = sum(p.stat().st_size for p in (output / "debug").rglob("*") if p.is_file())
+    saved_steps = debug["tensors"]["step"].nunique()
+    assert size / saved_steps < 300_000  # reductions, not full tensors (ResNet18's weights alone are 45 MB)
+
+
+def test_a_huge_learning_rate_explodes(lab):
+    seen = verdicts(run_job(lab, "huge_lr", {**BASE, "weights": "none", "lr": 1e4}))
+    assert seen["ExplodingTensor"] == "triggered" and seen["LossNotDecreasing"] == "triggered"
+
+
+def test_near_zero_initialisation_vanishes(lab):
+    seen = verdicts(run_job(lab, "near_zero", {**BASE, "weights": "none"}, fault="near_zero_init"))
+    assert seen["VanishingGradient"] == "triggered" or seen["PoorWeightInitialization"] == "triggered", seen
+    assert seen["ExplodingTensor"] == "ok"
+
+
+def test_stalled_steps_are_outliers_and_no_workers_starve_the_loader(lab):
+    result = run_job(lab, "slow", {**BASE, "weights": lab["pretrained"], "batch_size": 2, "epochs": 4, "num_workers": 0,
+                                      "debug": False},  # saving tensors slows some steps: noise here
+                     fault="slow_steps")
+    rules = {r["rule"]: r for r in job_rules.evaluate(Path(result["output_dir"]) / "data")["rules"]}
+    assert rules["StepOutlier"]["verdict"] == "triggered", rules["StepOutlier"]
+    assert rules["StepOutlier"]["evidence"]["outliers"] >= 11  # 12 stalls, unless two shared a batch
+    assert rules["Dataloader"]["verdict"] == "triggered" and rules["Dataloader"]["evidence"]["num_workers"] == 0
+
+
+def test_a_skewed_class_mix_is_imbalanced(lab):
+    skewed = make_channel(lab["root"] / "skewed", [30, 2, 2])
+    seen = verdicts(run_job(lab, "skewed", {**BASE, "weights": lab["pretrained"], "epochs": 2},
+                            channels={"train": skewed, "valid": lab["channels"]["valid"]}))
+    assert seen["ClassImbalance"] == "triggered"
+
+
+def test_a_tiny_train_set_overfits(lab):
+    tiny = make_channel(lab["root"] / "tiny", [1, 1, 1])
+    seen = verdicts(run_job(lab, "tiny", {**BASE, "weights": lab["pretrained"], "epochs": 12, "lr": 0.01, "augment": False,
+                                          "batch_size": 3}, channels={"train": tiny, "valid": lab["channels"]["valid"]}))
+    assert seen["Overfit"] == "triggered"
+
+
+# --- GPU rules on synthetic metric files (this machine has no GPU) ------------------------------
+def write_profile(folder, samples, workers=4, cores=4):
+    """Metric files in the format scripts/instrumentation.py records."""
+    folder.mkdir(parents=True)
+    with open(folder / "system.jsonl", "w") as out:
+        for i, (cpu, gpu, memory, iowait) in enumerate(samples):
+            out.write(json.dumps({"timestamp": 1000 + i * 0.5, "cpu_percent": [cpu] * cores, "memory_percent": 20.0,
+                                  "memory_used_mb": 1000, "disk_read_bytes": 0, "disk_write_bytes": 0, "net_recv_bytes": 0,
+                                  "net_sent_bytes": 0, "iowait_percent": iowait,
+                                  "gpus": [{"utilization_percent": gpu, "memory_used_mb": memory * 800, "memory_percent": memory}]}) + "\n")
+    with open(folder / "steps.jsonl", "w") as out:
+        for step in range(50):
+            out.write(json.dumps({"phase": "train", "epoch": 1, "step": step, "start": 1001 + step * 0.1,
+                                  "data_wait_s": 0.01, "compute_s": 0.09, "end": 1001 + step * 0.1 + 0.1}) + "\n")
+    (folder / "job.json").write_text(json.dumps({"process_started": 1000, "cpu_count": cores, "num_workers": workers,
+                                                 "batch_size": 32, "device": "cuda", "gpu_count": 1}))
+    return folder.parent
+
+
+GPU_RULES = ["LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", "GPUMemoryIncrease"]
+
+
+@pytest.mark.parametrize("name, samples, triggered", [
+    ("busy", [(60, 95, 80, 0)] * 1200, set()),
+    ("idle", [(30, 20, 30, 0)] * 1200, {"LowGPUUtilization", "BatchSize"}),
+    ("cpu_bound", [(97, 5, 80, 0)] * 1200, {"LowGPUUtilization", "CPUBottleneck"}),
+    ("io_bound", [(40, 5, 80, 70)] * 1200, {"LowGPUUtilization", "IOBottleneck"}),
+    ("leak", [(60, 95, 50 + 40 * i / 1200, 0) for i in range(1200)], {"GPUMemoryIncrease"}),
+])
+def test_gpu_rules_on_synthetic_metrics(tmp_path, name, samples, triggered):
+    output = write_profile(tmp_path / "data/profiler", samples)
+    results = {r["rule"]: r["verdict"] for r in job_rules.evaluate(output)["rules"]}
+    assert {rule for rule in GPU_RULES if results[rule] == "triggered"} == triggered
+    assert all(results[rule] in ("ok", "triggered") for rule in GPU_RULES)
+    assert results["Dataloader"] == "ok"
+
+
+def test_rule_settings_are_checked(tmp_path):
+    output = write_profile(tmp_path / "data/profiler", [(60, 95, 80, 0)] * 10)
+    with pytest.raises(job_rules.RuleConfigError, match="unknown rule"):
+        job_rules.evaluate(output, {"NoSuchRule": {}})
+    with pytest.raises(job_rules.RuleConfigError, match="unknown parameter"):
+        job_rules.evaluate(output, {"StepOutlier": {"sigma": 2}})
+    results = job_rules.evaluate(output, {"ClassImbalance": False, "Dataloader": {"min_threshold": 150}})
+    names = {r["rule"]: r for r in results["rules"]}
+    assert "ClassImbalance" not in names
+    assert names["Dataloader"]["verdict"] == "triggered" and names["Dataloader"]["parameters"]["min_threshold"] == 150
+
+
+# --- the report ---------------------------------------------------------------------------------
+class Outline(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.headings, self.ids, self.images, self.external, self._in = [], set(), 0, [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("h2", "h3"):
+            self._in = tag
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images += 1
+            if not attrs.get("src", "").startswith("data:image/png;base64,"):
+                self.external.append(attrs.get("src"))
+        if tag in ("script", "link") and (attrs.get("src") or attrs.get("href")):
+            self.external.append(attrs.get("src") or attrs.get("href"))
+
+    def handle_data(self, data):
+        if self._in == "h2" and data.strip():
+            self.headings.append(data.strip())
+        self._in = None
+
+
+def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
+    output = Path(healthy["output_dir"]) / "data"
+    rules = job_rules.evaluate(output)
+    page = profiler_report.build_report(healthy, rules, training_artifacts.load_debug(output / "debug"),
+                                        training_artifacts.load_profile(output / "profiler"),
+                                        pd.DataFrame(healthy["metrics"]))
+    outline = Outline()
+    outline.feed(page)
+    assert outline.headings == ["Training job summary", "System usage statistics", "Framework metrics summary",
+                                "Rules summary", "Rules"]
+    assert outline.ids == set(job_rules.ALL_RULES)  # one section per rule
+    assert outline.images >= 10 and outline.external == []  # plots embedded: opens with no network
+    summary = page.split("<h2>Rules summary</h2>")[1].split("<h2>Rules</h2>")[0]
+    for rule in job_rules.ALL_RULES:
+        assert f'href="#{rule}"' in summary
+    assert "not_applicable" in summary if ON_CPU else True
+
+
+def test_the_numpy2_shim():
+    """Without the shim smdebug cannot write a tensor on NumPy 2; with it the tensor reads back."""
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        from smdebug.core.tfevent.util import make_tensor_proto
+        try:
+            make_tensor_proto(np.ones(3, dtype=np.float32), "t")
+        except AttributeError as error:
+            print("unpatched:", error)
+        import instrumentation
+        instrumentation.patch_smdebug_for_numpy2()
+        instrumentation.patch_smdebug_for_numpy2()  # idempotent
+        import smdebug.core.writer as writer, smdebug.core.tfevent.util as util
+        proto = util.make_tensor_proto(np.arange(6, dtype=np.float32).reshape(2, 3), "t")
+        assert writer.make_tensor_proto is util.make_tensor_proto
+        print("patched:", np.frombuffer(proto.tensor_content, dtype=np.float32).tolist(), [d.size for d in proto.tensor_shape.dim])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True).stdout
+    assert "unpatched:" in out and "tostring" in out
+    assert "patched: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [2, 3]" in out
