@@ -94,6 +94,12 @@ def test_deploy_writes_every_output(deployed):
     assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
     predictions = (results / "evaluation/predictions.csv").read_text().splitlines()
     assert len(predictions) == 13
+    rules = json.loads((results / "debugger/rules.json").read_text())
+    assert len(rules["rules"]) == 16 and all(r["verdict"] != "error" for r in rules["rules"])
+    assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
+    assert (results / "training/output/debug/index").is_dir() and (results / "training/output/profiler/system.jsonl").is_file()
+    report = (results / "profiler/profiler-report.html").read_text()
+    assert "Rules summary" in report and "Dataloader" in report
     assert planned_jobs(deployed, "deploy", *ARGS) == {}  # a complete run: nothing to redo
 
 
@@ -124,6 +130,15 @@ def test_the_accuracy_gate_keeps_the_metrics(deployed):
     assert (deployed / "results/evaluation/metrics.json").exists()
     snakemake(deployed, "deploy", *ARGS, "--config", "min_accuracy=0")
     assert "passed" in (deployed / "results/evaluation/accuracy_gate.txt").read_text()
+
+
+def test_a_training_rule_can_stop_the_run_and_its_evidence_stays(deployed):
+    (deployed / "config/stop.yaml").write_text(yaml.safe_dump({"profiling": {"stop_on": ["Dataloader"]}}))
+    stop = ("--configfile", "config/test.yaml", "config/stop.yaml")
+    assert planned_jobs(deployed, "deploy", *stop) == {"training_rules_gate": 1, "deploy": 1}
+    result = snakemake(deployed, "deploy", *stop, check=False)
+    assert result.returncode != 0 and "training rules set to stop the run triggered: Dataloader" in result.stdout + result.stderr
+    assert (deployed / "results/debugger/rules.json").exists() and (deployed / "results/profiler/profiler-report.html").exists()
 
 
 def test_an_inference_edit_redeploys_without_retraining(deployed):
