@@ -270,3 +270,25 @@ def test_the_numpy2_shim():
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True).stdout
     assert "unpatched:" in out and "tostring" in out
     assert "patched: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [2, 3]" in out
+
+
+def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
+    """The NVML path, with a stand-in for the driver library (this machine has no GPU)."""
+    import types
+    import time as clock
+    import instrumentation
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=40 + h),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=2 * 2**30, total=8 * 2**30))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with instrumentation.SystemMonitor(tmp_path / "system.jsonl", interval=0.05):
+        clock.sleep(0.3)
+    samples = [json.loads(line) for line in (tmp_path / "system.jsonl").read_text().splitlines()]
+    assert len(samples) >= 3
+    assert samples[0]["gpus"] == [{"utilization_percent": 40, "memory_used_mb": 2048.0, "memory_percent": 25.0},
+                                  {"utilization_percent": 41, "memory_used_mb": 2048.0, "memory_percent": 25.0}]
+    assert len(samples[0]["cpu_percent"]) == os.cpu_count()
+    profile = training_artifacts.load_profile(tmp_path)
+    assert training_artifacts.has_gpu(profile) and profile["system"]["gpu_utilization"].iloc[0] == 40.5

@@ -69,28 +69,28 @@ def batch_size(profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_t
     return _result(triggered, {"windows": windows[:50], "batch_size": profile["job"].get("batch_size")})
 
 
-def cpu_bottleneck(profile, threshold=50, gpu_threshold=10, cpu_threshold=90, patience=1000):
-    """Triggers when, in more than threshold % of samples, the CPU is above cpu_threshold while the
-    GPU is below gpu_threshold: the GPU waits for the CPU."""
+def _starved_gpu(profile, patience, threshold, busy_column, busy_threshold, gpu_threshold):
+    """Samples where `busy_column` is above busy_threshold while the GPU is below gpu_threshold;
+    triggered when they are more than threshold % of all samples."""
     samples = _gpu_samples(profile, patience)
     if samples is None:
         return _not_applicable(NO_GPU)
-    bottleneck = (samples["cpu_total"] > cpu_threshold) & (samples["gpu_utilization"] < gpu_threshold)
-    share = 100 * float(bottleneck.mean())
-    return _result(list(np.flatnonzero(bottleneck.to_numpy())) if share > threshold else [],
+    starved = (samples[busy_column] > busy_threshold) & (samples["gpu_utilization"] < gpu_threshold)
+    share = 100 * float(starved.mean())
+    return _result(list(np.flatnonzero(starved.to_numpy())) if share > threshold else [],
                    {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)})
+
+
+def cpu_bottleneck(profile, threshold=50, gpu_threshold=10, cpu_threshold=90, patience=1000):
+    """Triggers when, in more than threshold % of samples, the CPU is above cpu_threshold while the
+    GPU is below gpu_threshold: the GPU waits for the CPU."""
+    return _starved_gpu(profile, patience, threshold, "cpu_total", cpu_threshold, gpu_threshold)
 
 
 def io_bottleneck(profile, threshold=50, io_threshold=50, gpu_threshold=10, patience=1000):
     """Triggers when, in more than threshold % of samples, I/O wait is above io_threshold while the GPU
     is below gpu_threshold: the GPU waits for storage."""
-    samples = _gpu_samples(profile, patience)
-    if samples is None:
-        return _not_applicable(NO_GPU)
-    bottleneck = (samples["iowait_percent"] > io_threshold) & (samples["gpu_utilization"] < gpu_threshold)
-    share = 100 * float(bottleneck.mean())
-    return _result(list(np.flatnonzero(bottleneck.to_numpy())) if share > threshold else [],
-                   {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)})
+    return _starved_gpu(profile, patience, threshold, "iowait_percent", io_threshold, gpu_threshold)
 
 
 def dataloader(profile, min_threshold=70, max_threshold=200):
