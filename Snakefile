@@ -1,6 +1,7 @@
 # dog-breed workflow: fetch → prepare → upload → tune → train → deploy → evaluate.
-# Targets: deploy (endpoint up and evaluated), all (default: deploy + what later stages add),
-# teardown (stop the endpoint; never part of another target).
+# Targets: deploy (endpoint up and evaluated, training rules, profiler report), report (the run
+# report, from outputs only), all (default: deploy + report), teardown (stop the endpoint; never
+# part of another target).
 import os
 import sys
 
@@ -26,9 +27,18 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/deploy.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.deploy.input,
+        rules.report.output,
+
+
+onsuccess:
+    # The run in three lines, when the run produced an evaluation.
+    from dogbreed.summary import run_summary
+
+    print(run_summary(RESULTS))

@@ -60,7 +60,7 @@ def endpoint_process(workdir):
 
 @pytest.fixture(scope="module")
 def deployed(workdir):
-    snakemake(workdir, "deploy", *ARGS)
+    snakemake(workdir, *ARGS)  # the default target: deploy + report
     return workdir
 
 
@@ -100,7 +100,43 @@ def test_deploy_writes_every_output(deployed):
     assert (results / "training/output/debug/index").is_dir() and (results / "training/output/profiler/system.jsonl").is_file()
     report = (results / "profiler/profiler-report.html").read_text()
     assert "Rules summary" in report and "Dataloader" in report
-    assert planned_jobs(deployed, "deploy", *ARGS) == {}  # a complete run: nothing to redo
+    page = (results / "report.html").read_text()
+    for section in ("Configuration", "Data", "Hyperparameter tuning", "Training", "Debugger and profiler rules",
+                    "Endpoint", "Evaluation"):
+        assert f"<h2>{section}</h2>" in page
+    assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
+    assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
+    assert planned_jobs(deployed, *ARGS) == {}  # a complete run: nothing to redo
+
+
+AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+AFTER_TRAINING = {"train": 1, "check_training_rules": 1, "profiler_report": 1, **AFTER_DEPLOY}
+
+
+def overlay(workdir, name, settings):
+    (workdir / f"config/{name}.yaml").write_text(yaml.safe_dump(settings))
+    return ("--configfile", "config/test.yaml", f"config/{name}.yaml")
+
+
+def test_reruns_redo_exactly_what_a_change_touches(deployed):
+    evaluation = overlay(deployed, "eval", {"evaluation": {"batch_size": 5}})
+    assert planned_jobs(deployed, *evaluation) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+    space = overlay(deployed, "space", {"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.1}}}})
+    assert planned_jobs(deployed, *space) == {"tune": 1, **AFTER_TRAINING}
+    more_trials = overlay(deployed, "more", {"tuning": {"max_jobs": 3}})
+    assert planned_jobs(deployed, *more_trials) == {"tune": 1, **AFTER_TRAINING}
+    assert planned_jobs(deployed, *ARGS, "--config", "backend=sagemaker") == {"upload": 1, "tune": 1, **AFTER_TRAINING}
+    everything = planned_jobs(deployed, *ARGS, "--config", "data_source=demo")
+    assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
+    rehearsal = planned_jobs(deployed, *ARGS, "--config", "results_dir=results-rehearsal")
+    assert rehearsal == {"prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}  # downloads are shared
+
+    module = deployed / "workflow/dogbreed/evaluate.py"
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    assert planned_jobs(deployed, *ARGS) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+    module.write_text(original)  # same content again (newer mtime): nothing to redo
+    assert planned_jobs(deployed, *ARGS) == {}
 
 
 def test_the_live_endpoint_answers(deployed):
@@ -147,9 +183,10 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     handler = deployed / "scripts/inference.py"
     handler.write_text(handler.read_text().replace(
         'json.dumps({"predictions": predictions}', 'json.dumps({"predictions": predictions, "edited": True}'))
-    assert planned_jobs(deployed, "deploy", *ARGS) == {
-        "package_model": 1, "start_endpoint": 1, "evaluate": 1, "deploy": 1}
-    snakemake(deployed, "deploy", *ARGS)
+    assert planned_jobs(deployed, *ARGS) == AFTER_DEPLOY
+    redeploy = snakemake(deployed, *ARGS)
+    summary = (redeploy.stdout + redeploy.stderr).split("=== dog-breed run ===")[1]
+    assert "test accuracy" in summary and "best hyperparameters" in summary and "report: results/report.html" in summary
     new_state, new_process = endpoint_process(deployed)
     assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
     assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at

@@ -23,7 +23,7 @@ rule prepare:
         fetched=rules.fetch.output[0],
     output:
         manifest=R("data/manifest.csv"),
-        rejected=R("data/rejected.csv"),
+        rejected=report(R("data/rejected.csv"), caption="../report/rejected.rst", category="Data"),
         classes=R("data/classes.json"),
         channels=directory(R("data/channels")),
     params:

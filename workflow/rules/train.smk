@@ -10,7 +10,7 @@ rule train:
     output:
         model=R("training/model.tar.gz"),
         model_json=R("training/model.json"),
-        metrics=R("training/metrics.csv"),
+        metrics=report(R("training/metrics.csv"), caption="../report/training_metrics.rst", category="Training"),
         output=directory(R("training/output")),  # the job's output data: debug tensors, profiler files
     params:
         backend=config["backend"],
@@ -47,7 +47,7 @@ rule profiler_report:
         model_json=rules.train.output.model_json,
         metrics=rules.train.output.metrics,
     output:
-        R("profiler/profiler-report.html"),
+        report(R("profiler/profiler-report.html"), caption="../report/profiler_report.rst", category="Profiling"),
     log:
         R("logs/profiler_report.log"),
     script:

@@ -7,7 +7,7 @@ rule tune:
         training_code=TRAINING_CODE,
         upload=rules.upload.output[0],
     output:
-        trials=R("tuning/trials.csv"),
+        trials=report(R("tuning/trials.csv"), caption="../report/trials_table.rst", category="Tuning"),
         best=R("best_hyperparameters.json"),
     params:
         backend=config["backend"],

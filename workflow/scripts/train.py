@@ -3,8 +3,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
-from dogbreed import naming, store
+from dogbreed import metrics, naming, store
 from dogbreed.backends import get_backend
 from dogbreed.rule_runner import run_rule
 
@@ -16,7 +17,14 @@ def main(smk):
     train_channels = {k: channels[k] for k in ("train", "valid")}
     job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
     backend = get_backend(smk.params.backend, smk.params.backend_settings)
-    result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir)
+    with tqdm(total=int(hyperparameters.get("epochs", 0)) or None, desc=f"train {job_name}", unit="epoch") as progress:
+        def count_epochs(line):
+            if metrics.parse_epoch_line(line) is not None:
+                progress.update(1)
+            return False  # never stop the job
+
+        result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
+                               on_line=count_epochs)
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from dogbreed import run_report
+from dogbreed.rule_runner import run_rule
+
+FIGURES = ["data_summary", "data_summary_table", "trials_plot", "training_curves", "per_class", "confusion",
+           "misclassified", "misclassified_table"]
+
+
+def main(smk):
+    figures = {name: smk.input[name] for name in FIGURES}
+    page = run_report.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0])
+    Path(smk.output[0]).write_text(page, encoding="utf-8")
+    print(f"wrote {smk.output[0]}")
+
+
+run_rule(main, snakemake)
