@@ -12,7 +12,7 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/snakemake --cores 1 deploy --configfile config/demo.yaml
+	$(BIN)/snakemake --cores 1 deploy report --configfile config/demo.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/pytest

@@ -36,11 +36,17 @@ TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 
 
 def recording_hyperparameters(final: bool):
-    """train.py flags for what a job records: the final training by profiling.debug/profile, trials by in_trials."""
+    """train.py flags for what a job records: the final training by profiling.debug/profile, trials by
+    in_trials. Intervals only when they are used, so changing one does not rerun what ignores it."""
     settings = config["profiling"]
-    return {"debug": settings["debug"] if final else settings["in_trials"],
-            "profile": settings["profile"] if final else settings["in_trials"],
-            "save_interval": settings["save_interval"], "profiler_interval_ms": settings["sampling_interval_ms"]}
+    debug = settings["debug"] if final else settings["in_trials"]
+    profile = settings["profile"] if final else settings["in_trials"]
+    flags = {"debug": debug, "profile": profile}
+    if debug:
+        flags["save_interval"] = settings["save_interval"]
+    if profile:
+        flags["profiler_interval_ms"] = settings["sampling_interval_ms"]
+    return flags
 
 
 def fixed_hyperparameters():
