@@ -33,6 +33,6 @@ def test_store_uris():
     try:
         store.local_path("gs://bucket/x")
     except store.StoreError as error:
-        assert "only file://" in str(error)
+        assert "file://" in str(error)
     else:
         raise AssertionError("gs:// accepted")

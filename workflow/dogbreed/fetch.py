@@ -1,7 +1,8 @@
 """Fetch stage: bring `data_source` into data/raw/<hash of the source>/ and say where the images are.
 
 Sources: `demo` (generated offline), an http(s) URL (streamed, resumable, size and checksum checked),
-a local .zip / .tar(.gz) archive (extracted safely), or a local folder (used in place, not copied).
+an s3:// archive or prefix (boto3, standard AWS credentials), a local .zip / .tar(.gz) archive
+(extracted safely), or a local folder (used in place, not copied).
 """
 import hashlib
 import json
@@ -14,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import requests
 from tqdm import tqdm
 
-from dogbreed import demo_data
+from dogbreed import demo_data, store
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
@@ -187,9 +188,16 @@ def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0) -> di
         if not filename.lower().endswith(ARCHIVE_SUFFIXES):
             raise FetchError(f"{source} did not name a .zip/.tar(.gz) archive; point data_source at one")
         root = extract(archive, raw_dir / "extracted")
-    else:
-        raise FetchError("s3:// data sources need the S3 store, which is not built yet: download the "
-                         "data and pass a local path or URL as data_source")
+    else:  # s3://bucket/key.zip (an archive) or s3://bucket/prefix (a folder of images)
+        if source.lower().endswith(ARCHIVE_SUFFIXES):
+            archive = raw_dir / Path(source).name
+            if not archive.exists():
+                store.S3Store().download_object(source, archive)
+            verify_checksum(archive, data_sha256)
+            root = extract(archive, raw_dir / "extracted")
+        else:
+            root = raw_dir / "s3"
+            store.S3Store().download(source, root)
     return {"source": source, "kind": kind, "root": str(root)}
 
 

@@ -1,14 +1,21 @@
-"""The data store: where channels live for training jobs. `file://` folders now; S3 joins later.
+"""The data store: where channels live for training jobs. A local folder (`file://`) or any S3 API
+(`s3://bucket/prefix`, with `endpoint_url` for S3-compatible servers).
 
-sync() makes the store copy equal to a local folder, copying only files whose content is not there
-yet and removing files that are no longer in the local folder.
+sync() makes the store copy equal to a local folder: it copies only files whose content is not there
+yet and removes files that are no longer in the local folder. On S3 every object carries the sha256
+of its content as metadata, so an interrupted sync resumes where it stopped, and big files go up in
+parallel multipart uploads. Credentials come from the standard AWS chain only (environment, shared
+config and credentials files, SSO, instance roles), never from the workflow's config.
 """
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
+
+MULTIPART_THRESHOLD = 64 * 2**20
 
 
 class StoreError(RuntimeError):
@@ -20,7 +27,7 @@ def local_path(uri: str) -> Path:
     if uri.startswith("file://"):
         return Path(uri[len("file://"):]).expanduser()
     if "://" in uri:
-        raise StoreError(f"store URI {uri!r}: only file:// stores are supported so far")
+        raise StoreError(f"store URI {uri!r} is not a local folder (file://)")
     return Path(uri).expanduser()
 
 
@@ -32,7 +39,7 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -40,15 +47,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sync(local_dir, uri: str) -> dict:
-    """Mirror local_dir into the store folder named by uri; returns counts and the canonical URI."""
-    source, target = Path(local_dir), local_path(uri)
+def _local_files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def sync(local_dir, uri: str, endpoint_url=None, workers=8, multipart_threshold=MULTIPART_THRESHOLD) -> dict:
+    """Mirror local_dir to the store at uri; returns {"uri", "uploaded", "unchanged", "removed"}."""
+    if uri.startswith("s3://"):
+        return S3Store(endpoint_url).sync(local_dir, uri, workers, multipart_threshold)
+    return _sync_folder(Path(local_dir), local_path(uri))
+
+
+def download(uri: str, local_dir, endpoint_url=None, workers=8) -> dict:
+    """Mirror the store at uri into local_dir (what SageMaker's File mode does for a channel)."""
+    if uri.startswith("s3://"):
+        return S3Store(endpoint_url).download(uri, local_dir, workers)
+    return _sync_folder(local_path(uri), Path(local_dir))
+
+
+def _sync_folder(source: Path, target: Path) -> dict:
+    if not source.is_dir():
+        raise StoreError(f"{source} is not a folder")
     target.mkdir(parents=True, exist_ok=True)
-    wanted = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
+    wanted = _local_files(source)
     uploaded = skipped = 0
-    for name in tqdm(sorted(wanted), desc=f"upload {source.name}", unit="file"):
-        src, dst = source / name, target / name
-        if dst.is_file() and dst.stat().st_size == src.stat().st_size and _sha256(dst) == _sha256(src):
+    for name, src in tqdm(wanted.items(), desc=f"sync {source.name}", unit="file"):
+        dst = target / name
+        if dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
             skipped += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -58,10 +83,140 @@ def sync(local_dir, uri: str) -> dict:
         uploaded += 1
     removed = 0
     for path in sorted(target.rglob("*"), reverse=True):
-        relative = path.relative_to(target).as_posix()
-        if path.is_file() and relative not in wanted:
+        if path.is_file() and path.relative_to(target).as_posix() not in wanted:
             path.unlink()
             removed += 1
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     return {"uri": file_uri(target), "uploaded": uploaded, "unchanged": skipped, "removed": removed}
+
+
+def split_s3_uri(uri: str):
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StoreError(f"{uri!r} names no bucket: use s3://bucket/prefix")
+    return bucket, prefix.strip("/")
+
+
+class S3Store:
+    def __init__(self, endpoint_url=None):
+        import boto3
+        from botocore.config import Config
+
+        # More pooled connections than threads, so parallel transfers do not queue for a socket.
+        # A session of its own: credentials are resolved now, from the standard chain, not reused
+        # from whatever an earlier client of this process resolved.
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url or None, config=Config(max_pool_connections=32, retries={"mode": "standard"}))
+
+    def _error(self, error, uri):
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(error, NoCredentialsError):
+            return StoreError(f"no AWS credentials for {uri}: configure them the standard way (aws configure, "
+                              f"AWS_PROFILE, environment variables or an instance role); the workflow never reads keys from config")
+        if isinstance(error, ClientError):
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchBucket", "404"):
+                return StoreError(f"bucket of {uri} does not exist: create it or fix store.uri")
+            if code in ("AccessDenied", "403"):
+                return StoreError(f"access to {uri} denied: the credentials need s3:ListBucket, s3:GetObject, "
+                                  f"s3:PutObject and s3:DeleteObject on it")
+        return StoreError(f"S3 request for {uri} failed: {error}")
+
+    def list_objects(self, bucket, prefix) -> dict:
+        """{key relative to prefix: size} of every object under prefix."""
+        objects = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith("/"):  # a console-made "folder" marker, not data
+                    continue
+                objects[item["Key"][len(prefix) + 1 if prefix else 0:]] = item["Size"]
+        return objects
+
+    def _stored_sha256(self, bucket, key):
+        return self.client.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+
+    def sync(self, local_dir, uri, workers=8, multipart_threshold=MULTIPART_THRESHOLD) -> dict:
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, prefix = split_s3_uri(uri)
+        key = lambda name: f"{prefix}/{name}" if prefix else name  # noqa: E731
+        wanted = _local_files(Path(local_dir))
+        try:
+            stored = self.list_objects(bucket, prefix)
+        except Exception as error:
+            raise self._error(error, uri) from error
+        transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(multipart_threshold, 5 * 2**20),
+                                  max_concurrency=4)
+
+        def put(item):
+            name, path = item
+            digest = sha256_file(path)
+            # same size and the same sha256 recorded on the object: already there (also after an interruption)
+            if stored.get(name) == path.stat().st_size and self._stored_sha256(bucket, key(name)) == digest:
+                return "unchanged"
+            self.client.upload_file(str(path), bucket, key(name), ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer)
+            return "uploaded"
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(tqdm(pool.map(put, wanted.items()), total=len(wanted), desc=f"upload {Path(local_dir).name}", unit="file"))
+            stale = [key(name) for name in stored if name not in wanted]
+            for start in range(0, len(stale), 1000):  # DeleteObjects takes 1000 keys at a time
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start:start + 1000]], "Quiet": True})
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._error(error, uri) from error
+        return {"uri": f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", "uploaded": outcomes.count("uploaded"),
+                "unchanged": outcomes.count("unchanged"), "removed": len(stale)}
+
+    def download_object(self, uri, path) -> Path:
+        """One object (an archive) to path, with a progress bar."""
+        bucket, key = split_s3_uri(uri)
+        try:
+            size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+            partial = Path(path).with_name(Path(path).name + ".partial")
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress:
+                self.client.download_file(bucket, key, str(partial), Callback=progress.update)
+        except Exception as error:
+            raise self._error(error, uri) from error
+        os.replace(partial, path)
+        return Path(path)
+
+    def download(self, uri, local_dir, workers=8) -> dict:
+        bucket, prefix = split_s3_uri(uri)
+        target = Path(local_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            stored = self.list_objects(bucket, prefix)
+        except Exception as error:
+            raise self._error(error, uri) from error
+        if not stored:
+            raise StoreError(f"nothing under {uri}")
+
+        def get(item):
+            name, size = item
+            path = target / name
+            if path.is_file() and path.stat().st_size == size and \
+                    self._stored_sha256(bucket, f"{prefix}/{name}" if prefix else name) in (None, sha256_file(path)):
+                return "unchanged"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            self.client.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(partial))
+            os.replace(partial, path)
+            return "downloaded"
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                outcomes = list(tqdm(pool.map(get, stored.items()), total=len(stored), desc=f"download {uri}", unit="file"))
+        except Exception as error:
+            raise self._error(error, uri) from error
+        removed = 0
+        for name, path in _local_files(target).items():
+            if name not in stored:
+                path.unlink()
+                removed += 1
+        return {"uri": uri, "downloaded": outcomes.count("downloaded"), "unchanged": outcomes.count("unchanged"), "removed": removed}

@@ -1,9 +1,13 @@
 # Paths, names and helpers shared by the rules.
+import os
 from pathlib import Path
 
 from dogbreed import fetch as fetch_module
 
 RESULTS = config["results_dir"]
+if config["store"]["endpoint_url"]:
+    # boto3 reads it in every process (rule scripts, training jobs): one setting for the whole run
+    os.environ["AWS_ENDPOINT_URL_S3"] = config["store"]["endpoint_url"]
 BASE = Path(workflow.basedir)
 SCRIPTS_DIR = BASE / "scripts"  # the SageMaker source_dir
 SOURCE_ID = fetch_module.source_hash(config["data_source"])

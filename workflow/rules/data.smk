@@ -9,6 +9,7 @@ rule fetch:
     params:
         source=config["data_source"],
         sha256=config["data_sha256"],
+        store_endpoint_url=config["store"]["endpoint_url"] if config["data_source"].startswith("s3://") else "",
         fingerprint=fetch_module.source_fingerprint(config["data_source"]),
         demo_seed=config["data"]["demo_seed"],
     log:
@@ -48,6 +49,7 @@ rule upload:
     params:
         backend=config["backend"],
         store_uri=config["store"]["uri"],
+        store_endpoint_url=config["store"]["endpoint_url"],
         prefix=f"datasets/{SOURCE_ID}",
     log:
         R("logs/upload.log"),

@@ -81,7 +81,12 @@ class LocalBackend(Backend):
                    SM_CHANNELS=json.dumps(sorted(channels)), SM_CURRENT_HOST="algo-1",
                    SM_HOSTS=json.dumps(["algo-1"]), SM_TRAINING_ENV=json.dumps({"job_name": job_name}))
         for channel, uri in channels.items():
-            env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
+            if uri.startswith("s3://"):  # as SageMaker's File mode: the channel is copied in first
+                folder = job / "input/data" / channel
+                store.download(uri, folder)
+                env[f"SM_CHANNEL_{channel.upper()}"] = str(folder)
+            else:
+                env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
         command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
         log_path = job / "log.txt"
         started = time.time()
