@@ -187,6 +187,7 @@ def main(argv=None):
     model.to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
     output_dir = Path(args.output_data_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     hook = timer = None
     if args.debug:
         hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
@@ -224,10 +225,14 @@ def main(argv=None):
             train_loss, train_accuracy = run_epoch(model, train_loader, device, loss_fn, epoch, optimizer, hook, timer)
             valid_loss, valid_accuracy = run_epoch(model, valid_loader, device, loss_fn, epoch, None, hook, timer)
             scheduler.step()
-            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
-            print(f"epoch={epoch} train_loss={train_loss:.4f} train_accuracy={train_accuracy:.4f} "
-                  f"valid_loss={valid_loss:.4f} valid_accuracy={valid_accuracy:.4f} "
-                  f"epoch_seconds={time.perf_counter() - started:.1f}", flush=True)
+            epoch_metrics = {"epoch": epoch, "train_loss": round(train_loss, 4), "train_accuracy": round(train_accuracy, 4),
+                             "valid_loss": round(valid_loss, 4), "valid_accuracy": round(valid_accuracy, 4),
+                             "epoch_seconds": round(time.perf_counter() - started, 1)}
+            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex; the
+            # same values go to the output data, for backends whose logs are far away (SageMaker).
+            print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
+            with open(output_dir / "metrics.jsonl", "a") as metrics_file:
+                metrics_file.write(json.dumps(epoch_metrics) + "\n")
             Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch}, checkpoint_path)

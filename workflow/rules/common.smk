@@ -39,6 +39,21 @@ CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and
 TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 
 
+def backend_settings():
+    """The backend's config section, plus what the cloud backends derive from the rest of the config."""
+    settings = dict(config["backends"].get(config["backend"], {}))
+    if config["backend"] in ("sagemaker", "local_container"):
+        objective = config["tuning"]["objective"]
+        metrics = [{"Name": objective["metric"], "Regex": objective["regex"]}]
+        metrics += [{"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
+                    for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if name != objective["metric"]]
+        settings["metric_definitions"] = metrics  # the same regex the local tuner uses
+        settings["output_s3_uri"] = settings.get("output_s3_uri") or config["store"]["uri"].rstrip("/") + "/jobs"
+    if config["backend"] == "sagemaker":
+        settings["confirm_cloud"] = config["confirm_cloud"]
+    return settings
+
+
 def recording_hyperparameters(final: bool):
     """train.py flags for what a job records: the final training by profiling.debug/profile, trials by
     in_trials. Intervals only when they are used, so changing one does not rerun what ignores it."""

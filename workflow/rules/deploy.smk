@@ -25,7 +25,7 @@ rule start_endpoint:
         R("endpoint.json"),
     params:
         backend=config["backend"],
-        backend_settings=config["backends"].get(config["backend"], {}),
+        backend_settings=backend_settings(),
         endpoint_name=f"dogbreed-{SOURCE_ID[:8]}",
         state_dir=ENDPOINT_STATE,
     log:
@@ -46,7 +46,7 @@ rule evaluate:
         predictions=R("evaluation/predictions.csv"),
     params:
         backend=config["backend"],
-        backend_settings=config["backends"].get(config["backend"], {}),
+        backend_settings=backend_settings(),
         batch_size=config["evaluation"]["batch_size"],
         results_dir=RESULTS,
     log:
@@ -90,7 +90,7 @@ rule deploy:
 rule teardown:
     params:
         backend=config["backend"],
-        backend_settings=config["backends"].get(config["backend"], {}),
+        backend_settings=backend_settings(),
         state_dir=ENDPOINT_STATE,
     run:
         from dogbreed.backends import get_backend

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dogbreed import naming, tuning
+from dogbreed import naming
 from dogbreed.backends import get_backend
 from dogbreed.rule_runner import run_rule
 
@@ -17,16 +17,14 @@ def main(smk):
     study_name = "tune-" + naming.stable_hash([searched, fixed, channels, naming.code_digest(smk.input.training_code)])
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
     backend = get_backend(smk.params.backend, smk.params.backend_settings)
-    run_trial = tuning.trial_runner(backend, spec, fixed, {k: channels[k] for k in ("train", "valid")},
-                                    smk.params.jobs_dir, smk.params.source_dir, study_name)
     parallel = min(spec["max_parallel_jobs"], smk.threads)
-    print(f"tuning study {study_name}: {spec['strategy']}, max_jobs={spec['max_jobs']}, parallel={parallel}, "
-          f"trial logs under {smk.params.jobs_dir}/")
-    study = tuning.run_study(spec, run_trial, smk.params.study_db, study_name, parallel, spec["seed"])
-    table = pd.DataFrame(tuning.trials_table(study, spec))
+    print(f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "
+          f"parallel={parallel}, trial logs under {smk.params.jobs_dir}/")
+    rows, best = backend.tune(spec, fixed, {k: channels[k] for k in ("train", "valid")}, smk.params.jobs_dir,
+                              smk.params.source_dir, study_name, smk.params.study_db, parallel)
+    table = pd.DataFrame(rows)
     table.to_csv(smk.output.trials, index=False)
-    print(table.drop(columns=["log"]).to_string(index=False))
-    best = tuning.best_trial(study, spec)
+    print(table.drop(columns=["log"], errors="ignore").to_string(index=False))
     best["study"] = study_name
     Path(smk.output.best).write_text(json.dumps(best, indent=2))
     print(f"best: {best['hyperparameters']} ({best['objective']['metric']}={best['objective']['value']})")

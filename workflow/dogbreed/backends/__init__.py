@@ -1,4 +1,4 @@
-"""Backends by config name. `local` is built; `local_container` and `sagemaker` come with the SDK work."""
+"""Backends by config name: local (Python only), local_container (SageMaker local mode), sagemaker."""
 from dogbreed.backends.base import Backend, EndpointGone, JobFailed
 
 
@@ -7,8 +7,13 @@ def get_backend(name: str, settings: dict) -> Backend:
     if name == "local":
         from dogbreed.backends.local import LocalBackend
         return LocalBackend(settings or {})
-    raise ValueError(f"backend {name!r} is not available yet: only 'local' is built so far "
-                     f"(set backend: local in config.yaml or --config backend=local)")
+    if name == "sagemaker":
+        from dogbreed.backends.sagemaker import SageMakerBackend
+        return SageMakerBackend(settings)
+    if name == "local_container":
+        from dogbreed.backends.sagemaker import LocalContainerBackend
+        return LocalContainerBackend(settings)
+    raise ValueError(f"unknown backend {name!r}: local, local_container or sagemaker")
 
 
 __all__ = ["Backend", "EndpointGone", "JobFailed", "get_backend"]

@@ -21,6 +21,19 @@ class Backend:
         """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}."""
         raise NotImplementedError
 
+    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
+        """Run the tuning spec; returns (trials table rows, best trial).
+
+        The default is the project's own tuner (Optuna, DESIGN.md §1): every trial is a training job
+        of this backend, its objective read from the job's log lines. SageMaker overrides it with
+        its HyperparameterTuner.
+        """
+        from dogbreed import tuning
+
+        run_trial = tuning.trial_runner(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name)
+        study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"])
+        return tuning.trials_table(study, spec), tuning.best_trial(study, spec)
+
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
         """Bring up an endpoint serving model_tar; returns the endpoint's description."""
         raise NotImplementedError

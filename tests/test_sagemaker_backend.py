@@ -1,0 +1,212 @@
+"""The sagemaker and local_container backends through the real SageMaker SDK v2 and boto3, against
+moto's SageMaker and S3 APIs on 127.0.0.1. The requests the SDK sends are captured from botocore's
+event hooks. Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
+InvokeEndpoint (moto answers a placeholder) — a before-call hook answers instead (botocore's own
+short-circuit, as its Stubber uses), and the test says so."""
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from conftest import REPO
+from dogbreed.backends import JobFailed, get_backend
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed
+
+SETTINGS = {
+    "role": "arn:aws:iam::123456789012:role/SageMakerRole", "instance_type": "ml.g4dn.xlarge", "instance_count": 1,
+    "volume_size_gb": 50, "max_run_hours": 2, "framework_version": "2.8", "py_version": "py312",
+    "inference_framework_version": "2.6", "inference_instance_type": "ml.m5.large", "logs": "None", "poll_seconds": 0.2,
+    "tags": {"project": "dog-breed"}, "prices_per_hour": {"ml.g4dn.xlarge": 0.736, "ml.m5.large": 0.115},
+    "metric_definitions": [{"Name": "valid_accuracy", "Regex": r"valid_accuracy=([0-9.]+)"},
+                           {"Name": "valid_loss", "Regex": r"valid_loss=([0-9.eE+-]+)"}],
+}
+SPEC = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
+        "strategy": "Bayesian", "early_stopping": "Auto", "max_jobs": 4, "max_parallel_jobs": 2, "seed": 0,
+        "parameters": {"lr": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
+                       "batch_size": {"type": "categorical", "values": [32, 64]}}}
+
+
+@pytest.fixture
+def aws(moto_server, bucket, tmp_path, monkeypatch):
+    """moto for S3, SageMaker and the runtime; SDK telemetry off through its config file."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every AWS service the SDK touches: moto
+    config = tmp_path / "sagemaker-config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    return bucket
+
+
+def backend_for(bucket, captured, confirm=True, name="sagemaker", **overrides):
+    backend = get_backend(name, {**SETTINGS, "output_s3_uri": f"s3://{bucket}/jobs", "confirm_cloud": confirm, **overrides})
+    # the requests the SDK sends, as botocore is about to serialise them
+    backend.client.meta.events.register("provide-client-params.sagemaker",
+                                        lambda params, model, **_: captured.append((model.name, params)))
+    return backend
+
+
+def sent(captured, operation):
+    return [params for name, params in captured if name == operation]
+
+
+def answer(client, operation, response):
+    """Answer `operation` on this client without sending it (moto lacks it)."""
+    def short_circuit(**_):
+        return (type("HTTP", (), {"status_code": 200, "headers": {}})(), response)
+    client.meta.events.register(f"before-call.{client.meta.service_model.endpoint_prefix}.{operation}", short_circuit)
+
+
+def put_job_outputs(bucket, job_name, epochs=2):
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"jobs/{job_name}/output/model.tar.gz", Body=b"model")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        lines = "".join(json.dumps({"epoch": e, "valid_accuracy": 0.5 + e / 10}) + "\n" for e in range(1, epochs + 1)).encode()
+        info = tarfile.TarInfo("metrics.jsonl")
+        info.size = len(lines)
+        archive.addfile(info, io.BytesIO(lines))
+    s3.put_object(Bucket=bucket, Key=f"jobs/{job_name}/output/output.tar.gz", Body=buffer.getvalue())
+
+
+CHANNELS = lambda bucket: {"train": f"s3://{bucket}/data/train", "valid": f"s3://{bucket}/data/valid"}  # noqa: E731
+
+
+def test_no_cloud_work_without_confirmation(aws, tmp_path, capsys):
+    captured = []
+    backend = backend_for(aws, captured, confirm=False)
+    with pytest.raises(CloudCostNotConfirmed, match="--config confirm_cloud=true"):
+        backend.train("train-x", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert "1 × ml.g4dn.xlarge × up to 2 h × $0.736/h = at most $1.47" in capsys.readouterr().out
+    assert sent(captured, "CreateTrainingJob") == []
+
+
+def test_training_job_request_and_artifacts(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured, use_spot=True, max_wait_hours=3)
+    put_job_outputs(aws, "train-abc")
+    result = backend.train("train-abc", {"lr": 0.003, "batch_size": 32, "debug": True}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    (request,) = sent(captured, "CreateTrainingJob")
+    spec = request["AlgorithmSpecification"]
+    assert spec["TrainingImage"].endswith("/pytorch-training:2.8-gpu-py312")
+    assert spec["MetricDefinitions"] == SETTINGS["metric_definitions"]
+    assert request["ResourceConfig"] == {"VolumeSizeInGB": 50, "InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"}
+    assert request["HyperParameters"]["lr"] == "0.003" and request["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid"]
+    assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{aws}/data/train"
+    assert request["EnableManagedSpotTraining"] is True and request["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * 3600
+    assert request["CheckpointConfig"]["S3Uri"] == f"s3://{aws}/jobs/checkpoints"
+    assert request["Tags"] == [{"Key": "project", "Value": "dog-breed"}]
+    assert "DebugHookConfig" not in request and request["ProfilerConfig"] == {"DisableProfiler": True}  # ours runs in train.py
+    assert result["metrics"] == [{"epoch": 1, "valid_accuracy": 0.6}, {"epoch": 2, "valid_accuracy": 0.7}]
+    assert Path(result["model_uri"][len("file://"):]).read_bytes() == b"model"
+
+    again = backend.train("train-abc", {"lr": 0.003}, CHANNELS(aws), tmp_path, REPO / "scripts")  # a rerun
+    assert len(sent(captured, "CreateTrainingJob")) == 1 and again["job_name"] == "train-abc"
+
+
+def test_sagemakers_own_profiler_can_be_switched_on(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured, sagemaker_profiler=True)
+    put_job_outputs(aws, "train-prof")
+    backend.train("train-prof", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    (request,) = sent(captured, "CreateTrainingJob")
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert [r["RuleConfigurationName"] for r in request["ProfilerRuleConfigurations"]][0].startswith("ProfilerReport")
+
+
+def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
+    captured = []
+    backend = backend_for(aws, captured)
+    answer(backend.client, "StopTrainingJob", {})  # moto: not implemented
+    stops = []
+    backend.client.meta.events.register("provide-client-params.sagemaker.StopTrainingJob", lambda params, **_: stops.append(params))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(backend.session, "logs_for_job", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        backend.train("train-stop", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert stops == [{"TrainingJobName": "train-stop"}]
+
+
+def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured)
+    summaries = [{"TrainingJobName": f"tune-abc-00{i}-x", "TrainingJobArn": "arn", "CreationTime": i,
+                  "TrainingJobStatus": status, "TunedHyperParameters": {"lr": str(lr), "batch_size": '"64"'},
+                  **({"FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": value}} if value else {})}
+                 for i, (status, lr, value) in enumerate([("Completed", 0.003, 0.71), ("Completed", 0.05, 0.42), ("Failed", 0.09, None)])]
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries})  # moto: missing
+    rows, best = backend.tune(SPEC, {"epochs": 3, "debug": False}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-abc", None)
+    (request,) = sent(captured, "CreateHyperParameterTuningJob")
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid_accuracy"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [{"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ['"32"', '"64"']}]
+    definition = request["TrainingJobDefinition"]
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == SETTINGS["metric_definitions"]
+    assert definition["StaticHyperParameters"]["epochs"] == "3"
+    assert [r["status"] for r in rows] == ["Completed", "Completed", "Failed"]
+    assert best["hyperparameters"] == {"lr": 0.003, "batch_size": 64} and best["objective"]["value"] == 0.71
+
+
+def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
+    captured = []
+    backend = backend_for(aws, captured)
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+        archive.add(REPO / "scripts/classifier.py", arcname="code/classifier.py")
+    endpoint = backend.deploy(model_tar, "dogbreed-test", tmp_path / "state")
+    (model,) = sent(captured, "CreateModel")
+    assert model["PrimaryContainer"]["Image"].endswith("/pytorch-inference:2.6-cpu-py312")
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    (config,) = sent(captured, "CreateEndpointConfig")
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
+    assert sent(captured, "CreateEndpoint")[0]["EndpointName"] == "dogbreed-test"
+    assert backend.healthy(endpoint)
+
+    runtime = backend.session.sagemaker_runtime_client
+    body = json.dumps({"predictions": [[{"index": 0, "breed": "Red_Circle", "probability": 0.9}]]}).encode()
+    answer(runtime, "InvokeEndpoint", {"Body": io.BytesIO(body), "ContentType": "application/json"})  # moto: placeholder
+    assert json.loads(backend.invoke(endpoint, b"{}", "application/json"))["predictions"][0][0]["breed"] == "Red_Circle"
+
+    deleted = backend.teardown(tmp_path / "state")
+    assert [d.split()[0] for d in deleted] == ["endpoint", "endpointconfig", "model"]
+    assert not backend.healthy(endpoint) and not (tmp_path / "state/state.json").exists()
+    assert {name for name, _ in captured} >= {"DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel"}
+
+
+def test_local_container_runs_the_sdks_local_mode(aws, tmp_path):
+    backend = get_backend("local_container", {"instance_type": "local", "framework_version": "2.8", "py_version": "py312",
+                                              "metric_definitions": SETTINGS["metric_definitions"], "logs": "None",
+                                              "output_s3_uri": f"file://{tmp_path}/jobs"})
+    estimator = backend.estimator({"lr": 0.1}, REPO / "scripts")
+    assert estimator.instance_type == "local" and type(estimator.sagemaker_session).__name__ == "LocalSession"
+    # This machine has no Docker engine: local mode stops at the SDK's own check, with our hint.
+    with pytest.raises(JobFailed, match="needs a Docker engine"):
+        backend.train("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}", "valid": f"file://{tmp_path}"},
+                      tmp_path / "jobs", REPO / "scripts")
+
+
+def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured)
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
+        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
+         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+    backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grow", None)
+    first = backend.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-grow")
+    done = sum(first["ObjectiveStatusCounters"].get(k, 0) for k in ("Succeeded", "Failed"))
+    backend.tune({**SPEC, "max_jobs": 10}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grow", None)
+    second = sent(captured, "CreateHyperParameterTuningJob")[1]
+    assert second["HyperParameterTuningJobName"] == "tune-grow-w1"
+    assert second["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-grow"}],
+                                         "WarmStartType": "IdenticalDataAndAlgorithm"}
+    assert second["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 10 - done

@@ -1,0 +1,440 @@
+"""The `sagemaker` backend (SageMaker training and tuning jobs, real-time endpoints) and the
+`local_container` backend (the SDK's local mode: the same containers under Docker on this machine).
+
+Both use the SageMaker Python SDK v2 (DESIGN.md §7) with the same scripts/ as source_dir. Job and
+endpoint names are derived from their inputs, so a rerun attaches to a job of the same name that is
+still running (or reuses one that completed) instead of launching a duplicate; Ctrl-C or Snakemake
+stopping the rule stops the cloud job it launched. Cloud work is priced first and refused without
+confirm_cloud: true.
+"""
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dogbreed import store
+from dogbreed.backends.base import Backend, JobFailed
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+
+
+class CloudCostNotConfirmed(RuntimeError):
+    pass
+
+
+def _hours(settings, key, default):
+    return float(settings.get(key, default))
+
+
+def cost_line(what, instance_type, count, hours, prices) -> tuple:
+    """(dollars or None, a line saying how it was estimated)."""
+    price = prices.get(instance_type)
+    if price is None:
+        return None, f"{what}: {count} × {instance_type} for up to {hours:g} h (no price for {instance_type} in backends.sagemaker.prices_per_hour)"
+    dollars = price * count * hours
+    return dollars, f"{what}: {count} × {instance_type} × up to {hours:g} h × ${price}/h = at most ${dollars:,.2f}"
+
+
+class SageMakerBackend(Backend):
+    name = "sagemaker"
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self._session = None
+
+    # --- sessions and names ---------------------------------------------------------------------
+    @property
+    def session(self):
+        if self._session is None:
+            import boto3
+            import sagemaker
+
+            boto_session = boto3.session.Session(region_name=self.settings.get("region") or None)
+            self._session = sagemaker.Session(boto_session=boto_session)
+        return self._session
+
+    @property
+    def client(self):
+        return self.session.sagemaker_client
+
+    def _role(self):
+        role = self.settings.get("role")
+        if not role:
+            raise JobFailed("backends.sagemaker.role is empty: set it to the ARN of an IAM role SageMaker can assume "
+                            "(README: IAM permissions)")
+        return role
+
+    def _tags(self):
+        return [{"Key": str(k), "Value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
+
+    # --- cost safety ----------------------------------------------------------------------------
+    def confirm(self, lines):
+        """Print the estimate; refuse unless confirm_cloud is true."""
+        total = sum(d for d, _ in lines if d is not None)
+        print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
+        for _, line in lines:
+            print(f"  {line}")
+        print(f"  total: at most ${total:,.2f}" + (" plus unpriced items" if any(d is None for d, _ in lines) else ""))
+        if not self.settings.get("confirm_cloud"):
+            raise CloudCostNotConfirmed("refusing to start paid SageMaker work without confirmation: rerun with "
+                                        "--config confirm_cloud=true once the estimate above is acceptable")
+
+    def _training_cost(self, what, jobs=1):
+        s = self.settings
+        return cost_line(what, s["instance_type"], s.get("instance_count", 1) * jobs,
+                         _hours(s, "max_wait_hours" if s.get("use_spot") else "max_run_hours", 4), s.get("prices_per_hour", {}))
+
+    # --- upload ---------------------------------------------------------------------------------
+    def upload(self, local_dir, uri) -> dict:
+        if not uri.startswith("s3://"):
+            raise JobFailed(f"the sagemaker backend reads channels from S3: set store.uri to s3://bucket/prefix (now {uri})")
+        return store.sync(local_dir, uri)
+
+    # --- training jobs --------------------------------------------------------------------------
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py"):
+        from sagemaker.pytorch import PyTorch
+
+        s = self.settings
+        kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
+                      framework_version=str(s["framework_version"]), py_version=s["py_version"],
+                      instance_type=s["instance_type"], instance_count=int(s.get("instance_count", 1)),
+                      volume_size=int(s.get("volume_size_gb", 30)), max_run=int(_hours(s, "max_run_hours", 4) * 3600),
+                      hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
+                      output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
+                      debugger_hook_config=False)  # train.py runs its own smdebug hook (--debug)
+        if s.get("use_spot"):
+            kwargs.update(use_spot_instances=True, max_wait=int(_hours(s, "max_wait_hours", 8) * 3600),
+                          checkpoint_s3_uri=s.get("checkpoint_s3_uri") or store.join(s["output_s3_uri"], "checkpoints"))
+        if s.get("sagemaker_profiler"):  # SageMaker's own profiler and report, where the account still has it
+            from sagemaker.debugger import ProfilerConfig, ProfilerRule, rule_configs
+            kwargs.update(profiler_config=ProfilerConfig(system_monitor_interval_millis=500),
+                          rules=[ProfilerRule.sagemaker(rule_configs.ProfilerReport())])
+        else:
+            kwargs["disable_profiler"] = True
+        return PyTorch(**kwargs)
+
+    def _describe_job(self, job_name):
+        try:
+            return self.client.describe_training_job(TrainingJobName=job_name)
+        except self.client.exceptions.ClientError as error:
+            if "ValidationException" in str(error) or "ResourceNotFound" in str(error) or "not found" in str(error).lower():
+                return None
+            raise
+
+    def _free_job_name(self, job_name):
+        """The derived name, or the next `-N` after failed/stopped jobs (SageMaker never reuses a name)."""
+        name, attempt = job_name, 1
+        while (description := self._describe_job(name)) and description["TrainingJobStatus"] in ("Failed", "Stopped"):
+            attempt += 1
+            name = f"{job_name}-{attempt}"
+        return name, description
+
+    def _wait(self, wait, stop):
+        try:
+            wait()
+        except KeyboardInterrupt:  # Ctrl-C, or Snakemake's SIGTERM through rule_runner
+            print("interrupted: stopping the SageMaker job it launched")
+            stop()
+            raise
+
+    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
+              on_line=None, echo=True, keep_model=True) -> dict:
+        from sagemaker.inputs import TrainingInput
+
+        started = time.time()
+        name, description = self._free_job_name(job_name)
+        status = description["TrainingJobStatus"] if description else None
+        if status == "Completed":
+            print(f"training job {name} already completed: using it")
+        elif status in ("InProgress", "Stopping"):
+            print(f"training job {name} is still running: attaching to it instead of launching another")
+        else:
+            self.confirm([self._training_cost(f"training job {name}")])
+            estimator = self.estimator(hyperparameters, source_dir, entry_point)
+            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
+            print(f"launched training job {name}")
+        self._wait(lambda: self.session.logs_for_job(name, wait=True, log_type=self.settings.get("logs", "All")),
+                   lambda: self.client.stop_training_job(TrainingJobName=name))
+        description = self._describe_job(name)
+        if description["TrainingJobStatus"] != "Completed":
+            raise JobFailed(f"training job {name} ended {description['TrainingJobStatus']}: "
+                            f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch /aws/sagemaker/TrainingJobs)")
+        return self._collect(name, description, Path(jobs_dir), on_line, keep_model, started)
+
+    def _collect(self, name, description, jobs_dir, on_line, keep_model, started):
+        """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
+        job = jobs_dir / name
+        shutil.rmtree(job, ignore_errors=True)
+        (job / "output/data").mkdir(parents=True)
+        s3_model = description["ModelArtifacts"]["S3ModelArtifacts"]
+        result = {"job_name": name, "backend": self.name, "status": "Completed", "s3_model_uri": s3_model,
+                  "log": f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*",
+                  "output_dir": str(job / "output"), "hyperparameters": description.get("HyperParameters", {}),
+                  "seconds": description.get("TrainingTimeInSeconds") or round(time.time() - started, 1)}
+        if keep_model:
+            self._download(s3_model, job / "output/model.tar.gz")
+            result["model_uri"] = store.file_uri(job / "output/model.tar.gz")
+        output_tar = s3_model.rsplit("/", 1)[0] + "/output.tar.gz"
+        if self._download(output_tar, job / "output/output.tar.gz", missing_ok=True):
+            with tarfile.open(job / "output/output.tar.gz") as archive:
+                archive.extractall(job / "output/data", filter="data")
+        metrics_file = job / "output/data/metrics.jsonl"
+        result["metrics"] = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
+        if on_line is not None:  # the metric lines, for a tuner that reads them (local_container trials)
+            for epoch in result["metrics"]:
+                on_line(" ".join(f"{k}={v}" for k, v in epoch.items()) + "\n")
+        if self.settings.get("sagemaker_profiler"):
+            self._fetch_sagemaker_profiler_report(description, job / "output/data/sagemaker-profiler-report")
+        return result
+
+    def _download(self, uri, path, missing_ok=False):
+        if uri.startswith("file://"):
+            shutil.copyfile(store.local_path(uri), path)
+            return True
+        bucket, key = store.split_s3_uri(uri)
+        try:
+            self.session.boto_session.client("s3").download_file(bucket, key, str(path))
+            return True
+        except Exception as error:
+            if missing_ok and ("404" in str(error) or "Not Found" in str(error)):
+                return False
+            raise JobFailed(f"could not download {uri}: {error}") from error
+
+    def _fetch_sagemaker_profiler_report(self, description, target):
+        """SageMaker's own ProfilerReport (where the account still runs Debugger rules), beside ours."""
+        for rule in description.get("ProfilerRuleEvaluationStatuses", []):
+            prefix = f"{description['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{description['TrainingJobName']}/rule-output/{rule['RuleConfigurationName']}/"
+            try:
+                store.download(prefix, target)
+            except Exception as error:  # the report is a bonus; our own report does not depend on it
+                print(f"SageMaker's profiler report was not fetched: {error}")
+
+    # --- tuning ---------------------------------------------------------------------------------
+    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
+        from sagemaker.inputs import TrainingInput
+        from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter,
+                                     WarmStartConfig, WarmStartTypes)
+
+        ranges = {}
+        for name, p in spec["parameters"].items():
+            scaling = p.get("scaling", "Auto")
+            if p["type"] == "continuous":
+                ranges[name] = ContinuousParameter(p["min"], p["max"], scaling_type=scaling)
+            elif p["type"] == "integer":
+                ranges[name] = IntegerParameter(p["min"], p["max"], scaling_type=scaling)
+            else:
+                ranges[name] = CategoricalParameter(list(p["values"]))
+        # A spec that only grew max_jobs keeps its name (tuning_name excludes max_jobs): the new job
+        # warm-starts from the finished ones and runs only the missing trials.
+        previous = self._tuning_jobs(tuning_name)
+        running = [d for d in previous if d["HyperParameterTuningJobStatus"] in ("InProgress", "Stopping")]
+        done = [d for d in previous if d["HyperParameterTuningJobStatus"] == "Completed"]
+        finished_trials = sum(d["ObjectiveStatusCounters"].get("Succeeded", 0) + d["ObjectiveStatusCounters"].get("Failed", 0)
+                              for d in done)
+        if running:
+            job_name = running[-1]["HyperParameterTuningJobName"]
+            print(f"tuning job {job_name} is still running: attaching to it")
+        elif finished_trials < spec["max_jobs"]:
+            job_name = tuning_name if not previous else f"{tuning_name}-w{len(previous)}"
+            new_trials = spec["max_jobs"] - finished_trials
+            self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials)])
+            tuner = HyperparameterTuner(
+                self.estimator(fixed_hyperparameters, source_dir), spec["objective"]["metric"], ranges,
+                metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
+                objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
+                early_stopping_type=spec.get("early_stopping", "Off"), tags=self._tags(),
+                warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
+                                                  parents={d["HyperParameterTuningJobName"] for d in done}) if done else None)
+            tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
+            print(f"launched tuning job {job_name}")
+        else:
+            job_name = done[-1]["HyperParameterTuningJobName"]
+        self._wait(lambda: self._wait_for_tuning(job_name),
+                   lambda: self.client.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name))
+        names = [d["HyperParameterTuningJobName"] for d in self._tuning_jobs(tuning_name)] or [job_name]
+        return self._trials(spec, names)
+
+    def _tuning_jobs(self, tuning_name):
+        jobs = []
+        for name in [tuning_name] + [f"{tuning_name}-w{i}" for i in range(1, 50)]:
+            try:
+                jobs.append(self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name))
+            except self.client.exceptions.ClientError:
+                break
+        return jobs
+
+    def _wait_for_tuning(self, job_name):
+        while True:
+            status = self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)["HyperParameterTuningJobStatus"]
+            if status not in ("InProgress", "Stopping"):
+                if status != "Completed":
+                    raise JobFailed(f"tuning job {job_name} ended {status}")
+                return
+            time.sleep(float(self.settings.get("poll_seconds", 30)))
+
+    def _trials(self, spec, tuning_jobs):
+        """Trials table and best trial from the tuning jobs' training jobs (the SDK's analytics calls)."""
+        objective = spec["objective"]["metric"]
+        status_names = {"Completed": "Completed", "Stopped": "Stopped", "Failed": "Failed", "InProgress": "InProgress"}
+        rows, number = [], 0
+        for tuning_job in tuning_jobs:
+            paginator = self.client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+            summaries = [s for page in paginator.paginate(HyperParameterTuningJobName=tuning_job) for s in page["TrainingJobSummaries"]]
+            for summary in sorted(summaries, key=lambda s: s.get("CreationTime", 0)):
+                value = summary.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
+                row = {"trial": number, "job_name": summary["TrainingJobName"],
+                       "status": status_names.get(summary["TrainingJobStatus"], summary["TrainingJobStatus"]),
+                       objective: value if summary["TrainingJobStatus"] == "Completed" else None}
+                row.update({name: _typed(spec["parameters"][name], summary["TunedHyperParameters"].get(name))
+                            for name in spec["parameters"]})
+                row["tuning_job"] = tuning_job
+                rows.append(row)
+                number += 1
+        completed = [r for r in rows if r[objective] is not None]
+        if not completed:
+            raise JobFailed(f"no trial of {', '.join(tuning_jobs)} completed; see the SageMaker console")
+        pick = max if spec["objective"]["type"] == "Maximize" else min
+        best = pick(completed, key=lambda r: r[objective])
+        return rows, {"hyperparameters": {n: best[n] for n in spec["parameters"]}, "trial": best["trial"],
+                      "job_name": best["job_name"], "trials_completed": len(completed),
+                      "objective": {"metric": objective, "type": spec["objective"]["type"], "value": best[objective]}}
+
+    # --- endpoints ------------------------------------------------------------------------------
+    def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
+        from sagemaker.pytorch import PyTorchModel
+
+        s = self.settings
+        dollars, line = cost_line(f"endpoint {endpoint_name}", s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)),
+                                  1, s.get("prices_per_hour", {}))
+        self.confirm([(dollars, line.replace("up to 1 h", "each hour until `snakemake teardown`"))])
+        self.teardown(state_dir)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        model_name = f"{endpoint_name}-{stamp}"
+        model_uri = self._upload_model(model_tar, model_name)
+        with tempfile.TemporaryDirectory() as code:
+            with tarfile.open(model_tar) as archive:  # serve exactly the code/ that was packed
+                archive.extractall(code, members=[m for m in archive.getmembers() if m.name.startswith("code/")], filter="data")
+            where = {"code_location": store.join(s["output_s3_uri"], "models", model_name)} if model_uri.startswith("s3://") else {}
+            model = PyTorchModel(model_data=model_uri, role=self._role(), entry_point="inference.py",
+                                 source_dir=f"{code}/code", framework_version=str(s["inference_framework_version"]),
+                                 py_version=s["py_version"], sagemaker_session=self.session, name=model_name, **where)
+            state = {"backend": self.name, "endpoint_name": endpoint_name, "model_name": model_name,
+                     "endpoint_config_name": endpoint_name, "region": self.session.boto_region_name}
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            (Path(state_dir) / "state.json").write_text(json.dumps(state, indent=2))  # before: teardown can find it
+            model.deploy(initial_instance_count=int(s.get("endpoint_instance_count", 1)),
+                         instance_type=s["inference_instance_type"], endpoint_name=endpoint_name, tags=self._tags(), wait=False)
+        self._wait_for_endpoint(endpoint_name)
+        return {"backend": self.name, "endpoint_name": endpoint_name, "url": f"sagemaker://{state['region']}/{endpoint_name}",
+                "model": model_uri, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def _wait_for_endpoint(self, endpoint_name):
+        while True:
+            status = self.client.describe_endpoint(EndpointName=endpoint_name)
+            if status["EndpointStatus"] == "InService":
+                return
+            if status["EndpointStatus"] not in ("Creating", "Updating"):
+                raise JobFailed(f"endpoint {endpoint_name} is {status['EndpointStatus']}: {status.get('FailureReason', '')}")
+            time.sleep(float(self.settings.get("poll_seconds", 30)))
+
+    def _upload_model(self, model_tar, model_name):
+        uri = store.join(self.settings["output_s3_uri"], "models", model_name, "model.tar.gz")
+        if uri.startswith("file://"):  # local mode serves from a folder
+            store.local_path(uri).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_tar, store.local_path(uri))
+            return uri
+        bucket, key = store.split_s3_uri(uri)
+        self.session.boto_session.client("s3").upload_file(str(model_tar), bucket, key)
+        return uri
+
+    def healthy(self, endpoint) -> bool:
+        try:
+            return self.client.describe_endpoint(EndpointName=endpoint["endpoint_name"])["EndpointStatus"] == "InService"
+        except Exception:
+            return False
+
+    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+        runtime = self.session.sagemaker_runtime_client
+        try:
+            response = runtime.invoke_endpoint(EndpointName=endpoint["endpoint_name"], Body=body,
+                                               ContentType=content_type, Accept=accept)
+        except runtime.exceptions.ModelError as error:
+            raise RuntimeError(f"endpoint {endpoint['endpoint_name']} answered an error: {error}") from error
+        return response["Body"].read()
+
+    def teardown(self, state_dir) -> list:
+        """Delete the endpoint, its config and its model recorded in state_dir/state.json."""
+        state_file = Path(state_dir) / "state.json"
+        if not state_file.exists():
+            return []
+        state = json.loads(state_file.read_text())
+        deleted = []
+        for call, key, argument in ((self.client.delete_endpoint, "endpoint_name", "EndpointName"),
+                                    (self.client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
+                                    (self.client.delete_model, "model_name", "ModelName")):
+            try:
+                call(**{argument: state[key]})
+                deleted.append(f"{argument[:-4].lower()} {state[key]}")
+            except Exception as error:  # already gone is fine; anything else is not
+                if not any(text in str(error) for text in ("Could not find", "does not exist", "not found")):
+                    raise
+        state_file.unlink()
+        return deleted
+
+
+def _typed(parameter, value):
+    """SageMaker returns tuned values as strings (categorical ones JSON-quoted): back to the spec's types."""
+    if value is None:
+        return None
+    text = str(value).strip('"')
+    if parameter["type"] == "continuous":
+        return float(text)
+    if parameter["type"] == "integer":
+        return int(float(text))
+    return next((v for v in parameter["values"] if str(v) == text), text)
+
+
+class LocalContainerBackend(SageMakerBackend):
+    """SageMaker's local mode: the SDK runs the same containers under Docker here (`instance_type: local`
+    or `local_gpu`), reading file:// or s3:// channels. Local mode has no tuning jobs (SDK issue
+    #1960), so tuning runs through the project's own tuner with one local-mode job per trial."""
+    name = "local_container"
+
+    @property
+    def session(self):
+        if self._session is None:
+            from sagemaker.local import LocalSession
+
+            self._session = LocalSession()
+            self._session.config = {"local": {"local_code": True}}
+        return self._session
+
+    def confirm(self, lines):  # nothing is paid for
+        pass
+
+    def upload(self, local_dir, uri) -> dict:
+        return store.sync(local_dir, uri)
+
+    def _role(self):
+        return self.settings.get("role") or "arn:aws:iam::111111111111:role/local-mode-needs-no-role"
+
+    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
+              on_line=None, echo=True, keep_model=True) -> dict:
+        from sagemaker.inputs import TrainingInput
+
+        started = time.time()
+        estimator = self.estimator(hyperparameters, source_dir, entry_point)
+        try:
+            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True)
+        except Exception as error:
+            raise JobFailed(f"local-mode training job {job_name} failed: {error}. local_container needs a Docker "
+                            f"engine with Docker Compose (and the NVIDIA runtime for local_gpu)") from error
+        description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
+        return self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
+
+    def tune(self, *args, **kwargs):
+        return Backend.tune(self, *args, **kwargs)
