@@ -57,9 +57,9 @@ def copy_workflow(target: Path) -> Path:
     return target
 
 
-def snakemake(workdir, *args, check=True, timeout=900):
+def snakemake(workdir, *args, check=True, timeout=900, env=None):
     result = subprocess.run([str(VENV_BIN / "snakemake"), "--cores", "2", *args], cwd=workdir,
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
