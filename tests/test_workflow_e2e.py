@@ -154,6 +154,26 @@ def test_the_live_endpoint_answers(deployed):
     assert bad.status_code == 400 and "npy" in bad.json()["error"]
 
 
+def test_the_sagemaker_sdks_own_client_works_against_it(deployed, monkeypatch):
+    """Notebooks written for SageMaker: LocalSession (serving_port = our port) + Predictor + serializers."""
+    import boto3
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.local import LocalSession
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import IdentitySerializer, NumpySerializer
+
+    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    port = int(json.loads((deployed / "results/endpoint.json").read_text())["url"].rsplit(":", 1)[1])
+    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
+    session.config = {"local": {"local_code": True, "serving_port": port}}
+    predictor = Predictor("dogbreed", sagemaker_session=session, serializer=IdentitySerializer("image/jpeg"),
+                          deserializer=JSONDeserializer())
+    image = next((deployed / "results/data/channels/test/003.Blue_Triangle").iterdir()).read_bytes()
+    assert predictor.predict(image)["predictions"][0][0]["breed"] in {"Red_Circle", "Green_Square", "Blue_Triangle"}
+    predictor.serializer = NumpySerializer()
+    assert len(predictor.predict(np.zeros((2, 3, 32, 32), dtype=np.float32))["predictions"]) == 2
+
+
 def test_the_accuracy_gate_keeps_the_metrics(deployed):
     assert planned_jobs(deployed, "deploy", *ARGS, "--config", "min_accuracy=0.5") == {"accuracy_gate": 1, "deploy": 1}
     accuracy = json.loads((deployed / "results/evaluation/metrics.json").read_text())["accuracy"]
