@@ -26,6 +26,15 @@ def write_image(path, colour=(200, 30, 30), size=(48, 40), mode="RGB", fmt="JPEG
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sagemaker_sdk_quiet(tmp_path_factory):
+    """The SageMaker SDK's telemetry off (through its own config file) and its v2 banner silenced."""
+    config = tmp_path_factory.mktemp("sagemaker") / "config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
+    os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
+
+
 TINY_CLASSES = [("001.Red_Circle", "circle", (200, 40, 40)),
                 ("002.Green_Square", "square", (40, 170, 60)),
                 ("003.Blue_Triangle", "triangle", (40, 70, 200))]

@@ -30,12 +30,9 @@ SPEC = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-
 
 
 @pytest.fixture
-def aws(moto_server, bucket, tmp_path, monkeypatch):
-    """moto for S3, SageMaker and the runtime; SDK telemetry off through its config file."""
+def aws(moto_server, bucket, monkeypatch):
+    """moto for S3, SageMaker and the runtime (SDK telemetry is off for every test: conftest)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every AWS service the SDK touches: moto
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
     return bucket
 
 
@@ -210,3 +207,21 @@ def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
     assert second["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-grow"}],
                                          "WarmStartType": "IdenticalDataAndAlgorithm"}
     assert second["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 10 - done
+
+
+def test_a_rerun_attaches_to_a_running_job(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured)
+    put_job_outputs(aws, "train-running")
+    backend.client.create_training_job(  # the job an earlier, interrupted run launched
+        TrainingJobName="train-running", RoleArn=SETTINGS["role"],
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{aws}/jobs"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30})
+    # moto's jobs complete at once: this one still runs when the rerun first looks
+    statuses = iter(["InProgress", "Completed"])
+    original = backend._describe_job
+    backend._describe_job = lambda name: {**original(name), "TrainingJobStatus": next(statuses, "Completed")}
+    result = backend.train("train-running", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert result["job_name"] == "train-running"
+    assert [name for name, _ in captured if name == "CreateTrainingJob"] == ["CreateTrainingJob"]  # only the earlier run's

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 from dogbreed import fetch as fetch_module
+from dogbreed import naming
 
 RESULTS = config["results_dir"]
 if config["store"]["endpoint_url"]:
@@ -13,6 +14,8 @@ SCRIPTS_DIR = BASE / "scripts"  # the SageMaker source_dir
 SOURCE_ID = fetch_module.source_hash(config["data_source"])
 RAW_DIR = f"data/raw/{SOURCE_ID}"
 ENDPOINT_STATE = f"{RESULTS}/endpoint-state"  # not a Snakemake output: a live server outlives a rerun
+# data + results folder: a rehearsal and its cloud run, or two runs on one dataset, never share an endpoint
+ENDPOINT_NAME = f"dogbreed-{SOURCE_ID[:8]}-{naming.stable_hash(str(Path(RESULTS).resolve()), 6)}"
 
 
 def R(path):

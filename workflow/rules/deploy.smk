@@ -26,7 +26,7 @@ rule start_endpoint:
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
-        endpoint_name=f"dogbreed-{SOURCE_ID[:8]}",
+        endpoint_name=ENDPOINT_NAME,
         state_dir=ENDPOINT_STATE,
     log:
         R("logs/start_endpoint.log"),
