@@ -73,7 +73,8 @@ class LocalBackend(Backend):
         # The job runs its own copy of the code, as SageMaker's /opt/ml/code: edits made while a
         # tuning study runs do not leak into its later trials.
         shutil.copytree(source_dir, job / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        hps = {k: v for k, v in hyperparameters.items()}
+        hps = dict(hyperparameters)
+        # as SageMaker writes it: every value a string
         (job / "input/config/hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}, indent=2))
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    SM_MODEL_DIR=str(job / "model"), SM_OUTPUT_DATA_DIR=str(job / "output/data"),
