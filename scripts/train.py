@@ -50,6 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--augment", type=str2bool, default=True)
     parser.add_argument("--num_workers", "--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep_best", "--keep-best", type=str2bool, default=True,
+                        help="save the weights of the epoch with the lowest validation loss, not the last epoch's")
     # what the job records about itself (off for tuning trials, on for the final training)
     parser.add_argument("--debug", type=str2bool, default=False, help="smdebug tensors into <output>/debug")
     parser.add_argument("--profile", type=str2bool, default=False, help="system metrics and step timings into <output>/profiler")
@@ -208,12 +210,14 @@ def main(argv=None):
     # folder to S3 and back; the local backend keeps it until the job succeeds.
     checkpoint_path = Path(args.checkpoint_dir) / "checkpoint.pth"
     start_epoch = 1
+    best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
     if checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch = checkpoint["epoch"] + 1
+        best = checkpoint["best"]
         print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
 
     print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
@@ -233,14 +237,20 @@ def main(argv=None):
             print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
             with open(output_dir / "metrics.jsonl", "a") as metrics_file:
                 metrics_file.write(json.dumps(epoch_metrics) + "\n")
+            if valid_loss < best["valid_loss"]:
+                best = {"epoch": epoch, "valid_loss": valid_loss,
+                        "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch}, checkpoint_path)
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best}, checkpoint_path)
     if hook is not None:
         hook.close()
     if timer is not None:
         timer.close()
 
+    if args.keep_best and best["weights"] is not None:
+        model.load_state_dict(best["weights"])
+        print(f"keeping epoch {best['epoch']} (lowest valid_loss {best['valid_loss']:.4f})", flush=True)
     classifier.save_model(args.model_dir, model.cpu(), args.arch, classes, spec)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))

@@ -40,6 +40,12 @@ def test_training_job_follows_the_sagemaker_contract(trained):
     assert info["preprocessing"] == {"resize": 37, "crop": 32, "mean": classifier.IMAGENET_MEAN, "std": classifier.IMAGENET_STD}
 
 
+def test_the_epoch_with_the_lowest_validation_loss_is_kept(trained):
+    result, _ = trained
+    best = min(result["metrics"], key=lambda m: m["valid_loss"])["epoch"]
+    assert f"keeping epoch {best} " in open(result["log"]).read()
+
+
 def test_training_resumes_from_a_checkpoint(tiny_channels, tmp_path):
     channels, _ = tiny_channels
     args = ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",

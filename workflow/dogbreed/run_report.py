@@ -115,6 +115,17 @@ def plot_confusion(metrics: dict, path):
     _save(figure, path)
 
 
+def top_confusions(evaluation: dict, count=10) -> pd.DataFrame:
+    """The most frequent (true, predicted) mix-ups: readable where a 133-class heat map is not."""
+    matrix = np.array(evaluation["confusion_matrix"]["matrix"])
+    names = evaluation["confusion_matrix"]["classes"]
+    rows = [{"true breed": names[i], "predicted as": names[j], "images": int(matrix[i, j]),
+             "share of the true breed": round(matrix[i, j] / matrix[i].sum(), 3)}
+            for i, j in zip(*np.nonzero(matrix)) if i != j]
+    return pd.DataFrame(rows, columns=["true breed", "predicted as", "images", "share of the true breed"]
+                        ).sort_values("images", ascending=False, kind="stable").head(count)
+
+
 def worst_misclassified(predictions: pd.DataFrame, count=12) -> pd.DataFrame:
     """The wrong answers the model was most sure of."""
     return predictions[~predictions["correct"]].sort_values("probability", ascending=False).head(count)
@@ -234,6 +245,8 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 {_image(figures['per_class'])}
 <h3>Confusion matrix</h3>
 {_image(figures['confusion'])}
+<h3>Most frequent confusions</h3>
+{_table(top_confusions(evaluation))}
 <h3>The most confident mistakes</h3>
 {_image(figures['misclassified'])}
 </body></html>
