@@ -352,10 +352,7 @@ class SageMakerBackend(Backend):
         return uri
 
     def healthy(self, endpoint) -> bool:
-        try:
-            return self.client.describe_endpoint(EndpointName=endpoint["endpoint_name"])["EndpointStatus"] == "InService"
-        except Exception:
-            return False
+        return self._endpoint_status(endpoint["endpoint_name"]) == "InService"
 
     def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
         runtime = self.session.sagemaker_runtime_client
@@ -382,8 +379,17 @@ class SageMakerBackend(Backend):
             except Exception as error:  # already gone is fine; anything else is not
                 if not any(text in str(error) for text in ("Could not find", "does not exist", "not found")):
                     raise
+        # Deletion is asynchronous: a redeploy under the same name must wait until the old one is gone.
+        while self._endpoint_status(state["endpoint_name"]) in ("InService", "Deleting"):
+            time.sleep(float(self.settings.get("poll_seconds", 30)))
         state_file.unlink()
         return deleted
+
+    def _endpoint_status(self, endpoint_name):
+        try:
+            return self.client.describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
+        except Exception:
+            return None
 
 
 def _typed(parameter, value):
