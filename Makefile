@@ -20,5 +20,6 @@ test: $(BIN)/.installed
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml
 
-clean:
+# stop the endpoint first: its state lives under results/, and without it nothing could find the server
+clean: teardown
 	rm -rf results .snakemake store data/raw
