@@ -51,17 +51,17 @@ def _local_files(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def sync(local_dir, uri: str, endpoint_url=None, workers=8, multipart_threshold=MULTIPART_THRESHOLD) -> dict:
+def sync(local_dir, uri: str, workers=8, multipart_threshold=MULTIPART_THRESHOLD) -> dict:
     """Mirror local_dir to the store at uri; returns {"uri", "uploaded", "unchanged", "removed"}."""
     if uri.startswith("s3://"):
-        return S3Store(endpoint_url).sync(local_dir, uri, workers, multipart_threshold)
+        return S3Store().sync(local_dir, uri, workers, multipart_threshold)
     return _sync_folder(Path(local_dir), local_path(uri))
 
 
-def download(uri: str, local_dir, endpoint_url=None, workers=8) -> dict:
+def download(uri: str, local_dir, workers=8) -> dict:
     """Mirror the store at uri into local_dir (what SageMaker's File mode does for a channel)."""
     if uri.startswith("s3://"):
-        return S3Store(endpoint_url).download(uri, local_dir, workers)
+        return S3Store().download(uri, local_dir, workers)
     return _sync_folder(local_path(uri), Path(local_dir))
 
 
@@ -98,8 +98,15 @@ def split_s3_uri(uri: str):
     return bucket, prefix.strip("/")
 
 
+def _key(prefix, name):
+    return f"{prefix}/{name}" if prefix else name
+
+
 class S3Store:
-    def __init__(self, endpoint_url=None):
+    """S3 through boto3. The endpoint comes from boto3's own settings (AWS_ENDPOINT_URL_S3, which the
+    workflow sets from store.endpoint_url), like the credentials."""
+
+    def __init__(self):
         import boto3
         from botocore.config import Config
 
@@ -107,7 +114,7 @@ class S3Store:
         # A session of its own: credentials are resolved now, from the standard chain, not reused
         # from whatever an earlier client of this process resolved.
         self.client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, config=Config(max_pool_connections=32, retries={"mode": "standard"}))
+            "s3", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
 
     def _error(self, error, uri):
         from botocore.exceptions import ClientError, NoCredentialsError
@@ -117,8 +124,10 @@ class S3Store:
                               f"AWS_PROFILE, environment variables or an instance role); the workflow never reads keys from config")
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket", "404"):
+            if code == "NoSuchBucket":
                 return StoreError(f"bucket of {uri} does not exist: create it or fix store.uri")
+            if code in ("404", "NoSuchKey"):
+                return StoreError(f"nothing at {uri}")
             if code in ("AccessDenied", "403"):
                 return StoreError(f"access to {uri} denied: the credentials need s3:ListBucket, s3:GetObject, "
                                   f"s3:PutObject and s3:DeleteObject on it")
@@ -142,7 +151,6 @@ class S3Store:
         from boto3.s3.transfer import TransferConfig
 
         bucket, prefix = split_s3_uri(uri)
-        key = lambda name: f"{prefix}/{name}" if prefix else name  # noqa: E731
         wanted = _local_files(Path(local_dir))
         try:
             stored = self.list_objects(bucket, prefix)
@@ -155,15 +163,15 @@ class S3Store:
             name, path = item
             digest = sha256_file(path)
             # same size and the same sha256 recorded on the object: already there (also after an interruption)
-            if stored.get(name) == path.stat().st_size and self._stored_sha256(bucket, key(name)) == digest:
+            if stored.get(name) == path.stat().st_size and self._stored_sha256(bucket, _key(prefix, name)) == digest:
                 return "unchanged"
-            self.client.upload_file(str(path), bucket, key(name), ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer)
+            self.client.upload_file(str(path), bucket, _key(prefix, name), ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer)
             return "uploaded"
 
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(tqdm(pool.map(put, wanted.items()), total=len(wanted), desc=f"upload {Path(local_dir).name}", unit="file"))
-            stale = [key(name) for name in stored if name not in wanted]
+            stale = [_key(prefix, name) for name in stored if name not in wanted]
             for start in range(0, len(stale), 1000):  # DeleteObjects takes 1000 keys at a time
                 self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start:start + 1000]], "Quiet": True})
         except StoreError:
@@ -173,8 +181,10 @@ class S3Store:
         return {"uri": f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", "uploaded": outcomes.count("uploaded"),
                 "unchanged": outcomes.count("unchanged"), "removed": len(stale)}
 
-    def download_object(self, uri, path) -> Path:
-        """One object (an archive) to path, with a progress bar."""
+    def download_object(self, uri, path, missing_ok=False):
+        """One object (an archive, a model) to path, with a progress bar; None if missing and missing_ok."""
+        from botocore.exceptions import ClientError
+
         bucket, key = split_s3_uri(uri)
         try:
             size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
@@ -182,9 +192,19 @@ class S3Store:
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress:
                 self.client.download_file(bucket, key, str(partial), Callback=progress.update)
         except Exception as error:
+            if missing_ok and isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
             raise self._error(error, uri) from error
         os.replace(partial, path)
         return Path(path)
+
+    def upload_object(self, path, uri):
+        bucket, key = split_s3_uri(uri)
+        try:
+            self.client.upload_file(str(path), bucket, key)
+        except Exception as error:
+            raise self._error(error, uri) from error
+        return uri
 
     def download(self, uri, local_dir, workers=8) -> dict:
         bucket, prefix = split_s3_uri(uri)
@@ -201,11 +221,11 @@ class S3Store:
             name, size = item
             path = target / name
             if path.is_file() and path.stat().st_size == size and \
-                    self._stored_sha256(bucket, f"{prefix}/{name}" if prefix else name) in (None, sha256_file(path)):
+                    self._stored_sha256(bucket, _key(prefix, name)) in (None, sha256_file(path)):
                 return "unchanged"
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".partial")
-            self.client.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(partial))
+            self.client.download_file(bucket, _key(prefix, name), str(partial))
             os.replace(partial, path)
             return "downloaded"
 

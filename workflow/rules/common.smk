@@ -23,17 +23,15 @@ def R(path):
     return f"{RESULTS}/{path}"
 
 
-# what every rule script that talks to the backend imports
-BACKEND_MODULES = ["backends/__init__", "backends/base", f"backends/{config['backend']}", "store", "metrics"]
+# what every rule script that talks to the backend imports (local_container lives in sagemaker.py)
+BACKEND_MODULE = {"local": "local", "local_container": "sagemaker", "sagemaker": "sagemaker"}[config["backend"]]
+BACKEND_MODULES = ["backends/__init__", "backends/base", f"backends/{BACKEND_MODULE}", "store", "metrics"]
 
 
 def code(*modules):
-    """Workflow modules a rule imports: inputs, so that editing one reruns the rule (code trigger).
-
-    A module that does not exist (an unbuilt backend) is left out: get_backend says so clearly.
-    """
+    """Workflow modules a rule imports: inputs, so that editing one reruns the rule (code trigger)."""
     paths = [BASE / "workflow" / "dogbreed" / f"{m}.py" for m in ("__init__", "rule_runner", *modules)]
-    return sorted({str(p) for p in paths if p.exists()})
+    return sorted({str(p) for p in paths})
 
 
 # Everything shipped to SageMaker as source_dir; training uses all of it but the serving handler,

@@ -121,7 +121,8 @@ class SageMakerBackend(Backend):
         try:
             return self.client.describe_training_job(TrainingJobName=job_name)
         except self.client.exceptions.ClientError as error:
-            if "ValidationException" in str(error) or "ResourceNotFound" in str(error) or "not found" in str(error).lower():
+            message = str(error).lower()  # SageMaker: "Requested resource not found"; moto: "Could not find"
+            if "not found" in message or "could not find" in message:
                 return None
             raise
 
@@ -132,6 +133,9 @@ class SageMakerBackend(Backend):
             attempt += 1
             name = f"{job_name}-{attempt}"
         return name, description
+
+    def _pause(self):
+        time.sleep(float(self.settings.get("poll_seconds", 30)))
 
     def _wait(self, wait, stop):
         try:
@@ -192,17 +196,12 @@ class SageMakerBackend(Backend):
         return result
 
     def _download(self, uri, path, missing_ok=False):
-        if uri.startswith("file://"):
+        if uri.startswith("file://"):  # local mode
+            if missing_ok and not store.local_path(uri).exists():
+                return False
             shutil.copyfile(store.local_path(uri), path)
             return True
-        bucket, key = store.split_s3_uri(uri)
-        try:
-            self.session.boto_session.client("s3").download_file(bucket, key, str(path))
-            return True
-        except Exception as error:
-            if missing_ok and ("404" in str(error) or "Not Found" in str(error)):
-                return False
-            raise JobFailed(f"could not download {uri}: {error}") from error
+        return store.S3Store().download_object(uri, path, missing_ok) is not None
 
     def _fetch_sagemaker_profiler_report(self, description, target):
         """SageMaker's own ProfilerReport (where the account still runs Debugger rules), beside ours."""
@@ -274,12 +273,11 @@ class SageMakerBackend(Backend):
                 if status != "Completed":
                     raise JobFailed(f"tuning job {job_name} ended {status}")
                 return
-            time.sleep(float(self.settings.get("poll_seconds", 30)))
+            self._pause()
 
     def _trials(self, spec, tuning_jobs):
         """Trials table and best trial from the tuning jobs' training jobs (the SDK's analytics calls)."""
         objective = spec["objective"]["metric"]
-        status_names = {"Completed": "Completed", "Stopped": "Stopped", "Failed": "Failed", "InProgress": "InProgress"}
         rows, number = [], 0
         for tuning_job in tuning_jobs:
             paginator = self.client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
@@ -287,7 +285,7 @@ class SageMakerBackend(Backend):
             for summary in sorted(summaries, key=lambda s: s.get("CreationTime", 0)):
                 value = summary.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
                 row = {"trial": number, "job_name": summary["TrainingJobName"],
-                       "status": status_names.get(summary["TrainingJobStatus"], summary["TrainingJobStatus"]),
+                       "status": summary["TrainingJobStatus"],  # SageMaker's names, which the local tuner uses too
                        objective: value if summary["TrainingJobStatus"] == "Completed" else None}
                 row.update({name: _typed(spec["parameters"][name], summary["TunedHyperParameters"].get(name))
                             for name in spec["parameters"]})
@@ -339,7 +337,7 @@ class SageMakerBackend(Backend):
                 return
             if status["EndpointStatus"] not in ("Creating", "Updating"):
                 raise JobFailed(f"endpoint {endpoint_name} is {status['EndpointStatus']}: {status.get('FailureReason', '')}")
-            time.sleep(float(self.settings.get("poll_seconds", 30)))
+            self._pause()
 
     def _upload_model(self, model_tar, model_name):
         uri = store.join(self.settings["output_s3_uri"], "models", model_name, "model.tar.gz")
@@ -347,9 +345,7 @@ class SageMakerBackend(Backend):
             store.local_path(uri).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_tar, store.local_path(uri))
             return uri
-        bucket, key = store.split_s3_uri(uri)
-        self.session.boto_session.client("s3").upload_file(str(model_tar), bucket, key)
-        return uri
+        return store.S3Store().upload_object(model_tar, uri)
 
     def healthy(self, endpoint) -> bool:
         return self._endpoint_status(endpoint["endpoint_name"]) == "InService"
@@ -381,7 +377,7 @@ class SageMakerBackend(Backend):
                     raise
         # Deletion is asynchronous: a redeploy under the same name must wait until the old one is gone.
         while self._endpoint_status(state["endpoint_name"]) in ("InService", "Deleting"):
-            time.sleep(float(self.settings.get("poll_seconds", 30)))
+            self._pause()
         state_file.unlink()
         return deleted
 
