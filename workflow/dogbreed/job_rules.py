@@ -21,13 +21,15 @@ def rule_parameters(function, overrides: dict) -> dict:
     return {**defaults, **overrides}
 
 
-def evaluate(output_dir, settings: dict | None = None) -> dict:
-    """settings: {rule name: {parameter: value}} overrides, or {rule name: false} to skip a rule."""
+def evaluate(output_dir, settings: dict | None = None, debug: dict | None = None) -> dict:
+    """settings: {rule name: {parameter: value}} overrides, or {rule name: false} to skip a rule.
+    debug: the job's debug tables when the caller has loaded them already."""
     settings = settings or {}
     unknown = set(settings) - set(ALL_RULES)
     if unknown:
         raise RuleConfigError(f"unknown rule(s) in profiling.rules: {sorted(unknown)}; known: {sorted(ALL_RULES)}")
-    data = {"debugger": load_debug(f"{output_dir}/debug"), "profiler": load_profile(f"{output_dir}/profiler")}
+    data = {"debugger": debug if debug is not None else load_debug(f"{output_dir}/debug"),
+            "profiler": load_profile(f"{output_dir}/profiler")}
     results = []
     for name, (kind, function) in ALL_RULES.items():
         overrides = settings.get(name, {})

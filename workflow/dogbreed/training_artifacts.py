@@ -68,6 +68,18 @@ def load_debug(debug_dir) -> dict:
             "labels": pd.DataFrame(labels, columns=empty["labels"].columns)}
 
 
+def save_debug_tables(debug: dict, folder):
+    """The tables load_debug() made, as CSV: reading smdebug's files is slow, so the rules check
+    reads them once and the profiler report reads these."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, table in debug.items():
+        table.to_csv(Path(folder) / f"{name}.csv", index=False)
+
+
+def load_debug_tables(folder) -> dict:
+    return {name: pd.read_csv(Path(folder) / f"{name}.csv") for name in ("losses", "tensors", "labels")}
+
+
 def _read_jsonl(path) -> list:
     path = Path(path)
     if not path.exists():

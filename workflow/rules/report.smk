@@ -38,7 +38,7 @@ rule report:
         best=rules.tune.output.best,
         model_json=rules.train.output.model_json,
         metrics_csv=rules.train.output.metrics,
-        rules=rules.check_training_rules.output[0],
+        rules=rules.check_training_rules.output.rules,
         profiler_report=rules.profiler_report.output[0],
         endpoint=rules.start_endpoint.output[0],
         evaluation=rules.evaluate.output.metrics,

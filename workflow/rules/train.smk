@@ -30,7 +30,8 @@ rule check_training_rules:
         code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts"),
         output=rules.train.output.output,
     output:
-        R("debugger/rules.json"),
+        rules=R("debugger/rules.json"),
+        tables=directory(R("debugger/tables")),  # the debug tensors as CSV, read once from smdebug
     params:
         rules=config["profiling"]["rules"],
     log:
@@ -42,7 +43,8 @@ rule check_training_rules:
 rule profiler_report:
     input:
         code("profiler_report", "debugger_rules", "training_artifacts"),
-        rules=rules.check_training_rules.output[0],
+        rules=rules.check_training_rules.output.rules,
+        tables=rules.check_training_rules.output.tables,
         output=rules.train.output.output,
         model_json=rules.train.output.model_json,
         metrics=rules.train.output.metrics,
@@ -58,7 +60,7 @@ rule training_rules_gate:
     # Like SageMaker's StopTraining action, after the fact: fails the run when a chosen rule
     # triggered. A separate rule, so rules.json and the report survive the failure.
     input:
-        rules=rules.check_training_rules.output[0],
+        rules=rules.check_training_rules.output.rules,
     output:
         R("debugger/gate.txt"),
     params:
