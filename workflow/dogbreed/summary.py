@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+from dogbreed.backends.base import read_endpoint_state
+
 
 def run_summary(results_dir) -> str:
     results = Path(results_dir)
@@ -17,7 +19,7 @@ def run_summary(results_dir) -> str:
         lines.append(f"best hyperparameters {b['hyperparameters']} ({b['objective']['metric']} {b['objective']['value']:.4f}, trial {b['trial']})")
     if endpoint.exists():
         url = json.loads(endpoint.read_text())["url"]
-        if (results / "endpoint-state/state.json").exists():
+        if read_endpoint_state(results / "endpoint-state") is not None:
             lines.append(f"endpoint {url} is up (stop it: snakemake --cores 1 teardown)")
         else:
             lines.append(f"endpoint {url} is stopped (bring it back: snakemake --cores 1 deploy --forcerun start_endpoint)")

@@ -1,4 +1,25 @@
 """The backend interface: the only way rules reach a training or serving platform (DESIGN.md §1)."""
+import json
+from pathlib import Path
+
+# What a live endpoint is, kept outside Snakemake's outputs (DESIGN.md §4): deploy writes it before
+# waiting for the endpoint, so teardown can always find what was started.
+STATE_FILE = "state.json"
+
+
+def write_endpoint_state(state_dir, state: dict):
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    (Path(state_dir) / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def read_endpoint_state(state_dir):
+    """The recorded endpoint, or None when none is recorded."""
+    path = Path(state_dir) / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def forget_endpoint_state(state_dir):
+    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
 
 
 class JobFailed(RuntimeError):

@@ -17,7 +17,8 @@ import psutil
 import requests
 
 from dogbreed import metrics, store
-from dogbreed.backends.base import Backend, EndpointGone, JobFailed
+from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, read_endpoint_state,
+                                    write_endpoint_state)
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
 
@@ -151,7 +152,7 @@ class LocalBackend(Backend):
         state = {"backend": self.name, "endpoint_name": endpoint_name, "url": url, "pid": process.pid,
                  "pid_started": psutil.Process(process.pid).create_time(), "model": str(Path(model_tar).resolve()),
                  "log": str(log_path), "started_at": _now()}
-        (state_dir / "state.json").write_text(json.dumps(state, indent=2))  # before waiting: teardown can find it
+        write_endpoint_state(state_dir, state)
         deadline = time.time() + float(self.settings.get("startup_timeout", 120))
         while time.time() < deadline:
             if process.poll() is not None:
@@ -180,10 +181,9 @@ class LocalBackend(Backend):
 
     def teardown(self, state_dir) -> list:
         """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""
-        state_file = Path(state_dir) / "state.json"
-        if not state_file.exists():
+        state = read_endpoint_state(state_dir)
+        if state is None:
             return []
-        state = json.loads(state_file.read_text())
         stopped = []
         try:
             process = psutil.Process(state["pid"])
@@ -197,5 +197,5 @@ class LocalBackend(Backend):
                 stopped.append(f"{state['endpoint_name']} ({state['url']}, pid {state['pid']})")
         except (psutil.NoSuchProcess, ProcessLookupError):
             pass
-        state_file.unlink()
+        forget_endpoint_state(state_dir)
         return stopped

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import store
-from dogbreed.backends.base import Backend, JobFailed
+from dogbreed.backends.base import (Backend, JobFailed, forget_endpoint_state, read_endpoint_state,
+                                    write_endpoint_state)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -322,8 +323,7 @@ class SageMakerBackend(Backend):
                                  py_version=s["py_version"], sagemaker_session=self.session, name=model_name, **where)
             state = {"backend": self.name, "endpoint_name": endpoint_name, "model_name": model_name,
                      "endpoint_config_name": endpoint_name, "region": self.session.boto_region_name}
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
-            (Path(state_dir) / "state.json").write_text(json.dumps(state, indent=2))  # before: teardown can find it
+            write_endpoint_state(state_dir, state)
             model.deploy(initial_instance_count=int(s.get("endpoint_instance_count", 1)),
                          instance_type=s["inference_instance_type"], endpoint_name=endpoint_name, tags=self._tags(), wait=False)
         self._wait_for_endpoint(endpoint_name)
@@ -361,10 +361,9 @@ class SageMakerBackend(Backend):
 
     def teardown(self, state_dir) -> list:
         """Delete the endpoint, its config and its model recorded in state_dir/state.json."""
-        state_file = Path(state_dir) / "state.json"
-        if not state_file.exists():
+        state = read_endpoint_state(state_dir)
+        if state is None:
             return []
-        state = json.loads(state_file.read_text())
         deleted = []
         for call, key, argument in ((self.client.delete_endpoint, "endpoint_name", "EndpointName"),
                                     (self.client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
@@ -378,7 +377,7 @@ class SageMakerBackend(Backend):
         # Deletion is asynchronous: a redeploy under the same name must wait until the old one is gone.
         while self._endpoint_status(state["endpoint_name"]) in ("InService", "Deleting"):
             self._pause()
-        state_file.unlink()
+        forget_endpoint_state(state_dir)
         return deleted
 
     def _endpoint_status(self, endpoint_name):
