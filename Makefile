@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test teardown clean
+.PHONY: demo test teardown clean container-images container-stop container-clean test-container
+# no AWS client here ever asks the instance-metadata address for credentials
+export AWS_EC2_METADATA_DISABLED := true
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +25,21 @@ teardown: $(BIN)/.installed
 # stop the endpoint first: its state lives under results/, and without it nothing could find the server
 clean: teardown
 	rm -rf results .snakemake store data/raw
+
+# SageMaker local mode (backend: local_container): a Docker engine and stand-ins for AWS's PyTorch
+# training and inference containers, tagged with the ECR URIs the SDK resolves (README: local mode).
+container-images: $(BIN)/.installed
+	bash containers/build.sh
+
+container-stop:
+	bash containers/stop.sh
+
+container-clean:
+	-/usr/bin/docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(dogbreed-stand-in/|763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/pytorch-(training|inference):)' | xargs -r /usr/bin/docker rmi
+	rm -rf .containers/wheelhouse
+
+# The workflow on local_container end to end. Stops the engine afterwards if this target started it.
+test-container: $(BIN)/.installed
+	@was_running=$$(/usr/bin/docker info >/dev/null 2>&1 && echo yes); \
+	bash containers/build.sh && $(BIN)/pytest -m container -p no:cacheprovider; status=$$?; \
+	[ -n "$$was_running" ] || bash containers/stop.sh; exit $$status

@@ -10,13 +10,15 @@ Responses (Accept): application/json (default)
   {"predictions": [[{"index": 0, "breed": "Affenpinscher", "probability": 0.93}, ... top k], ...]}
   one list per input; index is 0-based (folder number - 1). application/x-npy returns the N×C
   probability matrix.
-Bad input raises an error with `status_code` 4xx and a message saying what was wrong.
+Bad input raises RequestError: a 4xx `status_code` and a one-line message saying what was wrong, the
+same through the local server and SageMaker's inference toolkit (whose error class it is, there).
 """
 import base64
 import binascii
 import io
 import json
 import os
+from http import HTTPStatus
 
 import numpy as np
 import torch
@@ -31,12 +33,30 @@ MAX_BATCH = 256  # requests carrying more inputs than this are refused; split th
 TOP_K = int(os.environ.get("TOP_K", "5"))
 
 
-class RequestError(ValueError):
-    """Bad input: the server answers `status_code` with this message."""
+try:  # SageMaker's inference toolkit answers a handler error's status only for its own error class
+    from sagemaker_inference.errors import BaseInferenceToolkitError as HandlerError
+except ImportError:  # the local server (dogbreed.serving), which reads the same three attributes
+    class HandlerError(Exception):
+        def __init__(self, status_code, message, phrase):
+            super().__init__(status_code, message, phrase)
+            self.status_code, self.message, self.phrase = status_code, message, phrase
 
-    def __init__(self, message, status_code=400):
-        super().__init__(message)
-        self.status_code = status_code
+
+def error_body(reason: str) -> str:
+    """The first line of every error answer, on every backend: {"error": "<one line>"}. (The toolkit
+    appends a traceback on the lines after it; the local server sends this line alone.)"""
+    return json.dumps({"error": " ".join(reason.split())})
+
+
+class RequestError(HandlerError, ValueError):
+    """Bad input: the server answers `status_code` with error_body(reason)."""
+
+    def __init__(self, reason, status_code=400):
+        super().__init__(status_code, error_body(reason), HTTPStatus(status_code).phrase)
+        self.reason = reason
+
+    def __str__(self):
+        return self.reason
 
 
 # The SageMaker toolkit calls input_fn(body, content_type) without the model, yet raw images need the

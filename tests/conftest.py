@@ -1,16 +1,22 @@
 import io
+import json
 import os
+import tarfile
+import zipfile
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("PYTHONPATH", str(REPO / "workflow"))
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # no AWS client here may ask the metadata address
 
 
 def jpeg_bytes(colour=(200, 30, 30), size=(48, 40), mode="RGB", fmt="JPEG"):
@@ -104,3 +110,68 @@ def bucket(moto_server, request):
     name = "dogs-" + request.node.name.lower().replace("_", "-")[:40]
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+def workflow_with_test_config(tiny_dataset, target: Path, backend="local") -> Path:
+    """A scratch copy of the workflow with config/test.yaml: the tiny dataset as a zip archive, no
+    downloaded weights, 32 px, 2 one-epoch trials and a 3-epoch final training on `backend`."""
+    work = copy_workflow(target)
+    archive = work.parent / "dogImages.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(tiny_dataset.rglob("*")):
+            bundle.write(path, Path("dogImages") / path.relative_to(tiny_dataset))
+    overlay = {
+        "backend": backend,
+        "data_source": str(archive),
+        "model": {"weights": "none", "image_size": 32},
+        "hyperparameters": {"epochs": 3, "num_workers": 0},
+        "tuning": {"max_jobs": 2, "trial_hyperparameters": {"epochs": 1},
+                   "parameters": {"lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
+                                  "batch_size": {"type": "categorical", "values": [8, 16]}}},
+    }
+    (work / "config/test.yaml").write_text(yaml.safe_dump(overlay))
+    return work
+
+
+def assert_deployed_outputs(results: Path, backend: str):
+    """What a complete deploy + report run of workflow_with_test_config leaves, on every backend."""
+    manifest = (results / "data/manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 3 * 20
+    assert "truncated_download.jpg" in (results / "data/rejected.csv").read_text()
+    assert json.loads((results / "data/classes.json").read_text())["2"] == "Blue_Triangle"
+    upload = json.loads((results / "upload.json").read_text())
+    assert set(upload["channels"]) == {"train", "valid", "test"}
+    assert upload["sync"]["train"]["uploaded"] == 36
+    trials = (results / "tuning/trials.csv").read_text().splitlines()
+    assert len(trials) == 3
+    assert {"trial", "job_name", "status", "valid_accuracy", "lr", "batch_size"} <= set(trials[0].split(","))
+    best = json.loads((results / "best_hyperparameters.json").read_text())
+    assert set(best["hyperparameters"]) == {"lr", "batch_size"} and best["objective"]["metric"] == "valid_accuracy"
+    model = json.loads((results / "training/model.json").read_text())
+    assert model["hyperparameters"]["lr"] == best["hyperparameters"]["lr"] and model["hyperparameters"]["epochs"] == 3
+    assert (results / "training/metrics.csv").read_text().count("\n") == 4
+    with tarfile.open(results / "training/model.tar.gz") as archive:
+        assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
+    with tarfile.open(results / "deploy/model.tar.gz") as archive:
+        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py"} <= set(archive.getnames())
+    endpoint = json.loads((results / "endpoint.json").read_text())
+    assert endpoint["backend"] == backend and endpoint["url"].startswith("http://127.0.0.1:")
+    metrics = json.loads((results / "evaluation/metrics.json").read_text())
+    assert metrics["n"] == 12 and 0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0
+    assert set(metrics["per_class_accuracy"]) == {"Red_Circle", "Green_Square", "Blue_Triangle"}
+    assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == 12
+    assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
+    predictions = (results / "evaluation/predictions.csv").read_text().splitlines()
+    assert len(predictions) == 13
+    rules = json.loads((results / "debugger/rules.json").read_text())
+    assert len(rules["rules"]) == 16 and all(r["verdict"] != "error" for r in rules["rules"])
+    assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
+    assert (results / "training/output/debug/index").is_dir() and (results / "training/output/profiler/system.jsonl").is_file()
+    report = (results / "profiler/profiler-report.html").read_text()
+    assert "Rules summary" in report and "Dataloader" in report
+    page = (results / "report.html").read_text()
+    for section in ("Configuration", "Data", "Hyperparameter tuning", "Training", "Debugger and profiler rules",
+                    "Endpoint", "Evaluation"):
+        assert f"<h2>{section}</h2>" in page
+    assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
+    assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")

@@ -12,8 +12,9 @@ import boto3
 import pytest
 
 from conftest import REPO
-from dogbreed.backends import JobFailed, get_backend
-from dogbreed.backends.sagemaker import CloudCostNotConfirmed
+from dogbreed.backends import get_backend
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
+from dogbreed.containers import ContainerSetupError
 
 SETTINGS = {
     "role": "arn:aws:iam::123456789012:role/SageMakerRole", "instance_type": "ml.g4dn.xlarge", "instance_count": 1,
@@ -179,16 +180,43 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
     assert {name for name, _ in captured} >= {"DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel"}
 
 
-def test_local_container_runs_the_sdks_local_mode(aws, tmp_path):
-    backend = get_backend("local_container", {"instance_type": "local", "framework_version": "2.8", "py_version": "py312",
-                                              "metric_definitions": SETTINGS["metric_definitions"], "logs": "None",
+def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypatch):
+    """No Docker engine: the job refuses before the SDK starts, saying how to get one (make test-container
+    runs the real thing). Building the estimator, as a dry run does, needs no Docker and no AWS."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    backend = get_backend("local_container", {"metric_definitions": SETTINGS["metric_definitions"],
                                               "output_s3_uri": f"file://{tmp_path}/jobs"})
     estimator = backend.estimator({"lr": 0.1}, REPO / "scripts")
     assert estimator.instance_type == "local" and type(estimator.sagemaker_session).__name__ == "LocalSession"
-    # This machine has no Docker engine: local mode stops at the SDK's own check, with our hint.
-    with pytest.raises(JobFailed, match="needs a Docker engine"):
+    assert estimator.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-cpu-py312"
+    assert estimator.sagemaker_session.boto_region_name == "us-east-1"  # a region without any AWS set-up
+    with pytest.raises(ContainerSetupError, match=r"needs a running Docker engine.*make container-images"):
         backend.train("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}", "valid": f"file://{tmp_path}"},
                       tmp_path / "jobs", REPO / "scripts")
+    with pytest.raises(ContainerSetupError, match="needs a running Docker engine"):
+        backend.deploy(tmp_path / "model.tar.gz", "endpoint", tmp_path / "state")
+
+
+@pytest.mark.parametrize("layout", ["sagemaker", "local_mode"])
+def test_output_data_reads_the_same_from_both_archive_layouts(tmp_path, layout):
+    """SageMaker's output.tar.gz holds /opt/ml/output/data's contents; local mode's holds /opt/ml/output."""
+    inner = tmp_path / "packed"
+    data = inner / "data" if layout == "local_mode" else inner
+    (data / "profiler").mkdir(parents=True)
+    (data / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (data / "profiler/steps.jsonl").write_text("{}\n")
+    if layout == "local_mode":
+        (inner / "success").write_text("")
+    with tarfile.open(tmp_path / "output.tar.gz", "w:gz") as archive:
+        for path in inner.iterdir():
+            archive.add(path, arcname=path.name)
+    target = tmp_path / "job/output/data"
+    target.mkdir(parents=True)
+    _extract_output_data(tmp_path / "output.tar.gz", target)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "metrics.jsonl", "profiler", "profiler/steps.jsonl"]
 
 
 def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):

@@ -2,12 +2,7 @@
 the accuracy gate, teardown, and a dead endpoint. Runs in a scratch copy of the workflow."""
 import io
 import json
-import os
 import re
-import shutil
-import tarfile
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -15,7 +10,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import copy_workflow, snakemake
+import serving_contract
+from conftest import assert_deployed_outputs, snakemake, workflow_with_test_config
 from dogbreed.backends.local import LocalBackend
 
 pytestmark = pytest.mark.e2e
@@ -32,20 +28,7 @@ def planned_jobs(workdir, *args):
 
 @pytest.fixture(scope="module")
 def workdir(tiny_dataset, tmp_path_factory):
-    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    archive = work.parent / "dogImages.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for path in sorted(tiny_dataset.rglob("*")):
-            bundle.write(path, Path("dogImages") / path.relative_to(tiny_dataset))
-    overlay = {
-        "data_source": str(archive),
-        "model": {"weights": "none", "image_size": 32},
-        "hyperparameters": {"epochs": 3, "num_workers": 0},
-        "tuning": {"max_jobs": 2, "trial_hyperparameters": {"epochs": 1},
-                   "parameters": {"lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
-                                  "batch_size": {"type": "categorical", "values": [8, 16]}}},
-    }
-    (work / "config/test.yaml").write_text(yaml.safe_dump(overlay))
+    work = workflow_with_test_config(tiny_dataset, tmp_path_factory.mktemp("workflow"))
     yield work
     LocalBackend({}).teardown(work / "results/endpoint-state")  # never leave a server running
 
@@ -65,47 +48,7 @@ def deployed(workdir):
 
 
 def test_deploy_writes_every_output(deployed):
-    results = deployed / "results"
-    manifest = (results / "data/manifest.csv").read_text().splitlines()
-    assert len(manifest) == 1 + 3 * 20
-    assert "truncated_download.jpg" in (results / "data/rejected.csv").read_text()
-    assert json.loads((results / "data/classes.json").read_text())["2"] == "Blue_Triangle"
-    upload = json.loads((results / "upload.json").read_text())
-    assert set(upload["channels"]) == {"train", "valid", "test"}
-    assert upload["sync"]["train"]["uploaded"] == 36
-    trials = (results / "tuning/trials.csv").read_text().splitlines()
-    assert len(trials) == 3
-    assert {"trial", "job_name", "status", "valid_accuracy", "lr", "batch_size"} <= set(trials[0].split(","))
-    best = json.loads((results / "best_hyperparameters.json").read_text())
-    assert set(best["hyperparameters"]) == {"lr", "batch_size"} and best["objective"]["metric"] == "valid_accuracy"
-    model = json.loads((results / "training/model.json").read_text())
-    assert model["hyperparameters"]["lr"] == best["hyperparameters"]["lr"] and model["hyperparameters"]["epochs"] == 3
-    assert (results / "training/metrics.csv").read_text().count("\n") == 4
-    with tarfile.open(results / "training/model.tar.gz") as archive:
-        assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
-    with tarfile.open(results / "deploy/model.tar.gz") as archive:
-        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py"} <= set(archive.getnames())
-    endpoint = json.loads((results / "endpoint.json").read_text())
-    assert endpoint["backend"] == "local" and endpoint["url"].startswith("http://127.0.0.1:")
-    metrics = json.loads((results / "evaluation/metrics.json").read_text())
-    assert metrics["n"] == 12 and 0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0
-    assert set(metrics["per_class_accuracy"]) == {"Red_Circle", "Green_Square", "Blue_Triangle"}
-    assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == 12
-    assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
-    predictions = (results / "evaluation/predictions.csv").read_text().splitlines()
-    assert len(predictions) == 13
-    rules = json.loads((results / "debugger/rules.json").read_text())
-    assert len(rules["rules"]) == 16 and all(r["verdict"] != "error" for r in rules["rules"])
-    assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
-    assert (results / "training/output/debug/index").is_dir() and (results / "training/output/profiler/system.jsonl").is_file()
-    report = (results / "profiler/profiler-report.html").read_text()
-    assert "Rules summary" in report and "Dataloader" in report
-    page = (results / "report.html").read_text()
-    for section in ("Configuration", "Data", "Hyperparameter tuning", "Training", "Debugger and profiler rules",
-                    "Endpoint", "Evaluation"):
-        assert f"<h2>{section}</h2>" in page
-    assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
-    assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
+    assert_deployed_outputs(deployed / "results", backend="local")
     assert planned_jobs(deployed, *ARGS) == {}  # a complete run: nothing to redo
 
 
@@ -154,24 +97,23 @@ def test_the_live_endpoint_answers(deployed):
     assert bad.status_code == 400 and "npy" in bad.json()["error"]
 
 
-def test_the_sagemaker_sdks_own_client_works_against_it(deployed, monkeypatch):
-    """Notebooks written for SageMaker: LocalSession (serving_port = our port) + Predictor + serializers."""
-    import boto3
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.local import LocalSession
-    from sagemaker.predictor import Predictor
-    from sagemaker.serializers import IdentitySerializer, NumpySerializer
+def test_client_mistakes_get_a_4xx_with_a_one_line_json_error(deployed):
+    url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
+    image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    for what, content_type, body, accept, status in serving_contract.bad_requests(image, 32):
+        answer = serving_contract.post(url, content_type, body, accept)
+        assert answer.status_code == status, (what, answer.status_code, answer.text[:300])
+        assert set(json.loads(serving_contract.first_line(answer))) == {"error"}, what
 
-    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+
+def test_the_sagemaker_sdks_own_clients_work_against_it(deployed):
+    """Notebooks written for SageMaker: LocalSession (serving_port = our port) + Predictor + serializers."""
     port = int(json.loads((deployed / "results/endpoint.json").read_text())["url"].rsplit(":", 1)[1])
-    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
-    session.config = {"local": {"local_code": True, "serving_port": port}}
-    predictor = Predictor("dogbreed", sagemaker_session=session, serializer=IdentitySerializer("image/jpeg"),
-                          deserializer=JSONDeserializer())
     image = next((deployed / "results/data/channels/test/003.Blue_Triangle").iterdir()).read_bytes()
-    assert predictor.predict(image)["predictions"][0][0]["breed"] in {"Red_Circle", "Green_Square", "Blue_Triangle"}
-    predictor.serializer = NumpySerializer()
-    assert len(predictor.predict(np.zeros((2, 3, 32, 32), dtype=np.float32))["predictions"]) == 2
+    answers = serving_contract.sdk_predictions(port, image, 32)
+    classes = {"Red_Circle", "Green_Square", "Blue_Triangle"}
+    assert answers["json"][0][0]["breed"] in classes and answers["image"] == answers["json"]
+    assert answers["npy"].shape == (3, 3) and np.allclose(answers["npy"].sum(axis=1), 1, atol=1e-4)
 
 
 def test_the_accuracy_gate_keeps_the_metrics(deployed):

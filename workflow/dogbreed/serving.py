@@ -27,7 +27,8 @@ def load_handler(model_dir: Path):
 
 
 def error_response(status: int, message: str) -> Response:
-    return Response(json.dumps({"error": message}), status=status, mimetype="application/json")
+    """{"error": "<one line>"}: the handler's error_body, for the server's own errors too."""
+    return Response(json.dumps({"error": " ".join(message.split())}), status=status, mimetype="application/json")
 
 
 def create_app(model_dir=None) -> Flask:
@@ -53,7 +54,8 @@ def create_app(model_dir=None) -> Flask:
             if status >= 500:
                 log.exception("invocation failed")
                 return error_response(500, f"internal error: {type(error).__name__}: {error}")
-            return error_response(status, str(error))
+            # the handler's own body (error.message), as SageMaker's toolkit sends it
+            return Response(error.message, status=status, mimetype="application/json")
         return Response(body, status=200, mimetype=content_type)
 
     return app

@@ -23,9 +23,13 @@ def R(path):
     return f"{RESULTS}/{path}"
 
 
-# what every rule script that talks to the backend imports (local_container lives in sagemaker.py)
-BACKEND_MODULE = {"local": "local", "local_container": "sagemaker", "sagemaker": "sagemaker"}[config["backend"]]
-BACKEND_MODULES = ["backends/__init__", "backends/base", f"backends/{BACKEND_MODULE}", "store", "metrics"]
+# what every rule script that talks to the backend imports (local_container builds on sagemaker.py)
+BACKEND_OWN_MODULES = {
+    "local": ["backends/local"],
+    "local_container": ["backends/sagemaker", "backends/local_container", "containers"],
+    "sagemaker": ["backends/sagemaker"],
+}[config["backend"]]
+BACKEND_MODULES = ["backends/__init__", "backends/base", *BACKEND_OWN_MODULES, "store", "metrics"]
 
 
 def code(*modules):

@@ -11,7 +11,7 @@ def get_backend(name: str, settings: dict) -> Backend:
         from dogbreed.backends.sagemaker import SageMakerBackend
         return SageMakerBackend(settings)
     if name == "local_container":
-        from dogbreed.backends.sagemaker import LocalContainerBackend
+        from dogbreed.backends.local_container import LocalContainerBackend
         return LocalContainerBackend(settings)
     raise ValueError(f"unknown backend {name!r}: local, local_container or sagemaker")
 

@@ -22,6 +22,27 @@ def forget_endpoint_state(state_dir):
     (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
 
 
+def ping(url) -> bool:
+    """True when an endpoint under the SageMaker serving contract answers GET /ping with 200."""
+    import requests
+
+    try:
+        return requests.get(url + "/ping", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def post_invocation(url, body: bytes, content_type: str, accept="application/json") -> bytes:
+    """POST /invocations; a non-200 answer raises with its status and the start of its body."""
+    import requests
+
+    response = requests.post(url + "/invocations", data=body, timeout=300,
+                             headers={"Content-Type": content_type, "Accept": accept})
+    if response.status_code != 200:
+        raise RuntimeError(f"endpoint {url} answered {response.status_code}: {response.text[:500]}")
+    return response.content
+
+
 class JobFailed(RuntimeError):
     """A training job ended in failure; the message carries the end of its log."""
 

@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
-import requests
 
 from dogbreed import metrics, store
-from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, read_endpoint_state,
-                                    write_endpoint_state)
+from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, ping, post_invocation,
+                                    read_endpoint_state, write_endpoint_state)
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
 
@@ -167,17 +166,10 @@ class LocalBackend(Backend):
                            f"{self.settings.get('startup_timeout', 120)} s; see {log_path}:\n{_tail(log_path)}")
 
     def healthy(self, endpoint) -> bool:
-        try:
-            return requests.get(endpoint["url"] + "/ping", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
+        return ping(endpoint["url"])
 
     def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
-        response = requests.post(endpoint["url"] + "/invocations", data=body, timeout=300,
-                                 headers={"Content-Type": content_type, "Accept": accept})
-        if response.status_code != 200:
-            raise RuntimeError(f"endpoint {endpoint['url']} answered {response.status_code}: {response.text[:500]}")
-        return response.content
+        return post_invocation(endpoint["url"], body, content_type, accept)
 
     def teardown(self, state_dir) -> list:
         """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""

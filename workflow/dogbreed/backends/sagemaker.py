@@ -1,5 +1,5 @@
-"""The `sagemaker` backend (SageMaker training and tuning jobs, real-time endpoints) and the
-`local_container` backend (the SDK's local mode: the same containers under Docker on this machine).
+"""The `sagemaker` backend: SageMaker training and tuning jobs, real-time endpoints. The
+`local_container` backend (local_container.py, the SDK's local mode) builds on it.
 
 Both use the SageMaker Python SDK v2 (DESIGN.md §7) with the same scripts/ as source_dir. Job and
 endpoint names are derived from their inputs, so a rerun attaches to a job of the same name that is
@@ -185,8 +185,7 @@ class SageMakerBackend(Backend):
             result["model_uri"] = store.file_uri(job / "output/model.tar.gz")
         output_tar = s3_model.rsplit("/", 1)[0] + "/output.tar.gz"
         if self._download(output_tar, job / "output/output.tar.gz", missing_ok=True):
-            with tarfile.open(job / "output/output.tar.gz") as archive:
-                archive.extractall(job / "output/data", filter="data")
+            _extract_output_data(job / "output/output.tar.gz", job / "output/data")
         metrics_file = job / "output/data/metrics.jsonl"
         result["metrics"] = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
         if on_line is not None:  # the metric lines, for a tuner that reads them (local_container trials)
@@ -399,43 +398,15 @@ def _typed(parameter, value):
     return next((v for v in parameter["values"] if str(v) == text), text)
 
 
-class LocalContainerBackend(SageMakerBackend):
-    """SageMaker's local mode: the SDK runs the same containers under Docker here (`instance_type: local`
-    or `local_gpu`), reading file:// or s3:// channels. Local mode has no tuning jobs (SDK issue
-    #1960), so tuning runs through the project's own tuner with one local-mode job per trial."""
-    name = "local_container"
-
-    @property
-    def session(self):
-        if self._session is None:
-            from sagemaker.local import LocalSession
-
-            self._session = LocalSession()
-            self._session.config = {"local": {"local_code": True}}
-        return self._session
-
-    def confirm(self, lines):  # nothing is paid for
-        pass
-
-    def upload(self, local_dir, uri) -> dict:
-        return store.sync(local_dir, uri)
-
-    def _role(self):
-        return self.settings.get("role") or "arn:aws:iam::111111111111:role/local-mode-needs-no-role"
-
-    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True) -> dict:
-        from sagemaker.inputs import TrainingInput
-
-        started = time.time()
-        estimator = self.estimator(hyperparameters, source_dir, entry_point)
-        try:
-            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True)
-        except Exception as error:
-            raise JobFailed(f"local-mode training job {job_name} failed: {error}. local_container needs a Docker "
-                            f"engine with Docker Compose (and the NVIDIA runtime for local_gpu)") from error
-        description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
-        return self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
-
-    def tune(self, *args, **kwargs):
-        return Backend.tune(self, *args, **kwargs)
+def _extract_output_data(output_tar: Path, target: Path):
+    """output.tar.gz → target, holding what train.py wrote into SM_OUTPUT_DATA_DIR. SageMaker packs the
+    contents of /opt/ml/output/data; local mode packs /opt/ml/output itself (data/ beside the
+    success or failure marker): unwrap that, so both read the same."""
+    with tempfile.TemporaryDirectory(dir=target) as unpacked:
+        with tarfile.open(output_tar) as archive:
+            archive.extractall(unpacked, filter="data")
+        unpacked = Path(unpacked)
+        local_mode = (unpacked / "data").is_dir() and any((unpacked / m).exists() for m in ("success", "failure"))
+        source = unpacked / "data" if local_mode else unpacked
+        for item in source.iterdir():
+            shutil.move(str(item), target / item.name)

@@ -1,0 +1,142 @@
+"""SageMaker local mode for real (make test-container): the Snakemake workflow with backend:
+local_container on a Docker engine, its trials and final training as local-mode training jobs in the
+training image (SageMaker's training toolkit), its endpoint the inference image (TorchServe under
+SageMaker's inference toolkits), answering exactly as the local server does."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+import serving_contract
+from conftest import assert_deployed_outputs, snakemake, workflow_with_test_config
+from dogbreed import containers
+from dogbreed.backends.base import ping
+from dogbreed.backends.local import LocalBackend
+from dogbreed.backends.local_container import LocalContainerBackend
+
+pytestmark = pytest.mark.container
+ARGS = ("--configfile", "config/test.yaml")
+
+
+def running_containers():
+    return set(subprocess.run(["/usr/bin/docker", "ps", "-aq"], capture_output=True, text=True, check=True).stdout.split())
+
+
+@pytest.fixture(scope="module")
+def deployed(tiny_dataset, tmp_path_factory):
+    containers.docker_client()  # no engine: fail here with the message that says how to start one
+    before = running_containers()
+    work = workflow_with_test_config(tiny_dataset, tmp_path_factory.mktemp("container-workflow"), backend="local_container")
+    try:
+        run = snakemake(work, *ARGS, timeout=1800)
+        yield work, run
+    finally:
+        LocalContainerBackend({}).teardown(work / "results/endpoint-state")  # never leave a container running
+        assert running_containers() <= before, "containers were left behind"
+
+
+@pytest.fixture(scope="module")
+def local_endpoint(deployed, tmp_path_factory):
+    """The same served artifact behind the local backend's server, for side-by-side answers."""
+    work, _ = deployed
+    state = tmp_path_factory.mktemp("local-endpoint")
+    backend = LocalBackend({})
+    endpoint = backend.deploy(work / "results/deploy/model.tar.gz", "side-by-side", state)
+    yield endpoint["url"]
+    backend.teardown(state)
+
+
+def container_url(work):
+    return json.loads((work / "results/endpoint.json").read_text())["url"]
+
+
+def test_the_workflow_runs_through_deploy_in_containers(deployed):
+    work, run = deployed
+    assert_deployed_outputs(work / "results", backend="local_container")
+    metrics = json.loads((work / "results/evaluation/metrics.json").read_text())
+    assert metrics["accuracy"] > 1 / 3, metrics  # above chance (3 classes)
+    # the jobs really ran in the training image, under SageMaker's training toolkit
+    log = run.stdout + run.stderr + "".join(p.read_text() for p in (work / "results/logs").glob("*.log"))
+    assert "sagemaker_pytorch_container.training" in log or "sagemaker-training-toolkit" in log
+    assert "pytorch-training:2.8-cpu-py312" in log
+    state = json.loads((work / "results/endpoint-state/state.json").read_text())
+    assert state["image"].endswith("pytorch-inference:2.6-cpu-py312")
+    assert state["url"] == container_url(work) and state["url"].startswith("http://127.0.0.1:")
+
+
+def test_the_endpoint_outlives_snakemake_and_a_rerun_does_nothing(deployed):
+    work, _ = deployed
+    out = snakemake(work, "-n", *ARGS).stdout
+    assert "Nothing to be done" in out
+    assert serving_contract.post(container_url(work), "image/jpeg", served_image(work), None).status_code == 200
+
+
+def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
+    """Through TorchServe and SageMaker's inference toolkit, the handler's RequestError keeps its 4xx and
+    its one-line JSON message as the first line (the toolkit appends a traceback after it)."""
+    work, _ = deployed
+    image = served_image(work)
+    for what, content_type, body, accept, status in serving_contract.bad_requests(image, 32):
+        local = serving_contract.post(local_endpoint, content_type, body, accept)
+        toolkit = serving_contract.post(container_url(work), content_type, body, accept)
+        assert local.status_code == toolkit.status_code == status, (what, local.status_code, toolkit.status_code, toolkit.text[:400])
+        assert serving_contract.first_line(toolkit) == serving_contract.first_line(local), what
+        assert set(json.loads(serving_contract.first_line(toolkit))) == {"error"}
+
+
+def test_good_requests_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
+    work, _ = deployed
+    for what, content_type, body, accept in serving_contract.good_requests(served_image(work), 32):
+        local = serving_contract.post(local_endpoint, content_type, body, accept)
+        toolkit = serving_contract.post(container_url(work), content_type, body, accept)
+        assert local.status_code == toolkit.status_code == 200, (what, toolkit.text[:400])
+        assert toolkit.headers["Content-Type"].split(";")[0] == local.headers["Content-Type"].split(";")[0], what
+        assert serving_contract.same_answer(serving_contract.decoded(local), serving_contract.decoded(toolkit)), what
+
+
+def test_the_sagemaker_sdks_own_clients_get_the_same_answers(deployed, local_endpoint):
+    work, _ = deployed
+    image = served_image(work)
+    port = lambda url: int(url.rsplit(":", 1)[1])  # noqa: E731
+    local = serving_contract.sdk_predictions(port(local_endpoint), image, 32)
+    toolkit = serving_contract.sdk_predictions(port(container_url(work)), image, 32)
+    assert serving_contract.same_answer(local["json"], toolkit["json"])
+    assert serving_contract.same_answer(local["image"], toolkit["image"])
+    assert toolkit["npy"].shape == (3, 3) and np.allclose(local["npy"], toolkit["npy"], atol=1e-4)
+
+
+def test_teardown_stops_the_container(deployed, tmp_path):
+    work, _ = deployed
+    state = json.loads((work / "results/endpoint-state/state.json").read_text())
+    snakemake(work, "teardown", *ARGS)
+    assert state["container_id"] not in running_containers()
+    assert not ping(state["url"])
+    assert (work / "results/endpoint-state/server.log").read_text().strip()  # the container's output is kept
+
+
+def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
+    """local_gpu: the compose file the SDK writes reserves every GPU (the NVIDIA runtime does the rest;
+    untested on a real GPU: the lent GPU machine has no Docker)."""
+    from sagemaker.local.image import _SageMakerContainer
+
+    backend = LocalContainerBackend({"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs"})
+    estimator = backend.estimator({"epochs": 1}, tmp_path, "train.py")
+    assert estimator.image_uri.endswith("pytorch-training:2.8-gpu-py312")
+    container = _SageMakerContainer("local_gpu", 1, estimator.image_uri, backend.session)
+    container.container_root = str(tmp_path)
+    compose = container._generate_compose_file("train", additional_volumes=[], additional_env_vars={})
+    service = next(iter(compose["services"].values()))
+    assert service["deploy"]["resources"]["reservations"]["devices"] == [{"count": "all", "capabilities": ["gpu"]}]
+    assert yaml.safe_load((tmp_path / "docker-compose.yaml").read_text())["services"]
+
+
+def test_a_missing_image_is_one_clear_error(tmp_path):
+    backend = LocalContainerBackend({"training_image": "example.invalid/nothing:here", "output_s3_uri": f"file://{tmp_path}"})
+    with pytest.raises(containers.ContainerSetupError, match="make container-images"):
+        backend.train("missing", {}, {}, tmp_path, tmp_path)
+
+
+def served_image(work):
+    return next((work / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()

@@ -1,0 +1,230 @@
+"""The `local_container` backend: SageMaker's local mode, the cloud's containers under Docker here.
+
+Training and tuning trials are the SDK's own local-mode training jobs (the same estimator the
+`sagemaker` backend builds): the framework image's training toolkit runs scripts/train.py under the
+real training contract. Local mode has no tuning jobs (SDK issue #1960), so the project's own tuner
+runs one local-mode job per trial.
+
+The endpoint is the framework's inference image run detached under the SageMaker serving contract
+(model at /opt/ml/model, `serve`, port 8080 published on 127.0.0.1): the SDK's own local endpoint
+is a `docker-compose up` owned by the process that deploys, which would stop with the Snakemake job,
+and the endpoint must outlive it (DESIGN §4). Its container id is in the endpoint state file.
+
+Nothing here needs an AWS account: the session gets a region, placeholder credentials (unless the
+store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
+"""
+import contextlib
+import io
+import shutil
+import sys
+import tarfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dogbreed import containers, store
+from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, ping, post_invocation,
+                                    read_endpoint_state, write_endpoint_state)
+from dogbreed.backends.sagemaker import SageMakerBackend
+
+# The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+SERVING_PORT = 8080  # the SageMaker serving contract's port inside the container
+LABEL = "dogbreed.endpoint"
+
+
+def _tail(text: str, lines=25) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a log file and, when given, to the terminal."""
+
+    def __init__(self, log, echo):
+        self.log, self.echo = log, echo
+
+    def write(self, text):
+        self.log.write(text)
+        if self.echo is not None:
+            self.echo.write(text)
+        return len(text)
+
+    def flush(self):
+        self.log.flush()
+        if self.echo is not None:
+            self.echo.flush()
+
+
+def _remove_job_containers(client, image, since):
+    """Stop and remove the training containers of `image` created since `since`: this job's (local mode
+    names them at random). docker-compose leaves them behind, exited, after every job, and running
+    when the SDK's process is interrupted."""
+    for container in client.containers.list(all=True, filters={"ancestor": image}):
+        created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
+        if created.timestamp() >= since - 1:
+            container.remove(force=True)
+
+
+def _handler_answers(url) -> bool:
+    """TorchServe answers /ping before its model worker has loaded the model: ready is when a request
+    reaches inference.py, which refuses an empty instance list with its own 400."""
+    import requests
+
+    try:
+        answer = requests.post(url + "/invocations", data=b'{"instances": []}', timeout=10,
+                               headers={"Content-Type": "application/json"})
+        return answer.status_code == 400 and answer.text.startswith('{"error"')
+    except requests.RequestException:
+        return False
+
+
+class LocalContainerBackend(SageMakerBackend):
+    name = "local_container"
+
+    def __init__(self, settings: dict):
+        super().__init__(containers.local_mode_settings(settings))
+
+    # --- session: local mode, no AWS account ----------------------------------------------------
+    @property
+    def session(self):
+        if self._session is None:
+            import boto3
+            from sagemaker.local import LocalSession
+
+            s = self.settings
+            uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
+            # A file:// store needs no credentials; local mode still wants some to pass into the
+            # containers. Placeholders, never a secret: they reach nothing.
+            credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
+            boto_session = boto3.session.Session(region_name=s["region"], **credentials)
+            self._session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
+            self._session.config = {"local": {"local_code": True}}
+        return self._session
+
+    def confirm(self, lines):  # nothing is paid for
+        pass
+
+    def upload(self, local_dir, uri) -> dict:
+        return store.sync(local_dir, uri)
+
+    def _role(self):
+        return self.settings.get("role") or "arn:aws:iam::111111111111:role/local-mode-needs-no-role"
+
+    def _gpu(self, key):
+        return self.settings.get(key) == "local_gpu"
+
+    def _ready(self, scope, gpu):
+        """The engine answers and the image is here, or one clear error (only when a job is about to run:
+        dry runs and workflow parsing never need Docker)."""
+        client = containers.docker_client()
+        uri = containers.image_uri(self.settings, scope, gpu)
+        containers.require_image(client, uri)
+        return client, uri
+
+    # --- training jobs --------------------------------------------------------------------------
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py"):
+        estimator = super().estimator(hyperparameters, source_dir, entry_point)
+        estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
+        return estimator
+
+    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
+              on_line=None, echo=True, keep_model=True) -> dict:
+        from sagemaker.inputs import TrainingInput
+
+        client, image = self._ready("training", self._gpu("instance_type"))
+        started = time.time()
+        estimator = self.estimator(hyperparameters, source_dir, entry_point)
+        log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # local mode streams the container's output to sys.stdout: keep it as the job's log too
+            with open(log_path, "w") as log, contextlib.redirect_stdout(_Tee(log, sys.stdout if echo else None)):
+                estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True,
+                              logs=self.settings.get("logs", "All") != "None")
+        except Exception as error:
+            raise JobFailed(f"local-mode training job {job_name} failed: {error}; last lines of {log_path}:\n"
+                            f"{_tail(log_path.read_text(errors='replace'))}") from error
+        finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
+            _remove_job_containers(client, image, started)
+        description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
+        result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
+        return {**result, "log": str(log_path)}
+
+    def tune(self, *args, **kwargs):
+        return Backend.tune(self, *args, **kwargs)
+
+    # --- the endpoint: the inference image, detached ----------------------------------------------
+    def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
+        import docker
+
+        gpu = self._gpu("inference_instance_type")
+        client, image = self._ready("inference", gpu)
+        state_dir = Path(state_dir).resolve()
+        self.teardown(state_dir)
+        model_dir = state_dir / "model"  # /opt/ml/model, as SageMaker unpacks model.tar.gz there
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(parents=True)
+        with tarfile.open(model_tar) as archive:
+            archive.extractall(model_dir, filter="data")
+        for stale in client.containers.list(all=True, filters={"label": f"{LABEL}={endpoint_name}"}):
+            stale.remove(force=True)  # a container whose state file was lost
+        host = self.settings.get("host", "127.0.0.1")
+        container = client.containers.run(
+            image, "serve", detach=True, name=f"{endpoint_name}-{datetime.now(timezone.utc):%H%M%S}",
+            labels={LABEL: endpoint_name},
+            ports={f"{SERVING_PORT}/tcp": (host, int(self.settings.get("port", 0)) or None)},
+            volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},
+            environment={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                         "SAGEMAKER_REGION": self.settings["region"], "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"},
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None)
+        container.reload()
+        port = container.ports[f"{SERVING_PORT}/tcp"][0]["HostPort"]
+        url = f"http://{host}:{port}"
+        state = {"backend": self.name, "endpoint_name": endpoint_name, "url": url, "container_id": container.id,
+                 "image": image, "model": str(Path(model_tar).resolve()), "log": str(state_dir / "server.log"),
+                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_endpoint_state(state_dir, state)
+        deadline = time.time() + float(self.settings.get("startup_timeout", 180))
+        while time.time() < deadline:
+            container.reload()
+            if container.status == "exited":
+                logs = container.logs().decode(errors="replace")
+                self.teardown(state_dir)
+                raise EndpointGone(f"the endpoint container exited at start; its last lines:\n{_tail(logs)}")
+            if ping(url) and _handler_answers(url):
+                return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
+            time.sleep(1)
+        logs = container.logs().decode(errors="replace")
+        self.teardown(state_dir)
+        raise EndpointGone(f"the endpoint container at {url} did not answer /ping within "
+                           f"{self.settings.get('startup_timeout', 180)} s; its last lines:\n{_tail(logs)}")
+
+    def healthy(self, endpoint) -> bool:
+        return ping(endpoint["url"])
+
+    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+        return post_invocation(endpoint["url"], body, content_type, accept)
+
+    def teardown(self, state_dir) -> list:
+        """Stop and remove the container recorded in state_dir/state.json; its output is kept in the log."""
+        import docker
+
+        state = read_endpoint_state(state_dir)
+        if state is None:
+            return []
+        stopped = []
+        try:
+            client = containers.docker_client()
+        except containers.ContainerSetupError:  # no engine: no container of it runs
+            client = None
+        if client is not None:
+            try:
+                container = client.containers.get(state["container_id"])
+                container.stop(timeout=10)
+                Path(state["log"]).write_bytes(container.logs())
+                container.remove(force=True)
+                stopped.append(f"{state['endpoint_name']} ({state['url']}, container {state['container_id'][:12]})")
+            except docker.errors.NotFound:
+                pass
+        forget_endpoint_state(state_dir)
+        return stopped
