@@ -75,7 +75,9 @@ def _decode_image(data: bytes, transform) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return transform(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
+    except UnidentifiedImageError as error:  # its text names a Python object, not the problem
+        raise RequestError("could not decode the image: not a format PIL reads (JPEG, PNG, ...)") from error
+    except OSError as error:
         raise RequestError(f"could not decode the image ({error})") from error
 
 

@@ -3,6 +3,7 @@ local_container on a Docker engine, its trials and final training as local-mode 
 training image (SageMaker's training toolkit), its endpoint the inference image (TorchServe under
 SageMaker's inference toolkits), answering exactly as the local server does."""
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -10,14 +11,14 @@ import pytest
 import yaml
 
 import serving_contract
-from conftest import assert_deployed_outputs, snakemake, workflow_with_test_config
+from conftest import assert_deployed_outputs, copy_workflow, snakemake
 from dogbreed import containers
 from dogbreed.backends.base import ping
 from dogbreed.backends.local import LocalBackend
 from dogbreed.backends.local_container import LocalContainerBackend
 
 pytestmark = pytest.mark.container
-ARGS = ("--configfile", "config/test.yaml")
+ARGS = ("--configfile", "config/demo.yaml", "config/test.yaml")
 
 
 def running_containers():
@@ -25,10 +26,12 @@ def running_containers():
 
 
 @pytest.fixture(scope="module")
-def deployed(tiny_dataset, tmp_path_factory):
+def deployed(tmp_path_factory):
     containers.docker_client()  # no engine: fail here with the message that says how to start one
     before = running_containers()
-    work = workflow_with_test_config(tiny_dataset, tmp_path_factory.mktemp("container-workflow"), backend="local_container")
+    # the demo's data and settings (make demo), on local_container
+    work = copy_workflow(tmp_path_factory.mktemp("container-workflow"))
+    (work / "config/test.yaml").write_text(yaml.safe_dump({"backend": "local_container"}))
     try:
         run = snakemake(work, *ARGS, timeout=1800)
         yield work, run
@@ -53,14 +56,16 @@ def container_url(work):
 
 
 def test_the_workflow_runs_through_deploy_in_containers(deployed):
-    work, run = deployed
-    assert_deployed_outputs(work / "results", backend="local_container")
-    metrics = json.loads((work / "results/evaluation/metrics.json").read_text())
-    assert metrics["accuracy"] > 1 / 3, metrics  # above chance (3 classes)
+    work, _ = deployed
+    metrics = assert_deployed_outputs(work / "results", backend="local_container", epochs=6, trials=3)
+    assert metrics["n"] == 60 and metrics["accuracy"] > 2 * metrics["chance_accuracy"], metrics  # 6 classes
     # the jobs really ran in the training image, under SageMaker's training toolkit
-    log = run.stdout + run.stderr + "".join(p.read_text() for p in (work / "results/logs").glob("*.log"))
-    assert "sagemaker_pytorch_container.training" in log or "sagemaker-training-toolkit" in log
-    assert "pytorch-training:2.8-cpu-py312" in log
+    job_logs = sorted((work / "results/jobs").glob("*/log.txt"))
+    assert len(job_logs) == 4  # 3 trials and the final training, each its own local-mode job
+    for log in job_logs:
+        text = log.read_text()
+        assert "sagemaker-training-toolkit INFO" in text and "Reporting training SUCCESS" in text, log
+        assert re.search(r"epoch=1 train_loss=\S+ .*valid_accuracy=", text), log  # the same metric lines
     state = json.loads((work / "results/endpoint-state/state.json").read_text())
     assert state["image"].endswith("pytorch-inference:2.6-cpu-py312")
     assert state["url"] == container_url(work) and state["url"].startswith("http://127.0.0.1:")
@@ -78,7 +83,7 @@ def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, 
     its one-line JSON message as the first line (the toolkit appends a traceback after it)."""
     work, _ = deployed
     image = served_image(work)
-    for what, content_type, body, accept, status in serving_contract.bad_requests(image, 32):
+    for what, content_type, body, accept, status in serving_contract.bad_requests(image, 64):
         local = serving_contract.post(local_endpoint, content_type, body, accept)
         toolkit = serving_contract.post(container_url(work), content_type, body, accept)
         assert local.status_code == toolkit.status_code == status, (what, local.status_code, toolkit.status_code, toolkit.text[:400])
@@ -88,7 +93,7 @@ def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, 
 
 def test_good_requests_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
     work, _ = deployed
-    for what, content_type, body, accept in serving_contract.good_requests(served_image(work), 32):
+    for what, content_type, body, accept in serving_contract.good_requests(served_image(work), 64):
         local = serving_contract.post(local_endpoint, content_type, body, accept)
         toolkit = serving_contract.post(container_url(work), content_type, body, accept)
         assert local.status_code == toolkit.status_code == 200, (what, toolkit.text[:400])
@@ -100,11 +105,11 @@ def test_the_sagemaker_sdks_own_clients_get_the_same_answers(deployed, local_end
     work, _ = deployed
     image = served_image(work)
     port = lambda url: int(url.rsplit(":", 1)[1])  # noqa: E731
-    local = serving_contract.sdk_predictions(port(local_endpoint), image, 32)
-    toolkit = serving_contract.sdk_predictions(port(container_url(work)), image, 32)
+    local = serving_contract.sdk_predictions(port(local_endpoint), image, 64)
+    toolkit = serving_contract.sdk_predictions(port(container_url(work)), image, 64)
     assert serving_contract.same_answer(local["json"], toolkit["json"])
     assert serving_contract.same_answer(local["image"], toolkit["image"])
-    assert toolkit["npy"].shape == (3, 3) and np.allclose(local["npy"], toolkit["npy"], atol=1e-4)
+    assert toolkit["npy"].shape == (3, 6) and np.allclose(local["npy"], toolkit["npy"], atol=1e-4)
 
 
 def test_teardown_stops_the_container(deployed, tmp_path):
@@ -121,7 +126,8 @@ def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
     untested on a real GPU: the lent GPU machine has no Docker)."""
     from sagemaker.local.image import _SageMakerContainer
 
-    backend = LocalContainerBackend({"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs"})
+    backend = LocalContainerBackend({"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs",
+                                     "metric_definitions": []})
     estimator = backend.estimator({"epochs": 1}, tmp_path, "train.py")
     assert estimator.image_uri.endswith("pytorch-training:2.8-gpu-py312")
     container = _SageMakerContainer("local_gpu", 1, estimator.image_uri, backend.session)
@@ -139,4 +145,4 @@ def test_a_missing_image_is_one_clear_error(tmp_path):
 
 
 def served_image(work):
-    return next((work / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    return next(p for p in sorted((work / "results/data/channels/test").rglob("*")) if p.is_file()).read_bytes()

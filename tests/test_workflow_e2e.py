@@ -48,7 +48,14 @@ def deployed(workdir):
 
 
 def test_deploy_writes_every_output(deployed):
-    assert_deployed_outputs(deployed / "results", backend="local")
+    results = deployed / "results"
+    metrics = assert_deployed_outputs(results, backend="local")
+    assert len((results / "data/manifest.csv").read_text().splitlines()) == 1 + 3 * 20
+    assert json.loads((results / "data/classes.json").read_text())["2"] == "Blue_Triangle"
+    assert json.loads((results / "upload.json").read_text())["sync"]["train"]["uploaded"] == 36
+    assert metrics["n"] == 12 and metrics["top5_accuracy"] == 1.0
+    rules = json.loads((results / "debugger/rules.json").read_text())
+    assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
     assert planned_jobs(deployed, *ARGS) == {}  # a complete run: nothing to redo
 
 

@@ -173,7 +173,7 @@ class SageMakerBackend(Backend):
     def _collect(self, name, description, jobs_dir, on_line, keep_model, started):
         """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
         job = jobs_dir / name
-        shutil.rmtree(job, ignore_errors=True)
+        shutil.rmtree(job / "output", ignore_errors=True)  # a rerun's; the job's log.txt beside it stays
         (job / "output/data").mkdir(parents=True)
         s3_model = description["ModelArtifacts"]["S3ModelArtifacts"]
         result = {"job_name": name, "backend": self.name, "status": "Completed", "s3_model_uri": s3_model,
