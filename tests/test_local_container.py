@@ -3,6 +3,7 @@ local_container on a Docker engine, its trials and final training as local-mode 
 training image (SageMaker's training toolkit), its endpoint the inference image (TorchServe under
 SageMaker's inference toolkits), answering exactly as the local server does."""
 import json
+import os
 import re
 import subprocess
 
@@ -66,6 +67,10 @@ def test_the_workflow_runs_through_deploy_in_containers(deployed):
         text = log.read_text()
         assert "sagemaker-training-toolkit INFO" in text and "Reporting training SUCCESS" in text, log
         assert re.search(r"epoch=1 train_loss=\S+ .*valid_accuracy=", text), log  # the same metric lines
+    # the containers run as root, but only this process writes the workflow's files
+    written = [p for folder in ("results", "store") for p in (work / folder).rglob("*")]
+    assert written and all(p.lstat().st_uid == os.getuid() for p in written)
+    assert not list((work / "scripts").rglob("__pycache__"))  # source_dir is mounted into the jobs
     state = json.loads((work / "results/endpoint-state/state.json").read_text())
     assert state["image"].endswith("pytorch-inference:2.6-cpu-py312")
     assert state["url"] == container_url(work) and state["url"].startswith("http://127.0.0.1:")

@@ -17,6 +17,7 @@ import contextlib
 import io
 import shutil
 import sys
+import tempfile
 import tarfile
 import time
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from dogbreed.backends.sagemaker import SageMakerBackend
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 SERVING_PORT = 8080  # the SageMaker serving contract's port inside the container
 LABEL = "dogbreed.endpoint"
+COMPOSE_WORKING_DIR = "com.docker.compose.project.working_dir"  # docker-compose labels its containers
 
 
 def _tail(text: str, lines=25) -> str:
@@ -55,13 +57,12 @@ class _Tee(io.TextIOBase):
             self.echo.flush()
 
 
-def _remove_job_containers(client, image, since):
-    """Stop and remove the training containers of `image` created since `since`: this job's (local mode
-    names them at random). docker-compose leaves them behind, exited, after every job, and running
-    when the SDK's process is interrupted."""
-    for container in client.containers.list(all=True, filters={"ancestor": image}):
-        created = datetime.fromisoformat(container.attrs["Created"][:26].rstrip("Z")).replace(tzinfo=timezone.utc)
-        if created.timestamp() >= since - 1:
+def _remove_job_containers(client, container_root):
+    """Stop and remove the containers of the local-mode job whose compose project lives under
+    container_root: docker-compose leaves them behind, exited, after every job, and running when the
+    SDK's process is interrupted. (Other jobs' containers, a parallel trial's among them, stay.)"""
+    for container in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR}):
+        if Path(container.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root):
             container.remove(force=True)
 
 
@@ -88,18 +89,23 @@ class LocalContainerBackend(SageMakerBackend):
     @property
     def session(self):
         if self._session is None:
-            import boto3
-            from sagemaker.local import LocalSession
-
-            s = self.settings
-            uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
-            # A file:// store needs no credentials; local mode still wants some to pass into the
-            # containers. Placeholders, never a secret: they reach nothing.
-            credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
-            boto_session = boto3.session.Session(region_name=s["region"], **credentials)
-            self._session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
-            self._session.config = {"local": {"local_code": True}}
+            self._session = self._local_session()
         return self._session
+
+    def _local_session(self, container_root=None):
+        """A LocalSession with a region, and placeholder credentials for a file:// store (local mode
+        wants some to hand to the containers; they reach nothing). container_root: where local mode
+        keeps a job's compose file and folders (its own per job, so its containers can be found)."""
+        import boto3
+        from sagemaker.local import LocalSession
+
+        s = self.settings
+        uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
+        credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
+        boto_session = boto3.session.Session(region_name=s["region"], **credentials)
+        session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
+        session.config = {"local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}}
+        return session
 
     def confirm(self, lines):  # nothing is paid for
         pass
@@ -131,9 +137,11 @@ class LocalContainerBackend(SageMakerBackend):
               on_line=None, echo=True, keep_model=True) -> dict:
         from sagemaker.inputs import TrainingInput
 
-        client, image = self._ready("training", self._gpu("instance_type"))
+        client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         estimator = self.estimator(hyperparameters, source_dir, entry_point)
+        container_root = Path(tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-")).resolve()
+        estimator.sagemaker_session = self._local_session(container_root)
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -145,7 +153,8 @@ class LocalContainerBackend(SageMakerBackend):
             raise JobFailed(f"local-mode training job {job_name} failed: {error}; last lines of {log_path}:\n"
                             f"{_tail(log_path.read_text(errors='replace'))}") from error
         finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
-            _remove_job_containers(client, image, started)
+            _remove_job_containers(client, container_root)
+            shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
         description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
         result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
         return {**result, "log": str(log_path)}
