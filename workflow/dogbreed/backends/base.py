@@ -1,5 +1,6 @@
 """The backend interface: the only way rules reach a training or serving platform (DESIGN.md §1)."""
 import json
+import time
 from pathlib import Path
 
 # What a live endpoint is, kept outside Snakemake's outputs (DESIGN.md §4): deploy writes it before
@@ -89,3 +90,29 @@ class Backend:
     def teardown(self, state_dir) -> list:
         """Stop what deploy started; returns descriptions of what was stopped."""
         raise NotImplementedError
+
+
+class HttpEndpointBackend(Backend):
+    """A backend whose endpoint this machine serves on a local URL under the SageMaker serving
+    contract (local: gunicorn; local_container: the inference image)."""
+
+    def healthy(self, endpoint) -> bool:
+        return ping(endpoint["url"])
+
+    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+        return post_invocation(endpoint["url"], body, content_type, accept)
+
+    def wait_until_serving(self, state, state_dir, timeout, died, last_lines, ready=ping, pause=0.3) -> dict:
+        """Poll until ready(url); the endpoint's description. died() says how the server ended (None while
+        it runs), last_lines() the end of its log: either failure tears it down and says both."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if (how := died()) is not None:
+                self.teardown(state_dir)
+                raise EndpointGone(f"the endpoint at {state['url']} {how} at start; the end of its log:\n{last_lines()}")
+            if ready(state["url"]):
+                return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
+            time.sleep(pause)
+        lines = last_lines()
+        self.teardown(state_dir)
+        raise EndpointGone(f"the endpoint at {state['url']} was not ready within {timeout:g} s; the end of its log:\n{lines}")

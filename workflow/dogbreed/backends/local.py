@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 
 from dogbreed import metrics, store
-from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, ping, post_invocation,
-                                    read_endpoint_state, write_endpoint_state)
+from dogbreed.backends.base import (HttpEndpointBackend, JobFailed, forget_endpoint_state, read_endpoint_state,
+                                    write_endpoint_state)
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
 
@@ -47,7 +47,7 @@ def _free_port(host) -> int:
         return probe.getsockname()[1]
 
 
-class LocalBackend(Backend):
+class LocalBackend(HttpEndpointBackend):
     name = "local"
 
     def __init__(self, settings: dict):
@@ -152,24 +152,10 @@ class LocalBackend(Backend):
                  "pid_started": psutil.Process(process.pid).create_time(), "model": str(Path(model_tar).resolve()),
                  "log": str(log_path), "started_at": _now()}
         write_endpoint_state(state_dir, state)
-        deadline = time.time() + float(self.settings.get("startup_timeout", 120))
-        while time.time() < deadline:
-            if process.poll() is not None:
-                self.teardown(state_dir)
-                raise EndpointGone(f"the endpoint server exited at start (code {process.returncode}); "
-                                   f"last lines of {log_path}:\n{_tail(log_path)}")
-            if self.healthy(state):
-                return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
-            time.sleep(0.3)
-        self.teardown(state_dir)
-        raise EndpointGone(f"the endpoint at {url} did not answer /ping within "
-                           f"{self.settings.get('startup_timeout', 120)} s; see {log_path}:\n{_tail(log_path)}")
-
-    def healthy(self, endpoint) -> bool:
-        return ping(endpoint["url"])
-
-    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
-        return post_invocation(endpoint["url"], body, content_type, accept)
+        return self.wait_until_serving(
+            state, state_dir, float(self.settings.get("startup_timeout", 120)),
+            died=lambda: None if process.poll() is None else f"exited (code {process.returncode})",
+            last_lines=lambda: _tail(log_path))
 
     def teardown(self, state_dir) -> list:
         """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import containers, store
-from dogbreed.backends.base import (Backend, EndpointGone, JobFailed, forget_endpoint_state, ping, post_invocation,
+from dogbreed.backends.base import (Backend, HttpEndpointBackend, JobFailed, forget_endpoint_state, ping,
                                     read_endpoint_state, write_endpoint_state)
 from dogbreed.backends.sagemaker import SageMakerBackend
 
@@ -79,7 +79,7 @@ def _handler_answers(url) -> bool:
         return False
 
 
-class LocalContainerBackend(SageMakerBackend):
+class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
     name = "local_container"
 
     def __init__(self, settings: dict):
@@ -193,26 +193,15 @@ class LocalContainerBackend(SageMakerBackend):
                  "image": image, "model": str(Path(model_tar).resolve()), "log": str(state_dir / "server.log"),
                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_endpoint_state(state_dir, state)
-        deadline = time.time() + float(self.settings.get("startup_timeout", 180))
-        while time.time() < deadline:
+
+        def died():
             container.reload()
-            if container.status == "exited":
-                logs = container.logs().decode(errors="replace")
-                self.teardown(state_dir)
-                raise EndpointGone(f"the endpoint container exited at start; its last lines:\n{_tail(logs)}")
-            if ping(url) and _handler_answers(url):
-                return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
-            time.sleep(1)
-        logs = container.logs().decode(errors="replace")
-        self.teardown(state_dir)
-        raise EndpointGone(f"the endpoint container at {url} did not answer /ping within "
-                           f"{self.settings.get('startup_timeout', 180)} s; its last lines:\n{_tail(logs)}")
+            return None if container.status != "exited" else f"exited (container {container.short_id})"
 
-    def healthy(self, endpoint) -> bool:
-        return ping(endpoint["url"])
-
-    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
-        return post_invocation(endpoint["url"], body, content_type, accept)
+        return self.wait_until_serving(
+            state, state_dir, float(self.settings.get("startup_timeout", 180)), died,
+            last_lines=lambda: _tail(container.logs().decode(errors="replace")),
+            ready=lambda url: ping(url) and _handler_answers(url), pause=1)
 
     def teardown(self, state_dir) -> list:
         """Stop and remove the container recorded in state_dir/state.json; its output is kept in the log."""
