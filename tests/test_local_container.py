@@ -5,15 +5,20 @@ SageMaker's inference toolkits), answering exactly as the local server does."""
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
 import yaml
 
 import serving_contract
-from conftest import assert_deployed_outputs, copy_workflow, snakemake
-from dogbreed import containers
+from conftest import REPO, TINY_CLASSES, assert_deployed_outputs, copy_workflow, snakemake
+from dogbreed import containers, demo_data
+from dogbreed.backends import JobFailed
 from dogbreed.backends.base import ping
 from dogbreed.backends.local import LocalBackend
 from dogbreed.backends.local_container import LocalContainerBackend
@@ -151,3 +156,45 @@ def test_a_missing_image_is_one_clear_error(tmp_path):
 
 def served_image(work):
     return next(p for p in sorted((work / "results/data/channels/test").rglob("*")) if p.is_file()).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_channels_on_disk(tmp_path_factory):
+    data = demo_data.generate(tmp_path_factory.mktemp("tiny-jobs"), seed=1, classes=TINY_CLASSES,
+                              per_split={"train": 12, "valid": 4}, corrupt_file=False)
+    return {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}
+
+
+def test_a_failing_job_says_why_and_leaves_no_container(tmp_path, tiny_channels_on_disk):
+    before = running_containers()
+    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
+    with pytest.raises(JobFailed, match=r"(?s)failed.*invalid choice: 'no-such-net'"):
+        backend.train("failing", {"arch": "no-such-net", "epochs": 1}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts")
+    assert running_containers() <= before
+
+
+def test_an_interrupted_job_leaves_no_container(tmp_path, tiny_channels_on_disk):
+    """Ctrl-C, or Snakemake stopping the rule, in the middle of a local-mode job: the SDK's docker-compose
+    would train on; the backend removes the job's containers."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / "workflow")!r})
+        from dogbreed.backends.local_container import LocalContainerBackend
+        backend = LocalContainerBackend({{"output_s3_uri": "file://{tmp_path}/jobs", "metric_definitions": []}})
+        backend.train("interrupted", {{"epochs": 500, "image_size": 32, "weights": "none", "num_workers": 0}},
+                      {tiny_channels_on_disk!r}, {str(tmp_path / "jobs")!r}, {str(REPO / "scripts")!r})
+    """))
+    before = running_containers()
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "jobs/interrupted/log.txt").exists() or "epoch=1 " not in (tmp_path / "jobs/interrupted/log.txt").read_text():
+            assert process.poll() is None and time.time() < deadline, "the job did not start training"
+            time.sleep(1)
+        assert running_containers() - before  # it trains in a container
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) != 0
+    finally:
+        process.kill()
+    assert running_containers() <= before
