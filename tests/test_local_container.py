@@ -18,7 +18,7 @@ import yaml
 import serving_contract
 from conftest import REPO, TINY_CLASSES, assert_deployed_outputs, copy_workflow, snakemake
 from dogbreed import containers, demo_data
-from dogbreed.backends import JobFailed
+from dogbreed.backends import EndpointGone, JobFailed
 from dogbreed.backends.base import ping
 from dogbreed.backends.local import LocalBackend
 from dogbreed.backends.local_container import LocalContainerBackend
@@ -197,4 +197,15 @@ def test_an_interrupted_job_leaves_no_container(tmp_path, tiny_channels_on_disk)
         assert process.wait(timeout=120) != 0
     finally:
         process.kill()
+    assert running_containers() <= before
+
+
+def test_a_local_gpu_endpoint_asks_docker_for_the_gpus(deployed, tmp_path):
+    """This machine has no GPU runtime, so Docker refuses the GPU request the endpoint container makes:
+    proof that it is made. The refusal is one clear error, and no container stays behind."""
+    work, _ = deployed
+    before = running_containers()
+    backend = LocalContainerBackend({"inference_instance_type": "local_gpu"})
+    with pytest.raises(EndpointGone, match=r"(?s)capabilities: \[\[gpu\]\].*NVIDIA container runtime"):
+        backend.deploy(work / "results/deploy/model.tar.gz", "gpu-endpoint", tmp_path / "state")
     assert running_containers() <= before

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import containers, store
-from dogbreed.backends.base import (Backend, HttpEndpointBackend, JobFailed, forget_endpoint_state, ping,
+from dogbreed.backends.base import (Backend, EndpointGone, HttpEndpointBackend, JobFailed, forget_endpoint_state, ping,
                                     read_endpoint_state, write_endpoint_state)
 from dogbreed.backends.sagemaker import SageMakerBackend
 
@@ -178,14 +178,20 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         for stale in client.containers.list(all=True, filters={"label": f"{LABEL}={endpoint_name}"}):
             stale.remove(force=True)  # a container whose state file was lost
         host = self.settings.get("host", "127.0.0.1")
-        container = client.containers.run(
-            image, "serve", detach=True, name=f"{endpoint_name}-{datetime.now(timezone.utc):%H%M%S}",
+        container = client.containers.create(
+            image, "serve", name=f"{endpoint_name}-{datetime.now(timezone.utc):%H%M%S}",
             labels={LABEL: endpoint_name},
             ports={f"{SERVING_PORT}/tcp": (host, int(self.settings.get("port", 0)) or None)},
             volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},
             environment={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                          "SAGEMAKER_REGION": self.settings["region"], "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"},
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None)
+        try:
+            container.start()
+        except docker.errors.APIError as error:  # e.g. no GPU runtime, or the configured port is taken
+            container.remove(force=True)
+            hint = " (local_gpu needs an NVIDIA GPU and the NVIDIA container runtime)" if gpu else ""
+            raise EndpointGone(f"Docker could not start the endpoint container: {error.explanation}{hint}") from None
         container.reload()
         port = container.ports[f"{SERVING_PORT}/tcp"][0]["HostPort"]
         url = f"http://{host}:{port}"
