@@ -34,8 +34,8 @@ container-images: $(BIN)/.installed
 container-stop:
 	bash containers/stop.sh
 
-container-clean:
-	-/usr/bin/docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(dogbreed-stand-in/|763104351884\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/pytorch-(training|inference):)' | xargs -r /usr/bin/docker rmi
+container-clean:  # only images built here carry the label (a real DLC pulled from ECR stays)
+	-/usr/bin/docker images --quiet --filter label=org.dogbreed.stand-in | sort -u | xargs -r /usr/bin/docker rmi --force
 	rm -rf .containers/wheelhouse
 
 # The workflow on local_container end to end. Stops the engine afterwards if this target started it.

@@ -11,6 +11,7 @@ VENV_PYTHON=${VENV_PYTHON:-.venv/bin/python}
 CONFIG_FILES=${CONFIG_FILES:-config.yaml config/local_container.yaml}
 WHEEL_PORT=${WHEEL_PORT:-38471}
 PREFIX=dogbreed-stand-in
+LABEL=org.dogbreed.stand-in            # on every image built here: make container-clean removes only these
 export DOCKER_BUILDKIT=0                # the classic builder: no buildx plugin needed
 DOCKER=/usr/bin/docker; [ -x "$DOCKER" ] || DOCKER=docker
 mkdir -p "$STATE"
@@ -21,41 +22,58 @@ timed() {  # timed "what" command...: run it, then say how long it took
   printf '[container-images] %-34s %4d s\n' "$what" $((SECONDS - start))
 }
 
-engine() {
-  if "$DOCKER" info >/dev/null 2>&1; then echo "a Docker engine is running"; return; fi
-  if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null; then
-    [ "$(id -u)" = 0 ] || { echo "no Docker engine: install and start Docker (with Compose), or run this as root on Debian" >&2; exit 1; }
-    apt-get update -qq && apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
-    DOCKER=/usr/bin/docker
+install_packages() {  # Debian's packages, as root
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "missing: $* — install Docker Engine with Compose, and debootstrap, then start the engine (or run this as root on Debian)" >&2
+    exit 1
   fi
-  [ "$(id -u)" = 0 ] || { echo "no Docker engine is running: start dockerd (sudo dockerd &) or Docker Desktop" >&2; exit 1; }
-  nohup dockerd --storage-driver=overlay2 --pidfile "$PWD/$STATE/dockerd.pid" >"$STATE/dockerd.log" 2>&1 &
-  echo "$!" >"$STATE/engine-started-here"
-  for _ in $(seq 120); do "$DOCKER" info >/dev/null 2>&1 && { echo "started dockerd (log: $STATE/dockerd.log)"; return; }; sleep 0.5; done
-  echo "dockerd did not start; see $STATE/dockerd.log" >&2; exit 1
+  apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+}
+
+engine() {
+  if "$DOCKER" info >/dev/null 2>&1; then
+    echo "a Docker engine is running"
+  else
+    command -v dockerd >/dev/null || { install_packages docker.io docker-compose; DOCKER=/usr/bin/docker; }
+    [ "$(id -u)" = 0 ] || { echo "no Docker engine is running: start it (sudo dockerd, or Docker Desktop)" >&2; exit 1; }
+    # its own session: a Ctrl-C in make's terminal must not take the engine down with it
+    setsid nohup dockerd --storage-driver=overlay2 --pidfile "$PWD/$STATE/dockerd.pid" \
+      >"$STATE/dockerd.log" 2>&1 </dev/null &
+    touch "$STATE/engine-started-here"
+    for _ in $(seq 120); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 0.5; done
+    "$DOCKER" info >/dev/null 2>&1 || { echo "dockerd did not start; see $STATE/dockerd.log" >&2; exit 1; }
+    echo "started dockerd (log: $STATE/dockerd.log)"
+  fi
+  # local mode runs `docker compose` (the plugin) or, without it, docker-compose
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || install_packages docker-compose
 }
 
 have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
-base_image() {  # Debian 12, made offline-capable with debootstrap (no registry is needed or reached)
+base_image() {  # Debian 12 from Debian's package mirror: no container registry is needed
   BASE=$PREFIX/debian:bookworm
   have_image "$BASE" && { echo "$BASE is there"; return; }
+  command -v debootstrap >/dev/null || install_packages debootstrap
   local root; root=$(mktemp -d)
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,procps bookworm "$root" >"$STATE/debootstrap.log"
-  tar -C "$root" -c . | "$DOCKER" import - "$BASE" >/dev/null
+  echo "deb http://deb.debian.org/debian-security bookworm-security main" >>"$root/etc/apt/sources.list"
+  rm -f "$root/etc/hostname" && : >"$root/etc/resolv.conf"   # debootstrap copies this host's
+  tar -C "$root" -c . | "$DOCKER" import --change "LABEL $LABEL=true" - "$BASE" >/dev/null
   rm -rf "$root"
 }
 
-wheelhouse() {  # every wheel the images install, built or fetched once by the host's pip
-  local stamp; stamp=$(cat containers/requirements-*.txt | sha256sum | cut -c1-16)
+wheelhouse() {  # every wheel the images install, fetched or built once by the host's pip
+  local stamp; stamp=$(cat requirements.txt containers/requirements-*.txt | sha256sum | cut -c1-16)
   [ -f "$STATE/wheelhouse/.stamp-$stamp" ] && { echo "wheelhouse is up to date"; return; }
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "the wheelhouse needs Python 3.11 (the images' Python): set PYTHON=python3.11" >&2; exit 1; }
-  rm -rf "$STATE/wheelhouse"
+  rm -rf "$STATE/wheelhouse" && mkdir -p "$STATE/wheelhouse"
+  # the project's pins (requirements.txt) hold in the images too; pip takes no extras in constraints
+  sed -E 's/\[[^]]*\]//' requirements.txt >"$STATE/wheelhouse/constraints.txt"
   # one resolution per layer, as the images install them (training's protobuf differs from base's)
   for layer in base training inference; do
-    "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" -r "containers/requirements-$layer.txt" \
-      >"$STATE/pip-$layer.log" 2>&1 \
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" -c "$STATE/wheelhouse/constraints.txt" \
+      -r "containers/requirements-$layer.txt" >"$STATE/pip-$layer.log" 2>&1 \
       || { grep -v "is neither a file nor a directory" "$STATE/pip-$layer.log" >&2; echo "pip could not fetch the $layer wheels" >&2; exit 1; }
   done
   touch "$STATE/wheelhouse/.stamp-$stamp"
@@ -63,7 +81,7 @@ wheelhouse() {  # every wheel the images install, built or fetched once by the h
 
 build() {  # build NAME DOCKERFILE FROM_ARG FILES...: skipped when an image of the same inputs exists
   local name=$1 dockerfile=$2 from=$3 hash; shift 3
-  hash=$( (echo "$from"; cd containers && cat "$dockerfile" "$@") | sha256sum | cut -c1-12)
+  hash=$( (echo "$from"; cd containers && cat "$dockerfile" ../requirements.txt "$@") | sha256sum | cut -c1-12)
   BUILT=$PREFIX/$name:$hash
   have_image "$BUILT" && { echo "$BUILT is there"; return; }
   "$DOCKER" build --quiet --network host --build-arg "WHEELS=http://127.0.0.1:$WHEEL_PORT/" $from \
@@ -96,9 +114,10 @@ timed "inference image" build pytorch-inference inference.Dockerfile "--build-ar
   requirements-inference.txt dockerd-entrypoint.py
 INFERENCE=$BUILT
 # the URIs the SDK resolves for the configured versions (CPU and GPU: the stand-ins carry CUDA torch)
+uris=$(PYTHONPATH=workflow "$VENV_PYTHON" -m dogbreed.containers image-uris $CONFIG_FILES)
 while read -r scope uri; do
   image=$TRAINING; [ "$scope" = inference ] && image=$INFERENCE
   "$DOCKER" tag "$image" "$uri"
   echo "tagged $uri"
-done < <(PYTHONPATH=workflow "$VENV_PYTHON" -m dogbreed.containers image-uris $CONFIG_FILES)
+done <<<"$uris"
 printf '[container-images] %-34s %4d s\n' "total" $((SECONDS - total))

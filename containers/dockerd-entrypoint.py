@@ -7,7 +7,6 @@ import sys
 if sys.argv[1:] == ["serve"]:
     from sagemaker_pytorch_serving_container import serving
 
-    serving.main()
-    subprocess.call(["tail", "-f", "/dev/null"])  # TorchServe runs in the background: keep the container up
+    serving.main()  # returns when TorchServe ends; then the container exits (the DLC's sleeps on, hiding a crash)
 else:
     subprocess.check_call(shlex.split(" ".join(sys.argv[1:])))

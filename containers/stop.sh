@@ -3,10 +3,11 @@
 # container it runs). An engine this project did not start is left alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-marker=.containers/engine-started-here
+marker=.containers/engine-started-here pidfile=.containers/dockerd.pid
 [ -f "$marker" ] || { echo "no Docker engine was started by this project"; exit 0; }
-pid=$(cat "$marker")
-if kill -0 "$pid" 2>/dev/null; then
+pid=$(cat "$pidfile" 2>/dev/null)
+# the pid must still be that dockerd (after a reboot it may be anything)
+if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
   DOCKER=/usr/bin/docker; [ -x "$DOCKER" ] || DOCKER=docker
   ids=$("$DOCKER" ps -q 2>/dev/null)
   [ -n "$ids" ] && "$DOCKER" stop --time 10 $ids >/dev/null

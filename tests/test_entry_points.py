@@ -168,3 +168,7 @@ def test_the_endpoint_app_serves_the_packed_code(served, trained):
     not_acceptable = client.post("/invocations", data=path.read_bytes(),
                                  headers={"Content-Type": "image/jpeg", "Accept": "text/csv"})
     assert not_acceptable.status_code == 406
+    app = serving.create_app(model_dir)
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    too_big = app.test_client().post("/invocations", data=b"0" * 2000, headers={"Content-Type": "application/x-npy"})
+    assert too_big.status_code == 413 and "over 1000 bytes" in too_big.json["error"]

@@ -197,6 +197,11 @@ def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypa
                       tmp_path / "jobs", REPO / "scripts")
     with pytest.raises(ContainerSetupError, match="needs a running Docker engine"):
         backend.deploy(tmp_path / "model.tar.gz", "endpoint", tmp_path / "state")
+    # before Optuna starts: it would record the missing engine as failed trials, and a rerun would find none left
+    with pytest.raises(ContainerSetupError, match="needs a running Docker engine"):
+        backend.tune(SPEC, {}, {"train": f"file://{tmp_path}"}, tmp_path / "jobs", REPO / "scripts", "tune-local",
+                     tmp_path / "study.sqlite")
+    assert not (tmp_path / "study.sqlite").exists()
 
 
 @pytest.mark.parametrize("layout", ["sagemaker", "local_mode"])

@@ -17,7 +17,11 @@ START_ENGINE = ("`make container-images` installs and starts one (Debian, as roo
 
 
 class ContainerSetupError(RuntimeError):
-    """The Docker engine or a framework image is missing; the message says how to get it."""
+    """The Docker engine or a framework image is missing or out of reach; the message says what to do."""
+
+
+class EngineNotRunning(ContainerSetupError):
+    """No Docker engine answers (as opposed to one this user may not use)."""
 
 
 def local_mode_settings(settings: dict) -> dict:
@@ -51,8 +55,11 @@ def docker_client():
         client.ping()
         return client
     except Exception as error:
-        raise ContainerSetupError(f"backend local_container needs a running Docker engine, and none answers ({error}): "
-                                  f"{START_ENGINE}") from None
+        if "permission denied" in str(error).lower():
+            raise ContainerSetupError(f"a Docker engine runs, but this user may not use it ({error}): add the user "
+                                      f"to the docker group (then log in again), or run as root") from None
+        raise EngineNotRunning(f"backend local_container needs a running Docker engine, and none answers ({error}): "
+                               f"{START_ENGINE}") from None
 
 
 def require_image(client, uri: str):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 log = logging.getLogger("gunicorn.error")
 
@@ -46,7 +47,11 @@ def create_app(model_dir=None) -> Flask:
     def invocations():
         accept = request.headers.get("Accept") or "application/json"
         try:
-            data = handler.input_fn(request.get_data(), request.content_type)
+            body = request.get_data()
+        except RequestEntityTooLarge:
+            return error_response(413, f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes: send fewer inputs per request")
+        try:
+            data = handler.input_fn(body, request.content_type)
             prediction = handler.predict_fn(data, model)
             body, content_type = handler.output_fn(prediction, accept)
         except Exception as error:  # the handler's own 4xx errors carry status_code
@@ -54,6 +59,8 @@ def create_app(model_dir=None) -> Flask:
             if status >= 500:
                 log.exception("invocation failed")
                 return error_response(500, f"internal error: {type(error).__name__}: {error}")
+            if not isinstance(getattr(error, "message", None), str):  # a 4xx error of another kind
+                return error_response(status, str(error))
             # the handler's own body (error.message), as SageMaker's toolkit sends it
             return Response(error.message, status=status, mimetype="application/json")
         return Response(body, status=200, mimetype=content_type)

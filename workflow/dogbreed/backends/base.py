@@ -108,8 +108,9 @@ class HttpEndpointBackend(Backend):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if (how := died()) is not None:
+                lines = last_lines()  # before teardown removes what holds them
                 self.teardown(state_dir)
-                raise EndpointGone(f"the endpoint at {state['url']} {how} at start; the end of its log:\n{last_lines()}")
+                raise EndpointGone(f"the endpoint at {state['url']} {how} at start; the end of its log:\n{lines}")
             if ready(state["url"]):
                 return {k: state[k] for k in ("backend", "endpoint_name", "url", "model", "started_at")}
             time.sleep(pause)

@@ -13,10 +13,7 @@ and the endpoint must outlive it (DESIGN §4). Its container id is in the endpoi
 Nothing here needs an AWS account: the session gets a region, placeholder credentials (unless the
 store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
 """
-import contextlib
-import io
 import shutil
-import sys
 import tempfile
 import tarfile
 import time
@@ -39,31 +36,17 @@ def _tail(text: str, lines=25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Tee(io.TextIOBase):
-    """Writes to a log file and, when given, to the terminal."""
-
-    def __init__(self, log, echo):
-        self.log, self.echo = log, echo
-
-    def write(self, text):
-        self.log.write(text)
-        if self.echo is not None:
-            self.echo.write(text)
-        return len(text)
-
-    def flush(self):
-        self.log.flush()
-        if self.echo is not None:
-            self.echo.flush()
-
-
-def _remove_job_containers(client, container_root):
-    """Stop and remove the containers of the local-mode job whose compose project lives under
-    container_root: docker-compose leaves them behind, exited, after every job, and running when the
-    SDK's process is interrupted. (Other jobs' containers, a parallel trial's among them, stay.)"""
-    for container in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR}):
-        if Path(container.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root):
-            container.remove(force=True)
+def _remove_job_containers(client, container_root, log_path=None):
+    """Remove the containers of the local-mode jobs whose compose projects live under container_root
+    (other jobs', a parallel trial's among them, stay): docker-compose leaves them behind, exited,
+    after every job, and running when the SDK's process is interrupted. Their output goes to log_path
+    first: the SDK's own stream of it stops reading when compose exits, dropping the last lines."""
+    found = [c for c in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR})
+             if Path(c.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root)]
+    if log_path is not None:
+        Path(log_path).write_bytes(b"".join(c.logs() for c in found))
+    for container in found:
+        container.remove(force=True)
 
 
 def _handler_answers(url) -> bool:
@@ -140,27 +123,45 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         estimator = self.estimator(hyperparameters, source_dir, entry_point)
-        container_root = Path(tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-")).resolve()
+        # the job's own compose folder, so that its containers (named at random) can be found
+        container_root = Path(tempfile.mkdtemp(prefix=f"{job_name}-", dir=self._local_mode_root())).resolve()
         estimator.sagemaker_session = self._local_session(container_root)
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # local mode streams the container's output to sys.stdout: keep it as the job's log too
-            with open(log_path, "w") as log, contextlib.redirect_stdout(_Tee(log, sys.stdout if echo else None)):
-                estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True,
-                              logs=self.settings.get("logs", "All") != "None")
+        failure = None
+        try:  # the SDK prints the container's output as it comes; log.txt gets it whole afterwards
+            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True,
+                          logs=self.settings.get("logs", "All") != "None")
         except Exception as error:
-            raise JobFailed(f"local-mode training job {job_name} failed: {error}; last lines of {log_path}:\n"
-                            f"{_tail(log_path.read_text(errors='replace'))}") from error
+            failure = error
         finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
-            _remove_job_containers(client, container_root)
+            try:
+                _remove_job_containers(client, container_root, log_path)
+            except Exception as error:  # the engine went away: say so, keep the job's own outcome
+                print(f"could not collect or remove the containers of {job_name}: {error}")
             shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
+        if failure is not None:
+            log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            raise JobFailed(f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n"
+                            f"{_tail(log)}") from failure
         description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
         result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 
+    def _local_mode_root(self) -> Path:
+        """This backend's folder for local mode's per-job compose folders (in the system's temp)."""
+        if getattr(self, "_root", None) is None or not self._root.exists():
+            self._root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-")).resolve()
+        return self._root
+
     def tune(self, *args, **kwargs):
-        return Backend.tune(self, *args, **kwargs)
+        # Check the engine and image once, before Optuna: it would record their absence as failed trials.
+        client, _ = self._ready("training", self._gpu("instance_type"))
+        try:
+            return Backend.tune(self, *args, **kwargs)
+        finally:  # trials run in threads: on Ctrl-C or a stopped rule, stop the others' containers too
+            _remove_job_containers(client, self._local_mode_root())
+            shutil.rmtree(self._local_mode_root(), ignore_errors=True)
 
     # --- the endpoint: the inference image, detached ----------------------------------------------
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
@@ -219,7 +220,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         stopped = []
         try:
             client = containers.docker_client()
-        except containers.ContainerSetupError:  # no engine: no container of it runs
+        except containers.EngineNotRunning:  # no engine: no container of it runs
             client = None
         if client is not None:
             try:
@@ -230,5 +231,6 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
                 stopped.append(f"{state['endpoint_name']} ({state['url']}, container {state['container_id'][:12]})")
             except docker.errors.NotFound:
                 pass
+        shutil.rmtree(Path(state_dir) / "model", ignore_errors=True)
         forget_endpoint_state(state_dir)
         return stopped
