@@ -64,6 +64,7 @@ def _handler_answers(url) -> bool:
 
 class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
     name = "local_container"
+    _study_root = None  # while tune() runs: the folder under which its trials keep their compose folders
 
     def __init__(self, settings: dict):
         super().__init__(containers.local_mode_settings(settings))
@@ -124,7 +125,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         started = time.time()
         estimator = self.estimator(hyperparameters, source_dir, entry_point)
         # the job's own compose folder, so that its containers (named at random) can be found
-        container_root = Path(tempfile.mkdtemp(prefix=f"{job_name}-", dir=self._local_mode_root())).resolve()
+        container_root = Path(tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)).resolve()
         estimator.sagemaker_session = self._local_session(container_root)
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,20 +149,17 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 
-    def _local_mode_root(self) -> Path:
-        """This backend's folder for local mode's per-job compose folders (in the system's temp)."""
-        if getattr(self, "_root", None) is None or not self._root.exists():
-            self._root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-")).resolve()
-        return self._root
-
     def tune(self, *args, **kwargs):
         # Check the engine and image once, before Optuna: it would record their absence as failed trials.
         client, _ = self._ready("training", self._gpu("instance_type"))
+        # every trial's compose folder under one root, so that an interrupted study stops them all
+        self._study_root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-study-")).resolve()
         try:
             return Backend.tune(self, *args, **kwargs)
         finally:  # trials run in threads: on Ctrl-C or a stopped rule, stop the others' containers too
-            _remove_job_containers(client, self._local_mode_root())
-            shutil.rmtree(self._local_mode_root(), ignore_errors=True)
+            _remove_job_containers(client, self._study_root)
+            shutil.rmtree(self._study_root, ignore_errors=True)
+            self._study_root = None
 
     # --- the endpoint: the inference image, detached ----------------------------------------------
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
