@@ -102,6 +102,19 @@ class HttpEndpointBackend(Backend):
     def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
         return post_invocation(endpoint["url"], body, content_type, accept)
 
+    def teardown(self, state_dir) -> list:
+        """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""
+        state = read_endpoint_state(state_dir)
+        if state is None:
+            return []
+        stopped = self.stop_server(state, Path(state_dir))
+        forget_endpoint_state(state_dir)
+        return stopped
+
+    def stop_server(self, state, state_dir: Path) -> list:
+        """Stop the recorded server if it still runs; descriptions of what was stopped."""
+        raise NotImplementedError
+
     def wait_until_serving(self, state, state_dir, timeout, died, last_lines, ready=ping, pause=0.3) -> dict:
         """Poll until ready(url); the endpoint's description. died() says how the server ended (None while
         it runs), last_lines() the end of its log: either failure tears it down and says both."""

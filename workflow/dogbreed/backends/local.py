@@ -16,8 +16,7 @@ from pathlib import Path
 import psutil
 
 from dogbreed import metrics, store
-from dogbreed.backends.base import (HttpEndpointBackend, JobFailed, forget_endpoint_state, read_endpoint_state,
-                                    write_endpoint_state)
+from dogbreed.backends.base import HttpEndpointBackend, JobFailed, write_endpoint_state
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
 
@@ -157,11 +156,7 @@ class LocalBackend(HttpEndpointBackend):
             died=lambda: None if process.poll() is None else f"exited (code {process.returncode})",
             last_lines=lambda: _tail(log_path))
 
-    def teardown(self, state_dir) -> list:
-        """Stop the server recorded in state_dir/state.json, if it still runs; returns what was stopped."""
-        state = read_endpoint_state(state_dir)
-        if state is None:
-            return []
+    def stop_server(self, state, state_dir) -> list:
         stopped = []
         try:
             process = psutil.Process(state["pid"])
@@ -175,5 +170,4 @@ class LocalBackend(HttpEndpointBackend):
                 stopped.append(f"{state['endpoint_name']} ({state['url']}, pid {state['pid']})")
         except (psutil.NoSuchProcess, ProcessLookupError):
             pass
-        forget_endpoint_state(state_dir)
         return stopped

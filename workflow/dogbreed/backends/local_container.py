@@ -14,15 +14,14 @@ Nothing here needs an AWS account: the session gets a region, placeholder creden
 store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
 """
 import shutil
-import tempfile
 import tarfile
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import containers, store
-from dogbreed.backends.base import (Backend, EndpointGone, HttpEndpointBackend, JobFailed, forget_endpoint_state, ping,
-                                    read_endpoint_state, write_endpoint_state)
+from dogbreed.backends.base import Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping, write_endpoint_state
 from dogbreed.backends.sagemaker import SageMakerBackend
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
@@ -208,13 +207,10 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             last_lines=lambda: _tail(container.logs().decode(errors="replace")),
             ready=lambda url: ping(url) and _handler_answers(url), pause=1)
 
-    def teardown(self, state_dir) -> list:
-        """Stop and remove the container recorded in state_dir/state.json; its output is kept in the log."""
+    def stop_server(self, state, state_dir) -> list:
+        """Stop and remove the recorded container; its output is kept in the log."""
         import docker
 
-        state = read_endpoint_state(state_dir)
-        if state is None:
-            return []
         stopped = []
         try:
             client = containers.docker_client()
@@ -229,6 +225,5 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
                 stopped.append(f"{state['endpoint_name']} ({state['url']}, container {state['container_id'][:12]})")
             except docker.errors.NotFound:
                 pass
-        shutil.rmtree(Path(state_dir) / "model", ignore_errors=True)
-        forget_endpoint_state(state_dir)
+        shutil.rmtree(state_dir / "model", ignore_errors=True)
         return stopped
