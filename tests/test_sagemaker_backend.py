@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from dogbreed.backends import get_backend
-from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
 from dogbreed.containers import ContainerSetupError
 
 SETTINGS = {
@@ -143,6 +143,7 @@ def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
     assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid_accuracy"}
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}
+    assert config["RandomSeed"] == SPEC["seed"]  # tuning.seed reaches the tuner
     ranges = config["ParameterRanges"]
     assert ranges["ContinuousParameterRanges"] == [{"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]
     assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ['"32"', '"64"']}]
@@ -258,3 +259,47 @@ def test_a_rerun_attaches_to_a_running_job(aws, tmp_path):
     result = backend.train("train-running", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert result["job_name"] == "train-running"
     assert [name for name, _ in captured if name == "CreateTrainingJob"] == ["CreateTrainingJob"]  # only the earlier run's
+
+
+def test_the_endpoint_estimate_says_per_hour_and_for_how_long(aws, tmp_path, capsys):
+    backend = backend_for(aws, [], confirm=False)
+    with pytest.raises(CloudCostNotConfirmed):
+        backend.deploy(tmp_path / "model.tar.gz", "dogbreed-price", tmp_path / "state")
+    out = capsys.readouterr().out
+    assert "1 × ml.m5.large × 24 h × $0.115/h = $2.76 for its first day; it bills every hour until `snakemake teardown`" in out
+
+
+def test_teardown_deletes_in_the_region_it_deployed_to(aws, tmp_path):
+    backend = backend_for(aws, [])
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+    backend.deploy(model_tar, "dogbreed-region", tmp_path / "state")
+    deployed_in = json.loads((tmp_path / "state/state.json").read_text())["region"]
+    elsewhere = backend_for(aws, [], region="eu-west-1")  # the settings changed since
+    assert elsewhere.session.boto_region_name == "eu-west-1" != deployed_in
+    assert [d.split()[0] for d in elsewhere.teardown(tmp_path / "state")] == ["endpoint", "endpointconfig", "model"]
+    assert backend._endpoint_status("dogbreed-region") is None
+
+
+def test_a_throttled_lookup_is_not_taken_for_no_tuning_job(aws, tmp_path):
+    from botocore.exceptions import ClientError
+
+    captured = []
+    backend = backend_for(aws, captured)
+
+    def throttled(**_):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeHyperParameterTuningJob")
+    backend.client.meta.events.register("before-call.sagemaker.DescribeHyperParameterTuningJob", throttled)
+    with pytest.raises(ClientError, match="Rate exceeded"):
+        backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-throttled", None)
+    assert sent(captured, "CreateHyperParameterTuningJob") == []  # no duplicate tuning job launched
+
+
+def test_warm_start_takes_the_five_best_parents():
+    jobs = [{"HyperParameterTuningJobName": f"t-w{i}",
+             "BestTrainingJob": {"FinalHyperParameterTuningJobObjectiveMetric": {"Value": value}}}
+            for i, value in enumerate([0.5, 0.9, 0.1, 0.7, 0.8, 0.6, 0.3])] + [{"HyperParameterTuningJobName": "t-none"}]
+    assert warm_start_parents(jobs, "Maximize") == {"t-w1", "t-w4", "t-w3", "t-w5", "t-w0"}
+    assert warm_start_parents(jobs, "Minimize") == {"t-w2", "t-w6", "t-w0", "t-w5", "t-w3"}
+    assert warm_start_parents(jobs[:2], "Maximize") == {"t-w0", "t-w1"}

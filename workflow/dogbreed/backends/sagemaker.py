@@ -79,7 +79,7 @@ class SageMakerBackend(Backend):
         print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
         for _, line in lines:
             print(f"  {line}")
-        print(f"  total: at most ${total:,.2f}" + (" plus unpriced items" if any(d is None for d, _ in lines) else ""))
+        print(f"  total of the above: ${total:,.2f}" + (" plus unpriced items" if any(d is None for d, _ in lines) else ""))
         if not self.settings.get("confirm_cloud"):
             raise CloudCostNotConfirmed("refusing to start paid SageMaker work without confirmation: rerun with "
                                         "--config confirm_cloud=true once the estimate above is acceptable")
@@ -122,8 +122,7 @@ class SageMakerBackend(Backend):
         try:
             return self.client.describe_training_job(TrainingJobName=job_name)
         except self.client.exceptions.ClientError as error:
-            message = str(error).lower()  # SageMaker: "Requested resource not found"; moto: "Could not find"
-            if "not found" in message or "could not find" in message:
+            if _not_found(error):
                 return None
             raise
 
@@ -245,9 +244,9 @@ class SageMakerBackend(Backend):
                 self.estimator(fixed_hyperparameters, source_dir), spec["objective"]["metric"], ranges,
                 metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
                 objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
-                early_stopping_type=spec.get("early_stopping", "Off"), tags=self._tags(),
+                early_stopping_type=spec.get("early_stopping", "Off"), tags=self._tags(), random_seed=spec.get("seed"),
                 warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
-                                                  parents={d["HyperParameterTuningJobName"] for d in done}) if done else None)
+                                                  parents=warm_start_parents(done, spec["objective"]["type"])) if done else None)
             tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
             print(f"launched tuning job {job_name}")
         else:
@@ -262,8 +261,10 @@ class SageMakerBackend(Backend):
         for name in [tuning_name] + [f"{tuning_name}-w{i}" for i in range(1, 50)]:
             try:
                 jobs.append(self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name))
-            except self.client.exceptions.ClientError:
-                break
+            except self.client.exceptions.ClientError as error:
+                if _not_found(error):  # throttling or AccessDenied must not read as "no such job"
+                    break
+                raise
         return jobs
 
     def _wait_for_tuning(self, job_name):
@@ -306,9 +307,11 @@ class SageMakerBackend(Backend):
         from sagemaker.pytorch import PyTorchModel
 
         s = self.settings
+        # an endpoint bills every hour until teardown: price its first day, and say so
         dollars, line = cost_line(f"endpoint {endpoint_name}", s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)),
-                                  1, s.get("prices_per_hour", {}))
-        self.confirm([(dollars, line.replace("up to 1 h", "each hour until `snakemake teardown`"))])
+                                  24, s.get("prices_per_hour", {}))
+        self.confirm([(dollars, line.replace("up to 24 h", "24 h").replace("= at most", "=")
+                       + " for its first day; it bills every hour until `snakemake teardown`")])
         self.teardown(state_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         model_name = f"{endpoint_name}-{stamp}"
@@ -363,10 +366,12 @@ class SageMakerBackend(Backend):
         state = read_endpoint_state(state_dir)
         if state is None:
             return []
+        # where it was deployed: in another region "Could not find" would read as already gone while it bills
+        client = self._client_in(state.get("region"))
         deleted = []
-        for call, key, argument in ((self.client.delete_endpoint, "endpoint_name", "EndpointName"),
-                                    (self.client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
-                                    (self.client.delete_model, "model_name", "ModelName")):
+        for call, key, argument in ((client.delete_endpoint, "endpoint_name", "EndpointName"),
+                                    (client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
+                                    (client.delete_model, "model_name", "ModelName")):
             try:
                 call(**{argument: state[key]})
                 deleted.append(f"{argument[:-4].lower()} {state[key]}")
@@ -374,16 +379,40 @@ class SageMakerBackend(Backend):
                 if not any(text in str(error) for text in ("Could not find", "does not exist", "not found")):
                     raise
         # Deletion is asynchronous: a redeploy under the same name must wait until the old one is gone.
-        while self._endpoint_status(state["endpoint_name"]) in ("InService", "Deleting"):
+        while self._endpoint_status(state["endpoint_name"], client) in ("InService", "Deleting"):
             self._pause()
         forget_endpoint_state(state_dir)
         return deleted
 
-    def _endpoint_status(self, endpoint_name):
+    def _client_in(self, region):
+        """The SageMaker client of `region` (this session's when None or the same)."""
+        if not region or region == self.session.boto_region_name:
+            return self.client
+        return self.session.boto_session.client("sagemaker", region_name=region)
+
+    def _endpoint_status(self, endpoint_name, client=None):
         try:
-            return self.client.describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
+            return (client or self.client).describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
         except Exception:
             return None
+
+
+def _not_found(error) -> bool:
+    """A ClientError that means "no such resource" (SageMaker: ResourceNotFound, "Requested resource not
+    found"; moto: "Could not find"), as opposed to throttling, AccessDenied and the like."""
+    message = str(error).lower()
+    return error.response.get("Error", {}).get("Code") == "ResourceNotFound" or "not found" in message or "could not find" in message
+
+
+def warm_start_parents(tuning_jobs, objective_type, limit=5) -> set:
+    """The names of the `limit` completed tuning jobs with the best objective (the API takes at most 5
+    parents); jobs without a best training job come last."""
+    def best(job):
+        value = job.get("BestTrainingJob", {}).get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
+        if value is None:
+            return float("inf")
+        return -value if objective_type == "Maximize" else value
+    return {job["HyperParameterTuningJobName"] for job in sorted(tuning_jobs, key=best)[:limit]}
 
 
 def _typed(parameter, value):
