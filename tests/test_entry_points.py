@@ -86,6 +86,8 @@ def served(trained, tmp_path_factory):
     packaging.package_for_serving(result["model_uri"][len("file://"):], REPO / "scripts", folder / "model.tar.gz")
     with tarfile.open(folder / "model.tar.gz") as archive:
         assert "code/inference.py" in archive.getnames() and "model.pth" in archive.getnames()
+        # what serving needs, nothing the toolkit would pip-install at start-up
+        assert sorted(n for n in archive.getnames() if n.startswith("code/")) == ["code/classifier.py", "code/inference.py"]
         archive.extractall(folder / "model", filter="data")
     return folder / "model", inference.model_fn(str(folder / "model"))
 

@@ -1,20 +1,26 @@
-"""The served artifact: the training job's model.tar.gz plus code/ (the whole source_dir, with
-inference.py), as SageMaker's PyTorchModel repacks it. Editing inference.py therefore redeploys
-without retraining."""
+"""The served artifact: the training job's model.tar.gz plus code/ with what serving needs from the
+source_dir (inference.py and the module it imports), as SageMaker's PyTorchModel repacks it. Editing
+inference.py therefore redeploys without retraining.
+
+Only those files: a requirements.txt in code/ would make SageMaker's inference toolkit pip-install it
+when the endpoint starts (network needed, slower start, and a pip failure fails the endpoint), and the
+training requirements (smdebug, its protobuf pin) have no business on an endpoint."""
 import tarfile
 from pathlib import Path
+
+SERVING_CODE = ("inference.py", "classifier.py")
 
 
 def package_for_serving(model_tar, source_dir, out_tar):
     source_dir = Path(source_dir)
-    if not (source_dir / "inference.py").is_file():
-        raise FileNotFoundError(f"{source_dir}/inference.py is missing: the endpoint needs it")
+    for name in SERVING_CODE:
+        if not (source_dir / name).is_file():
+            raise FileNotFoundError(f"{source_dir}/{name} is missing: the endpoint needs it")
     Path(out_tar).parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(model_tar) as model, tarfile.open(out_tar, "w:gz") as out:
         for member in model.getmembers():
             if member.name.startswith("code/"):
                 continue  # a stale code/ would shadow the current one
             out.addfile(member, model.extractfile(member) if member.isfile() else None)
-        for path in sorted(source_dir.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                out.add(path, arcname=f"code/{path.relative_to(source_dir).as_posix()}")
+        for name in SERVING_CODE:
+            out.add(source_dir / name, arcname=f"code/{name}")

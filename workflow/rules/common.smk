@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 from dogbreed import fetch as fetch_module
-from dogbreed import naming
+from dogbreed import naming, packaging
 
 RESULTS = config["results_dir"]
 if config["store"]["endpoint_url"]:
@@ -39,9 +39,10 @@ def code(*modules):
 
 
 # Everything shipped to SageMaker as source_dir; training uses all of it but the serving handler,
-# so an edit of inference.py redeploys without retuning or retraining.
+# so an edit of inference.py redeploys without retuning or retraining. The endpoint gets SERVING_CODE.
 CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".txt"))
 TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
+SERVING_CODE = [str(SCRIPTS_DIR / name) for name in packaging.SERVING_CODE]
 
 
 def backend_settings():

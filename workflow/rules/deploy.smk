@@ -5,7 +5,7 @@
 rule package_model:
     input:
         code("packaging"),
-        CONTAINER_CODE,
+        SERVING_CODE,
         model=rules.train.output.model,
     output:
         R("deploy/model.tar.gz"),
