@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from conftest import REPO
-from dogbreed.backends import get_backend
+from dogbreed.backends import JobFailed, get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
 from dogbreed.containers import ContainerSetupError
 
@@ -303,3 +303,21 @@ def test_warm_start_takes_the_five_best_parents():
     assert warm_start_parents(jobs, "Maximize") == {"t-w1", "t-w4", "t-w3", "t-w5", "t-w0"}
     assert warm_start_parents(jobs, "Minimize") == {"t-w2", "t-w6", "t-w0", "t-w5", "t-w3"}
     assert warm_start_parents(jobs[:2], "Maximize") == {"t-w0", "t-w1"}
+
+
+def test_a_failed_job_says_why_in_our_words(aws, tmp_path, monkeypatch):
+    """The SDK's UnexpectedStatusException would come first; the project's JobFailed, with SageMaker's
+    FailureReason and where the logs are, is what the user reads."""
+    from sagemaker.exceptions import UnexpectedStatusException
+
+    backend = backend_for(aws, [])
+
+    def job_failed(*args, **kwargs):
+        raise UnexpectedStatusException(message="Error for Training job train-fails: Failed.",
+                                        allowed_statuses=["Completed", "Stopped"], actual_status="Failed")
+    monkeypatch.setattr(backend.session, "logs_for_job", job_failed)
+    original = backend._describe_job
+    monkeypatch.setattr(backend, "_describe_job", lambda name: original(name) and {
+        **original(name), "TrainingJobStatus": "Failed", "FailureReason": "AlgorithmError: ExecuteUserScriptError"})
+    with pytest.raises(JobFailed, match=r"train-fails ended Failed: AlgorithmError: ExecuteUserScriptError \(logs: CloudWatch"):
+        backend.train("train-fails", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")

@@ -161,13 +161,22 @@ class SageMakerBackend(Backend):
             estimator = self.estimator(hyperparameters, source_dir, entry_point)
             estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
-        self._wait(lambda: self.session.logs_for_job(name, wait=True, log_type=self.settings.get("logs", "All")),
-                   lambda: self.client.stop_training_job(TrainingJobName=name))
+        self._wait(lambda: self._follow_logs(name), lambda: self.client.stop_training_job(TrainingJobName=name))
         description = self._describe_job(name)
         if description["TrainingJobStatus"] != "Completed":
             raise JobFailed(f"training job {name} ended {description['TrainingJobStatus']}: "
                             f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch /aws/sagemaker/TrainingJobs)")
         return self._collect(name, description, Path(jobs_dir), on_line, keep_model, started)
+
+    def _follow_logs(self, name):
+        """Print the job's logs until it ends. The SDK raises its own UnexpectedStatusException for a job
+        that failed or stopped: the caller says why, from the job's description, instead."""
+        from sagemaker.exceptions import UnexpectedStatusException
+
+        try:
+            self.session.logs_for_job(name, wait=True, log_type=self.settings.get("logs", "All"))
+        except UnexpectedStatusException:
+            pass
 
     def _collect(self, name, description, jobs_dir, on_line, keep_model, started):
         """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
