@@ -321,3 +321,19 @@ def test_a_failed_job_says_why_in_our_words(aws, tmp_path, monkeypatch):
         **original(name), "TrainingJobStatus": "Failed", "FailureReason": "AlgorithmError: ExecuteUserScriptError"})
     with pytest.raises(JobFailed, match=r"train-fails ended Failed: AlgorithmError: ExecuteUserScriptError \(logs: CloudWatch"):
         backend.train("train-fails", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+
+
+@pytest.mark.parametrize("backend_name", ["sagemaker", "local_container"])
+def test_a_weights_file_on_this_machine_is_refused_before_launching(aws, tmp_path, backend_name, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # refused before Docker is asked
+    captured = []
+    if backend_name == "sagemaker":
+        backend = backend_for(aws, captured)
+    else:  # local mode's client is the SDK's own, not botocore's: nothing is sent anywhere
+        backend = get_backend(backend_name, {"metric_definitions": [], "output_s3_uri": f"file://{tmp_path}/jobs"})
+    weights = {"weights": str(tmp_path / "resnet18-f37072fd.pth")}
+    with pytest.raises(JobFailed, match=r"model.weights is a file on this machine .*resnet18-f37072fd.pth"):
+        backend.train("train-weights", {"lr": 0.1, **weights}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    with pytest.raises(JobFailed, match="model.weights is a file on this machine"):
+        backend.tune(SPEC, weights, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-weights", tmp_path / "study.sqlite")
+    assert sent(captured, "CreateTrainingJob") == sent(captured, "CreateHyperParameterTuningJob") == []

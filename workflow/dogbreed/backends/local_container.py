@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dogbreed import containers, store
 from dogbreed.backends.base import Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping, write_endpoint_state
-from dogbreed.backends.sagemaker import SageMakerBackend
+from dogbreed.backends.sagemaker import SageMakerBackend, refuse_local_files
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
@@ -120,6 +120,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
               on_line=None, echo=True, keep_model=True) -> dict:
         from sagemaker.inputs import TrainingInput
 
+        refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         estimator = self.estimator(hyperparameters, source_dir, entry_point)
@@ -148,13 +149,15 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 
-    def tune(self, *args, **kwargs):
-        # Check the engine and image once, before Optuna: it would record their absence as failed trials.
+    def tune(self, spec, fixed_hyperparameters, *args, **kwargs):
+        # Check once, before Optuna: it would record these problems as failed trials, and a rerun would
+        # find none left to run.
+        refuse_local_files(fixed_hyperparameters)
         client, _ = self._ready("training", self._gpu("instance_type"))
         # every trial's compose folder under one root, so that an interrupted study stops them all
         self._study_root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-study-")).resolve()
         try:
-            return Backend.tune(self, *args, **kwargs)
+            return Backend.tune(self, spec, fixed_hyperparameters, *args, **kwargs)
         finally:  # trials run in threads: on Ctrl-C or a stopped rule, stop the others' containers too
             _remove_job_containers(client, self._study_root)
             shutil.rmtree(self._study_root, ignore_errors=True)

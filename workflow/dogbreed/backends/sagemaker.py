@@ -99,6 +99,8 @@ class SageMakerBackend(Backend):
     def estimator(self, hyperparameters, source_dir, entry_point="train.py"):
         from sagemaker.pytorch import PyTorch
 
+        refuse_local_files(hyperparameters)
+
         s = self.settings
         kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
                       framework_version=str(s["framework_version"]), py_version=s["py_version"],
@@ -404,6 +406,15 @@ class SageMakerBackend(Backend):
             return (client or self.client).describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
         except Exception:
             return None
+
+
+def refuse_local_files(hyperparameters):
+    """A job in a container (SageMaker, local mode) cannot read a path on this machine: refuse before
+    anything is launched, rather than fail inside the job."""
+    weights = str(hyperparameters.get("weights", "imagenet"))
+    if weights not in ("imagenet", "none"):
+        raise JobFailed(f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container "
+                        f"cannot read: use imagenet or none with this backend, or the local backend for that file")
 
 
 def _not_found(error) -> bool:
