@@ -337,3 +337,34 @@ def test_a_weights_file_on_this_machine_is_refused_before_launching(aws, tmp_pat
     with pytest.raises(JobFailed, match="model.weights is a file on this machine"):
         backend.tune(SPEC, weights, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-weights", tmp_path / "study.sqlite")
     assert sent(captured, "CreateTrainingJob") == sent(captured, "CreateHyperParameterTuningJob") == []
+
+
+@pytest.mark.parametrize("strategy, parameters, limits, early_stopping", [
+    ("Hyperband", SPEC["parameters"], {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}, "Off"),
+    ("Grid", {"lr": {"type": "categorical", "values": [0.01, 0.1, 0.3]},
+              "batch_size": {"type": "categorical", "values": [32, 64]}},
+     {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2}, "Auto"),
+])
+def test_tuning_specs_are_sent_as_the_api_accepts_them(aws, tmp_path, strategy, parameters, limits, early_stopping):
+    """Hyperband: the API requires early stopping Off. Grid: the job count must be the number of combinations."""
+    captured = []
+    backend = backend_for(aws, captured)
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
+        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
+         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+    backend.tune({**SPEC, "strategy": strategy, "parameters": parameters}, {}, CHANNELS(aws), tmp_path, REPO / "scripts",
+                 f"tune-{strategy.lower()}", None)
+    config = sent(captured, "CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == strategy and config["ResourceLimits"] == limits
+    assert config["TrainingJobEarlyStoppingType"] == early_stopping
+
+
+def test_a_grid_of_continuous_ranges_is_refused_before_launching(aws, tmp_path):
+    from dogbreed.tuning import TuningError
+
+    captured = []
+    backend = backend_for(aws, captured)
+    with pytest.raises(TuningError, match="Grid needs categorical parameters only.*these are not: lr"):
+        backend.tune({**SPEC, "strategy": "Grid"}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grid-bad", None)
+    assert sent(captured, "CreateHyperParameterTuningJob") == []

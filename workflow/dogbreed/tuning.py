@@ -25,6 +25,15 @@ class TuningError(RuntimeError):
     pass
 
 
+def grid_values(spec) -> dict:
+    """{parameter: values} of a Grid spec; Grid takes categorical parameters only (as SageMaker's does)."""
+    not_categorical = [n for n, p in spec["parameters"].items() if p["type"] != "categorical"]
+    if not_categorical:
+        raise TuningError(f"strategy Grid needs categorical parameters only (as SageMaker's does); "
+                          f"these are not: {', '.join(not_categorical)}")
+    return {n: list(p["values"]) for n, p in spec["parameters"].items()}
+
+
 def suggest(trial, name: str, parameter: dict):
     kind = parameter["type"]
     log = parameter.get("scaling", "Auto") == "Logarithmic"
@@ -58,11 +67,7 @@ def make_sampler(spec: dict, seed: int):
     if strategy == "Random":
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "Grid":
-        not_categorical = [n for n, p in spec["parameters"].items() if p["type"] != "categorical"]
-        if not_categorical:
-            raise TuningError(f"strategy Grid needs categorical parameters only (as SageMaker's does); "
-                              f"these are not: {', '.join(not_categorical)}")
-        return optuna.samplers.GridSampler({n: list(p["values"]) for n, p in spec["parameters"].items()}, seed=seed)
+        return optuna.samplers.GridSampler(grid_values(spec), seed=seed)
     raise TuningError(f"unknown tuning strategy {strategy!r}: Bayesian, Random, Grid or Hyperband")
 
 

@@ -8,6 +8,7 @@ stopping the rule stops the cloud job it launched. Cloud work is priced first an
 confirm_cloud: true.
 """
 import json
+import math
 import os
 import shutil
 import tarfile
@@ -247,15 +248,15 @@ class SageMakerBackend(Backend):
         if running:
             job_name = running[-1]["HyperParameterTuningJobName"]
             print(f"tuning job {job_name} is still running: attaching to it")
-        elif finished_trials < spec["max_jobs"]:
+        elif not (spec["strategy"] == "Grid" and done) and finished_trials < spec["max_jobs"]:
             job_name = tuning_name if not previous else f"{tuning_name}-w{len(previous)}"
-            new_trials = spec["max_jobs"] - finished_trials
+            new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
             self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials)])
             tuner = HyperparameterTuner(
                 self.estimator(fixed_hyperparameters, source_dir), spec["objective"]["metric"], ranges,
                 metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
                 objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
-                early_stopping_type=spec.get("early_stopping", "Off"), tags=self._tags(), random_seed=spec.get("seed"),
+                early_stopping_type=early_stopping, tags=self._tags(), random_seed=spec.get("seed"),
                 warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
                                                   parents=warm_start_parents(done, spec["objective"]["type"])) if done else None)
             tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
@@ -406,6 +407,18 @@ class SageMakerBackend(Backend):
             return (client or self.client).describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
         except Exception:
             return None
+
+
+def api_tuning_limits(spec, finished_trials) -> tuple:
+    """(MaxNumberOfTrainingJobs, TrainingJobEarlyStoppingType) as the API accepts them for the spec.
+    Hyperband stops trials itself: the API requires early stopping Off with it. Grid runs every
+    combination of its categorical values: the job count is theirs (the API refuses any other)."""
+    from dogbreed import tuning  # here: the other rules that import this module need no tuning code
+
+    early_stopping = "Off" if spec["strategy"] == "Hyperband" else spec.get("early_stopping", "Off")
+    if spec["strategy"] == "Grid":
+        return math.prod(len(values) for values in tuning.grid_values(spec).values()), early_stopping
+    return spec["max_jobs"] - finished_trials, early_stopping
 
 
 def refuse_local_files(hyperparameters):
