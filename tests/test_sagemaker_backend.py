@@ -68,6 +68,14 @@ def put_job_outputs(bucket, job_name, epochs=2):
     s3.put_object(Bucket=bucket, Key=f"jobs/{job_name}/output/output.tar.gz", Body=buffer.getvalue())
 
 
+def answer_one_completed_trial(backend):
+    """moto lacks ListTrainingJobsForHyperParameterTuningJob: every tuning job lists one completed trial."""
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
+        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
+         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+
+
 CHANNELS = lambda bucket: {"train": f"s3://{bucket}/data/train", "valid": f"s3://{bucket}/data/valid"}  # noqa: E731
 
 
@@ -228,10 +236,7 @@ def test_output_data_reads_the_same_from_both_archive_layouts(tmp_path, layout):
 def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
     captured = []
     backend = backend_for(aws, captured)
-    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
-        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
-         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
-         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+    answer_one_completed_trial(backend)
     backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grow", None)
     first = backend.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-grow")
     done = sum(first["ObjectiveStatusCounters"].get(k, 0) for k in ("Succeeded", "Failed"))
@@ -349,10 +354,7 @@ def test_tuning_specs_are_sent_as_the_api_accepts_them(aws, tmp_path, strategy, 
     """Hyperband: the API requires early stopping Off. Grid: the job count must be the number of combinations."""
     captured = []
     backend = backend_for(aws, captured)
-    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
-        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
-         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
-         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+    answer_one_completed_trial(backend)
     backend.tune({**SPEC, "strategy": strategy, "parameters": parameters}, {}, CHANNELS(aws), tmp_path, REPO / "scripts",
                  f"tune-{strategy.lower()}", None)
     config = sent(captured, "CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobConfig"]
