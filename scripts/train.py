@@ -68,6 +68,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def training_job_name(env=os.environ) -> str:
+    """This job's name: SageMaker and its local mode set TRAINING_JOB_NAME (kept across a spot
+    restart), the project's local backend passes it in SM_TRAINING_ENV; "" when run by hand."""
+    if env.get("TRAINING_JOB_NAME"):
+        return env["TRAINING_JOB_NAME"]
+    try:
+        return str(json.loads(env.get("SM_TRAINING_ENV") or "{}").get("job_name") or "")
+    except ValueError:
+        return ""
+
+
 def list_class_folders(*channels):
     """{class index: breed name} over the given channel folders; indices come from the NNN prefix."""
     classes = {}
@@ -207,12 +218,18 @@ def main(argv=None):
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
 
     # Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs this
-    # folder to S3 and back; the local backend keeps it until the job succeeds.
-    checkpoint_path = Path(args.checkpoint_dir) / "checkpoint.pth"
+    # folder to S3 and back; the local backend keeps it until the job succeeds. Only this job's own
+    # checkpoint counts: the trials of a SageMaker tuning job share one checkpoint prefix, so each
+    # keeps its checkpoint under its own name and never resumes from another job's weights.
+    job_name = training_job_name()
+    checkpoint_path = Path(args.checkpoint_dir) / job_name / "checkpoint.pth"
     start_epoch = 1
     best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
-    if checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
+    if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
+        print(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}", flush=True)
+        checkpoint = None
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -232,17 +249,20 @@ def main(argv=None):
             epoch_metrics = {"epoch": epoch, "train_loss": round(train_loss, 4), "train_accuracy": round(train_accuracy, 4),
                              "valid_loss": round(valid_loss, 4), "valid_accuracy": round(valid_accuracy, 4),
                              "epoch_seconds": round(time.perf_counter() - started, 1)}
+            if valid_loss < best["valid_loss"]:
+                best = {"epoch": epoch, "valid_loss": valid_loss,
+                        "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            # Checkpoint first, then report: an epoch whose line was printed is never lost to an
+            # interruption. Written aside and renamed, so a kill mid-write leaves the previous one whole.
+            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "epoch": epoch, "best": best, "job_name": job_name}, checkpoint_path.with_suffix(".tmp"))
+            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
             # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex; the
             # same values go to the output data, for backends whose logs are far away (SageMaker).
             print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
             with open(output_dir / "metrics.jsonl", "a") as metrics_file:
                 metrics_file.write(json.dumps(epoch_metrics) + "\n")
-            if valid_loss < best["valid_loss"]:
-                best = {"epoch": epoch, "valid_loss": valid_loss,
-                        "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best}, checkpoint_path)
     if hook is not None:
         hook.close()
     if timer is not None:
@@ -255,6 +275,9 @@ def main(argv=None):
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))
     print(f"saved model to {args.model_dir}", flush=True)
+    # Done: the checkpoint has served its purpose. Removing it keeps later trials of a tuning job,
+    # which share the checkpoint prefix, from copying it into their containers.
+    checkpoint_path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

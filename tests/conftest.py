@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import re
 import tarfile
 import zipfile
 import shutil
@@ -107,7 +108,7 @@ def moto_server():
 def bucket(moto_server, request):
     import boto3
 
-    name = "dogs-" + request.node.name.lower().replace("_", "-")[:40]
+    name = "dogs-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")  # parametrised ids too
     boto3.client("s3").create_bucket(Bucket=name)
     return name
 

@@ -1,7 +1,9 @@
 """scripts/train.py and scripts/inference.py under their SageMaker contracts, and the endpoint app."""
 import base64
+import contextlib
 import io
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -46,19 +48,80 @@ def test_the_epoch_with_the_lowest_validation_loss_is_kept(trained):
     assert f"keeping epoch {best} " in open(result["log"]).read()
 
 
-def test_training_resumes_from_a_checkpoint(tiny_channels, tmp_path):
-    channels, _ = tiny_channels
-    args = ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",
-            "--train", str(channels / "train"), "--valid", str(channels / "valid"), "--model_dir", str(tmp_path / "m"),
-            "--output_data_dir", str(tmp_path / "o"), "--checkpoint_dir", str(tmp_path / "c")]
-    import train
-    train.main(args[:5] + ["1"] + args[6:])  # one epoch, then "interrupted"
-    assert torch.load(tmp_path / "c/checkpoint.pth", weights_only=True)["epoch"] == 1
+def interrupted_after_first_epoch(train, args, monkeypatch):
+    """Run train.main(args) and stop it the way a reclaimed spot instance does: after epoch 1's checkpoint."""
+    run_epoch = train.run_epoch
+    calls = []
+
+    def stop_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 1 trained and validated, epoch 2 starting
+            raise KeyboardInterrupt("spot instance reclaimed")
+        return run_epoch(*a, **k)
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "run_epoch", stop_in_epoch_two)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(args)
+
+
+def run_main(train, args) -> str:
     out = io.StringIO()
-    import contextlib
     with contextlib.redirect_stdout(out):
         train.main(args)
-    assert "resumed from" in out.getvalue() and "epoch=1 " not in out.getvalue() and "epoch=2 " in out.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture
+def train_args(tiny_channels, tmp_path):
+    channels, _ = tiny_channels
+    return ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",
+            "--train", str(channels / "train"), "--valid", str(channels / "valid"), "--model_dir", str(tmp_path / "m"),
+            "--output_data_dir", str(tmp_path / "o"), "--checkpoint_dir", str(tmp_path / "c")]
+
+
+def test_training_resumes_from_its_own_checkpoint(train_args, tmp_path, monkeypatch):
+    import train
+    monkeypatch.setenv("TRAINING_JOB_NAME", "train-abc")  # as SageMaker sets it, the same after a spot restart
+    interrupted_after_first_epoch(train, train_args, monkeypatch)
+    checkpoint = torch.load(tmp_path / "c/train-abc/checkpoint.pth", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["job_name"] == "train-abc"
+    out = run_main(train, train_args)
+    assert "resumed from" in out and "epoch=1 " not in out and "epoch=2 " in out
+    assert not (tmp_path / "c/train-abc/checkpoint.pth").exists()  # done: later jobs sharing the prefix skip it
+
+
+def test_another_jobs_checkpoint_is_never_resumed(train_args, tmp_path, monkeypatch):
+    """The trials of a SageMaker tuning job share one checkpoint prefix: each finds the others' there."""
+    import train
+    monkeypatch.setenv("TRAINING_JOB_NAME", "tune-abc-001-x")
+    interrupted_after_first_epoch(train, train_args, monkeypatch)
+    monkeypatch.setenv("TRAINING_JOB_NAME", "tune-abc-002-y")
+    out = run_main(train, train_args)
+    assert "resumed from" not in out and "epoch=1 " in out and "epoch=2 " in out
+    assert (tmp_path / "c/tune-abc-001-x/checkpoint.pth").exists()  # the other trial's, untouched
+    # a checkpoint copied under this job's name is still refused when another job wrote it
+    shutil.copytree(tmp_path / "c/tune-abc-001-x", tmp_path / "c/tune-abc-003-z")
+    monkeypatch.setenv("TRAINING_JOB_NAME", "tune-abc-003-z")
+    out = run_main(train, train_args)
+    assert "ignoring" in out and "written by job 'tune-abc-001-x'" in out and "resumed from" not in out
+
+
+def test_the_local_backend_resumes_an_interrupted_job(tiny_channels, tmp_path):
+    """The same job name (same inputs) after a Ctrl-C: the rerun resumes from the job's own checkpoint."""
+    channels, _ = tiny_channels
+    backend = LocalBackend({})
+    hyperparameters = {"weights": "none", "image_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0}
+    job = ("tiny-resume", hyperparameters, {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"},
+           tmp_path, REPO / "scripts")
+
+    def interrupt_after_epoch_one(line):
+        if line.startswith("epoch=1 "):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        backend.train(*job, on_line=interrupt_after_epoch_one, echo=False)
+    assert (tmp_path / "tiny-resume/checkpoints/tiny-resume/checkpoint.pth").is_file()
+    result = backend.train(*job, echo=False)
+    assert "resumed from" in open(result["log"]).read() and [m["epoch"] for m in result["metrics"]] == [2]
 
 
 def test_unavailable_imagenet_weights_are_a_clear_error(monkeypatch, tmp_path):
@@ -174,3 +237,73 @@ def test_the_endpoint_app_serves_the_packed_code(served, trained):
     app.config["MAX_CONTENT_LENGTH"] = 1000
     too_big = app.test_client().post("/invocations", data=b"0" * 2000, headers={"Content-Type": "application/x-npy"})
     assert too_big.status_code == 413 and "over 1000 bytes" in too_big.json["error"]
+
+
+def noise_png(path, side, seed):
+    """A photo-sized PNG that does not compress: side² × 3 bytes and a bit more."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, compress_level=1)
+    return path
+
+
+def test_request_plan_keeps_every_request_within_the_limit(tmp_path):
+    from dogbreed.evaluate import request_plan
+
+    sizes = [100, 2_000_000, 2_000_000, 5_000_000, 100, 100, 1_000_000]
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(b"x" * size)
+    plan = request_plan(paths, max_images=2, max_bytes=5_000_000)
+    # base64 adds a third: 2 MB images go 2 per request at most; the 5 MB one alone, as an array
+    assert plan == [("application/json", [0, 1]), ("application/x-npy", [3]), ("application/json", [2, 4]),
+                    ("application/json", [5, 6])]
+    assert sorted(i for _, indices in plan for i in indices) == list(range(len(sizes)))  # each image once
+
+
+def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, trained, tmp_path):
+    """Real photos and prepare's lossless PNGs are MBs each: 16 per request would break SageMaker's 6 MB
+    limit, which the local server applies too. Requests are built by size; an image too big for JSON goes
+    as its input array, preprocessed as the server would, so its answer is the same."""
+    from dogbreed import evaluate
+    from dogbreed.backends import EndpointRefused
+
+    model_dir, model = served
+    _, channels = trained
+    test = tmp_path / "channels"
+    rows = [("test/002.Green_Square/big.png", noise_png(test / "test/002.Green_Square/big.png", 1500, 0))]
+    rows += [(f"test/001.Red_Circle/medium{i}.png", noise_png(test / f"test/001.Red_Circle/medium{i}.png", 700, i))
+             for i in range(3)]
+    small = image_file(channels)
+    rows.append(("test/002.Green_Square/small.jpg", small))
+    (test / rows[-1][0]).write_bytes(small.read_bytes())
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,split,class_index,breed\n" + "".join(
+        f"{path},test,{1 if 'Green' in path else 0},{'Green_Square' if 'Green' in path else 'Red_Circle'}\n"
+        for path, _ in rows))
+    assert (test / rows[0][0]).stat().st_size > 6_291_456 > 2 * (test / rows[1][0]).stat().st_size
+
+    model_tar = tmp_path / "served.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        for path in sorted(model_dir.rglob("*")):
+            archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    backend = LocalBackend({"startup_timeout": 60})
+    endpoint = backend.deploy(model_tar, "dogbreed-large", tmp_path / "state")
+    try:
+        classes = {"0": "Red_Circle", "1": "Green_Square", "2": "Blue_Triangle"}
+        metrics, predictions = evaluate.evaluate(backend, endpoint, manifest, test, classes, batch_size=16,
+                                                 transform=evaluate.served_transform(model_tar))
+        assert metrics["n"] == 5 and metrics["largest_request_bytes"] <= 5_000_000 < 6_291_456
+        assert metrics["requests"] == 3 and metrics["images_sent_as_arrays"] == 1  # the big one alone; 2 + 2 the others
+        assert list(predictions["sent_as"]) == ["application/x-npy"] + ["application/json"] * 4
+        # the array gets the answer the raw image would (in process: the image alone is over the limit)
+        direct = predict((test / rows[0][0]).read_bytes(), "image/png", model)["predictions"][0][0]
+        assert predictions["predicted_index"][0] == direct["index"]
+        assert predictions["probability"][0] == pytest.approx(direct["probability"], abs=1e-4)
+        # what 16 images per request did: one body over the limit, refused with a clear 413
+        body = json.dumps({"instances": [{"b64": base64.b64encode((test / p).read_bytes()).decode()} for p, _ in rows]})
+        with pytest.raises(EndpointRefused, match=r"answered 413 to a request of [\d,]+ bytes"):
+            backend.invoke(endpoint, body.encode(), "application/json")
+    finally:
+        backend.teardown(tmp_path / "state")

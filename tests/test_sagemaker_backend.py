@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from conftest import REPO
-from dogbreed.backends import JobFailed, get_backend
+from dogbreed.backends import EndpointRefused, JobFailed, get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
 from dogbreed.containers import ContainerSetupError
 
@@ -102,7 +102,10 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid"]
     assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{aws}/data/train"
     assert request["EnableManagedSpotTraining"] is True and request["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * 3600
-    assert request["CheckpointConfig"]["S3Uri"] == f"s3://{aws}/jobs/checkpoints"
+    # its own checkpoint prefix, ending in "/" (no sibling job-10 matches job-1); its code beside its outputs
+    assert request["CheckpointConfig"]["S3Uri"] == f"s3://{aws}/jobs/checkpoints/train-abc/"
+    assert request["HyperParameters"]["sagemaker_submit_directory"] == f'"s3://{aws}/jobs/train-abc/source/sourcedir.tar.gz"'
+    assert boto3.client("s3").head_object(Bucket=aws, Key="jobs/train-abc/source/sourcedir.tar.gz")
     assert request["Tags"] == [{"Key": "project", "Value": "dog-breed"}]
     assert "DebugHookConfig" not in request and request["ProfilerConfig"] == {"DisableProfiler": True}  # ours runs in train.py
     assert result["metrics"] == [{"epoch": 1, "valid_accuracy": 0.6}, {"epoch": 2, "valid_accuracy": 0.7}]
@@ -139,7 +142,7 @@ def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
 
 def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
     captured = []
-    backend = backend_for(aws, captured)
+    backend = backend_for(aws, captured, use_spot=True)
     summaries = [{"TrainingJobName": f"tune-abc-00{i}-x", "TrainingJobArn": "arn", "CreationTime": i,
                   "TrainingJobStatus": status, "TunedHyperParameters": {"lr": str(lr), "batch_size": '"64"'},
                   **({"FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": value}} if value else {})}
@@ -158,6 +161,9 @@ def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == SETTINGS["metric_definitions"]
     assert definition["StaticHyperParameters"]["epochs"] == "3"
+    # the trials share the tuning job's own checkpoint prefix (train.py keeps each under its job's name)
+    assert definition["CheckpointConfig"]["S3Uri"] == f"s3://{aws}/jobs/checkpoints/tune-abc/"
+    assert definition["StaticHyperParameters"]["sagemaker_submit_directory"].startswith(f'"s3://{aws}/jobs/tune-abc')
     assert [r["status"] for r in rows] == ["Completed", "Completed", "Failed"]
     assert best["hyperparameters"] == {"lr": 0.003, "batch_size": 64} and best["objective"]["value"] == 0.71
 
@@ -179,6 +185,15 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
     assert backend.healthy(endpoint)
 
     runtime = backend.session.sagemaker_runtime_client
+
+    def too_large(**_):  # what the runtime answers a body over its limit
+        raise runtime.exceptions.ValidationError({"Error": {"Code": "ValidationError", "Message": "Request payload is too large"}},
+                                                 "InvokeEndpoint")
+    invoke_event = f"before-call.{runtime.meta.service_model.endpoint_prefix}.InvokeEndpoint"
+    runtime.meta.events.register(invoke_event, too_large, unique_id="too-large")
+    with pytest.raises(EndpointRefused, match=r"refused a request of 7,000,000 bytes .*too large; .*6,291,456 bytes"):
+        backend.invoke(endpoint, b"0" * 7_000_000, "application/json")
+    runtime.meta.events.unregister(invoke_event, unique_id="too-large")
     body = json.dumps({"predictions": [[{"index": 0, "breed": "Red_Circle", "probability": 0.9}]]}).encode()
     answer(runtime, "InvokeEndpoint", {"Body": io.BytesIO(body), "ContentType": "application/json"})  # moto: placeholder
     assert json.loads(backend.invoke(endpoint, b"{}", "application/json"))["predictions"][0][0]["breed"] == "Red_Circle"
@@ -370,3 +385,40 @@ def test_a_grid_of_continuous_ranges_is_refused_before_launching(aws, tmp_path):
     with pytest.raises(TuningError, match="Grid needs categorical parameters only.*these are not: lr"):
         backend.tune({**SPEC, "strategy": "Grid"}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grid-bad", None)
     assert sent(captured, "CreateHyperParameterTuningJob") == []
+
+
+@pytest.mark.parametrize("operation, limit", [
+    ("CreateTrainingJob", "ml.g4dn.xlarge for spot training job usage"),
+    ("CreateHyperParameterTuningJob", "ml.g4dn.xlarge for training job usage"),
+    ("CreateEndpoint", "ml.m5.large for endpoint usage"),
+])
+def test_a_quota_of_zero_becomes_advice(aws, tmp_path, operation, limit):
+    """New accounts often have a quota of 0 for GPU and spot training: the error says which quota and how to raise it."""
+    from botocore.exceptions import ClientError
+
+    backend = backend_for(aws, [], use_spot=True)
+    message = (f"The account-level service limit '{limit}' is 0 Instances, with current utilization of 0 Instances and "
+               f"a request delta of 1 Instances. Please use AWS Service Quotas to request an increase for this quota.")
+
+    def refused(**_):
+        raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": message}}, operation)
+    backend.client.meta.events.register(f"before-call.sagemaker.{operation}", refused)
+    expected = rf"Request an increase of '{limit}' in the Service Quotas console .*region us-east-1.*use_spot: false"
+    with pytest.raises(JobFailed, match=expected):
+        if operation == "CreateTrainingJob":
+            backend.train("train-quota", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+        elif operation == "CreateHyperParameterTuningJob":
+            backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-quota", None)
+        else:
+            model_tar = tmp_path / "model.tar.gz"
+            with tarfile.open(model_tar, "w:gz") as archive:
+                archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+            backend.deploy(model_tar, "dogbreed-quota", tmp_path / "state")
+
+
+def test_v100_instances_are_refused_before_launching(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured, instance_type="ml.p3.2xlarge")
+    with pytest.raises(JobFailed, match=r"ml.p3.2xlarge has V100 GPUs \(CUDA sm_70\).*PyTorch 2.8"):
+        backend.train("train-v100", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert sent(captured, "CreateTrainingJob") == []

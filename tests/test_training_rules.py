@@ -305,6 +305,24 @@ def test_the_numpy2_shim():
     assert "patched: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [2, 3]" in out
 
 
+def test_smdebug_runs_on_setuptools_distutils():
+    """smdebug imports distutils.util.strtobool; Python 3.12 (the SageMaker PyTorch 2.8 image's) has no
+    distutils of its own, and setuptools (in scripts/requirements.txt) stands in. Here (3.11) the
+    standard library's copy is hidden the way 3.12 lacks it, so the hook is built on setuptools' one."""
+    script = textwrap.dedent("""
+        import distutils, tempfile
+        assert "setuptools" in distutils.__file__, distutils.__file__
+        import instrumentation
+        instrumentation.create_debug_hook(tempfile.mkdtemp(), 5)
+        import smdebug.profiler.utils, smdebug.core.config_validator
+        print("smdebug on", distutils.__file__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True,
+                         env={**os.environ, "SETUPTOOLS_USE_DISTUTILS": "local"}).stdout
+    assert "smdebug on" in out and "setuptools/_distutils" in out
+    assert "setuptools" in (REPO / "scripts/requirements.txt").read_text()
+
+
 def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
     """The NVML path, with a stand-in for the driver library (this machine has no GPU)."""
     import types

@@ -240,7 +240,9 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 <h2>Evaluation</h2>
 {_definitions([("accuracy", evaluation['accuracy']), ("top-5 accuracy", evaluation['top5_accuracy']), ("test images", evaluation['n']),
                ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
-               ("images per request", evaluation['images_per_request'])])}
+               ("images per request", f"at most {evaluation['max_images_per_request']}, within {evaluation['max_request_bytes']:,} bytes"
+                                         + (f"; {evaluation['images_sent_as_arrays']} too large for JSON sent as input arrays"
+                                            if evaluation['images_sent_as_arrays'] else ""))])}
 <h3>Per-class accuracy</h3>
 {_image(figures['per_class'])}
 <h3>Confusion matrix</h3>

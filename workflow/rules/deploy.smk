@@ -38,6 +38,7 @@ rule evaluate:
     input:
         code(*BACKEND_MODULES, "evaluate"),
         endpoint=rules.start_endpoint.output[0],
+        model=rules.package_model.output[0],
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,
         channels=rules.prepare.output.channels,
@@ -48,6 +49,7 @@ rule evaluate:
         backend=config["backend"],
         backend_settings=backend_settings(),
         batch_size=config["evaluation"]["batch_size"],
+        max_request_bytes=config["evaluation"]["max_request_bytes"],
         results_dir=RESULTS,
     log:
         R("logs/evaluate.log"),

@@ -11,7 +11,8 @@ def main(smk):
     endpoint = json.loads(Path(smk.input.endpoint).read_text())
     classes = json.loads(Path(smk.input.classes).read_text())
     metrics, predictions = evaluate.evaluate(backend, endpoint, smk.input.manifest, smk.input.channels, classes,
-                                             smk.params.batch_size, smk.params.results_dir)
+                                             smk.params.batch_size, smk.params.results_dir, smk.params.max_request_bytes,
+                                             evaluate.served_transform(smk.input.model))
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     print(f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "

@@ -1,5 +1,5 @@
 """Backends by config name: local (Python only), local_container (SageMaker local mode), sagemaker."""
-from dogbreed.backends.base import Backend, EndpointGone, JobFailed
+from dogbreed.backends.base import Backend, EndpointGone, EndpointRefused, JobFailed
 
 
 def get_backend(name: str, settings: dict) -> Backend:
@@ -16,4 +16,4 @@ def get_backend(name: str, settings: dict) -> Backend:
     raise ValueError(f"unknown backend {name!r}: local, local_container or sagemaker")
 
 
-__all__ = ["Backend", "EndpointGone", "JobFailed", "get_backend"]
+__all__ = ["Backend", "EndpointGone", "EndpointRefused", "JobFailed", "get_backend"]

@@ -40,7 +40,8 @@ def post_invocation(url, body: bytes, content_type: str, accept="application/jso
     response = requests.post(url + "/invocations", data=body, timeout=300,
                              headers={"Content-Type": content_type, "Accept": accept})
     if response.status_code != 200:
-        raise RuntimeError(f"endpoint {url} answered {response.status_code}: {response.text[:500]}")
+        raise EndpointRefused(f"endpoint {url} answered {response.status_code} to a request of {len(body):,} bytes "
+                              f"({content_type}): {response.text[:500]}")
     return response.content
 
 
@@ -50,6 +51,10 @@ class JobFailed(RuntimeError):
 
 class EndpointGone(RuntimeError):
     """An endpoint that should be serving does not answer."""
+
+
+class EndpointRefused(RuntimeError):
+    """An endpoint answered a request with an error; the message says what was sent and what it said."""
 
 
 class Backend:

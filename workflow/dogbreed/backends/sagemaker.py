@@ -7,9 +7,11 @@ still running (or reuses one that completed) instead of launching a duplicate; C
 stopping the rule stops the cloud job it launched. Cloud work is priced first and refused without
 confirm_cloud: true.
 """
+import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -18,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import store
-from dogbreed.backends.base import (Backend, JobFailed, forget_endpoint_state, read_endpoint_state,
+from dogbreed.backends.base import (Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
                                     write_endpoint_state)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -97,10 +99,13 @@ class SageMakerBackend(Backend):
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py"):
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None):
+        """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
+        job's own checkpoint prefix (spot training)."""
         from sagemaker.pytorch import PyTorch
 
         refuse_local_files(hyperparameters)
+        refuse_unsupported_hardware(self.settings)
 
         s = self.settings
         kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
@@ -110,9 +115,13 @@ class SageMakerBackend(Backend):
                       hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
                       output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
                       debugger_hook_config=False)  # train.py runs its own smdebug hook (--debug)
+        if s["output_s3_uri"].startswith("s3://"):
+            # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
+            # root, where a policy scoped to the store's prefix would deny the upload
+            kwargs["code_location"] = s["output_s3_uri"]
         if s.get("use_spot"):
             kwargs.update(use_spot_instances=True, max_wait=int(_hours(s, "max_wait_hours", 8) * 3600),
-                          checkpoint_s3_uri=s.get("checkpoint_s3_uri") or store.join(s["output_s3_uri"], "checkpoints"))
+                          checkpoint_s3_uri=checkpoint_uri(s, job_name))
         if s.get("sagemaker_profiler"):  # SageMaker's own profiler and report, where the account still has it
             from sagemaker.debugger import ProfilerConfig, ProfilerRule, rule_configs
             kwargs.update(profiler_config=ProfilerConfig(system_monitor_interval_millis=500),
@@ -161,8 +170,9 @@ class SageMakerBackend(Backend):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
             self.confirm([self._training_cost(f"training job {name}")])
-            estimator = self.estimator(hyperparameters, source_dir, entry_point)
-            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
+            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name)
+            with quota_advice(self.settings, self.session.boto_region_name):
+                estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
         self._wait(lambda: self._follow_logs(name), lambda: self.client.stop_training_job(TrainingJobName=name))
         description = self._describe_job(name)
@@ -253,13 +263,16 @@ class SageMakerBackend(Backend):
             new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
             self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials)])
             tuner = HyperparameterTuner(
-                self.estimator(fixed_hyperparameters, source_dir), spec["objective"]["metric"], ranges,
+                # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each
+                # trial's checkpoint under its training job's name)
+                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name), spec["objective"]["metric"], ranges,
                 metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
                 objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
                 early_stopping_type=early_stopping, tags=self._tags(), random_seed=spec.get("seed"),
                 warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
                                                   parents=warm_start_parents(done, spec["objective"]["type"])) if done else None)
-            tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
+            with quota_advice(self.settings, self.session.boto_region_name):
+                tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
             print(f"launched tuning job {job_name}")
         else:
             job_name = done[-1]["HyperParameterTuningJobName"]
@@ -338,8 +351,9 @@ class SageMakerBackend(Backend):
             state = {"backend": self.name, "endpoint_name": endpoint_name, "model_name": model_name,
                      "endpoint_config_name": endpoint_name, "region": self.session.boto_region_name}
             write_endpoint_state(state_dir, state)
-            model.deploy(initial_instance_count=int(s.get("endpoint_instance_count", 1)),
-                         instance_type=s["inference_instance_type"], endpoint_name=endpoint_name, tags=self._tags(), wait=False)
+            with quota_advice(self.settings, self.session.boto_region_name):
+                model.deploy(initial_instance_count=int(s.get("endpoint_instance_count", 1)),
+                             instance_type=s["inference_instance_type"], endpoint_name=endpoint_name, tags=self._tags(), wait=False)
         self._wait_for_endpoint(endpoint_name)
         return {"backend": self.name, "endpoint_name": endpoint_name, "url": f"sagemaker://{state['region']}/{endpoint_name}",
                 "model": model_uri, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -369,8 +383,13 @@ class SageMakerBackend(Backend):
         try:
             response = runtime.invoke_endpoint(EndpointName=endpoint["endpoint_name"], Body=body,
                                                ContentType=content_type, Accept=accept)
-        except runtime.exceptions.ModelError as error:
-            raise RuntimeError(f"endpoint {endpoint['endpoint_name']} answered an error: {error}") from error
+        except runtime.exceptions.ValidationError as error:  # e.g. a body over the 6,291,456-byte limit
+            raise EndpointRefused(f"endpoint {endpoint['endpoint_name']} refused a request of {len(body):,} bytes "
+                                  f"({content_type}): {error.response['Error'].get('Message', error)}; real-time endpoints "
+                                  f"take at most 6,291,456 bytes per request (evaluation.max_request_bytes)") from None
+        except runtime.exceptions.ModelError as error:  # inference.py answered an error
+            raise EndpointRefused(f"endpoint {endpoint['endpoint_name']} answered an error to a request of "
+                                  f"{len(body):,} bytes ({content_type}): {error}") from None
         return response["Body"].read()
 
     def teardown(self, state_dir) -> list:
@@ -428,6 +447,50 @@ def refuse_local_files(hyperparameters):
     if weights not in ("imagenet", "none"):
         raise JobFailed(f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container "
                         f"cannot read: use imagenet or none with this backend, or the local backend for that file")
+
+
+def checkpoint_uri(settings, job_name) -> str:
+    """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
+    container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
+    base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
+    return store.join(base, job_name) + "/"
+
+
+# PyTorch 2.8's CUDA builds no longer run on Volta (sm_70): the V100s of ml.p3.* cannot train with them.
+VOLTA_INSTANCES = ("ml.p3.", "ml.p3dn.")
+
+
+def refuse_unsupported_hardware(settings):
+    """Refuse, before anything is launched or billed, an instance the framework image cannot use."""
+    instance_type = str(settings.get("instance_type", ""))
+    version = tuple(int(part) for part in str(settings.get("framework_version", "0")).split(".")[:2] if part.isdigit())
+    if instance_type.startswith(VOLTA_INSTANCES) and version >= (2, 8):
+        raise JobFailed(f"backends.sagemaker.instance_type {instance_type} has V100 GPUs (CUDA sm_70), which the "
+                        f"PyTorch {settings['framework_version']} training image no longer supports: choose ml.g4dn, "
+                        f"ml.g5, ml.g6 or ml.p4d instances")
+
+
+@contextlib.contextmanager
+def quota_advice(settings, region):
+    """SageMaker's ResourceLimitExceeded (new accounts often have a quota of 0 for GPU and spot training,
+    and for endpoint instances) as one error saying which quota to raise and how."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ResourceLimitExceeded":
+            raise
+        message = error.response["Error"].get("Message", str(error))
+        quota = re.search(r"service limit '([^']+)'", message)
+        quota = quota.group(1) if quota else "the instance type's quota"
+        raise JobFailed(
+            f"SageMaker refused the request: {message.rstrip('.')}. Request an increase of '{quota}' in the Service "
+            f"Quotas console (AWS services → Amazon SageMaker, region {region}), "
+            f"or `aws service-quotas list-service-quotas --service-code sagemaker` for its quota code, then "
+            f"`aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code <code> "
+            f"--desired-value 1`; meanwhile choose an instance type you have quota for"
+            f"{' or use_spot: false' if settings.get('use_spot') else ''} in backends.sagemaker") from None
 
 
 def _not_found(error) -> bool:
