@@ -14,12 +14,13 @@ WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, WORKFLOW_CODE)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed.config import coerce_command_line
+from dogbreed.config import check_config, coerce_command_line
 
 configfile: "config.yaml"
 
 coerce_command_line(config)
-validate(config, "workflow/schemas/config.schema.yaml")
+check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
+validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
 
 
 include: "workflow/rules/common.smk"

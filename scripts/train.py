@@ -32,9 +32,11 @@ def str2bool(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     env = os.environ
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # allow_abbrev=False: a misspelt hyperparameter (`--epoch 1`) is an error, not a prefix of --epochs
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     # hyperparameters (underscore names, as SageMaker passes them; dashes work too)
     parser.add_argument("--lr", "--learning_rate", type=float, default=0.003)
     parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
@@ -65,7 +67,11 @@ def parse_args(argv=None):
                         default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
     parser.add_argument("--checkpoint_dir", "--checkpoint-dir",
                         default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def training_job_name(env=os.environ) -> str:

@@ -48,3 +48,43 @@ def test_cloud_overlays_plan_without_touching_aws(workdir, overlay):
 def test_the_sagemaker_backend_needs_an_s3_store(workdir):
     result = snakemake(workdir, "upload", "--configfile", "config/demo.yaml", "--config", "backend=sagemaker", check=False)
     assert result.returncode != 0 and "set store.uri to s3://bucket/prefix" in result.stdout + result.stderr
+
+
+def test_the_schemas_hyperparameters_are_train_pys_own_flags():
+    """One list of hyperparameters: the schema's, typed as train.py parses them."""
+    import yaml
+
+    import train
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["$defs"]["hyperparameters"]
+    elsewhere = {"arch", "weights", "image_size",  # model:
+                 "debug", "profile", "save_interval", "profiler_interval_ms",  # profiling:
+                 "train", "valid", "model_dir", "output_data_dir", "checkpoint_dir", "help"}  # the training contract
+    types = {float: "number", int: "integer", train.str2bool: "boolean", None: "string"}
+    flags = {action.dest: action for action in train.build_parser()._actions if action.dest not in elsewhere}
+    assert set(flags) == set(schema["properties"])
+    for name, action in flags.items():
+        assert schema["properties"][name]["type"] == types[action.type], name
+        if action.choices:
+            assert schema["properties"][name]["enum"] == list(action.choices), name
+    with pytest.raises(SystemExit):  # no prefix matching: --epoch is not --epochs
+        train.parse_args(["--epoch", "1"])
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"hyperparameters": {"epochs": "ten"}}, "hyperparameters.epochs: 'ten' is not of type 'integer'"),
+    ({"hyperparameters": {"epoch": 1}}, "hyperparameters.epoch is not a known setting; known here: augment, batch_size, epochs"),
+    ({"tuning": {"trial_hyperparameters": {"lr": -1}}}, "tuning.trial_hyperparameters.lr: -1 is less than or equal to"),
+    ({"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.01}}}},
+     "tuning.parameters.lr: min 0.1 must be below max 0.01"),
+    ({"tuning": {"parameters": {"lr": {"type": "continuous", "min": -0.1, "max": 0.1, "scaling": "Logarithmic"}}}},
+     "tuning.parameters.lr: Logarithmic scaling needs min > 0, got -0.1"),
+    ({"tuning": {"parameters": {"learning_rate": {"type": "continuous", "min": 0.01, "max": 0.1}}}},
+     "tuning.parameters.learning_rate: learning_rate is not a hyperparameter of train.py"),
+])
+def test_a_config_mistake_is_refused_by_a_dry_run_naming_the_key(workdir, overlay, message):
+    import yaml
+
+    (workdir / "config/mistake.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(workdir, "-n", "deploy", "--configfile", "config/demo.yaml", "config/mistake.yaml", check=False)
+    assert result.returncode != 0 and message in result.stderr + result.stdout, result.stderr[-2000:]

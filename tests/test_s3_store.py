@@ -109,3 +109,20 @@ def test_the_workflow_uploads_to_s3(tmp_path, bucket, tiny_dataset, moto_server)
     upload = json.loads((work / "results/upload.json").read_text())
     assert upload["channels"]["train"].startswith(f"s3://{bucket}/store/datasets/")
     assert upload["sync"]["train"]["uploaded"] == 36 and "AWS_SECRET" not in result.stdout + result.stderr
+
+
+def test_the_cloud_run_is_priced_and_confirmed_before_its_first_upload(tmp_path, bucket, tiny_dataset, moto_server):
+    """backend: sagemaker without confirm_cloud: the whole run's estimate, then a refusal, and nothing in S3."""
+    work = copy_workflow(tmp_path)
+    store_config = f"store={{uri: 's3://{bucket}/store', endpoint_url: '{moto_server}'}}"
+    result = snakemake(work, "upload", "--configfile", "config/demo.yaml", "--config", f"data_source={tiny_dataset}",
+                       "backend=sagemaker", store_config, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "without confirmation: rerun with --config confirm_cloud=true" in out
+    assert "a tuning job of 3 trials" in out and "tuning job (3 trials): 3 × ml.g4dn.xlarge" in out and "endpoint: 1 × ml.m5.large" in out
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    # the shipped overlay's placeholders: refused, naming the key, before anything is sent
+    result = snakemake(work, "upload", "--configfile", "config/demo.yaml", "config/sagemaker.yaml",
+                       "--config", f"data_source={tiny_dataset}", "confirm_cloud=true", check=False)
+    assert result.returncode != 0
+    assert "store.uri is still the placeholder 's3://YOUR-BUCKET/dog-breed'" in result.stdout + result.stderr

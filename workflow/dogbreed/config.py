@@ -35,3 +35,60 @@ def coerce_command_line(config: dict) -> dict:
         else:
             config[key] = str(value)
     return config
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot run with; the message names the key, the value and what to do."""
+
+
+def _key(path) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def check_config(config: dict, schema_path) -> dict:
+    """The schema's verdict as one line per problem, naming the key (Snakemake's validate prints
+    the schema's internals), then what a schema cannot say: tuning ranges that make sense."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    problems = []
+    for error in sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)):
+        key = _key(error.path)
+        if error.validator == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(known))
+            problems += [f"{_key([*error.path, name])} is not a known setting; known here: {', '.join(known)}" for name in unknown]
+        else:
+            problems.append(f"{key}: {error.message}")
+    if not problems:
+        problems = tuning_range_problems(config.get("tuning", {}), schema)
+    if problems:
+        raise ConfigError("config: " + "; ".join(problems))
+    return config
+
+
+def tuning_range_problems(tuning: dict, schema: dict) -> list:
+    """Each tuned parameter: a train.py hyperparameter, with a range Optuna and SageMaker accept."""
+    known = sorted(schema["$defs"]["hyperparameters"]["properties"])
+    problems = []
+    for name, parameter in tuning.get("parameters", {}).items():
+        key = f"tuning.parameters.{name}"
+        if name not in known:
+            problems.append(f"{key}: {name} is not a hyperparameter of train.py; known: {', '.join(known)}")
+        if parameter["type"] == "categorical":
+            if not parameter.get("values"):
+                problems.append(f"{key}: a categorical parameter needs values: [...]")
+            continue
+        low, high = parameter.get("min"), parameter.get("max")
+        if low is None or high is None:
+            problems.append(f"{key}: a {parameter['type']} parameter needs min and max")
+            continue
+        if parameter["type"] == "integer" and not (float(low).is_integer() and float(high).is_integer()):
+            problems.append(f"{key}: an integer parameter needs whole min and max, got {low} and {high}")
+        if not low < high:
+            problems.append(f"{key}: min {low} must be below max {high}")
+        if parameter.get("scaling") in ("Logarithmic", "ReverseLogarithmic") and low <= 0:
+            problems.append(f"{key}: {parameter['scaling']} scaling needs min > 0, got {low}")
+    return problems

@@ -55,8 +55,7 @@ def backend_settings():
                     for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if name != objective["metric"]]
         settings["metric_definitions"] = metrics  # the same regex the local tuner uses
         settings["output_s3_uri"] = settings.get("output_s3_uri") or config["store"]["uri"].rstrip("/") + "/jobs"
-    if config["backend"] == "sagemaker":
-        settings["confirm_cloud"] = config["confirm_cloud"]
+    # not confirm_cloud: it is permission, not an input, so granting it reruns nothing (rule_backend reads it)
     return settings
 
 

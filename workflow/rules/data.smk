@@ -48,6 +48,8 @@ rule upload:
         R("upload.json"),
     params:
         backend=config["backend"],
+        backend_settings=backend_settings(),
+        tuning=config["tuning"],  # the cloud backend prices the whole run before its first upload
         store_uri=config["store"]["uri"],
         store_endpoint_url=config["store"]["endpoint_url"],
         prefix=f"datasets/{SOURCE_ID}",

@@ -2,12 +2,11 @@ import json
 from pathlib import Path
 
 from dogbreed import evaluate
-from dogbreed.backends import get_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
-    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    backend = rule_backend(smk)
     endpoint = json.loads(Path(smk.input.endpoint).read_text())
     classes = json.loads(Path(smk.input.classes).read_text())
     metrics, predictions = evaluate.evaluate(backend, endpoint, smk.input.manifest, smk.input.channels, classes,

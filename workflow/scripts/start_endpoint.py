@@ -1,12 +1,11 @@
 import json
 from pathlib import Path
 
-from dogbreed.backends import get_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
-    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    backend = rule_backend(smk)
     endpoint = backend.deploy(smk.input.model, smk.params.endpoint_name, smk.params.state_dir)
     Path(smk.output[0]).write_text(json.dumps(endpoint, indent=2))
     print(f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: snakemake teardown)")

@@ -6,8 +6,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dogbreed import metrics, naming, store
-from dogbreed.backends import get_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
@@ -16,7 +15,7 @@ def main(smk):
     hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
     train_channels = {k: channels[k] for k in ("train", "valid")}
     job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
-    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    backend = rule_backend(smk)
     with tqdm(total=int(hyperparameters.get("epochs", 0)) or None, desc=f"train {job_name}", unit="epoch") as progress:
         def count_epochs(line):
             if metrics.parse_epoch_line(line) is not None:

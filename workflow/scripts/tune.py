@@ -4,8 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from dogbreed import naming
-from dogbreed.backends import get_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
@@ -16,7 +15,7 @@ def main(smk):
     searched = {k: v for k, v in spec.items() if k not in ("max_jobs", "max_parallel_jobs")}
     study_name = "tune-" + naming.stable_hash([searched, fixed, channels, naming.code_digest(smk.input.training_code)])
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
-    backend = get_backend(smk.params.backend, smk.params.backend_settings)
+    backend = rule_backend(smk)
     parallel = min(spec["max_parallel_jobs"], smk.threads)
     print(f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "
           f"parallel={parallel}, trial logs under {smk.params.jobs_dir}/")

@@ -1,12 +1,13 @@
 import json
 
 from dogbreed import store
-from dogbreed.backends import get_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
-    backend = get_backend(smk.params.backend, {})
+    backend = rule_backend(smk)
+    # the first step with a side effect in the store: what may not run is refused before it
+    backend.approve_run(smk.params.tuning, smk.params.store_uri)
     channels, report = {}, {}
     for split in ("train", "valid", "test"):
         result = backend.upload(f"{smk.input.channels}/{split}", store.join(smk.params.store_uri, smk.params.prefix, split))

@@ -60,6 +60,10 @@ class EndpointRefused(RuntimeError):
 class Backend:
     name = "base"
 
+    def approve_run(self, tuning_spec, store_uri):
+        """Before the run's first side effect (the upload): refuse what cannot or may not run. Nothing
+        to refuse on this machine; the cloud backend prices the whole run and asks for confirm_cloud."""
+
     def upload(self, local_dir, uri) -> dict:
         """Mirror a local folder to the store; returns {"uri", "uploaded", "unchanged", "removed"}."""
         raise NotImplementedError

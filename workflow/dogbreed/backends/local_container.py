@@ -90,7 +90,10 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         session.config = {"local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}}
         return session
 
-    def confirm(self, lines):  # nothing is paid for
+    def approve_run(self, tuning_spec, store_uri):  # nothing is paid for
+        pass
+
+    def confirm(self, lines):
         pass
 
     def upload(self, local_dir, uri) -> dict:

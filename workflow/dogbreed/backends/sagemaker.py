@@ -76,8 +76,24 @@ class SageMakerBackend(Backend):
         return [{"Key": str(k), "Value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
 
     # --- cost safety ----------------------------------------------------------------------------
+    def approve_run(self, tuning_spec, store_uri):
+        """The whole run's plan and estimate, before anything reaches S3; refused unless confirmed, and
+        refused outright while a setting still holds the shipped placeholder."""
+        refuse_placeholders({"store.uri": store_uri, **{f"backends.sagemaker.{k}": v for k, v in self.settings.items()}})
+        require_s3(store_uri)
+        trials, _ = api_tuning_limits(tuning_spec, 0)
+        s = self.settings
+        endpoint_dollars, endpoint_line = cost_line("endpoint", s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)),
+                                                    24, s.get("prices_per_hour", {}))
+        print(f"plan on SageMaker: upload the channels to {store_uri}, a tuning job of {trials} trials, a final "
+              f"training job, a real-time endpoint (until `snakemake teardown`)")
+        self.confirm([self._training_cost(f"tuning job ({trials} trials)", trials), self._training_cost("training job"),
+                      (endpoint_dollars, endpoint_line.replace("up to 24 h", "24 h").replace("= at most", "=")
+                       + " for its first day")])
+
     def confirm(self, lines):
         """Print the estimate; refuse unless confirm_cloud is true."""
+        refuse_placeholders({f"backends.sagemaker.{k}": v for k, v in self.settings.items()})
         total = sum(d for d, _ in lines if d is not None)
         print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
         for _, line in lines:
@@ -94,8 +110,7 @@ class SageMakerBackend(Backend):
 
     # --- upload ---------------------------------------------------------------------------------
     def upload(self, local_dir, uri) -> dict:
-        if not uri.startswith("s3://"):
-            raise JobFailed(f"the sagemaker backend reads channels from S3: set store.uri to s3://bucket/prefix (now {uri})")
+        require_s3(uri)
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
@@ -447,6 +462,22 @@ def refuse_local_files(hyperparameters):
     if weights not in ("imagenet", "none"):
         raise JobFailed(f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container "
                         f"cannot read: use imagenet or none with this backend, or the local backend for that file")
+
+
+def require_s3(uri):
+    if not uri.startswith("s3://"):
+        raise JobFailed(f"the sagemaker backend reads channels from S3: set store.uri to s3://bucket/prefix (now {uri})")
+
+
+PLACEHOLDER = "YOUR-"  # what config/sagemaker.yaml ships in place of a bucket, an account, a role
+
+
+def refuse_placeholders(settings: dict):
+    """{key: value}: a value still holding the shipped placeholder is refused, naming the key."""
+    for key, value in settings.items():
+        if PLACEHOLDER in str(value):
+            raise JobFailed(f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your "
+                            f"own (README: SageMaker) before anything is sent to AWS")
 
 
 def checkpoint_uri(settings, job_name) -> str:
