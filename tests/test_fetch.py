@@ -112,3 +112,35 @@ def test_demo_source_generates_a_labelled_set(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["test", "train", "valid"]
     assert len(list((root / "train").iterdir())) == 6
     assert len(list(root.rglob("*.jpg"))) == 6 * (40 + 8 + 10) + 1  # + the planted truncated file
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
+    """A few hundred KB that would unpack to 200 MB of zeros: refused from the archive's headers."""
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("dogImages/train/001.A/a.jpg", jpeg_bytes())
+        with bundle.open("dogImages/train/001.A/zeros.jpg", "w", force_zip64=True) as member:
+            for _ in range(200):
+                member.write(bytes(1 << 20))
+    assert archive.stat().st_size < 1_000_000
+    with pytest.raises(fetch.FetchError, match=r"zeros.jpg' unpacks [\d,]+ bytes to 209,715,200 \(over 100x\): a decompression bomb"):
+        fetch.fetch(str(archive), tmp_path / "raw")
+    assert not list((tmp_path / "raw").rglob("*.jpg"))  # nothing written
+    with pytest.raises(fetch.FetchError, match=r"would unpack to 209,715,200 bytes, over 100,000,000.*max_member_bytes"):
+        fetch.fetch(str(archive), tmp_path / "raw", limits={"max_member_bytes": 10**8})
+
+
+def test_a_tar_over_the_total_limit_is_refused(tmp_path):
+    import tarfile
+
+    archive = tmp_path / "dogImages.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        for i in range(3):
+            data = jpeg_bytes(colour=(i, 0, 0))
+            info = tarfile.TarInfo(f"dogImages/train/001.A/{i}.jpg")
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    total = sum(len(jpeg_bytes(colour=(i, 0, 0))) for i in range(3))
+    with pytest.raises(fetch.FetchError, match=rf"would unpack to {total:,} bytes, over 1,000.*max_total_bytes"):
+        fetch.fetch(str(archive), tmp_path / "raw", limits={"max_total_bytes": 1000})
+    assert fetch.fetch(str(archive), tmp_path / "raw")["kind"] == "archive"  # the defaults take it

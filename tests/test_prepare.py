@@ -119,3 +119,37 @@ def test_a_source_without_class_folders_is_a_clear_error(tmp_path):
     write_image(tmp_path / "src/a.jpg")
     with pytest.raises(prepare.PrepareError, match="no class folders"):
         prepare.prepare(tmp_path / "src", tmp_path / "out")
+
+
+def test_one_class_is_refused_naming_a_file_that_exists(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / f"src/beagle/{i}.jpg", colour=(i * 30, 0, 0))
+    write_image(tmp_path / "src/pug/tiny.jpg", size=(8, 8))  # its only image is rejected
+    with pytest.raises(prepare.PrepareError, match=r"1 class with usable images .*\(beagle\): a classifier needs at least two") as caught:
+        prepare.prepare(tmp_path / "src", tmp_path / "out")
+    named = Path(str(caught.value).rsplit("rejected files: ", 1)[1].rstrip(")"))
+    assert named.is_file() and "tiny.jpg" in named.read_text()
+
+
+def test_a_class_too_small_for_every_split_is_kept_and_said(tmp_path, capsys):
+    make_unsplit(tmp_path / "src", 10)
+    write_image(tmp_path / "src/zz_rare/only.jpg", colour=(1, 99, 7))
+    summary = prepare.prepare(tmp_path / "src", tmp_path / "out")
+    assert summary["warnings"] == ["class zz_rare has no valid and no test images (1 usable): it is not scored on what it lacks"]
+    assert "warning: class zz_rare has no valid and no test images" in capsys.readouterr().out
+
+
+def test_control_characters_large_files_and_huge_images_are_rejected_before_reading(tmp_path):
+    make_unsplit(tmp_path / "src", 6)
+    write_image(tmp_path / "src/bad\nname/a.jpg", colour=(5, 5, 5))
+    write_image(tmp_path / "src/beagle/tab\there.jpg", colour=(6, 6, 6))
+    big = tmp_path / "src/beagle/big.jpg"
+    big.write_bytes(b"\xff\xd8" + bytes(12000))  # over max_bytes: never opened
+    Image.new("L", (3000, 3000)).save(tmp_path / "src/beagle/huge.png")  # 9 MP, a small file
+    prepare.prepare(tmp_path / "src", tmp_path / "out", max_bytes=10_000, max_pixels=1_000_000)
+    reasons = {row["source"]: row["reason"] for row in read_csv(tmp_path / "out/rejected.csv")}
+    assert "control character" in reasons["bad\nname/a.jpg"] and "control character" in reasons["beagle/tab\there.jpg"]
+    assert reasons["beagle/big.jpg"].startswith("too large a file (12,002 bytes; data.max_image_bytes is 10,000)")
+    assert reasons["beagle/huge.png"].startswith("too many pixels (3000x3000")
+    manifest = read_csv(tmp_path / "out/manifest.csv")
+    assert not any("\n" in row["path"] or "\t" in row["path"] for row in manifest)

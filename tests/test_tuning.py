@@ -1,6 +1,7 @@
 import json
 import math
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -133,8 +134,10 @@ def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
     spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1]}}}
     study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", show_progress=False)
     assert {r["status"] for r in tuning.trials_table(study, spec)} == {"Failed"}
-    with pytest.raises(tuning.TuningError, match="no tuning trial completed"):
+    with pytest.raises(tuning.TuningError, match="no tuning trial completed") as caught:
         tuning.best_trial(study, spec)
+    logs = str(caught.value).split("trials' logs (", 1)[1].rstrip(")").split(", ")
+    assert len(logs) == 2 and all("planted failure" in Path(log).read_text() for log in logs)  # files that exist
 
     # A pruned trial: the job is stopped at its first metric line instead of sleeping through 50 epochs.
     stopped = []

@@ -123,8 +123,37 @@ def _safe_member_path(name: str, target: Path) -> Path:
     return target.joinpath(*parts)
 
 
-def extract(archive: Path, target: Path) -> Path:
-    """Extract into `target` (all or nothing): members escaping the folder or links refuse the archive."""
+# What an archive may unpack to (data.extraction): dogImages' 1.1 GB zip unpacks to ~1.1 GB of JPEGs in
+# files of a few MB at most, compressed hardly at all; a "zip bomb" unpacks a few MB to GBs of zeros.
+EXTRACTION_LIMITS = {"max_total_bytes": 20 * 10**9, "max_member_bytes": 10**9, "max_ratio": 100}
+RATIO_MIN_BYTES = 10**6  # a small file may compress well (a text file); the ratio is checked above this
+
+
+def check_extraction(archive: Path, members, limits: dict):
+    """members: [(name, unpacked bytes, packed bytes or None)] from the archive's own headers (zipfile
+    never writes more than a member's header size). Refuses a bomb before anything is written."""
+    limits = {**EXTRACTION_LIMITS, **(limits or {})}
+    hint = "if the archive is genuine, raise data.extraction.{} in the config"
+    for name, size, packed in members:
+        if size > limits["max_member_bytes"]:
+            raise FetchError(f"{archive}: member {name!r} would unpack to {size:,} bytes, over "
+                             f"{limits['max_member_bytes']:,}; refusing the archive ({hint.format('max_member_bytes')})")
+        if packed is not None and size > RATIO_MIN_BYTES and size > limits["max_ratio"] * max(packed, 1):
+            raise FetchError(f"{archive}: member {name!r} unpacks {packed:,} bytes to {size:,} (over "
+                             f"{limits['max_ratio']}x): a decompression bomb? Refusing the archive ({hint.format('max_ratio')})")
+    total = sum(size for _, size, _ in members)
+    if total > limits["max_total_bytes"]:
+        raise FetchError(f"{archive} would unpack to {total:,} bytes, over {limits['max_total_bytes']:,}; refusing "
+                         f"the archive ({hint.format('max_total_bytes')})")
+    archive_bytes = archive.stat().st_size
+    if total > RATIO_MIN_BYTES and total > limits["max_ratio"] * archive_bytes:
+        raise FetchError(f"{archive} ({archive_bytes:,} bytes) would unpack to {total:,} (over {limits['max_ratio']}x): "
+                         f"a decompression bomb? Refusing the archive ({hint.format('max_ratio')})")
+
+
+def extract(archive: Path, target: Path, limits: dict | None = None) -> Path:
+    """Extract into `target` (all or nothing): members escaping the folder, links, or sizes over the
+    extraction limits refuse the archive before anything is written."""
     temporary = target.with_name(target.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
@@ -137,14 +166,17 @@ def extract(archive: Path, target: Path) -> Path:
                     _safe_member_path(member.filename, temporary)
                     if stat.S_ISLNK(member.external_attr >> 16):
                         raise FetchError(f"archive member {member.filename!r} is a symbolic link; refusing the archive")
+                check_extraction(archive, [(m.filename, m.file_size, m.compress_size) for m in members], limits)
                 for member in tqdm(members, desc=f"extract {archive.name}", unit="file"):
                     bundle.extract(member, temporary)
         else:
             with tarfile.open(archive) as bundle:
-                for member in bundle.getmembers():
+                members = bundle.getmembers()  # reads the headers through the stream: nothing written yet
+                for member in members:
                     _safe_member_path(member.name, temporary)
                     if member.issym() or member.islnk():
                         raise FetchError(f"archive member {member.name!r} is a link; refusing the archive")
+                check_extraction(archive, [(m.name, m.size, None) for m in members], limits)
                 bundle.extractall(temporary, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -165,8 +197,9 @@ def verify_checksum(path: Path, expected: str):
                              f"Delete it and rerun if the download was damaged, or correct data_sha256.")
 
 
-def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0) -> dict:
-    """Fetch `source` into raw_dir and return {"source", "kind", "root"}; root holds the images."""
+def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0, limits: dict | None = None) -> dict:
+    """Fetch `source` into raw_dir and return {"source", "kind", "root"}; root holds the images.
+    limits: data.extraction, what an archive may unpack to."""
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     kind = source_kind(source)
@@ -178,7 +211,7 @@ def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0) -> di
     elif kind == "archive":
         archive = Path(source).expanduser().resolve()
         verify_checksum(archive, data_sha256)
-        root = extract(archive, raw_dir / "extracted")
+        root = extract(archive, raw_dir / "extracted", limits)
     elif kind == "url":
         filename = Path(source.split("?")[0]).name or "download"
         archive = raw_dir / filename
@@ -187,14 +220,14 @@ def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0) -> di
         verify_checksum(archive, data_sha256)
         if not filename.lower().endswith(ARCHIVE_SUFFIXES):
             raise FetchError(f"{source} did not name a .zip/.tar(.gz) archive; point data_source at one")
-        root = extract(archive, raw_dir / "extracted")
+        root = extract(archive, raw_dir / "extracted", limits)
     else:  # s3://bucket/key.zip (an archive) or s3://bucket/prefix (a folder of images)
         if source.lower().endswith(ARCHIVE_SUFFIXES):
             archive = raw_dir / Path(source).name
             if not archive.exists():
                 store.S3Store().download_object(source, archive)
             verify_checksum(archive, data_sha256)
-            root = extract(archive, raw_dir / "extracted")
+            root = extract(archive, raw_dir / "extracted", limits)
         else:
             root = raw_dir / "s3"
             store.S3Store().download(source, root)

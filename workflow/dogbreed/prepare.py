@@ -72,12 +72,24 @@ def class_key(folder_name: str):
     return (int(match.group(1)), match.group(2)) if match else (None, folder_name)
 
 
-def inspect_image(path: Path) -> dict:
-    """Open, fully decode and hash one file; say why it is unusable, if it is."""
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS = 100_000_000, 40_000_000  # data.max_image_bytes, data.max_image_pixels
+
+
+def inspect_image(path: Path, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS) -> dict:
+    """Open, fully decode and hash one file; say why it is unusable, if it is. Its size is checked
+    before it is read, its pixel count (from the header) before it is decoded."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        return {"sha256": None, "error": f"too large a file ({size:,} bytes; data.max_image_bytes is {max_bytes:,})"}
     data = path.read_bytes()
     result = {"sha256": hashlib.sha256(data).hexdigest(), "error": None}
     try:
         with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                result["error"] = (f"too many pixels ({image.width}x{image.height}; data.max_image_pixels is "
+                                   f"{max_pixels:,}): not decoded")
+                return result
             image.verify()  # structure and checksums, before paying for a decode
         with Image.open(path) as image:
             image.load()  # decodes every pixel: catches truncated files verify() lets through
@@ -124,10 +136,21 @@ def carve(files_by_class: dict, fractions: dict, seed: int) -> dict:
     return out
 
 
-def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0, min_size=32, workers=1):
+def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0, min_size=32, workers=1,
+            max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS):
     source_root = find_dataset_root(Path(source_root))
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rejected = []  # (source, reason)
+
+    # Written when prepare stops: the message points at it, and Snakemake deletes a failed rule's outputs
+    # (rejected.csv among them), not this
+    rejected_so_far = out_dir / "rejected.failed.csv"
+    rejected_so_far.unlink(missing_ok=True)
+
+    def fail(message):
+        write_rejected(rejected_so_far, rejected, source_root)
+        raise PrepareError(message)
 
     # 1. Layout: split folders, or class folders only.
     children = visible_children(source_root)
@@ -151,9 +174,17 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
                 rejected.append((child, "not inside a class folder"))
                 continue
             candidates += [(file, None, child.name) for file in visible_files(child)]
+    # A name with a newline or another control character breaks the tables and the jobs downstream.
+    named = []
+    for file, split, folder in candidates:
+        if CONTROL_CHARACTERS.search(str(file.relative_to(source_root))):
+            rejected.append((file, f"its path holds a control character ({str(file.relative_to(source_root))!r}): rename it"))
+        else:
+            named.append((file, split, folder))
+    candidates = named
     if not candidates:
-        raise PrepareError(f"no class folders with files under {source_root}: expected "
-                           f"train/valid/test/<class>/<image> or <class>/<image>")
+        fail(f"no class folders with usable files under {source_root}: expected train/valid/test/<class>/<image> "
+             f"or <class>/<image> (rejected files: {rejected_so_far})")
 
     # 2. Classes: keep NNN numbering when every folder has it, else number sorted names.
     folder_names = sorted({name for _, _, name in candidates})
@@ -173,8 +204,8 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
     # 3. Verify every candidate (in parallel: decoding thousands of JPEGs is the slow part).
     files = [file for file, _, _ in candidates]
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
-        checks = list(tqdm(pool.map(inspect_image, files, chunksize=32), total=len(files),
-                           desc="verify images", unit="img"))
+        checks = list(tqdm(pool.map(inspect_image, files, [max_bytes] * len(files), [max_pixels] * len(files),
+                                    chunksize=32), total=len(files), desc="verify images", unit="img"))
 
     # 4. Reject the unusable; keep the first copy of duplicates (train before valid before test,
     #    so a test image that also sits in train is rejected rather than leaking into the score).
@@ -193,6 +224,12 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
         else:
             first_seen[check["sha256"]] = file
             usable.append((file, split, index_of[folder], check))
+
+    usable_classes = sorted({classes[index] for _, _, index, _ in usable})
+    if len(usable_classes) < 2:
+        fail(f"{len(usable_classes)} class{'es' if len(usable_classes) != 1 else ''} with usable images under "
+             f"{source_root} ({', '.join(usable_classes) or 'none'}): a classifier needs at least two "
+             f"(rejected files: {rejected_so_far})")
 
     # 5. Splits: keep the source's; carve missing valid/test out of train, stratified by class.
     by_split = {split: [] for split in SPLITS}
@@ -232,17 +269,29 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
     rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["path"]))
     for split in SPLITS:
         if not any(row["split"] == split for row in rows):
-            raise PrepareError(f"the {split} split is empty after preparing {source_root} "
-                               f"({len(rows)} usable images, {len(rejected)} rejected): see {out_dir}/rejected.csv")
+            fail(f"the {split} split is empty after preparing {source_root} ({len(rows)} usable images, "
+                 f"{len(rejected)} rejected: {rejected_so_far})")
+    # A class too small to appear in every split is kept, and said (the run report lists it too).
+    warnings = []
+    for index in sorted({row["class_index"] for row in rows}):
+        missing = [split for split in SPLITS if not any(r["split"] == split and r["class_index"] == index for r in rows)]
+        if missing:
+            warnings.append(f"class {classes[index]} has no {' and no '.join(missing)} images "
+                            f"({sum(r['class_index'] == index for r in rows)} usable): it is not scored on what it lacks")
+    for warning in warnings:
+        print(f"warning: {warning}")
 
     write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
-    write_csv(out_dir / "rejected.csv", ["source", "reason"],
-              [{"source": Path(file).relative_to(source_root).as_posix(), "reason": reason}
-               for file, reason in sorted(rejected, key=lambda item: str(item[0]))])
+    write_rejected(out_dir / "rejected.csv", rejected, source_root)
     (out_dir / "classes.json").write_text(json.dumps(
         {str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False))
     return {"usable": len(rows), "rejected": len(rejected), "classes": len(classes),
-            "per_split": {split: len(by_split[split]) for split in SPLITS}}
+            "per_split": {split: len(by_split[split]) for split in SPLITS}, "warnings": warnings}
+
+
+def write_rejected(path, rejected, source_root):
+    write_csv(path, ["source", "reason"], [{"source": Path(file).relative_to(source_root).as_posix(), "reason": reason}
+                                           for file, reason in sorted(rejected, key=lambda item: str(item[0]))])
 
 
 def write_csv(path, columns, rows):

@@ -200,6 +200,9 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
         f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
         f'<td>{html.escape(r["recommendation"])}</td></tr>' for r in rules["rules"])
     totals = {split: int(summary[split].sum()) for split in SPLITS}
+    # classes too small to appear in every split (prepare warns of them too)
+    short = [f"{row.breed} (no {', no '.join(split for split in SPLITS if row[split] == 0)})"
+             for _, row in summary.iterrows() if any(row[split] == 0 for split in SPLITS)]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dog-breed run report</title><style>{CSS}</style></head><body>
 <h1>dog-breed run report</h1>
@@ -213,6 +216,7 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 <h2>Data</h2>
 <p>{sum(totals.values())} images used: {totals['train']} train, {totals['valid']} valid, {totals['test']} test;
 {len(rejected)} rejected.</p>
+{f'<p class="triggered">Classes missing from a split (too few images; not scored on what they lack): {html.escape("; ".join(short))}.</p>' if short else ""}
 {_image(figures['data_summary'])}
 <details><summary>images per class and split</summary>{_table(summary)}</details>
 <h3>Rejected files</h3>

@@ -11,6 +11,7 @@ the regex (each epoch is reported, so pruners can stop poor trials early). The s
 an interrupted tune resumes, and a grown max_jobs runs only the new trials.
 """
 import math
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -136,6 +137,7 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
     def run_trial(trial, hyperparameters, report):
         job_name = f"{study_name}-trial-{trial.number:03d}"
         trial.set_user_attr("job_name", job_name)
+        trial.set_user_attr("log", str(Path(jobs_dir) / job_name / "log.txt"))  # where both local backends write it
         values = []
 
         def on_line(line):
@@ -182,8 +184,9 @@ def trials_table(study, spec) -> list:
 def best_trial(study, spec) -> dict:
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not completed:
+        logs = [t.user_attrs["log"] for t in study.get_trials(deepcopy=False) if Path(t.user_attrs.get("log", "")).is_file()]
         raise TuningError(f"no tuning trial completed in study {study.study_name}: see the trials' logs "
-                          f"listed in tuning/trials.csv")
+                          f"({', '.join(logs) or 'none was written'})")
     best = study.best_trial
     return {"hyperparameters": best.params, "trial": best.number, "job_name": best.user_attrs.get("job_name"),
             "objective": {"metric": spec["objective"]["metric"], "type": spec["objective"]["type"],

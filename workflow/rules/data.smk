@@ -12,6 +12,7 @@ rule fetch:
         store_endpoint_url=config["store"]["endpoint_url"] if config["data_source"].startswith("s3://") else "",
         fingerprint=fetch_module.source_fingerprint(config["data_source"]),
         demo_seed=config["data"]["demo_seed"],
+        extraction_limits=config["data"]["extraction"],
     log:
         R("logs/fetch.log"),
     script:
@@ -32,6 +33,8 @@ rule prepare:
         test_fraction=config["data"]["test_fraction"],
         split_seed=config["data"]["split_seed"],
         min_image_size=config["data"]["min_image_size"],
+        max_image_bytes=config["data"]["max_image_bytes"],
+        max_image_pixels=config["data"]["max_image_pixels"],
     threads: 4
     log:
         R("logs/prepare.log"),
