@@ -17,6 +17,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import os
 from http import HTTPStatus
 
@@ -31,6 +32,12 @@ NPY = "application/x-npy"
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 MAX_BATCH = 256  # requests carrying more inputs than this are refused; split them client side
 TOP_K = int(os.environ.get("TOP_K", "5"))
+# Limits checked before the work they guard: an image's pixel count before it is decoded (a 177-byte PNG
+# header can claim 30000×30000), an npy array's shape and dtype before anything is allocated.
+MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 40_000_000))
+MAX_INPUT_VALUES = int(os.environ.get("MAX_INPUT_VALUES", 3 * MAX_IMAGE_PIXELS))  # N×3×H×W of one request
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL's own bomb check (it raises at twice this) agrees
+ANSWER_TYPES = {JSON: JSON, NPY: NPY, "application/*": JSON, "*/*": JSON}
 
 
 try:  # SageMaker's inference toolkit answers a handler error's status only for its own error class
@@ -71,18 +78,31 @@ def model_fn(model_dir):
     return {"model": model, "info": info, "device": device}
 
 
+def _too_many_pixels(width, height) -> RequestError:
+    return RequestError(f"the image is {width}×{height} = {width * height:,} pixels, over this endpoint's limit of "
+                        f"{MAX_IMAGE_PIXELS:,}: send it smaller")
+
+
 def _decode_image(data: bytes, transform) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise _too_many_pixels(image.width, image.height)
             return transform(image.convert("RGB"))
+    except RequestError:
+        raise
+    except Image.DecompressionBombError as error:  # PIL's check, in formats whose size it learns late
+        raise RequestError(f"the image has too many pixels for this endpoint (limit {MAX_IMAGE_PIXELS:,})") from error
     except UnidentifiedImageError as error:  # its text names a Python object, not the problem
         raise RequestError("could not decode the image: not a format PIL reads (JPEG, PNG, ...)") from error
-    except OSError as error:
-        raise RequestError(f"could not decode the image ({error})") from error
+    except Exception as error:  # hostile or broken files raise many kinds (OSError, SyntaxError, struct.error …)
+        raise RequestError("could not decode the image: the file is damaged or not a complete image") from error
 
 
 def _instance_to_tensor(instance, transform) -> torch.Tensor:
-    if isinstance(instance, dict) and "b64" in instance:
+    if isinstance(instance, dict):
+        if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
+            raise RequestError('an object instance must be {"b64": "<base64 image>"}')
         instance = instance["b64"]
     if isinstance(instance, str):
         try:
@@ -90,10 +110,39 @@ def _instance_to_tensor(instance, transform) -> torch.Tensor:
         except (binascii.Error, ValueError) as error:
             raise RequestError(f"an instance is a string but not valid base64 ({error})") from error
         return _decode_image(data, transform)
-    array = np.asarray(instance, dtype=np.float32)
+    if not isinstance(instance, list):
+        raise RequestError("an instance must be a base64 image, {\"b64\": ...} or a 3×H×W array of numbers")
+    try:
+        array = np.asarray(instance, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as error:  # ragged, strings inside, 10**400, > 64 dims
+        raise RequestError("an array instance must be a 3×H×W nested list of numbers, every row the same length") from error
     if array.ndim != 3 or array.shape[0] != 3:
         raise RequestError(f"an array instance must be 3×H×W (normalised RGB), got shape {list(array.shape)}")
     return torch.from_numpy(array)
+
+
+def _load_npy(body: bytes) -> np.ndarray:
+    """An .npy body, its header checked before anything is allocated: a numeric dtype, a 3- or 4-d shape
+    within MAX_INPUT_VALUES, and a body as long as the shape says (a header may claim 112 GiB)."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream)
+    except Exception as error:  # the header is a Python literal: a hostile one raises ValueError, SyntaxError …
+        raise RequestError("body is not a .npy array (its header does not parse)") from error
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise RequestError(f"the array must hold numbers (integer or float), got dtype {dtype}")
+    if len(shape) not in (3, 4):
+        raise RequestError(f"expected an N×3×H×W array, got shape {list(shape)}")
+    values = math.prod(shape)
+    if values > MAX_INPUT_VALUES:
+        raise RequestError(f"the array holds {values:,} values, over this endpoint's limit of {MAX_INPUT_VALUES:,}")
+    if len(body) - stream.tell() != values * dtype.itemsize:
+        raise RequestError(f"the .npy body holds {len(body) - stream.tell():,} bytes of data, but its header "
+                           f"({list(shape)}, {dtype}) says {values * dtype.itemsize:,}")
+    array = np.frombuffer(body, dtype=dtype, count=values, offset=stream.tell())
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _check_batch(batch: torch.Tensor) -> torch.Tensor:
@@ -103,6 +152,10 @@ def _check_batch(batch: torch.Tensor) -> torch.Tensor:
         raise RequestError(f"expected an N×3×H×W array, got shape {list(batch.shape)}")
     if not 1 <= batch.shape[0] <= MAX_BATCH:
         raise RequestError(f"a request must hold 1 to {MAX_BATCH} inputs, got {batch.shape[0]}")
+    if batch.shape[2] * batch.shape[3] > MAX_IMAGE_PIXELS:
+        raise _too_many_pixels(batch.shape[3], batch.shape[2])
+    if batch.numel() > MAX_INPUT_VALUES:
+        raise RequestError(f"the request holds {batch.numel():,} values, over this endpoint's limit of {MAX_INPUT_VALUES:,}")
     if min(batch.shape[2:]) < 16:
         raise RequestError(f"images must be at least 16×16 pixels, got {batch.shape[2]}×{batch.shape[3]}")
     if not torch.isfinite(batch).all():
@@ -117,16 +170,13 @@ def input_fn(request_body, request_content_type):
     if isinstance(request_body, str):
         request_body = request_body.encode()
     if content_type == NPY:
-        try:
-            array = np.load(io.BytesIO(request_body), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise RequestError(f"body is not a .npy array ({error})") from error
-        if not np.issubdtype(array.dtype, np.number):
-            raise RequestError(f"the array must be numeric, got dtype {array.dtype}")
-        return _check_batch(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
+        array = _load_npy(request_body)  # a read-only view of the body: the copy is the model's input
+        return _check_batch(torch.from_numpy(np.array(array, dtype=np.float32)))
     if content_type == JSON:
         try:
             payload = json.loads(request_body)
+        except RecursionError as error:
+            raise RequestError("body is JSON nested too deeply") from error
         except (ValueError, UnicodeDecodeError) as error:
             raise RequestError(f"body is not valid JSON ({error})") from error
         instances = payload.get("instances") if isinstance(payload, dict) else payload
@@ -151,15 +201,35 @@ def predict_fn(input_data, model):
     return {"probabilities": probabilities, "classes": model["info"]["classes"]}
 
 
+def answer_type(accept) -> str:
+    """The answer's type for an Accept header (a list, with q-values): JSON or npy, the client's
+    favourite; a wildcard (*/*, application/*) means JSON; a type named outright wins a tie with one."""
+    best, best_rank = None, (0.0, 0)
+    for entry in (accept or JSON).split(","):
+        media, *parameters = [field.strip().lower() for field in entry.split(";")]
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        rank = (quality, 0 if "*" in media else 1)
+        if media in ANSWER_TYPES and quality > 0 and rank > best_rank:
+            best, best_rank = ANSWER_TYPES[media], rank
+    if best is None:
+        raise RequestError(f"unsupported Accept {accept!r}; ask for {JSON} or {NPY}", status_code=406)
+    return best
+
+
 def output_fn(prediction, accept=JSON):
-    accept = (accept or JSON).split(";")[0].strip().lower()
+    accept = answer_type(accept)
     probabilities, classes = prediction["probabilities"], prediction["classes"]
     if accept == NPY:
         buffer = io.BytesIO()
         np.save(buffer, probabilities.numpy())
         return buffer.getvalue(), NPY
-    if accept not in (JSON, "*/*"):
-        raise RequestError(f"unsupported Accept {accept!r}; ask for {JSON} or {NPY}", status_code=406)
     top = torch.topk(probabilities, k=min(TOP_K, probabilities.shape[1]), dim=1)
     predictions = [
         [{"index": int(i), "breed": classes[int(i)], "probability": round(float(p), 6)}

@@ -126,6 +126,7 @@ def workflow_with_test_config(tiny_dataset, target: Path, backend="local") -> Pa
         "data_source": str(archive),
         "model": {"weights": "none", "image_size": 32},
         "hyperparameters": {"epochs": 3, "num_workers": 0},
+        "backends": {"local": {"channel_timeout": 3}},  # a client that stops sending is let go quickly
         "tuning": {"max_jobs": 2, "trial_hyperparameters": {"epochs": 1},
                    "parameters": {"lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
                                   "batch_size": {"type": "categorical", "values": [8, 16]}}},

@@ -113,6 +113,64 @@ def test_client_mistakes_get_a_4xx_with_a_one_line_json_error(deployed):
         assert set(json.loads(serving_contract.first_line(answer))) == {"error"}, what
 
 
+def test_no_hostile_request_gets_a_5xx_or_internals(deployed):
+    """A bounded fuzz (300 requests) of what a careless or hostile client sends, against the live server."""
+    url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
+    image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    cases = serving_contract.hostile_requests(image, 32)
+    assert len(cases) >= 300
+    statuses = {}
+    for what, content_type, body, accept in cases:
+        answer = serving_contract.post(url, content_type, body, accept)
+        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        assert answer.status_code < 500, (what, answer.status_code, answer.text[:300])
+        if answer.status_code >= 400:
+            assert set(json.loads(serving_contract.first_line(answer))) == {"error"}, (what, answer.text[:300])
+            assert "Traceback" not in answer.text and "Error:" not in answer.text, (what, answer.text[:300])
+    assert statuses.get(200, 0) >= 10 and {400, 406, 413, 415} <= set(statuses)
+    assert requests.get(url + "/ping", timeout=5).status_code == 200  # still serving
+
+
+def test_slow_clients_hold_no_one_else_up(deployed):
+    """Three connections sending their headers a byte at a time and one slow body stay open, while /ping
+    and a real request are answered at once; an idle connection is closed (channel_timeout: 3 s here)."""
+    import socket
+    import time
+
+    url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    slow = []
+    try:
+        for _ in range(3):  # slowloris: headers that never end
+            connection = socket.create_connection((host, int(port)), timeout=10)
+            connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(connection)
+        body = socket.create_connection((host, int(port)), timeout=10)  # a body that never arrives
+        body.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n" + image[:10])
+        slow.append(body)
+        for connection in slow:
+            connection.sendall(b"a")  # still trickling
+        started = time.perf_counter()
+        assert requests.get(url + "/ping", timeout=10).status_code == 200
+        answer = requests.post(url + "/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=10)
+        assert answer.status_code == 200, answer.text[:300]
+        served_in = time.perf_counter() - started
+        print(f"with 4 slow clients open: /ping + one invocation answered in {served_in * 1000:.0f} ms")
+        # an idle client is let go: its connection closed by the server, no thread ever held
+        slow[0].settimeout(30)  # channel_timeout 3 s, checked every 5 s: closed well within this
+        try:
+            closed = slow[0].recv(100) == b""
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+        assert closed, "the server kept an idle, half-sent request open"
+    finally:
+        for connection in slow:
+            connection.close()
+
+
 def test_the_sagemaker_sdks_own_clients_work_against_it(deployed):
     """Notebooks written for SageMaker: LocalSession (serving_port = our port) + Predictor + serializers."""
     port = int(json.loads((deployed / "results/endpoint.json").read_text())["url"].rsplit(":", 1)[1])

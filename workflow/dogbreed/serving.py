@@ -2,7 +2,7 @@
 
 It loads the handler module the model artifact carries (SM_MODEL_DIR/code/$SAGEMAKER_PROGRAM, as
 SageMaker's PyTorch containers do) and calls its model_fn / input_fn / predict_fn / output_fn.
-Run by gunicorn: `gunicorn "dogbreed.serving:create_app()"` with SM_MODEL_DIR set.
+Run by waitress: `python -m waitress --call dogbreed.serving:create_app` with SM_MODEL_DIR set.
 """
 import importlib.util
 import json
@@ -14,7 +14,10 @@ from pathlib import Path
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-log = logging.getLogger("gunicorn.error")
+log = logging.getLogger("waitress")
+# SageMaker's real-time endpoints' limit: a request that works here works there (larger: 413, from
+# waitress before the body is read when it says its length, and from here otherwise)
+MAX_BODY_BYTES = 6_291_456
 
 
 def load_handler(model_dir: Path):
@@ -37,8 +40,7 @@ def create_app(model_dir=None) -> Flask:
     handler = load_handler(model_dir)
     model = handler.model_fn(str(model_dir))
     app = Flask("dogbreed-endpoint")
-    # SageMaker's real-time endpoints' limit: a request that works here works there (larger: 413)
-    app.config["MAX_CONTENT_LENGTH"] = 6_291_456
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @app.get("/ping")
     def ping():
@@ -57,9 +59,9 @@ def create_app(model_dir=None) -> Flask:
             body, content_type = handler.output_fn(prediction, accept)
         except Exception as error:  # the handler's own 4xx errors carry status_code
             status = getattr(error, "status_code", 500)
-            if status >= 500:
+            if status >= 500:  # ours, not the client's: the log has the traceback, the client no internals
                 log.exception("invocation failed")
-                return error_response(500, f"internal error: {type(error).__name__}: {error}")
+                return error_response(500, "internal error while serving the request (the endpoint's log has the details)")
             if not isinstance(getattr(error, "message", None), str):  # a 4xx error of another kind
                 return error_response(status, str(error))
             # the handler's own body (error.message), as SageMaker's toolkit sends it

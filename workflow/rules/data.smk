@@ -51,8 +51,9 @@ rule upload:
         R("upload.json"),
     params:
         backend=config["backend"],
-        backend_settings=backend_settings(),
-        tuning=config["tuning"],  # the cloud backend prices the whole run before its first upload
+        # the cloud backend prices the whole run before its first upload; no other backend reads these
+        backend_settings=backend_settings() if config["backend"] == "sagemaker" else {},
+        tuning=config["tuning"] if config["backend"] == "sagemaker" else {},
         store_uri=config["store"]["uri"],
         store_endpoint_url=config["store"]["endpoint_url"],
         prefix=f"datasets/{SOURCE_ID}",

@@ -103,7 +103,7 @@ class Backend:
 
 class HttpEndpointBackend(Backend):
     """A backend whose endpoint this machine serves on a local URL under the SageMaker serving
-    contract (local: gunicorn; local_container: the inference image)."""
+    contract (local: waitress; local_container: the inference image)."""
 
     def healthy(self, endpoint) -> bool:
         return ping(endpoint["url"])

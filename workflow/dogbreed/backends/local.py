@@ -1,5 +1,5 @@
 """The `local` backend: training jobs as subprocesses in /opt/ml-like job folders, endpoints as a local
-gunicorn server running the model's own code/inference.py. Python only; uses a GPU when there is one.
+waitress server running the model's own code/inference.py. Python only; uses a GPU when there is one.
 """
 import json
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from dogbreed import metrics, store
+from dogbreed import metrics, serving, store
 from dogbreed.backends.base import HttpEndpointBackend, JobFailed, write_endpoint_state
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
@@ -140,9 +140,15 @@ class LocalBackend(HttpEndpointBackend):
         log_path = state_dir / "server.log"
         env = dict(os.environ, SM_MODEL_DIR=str(model_dir), SAGEMAKER_PROGRAM="inference.py",
                    PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]))
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-                   "--workers", str(self.settings.get("workers", 1)), "--timeout", "120",
-                   "--access-logfile", "-", "--error-logfile", "-", "--no-control-socket", "dogbreed.serving:create_app()"]
+        # waitress reads each request whole (headers and body) in its event loop before a thread runs it:
+        # a client that sends slowly, or not at all, holds no thread, and an idle connection is closed
+        # after channel_timeout. Bodies over MAX_BODY_BYTES get the app's JSON 413; waitress refuses,
+        # with its own plain 413 and unread, a body that says it is over twice that.
+        command = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", f"--threads={self.settings.get('threads', 4)}",
+                   f"--channel-timeout={self.settings.get('channel_timeout', 20)}", "--cleanup-interval=5",
+                   f"--connection-limit={self.settings.get('connection_limit', 1000)}",
+                   f"--max-request-body-size={2 * serving.MAX_BODY_BYTES}", "--no-expose-tracebacks",
+                   "--call", "dogbreed.serving:create_app"]
         with open(log_path, "w") as log:
             # A new session: the server outlives this Snakemake job, and is stopped by pid group.
             process = subprocess.Popen(command, cwd=state_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
