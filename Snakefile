@@ -3,6 +3,7 @@
 # report, from outputs only), all (default: deploy + report), teardown (stop the endpoint; never
 # part of another target).
 import os
+import shlex
 import sys
 
 from snakemake.utils import min_version, validate
@@ -14,7 +15,11 @@ WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, WORKFLOW_CODE)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
 
+from dogbreed import run_options
 from dogbreed.config import check_config, coerce_command_line
+
+# the run's --configfile/--config options, for the commands it prints (kept if a parent run set them)
+os.environ.setdefault(run_options.ENV, shlex.join(run_options.from_argv(sys.argv)))
 
 configfile: "config.yaml"
 

@@ -88,3 +88,17 @@ def test_a_config_mistake_is_refused_by_a_dry_run_naming_the_key(workdir, overla
     (workdir / "config/mistake.yaml").write_text(yaml.safe_dump(overlay))
     result = snakemake(workdir, "-n", "deploy", "--configfile", "config/demo.yaml", "config/mistake.yaml", check=False)
     assert result.returncode != 0 and message in result.stderr + result.stdout, result.stderr[-2000:]
+
+
+def test_printed_commands_repeat_the_runs_options(monkeypatch):
+    from dogbreed import run_options
+
+    argv = ["snakemake", "--cores", "2", "deploy", "--configfile", "config/demo.yaml", "config/sagemaker.yaml",
+            "--config", "results_dir=results-cloud", "confirm_cloud=true", "-n", "--config=min_accuracy=0.5"]
+    options = run_options.from_argv(argv)
+    assert options == ["--configfile", "config/demo.yaml", "config/sagemaker.yaml", "--config", "results_dir=results-cloud",
+                       "confirm_cloud=true", "--config=min_accuracy=0.5"]
+    import shlex
+    monkeypatch.setenv(run_options.ENV, shlex.join(options))
+    assert run_options.command("teardown") == ("snakemake --cores 1 teardown --configfile config/demo.yaml config/sagemaker.yaml "
+                                               "--config results_dir=results-cloud confirm_cloud=true --config=min_accuracy=0.5")

@@ -214,6 +214,7 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     redeploy = snakemake(deployed, *ARGS)
     summary = (redeploy.stdout + redeploy.stderr).split("=== dog-breed run ===")[1]
     assert "test accuracy" in summary and "best hyperparameters" in summary and "report: results/report.html" in summary
+    assert "(stop it: snakemake --cores 1 teardown --configfile config/test.yaml)" in summary  # this run's options
     new_state, new_process = endpoint_process(deployed)
     assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
     assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at
@@ -232,4 +233,4 @@ def test_teardown_stops_the_endpoint_and_evaluate_says_how_to_restart(deployed):
     dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
     assert dead.returncode != 0
     assert "does not answer /ping" in dead.stdout + dead.stderr
-    assert "--forcerun start_endpoint" in dead.stdout + dead.stderr
+    assert "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml" in dead.stdout + dead.stderr

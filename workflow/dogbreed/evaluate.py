@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from dogbreed import run_options
 from dogbreed.backends import EndpointGone
 
 MAX_REQUEST_BYTES = 5_000_000  # evaluation.max_request_bytes' default: well under SageMaker's 6,291,456
@@ -27,8 +28,7 @@ class RequestTooLarge(ValueError):
 
 
 def restart_hint(results_dir) -> str:
-    return (f"bring it back with: snakemake --cores 1 deploy --forcerun start_endpoint "
-            f"(with the same --configfile/--config options as before; results_dir={results_dir})")
+    return f"bring it back with: {run_options.command('deploy --forcerun start_endpoint')} (results_dir={results_dir})"
 
 
 def json_instance(path) -> str:

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from dogbreed import run_options
 from dogbreed.backends.base import read_endpoint_state
 
 
@@ -20,9 +21,9 @@ def run_summary(results_dir) -> str:
     if endpoint.exists():
         url = json.loads(endpoint.read_text())["url"]
         if read_endpoint_state(results / "endpoint-state") is not None:
-            lines.append(f"endpoint {url} is up (stop it: snakemake --cores 1 teardown)")
+            lines.append(f"endpoint {url} is up (stop it: {run_options.command('teardown')})")
         else:
-            lines.append(f"endpoint {url} is stopped (bring it back: snakemake --cores 1 deploy --forcerun start_endpoint)")
+            lines.append(f"endpoint {url} is stopped (bring it back: {run_options.command('deploy --forcerun start_endpoint')})")
     for name in ("report.html", "profiler/profiler-report.html"):
         if (results / name).exists():
             lines.append(f"{'report' if name == 'report.html' else 'profiler report'}: {results / name}")

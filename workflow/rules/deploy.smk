@@ -19,7 +19,7 @@ rule package_model:
 
 rule start_endpoint:
     input:
-        code(*BACKEND_MODULES, "serving"),
+        code(*BACKEND_MODULES, "serving", "run_options"),
         model=rules.package_model.output[0],
     output:
         R("endpoint.json"),
@@ -36,7 +36,7 @@ rule start_endpoint:
 
 rule evaluate:
     input:
-        code(*BACKEND_MODULES, "evaluate"),
+        code(*BACKEND_MODULES, "evaluate", "run_options"),
         endpoint=rules.start_endpoint.output[0],
         model=rules.package_model.output[0],
         manifest=rules.prepare.output.manifest,

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+from dogbreed import run_options
 from dogbreed.rule_runner import rule_backend, run_rule
 
 
@@ -8,7 +9,7 @@ def main(smk):
     backend = rule_backend(smk)
     endpoint = backend.deploy(smk.input.model, smk.params.endpoint_name, smk.params.state_dir)
     Path(smk.output[0]).write_text(json.dumps(endpoint, indent=2))
-    print(f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: snakemake teardown)")
+    print(f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: {run_options.command('teardown')})")
 
 
 run_rule(main, snakemake)
