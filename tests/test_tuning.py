@@ -113,6 +113,8 @@ def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
 
     grown = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
     assert len(grown.trials) == 5  # two new trials, the first three kept
+    configurations = {(t.params["lr"], t.params["batch_size"], t.params["layers"]) for t in grown.trials}
+    assert len(configurations) == 5  # the resumed study did not replay the first run's draws
     assert sorted(p.name for p in job_env["jobs"].iterdir()) == [f"study-trial-{i:03d}" for i in range(5)]
     again = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
     assert len(again.trials) == 5  # nothing left to do

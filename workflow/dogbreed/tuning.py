@@ -104,7 +104,10 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
     direction = spec["objective"]["type"].lower()
     study = optuna.create_study(
         study_name=study_name, storage=f"sqlite:///{storage_path}", load_if_exists=True,
-        direction=direction, sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
+        direction=direction, pruner=make_pruner(spec))
+    # A resumed study seeded as the first run would replay that run's random draws, repeating its
+    # configurations: the seed moves on with the trials already there (still the same for a rerun).
+    study.sampler = make_sampler(spec, seed + len(study.get_trials(deepcopy=False)))
     interrupted = recover_interrupted(study)
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
                 if t.number not in interrupted]
