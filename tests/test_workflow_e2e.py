@@ -73,6 +73,8 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     assert planned_jobs(deployed, *evaluation) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
     space = overlay(deployed, "space", {"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.1}}}})
     assert planned_jobs(deployed, *space) == {"tune": 1, **AFTER_TRAINING}
+    server = overlay(deployed, "server", {"backends": {"local": {"threads": 2}}})  # the endpoint's alone
+    assert planned_jobs(deployed, *server) == {"start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
     more_trials = overlay(deployed, "more", {"tuning": {"max_jobs": 3}})
     assert planned_jobs(deployed, *more_trials) == {"tune": 1, **AFTER_TRAINING}
     assert planned_jobs(deployed, *ARGS, "--config", "backend=sagemaker") == {"upload": 1, "tune": 1, **AFTER_TRAINING}

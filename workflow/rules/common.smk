@@ -59,6 +59,18 @@ def backend_settings():
     return settings
 
 
+# Settings only the endpoint reads: kept out of the jobs' params, so changing one redeploys without
+# retuning or retraining.
+ENDPOINT_SETTINGS = {"host", "port", "threads", "channel_timeout", "connection_limit", "startup_timeout",
+                     "inference_instance_type", "inference_image", "inference_framework_version",
+                     "endpoint_instance_count"}
+
+
+def job_backend_settings():
+    """backend_settings() less what only the endpoint reads: what tuning and training jobs get."""
+    return {k: v for k, v in backend_settings().items() if k not in ENDPOINT_SETTINGS}
+
+
 def recording_hyperparameters(final: bool):
     """train.py flags for what a job records: the final training by profiling.debug/profile, trials by
     in_trials. Intervals only when they are used, so changing one does not rerun what ignores it."""

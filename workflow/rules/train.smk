@@ -14,7 +14,7 @@ rule train:
         output=directory(R("training/output")),  # the job's output data: debug tensors, profiler files
     params:
         backend=config["backend"],
-        backend_settings=backend_settings(),
+        backend_settings=job_backend_settings(),
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
         source_dir=str(SCRIPTS_DIR),
         jobs_dir=R("jobs"),

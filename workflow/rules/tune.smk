@@ -11,7 +11,7 @@ rule tune:
         best=R("best_hyperparameters.json"),
     params:
         backend=config["backend"],
-        backend_settings=backend_settings(),
+        backend_settings=job_backend_settings(),
         tuning=config["tuning"],
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=False)},
         source_dir=str(SCRIPTS_DIR),
