@@ -79,20 +79,16 @@ class SageMakerBackend(Backend):
     def approve_run(self, tuning_spec, store_uri):
         """The whole run's plan and estimate, before anything reaches S3; refused unless confirmed, and
         refused outright while a setting still holds the shipped placeholder."""
-        refuse_placeholders({"store.uri": store_uri, **{f"backends.sagemaker.{k}": v for k, v in self.settings.items()}})
+        refuse_placeholders({"store.uri": store_uri})  # the settings' own: confirm() checks them
         require_s3(store_uri)
         trials, _ = api_tuning_limits(tuning_spec, 0)
-        s = self.settings
-        endpoint_dollars, endpoint_line = cost_line("endpoint", s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)),
-                                                    24, s.get("prices_per_hour", {}))
         print(f"plan on SageMaker: upload the channels to {store_uri}, a tuning job of {trials} trials, a final "
               f"training job, a real-time endpoint (until `snakemake teardown`)")
         self.confirm([self._training_cost(f"tuning job ({trials} trials)", trials), self._training_cost("training job"),
-                      (endpoint_dollars, endpoint_line.replace("up to 24 h", "24 h").replace("= at most", "=")
-                       + " for its first day")])
+                      self._endpoint_cost("endpoint")])
 
     def confirm(self, lines):
-        """Print the estimate; refuse unless confirm_cloud is true."""
+        """Print the estimate; refuse unless confirm_cloud is true, and any setting still a placeholder."""
         refuse_placeholders({f"backends.sagemaker.{k}": v for k, v in self.settings.items()})
         total = sum(d for d, _ in lines if d is not None)
         print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
@@ -107,6 +103,13 @@ class SageMakerBackend(Backend):
         s = self.settings
         return cost_line(what, s["instance_type"], s.get("instance_count", 1) * jobs,
                          _hours(s, "max_wait_hours" if s.get("use_spot") else "max_run_hours", 4), s.get("prices_per_hour", {}))
+
+    def _endpoint_cost(self, what):
+        """An endpoint bills every hour until teardown: its first day, and said so."""
+        s = self.settings
+        dollars, line = cost_line(what, s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)), 24,
+                                  s.get("prices_per_hour", {}))
+        return dollars, line.replace("up to 24 h", "24 h").replace("= at most", "=") + " for its first day"
 
     # --- upload ---------------------------------------------------------------------------------
     def upload(self, local_dir, uri) -> dict:
@@ -347,11 +350,8 @@ class SageMakerBackend(Backend):
         from sagemaker.pytorch import PyTorchModel
 
         s = self.settings
-        # an endpoint bills every hour until teardown: price its first day, and say so
-        dollars, line = cost_line(f"endpoint {endpoint_name}", s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)),
-                                  24, s.get("prices_per_hour", {}))
-        self.confirm([(dollars, line.replace("up to 24 h", "24 h").replace("= at most", "=")
-                       + " for its first day; it bills every hour until `snakemake teardown`")])
+        dollars, line = self._endpoint_cost(f"endpoint {endpoint_name}")
+        self.confirm([(dollars, line + "; it bills every hour until `snakemake teardown`")])
         self.teardown(state_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         model_name = f"{endpoint_name}-{stamp}"
