@@ -11,6 +11,8 @@ evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
 """
 import json
 import os
+import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -151,12 +153,97 @@ class StepTimer:
                                    "data_wait_s": round(data_ready - started, 6),
                                    "compute_s": round(finished - data_ready, 6), "end": finished}) + "\n")
 
+    def flush(self):
+        self.out.flush()
+
     def close(self):
         self.out.close()
 
 
-def write_job_info(path, **info):
+def write_job_info(path, resumed_after_epoch=None, **info):
+    """The job's facts for the profiler report. A resumed job keeps the first start's facts (its
+    init time, its steps) and adds one line to `resumes` per restart."""
+    path = Path(path)
     process_started = psutil.Process(os.getpid()).create_time()
     info = {"process_started": process_started, "cpu_count": psutil.cpu_count(), **info}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(info, indent=2))
+    if resumed_after_epoch is not None and path.is_file():
+        first = json.loads(path.read_text())
+        restart = {"after_epoch": resumed_after_epoch, "process_started": process_started, "started": info.get("started")}
+        info = {**first, "resumes": first.get("resumes", []) + [restart]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2))
+
+
+# --- what survives an interruption ------------------------------------------------------------
+# SageMaker gives a restarted spot job an empty output folder and only the checkpoint folder back
+# (the local backend does the same), so the job's record is kept beside its checkpoint and put back
+# on resume: the metrics, the profiler's files and the debug tensors then cover the whole run.
+RECORD = ("metrics.jsonl", "profiler", "debug")
+
+
+def keep_record(output_dir, keep_dir):
+    """Copy what the job has recorded so far into keep_dir: new files, and those that grew since."""
+    output_dir, keep_dir = Path(output_dir), Path(keep_dir)
+    for name in RECORD:
+        source = output_dir / name
+        for path in ([source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []):
+            target = keep_dir / path.relative_to(output_dir)
+            if not path.is_file() or path.name == "claim.smd" or (target.is_file() and target.stat().st_size == path.stat().st_size
+                                      and target.stat().st_mtime_ns == path.stat().st_mtime_ns):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target.with_name(target.name + ".tmp"))  # aside, then renamed: a kill leaves it whole
+            os.replace(target.with_name(target.name + ".tmp"), target)
+
+
+def _step_of(path: Path):
+    """The global step an smdebug file belongs to (events/000000000042/000000000042_worker_0.tfevents)."""
+    match = re.match(r"(\d{12})_", path.name)
+    return int(match.group(1)) if match else None
+
+
+def restore_record(keep_dir, output_dir, epoch: int, debug_step):
+    """Put the record kept at epoch `epoch`'s checkpoint back into output_dir, without what was
+    written after that checkpoint: epochs after it, debug steps after `debug_step`."""
+    keep_dir, output_dir = Path(keep_dir), Path(output_dir)
+    for name in RECORD:
+        target = output_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        if (keep_dir / name).is_dir():
+            shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*.tmp"))
+        elif (keep_dir / name).is_file():
+            shutil.copy2(keep_dir / name, target)
+    for log in (output_dir / "metrics.jsonl", output_dir / "profiler/steps.jsonl"):
+        if log.is_file():
+            lines = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch]
+            log.write_text("".join(line + "\n" for line in lines))
+    debug = output_dir / "debug"
+    if debug.is_dir():
+        for path in [p for p in debug.rglob("*") if p.is_file()]:
+            step = _step_of(path)
+            if step is not None and (debug_step is None or step > debug_step):
+                path.unlink()
+        for marker in ("training_job_end.ts", "claim.smd"):  # smdebug's: the job's end, the writing process
+            (debug / marker).unlink(missing_ok=True)
+
+
+def debug_hook_state(hook):
+    """Where the hook's step counters stand, as smdebug itself keeps them across a restart."""
+    return {"step": hook.step, "mode_steps": {mode.name: step for mode, step in hook.mode_steps.items()}}
+
+
+def flush_debug_hook(hook):
+    """Write out the step in progress: smdebug keeps a step's file open until the next step starts."""
+    hook._close_writers()
+
+
+def resume_debug_hook(hook, state):
+    """Continue the step numbering of a hook saved with debug_hook_state (smdebug does the same when
+    SageMaker hands it its checkpoint config): the next step after the resume is state["step"] + 1."""
+    from smdebug.core.modes import ModeKeys
+    hook.init_step = hook.step = state["step"]
+    hook.mode_steps = {ModeKeys[mode]: step for mode, step in state["mode_steps"].items()}
+    hook.mode_steps[ModeKeys.GLOBAL] = state["step"]

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -207,19 +208,6 @@ def main(argv=None):
     loss_fn = torch.nn.CrossEntropyLoss()
     output_dir = Path(args.output_data_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    hook = timer = None
-    if args.debug:
-        hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
-        hook.register_module(model)
-        hook.register_loss(loss_fn)
-    if args.profile:
-        timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
-        instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
-                                       gpu_count=torch.cuda.device_count(), num_workers=args.num_workers,
-                                       batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
-                                       train_images=len(train_set), started=time.time())
-    monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
-               if args.profile else contextlib.nullcontext())
     optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
 
@@ -229,6 +217,7 @@ def main(argv=None):
     # keeps its checkpoint under its own name and never resumes from another job's weights.
     job_name = training_job_name()
     checkpoint_path = Path(args.checkpoint_dir) / job_name / "checkpoint.pth"
+    record_copy = checkpoint_path.parent / "record"  # the job's record so far, as of the checkpoint
     start_epoch = 1
     best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
     checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
@@ -241,7 +230,27 @@ def main(argv=None):
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch = checkpoint["epoch"] + 1
         best = checkpoint["best"]
+        # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
+        debug_step = (checkpoint.get("debug_hook") or {}).get("step")
+        instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
         print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
+
+    hook = timer = None
+    if args.debug:
+        hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
+        hook.register_module(model)
+        hook.register_loss(loss_fn)
+        if checkpoint is not None and checkpoint.get("debug_hook"):
+            instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
+    if args.profile:
+        timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
+        instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
+                                       gpu_count=torch.cuda.device_count(), num_workers=args.num_workers,
+                                       batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
+                                       train_images=len(train_set), started=time.time(),
+                                       resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
+    monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
+               if args.profile else contextlib.nullcontext())
 
     print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
           f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
@@ -258,17 +267,25 @@ def main(argv=None):
             if valid_loss < best["valid_loss"]:
                 best = {"epoch": epoch, "valid_loss": valid_loss,
                         "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            # Checkpoint first, then report: an epoch whose line was printed is never lost to an
-            # interruption. Written aside and renamed, so a kill mid-write leaves the previous one whole.
-            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "epoch": epoch, "best": best, "job_name": job_name}, checkpoint_path.with_suffix(".tmp"))
-            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
-            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex; the
-            # same values go to the output data, for backends whose logs are far away (SageMaker).
-            print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
+            # The epoch's metrics go to the output data (for backends whose logs are far away), the
+            # record so far beside the checkpoint, then the checkpoint, then the epoch's line: an epoch
+            # whose line was printed is never lost to an interruption. The checkpoint is written aside
+            # and renamed, so a kill mid-write leaves the previous one whole.
             with open(output_dir / "metrics.jsonl", "a") as metrics_file:
                 metrics_file.write(json.dumps(epoch_metrics) + "\n")
+            if hook is not None:
+                instrumentation.flush_debug_hook(hook)
+            if timer is not None:
+                timer.flush()
+            instrumentation.keep_record(output_dir, record_copy)
+            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "epoch": epoch, "best": best, "job_name": job_name,
+                        "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None},
+                       checkpoint_path.with_suffix(".tmp"))
+            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
+            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
+            print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
     if hook is not None:
         hook.close()
     if timer is not None:
@@ -284,6 +301,7 @@ def main(argv=None):
     # Done: the checkpoint has served its purpose. Removing it keeps later trials of a tuning job,
     # which share the checkpoint prefix, from copying it into their containers.
     checkpoint_path.unlink(missing_ok=True)
+    shutil.rmtree(record_copy, ignore_errors=True)
 
 
 if __name__ == "__main__":

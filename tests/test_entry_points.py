@@ -2,6 +2,7 @@
 import base64
 import contextlib
 import io
+import itertools
 import json
 import shutil
 import tarfile
@@ -16,6 +17,8 @@ import inference
 from conftest import REPO, jpeg_bytes
 from dogbreed import packaging, serving
 from dogbreed.backends.local import LocalBackend
+
+pytestmark = pytest.mark.xdist_group("entry-points")  # make test: one worker, one tiny training job and server
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +51,21 @@ def test_the_epoch_with_the_lowest_validation_loss_is_kept(trained):
     assert f"keeping epoch {best} " in open(result["log"]).read()
 
 
-def interrupted_after_first_epoch(train, args, monkeypatch):
-    """Run train.main(args) and stop it the way a reclaimed spot instance does: after epoch 1's checkpoint."""
+def interrupted_after_first_epoch(train, args, monkeypatch, after_batches=0):
+    """Run train.main(args) and stop it the way a reclaimed spot instance does: after epoch 1's
+    checkpoint, `after_batches` batches into epoch 2."""
     run_epoch = train.run_epoch
     calls = []
 
-    def stop_in_epoch_two(*a, **k):
+    def batches_then_stop(loader):
+        yield from itertools.islice(loader, after_batches)
+        raise KeyboardInterrupt("spot instance reclaimed")
+
+    def stop_in_epoch_two(model, loader, *a, **k):
         calls.append(1)
         if len(calls) == 3:  # epoch 1 trained and validated, epoch 2 starting
-            raise KeyboardInterrupt("spot instance reclaimed")
-        return run_epoch(*a, **k)
+            return run_epoch(model, batches_then_stop(loader), *a, **k)
+        return run_epoch(model, loader, *a, **k)
     with monkeypatch.context() as patch:
         patch.setattr(train, "run_epoch", stop_in_epoch_two)
         with pytest.raises(KeyboardInterrupt):
@@ -71,12 +79,15 @@ def run_main(train, args) -> str:
     return out.getvalue()
 
 
+def training_args(channels, folder):
+    return ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",
+            "--train", str(channels / "train"), "--valid", str(channels / "valid"), "--model_dir", str(folder / "m"),
+            "--output_data_dir", str(folder / "o"), "--checkpoint_dir", str(folder / "c")]
+
+
 @pytest.fixture
 def train_args(tiny_channels, tmp_path):
-    channels, _ = tiny_channels
-    return ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",
-            "--train", str(channels / "train"), "--valid", str(channels / "valid"), "--model_dir", str(tmp_path / "m"),
-            "--output_data_dir", str(tmp_path / "o"), "--checkpoint_dir", str(tmp_path / "c")]
+    return training_args(tiny_channels[0], tmp_path)
 
 
 def test_training_resumes_from_its_own_checkpoint(train_args, tmp_path, monkeypatch):
@@ -88,6 +99,53 @@ def test_training_resumes_from_its_own_checkpoint(train_args, tmp_path, monkeypa
     out = run_main(train, train_args)
     assert "resumed from" in out and "epoch=1 " not in out and "epoch=2 " in out
     assert not (tmp_path / "c/train-abc/checkpoint.pth").exists()  # done: later jobs sharing the prefix skip it
+
+
+def recorded_run(output_dir):
+    """What a job recorded: epochs in metrics.jsonl, (phase, epoch, step) timings, debug steps per tensor."""
+    from smdebug.trials import create_trial
+    epochs = [json.loads(line)["epoch"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [(s["phase"], s["epoch"], s["step"]) for s in map(json.loads, (output_dir / "profiler/steps.jsonl").open())]
+    trial = create_trial(str(output_dir / "debug"))
+    tensors = {name: trial.tensor(name).steps() for name in trial.tensor_names(collection="losses")}
+    tensors["weights"] = trial.tensor(trial.tensor_names(collection="weights")[0]).steps()
+    return epochs, steps, tensors
+
+
+RECORDING = ["--debug", "true", "--profile", "true", "--save_interval", "2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_record(tiny_channels, tmp_path_factory):
+    """What one uninterrupted 2-epoch job with debugger and profiler records."""
+    import train
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    channels, _ = tiny_channels
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRAINING_JOB_NAME", "train-whole")
+        run_main(train, [*training_args(channels, folder), *RECORDING])
+    return recorded_run(folder / "o")
+
+
+@pytest.mark.parametrize("output_after_restart", ["an empty folder", "the same folder"])
+def test_a_resumed_job_records_the_whole_run(train_args, tmp_path, monkeypatch, output_after_restart, uninterrupted_record):
+    """After a spot restart (SageMaker: an empty output folder and the checkpoint folder back; by hand:
+    the same folder, holding what was written after the checkpoint) the metrics, the profiler's step
+    timings and the debug tensors are those of one uninterrupted run: no step missing or twice."""
+    import train
+    monkeypatch.setenv("TRAINING_JOB_NAME", "train-whole")
+    interrupted_after_first_epoch(train, [*train_args, *RECORDING], monkeypatch, after_batches=2)
+    assert (tmp_path / "c/train-whole/record/metrics.jsonl").is_file()
+    assert ("train", 2, 1) in [(s["phase"], s["epoch"], s["step"]) for s in map(json.loads, open(tmp_path / "o/profiler/steps.jsonl"))]
+    restarted = tmp_path / ("restarted" if output_after_restart == "an empty folder" else "o")
+    assert "resumed from" in run_main(train, [*train_args, *RECORDING, "--output_data_dir", str(restarted)])
+    expected, got = uninterrupted_record, recorded_run(restarted)
+    assert got[0] == expected[0] == [1, 2]
+    assert got[1] == expected[1] and len(set(got[1])) == len(got[1])
+    assert got[2] == expected[2] and len(got[2]["weights"]) > 2
+    job = json.loads((restarted / "profiler/job.json").read_text())
+    assert [r["after_epoch"] for r in job["resumes"]] == [1]
+    assert not (tmp_path / "c/train-whole").exists() or not any((tmp_path / "c/train-whole").iterdir())
 
 
 def test_another_jobs_checkpoint_is_never_resumed(train_args, tmp_path, monkeypatch):
@@ -121,7 +179,8 @@ def test_the_local_backend_resumes_an_interrupted_job(tiny_channels, tmp_path):
         backend.train(*job, on_line=interrupt_after_epoch_one, echo=False)
     assert (tmp_path / "tiny-resume/checkpoints/tiny-resume/checkpoint.pth").is_file()
     result = backend.train(*job, echo=False)
-    assert "resumed from" in open(result["log"]).read() and [m["epoch"] for m in result["metrics"]] == [2]
+    assert "resumed from" in open(result["log"]).read() and "epoch=1 " not in open(result["log"]).read()
+    assert [m["epoch"] for m in result["metrics"]] == [1, 2]  # the whole run's, as the train rule's metrics.csv
 
 
 def test_unavailable_imagenet_weights_are_a_clear_error(monkeypatch, tmp_path):
