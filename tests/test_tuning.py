@@ -132,6 +132,26 @@ def test_an_interrupted_trial_is_retried_with_its_hyperparameters(job_env):
     assert rows[1]["retry_of"] == killed.number and rows[1]["lr"] == killed.params["lr"]
 
 
+def test_a_trial_stopped_by_ctrl_c_is_retried_under_its_job_name(job_env):
+    """Ctrl-C or Snakemake's SIGTERM: the trial ends Failed, and the rerun retries it (not counted against
+    max_jobs) as the same job, which then resumes from that job's checkpoint."""
+    spec = {**SPEC, "max_jobs": 2}
+    real = runner(job_env, spec)
+
+    def ctrl_c(step, value):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_study(spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", show_progress=False)
+    study = tuning.run_study(spec, real, job_env["db"], "study", show_progress=False)
+    rows = tuning.trials_table(study, spec)
+    assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
+    assert rows[1]["retry_of"] == 0 and rows[1]["job_name"] == rows[0]["job_name"] == "study-trial-000"
+    assert rows[1]["lr"] == rows[0]["lr"] and rows[2]["job_name"] == "study-trial-002"
+    again = tuning.run_study(spec, real, job_env["db"], "study", show_progress=False)
+    assert len(again.trials) == 3  # retried once, never again
+
+
 def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
     spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1]}}}
     study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", show_progress=False)

@@ -81,15 +81,25 @@ def make_pruner(spec: dict):
 
 
 def recover_interrupted(study) -> set:
-    """Trials left RUNNING by a killed tune are failed and queued again with the same hyperparameters.
+    """Trials a killed or stopped tune left behind are queued again with the same hyperparameters and
+    the same job name, so the retry resumes from the job's checkpoint.
 
-    Only one tune runs per results folder (Snakemake's lock), so a RUNNING trial here is stale.
-    Returns the numbers of all trials ever interrupted (they do not count against max_jobs).
+    Interrupted: left RUNNING (the tune was killed outright; only one tune runs per results folder,
+    Snakemake's lock, so a RUNNING trial here is stale) or failed by an interruption (Ctrl-C,
+    Snakemake's SIGTERM). Returns the numbers of all trials ever interrupted (they do not count
+    against max_jobs).
     """
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-    return {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for trial in trials:
+        if trial.number in retried or not (trial.state == TrialState.RUNNING or trial.user_attrs.get("interrupted")):
+            continue
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        resume = {"job_name": trial.user_attrs["job_name"]} if "job_name" in trial.user_attrs else {}
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **resume}, skip_if_exists=False)
+        retried.add(trial.number)
+    return retried
 
 
 def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0,
@@ -120,7 +130,11 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
             trial.report(value, step)
             return trial.should_prune()
 
-        value = run_trial(trial, hyperparameters, report)
+        try:
+            value = run_trial(trial, hyperparameters, report)
+        except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
+            trial.set_user_attr("interrupted", True)
+            raise
         if value is None:
             raise optuna.TrialPruned()
         if not math.isfinite(value):
@@ -138,7 +152,8 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
     regex = spec["objective"]["regex"]
 
     def run_trial(trial, hyperparameters, report):
-        job_name = f"{study_name}-trial-{trial.number:03d}"
+        # a retried trial keeps the interrupted one's job name, and so resumes from its checkpoint
+        job_name = trial.user_attrs.get("job_name") or f"{study_name}-trial-{trial.number:03d}"
         trial.set_user_attr("job_name", job_name)
         trial.set_user_attr("log", str(Path(jobs_dir) / job_name / "log.txt"))  # where both local backends write it
         values = []
