@@ -15,11 +15,15 @@ WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, WORKFLOW_CODE)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed import run_options
+from dogbreed import run_guard, run_options
 from dogbreed.config import check_config, coerce_command_line
 
 # the run's --configfile/--config options, for the commands it prints (kept if a parent run set them)
 os.environ.setdefault(run_options.ENV, shlex.join(run_options.from_argv(sys.argv)))
+
+# a run killed outright leaves Snakemake's locks: gone here when that run is provably dead (run_guard.py)
+if stale := run_guard.remove_stale_locks():
+    print(stale, file=sys.stderr)
 
 configfile: "config.yaml"
 
@@ -43,8 +47,17 @@ rule all:
         rules.report.output,
 
 
+onstart:
+    run_guard.record_run()
+
+
 onsuccess:
+    run_guard.forget_run()
     # The run in three lines, when the run produced an evaluation.
     from dogbreed.summary import run_summary
 
-    print(run_summary(RESULTS))
+    print(run_summary(RESULTS, ENDPOINT_STATE))
+
+
+onerror:
+    run_guard.forget_run()

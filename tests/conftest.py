@@ -68,7 +68,7 @@ def copy_workflow(target: Path) -> Path:
     """The workflow's own files in a scratch folder, so a test can edit them and run Snakemake there."""
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, target / name)
-    for name in ("workflow", "scripts", "config"):
+    for name in ("workflow", "scripts", "config", "profiles"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
@@ -111,6 +111,16 @@ def bucket(moto_server, request):
     name = "dogs-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")  # parametrised ids too
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+def endpoint_state_dir(work: Path) -> Path:
+    """Where a workflow copy records its endpoint (outside results/, so teardown survives their loss)."""
+    name = json.loads((work / "results/endpoint.json").read_text())["endpoint_name"]
+    return work / ".dogbreed/endpoints" / name
+
+
+def recorded_endpoints(work: Path) -> list:
+    return sorted((work / ".dogbreed/endpoints").glob("*/"))
 
 
 def workflow_with_test_config(tiny_dataset, target: Path, backend="local") -> Path:

@@ -1,0 +1,74 @@
+"""Real Snakemake runs interrupted the hard ways: Snakemake killed outright during tuning, and a full
+disk. Each in a scratch copy of the workflow (no deployed run needed)."""
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import yaml
+
+from conftest import VENV_BIN, snakemake, workflow_with_test_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("interruptions")]
+ARGS = ("--configfile", "config/test.yaml")
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_dataset, tmp_path_factory):
+    return workflow_with_test_config(tiny_dataset, tmp_path_factory.mktemp("interrupted"))
+
+
+def overlay(workdir, name, settings):
+    (workdir / f"config/{name}.yaml").write_text(yaml.safe_dump(settings))
+    return ("--configfile", "config/test.yaml", f"config/{name}.yaml")
+
+
+def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(workdir):
+    """kill -9 of Snakemake while a tuning trial runs: the tune script and its trial stop too, and the
+    plain rerun (no --unlock) retries the trial as the same job, resuming from its checkpoint."""
+    killed = overlay(workdir, "killed", {"results_dir": "results-killed",
+                                         "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 5}}})
+    target = "results-killed/best_hyperparameters.json"
+    run = subprocess.Popen([str(VENV_BIN / "snakemake"), "--cores", "2", target, *killed], cwd=workdir,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not any("epoch=1 " in log.read_text() for log in (workdir / "results-killed/jobs").glob("*/log.txt")):
+            assert run.poll() is None and time.time() < deadline, "the trial never finished its first epoch"
+            time.sleep(0.2)
+        jobs = psutil.Process(run.pid).children(recursive=True)  # 4 epochs to go: the trial still runs
+        trial = next(p for p in jobs if "train.py" in " ".join(p.cmdline()))
+        trial.suspend()  # it cannot finish on its own before the kill lands, however fast this machine is
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+        gone, alive = psutil.wait_procs(jobs, timeout=60)
+        assert not alive, f"left running after Snakemake was killed: {[p.cmdline() for p in alive]}"
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            if process.pid == run.pid or run.pid in [parent.pid for parent in process.parents()]:
+                process.kill()
+    plan = snakemake(workdir, "-n", target, *killed)  # no "Directory cannot be locked"
+    assert "removed the locks left by a Snakemake run that was killed" in plan.stderr
+    snakemake(workdir, target, *killed)
+    rows = (workdir / "results-killed/tuning/trials.csv").read_text().splitlines()
+    statuses = [row.split(",")[2] for row in rows[1:]]
+    assert statuses == ["Failed", "Completed"], rows
+    log = next((workdir / "results-killed/jobs").glob("*/log.txt")).read_text()
+    assert "resumed from" in log and "after epoch 1" in log
+
+
+def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        full = snakemake(workdir, f"{small}/results/data/manifest.csv", *ARGS, "--config", f"results_dir={small}/results",
+                         check=False)
+    finally:
+        subprocess.run(["umount", "--lazy", str(small)], check=True)
+    out = full.stdout + full.stderr
+    assert full.returncode != 0 and "Traceback" not in out
+    said = [line for line in out.splitlines() if "no space left" in line]
+    assert len(said) == 1 and said[0].startswith(f"error in rule prepare: no space left on the device holding {small}/results/"), said

@@ -1,0 +1,68 @@
+"""How rule scripts end: a full disk in one line (whatever chain of errors it causes), and the stale
+locks of a killed Snakemake removed only when that run is provably gone."""
+import errno
+import json
+import signal
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from dogbreed import rule_runner, run_guard
+
+
+def rule(tmp_path):
+    return SimpleNamespace(rule="tune", output=[str(tmp_path / "results/tuning/trials.csv")],
+                           log=[str(tmp_path / "tune.log")])
+
+
+def chained(*errors):
+    """errors[0] raised while handling errors[1], ... as Optuna's assertions bury SQLite's."""
+    for outer, inner in zip(errors, errors[1:]):
+        outer.__context__ = inner
+    return errors[0]
+
+
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capfd):
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results/data/channels/x.jpg"))
+    message = rule_runner.disk_full(chained(AssertionError("Should not reach."), RuntimeError("writer"), full))
+    assert message.startswith(f"no space left on the device holding {tmp_path}/results/data/channels/x.jpg (")
+
+    sqlite = Exception("(sqlite3.OperationalError) database or disk is full")
+    assert f"holding {tmp_path}/results/tuning (" in rule_runner.disk_full(chained(AssertionError("Should not reach."), sqlite), rule(tmp_path))
+    copy = OSError(errno.ENOSPC, "No space left on device", "/data/raw/x.jpg", None, str(tmp_path / "results/x.jpg"))
+    assert f"holding {tmp_path}/results/x.jpg (" in rule_runner.disk_full(copy)  # the file it could not write
+    assert rule_runner.disk_full(ValueError("something else")) is None
+
+    def main(smk):
+        raise chained(AssertionError("Should not reach."), sqlite)
+    sigterm = signal.getsignal(signal.SIGTERM)  # run_rule sets its own, for a rule script's process
+    try:
+        with pytest.raises(SystemExit):
+            rule_runner.run_rule(main, rule(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error in rule tune: no space left on the device holding") and "Traceback" not in err
+
+
+def test_stale_locks_go_only_when_their_run_is_dead(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".snakemake/locks").mkdir(parents=True)
+    lock = tmp_path / ".snakemake/locks/0.output.lock"
+    lock.write_text("results/x")
+    assert run_guard.remove_stale_locks() is None and lock.exists()  # no run recorded: not ours to judge
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_guard.RUNS_DIR.mkdir(parents=True)
+        record = {"pid": alive.pid, "started": psutil.Process(alive.pid).create_time()}
+        (run_guard.RUNS_DIR / f"{alive.pid}.json").write_text(json.dumps(record))
+        assert run_guard.remove_stale_locks() is None and lock.exists()  # that run still holds them
+    finally:
+        alive.kill()
+        alive.wait()
+    message = run_guard.remove_stale_locks()
+    assert f"killed (pid {alive.pid})" in message and not lock.exists() and not list(run_guard.RUNS_DIR.iterdir())
