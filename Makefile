@@ -16,8 +16,10 @@ $(BIN)/.installed: requirements.txt
 demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 deploy report --configfile config/demo.yaml
 
+# two workers (pytest-xdist): most tests wait on a subprocess, a server or Python's single thread;
+# tests sharing a fixture-built run (one xdist_group) stay on one worker, in order
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml

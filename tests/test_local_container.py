@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 import serving_contract
-from conftest import REPO, TINY_CLASSES, assert_deployed_outputs, copy_workflow, snakemake
+from conftest import (REPO, TINY_CLASSES, assert_deployed_outputs, copy_workflow, endpoint_state_dir, recorded_endpoints,
+                      snakemake)
 from dogbreed import containers, demo_data
 from dogbreed.backends import EndpointGone, JobFailed
 from dogbreed.backends.base import ping
@@ -42,7 +43,8 @@ def deployed(tmp_path_factory):
         run = snakemake(work, *ARGS, timeout=1800)
         yield work, run
     finally:
-        LocalContainerBackend({}).teardown(work / "results/endpoint-state")  # never leave a container running
+        for state_dir in recorded_endpoints(work):
+            LocalContainerBackend({}).teardown(state_dir)  # never leave a container running
         assert running_containers() <= before, "containers were left behind"
 
 
@@ -76,7 +78,7 @@ def test_the_workflow_runs_through_deploy_in_containers(deployed):
     written = [p for folder in ("results", "store") for p in (work / folder).rglob("*")]
     assert written and all(p.lstat().st_uid == os.getuid() for p in written)
     assert not list((work / "scripts").rglob("__pycache__"))  # source_dir is mounted into the jobs
-    state = json.loads((work / "results/endpoint-state/state.json").read_text())
+    state = json.loads((endpoint_state_dir(work) / "state.json").read_text())
     assert state["image"].endswith("pytorch-inference:2.6-cpu-py312")
     assert state["url"] == container_url(work) and state["url"].startswith("http://127.0.0.1:")
 
@@ -124,11 +126,11 @@ def test_the_sagemaker_sdks_own_clients_get_the_same_answers(deployed, local_end
 
 def test_teardown_stops_the_container(deployed, tmp_path):
     work, _ = deployed
-    state = json.loads((work / "results/endpoint-state/state.json").read_text())
+    state = json.loads((endpoint_state_dir(work) / "state.json").read_text())
     snakemake(work, "teardown", *ARGS)
     assert state["container_id"] not in running_containers()
     assert not ping(state["url"])
-    assert (work / "results/endpoint-state/server.log").read_text().strip()  # the container's output is kept
+    assert (work / "results/logs/endpoint-server.log").read_text().strip()  # the container's output is kept
 
 
 def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):

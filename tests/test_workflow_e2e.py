@@ -11,10 +11,10 @@ import requests
 import yaml
 
 import serving_contract
-from conftest import assert_deployed_outputs, snakemake, workflow_with_test_config
+from conftest import assert_deployed_outputs, endpoint_state_dir, recorded_endpoints, snakemake, workflow_with_test_config
 from dogbreed.backends.local import LocalBackend
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]  # one worker, in order: the tests build on one run
 
 
 def planned_jobs(workdir, *args):
@@ -30,14 +30,15 @@ def planned_jobs(workdir, *args):
 def workdir(tiny_dataset, tmp_path_factory):
     work = workflow_with_test_config(tiny_dataset, tmp_path_factory.mktemp("workflow"))
     yield work
-    LocalBackend({}).teardown(work / "results/endpoint-state")  # never leave a server running
+    for state_dir in recorded_endpoints(work):
+        LocalBackend({}).teardown(state_dir)  # never leave a server running
 
 
 ARGS = ("--configfile", "config/test.yaml")
 
 
 def endpoint_process(workdir):
-    state = json.loads((workdir / "results/endpoint-state/state.json").read_text())
+    state = json.loads((endpoint_state_dir(workdir) / "state.json").read_text())
     return state, psutil.Process(state["pid"])
 
 
@@ -57,6 +58,7 @@ def test_deploy_writes_every_output(deployed):
     rules = json.loads((results / "debugger/rules.json").read_text())
     assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
     assert planned_jobs(deployed, *ARGS) == {}  # a complete run: nothing to redo
+    assert planned_jobs(deployed, "deploy", *ARGS) == {"deploy": 1}  # but the target itself, which checks the endpoint
 
 
 AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
@@ -225,14 +227,46 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     assert answer.json()["edited"] is True
 
 
-def test_teardown_stops_the_endpoint_and_evaluate_says_how_to_restart(deployed):
+def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     state, process = endpoint_process(deployed)
+    evaluated_at = (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns
+    other = snakemake(deployed, "teardown", *ARGS, "--config", "results_dir=results-other")  # another run's options
+    assert "no endpoint of this run" in other.stdout + other.stderr and process.is_running()
+    assert (f"not touched: {state['endpoint_name']} (local, {state['url']}, results in results); "
+            "stop it: snakemake --cores 1 teardown --configfile config/test.yaml") in other.stdout + other.stderr
+
     result = snakemake(deployed, "teardown", *ARGS)
     assert "stopped: dogbreed-" in result.stdout + result.stderr
-    assert not process.is_running() and not (deployed / "results/endpoint-state/state.json").exists()
+    assert not process.is_running() and not (deployed / ".dogbreed/endpoints" / state["endpoint_name"]).exists()
     with pytest.raises(requests.ConnectionError):
         requests.get(state["url"] + "/ping", timeout=5)
+    assert planned_jobs(deployed, "report", *ARGS) == {}  # the report never starts an endpoint
     dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
     assert dead.returncode != 0
     assert "does not answer /ping" in dead.stdout + dead.stderr
     assert "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml" in dead.stdout + dead.stderr
+
+    # the plain target brings it back from the served artifact, at its address, and reruns nothing else
+    assert planned_jobs(deployed, "deploy", *ARGS) == {"deploy": 1}
+    back = snakemake(deployed, "deploy", *ARGS)
+    assert f"{state['endpoint_name']} at {state['url']} was torn down: bringing it back" in back.stdout + back.stderr
+    assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
+    assert (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns == evaluated_at
+    revived, process = endpoint_process(deployed)
+    process.kill()  # died: the same again
+    process.wait(10)
+    back = snakemake(deployed, "deploy", *ARGS)
+    assert f"{state['endpoint_name']} at {state['url']} does not answer: bringing it back" in back.stdout + back.stderr
+    assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
+    assert planned_jobs(deployed, *ARGS) == {}
+
+
+def test_teardown_finds_the_endpoint_after_results_are_deleted(deployed):
+    """Last: it deletes the results. The endpoint's record lives outside them."""
+    import shutil
+
+    state, process = endpoint_process(deployed)
+    shutil.rmtree(deployed / "results")
+    result = snakemake(deployed, "teardown", *ARGS)
+    assert f"stopped: {state['endpoint_name']}" in result.stdout + result.stderr and not process.is_running()
+    assert not list((deployed / ".dogbreed/endpoints").iterdir())

@@ -6,7 +6,7 @@ from dogbreed import run_options
 from dogbreed.backends.base import read_endpoint_state
 
 
-def run_summary(results_dir) -> str:
+def run_summary(results_dir, endpoint_state_dir) -> str:
     results = Path(results_dir)
     lines = []
     metrics, best, endpoint = (results / "evaluation/metrics.json", results / "best_hyperparameters.json",
@@ -20,10 +20,10 @@ def run_summary(results_dir) -> str:
         lines.append(f"best hyperparameters {b['hyperparameters']} ({b['objective']['metric']} {b['objective']['value']:.4f}, trial {b['trial']})")
     if endpoint.exists():
         url = json.loads(endpoint.read_text())["url"]
-        if read_endpoint_state(results / "endpoint-state") is not None:
+        if read_endpoint_state(endpoint_state_dir) is not None:
             lines.append(f"endpoint {url} is up (stop it: {run_options.command('teardown')})")
         else:
-            lines.append(f"endpoint {url} is stopped (bring it back: {run_options.command('deploy --forcerun start_endpoint')})")
+            lines.append(f"endpoint {url} is stopped (bring it back: {run_options.command('deploy')})")
     for name in ("report.html", "profiler/profiler-report.html"):
         if (results / name).exists():
             lines.append(f"{'report' if name == 'report.html' else 'profiler report'}: {results / name}")

@@ -13,9 +13,13 @@ BASE = Path(workflow.basedir)
 SCRIPTS_DIR = BASE / "scripts"  # the SageMaker source_dir
 SOURCE_ID = fetch_module.source_hash(config["data_source"])
 RAW_DIR = f"data/raw/{SOURCE_ID}"
-ENDPOINT_STATE = f"{RESULTS}/endpoint-state"  # not a Snakemake output: a live server outlives a rerun
 # data + results folder: a rehearsal and its cloud run, or two runs on one dataset, never share an endpoint
 ENDPOINT_NAME = f"dogbreed-{SOURCE_ID[:8]}-{naming.stable_hash(str(Path(RESULTS).resolve()), 6)}"
+# What a live endpoint is (its process, container or SageMaker names): not a Snakemake output, since a
+# server outlives a rerun, and not under results_dir, so that teardown finds every endpoint this
+# checkout started even after results/ is deleted (DESIGN.md §4).
+ENDPOINTS_DIR = ".dogbreed/endpoints"
+ENDPOINT_STATE = f"{ENDPOINTS_DIR}/{ENDPOINT_NAME}"
 
 
 def R(path):

@@ -1,5 +1,5 @@
 # package the served artifact → start the endpoint → evaluate it → (optional) accuracy gate.
-# teardown stops the endpoint; it has no inputs and no target depends on it.
+# deploy checks the endpoint (and brings it back); teardown stops it; no target depends on either.
 
 
 rule package_model:
@@ -19,7 +19,7 @@ rule package_model:
 
 rule start_endpoint:
     input:
-        code(*BACKEND_MODULES, "serving", "run_options"),
+        code(*BACKEND_MODULES, "serving", "run_options", "endpoint_registry"),
         model=rules.package_model.output[0],
     output:
         R("endpoint.json"),
@@ -28,6 +28,7 @@ rule start_endpoint:
         backend_settings=backend_settings(),
         endpoint_name=ENDPOINT_NAME,
         state_dir=ENDPOINT_STATE,
+        results_dir=RESULTS,
     log:
         R("logs/start_endpoint.log"),
     script:
@@ -80,22 +81,42 @@ rule accuracy_gate:
 
 
 rule deploy:
+    # No output, so it runs whenever it is a target (and only it, on a complete run): it checks the
+    # endpoint and brings back one that was stopped or died, without rerunning evaluate.
     input:
+        code(*BACKEND_MODULES, "endpoint_registry", "run_options"),
         rules.start_endpoint.output,
         rules.evaluate.output,
         [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
         rules.check_training_rules.output,
         rules.profiler_report.output,
         [rules.training_rules_gate.output] if config["profiling"]["stop_on"] else [],
-
-
-rule teardown:
+        endpoint=rules.start_endpoint.output[0],
+        model=rules.package_model.output[0],
+        evaluation=rules.evaluate.output.metrics,
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
         state_dir=ENDPOINT_STATE,
-    run:
-        from dogbreed.backends import get_backend
+        results_dir=RESULTS,
+    log:
+        R("logs/deploy.log"),
+    script:
+        "../scripts/deploy.py"
 
-        stopped = get_backend(params.backend, params.backend_settings).teardown(params.state_dir)
-        print("stopped: " + ", ".join(stopped) if stopped else f"no endpoint recorded in {params.state_dir} is running")
+
+rule teardown:
+    # Never part of another target. It stops this run's endpoint (the options say which run) and
+    # names the others this checkout started.
+    input:
+        code(*BACKEND_MODULES, "endpoint_registry"),
+    params:
+        backend=config["backend"],
+        backend_settings=backend_settings(),
+        state_dir=ENDPOINT_STATE,
+        endpoints_dir=ENDPOINTS_DIR,
+        endpoint_name=ENDPOINT_NAME,
+    log:
+        R("logs/teardown.log"),
+    script:
+        "../scripts/teardown.py"

@@ -1,12 +1,13 @@
 import json
 from pathlib import Path
 
-from dogbreed import run_options
+from dogbreed import endpoint_registry, run_options
 from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
     backend = rule_backend(smk)
+    endpoint_registry.note_run(smk.params.state_dir, smk.params.results_dir, smk.params.backend)
     endpoint = backend.deploy(smk.input.model, smk.params.endpoint_name, smk.params.state_dir)
     Path(smk.output[0]).write_text(json.dumps(endpoint, indent=2))
     print(f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: {run_options.command('teardown')})")

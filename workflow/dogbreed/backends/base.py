@@ -2,6 +2,7 @@
 import json
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # What a live endpoint is, kept outside Snakemake's outputs (DESIGN.md §4): deploy writes it before
 # waiting for the endpoint, so teardown can always find what was started.
@@ -90,6 +91,11 @@ class Backend:
         """Bring up an endpoint serving model_tar; returns the endpoint's description."""
         raise NotImplementedError
 
+    def revive(self, endpoint, model_tar, state_dir) -> dict:
+        """Bring back a recorded endpoint that no longer serves: model_tar again, under the same name
+        and address, so that its evaluation and its clients still hold."""
+        return self.deploy(model_tar, endpoint["endpoint_name"], state_dir)
+
     def healthy(self, endpoint) -> bool:
         raise NotImplementedError
 
@@ -107,6 +113,11 @@ class HttpEndpointBackend(Backend):
 
     def healthy(self, endpoint) -> bool:
         return ping(endpoint["url"])
+
+    def revive(self, endpoint, model_tar, state_dir) -> dict:
+        # the same address: the port the endpoint had, whatever the settings say
+        self.settings = {**self.settings, "port": urlsplit(endpoint["url"]).port}
+        return super().revive(endpoint, model_tar, state_dir)
 
     def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
         return post_invocation(endpoint["url"], body, content_type, accept)

@@ -3,6 +3,7 @@ waitress server running the model's own code/inference.py. Python only; uses a G
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,7 +92,7 @@ class LocalBackend(HttpEndpointBackend):
         log_path = job / "log.txt"
         started = time.time()
         status, epochs = "Completed", []
-        with open(log_path, "w") as log, subprocess.Popen(
+        with open(log_path, "w", buffering=1) as log, subprocess.Popen(  # line by line: `tail -f` works
             command, cwd=job / "code", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
         ) as process:
@@ -111,8 +112,15 @@ class LocalBackend(HttpEndpointBackend):
                 process.kill()
                 raise
         if status != "Stopped" and process.returncode != 0:
+            tail = _tail(log_path)
+            if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines
+                raise JobFailed(f"training job {job_name} failed: no space left on the device holding "
+                                f"{full.group(1)}; free some space and run again (log: {log_path})")
             raise JobFailed(f"training job {job_name} failed (exit code {process.returncode}); "
-                            f"last lines of {log_path}:\n{_tail(log_path)}")
+                            f"last lines of {log_path}:\n{tail}")
+        recorded = job / "output/data/metrics.jsonl"  # the whole run's epochs, also those before a resume
+        if status == "Completed" and recorded.is_file():
+            epochs = [json.loads(line) for line in recorded.read_text().splitlines() if line.strip()]
         result = {"job_name": job_name, "backend": self.name, "status": status, "log": str(log_path),
                   "output_dir": str(job / "output"), "hyperparameters": hps, "metrics": epochs,
                   "seconds": round(time.time() - started, 1)}

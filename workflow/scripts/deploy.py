@@ -1,0 +1,28 @@
+"""The deploy target: every time it runs, it checks the recorded endpoint, and brings back one that
+was stopped or died, from the same served artifact at the same address; the evaluation, of that same
+artifact, stands, so nothing else reruns."""
+import json
+from pathlib import Path
+
+from dogbreed import endpoint_registry, run_options
+from dogbreed.backends.base import read_endpoint_state
+from dogbreed.rule_runner import rule_backend, run_rule
+
+
+def main(smk):
+    backend = rule_backend(smk)
+    endpoint = json.loads(Path(smk.input.endpoint).read_text())
+    name, stop_it = endpoint["endpoint_name"], run_options.command("teardown")
+    state = read_endpoint_state(smk.params.state_dir)
+    if state is not None and state.get("endpoint_name") == name and backend.healthy(endpoint):
+        print(f"endpoint {name} is serving at {endpoint['url']} (stop it: {stop_it})")
+        return
+    why = "was torn down" if state is None else "does not answer"
+    print(f"endpoint {name} at {endpoint['url']} {why}: bringing it back from {smk.input.model} "
+          f"(its evaluation, {smk.input.evaluation}, is of this same artifact and stands)")
+    endpoint_registry.note_run(smk.params.state_dir, smk.params.results_dir, smk.params.backend)
+    revived = backend.revive(endpoint, smk.input.model, smk.params.state_dir)
+    print(f"endpoint {name} serving again at {revived['url']} (stop it: {stop_it})")
+
+
+run_rule(main, snakemake)
