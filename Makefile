@@ -16,10 +16,10 @@ $(BIN)/.installed: requirements.txt
 demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 deploy report --configfile config/demo.yaml
 
-# two workers (pytest-xdist): most tests wait on a subprocess, a server or Python's single thread;
-# tests sharing a fixture-built run (one xdist_group) stay on one worker, in order
+# two workers (pytest-xdist), each test file on one of them, in order (its tests share the runs its
+# fixtures build); one compute thread per job (tests/conftest.py), so two jobs never fight for the cores
 test: $(BIN)/.installed
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml

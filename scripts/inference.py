@@ -49,6 +49,17 @@ except ImportError:  # the local server (dogbreed.serving), which reads the same
             self.status_code, self.message, self.phrase = status_code, message, phrase
 
 
+try:
+    # The toolkit decodes a JSON or CSV body as UTF-8 before any handler runs, so a body that is not
+    # UTF-8 ended in a 500 with its traceback. With its list of such types empty, every body reaches
+    # input_fn as the client sent it, and a bad one gets the same 400 as on the local server.
+    from sagemaker_inference import content_types as _toolkit_content_types
+
+    _toolkit_content_types.UTF8_TYPES[:] = []
+except ImportError:
+    pass
+
+
 def error_body(reason: str) -> str:
     """The first line of every error answer, on every backend: {"error": "<one line>"}. (The toolkit
     appends a traceback on the lines after it; the local server sends this line alone.)"""

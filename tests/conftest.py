@@ -18,6 +18,22 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("PYTHONPATH", str(REPO / "workflow"))
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # no AWS client here may ask the metadata address
+# One compute thread per process (the tests' training jobs, their loader workers, this process): the
+# suite runs on two workers (make test), and OpenMP threads of two jobs spinning on two cores made each
+# job 4× slower. Tiny 32-px jobs lose nothing by it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# make test runs the files on two workers (pytest-xdist, --dist loadfile: a file's tests on one worker,
+# in order, sharing its module fixtures). The longest files go first, so both workers end together.
+LONGEST_FIRST = ("test_workflow_e2e.py", "test_training_rule_faults.py", "test_training_rules.py",
+                 "test_entry_points.py", "test_interruptions_e2e.py", "test_sagemaker_backend.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 def jpeg_bytes(colour=(200, 30, 30), size=(48, 40), mode="RGB", fmt="JPEG"):
@@ -190,3 +206,11 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
     assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
     return metrics
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The training-rule tests' jobs folder, data and pretrained weights (tests/training_lab.py)."""
+    from training_lab import make_lab
+
+    return make_lab(tmp_path_factory)

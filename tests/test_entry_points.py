@@ -18,8 +18,6 @@ from conftest import REPO, jpeg_bytes
 from dogbreed import packaging, serving
 from dogbreed.backends.local import LocalBackend
 
-pytestmark = pytest.mark.xdist_group("entry-points")  # make test: one worker, one tiny training job and server
-
 
 @pytest.fixture(scope="module")
 def trained(tiny_channels, tmp_path_factory):

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import VENV_BIN, snakemake, workflow_with_test_config
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("interruptions")]
+pytestmark = pytest.mark.e2e
 ARGS = ("--configfile", "config/test.yaml")
 
 

@@ -103,6 +103,23 @@ def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, 
         assert set(json.loads(serving_contract.first_line(toolkit))) == {"error"}
 
 
+def test_no_hostile_request_gets_a_5xx_through_the_toolkit(deployed):
+    """The end-to-end test's 300-case fuzz, through TorchServe and SageMaker's inference toolkit: a 2xx
+    or a 4xx whose first line is {"error": ...} (TorchServe's own 413 aside: it refuses a body over its
+    6.5 MB before the handler, with its own JSON)."""
+    work, _ = deployed
+    url = container_url(work)
+    statuses = {}
+    for what, content_type, body, accept in serving_contract.hostile_requests(served_image(work), 64):
+        answer = serving_contract.post(url, content_type, body, accept)
+        statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        assert answer.status_code < 500, (what, answer.status_code, answer.text[:400])
+        if answer.status_code >= 400 and not (answer.status_code == 413 and len(body) > 6_553_500):
+            assert set(json.loads(serving_contract.first_line(answer))) == {"error"}, (what, answer.text[:400])
+    assert statuses.get(200, 0) >= 10 and {400, 406, 415} <= set(statuses)
+    assert ping(url)  # still serving
+
+
 def test_good_requests_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
     work, _ = deployed
     for what, content_type, body, accept in serving_contract.good_requests(served_image(work), 64):

@@ -1,8 +1,8 @@
-"""Planted faults in real (tiny) training jobs must trigger the right Debugger/ProfilerReport rule,
-and a healthy job must not; GPU rules are checked on synthetic metric files in the recorded format."""
+"""A healthy real (tiny) training job triggers no Debugger/ProfilerReport rule, and what it records is
+complete and small; StepOutlier and the GPU rules are checked on synthetic metric files in the recorded
+format; the report's sections; smdebug's environment fixes. Planted faults: test_training_rule_faults.py."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,84 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY_CLASSES
-from dogbreed import demo_data, job_rules, profiler_report, profiler_rules, training_artifacts
-from dogbreed.backends.local import LocalBackend
+from conftest import REPO
+from dogbreed import job_rules, profiler_report, profiler_rules, training_artifacts
+from training_lab import BASE, run_job, verdicts
 
-# An entry point that plants one fault, then runs the real train.py (which stays free of test hooks).
-FAULTY_TRAIN = textwrap.dedent("""
-    import sys, time
-    import torch
-    import classifier, train
-
-    fault = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--planted_fault="))
-    sys.argv = [a for a in sys.argv if not a.startswith("--planted_fault=")]
-    if fault == "near_zero_init":
-        build = classifier.build_model
-        def near_zero(*args, **kwargs):
-            model = build(*args, **kwargs)
-            with torch.no_grad():
-                for parameter in model.parameters():
-                    parameter.mul_(1e-6)
-            return model
-        classifier.build_model = near_zero
-    if fault == "slow_steps":  # six images stall every time they load: a dozen slow steps in 2 epochs
-        load = train.ImageFolderByNumber.__getitem__
-        def stalling(self, i):
-            if i in (3, 25, 50, 70, 90, 110):
-                time.sleep(0.5)
-            return load(self, i)
-        train.ImageFolderByNumber.__getitem__ = stalling
-    train.main()
-""")
-
-BASE = {"image_size": 32, "batch_size": 8, "epochs": 4, "lr": 0.001, "debug": True, "profile": True,
-        "save_interval": 2, "profiler_interval_ms": 200, "num_workers": os.cpu_count(), "seed": 0}
 ON_CPU = not torch.cuda.is_available()
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rules")
-    source = root / "source"
-    shutil.copytree(REPO / "scripts", source)
-    (source / "faulty_train.py").write_text(FAULTY_TRAIN)
-    data = demo_data.generate(root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 40, "valid": 8}, corrupt_file=False)
-    lab = {"root": root, "source": source, "backend": LocalBackend({}),
-           "channels": {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}}
-    # "ImageNet" for the tests: weights that have seen this kind of image, so batch-norm statistics
-    # are settled and a healthy fine-tuning run looks like one.
-    # the last epoch, not the best: the healthy job below should still have something to learn
-    result = run_job(lab, "pretrain", {**BASE, "epochs": 8, "lr": 0.01, "debug": False, "profile": False, "weights": "none",
-                                       "keep_best": False})
-    lab["pretrained"] = str(root / "pretrained.pth")
-    import tarfile
-    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
-        (root / "pretrained.pth").write_bytes(archive.extractfile("model.pth").read())
-    return lab
-
-
-def run_job(lab, name, hyperparameters, fault=None, channels=None):
-    entry = "train.py"
-    if fault:
-        entry, hyperparameters = "faulty_train.py", {**hyperparameters, "planted_fault": fault}
-    return lab["backend"].train(name, hyperparameters, channels or lab["channels"], lab["root"] / "jobs",
-                                lab["source"], entry_point=entry, echo=False)
-
-
-def verdicts(result) -> dict:
-    rules = job_rules.evaluate(Path(result["output_dir"]) / "data")
-    return {r["rule"]: r["verdict"] for r in rules["rules"]}
-
-
-def make_channel(root, counts):
-    """A train channel with `counts[i]` images of TINY_CLASSES[i]."""
-    for (folder, shape, colour), count in zip(TINY_CLASSES, counts):
-        demo_data.generate(root / folder, seed=count, classes=[(folder, shape, colour)], per_split={"train": count}, corrupt_file=False)
-        target = root / "train" / folder
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(root / folder / "dogImages/train" / folder, target)
-    return f"file://{root}/train"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +26,6 @@ def healthy(lab):
     return run_job(lab, "healthy", {**BASE, "weights": lab["pretrained"]})
 
 
-@pytest.mark.xdist_group("rules-healthy")  # make test: one worker runs the jobs these share
 def test_a_healthy_job_triggers_nothing(healthy):
     seen = verdicts(healthy)
     for rule in ("LossNotDecreasing", "VanishingGradient", "ExplodingTensor", "Overfit", "Overtraining",
@@ -111,7 +37,6 @@ def test_a_healthy_job_triggers_nothing(healthy):
             assert seen[rule] == "not_applicable"
 
 
-@pytest.mark.xdist_group("rules-healthy")  # make test: one worker runs the jobs these share
 def test_the_recording_is_complete_and_small(healthy):
     output = Path(healthy["output_dir"]) / "data"
     debug = training_artifacts.load_debug(output / "debug")
@@ -125,39 +50,6 @@ def test_the_recording_is_complete_and_small(healthy):
     size = sum(p.stat().st_size for p in (output / "debug").rglob("*") if p.is_file())
     saved_steps = debug["tensors"]["step"].nunique()
     assert size / saved_steps < 300_000  # reductions, not full tensors (ResNet18's weights alone are 45 MB)
-
-
-@pytest.mark.xdist_group("rules-faults")
-def test_a_huge_learning_rate_explodes(lab):
-    seen = verdicts(run_job(lab, "huge_lr", {**BASE, "weights": "none", "lr": 1e4, "epochs": 2}))
-    assert seen["ExplodingTensor"] == "triggered" and seen["LossNotDecreasing"] == "triggered"
-
-
-@pytest.mark.xdist_group("rules-faults")
-def test_near_zero_initialisation_vanishes(lab):
-    seen = verdicts(run_job(lab, "near_zero", {**BASE, "weights": "none", "epochs": 2}, fault="near_zero_init"))
-    assert seen["VanishingGradient"] == "triggered" or seen["PoorWeightInitialization"] == "triggered", seen
-    assert seen["ExplodingTensor"] == "ok"
-
-
-@pytest.mark.xdist_group("rules-faults")
-def test_stalled_loads_are_recorded_as_data_wait_and_no_workers_starve_the_loader(lab):
-    # Deterministic by construction: a 0.5 s sleep inside __getitem__ is at least 0.5 s of data wait in
-    # the step that loads it, however loaded the machine is. Whether StepOutlier then fires on real
-    # timings depends on the CPU noise of the other steps, so the rule itself is tested on fixed
-    # timings below (test_step_outlier_on_fixed_timings).
-    result = run_job(lab, "slow", {**BASE, "weights": lab["pretrained"], "batch_size": 4, "epochs": 2, "num_workers": 0,
-                                      "debug": False},  # saving tensors slows some steps: noise here
-                     fault="slow_steps")
-    output = Path(result["output_dir"]) / "data"
-    steps = training_artifacts.load_profile(output / "profiler")["steps"]
-    stalled = steps[(steps["phase"] == "train") & (steps["data_wait_s"] >= 0.5)]
-    # 6 images × 2 epochs = 12 stalls, fewer steps when two share a batch (the seeded shuffle decides)
-    assert len(stalled) >= 9 and stalled["data_wait_s"].sum() >= 12 * 0.5, stalled
-    assert (stalled["duration_s"] >= stalled["data_wait_s"]).all()
-    rules = {r["rule"]: r for r in job_rules.evaluate(output)["rules"]}
-    assert rules["Dataloader"]["verdict"] == "triggered" and rules["Dataloader"]["evidence"]["num_workers"] == 0
-    assert rules["StepOutlier"]["verdict"] in ("ok", "triggered")  # evaluated on the recording, whatever the noise
 
 
 def fixed_step_timings(stalls, stall_s=0.5, steps_per_epoch=60, epochs=4):
@@ -181,22 +73,6 @@ def test_step_outlier_on_fixed_timings(stalls, verdict):
     result = profiler_rules.step_outlier(fixed_step_timings(stalls))
     assert result["verdict"] == verdict, result["evidence"]
     assert result["evidence"]["outliers"] >= stalls  # every stall stands out; more than n_outliers=10 trigger
-
-
-@pytest.mark.xdist_group("rules-faults")
-def test_a_skewed_class_mix_is_imbalanced(lab):
-    skewed = make_channel(lab["root"] / "skewed", [30, 2, 2])
-    seen = verdicts(run_job(lab, "skewed", {**BASE, "weights": lab["pretrained"], "epochs": 2},
-                            channels={"train": skewed, "valid": lab["channels"]["valid"]}))
-    assert seen["ClassImbalance"] == "triggered"
-
-
-@pytest.mark.xdist_group("rules-faults")
-def test_a_tiny_train_set_overfits(lab):
-    tiny = make_channel(lab["root"] / "tiny", [1, 1, 1])
-    seen = verdicts(run_job(lab, "tiny", {**BASE, "weights": lab["pretrained"], "epochs": 12, "lr": 0.01, "augment": False,
-                                          "batch_size": 3}, channels={"train": tiny, "valid": lab["channels"]["valid"]}))
-    assert seen["Overfit"] == "triggered"
 
 
 # --- GPU rules on synthetic metric files (this machine has no GPU) ------------------------------
@@ -273,7 +149,6 @@ class Outline(HTMLParser):
         self._in = None
 
 
-@pytest.mark.xdist_group("rules-healthy")  # make test: one worker runs the jobs these share
 def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
     output = Path(healthy["output_dir"]) / "data"
     rules = job_rules.evaluate(output)

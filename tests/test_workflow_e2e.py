@@ -14,7 +14,7 @@ import serving_contract
 from conftest import assert_deployed_outputs, endpoint_state_dir, recorded_endpoints, snakemake, workflow_with_test_config
 from dogbreed.backends.local import LocalBackend
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]  # one worker, in order: the tests build on one run
+pytestmark = pytest.mark.e2e  # in order, on one worker (make test: --dist loadfile): the tests build on one run
 
 
 def planned_jobs(workdir, *args):
@@ -241,10 +241,6 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     with pytest.raises(requests.ConnectionError):
         requests.get(state["url"] + "/ping", timeout=5)
     assert planned_jobs(deployed, "report", *ARGS) == {}  # the report never starts an endpoint
-    dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
-    assert dead.returncode != 0
-    assert "does not answer /ping" in dead.stdout + dead.stderr
-    assert "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml" in dead.stdout + dead.stderr
 
     # the plain target brings it back from the served artifact, at its address, and reruns nothing else
     assert planned_jobs(deployed, "deploy", *ARGS) == {"deploy": 1}
@@ -259,6 +255,16 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     assert f"{state['endpoint_name']} at {state['url']} does not answer: bringing it back" in back.stdout + back.stderr
     assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
     assert planned_jobs(deployed, *ARGS) == {}
+
+    # evaluate itself finding the endpoint dead says how to start a new one, and that command works
+    endpoint_process(deployed)[1].kill()
+    dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
+    assert dead.returncode != 0
+    assert "does not answer /ping" in dead.stdout + dead.stderr
+    hint = "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml"
+    assert hint in dead.stdout + dead.stderr
+    snakemake(deployed, *hint.split()[3:])
+    assert requests.get(json.loads((deployed / "results/endpoint.json").read_text())["url"] + "/ping", timeout=5).status_code == 200
 
 
 def test_teardown_finds_the_endpoint_after_results_are_deleted(deployed):

@@ -1,4 +1,4 @@
-"""Every endpoint this checkout started, whichever options started it (DESIGN.md §4).
+"""Every endpoint this checkout started, whichever options started it (docs/architecture.md §4).
 
 Each endpoint has a folder under ENDPOINTS_DIR (common.smk), named after it: the backend's state.json
 (what runs: pid, container, SageMaker names) and run.json, written before the endpoint starts, saying

@@ -17,7 +17,7 @@ RAW_DIR = f"data/raw/{SOURCE_ID}"
 ENDPOINT_NAME = f"dogbreed-{SOURCE_ID[:8]}-{naming.stable_hash(str(Path(RESULTS).resolve()), 6)}"
 # What a live endpoint is (its process, container or SageMaker names): not a Snakemake output, since a
 # server outlives a rerun, and not under results_dir, so that teardown finds every endpoint this
-# checkout started even after results/ is deleted (DESIGN.md §4).
+# checkout started even after results/ is deleted (docs/architecture.md §4).
 ENDPOINTS_DIR = ".dogbreed/endpoints"
 ENDPOINT_STATE = f"{ENDPOINTS_DIR}/{ENDPOINT_NAME}"
 

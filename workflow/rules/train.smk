@@ -25,7 +25,7 @@ rule train:
 
 
 rule check_training_rules:
-    # Debugger and ProfilerReport rules over the final training's own artifacts (DESIGN.md §3).
+    # Debugger and ProfilerReport rules over the final training's own artifacts (docs/architecture.md §3).
     input:
         code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts"),
         output=rules.train.output.output,

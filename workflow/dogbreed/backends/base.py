@@ -1,10 +1,10 @@
-"""The backend interface: the only way rules reach a training or serving platform (DESIGN.md §1)."""
+"""The backend interface: the only way rules reach a training or serving platform (docs/architecture.md §1)."""
 import json
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# What a live endpoint is, kept outside Snakemake's outputs (DESIGN.md §4): deploy writes it before
+# What a live endpoint is, kept outside Snakemake's outputs (docs/architecture.md §4): deploy writes it before
 # waiting for the endpoint, so teardown can always find what was started.
 STATE_FILE = "state.json"
 
@@ -77,7 +77,7 @@ class Backend:
     def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
         """Run the tuning spec; returns (trials table rows, best trial).
 
-        The default is the project's own tuner (Optuna, DESIGN.md §1): every trial is a training job
+        The default is the project's own tuner (Optuna, docs/architecture.md §1): every trial is a training job
         of this backend, its objective read from the job's log lines. SageMaker overrides it with
         its HyperparameterTuner.
         """

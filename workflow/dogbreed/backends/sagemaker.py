@@ -1,7 +1,7 @@
 """The `sagemaker` backend: SageMaker training and tuning jobs, real-time endpoints. The
 `local_container` backend (local_container.py, the SDK's local mode) builds on it.
 
-Both use the SageMaker Python SDK v2 (DESIGN.md §7) with the same scripts/ as source_dir. Job and
+Both use the SageMaker Python SDK v2 (docs/architecture.md §7) with the same scripts/ as source_dir. Job and
 endpoint names are derived from their inputs, so a rerun attaches to a job of the same name that is
 still running (or reuses one that completed) instead of launching a duplicate; Ctrl-C or Snakemake
 stopping the rule stops the cloud job it launched. Cloud work is priced first and refused without
