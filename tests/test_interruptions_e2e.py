@@ -28,7 +28,7 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
     """kill -9 of Snakemake while a tuning trial runs: the tune script and its trial stop too, and the
     plain rerun (no --unlock) retries the trial as the same job, resuming from its checkpoint."""
     killed = overlay(workdir, "killed", {"results_dir": "results-killed",
-                                         "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 5}}})
+                                         "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 3}}})
     target = "results-killed/best_hyperparameters.json"
     run = subprocess.Popen([str(VENV_BIN / "snakemake"), "--cores", "2", target, *killed], cwd=workdir,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -37,7 +37,7 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
         while not any("epoch=1 " in log.read_text() for log in (workdir / "results-killed/jobs").glob("*/log.txt")):
             assert run.poll() is None and time.time() < deadline, "the trial never finished its first epoch"
             time.sleep(0.2)
-        jobs = psutil.Process(run.pid).children(recursive=True)  # 4 epochs to go: the trial still runs
+        jobs = psutil.Process(run.pid).children(recursive=True)  # 2 epochs to go: the trial still runs
         trial = next(p for p in jobs if "train.py" in " ".join(p.cmdline()))
         trial.suspend()  # it cannot finish on its own before the kill lands, however fast this machine is
         run.send_signal(signal.SIGKILL)

@@ -66,3 +66,19 @@ def test_stale_locks_go_only_when_their_run_is_dead(tmp_path, monkeypatch):
         alive.wait()
     message = run_guard.remove_stale_locks()
     assert f"killed (pid {alive.pid})" in message and not lock.exists() and not list(run_guard.RUNS_DIR.iterdir())
+
+
+def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
+    from dogbreed.backends import JobFailed
+    from dogbreed.backends.local import LocalBackend
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "train.py").write_text("import errno, os\n"
+                                     "raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/ckpt/job/checkpoint.tmp')\n")
+    (tmp_path / "train").mkdir()
+    channels = {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"}
+    with pytest.raises(JobFailed) as failed:
+        LocalBackend({}).train("full", {}, channels, tmp_path / "jobs", source, echo=False)
+    assert "\n" not in str(failed.value)
+    assert "no space left on the device holding /ckpt/job/checkpoint.tmp" in str(failed.value)

@@ -45,6 +45,6 @@ def test_a_skewed_class_mix_is_imbalanced(lab):
 
 def test_a_tiny_train_set_overfits(lab):
     tiny = make_channel(lab["root"] / "tiny", [1, 1, 1])
-    seen = verdicts(run_job(lab, "tiny", {**BASE, "weights": lab["pretrained"], "epochs": 12, "lr": 0.01, "augment": False,
+    seen = verdicts(run_job(lab, "tiny", {**BASE, "weights": lab["pretrained"], "epochs": 6, "lr": 0.01, "augment": False,
                                           "batch_size": 3}, channels={"train": tiny, "valid": lab["channels"]["valid"]}))
     assert seen["Overfit"] == "triggered"
