@@ -24,6 +24,13 @@ def overlay(workdir, name, settings):
     return ("--configfile", "config/test.yaml", f"config/{name}.yaml")
 
 
+def command_line(process) -> list:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # ended meanwhile
+        return []
+
+
 def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(workdir):
     """kill -9 of Snakemake while a tuning trial runs: the tune script and its trial stop too, and the
     plain rerun (no --unlock) retries the trial as the same job, resuming from its checkpoint."""
@@ -38,12 +45,12 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
             assert run.poll() is None and time.time() < deadline, "the trial never finished its first epoch"
             time.sleep(0.2)
         jobs = psutil.Process(run.pid).children(recursive=True)  # 2 epochs to go: the trial still runs
-        trial = next(p for p in jobs if "train.py" in " ".join(p.cmdline()))
+        trial = next(p for p in jobs if "train.py" in " ".join(command_line(p)))
         trial.suspend()  # it cannot finish on its own before the kill lands, however fast this machine is
         run.send_signal(signal.SIGKILL)
         run.wait(10)
         gone, alive = psutil.wait_procs(jobs, timeout=60)
-        assert not alive, f"left running after Snakemake was killed: {[p.cmdline() for p in alive]}"
+        assert not alive, f"left running after Snakemake was killed: {[command_line(p) for p in alive]}"
     finally:
         for process in psutil.Process().children(recursive=True):
             if process.pid == run.pid or run.pid in [parent.pid for parent in process.parents()]:
