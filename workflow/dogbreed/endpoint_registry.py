@@ -22,9 +22,11 @@ def note_run(state_dir, results_dir, backend: str):
         {"results_dir": str(results_dir), "backend": backend, "stop_it": run_options.command("teardown")}, indent=2))
 
 
-def forget(state_dir):
-    """After teardown: nothing of this endpoint runs, so nothing of it is kept (its server log aside,
-    which goes to the run's log folder first)."""
+def forget(state_dir, keep_log_as):
+    """After teardown: nothing of this endpoint runs, so nothing of it is kept but the server's log,
+    which outlives it at keep_log_as (beside the teardown rule's own log)."""
+    if (Path(state_dir) / "server.log").is_file():
+        shutil.copyfile(Path(state_dir) / "server.log", keep_log_as)
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
