@@ -34,6 +34,7 @@ validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defa
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/deploy.smk"

@@ -68,23 +68,43 @@ def preprocessing_spec(image_size: int, resize: int) -> dict:
     return {"resize": resize, "crop": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
-def eval_transform(spec: dict):
-    """PIL image → normalised C×H×W float tensor: the only eval/serving preprocessing there is."""
-    return transforms.Compose([
-        transforms.Resize(spec["resize"]),
-        transforms.CenterCrop(spec["crop"]),
-        transforms.ToTensor(),
-        transforms.Normalize(spec["mean"], spec["std"]),
-    ])
+def eval_transform(spec: dict, on_device=False):
+    """PIL image → normalised C×H×W float tensor: the only eval/serving preprocessing there is.
+
+    on_device: stop at the resized, cropped uint8 tensor; `normalise` finishes it on the training
+    device (a quarter of the bytes through the DataLoader and to the GPU, the arithmetic there).
+    """
+    steps = [transforms.Resize(spec["resize"]), transforms.CenterCrop(spec["crop"])]
+    return transforms.Compose(steps + _finish(spec, on_device))
 
 
-def train_transform(spec: dict):
-    return transforms.Compose([
-        transforms.RandomResizedCrop(spec["crop"], scale=(0.5, 1.0)),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(spec["mean"], spec["std"]),
-    ])
+def train_transform(spec: dict, on_device=False):
+    steps = [transforms.RandomResizedCrop(spec["crop"], scale=(0.5, 1.0)), transforms.RandomHorizontalFlip()]
+    return transforms.Compose(steps + _finish(spec, on_device))
+
+
+def _finish(spec, on_device):
+    if on_device:
+        return [transforms.PILToTensor()]
+    return [transforms.ToTensor(), transforms.Normalize(spec["mean"], spec["std"])]
+
+
+def normalise(batch: torch.Tensor, spec: dict, channels_last=False) -> torch.Tensor:
+    """A uint8 N×3×H×W batch (eval_transform(on_device=True)) → the float input eval_transform makes:
+    the same numbers, ToTensor's /255 then Normalize, computed wherever the batch is."""
+    mean = torch.tensor(spec["mean"], device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], device=batch.device).view(1, 3, 1, 1)
+    batch = (batch.float() / 255 - mean) / std
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+
+def backbone_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """What a ResNet's head sees: the pooled, flattened output of everything before `fc`."""
+    head, model.fc = model.fc, torch.nn.Identity()
+    try:
+        return model(images)
+    finally:
+        model.fc = head
 
 
 def save_model(model_dir, model, arch, classes, spec):

@@ -12,25 +12,27 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, RandomSampler
 
 import classifier
+import feature_cache
 import instrumentation
-
-CLASS_FOLDER = re.compile(r"^(\d+)\.(.+)$")
-
+from image_folders import ImageFolderByNumber, list_class_folders, loader_options
 
 def str2bool(value) -> bool:
     # SageMaker passes every hyperparameter as a string: "True", "false", "1" ...
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def amp_flag(value):
+    """--amp: "auto" (on with CUDA), or a boolean as str2bool reads it."""
+    return "auto" if str(value).strip().lower() == "auto" else str2bool(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_size", "--image-size", type=int, default=224)
     parser.add_argument("--resize", type=int, default=0, help="shorter side before the centre crop (default: image_size × 8/7)")
     parser.add_argument("--augment", type=str2bool, default=True)
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=-1,
+                        help="DataLoader workers; -1: the CPUs per GPU (SM_NUM_CPUS / GPUs), at most 8")
+    parser.add_argument("--amp", type=amp_flag, default="auto",
+                        help="mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a gradient scaler) | true | false")
+    parser.add_argument("--channels_last", "--channels-last", type=str2bool, default=True,
+                        help="NHWC activations: faster convolutions on tensor cores and on the CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep_best", "--keep-best", type=str2bool, default=True,
                         help="save the weights of the epoch with the lowest validation loss, not the last epoch's")
@@ -86,48 +93,6 @@ def training_job_name(env=os.environ) -> str:
         return ""
 
 
-def list_class_folders(*channels):
-    """{class index: breed name} over the given channel folders; indices come from the NNN prefix."""
-    classes = {}
-    for channel in channels:
-        for folder in sorted(Path(channel).iterdir()):
-            if folder.name.startswith(".") or not folder.is_dir():
-                continue
-            match = CLASS_FOLDER.match(folder.name)
-            if not match:
-                sys.exit(f"error: class folder {folder} is not named NNN.Breed_Name (the prepare stage writes that layout)")
-            index, name = int(match.group(1)) - 1, match.group(2)
-            if classes.get(index, name) != name:
-                sys.exit(f"error: class number {index + 1} names two breeds: {classes[index]!r} and {name!r}")
-            classes[index] = name
-    if not classes:
-        sys.exit(f"error: no class folders in {channels}")
-    return classes
-
-
-class ImageFolderByNumber(Dataset):
-    """(image, class index) pairs from `NNN.Breed/*` folders; index = NNN - 1, whatever folders exist."""
-
-    def __init__(self, root, transform):
-        self.samples = []
-        for folder in sorted(Path(root).iterdir()):
-            match = CLASS_FOLDER.match(folder.name)
-            if not match or not folder.is_dir():
-                continue
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
-                    self.samples.append((path, int(match.group(1)) - 1))
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        with Image.open(path) as image:
-            return self.transform(image.convert("RGB")), label
-
-
 def make_optimizer(args, params):
     if args.optimizer == "sgd":
         return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -136,14 +101,56 @@ def make_optimizer(args, params):
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def run_epoch(model, loader, device, loss_fn, epoch, optimizer=None, hook=None, timer=None):
+class Compute:
+    """Where and how a step runs: the device, the precision (AMP), the memory format, and the inputs
+    made ready there (uint8 images normalised on the device; cached features as they are)."""
+
+    def __init__(self, device, amp: str, channels_last: bool, spec: dict, images: bool):
+        self.device, self.spec, self.images = device, spec, images
+        self.channels_last = channels_last and images
+        on = device.type == "cuda" if amp == "auto" else amp
+        # bf16 needs no loss scaling; fp16 (GPUs before Ampere) does. On the CPU AMP means bf16, for tests.
+        self.dtype = None
+        if on:
+            self.dtype = torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def describe(self) -> str:
+        precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + gradient scaler"}[self.dtype]
+        return f"{precision}{', channels_last' if self.channels_last else ''}"
+
+    def inputs(self, batch):
+        batch = batch.to(self.device, non_blocking=True)
+        return classifier.normalise(batch, self.spec, self.channels_last) if self.images else batch
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss, optimizer):
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def set_mode(net, training: bool, freeze_backbone: bool):
+    """Train or eval mode; a frozen backbone stays in eval mode (BatchNorm statistics frozen too), so
+    training it on images or its head on cached features is the same model."""
+    net.train(training)
+    if freeze_backbone and hasattr(net, "fc"):
+        net.eval()
+        net.fc.train(training)
+
+
+def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False):
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
 
-    With a debug hook, it sees the loss, the labels and the predictions; with a timer, each step is
-    split into the wait for its batch and the compute (synchronised on a GPU, which runs async).
+    net is what the job trains: the whole model, or only its head on cached backbone features. With a
+    debug hook, it sees the loss, the labels and the predictions; with a timer, each step is split
+    into the wait for its batch and the compute (synchronised on a GPU, which runs async).
     """
     training = optimizer is not None
-    model.train(training)
+    set_mode(net, training, freeze_backbone)
     if hook is not None:
         import smdebug.pytorch as smd
         hook.set_mode(smd.modes.TRAIN if training else smd.modes.EVAL)
@@ -154,17 +161,16 @@ def run_epoch(model, loader, device, loss_fn, epoch, optimizer=None, hook=None, 
         while True:
             started = time.time()
             try:
-                images, labels = next(batches)
+                inputs, labels = next(batches)
             except StopIteration:
                 break
             data_ready = time.time()
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            logits = model(images)
-            loss = loss_fn(logits, labels)
+            inputs, labels = compute.inputs(inputs), labels.to(compute.device, non_blocking=True)
+            with compute.autocast():
+                logits = net(inputs)
+                loss = loss_fn(logits.float(), labels)
             if training:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                compute.step(loss, optimizer)
             predictions = logits.argmax(1)
             if hook is not None:
                 hook.save_tensor("labels", labels, "labels")
@@ -178,6 +184,24 @@ def run_epoch(model, loader, device, loss_fn, epoch, optimizer=None, hook=None, 
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
+def load_channels(args, spec):
+    """(train set, valid set, classes, cached): images from class folders, or, when the channels hold
+    the feature cache, the frozen backbone's features of those images."""
+    if feature_cache.is_feature_channel(args.train):
+        if not args.freeze_backbone:
+            sys.exit(f"error: the train channel {args.train} holds cached backbone features, which only train a frozen "
+                     f"backbone's head: set freeze_backbone true, or model.feature_cache false to train on the images")
+        train_set, valid_set = feature_cache.CachedFeatures(args.train), feature_cache.CachedFeatures(args.valid)
+        for cache in (train_set, valid_set):
+            feature_cache.check_spec(cache, args.arch, spec)
+        found = {**valid_set.classes, **train_set.classes}
+        return train_set, valid_set, found, True
+    found = list_class_folders(args.train, args.valid)
+    augment = classifier.train_transform(spec, on_device=True) if args.augment else classifier.eval_transform(spec, on_device=True)
+    return (ImageFolderByNumber(args.train, augment), ImageFolderByNumber(args.valid, classifier.eval_transform(spec, on_device=True)),
+            found, False)
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -185,26 +209,35 @@ def main(argv=None):
     resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
     spec = classifier.preprocessing_spec(args.image_size, resize)
 
-    found = list_class_folders(args.train, args.valid)
+    train_set, valid_set, found, cached = load_channels(args, spec)
     classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
-    train_set = ImageFolderByNumber(args.train, classifier.train_transform(spec) if args.augment
-                                    else classifier.eval_transform(spec))
-    valid_set = ImageFolderByNumber(args.valid, classifier.eval_transform(spec))
     if not len(train_set) or not len(valid_set):
         sys.exit(f"error: empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
-    loader_args = dict(batch_size=args.batch_size, num_workers=args.num_workers,
-                       pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
-    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > args.batch_size, **loader_args)
-    valid_loader = DataLoader(valid_set, shuffle=False, **loader_args)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
+    # Cached features are a tensor in memory: no workers to feed them.
+    options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
+    # The batch order of epoch e is drawn from (seed, e) alone: the same with images or cached features,
+    # and the same after a resume as in an uninterrupted run.
+    batch_order = torch.Generator()
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=RandomSampler(train_set, generator=batch_order),
+                              drop_last=len(train_set) > args.batch_size, **options)
+    valid_loader = DataLoader(valid_set, batch_size=args.batch_size, shuffle=False, **options)
 
-    try:
-        model = classifier.build_model(args.arch, len(classes), args.weights)
+    try:  # with cached features, the backbone is the one they were computed with
+        model = classifier.build_model(args.arch, len(classes), "none" if cached else args.weights)
     except classifier.WeightsUnavailable as error:
         sys.exit(f"error: {error}")
+    if cached:
+        feature_cache.load_backbone(model, args.train)
     if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
         for name, parameter in model.named_parameters():
             parameter.requires_grad = name.startswith("fc.")
+    compute = Compute(device, args.amp, args.channels_last, spec, images=not cached)
     model.to(device)
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model.fc if cached else model  # what the steps run and the debug hook watches
     loss_fn = torch.nn.CrossEntropyLoss()
     output_dir = Path(args.output_data_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +261,8 @@ def main(argv=None):
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            compute.scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = checkpoint["epoch"] + 1
         best = checkpoint["best"]
         # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
@@ -238,28 +273,36 @@ def main(argv=None):
     hook = timer = None
     if args.debug:
         hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
-        hook.register_module(model)
+        hook.register_module(net)
         hook.register_loss(loss_fn)
         if checkpoint is not None and checkpoint.get("debug_hook"):
             instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
     if args.profile:
         timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
         instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
-                                       gpu_count=torch.cuda.device_count(), num_workers=args.num_workers,
+                                       gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
                                        batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
-                                       train_images=len(train_set), started=time.time(),
+                                       train_images=len(train_set), started=time.time(), precision=compute.describe(),
+                                       inputs="cached backbone features" if cached else "images",
                                        resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
     monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
                if args.profile else contextlib.nullcontext())
 
     print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
           f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
-          f"epochs={args.epochs} optimizer={args.optimizer}", flush=True)
+          f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
+          + (f"; the head on cached backbone features ({len(train_set.features)} view(s))" if cached else
+             f"; {options['num_workers']} loader workers"), flush=True)
     with monitor:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.perf_counter()
-            train_loss, train_accuracy = run_epoch(model, train_loader, device, loss_fn, epoch, optimizer, hook, timer)
-            valid_loss, valid_accuracy = run_epoch(model, valid_loader, device, loss_fn, epoch, None, hook, timer)
+            batch_order.manual_seed(args.seed * 1000 + epoch)
+            if cached:
+                train_set.set_epoch(epoch, args.seed)
+            train_loss, train_accuracy = run_epoch(net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,
+                                                   args.freeze_backbone)
+            valid_loss, valid_accuracy = run_epoch(net, valid_loader, compute, loss_fn, epoch, None, hook, timer,
+                                                   args.freeze_backbone)
             scheduler.step()
             epoch_metrics = {"epoch": epoch, "train_loss": round(train_loss, 4), "train_accuracy": round(train_accuracy, 4),
                              "valid_loss": round(valid_loss, 4), "valid_accuracy": round(valid_accuracy, 4),
@@ -280,7 +323,7 @@ def main(argv=None):
             instrumentation.keep_record(output_dir, record_copy)
             checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "epoch": epoch, "best": best, "job_name": job_name,
+                        "scaler": compute.scaler.state_dict(), "epoch": epoch, "best": best, "job_name": job_name,
                         "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None},
                        checkpoint_path.with_suffix(".tmp"))
             os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)

@@ -60,7 +60,7 @@ def test_the_schemas_hyperparameters_are_train_pys_own_flags():
     elsewhere = {"arch", "weights", "image_size",  # model:
                  "debug", "profile", "save_interval", "profiler_interval_ms",  # profiling:
                  "train", "valid", "model_dir", "output_data_dir", "checkpoint_dir", "help"}  # the training contract
-    types = {float: "number", int: "integer", train.str2bool: "boolean", None: "string"}
+    types = {float: "number", int: "integer", train.str2bool: "boolean", None: "string", train.amp_flag: ["string", "boolean"]}
     flags = {action.dest: action for action in train.build_parser()._actions if action.dest not in elsewhere}
     assert set(flags) == set(schema["properties"])
     for name, action in flags.items():
@@ -73,7 +73,7 @@ def test_the_schemas_hyperparameters_are_train_pys_own_flags():
 
 @pytest.mark.parametrize("overlay, message", [
     ({"hyperparameters": {"epochs": "ten"}}, "hyperparameters.epochs: 'ten' is not of type 'integer'"),
-    ({"hyperparameters": {"epoch": 1}}, "hyperparameters.epoch is not a known setting; known here: augment, batch_size, epochs"),
+    ({"hyperparameters": {"epoch": 1}}, "hyperparameters.epoch is not a known setting; known here: amp, augment, batch_size, channels_last, epochs"),
     ({"tuning": {"trial_hyperparameters": {"lr": -1}}}, "tuning.trial_hyperparameters.lr: -1 is less than or equal to"),
     ({"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.01}}}},
      "tuning.parameters.lr: min 0.1 must be below max 0.01"),

@@ -99,6 +99,8 @@ def dataloader(profile, min_threshold=70, max_threshold=200):
     job = profile["job"]
     if "num_workers" not in job or not job.get("cpu_count"):
         return _result([], {"reason": "the job did not record its loader settings"}, verdict="no_data")
+    if job.get("inputs") == "cached backbone features":  # a tensor in memory: there is no loader to size
+        return _not_applicable("the job trained on cached backbone features, which need no loader workers")
     share = 100 * job["num_workers"] / job["cpu_count"]
     steps = profile["steps"]
     waiting = float(steps["data_wait_s"].sum() / steps["duration_s"].sum()) if len(steps) else None

@@ -65,6 +65,19 @@ def download(uri: str, local_dir, workers=8) -> dict:
     return _sync_folder(local_path(uri), Path(local_dir))
 
 
+def list_files(uri: str) -> set:
+    """The names (relative paths) of the files stored under uri; empty when there is nothing there."""
+    if uri.startswith("s3://"):
+        s3 = S3Store()
+        bucket, prefix = split_s3_uri(uri)
+        try:
+            return set(s3.list_objects(bucket, prefix))
+        except Exception as error:
+            raise s3._error(error, uri) from error
+    folder = local_path(uri)
+    return set(_local_files(folder)) if folder.is_dir() else set()
+
+
 def _sync_folder(source: Path, target: Path) -> dict:
     if not source.is_dir():
         raise StoreError(f"{source} is not a folder")

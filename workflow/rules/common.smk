@@ -89,10 +89,42 @@ def recording_hyperparameters(final: bool):
     return flags
 
 
+# model: keys that are the workflow's, not train.py flags
+CACHE_SETTINGS = ("feature_cache", "feature_views")
+
+
 def fixed_hyperparameters():
     """model settings + config hyperparameters: what every training job gets before tuned values."""
-    model = dict(config["model"])
+    model = {k: v for k, v in config["model"].items() if k not in CACHE_SETTINGS}
     weights = model["weights"]
     if weights not in ("imagenet", "none"):  # jobs run elsewhere: make a weights path absolute
         model["weights"] = str(Path(weights).expanduser().resolve())
     return {**model, **config["hyperparameters"]}
+
+
+def uses_feature_cache():
+    """True when trials and the final training both train a frozen backbone's head and the cache is on.
+    A tuned setting the features depend on cannot be cached once for all trials: refused, one line."""
+    if not config["model"]["feature_cache"]:
+        return False
+    trial = {**config["hyperparameters"], **config["tuning"]["trial_hyperparameters"]}
+    if not (config["hyperparameters"].get("freeze_backbone") and trial.get("freeze_backbone")):
+        return False
+    tuned = sorted(set(config["tuning"]["parameters"]) & {"arch", "weights", "image_size", "resize", "augment", "freeze_backbone", "seed"})
+    if tuned:
+        raise ValueError(f"tuning.parameters tunes {', '.join(tuned)}, on which the cached backbone features depend: "
+                         f"tune it with model.feature_cache: false, or fix it in the config")
+    return True
+
+
+def feature_hyperparameters():
+    """The feature job's flags (scripts/feature_cache.py): what the features depend on, and its loader."""
+    fixed = fixed_hyperparameters()
+    flags = {k: fixed[k] for k in ("arch", "weights", "image_size", "resize", "augment", "seed", "num_workers") if k in fixed}
+    flags["feature_views"] = config["model"]["feature_views"]
+    return flags
+
+
+FEATURE_CACHE = uses_feature_cache()
+# what tune and train read their channels from: the images, or the frozen backbone's features of them
+TRAINING_CHANNELS = R("features/channels.json") if FEATURE_CACHE else R("upload.json")

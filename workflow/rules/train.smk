@@ -5,7 +5,7 @@ rule train:
     input:
         code(*BACKEND_MODULES, "naming"),
         training_code=TRAINING_CODE,
-        upload=rules.upload.output[0],
+        channels=TRAINING_CHANNELS,
         best=rules.tune.output.best,
     output:
         model=R("training/model.tar.gz"),

@@ -5,7 +5,7 @@ rule tune:
     input:
         code(*BACKEND_MODULES, "tuning", "naming"),
         training_code=TRAINING_CODE,
-        upload=rules.upload.output[0],
+        channels=TRAINING_CHANNELS,
     output:
         trials=report(R("tuning/trials.csv"), caption="../report/trials_table.rst", category="Tuning"),
         best=R("best_hyperparameters.json"),

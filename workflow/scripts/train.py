@@ -10,7 +10,7 @@ from dogbreed.rule_runner import rule_backend, run_rule
 
 
 def main(smk):
-    channels = json.loads(Path(smk.input.upload).read_text())["channels"]
+    channels = json.loads(Path(smk.input.channels).read_text())["channels"]
     best = json.loads(Path(smk.input.best).read_text())
     hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
     train_channels = {k: channels[k] for k in ("train", "valid")}

@@ -9,7 +9,7 @@ from dogbreed.rule_runner import rule_backend, run_rule
 
 def main(smk):
     spec = smk.params.tuning
-    channels = json.loads(Path(smk.input.upload).read_text())["channels"]
+    channels = json.loads(Path(smk.input.channels).read_text())["channels"]
     fixed = {**smk.params.fixed_hyperparameters, **spec["trial_hyperparameters"]}
     # Same search, data and code → same study, which resumes; max_jobs may grow without a new study.
     searched = {k: v for k, v in spec.items() if k not in ("max_jobs", "max_parallel_jobs")}

@@ -1,0 +1,179 @@
+"""The frozen backbone's features, computed once: an entry point (a job of whichever backend runs the
+workflow) and what train.py reads back.
+
+A frozen backbone in eval mode is a fixed function of its input, so training the head on its cached
+features trains the same model as recomputing them every epoch of every trial, for a fraction of the
+cost (BENCHMARKS.md). Augmentation is kept as a fixed number of augmented views of each training image.
+The job reads the image channels and writes under SM_MODEL_DIR (every backend brings that back):
+  train/features.pt    {"features": V×N×D float32 (V views), "labels": N class indices}
+  train/backbone.pth   the backbone's weights (no head): the final model is built on exactly these
+  train/features.json  what the features are: arch, weights, preprocessing, views, classes
+  valid/features.pt, valid/features.json   (one view, the eval transform)
+The workflow publishes the two folders in the store as the `train` and `valid` channels of the tuning
+trials and the final training (workflow/dogbreed/features.py).
+
+    python feature_cache.py --train <images> --valid <images> --model_dir <out> [--feature_views 3]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import classifier
+import image_folders
+
+FEATURES_FILE = "features.pt"
+INFO_FILE = "features.json"
+BACKBONE_FILE = "backbone.pth"
+
+
+def str2bool(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--arch", default="resnet18", choices=sorted(classifier.ARCHITECTURES))
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a state dict")
+    parser.add_argument("--image_size", "--image-size", type=int, default=224)
+    parser.add_argument("--resize", type=int, default=0, help="shorter side before the centre crop (default: image_size × 8/7)")
+    parser.add_argument("--augment", type=str2bool, default=True, help="augmented views of the training images")
+    parser.add_argument("--feature_views", "--feature-views", type=int, default=3,
+                        help="augmented views per training image (one, the eval transform, without --augment)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=-1, help="-1: the CPUs per GPU")
+    parser.add_argument("--channels_last", "--channels-last", type=str2bool, default=True)
+    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    parser.add_argument("--valid", default=env.get("SM_CHANNEL_VALID", "/opt/ml/input/data/valid"))
+    parser.add_argument("--model_dir", "--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
+    return parser
+
+
+def feature_spec(arch, weights, preprocessing) -> dict:
+    """What makes two caches interchangeable; train.py refuses a cache whose spec is not its own."""
+    return {"arch": arch, "weights": weights, "preprocessing": preprocessing}
+
+
+def extract_views(model, dataset, views, seed, device, spec, batch_size, loader_options, channels_last) -> torch.Tensor:
+    """V×N×D: the backbone's features of every image of dataset, once per view. Each view's random
+    augmentation draws are seeded, so the cache is the same on every run."""
+    result = []
+    for view in range(views):
+        torch.manual_seed(seed * 1000 + view)  # the DataLoader workers' seeds come from here
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options)
+        started, chunks = time.time(), []
+        with torch.inference_mode():
+            for images, _ in loader:
+                images = classifier.normalise(images.to(device, non_blocking=True), spec, channels_last)
+                chunks.append(classifier.backbone_features(model, images).float().cpu())
+        seconds = time.time() - started
+        print(f"view {view + 1}/{views}: {len(dataset)} images in {seconds:.1f} s "
+              f"({len(dataset) / max(seconds, 1e-9):.1f} img/s)", flush=True)
+        result.append(torch.cat(chunks))
+    return torch.stack(result)
+
+
+def write_channel(folder: Path, features, labels, info):
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"features": features, "labels": labels}, folder / FEATURES_FILE)
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    device = classifier.pick_device()
+    torch.backends.cudnn.benchmark = True  # one input shape throughout: let cuDNN pick its fastest kernels
+    resize = args.resize or round(args.image_size * 8 / 7)
+    spec = classifier.preprocessing_spec(args.image_size, resize)
+    views = args.feature_views if args.augment else 1
+    found = image_folders.list_class_folders(args.train, args.valid)
+    classes = {str(i): name for i, name in sorted(found.items())}
+    try:
+        model = classifier.build_model(args.arch, max(found) + 1, args.weights)
+    except classifier.WeightsUnavailable as error:
+        sys.exit(f"error: {error}")
+    model.eval().to(device)  # frozen: BatchNorm keeps its statistics, as train.py's frozen backbone does
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    options = image_folders.loader_options(args.num_workers, device, persistent=False)
+    print(f"extracting {args.arch} features on {device} ({options['num_workers']} loader workers): "
+          f"{views} view(s) of the training images, 1 of the validation images", flush=True)
+    out = Path(args.model_dir)
+    started = time.time()
+    for channel, transform, channel_views in (
+            ("train", classifier.train_transform(spec, on_device=True) if args.augment
+             else classifier.eval_transform(spec, on_device=True), views),
+            ("valid", classifier.eval_transform(spec, on_device=True), 1)):
+        dataset = image_folders.ImageFolderByNumber(getattr(args, channel), transform)
+        if not len(dataset):
+            sys.exit(f"error: the {channel} channel ({getattr(args, channel)}) holds no images")
+        features = extract_views(model, dataset, channel_views, args.seed, device, spec, args.batch_size,
+                                 options, args.channels_last)
+        labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.int64)
+        info = {**feature_spec(args.arch, args.weights, spec), "views": channel_views, "augmented": channel == "train" and args.augment,
+                "images": len(dataset), "dim": features.shape[-1], "classes": classes, "seed": args.seed,
+                "files": [path.relative_to(getattr(args, channel)).as_posix() for path, _ in dataset.samples]}
+        write_channel(out / channel, features, labels, info)
+    backbone = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    torch.save(backbone, out / "train" / BACKBONE_FILE)
+    print(f"features written to {out} in {time.time() - started:.1f} s", flush=True)
+
+
+# --- what train.py reads ---------------------------------------------------------------------------
+
+def is_feature_channel(folder) -> bool:
+    return (Path(folder) / INFO_FILE).is_file()
+
+
+class CachedFeatures(Dataset):
+    """(features of one view, class index) per image; set_epoch draws which view each image shows."""
+
+    def __init__(self, folder):
+        folder = Path(folder)
+        self.info = json.loads((folder / INFO_FILE).read_text())
+        data = torch.load(folder / FEATURES_FILE, weights_only=True)
+        self.features, self.labels = data["features"], data["labels"]
+        self.view = torch.zeros(len(self.labels), dtype=torch.int64)
+        self.classes = {int(i): name for i, name in self.info["classes"].items()}
+
+    def __len__(self):
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int, seed: int):
+        # a generator of its own: the global one draws the batch order, exactly as with images
+        if len(self.features) > 1:
+            generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+            self.view = torch.randint(len(self.features), (len(self.labels),), generator=generator)
+
+    def __getitem__(self, i):
+        return self.features[self.view[i], i], self.labels[i]
+
+
+def check_spec(cache: CachedFeatures, arch, preprocessing):
+    """Refuse features made for another model: one line saying which setting differs."""
+    theirs, ours = cache.info, {"arch": arch, "preprocessing": preprocessing}
+    for key in ours:
+        if theirs[key] != ours[key]:
+            sys.exit(f"error: the cached features were made with {key}={theirs[key]}, this job has {key}={ours[key]}: "
+                     f"extract them again (the workflow does) or train on the images")
+
+
+def load_backbone(model, folder):
+    """The weights the features were computed with, into the model whose head is trained on them."""
+    state = torch.load(Path(folder) / BACKBONE_FILE, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("fc.") for name in missing):
+        sys.exit(f"error: {Path(folder) / BACKBONE_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+# extract_features: with a frozen backbone, its features once, as the channels of tuning and training.
+
+
+rule extract_features:
+    input:
+        code(*BACKEND_MODULES, "features", "naming"),
+        training_code=TRAINING_CODE,
+        upload=rules.upload.output[0],
+        manifest=rules.prepare.output.manifest,
+    output:
+        R("features/channels.json"),
+    params:
+        backend=config["backend"],
+        backend_settings=job_backend_settings(),
+        hyperparameters=feature_hyperparameters(),
+        store_uri=config["store"]["uri"],
+        source_dir=str(SCRIPTS_DIR),
+        jobs_dir=R("jobs"),
+    log:
+        R("logs/extract_features.log"),
+    script:
+        "../scripts/extract_features.py"
