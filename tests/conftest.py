@@ -89,8 +89,13 @@ def copy_workflow(target: Path) -> Path:
     return target
 
 
+# Two cores for the run, one thread for each training job: two xdist workers already share this
+# machine's cores (the job rules otherwise take all of workflow.cores: Snakemake sets OMP_NUM_THREADS).
+SNAKEMAKE_CORES = ("--set-threads", "tune=1", "train=1", "extract_features=1", "--cores", "2")
+
+
 def snakemake(workdir, *args, check=True, timeout=900, env=None):
-    result = subprocess.run([str(VENV_BIN / "snakemake"), "--cores", "2", *args], cwd=workdir,
+    result = subprocess.run([str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, *args], cwd=workdir,
                             capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")

@@ -53,6 +53,30 @@ def post(url, content_type, body, accept):
     return requests.post(url + "/invocations", data=body, headers=headers, timeout=120)
 
 
+def concurrent_mixed_requests(url, image: bytes, size: int, rounds=3):
+    """Good requests of every content type and answer type, and bad ones, sent all at once (rounds
+    times over): a server that batches them (the local one) or serves them one by one (TorchServe at
+    batch size 1) gives each its own answer, the same as when it is sent alone. Returns the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [(what, ct, body, accept, 200) for what, ct, body, accept in good_requests(image, size)]
+    cases += bad_requests(image, size)[:6]
+    alone = {what: post(url, ct, body, accept) for what, ct, body, accept, _ in cases}
+    failures = []
+    with ThreadPoolExecutor(len(cases)) as pool:
+        for _ in range(rounds):
+            answers = list(pool.map(lambda case: (case, post(url, *case[1:4])), cases))
+            for (what, _, _, _, status), answer in answers:
+                if answer.status_code != status:
+                    failures.append((what, answer.status_code, answer.text[:300]))
+                elif status == 200 and not (answer.headers["Content-Type"] == alone[what].headers["Content-Type"]
+                                            and same_answer(decoded(answer), decoded(alone[what]))):
+                    failures.append((what, "another answer than when sent alone"))
+                elif status != 200 and first_line(answer) != first_line(alone[what]):
+                    failures.append((what, answer.text[:300]))
+    return failures
+
+
 def first_line(response) -> str:
     return response.text.splitlines()[0] if response.text else ""
 

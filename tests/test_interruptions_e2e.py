@@ -8,7 +8,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import VENV_BIN, snakemake, workflow_with_test_config
+from conftest import SNAKEMAKE_CORES, VENV_BIN, snakemake, workflow_with_test_config
 
 pytestmark = pytest.mark.e2e
 ARGS = ("--configfile", "config/test.yaml")
@@ -37,7 +37,7 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
     killed = overlay(workdir, "killed", {"results_dir": "results-killed",
                                          "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 3}}})
     target = "results-killed/best_hyperparameters.json"
-    run = subprocess.Popen([str(VENV_BIN / "snakemake"), "--cores", "2", target, *killed], cwd=workdir,
+    run = subprocess.Popen([str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, target, *killed], cwd=workdir,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600

@@ -120,6 +120,14 @@ def test_no_hostile_request_gets_a_5xx_through_the_toolkit(deployed):
     assert ping(url)  # still serving
 
 
+def test_concurrent_mixed_requests_each_get_their_own_answer_through_torchserve(deployed):
+    """TorchServe batches for the toolkit only at batch size 1 (backends/base.py TOOLKIT_SERVING_ENVIRONMENT:
+    its transformer would decode a whole batch with the first request's headers); mixed content types
+    and a bad request at once each get the answer they get alone."""
+    work, _ = deployed
+    assert serving_contract.concurrent_mixed_requests(container_url(work), served_image(work), 64) == []
+
+
 def test_good_requests_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
     work, _ = deployed
     for what, content_type, body, accept in serving_contract.good_requests(served_image(work), 64):

@@ -173,3 +173,49 @@ def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
 def test_a_failing_job_reports_the_end_of_its_log(job_env):
     with pytest.raises(JobFailed, match="planted failure"):
         job_env["backend"].train("bad", {"fail": 1}, job_env["channels"], job_env["jobs"], job_env["source"], echo=False)
+
+
+def test_parallel_trials_get_a_gpu_each_or_a_share_of_the_cpu_threads():
+    assert tuning.trial_resources(1, gpus=["0", "1"]) == [{}]  # one trial at a time: the whole machine
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in tuning.trial_resources(2, gpus=["0", "1"], cpus=16)] == ["0", "1"]
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in tuning.trial_resources(3, gpus=["4", "6"], cpus=16)] == ["4", "6", "4"]
+    assert tuning.trial_resources(2, gpus=["0", "1"], cpus=16)[0]["SM_NUM_CPUS"] == "8"
+    on_cpus = tuning.trial_resources(2, gpus=[], cpus=8)
+    assert on_cpus == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "SM_NUM_CPUS": "4"}] * 2
+    assert tuning.trial_resources(4, gpus=[], cpus=2)[0]["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_trial_holds_its_slot_while_it_runs():
+    """Two trials at once never share a slot: each job sees the environment of a slot no other holds."""
+    import threading
+
+    held, seen, lock = set(), [], threading.Lock()
+
+    class Backend:
+        def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, environment=None, **kwargs):
+            slot = environment["CUDA_VISIBLE_DEVICES"]
+            with lock:
+                assert slot not in held
+                held.add(slot)
+                seen.append(slot)
+            threading.Event().wait(0.2)
+            with lock:
+                held.discard(slot)
+            kwargs["on_line"]("epoch=1 train_loss=1 train_accuracy=0.5 valid_loss=1 valid_accuracy=0.5")
+            return {"status": "Completed", "log": "", "seconds": 0.2}
+
+    spec = {"objective": {"regex": r"valid_accuracy=([0-9.]+)"}}
+    run = tuning.trial_runner(Backend(), spec, {}, {}, "jobs", "src", "study", tuning.trial_resources(2, gpus=["0", "1"]))
+
+    class Trial:
+        number, user_attrs = 0, {}
+
+        def set_user_attr(self, key, value):
+            pass
+
+    threads = [threading.Thread(target=run, args=(Trial(), {}, lambda step, value: False)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(seen)) == ["0", "1"] and len(seen) == 6

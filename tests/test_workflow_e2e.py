@@ -112,6 +112,14 @@ def test_the_live_endpoint_answers(deployed):
     assert bad.status_code == 400 and "npy" in bad.json()["error"]
 
 
+def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(deployed):
+    """The local server batches concurrent requests (backends.local.max_batch_size, on by default):
+    mixed content types, answer types and bad requests at once get exactly their answers alone."""
+    url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
+    image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()
+    assert serving_contract.concurrent_mixed_requests(url, image, 32) == []
+
+
 def test_client_mistakes_get_a_4xx_with_a_one_line_json_error(deployed):
     url = json.loads((deployed / "results/endpoint.json").read_text())["url"]
     image = next((deployed / "results/data/channels/test/001.Red_Circle").iterdir()).read_bytes()

@@ -31,7 +31,7 @@ def cache_key(job_hyperparameters, manifest_csv, code_files) -> str:
 
 def cached_channels(store_uri, key) -> dict:
     """{channel: uri} of the cache with this key in the store, or {} when it is not (all) there."""
-    uris = {channel: store.join(store_uri, "features", key, channel) for channel in CHANNELS}
+    uris = {channel: store.canonical(store.join(store_uri, "features", key, channel)) for channel in CHANNELS}
     for channel, uri in uris.items():
         if not EXPECTED_FILES[channel] <= store.list_files(uri):
             return {}

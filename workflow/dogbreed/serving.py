@@ -3,12 +3,19 @@
 It loads the handler module the model artifact carries (SM_MODEL_DIR/code/$SAGEMAKER_PROGRAM, as
 SageMaker's PyTorch containers do) and calls its model_fn / input_fn / predict_fn / output_fn.
 Run by waitress: `python -m waitress --call dogbreed.serving:create_app` with SM_MODEL_DIR set.
+
+Concurrent requests are batched (MAX_BATCH_SIZE, MAX_BATCH_DELAY_MS: TorchServe's two settings): each
+request is decoded and checked by input_fn in its own thread, so a bad one fails alone; the valid
+inputs of requests in flight together go through predict_fn as one forward pass; output_fn answers each.
 """
 import importlib.util
 import json
 import logging
 import os
 import sys
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from flask import Flask, Response, request
@@ -18,6 +25,92 @@ log = logging.getLogger("waitress")
 # SageMaker's real-time endpoints' limit: a request that works here works there (larger: 413, from
 # waitress before the body is read when it says its length, and from here otherwise)
 MAX_BODY_BYTES = 6_291_456
+
+
+class Batcher:
+    """One forward pass for the inputs of requests in flight together.
+
+    A request's thread calls predict(inputs) and waits. The batching thread takes the oldest waiting
+    inputs and adds others of the same shape, up to max_size inputs; it waits for more, at most
+    max_delay_s after the first, only while other requests are still being decoded: a lone client
+    waits for nobody. A request of more than max_size inputs is a batch of its own.
+    """
+
+    def __init__(self, predict_fn, model, max_size: int, max_delay_s: float):
+        self.predict_fn, self.model = predict_fn, model
+        self.max_size, self.max_delay_s = max_size, max_delay_s
+        self.waiting = deque()
+        self.decoding = 0  # requests past the door, not yet waiting here
+        self.changed = threading.Condition()
+        threading.Thread(target=self._serve, name="batcher", daemon=True).start()
+
+    def arriving(self):
+        with self.changed:
+            self.decoding += 1
+
+    def decoded(self, inputs=None):
+        """The request's inputs (None: its input_fn failed) → its prediction, once its batch ran."""
+        entry = {"inputs": inputs, "done": threading.Event()}
+        with self.changed:
+            self.decoding -= 1
+            if inputs is not None:
+                self.waiting.append(entry)
+            self.changed.notify_all()
+        if inputs is None:
+            return None
+        entry["done"].wait()
+        if "error" in entry:
+            raise entry["error"]
+        return entry["prediction"]
+
+    def _take_batch(self) -> list:
+        with self.changed:
+            while not self.waiting:
+                self.changed.wait()
+            deadline = time.monotonic() + self.max_delay_s
+            while True:
+                first = self.waiting[0]
+                shape = tuple(first["inputs"].shape[1:])
+                batch, size = [], 0
+                for entry in self.waiting:
+                    n = len(entry["inputs"])
+                    if tuple(entry["inputs"].shape[1:]) == shape and (not batch or size + n <= self.max_size):
+                        batch.append(entry)
+                        size += n
+                left = deadline - time.monotonic()
+                if size >= self.max_size or self.decoding == 0 or left <= 0:
+                    taken = {id(entry) for entry in batch}  # by identity: == on entries compares their tensors
+                    self.waiting = deque(entry for entry in self.waiting if id(entry) not in taken)
+                    return batch
+                self.changed.wait(left)
+
+    def _serve(self):
+        import torch
+
+        while True:
+            batch = self._take_batch()
+            try:
+                prediction = self.predict_fn(torch.cat([entry["inputs"] for entry in batch]), self.model)
+                start = 0
+                for entry in batch:
+                    n = len(entry["inputs"])
+                    entry["prediction"] = _rows(prediction, start, start + n)
+                    start += n
+            except Exception as error:  # noqa: BLE001 - each waiting request answers it
+                for entry in batch:
+                    entry["error"] = error
+            for entry in batch:
+                entry["done"].set()
+
+
+def _rows(prediction, start, stop):
+    """A batch's prediction cut to one request's rows: every tensor (or array) whose first dimension is
+    the batch is sliced; everything else (the class names) is shared."""
+    if isinstance(prediction, dict):
+        return {k: _rows(v, start, stop) for k, v in prediction.items()}
+    if hasattr(prediction, "shape") and len(prediction.shape) > 0:
+        return prediction[start:stop]
+    return prediction
 
 
 def load_handler(model_dir: Path):
@@ -41,6 +134,9 @@ def create_app(model_dir=None) -> Flask:
     model = handler.model_fn(str(model_dir))
     app = Flask("dogbreed-endpoint")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    max_batch_size = int(os.environ.get("MAX_BATCH_SIZE", "1"))
+    batcher = (Batcher(handler.predict_fn, model, max_batch_size, int(os.environ.get("MAX_BATCH_DELAY_MS", "10")) / 1000)
+               if max_batch_size > 1 else None)
 
     @app.get("/ping")
     def ping():
@@ -53,9 +149,16 @@ def create_app(model_dir=None) -> Flask:
             body = request.get_data()
         except RequestEntityTooLarge:
             return error_response(413, f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes: send fewer inputs per request")
+        if batcher is not None:
+            batcher.arriving()
         try:
-            data = handler.input_fn(body, request.content_type)
-            prediction = handler.predict_fn(data, model)
+            try:
+                data = handler.input_fn(body, request.content_type)
+            except BaseException:
+                if batcher is not None:
+                    batcher.decoded(None)
+                raise
+            prediction = handler.predict_fn(data, model) if batcher is None else batcher.decoded(data)
             body, content_type = handler.output_fn(prediction, accept)
         except Exception as error:  # the handler's own 4xx errors carry status_code
             status = getattr(error, "status_code", 500)

@@ -35,6 +35,11 @@ def file_uri(path: Path) -> str:
     return Path(path).resolve().as_uri()
 
 
+def canonical(uri: str) -> str:
+    """The one spelling of a store location that sync() returns: file URIs absolute, s3:// as given."""
+    return uri if uri.startswith("s3://") else file_uri(local_path(uri))
+
+
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 

@@ -11,6 +11,8 @@ the regex (each epoch is reported, so pruners can stop poor trials early). The s
 an interrupted tune resumes, and a grown max_jobs runs only the new trials.
 """
 import math
+import os
+import queue
 from pathlib import Path
 
 import optuna
@@ -147,9 +149,41 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
     return study
 
 
-def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name):
-    """run_trial for run_study: one training job per trial, its objective read with the spec's regex."""
+def _visible_gpus() -> list:
+    """The GPUs this process may hand out: CUDA_VISIBLE_DEVICES' entries when it is set, else all of them."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return [d for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def trial_resources(parallel: int, gpus=None, cpus=None) -> list:
+    """One environment per trial running at once on this machine. With GPUs, each trial its own
+    (CUDA_VISIBLE_DEVICES; more trials than GPUs share them in turn); without, each an equal share of
+    the CPU threads (OMP_NUM_THREADS), so parallel trials do not fight over the cores. SM_NUM_CPUS
+    sizes each trial's DataLoader workers to its share."""
+    if parallel <= 1:
+        return [{}]
+    gpus = _visible_gpus() if gpus is None else gpus
+    # the threads Snakemake gave the tune rule (it sets OMP_NUM_THREADS to them), else this machine's
+    cpus = cpus or int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    share = str(max(1, cpus // parallel))
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)], "SM_NUM_CPUS": share} for i in range(parallel)]
+    return [{"OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share, "SM_NUM_CPUS": share} for _ in range(parallel)]
+
+
+def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},)):
+    """run_trial for run_study: one training job per trial, its objective read with the spec's regex.
+    resources: one environment per trial slot (trial_resources); a trial holds one while it runs."""
     regex = spec["objective"]["regex"]
+    slots = queue.Queue()
+    for environment in resources:
+        slots.put(environment)
 
     def run_trial(trial, hyperparameters, report):
         # a retried trial keeps the interrupted one's job name, and so resumes from its checkpoint
@@ -167,8 +201,12 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
             values.append(value)
             return report(len(values), value)
 
-        result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
-                               source_dir, on_line=on_line, echo=False, keep_model=False)
+        environment = slots.get()
+        try:
+            result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
+                                   source_dir, on_line=on_line, echo=False, keep_model=False, environment=environment)
+        finally:
+            slots.put(environment)
         trial.set_user_attr("log", result["log"])
         trial.set_user_attr("seconds", result["seconds"])
         if result["status"] == "Stopped":

@@ -47,6 +47,8 @@ def code(*modules):
 CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".txt"))
 TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 SERVING_CODE = [str(SCRIPTS_DIR / name) for name in packaging.SERVING_CODE]
+# what the cached features depend on: an edit of train.py retrains on them, it does not re-extract them
+FEATURE_CODE = [str(SCRIPTS_DIR / name) for name in ("feature_cache.py", "classifier.py", "image_folders.py", "requirements.txt")]
 
 
 def backend_settings():
@@ -65,7 +67,7 @@ def backend_settings():
 
 # Settings only the endpoint reads: kept out of the jobs' params, so changing one redeploys without
 # retuning or retraining.
-ENDPOINT_SETTINGS = {"host", "port", "threads", "channel_timeout", "connection_limit", "startup_timeout",
+ENDPOINT_SETTINGS = {"host", "port", "threads", "max_batch_size", "max_batch_delay_ms", "torch_threads", "channel_timeout", "connection_limit", "startup_timeout",
                      "inference_instance_type", "inference_image", "inference_framework_version",
                      "endpoint_instance_count"}
 

@@ -4,7 +4,7 @@
 rule extract_features:
     input:
         code(*BACKEND_MODULES, "features", "naming"),
-        training_code=TRAINING_CODE,
+        feature_code=FEATURE_CODE,
         upload=rules.upload.output[0],
         manifest=rules.prepare.output.manifest,
     output:
@@ -16,6 +16,7 @@ rule extract_features:
         store_uri=config["store"]["uri"],
         source_dir=str(SCRIPTS_DIR),
         jobs_dir=R("jobs"),
+    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
     log:
         R("logs/extract_features.log"),
     script:

@@ -18,6 +18,7 @@ rule train:
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
         source_dir=str(SCRIPTS_DIR),
         jobs_dir=R("jobs"),
+    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
     log:
         R("logs/train.log"),
     script:

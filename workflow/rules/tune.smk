@@ -17,7 +17,7 @@ rule tune:
         source_dir=str(SCRIPTS_DIR),
         study_db=R("tuning/study.sqlite"),  # not an output: it must survive an interrupted tune
         jobs_dir=R("jobs"),
-    threads: config["tuning"]["max_parallel_jobs"]
+    threads: workflow.cores  # shared out between the trials that run at once (tuning.trial_resources)
     log:
         R("logs/tune.log"),
     script:

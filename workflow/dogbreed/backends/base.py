@@ -8,6 +8,14 @@ from urllib.parse import urlsplit
 # waiting for the endpoint, so teardown can always find what was started.
 STATE_FILE = "state.json"
 
+# SageMaker's inference toolkit under TorchServe serves one request at a time: its transformer decodes
+# every request of a TorchServe batch with the first request's Content-Type and Accept
+# (context.request_processor[0]), sets only the first answer's type, and turns one request's error into
+# an error for the whole batch (it once dropped all but the first: sagemaker-pytorch-inference-toolkit
+# #121). Batching there would let one client's request break another's, so the containers keep batch
+# size 1, said outright; the local server batches safely (dogbreed/serving.py).
+TOOLKIT_SERVING_ENVIRONMENT = {"SAGEMAKER_TS_BATCH_SIZE": "1", "SAGEMAKER_TS_MAX_BATCH_DELAY": "100"}
+
 
 def write_endpoint_state(state_dir, state: dict):
     Path(state_dir).mkdir(parents=True, exist_ok=True)
@@ -70,8 +78,11 @@ class Backend:
         raise NotImplementedError
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True) -> dict:
-        """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}."""
+              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
+        """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}.
+
+        environment: variables for the job's process where it shares this machine (the local backend:
+        a tuning trial's GPU or share of the CPU threads); a job on an instance of its own has them all."""
         raise NotImplementedError
 
     def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
@@ -83,7 +94,8 @@ class Backend:
         """
         from dogbreed import tuning
 
-        run_trial = tuning.trial_runner(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name)
+        run_trial = tuning.trial_runner(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name,
+                                        tuning.trial_resources(parallel))
         study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"])
         return tuning.trials_table(study, spec), tuning.best_trial(study, spec)
 

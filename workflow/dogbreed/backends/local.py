@@ -59,7 +59,7 @@ class LocalBackend(HttpEndpointBackend):
 
     # --- training jobs -----------------------------------------------------------------------
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
         """Run entry_point like a SageMaker training job; returns the job's description.
 
         on_line(line) is called for every output line; returning True stops the job (a pruned trial).
@@ -80,7 +80,7 @@ class LocalBackend(HttpEndpointBackend):
                    SM_MODEL_DIR=str(job / "model"), SM_OUTPUT_DATA_DIR=str(job / "output/data"),
                    SM_CHECKPOINT_DIR=str(job / "checkpoints"), SM_HPS=json.dumps(hps),
                    SM_CHANNELS=json.dumps(sorted(channels)), SM_CURRENT_HOST="algo-1",
-                   SM_HOSTS=json.dumps(["algo-1"]), SM_TRAINING_ENV=json.dumps({"job_name": job_name}))
+                   SM_HOSTS=json.dumps(["algo-1"]), SM_TRAINING_ENV=json.dumps({"job_name": job_name}), **(environment or {}))
         for channel, uri in channels.items():
             if uri.startswith("s3://"):  # as SageMaker's File mode: the channel is copied in first
                 folder = job / "input/data" / channel
@@ -146,13 +146,23 @@ class LocalBackend(HttpEndpointBackend):
         port = int(self.settings.get("port", 0)) or _free_port(host)
         url = f"http://{host}:{port}"
         log_path = state_dir / "server.log"
+        # batching: concurrent requests' inputs in one forward pass (dogbreed/serving.py's Batcher); a batch holds
+        # the requests of at most `threads` threads, so there are at least as many threads as batch places
+        batch_size = int(self.settings.get("max_batch_size", 16))
+        threads = max(int(self.settings.get("threads", 16)), batch_size)
         env = dict(os.environ, SM_MODEL_DIR=str(model_dir), SAGEMAKER_PROGRAM="inference.py",
+                   MAX_BATCH_SIZE=str(batch_size), MAX_BATCH_DELAY_MS=str(self.settings.get("max_batch_delay_ms", 10)),
+                   # OpenMP threads that spin after each forward pass take the cores the request threads decode on
+                   OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+                   # the server outlives the rule that starts it: not the rule's one thread (Snakemake's OMP_NUM_THREADS)
+                   OMP_NUM_THREADS=str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0))),
+                   MKL_NUM_THREADS=str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0))),
                    PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]))
         # waitress reads each request whole (headers and body) in its event loop before a thread runs it:
         # a client that sends slowly, or not at all, holds no thread, and an idle connection is closed
         # after channel_timeout. Bodies over MAX_BODY_BYTES get the app's JSON 413; waitress refuses,
         # with its own plain 413 and unread, a body that says it is over twice that.
-        command = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", f"--threads={self.settings.get('threads', 4)}",
+        command = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", f"--threads={threads}",
                    f"--channel-timeout={self.settings.get('channel_timeout', 20)}", "--cleanup-interval=5",
                    f"--connection-limit={self.settings.get('connection_limit', 1000)}",
                    f"--max-request-body-size={2 * serving.MAX_BODY_BYTES}", "--no-expose-tracebacks",

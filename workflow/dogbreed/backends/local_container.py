@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import containers, store
-from dogbreed.backends.base import Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping, write_endpoint_state
+from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping,
+                                    write_endpoint_state)
 from dogbreed.backends.sagemaker import SageMakerBackend, refuse_local_files
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
@@ -120,7 +121,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         return estimator
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
         from sagemaker.inputs import TrainingInput
 
         refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
@@ -188,7 +189,8 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             ports={f"{SERVING_PORT}/tcp": (host, int(self.settings.get("port", 0)) or None)},
             volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},
             environment={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                         "SAGEMAKER_REGION": self.settings["region"], "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"},
+                         "SAGEMAKER_REGION": self.settings["region"], "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                         **TOOLKIT_SERVING_ENVIRONMENT},
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None)
         try:
             container.start()

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dogbreed import store
-from dogbreed.backends.base import (Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
+from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
                                     write_endpoint_state)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -176,7 +176,7 @@ class SageMakerBackend(Backend):
             raise
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
         from sagemaker.inputs import TrainingInput
 
         started = time.time()
@@ -362,7 +362,8 @@ class SageMakerBackend(Backend):
             where = {"code_location": store.join(s["output_s3_uri"], "models", model_name)} if model_uri.startswith("s3://") else {}
             model = PyTorchModel(model_data=model_uri, role=self._role(), entry_point="inference.py",
                                  source_dir=f"{code}/code", framework_version=str(s["inference_framework_version"]),
-                                 py_version=s["py_version"], sagemaker_session=self.session, name=model_name, **where)
+                                 py_version=s["py_version"], sagemaker_session=self.session, name=model_name,
+                                 env=dict(TOOLKIT_SERVING_ENVIRONMENT), **where)
             state = {"backend": self.name, "endpoint_name": endpoint_name, "model_name": model_name,
                      "endpoint_config_name": endpoint_name, "region": self.session.boto_region_name}
             write_endpoint_state(state_dir, state)
