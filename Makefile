@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test teardown clean container-images container-stop container-clean test-container
+.PHONY: demo test test-long teardown clean container-images container-stop container-clean test-container
 # no AWS client here ever asks the instance-metadata address for credentials
 export AWS_EC2_METADATA_DISABLED := true
 
@@ -20,6 +20,11 @@ demo: $(BIN)/.installed
 # fixtures build); one compute thread per job (tests/conftest.py), so two jobs never fight for the cores
 test: $(BIN)/.installed
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# the longest real runs, kept out of `make test`'s 8 minutes (CI runs both): planted training faults,
+# a killed Snakemake, a full disk
+test-long: $(BIN)/.installed
+	$(BIN)/pytest -n 2 --dist loadfile -m long
 
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_speed.py [--only trial,finetune,endpoint] [--image-size 224]
 
+0. workflow: the demo's run (`deploy`, config/demo.yaml) with a frozen backbone at --image-size, feature
+   cache on vs off: the tune + train stages (extract_features included) in seconds, and test accuracy.
 1. trial: a frozen-backbone tuning trial the seed project's way (images decoded and augmented with PIL
    every epoch, the backbone recomputed) vs ours (the backbone's features extracted once by
    scripts/feature_cache.py, then the head trained on them): seconds and validation accuracy, with
@@ -53,6 +55,47 @@ def train_job(train, valid, out, *flags, batch_size=32):
     images = batch_size * len(train_steps)  # drop_last: every training batch is full
     busy = sum(s["end"] - s["start"] for s in train_steps)
     return seconds, accuracy, (images / busy if images and busy else None)
+
+
+def bench_workflow(tmp, image_size):
+    import shutil
+
+    import yaml
+
+    print(f"\n### 0. The demo's run with a frozen backbone at {image_size} px (3 trials × 2 epochs, 6-epoch training, "
+          f"--cores 2): feature cache on vs off\n")
+    print("| feature cache | extract_features s | tune s | train s | tune + train s | test accuracy |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    for cache in (False, True):
+        work = Path(tmp) / f"workflow-{cache}"
+        work.mkdir()
+        for name in ("Snakefile", "config.yaml"):
+            shutil.copy(REPO / name, work / name)
+        for name in ("workflow", "scripts", "config", "profiles"):
+            shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        overlay = {"model": {"image_size": image_size, "feature_cache": cache}, "hyperparameters": {"freeze_backbone": True}}
+        (work / "config/bench.yaml").write_text(yaml.safe_dump(overlay))
+        args = ["--configfile", "config/demo.yaml", "config/bench.yaml"]
+        subprocess.run([str(Path(PYTHON).parent / "snakemake"), "--cores", "2", "deploy", *args], cwd=work,
+                       capture_output=True, check=True)
+        seconds = dict.fromkeys(("extract_features", "tune", "train"))
+        # each rule's time: from the end of the rule it waited for to the end of its own log
+        ends = {rule: (work / f"results/logs/{rule}.log").stat().st_mtime for rule in ("upload", "extract_features", "tune", "train")
+                if (work / f"results/logs/{rule}.log").exists()}
+        start = ends["upload"]
+        for rule in ("extract_features", "tune", "train"):
+            if rule in ends:
+                seconds[rule] = ends[rule] - start
+                start = ends[rule]
+        accuracy = json.loads((work / "results/evaluation/metrics.json").read_text())["accuracy"]
+        total = sum(v for v in seconds.values() if v)
+        rows[cache] = total
+        subprocess.run([str(Path(PYTHON).parent / "snakemake"), "--cores", "1", "teardown", *args], cwd=work, capture_output=True)
+        cell = lambda v: f"{v:.0f}" if v else "–"  # noqa: E731
+        print(f"| {'on' if cache else 'off'} | {cell(seconds['extract_features'])} | {cell(seconds['tune'])} | "
+              f"{cell(seconds['train'])} | {total:.0f} | {accuracy:.3f} |")
+    print(f"\ntune + train, cache off : on = {rows[False] / rows[True]:.1f}×")
 
 
 def bench_trial(tmp, image_size, epochs, trials):
@@ -143,13 +186,15 @@ def bench_endpoint(tmp, requests_per_client=40):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="trial,finetune,endpoint")
+    parser.add_argument("--only", default="workflow,trial,finetune,endpoint")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the tuning trial")
     parser.add_argument("--trials", type=int, default=8, help="trials the extraction is shared by, for the ratio")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
+        if "workflow" in args.only:
+            bench_workflow(tmp, args.image_size)
         if "trial" in args.only:
             bench_trial(tmp, args.image_size, args.epochs, args.trials)
         if "finetune" in args.only:

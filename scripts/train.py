@@ -217,9 +217,9 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
     # Cached features are a tensor in memory: no workers to feed them.
     options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
-    # The batch order of epoch e is drawn from (seed, e) alone: the same with images or cached features,
-    # and the same after a resume as in an uninterrupted run.
-    batch_order = torch.Generator()
+    # The batch order has a generator of its own, seeded once: the same order with images or cached
+    # features (their other random draws differ), and after a resume (advanced past the epochs done).
+    batch_order = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=RandomSampler(train_set, generator=batch_order),
                               drop_last=len(train_set) > args.batch_size, **options)
     valid_loader = DataLoader(valid_set, batch_size=args.batch_size, shuffle=False, **options)
@@ -268,6 +268,8 @@ def main(argv=None):
         # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
         debug_step = (checkpoint.get("debug_hook") or {}).get("step")
         instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
+        for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch
+            torch.randperm(len(train_set), generator=batch_order)
         print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
 
     hook = timer = None
@@ -296,7 +298,6 @@ def main(argv=None):
     with monitor:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.perf_counter()
-            batch_order.manual_seed(args.seed * 1000 + epoch)
             if cached:
                 train_set.set_epoch(epoch, args.seed)
             train_loss, train_accuracy = run_epoch(net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,

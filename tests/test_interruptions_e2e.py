@@ -10,7 +10,7 @@ import yaml
 
 from conftest import SNAKEMAKE_CORES, VENV_BIN, snakemake, workflow_with_test_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 ARGS = ("--configfile", "config/test.yaml")
 
 

@@ -2,8 +2,12 @@
 healthy job that triggers none, and the rules on synthetic metrics, are in test_training_rules.py)."""
 from pathlib import Path
 
+import pytest
+
 from dogbreed import job_rules, training_artifacts
 from training_lab import BASE, make_channel, run_job, verdicts
+
+pytestmark = pytest.mark.long  # make test-long
 
 
 def test_a_huge_learning_rate_explodes(lab):
