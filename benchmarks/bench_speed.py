@@ -57,13 +57,13 @@ def train_job(train, valid, out, *flags, batch_size=32):
     return seconds, accuracy, (images / busy if images and busy else None)
 
 
-def bench_workflow(tmp, image_size):
+def bench_workflow(tmp, image_size, augment=True):
     import shutil
 
     import yaml
 
     print(f"\n### 0. The demo's run with a frozen backbone at {image_size} px (3 trials × 2 epochs, 6-epoch training, "
-          f"--cores 2): feature cache on vs off\n")
+          f"--cores 2, augment {'on' if augment else 'off'}): feature cache on vs off\n")
     print("| feature cache | extract_features s | tune s | train s | tune + train s | test accuracy |")
     print("|---|---|---|---|---|---|")
     rows = {}
@@ -74,7 +74,8 @@ def bench_workflow(tmp, image_size):
             shutil.copy(REPO / name, work / name)
         for name in ("workflow", "scripts", "config", "profiles"):
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        overlay = {"model": {"image_size": image_size, "feature_cache": cache}, "hyperparameters": {"freeze_backbone": True}}
+        overlay = {"model": {"image_size": image_size, "feature_cache": cache},
+                   "hyperparameters": {"freeze_backbone": True, "augment": augment}}
         (work / "config/bench.yaml").write_text(yaml.safe_dump(overlay))
         args = ["--configfile", "config/demo.yaml", "config/bench.yaml"]
         subprocess.run([str(Path(PYTHON).parent / "snakemake"), "--cores", "2", "deploy", *args], cwd=work,
@@ -190,11 +191,12 @@ def main():
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the tuning trial")
     parser.add_argument("--trials", type=int, default=8, help="trials the extraction is shared by, for the ratio")
+    parser.add_argument("--augment", default="true", choices=["true", "false"], help="augmentation in the workflow table")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         if "workflow" in args.only:
-            bench_workflow(tmp, args.image_size)
+            bench_workflow(tmp, args.image_size, args.augment == "true")
         if "trial" in args.only:
             bench_trial(tmp, args.image_size, args.epochs, args.trials)
         if "finetune" in args.only:
