@@ -25,6 +25,7 @@ import feature_cache
 import instrumentation
 from image_folders import ImageFolderByNumber, list_class_folders, loader_options
 
+
 def str2bool(value) -> bool:
     # SageMaker passes every hyperparameter as a string: "True", "false", "1" ...
     return str(value).strip().lower() in ("1", "true", "yes", "on")

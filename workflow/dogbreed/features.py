@@ -4,7 +4,7 @@ channels under features/<key>/, and every tuning trial and the final training tr
 
 The key covers all that makes the features what they are: the architecture, weights, preprocessing,
 views and seed, the contents of the train and valid images (their sha256 from the manifest) and the
-training code. The same key finds the cache in the store again, also from another results folder.
+code the features come from (FEATURE_CODE in workflow/rules/common.smk: not train.py). The same key finds the cache in the store again, also from another results folder.
 """
 import csv
 import tarfile
@@ -40,7 +40,8 @@ def cached_channels(store_uri, key) -> dict:
 
 def extract(backend, job_hyperparameters, image_channels, manifest_csv, store_uri, jobs_dir, source_dir, code_files) -> dict:
     """The feature channels for these images and settings: found in the store, or made by a job of the
-    backend and published there. Returns {"channels", "key", "job_name", "reused", "seconds"}."""
+    backend and published there. Returns {"channels", "key", "job_name", "reused", "seconds"} (and the
+    job's "log" when it ran)."""
     key = cache_key(job_hyperparameters, manifest_csv, code_files)
     job_name = f"features-{key}"
     found = cached_channels(store_uri, key)
@@ -60,4 +61,3 @@ def extract(backend, job_hyperparameters, image_channels, manifest_csv, store_ur
     print(f"feature cache {key}: {uris['train']} and {uris['valid']} ({result['seconds']} s)")
     return {"channels": uris, "key": key, "job_name": job_name, "reused": False, "seconds": result["seconds"],
             "log": result.get("log")}
-

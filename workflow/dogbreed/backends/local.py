@@ -150,13 +150,13 @@ class LocalBackend(HttpEndpointBackend):
         # the requests of at most `threads` threads, so there are at least as many threads as batch places
         batch_size = int(self.settings.get("max_batch_size", 16))
         threads = max(int(self.settings.get("threads", 16)), batch_size)
+        torch_threads = str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0)))
         env = dict(os.environ, SM_MODEL_DIR=str(model_dir), SAGEMAKER_PROGRAM="inference.py",
                    MAX_BATCH_SIZE=str(batch_size), MAX_BATCH_DELAY_MS=str(self.settings.get("max_batch_delay_ms", 10)),
                    # OpenMP threads that spin after each forward pass take the cores the request threads decode on
                    OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                    # the server outlives the rule that starts it: not the rule's one thread (Snakemake's OMP_NUM_THREADS)
-                   OMP_NUM_THREADS=str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0))),
-                   MKL_NUM_THREADS=str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0))),
+                   OMP_NUM_THREADS=torch_threads, MKL_NUM_THREADS=torch_threads,
                    PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]))
         # waitress reads each request whole (headers and body) in its event loop before a thread runs it:
         # a client that sends slowly, or not at all, holds no thread, and an idle connection is closed
