@@ -15,15 +15,48 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, RandomSampler
+# smdebug logs ~70 INFO lines per job (every parameter it registers, and "Profiler is disabled": its
+# own profiler, not ours): warnings only, unless the caller asks for more (SMDEBUG_LOG_LEVEL=info).
+os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
 
-import classifier
-import feature_cache
-import instrumentation
-from image_folders import ImageFolderByNumber, list_class_folders, loader_options
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+import classifier  # noqa: E402
+import feature_cache  # noqa: E402
+import instrumentation  # noqa: E402
+from image_folders import ImageFolderByNumber, list_class_folders, loader_options  # noqa: E402
+
+# The line a job prints when it fails before its first step (the data, the weights, the model, the
+# environment): such a failure does not depend on the hyperparameters, so a tuner that reads it
+# (workflow/dogbreed/metrics.py) stops the whole study instead of failing every trial the same way.
+SETUP_FAILED = "job setup failed: "
+
+
+class SetupError(RuntimeError):
+    """A mistake in the job's inputs, said in one line (no traceback)."""
+
+
+@contextlib.contextmanager
+def setting_up():
+    """Everything before the first step runs inside: its failures end the job with SETUP_FAILED."""
+    try:
+        yield
+    except SetupError as error:
+        print(f"{SETUP_FAILED}{error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except SystemExit as error:  # sys.exit("error: …") in the modules the job shares with feature_cache.py
+        if not isinstance(error.code, str):
+            raise
+        print(f"{SETUP_FAILED}{error.code.removeprefix('error: ')}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except Exception as error:
+        traceback.print_exc()
+        print(f"{SETUP_FAILED}{type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def str2bool(value) -> bool:
@@ -190,8 +223,8 @@ def load_channels(args, spec):
     the feature cache, the frozen backbone's features of those images."""
     if feature_cache.is_feature_channel(args.train):
         if not args.freeze_backbone:
-            sys.exit(f"error: the train channel {args.train} holds cached backbone features, which only train a frozen "
-                     f"backbone's head: set freeze_backbone true, or model.feature_cache false to train on the images")
+            raise SetupError(f"the train channel {args.train} holds cached backbone features, which only train a frozen "
+                             f"backbone's head: set freeze_backbone true, or model.feature_cache false to train on the images")
         train_set, valid_set = feature_cache.CachedFeatures(args.train), feature_cache.CachedFeatures(args.valid)
         for cache in (train_set, valid_set):
             feature_cache.check_spec(cache, args.arch, spec)
@@ -210,92 +243,96 @@ def main(argv=None):
     resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
     spec = classifier.preprocessing_spec(args.image_size, resize)
 
-    train_set, valid_set, found, cached = load_channels(args, spec)
-    classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
-    if not len(train_set) or not len(valid_set):
-        sys.exit(f"error: empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
-    # Cached features are a tensor in memory: no workers to feed them.
-    options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
-    # The batch order has a generator of its own, seeded once: the same order with images or cached
-    # features (their other random draws differ), and after a resume (advanced past the epochs done).
-    batch_order = torch.Generator().manual_seed(args.seed)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=RandomSampler(train_set, generator=batch_order),
-                              drop_last=len(train_set) > args.batch_size, **options)
-    valid_loader = DataLoader(valid_set, batch_size=args.batch_size, shuffle=False, **options)
+    with setting_up():  # a failure before the first step is the same for every hyperparameter
+        train_set, valid_set, found, cached = load_channels(args, spec)
+        classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
+        if not len(train_set) or not len(valid_set):
+            raise SetupError(f"empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
+        # Cached features are a tensor in memory: no workers to feed them.
+        options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
+        # The batch order has a generator of its own, seeded once: the same order with images or cached
+        # features (their other random draws differ), and after a resume (advanced past the epochs done).
+        batch_order = torch.Generator().manual_seed(args.seed)
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=RandomSampler(train_set, generator=batch_order),
+                                  drop_last=len(train_set) > args.batch_size, **options)
+        valid_loader = DataLoader(valid_set, batch_size=args.batch_size, shuffle=False, **options)
 
-    try:  # with cached features, the backbone is the one they were computed with
-        model = classifier.build_model(args.arch, len(classes), "none" if cached else args.weights)
-    except classifier.WeightsUnavailable as error:
-        sys.exit(f"error: {error}")
-    if cached:
-        feature_cache.load_backbone(model, args.train)
-    if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.startswith("fc.")
-    compute = Compute(device, args.amp, args.channels_last, spec, images=not cached)
-    model.to(device)
-    if compute.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = model.fc if cached else model  # what the steps run and the debug hook watches
-    loss_fn = torch.nn.CrossEntropyLoss()
-    output_dir = Path(args.output_data_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
+        try:  # with cached features, the backbone is the one they were computed with
+            model = classifier.build_model(args.arch, len(classes), "none" if cached else args.weights)
+        except classifier.WeightsUnavailable as error:
+            raise SetupError(error) from None
+        if cached:
+            feature_cache.load_backbone(model, args.train)
+        if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad = name.startswith("fc.")
+        compute = Compute(device, args.amp, args.channels_last, spec, images=not cached)
+        model.to(device)
+        if compute.channels_last:
+            model.to(memory_format=torch.channels_last)
+        net = model.fc if cached else model  # what the steps run and the debug hook watches
+        loss_fn = torch.nn.CrossEntropyLoss()
+        output_dir = Path(args.output_data_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
 
-    # Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs this
-    # folder to S3 and back; the local backend keeps it until the job succeeds. Only this job's own
-    # checkpoint counts: the trials of a SageMaker tuning job share one checkpoint prefix, so each
-    # keeps its checkpoint under its own name and never resumes from another job's weights.
-    job_name = training_job_name()
-    checkpoint_path = Path(args.checkpoint_dir) / job_name / "checkpoint.pth"
-    record_copy = checkpoint_path.parent / "record"  # the job's record so far, as of the checkpoint
-    start_epoch = 1
-    best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
-    checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
-    if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
-        print(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}", flush=True)
-        checkpoint = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler"):
-            compute.scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch = checkpoint["epoch"] + 1
-        best = checkpoint["best"]
-        # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
-        debug_step = (checkpoint.get("debug_hook") or {}).get("step")
-        instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
-        for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch
-            torch.randperm(len(train_set), generator=batch_order)
-        print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
+        # Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs this
+        # folder to S3 and back; the local backend keeps it until the job succeeds. Only this job's own
+        # checkpoint counts: the trials of a SageMaker tuning job share one checkpoint prefix, so each
+        # keeps its checkpoint under its own name and never resumes from another job's weights.
+        job_name = training_job_name()
+        checkpoint_path = Path(args.checkpoint_dir) / job_name / "checkpoint.pth"
+        record_copy = checkpoint_path.parent / "record"  # the job's record so far, as of the checkpoint
+        start_epoch = 1
+        best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
+        if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
+            print(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}", flush=True)
+            checkpoint = None
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if checkpoint.get("scaler"):
+                compute.scaler.load_state_dict(checkpoint["scaler"])
+            start_epoch = checkpoint["epoch"] + 1
+            best = checkpoint["best"]
+            # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
+            debug_step = (checkpoint.get("debug_hook") or {}).get("step")
+            instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
+            for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch
+                torch.randperm(len(train_set), generator=batch_order)
+            print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
 
-    hook = timer = None
-    if args.debug:
-        hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
-        hook.register_module(net)
-        hook.register_loss(loss_fn)
-        if checkpoint is not None and checkpoint.get("debug_hook"):
-            instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
-    if args.profile:
-        timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
-        instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
-                                       gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
-                                       batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
-                                       train_images=len(train_set), started=time.time(), precision=compute.describe(),
-                                       inputs="cached backbone features" if cached else "images",
-                                       resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
-    monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
-               if args.profile else contextlib.nullcontext())
+        hook = timer = None
+        if args.debug:
+            hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
+            hook.register_module(net)
+            hook.register_loss(loss_fn)
+            if checkpoint is not None and checkpoint.get("debug_hook"):
+                instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
+        if args.profile:
+            timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
+            instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
+                                           gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
+                                           batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
+                                           train_images=len(train_set), started=time.time(), precision=compute.describe(),
+                                           inputs="cached backbone features" if cached else "images", class_names=classes,
+                                           resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
+        monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
+                   if args.profile else contextlib.nullcontext())
 
-    print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
-          f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
-          f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
-          + (f"; the head on cached backbone features ({len(train_set.features)} view(s))" if cached else
-             f"; {options['num_workers']} loader workers"), flush=True)
+        print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
+              f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
+              f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
+              + (f"; the head on cached backbone features ({len(train_set.features)} view(s))" if cached else
+                 f"; {options['num_workers']} loader workers")
+              # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
+              + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
+              + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else ""), flush=True)
     with monitor:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.perf_counter()

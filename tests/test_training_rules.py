@@ -90,7 +90,7 @@ def write_profile(folder, samples, workers=4, cores=4):
     with open(folder / "steps.jsonl", "w") as out:
         for step in range(50):
             out.write(json.dumps({"phase": "train", "epoch": 1, "step": step, "start": 1001 + step * 0.1,
-                                  "data_wait_s": 0.01, "compute_s": 0.09, "end": 1001 + step * 0.1 + 0.1}) + "\n")
+                                  "data_wait_s": 0.005, "compute_s": 0.095, "end": 1001 + step * 0.1 + 0.1}) + "\n")
     (folder / "job.json").write_text(json.dumps({"process_started": 1000, "cpu_count": cores, "num_workers": workers,
                                                  "batch_size": 32, "device": "cuda", "gpu_count": 1}))
     return folder.parent
@@ -120,10 +120,25 @@ def test_rule_settings_are_checked(tmp_path):
         job_rules.evaluate(output, {"NoSuchRule": {}})
     with pytest.raises(job_rules.RuleConfigError, match="unknown parameter"):
         job_rules.evaluate(output, {"StepOutlier": {"sigma": 2}})
-    results = job_rules.evaluate(output, {"ClassImbalance": False, "Dataloader": {"min_threshold": 150}})
+    results = job_rules.evaluate(output, {"ClassImbalance": False, "Dataloader": {"max_wait_percent": 2}})
     names = {r["rule"]: r for r in results["rules"]}
     assert "ClassImbalance" not in names
-    assert names["Dataloader"]["verdict"] == "triggered" and names["Dataloader"]["parameters"]["min_threshold"] == 150
+    assert names["Dataloader"]["verdict"] == "triggered" and names["Dataloader"]["parameters"]["max_wait_percent"] == 2
+
+
+@pytest.mark.parametrize("stalls, workers, verdict", [(0, 0, "ok"), (40, 0, "triggered"), (0, 16, "ok")])
+def test_dataloader_judges_the_measured_wait_not_the_worker_count(stalls, workers, verdict):
+    # 0 workers on 4 cores is SageMaker's trigger by itself; here only a loader that holds up the steps is
+    profile = {**fixed_step_timings(stalls), "job": {"num_workers": workers, "cpu_count": 4}}
+    result = profiler_rules.dataloader(profile)
+    assert result["verdict"] == verdict, result["evidence"]
+    assert result["evidence"]["workers"] == ("too few" if workers == 0 else "too many")
+
+
+def test_every_rule_says_how_it_differs_from_sagemakers():
+    for name, (kind, function) in job_rules.ALL_RULES.items():
+        description, versus = job_rules.describe(function)
+        assert description and versus and "\n" not in versus, name
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -229,3 +244,46 @@ def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
     assert len(samples[0]["cpu_percent"]) == os.cpu_count()
     profile = training_artifacts.load_profile(tmp_path)
     assert training_artifacts.has_gpu(profile) and profile["system"]["gpu_utilization"].iloc[0] == 40.5
+
+
+# --- the debugger rules on fixed losses: warm-up and single bad windows are not failures ----------
+def epoch_losses_table(train, valid, steps=10):
+    """Saved losses as smdebug records them: `steps` TRAIN steps at train[i], then 2 EVAL steps at valid[i]."""
+    rows, step = [], 0
+    for train_loss, valid_loss in zip(train, valid):
+        for _ in range(steps):
+            rows.append({"step": step, "mode": "TRAIN", "loss": train_loss})
+            step += 1
+        for _ in range(2):
+            rows.append({"step": step, "mode": "EVAL", "loss": valid_loss})
+            step += 1
+    return {"losses": pd.DataFrame(rows)}
+
+
+# the demo's own curve: batch norm settling, the validation loss hundreds of times the training loss, falling
+WARM_UP = ([2.56, 3.0, 3.37, 2.51, 1.34, 1.24], [549.0, 86.1, 5.46, 1.92, 1.23, 1.07])
+MEMORISING = ([1.0, 0.4, 0.15, 0.05, 0.02, 0.01], [1.0, 0.8, 0.85, 0.95, 1.1, 1.3])
+
+
+def test_overfit_skips_warm_up_and_needs_a_widening_gap():
+    from dogbreed import debugger_rules
+
+    assert debugger_rules.overfit(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
+    result = debugger_rules.overfit(epoch_losses_table(*MEMORISING))
+    assert result["verdict"] == "triggered" and len(result["triggered_steps"]) >= 3
+    # a gap that jumps with the training loss (a too-high learning rate) is not overfitting either
+    assert debugger_rules.overfit(epoch_losses_table([1.5, 1.66, 1.8, 0.8], [24.0, 37.6, 3.1, 0.6]))["verdict"] == "ok"
+    assert debugger_rules.overtraining(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
+
+
+def test_loss_not_decreasing_needs_a_sustained_climb():
+    from dogbreed import debugger_rules
+
+    def losses(values):  # one window of 10 steps per value
+        return {"losses": pd.DataFrame([{"step": i, "mode": "TRAIN", "loss": v} for i, v in enumerate(np.repeat(values, 10))])}
+
+    assert debugger_rules.loss_not_decreasing(losses([2.5, 3.4, 2.4, 4.4, 2.5, 2.0, 1.4, 1.1]))["verdict"] == "ok"
+    climbing = debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.8, 3.0, 3.2, 2.0, 1.4]))
+    assert climbing["verdict"] == "triggered" and climbing["triggered_steps"] == [49]  # the third window in a row
+    assert debugger_rules.loss_not_decreasing(losses([2.5, np.nan, 2.0, 1.0]))["triggered_steps"] == [19]
+    assert debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.6, 2.5]))["verdict"] == "triggered"  # never learnt

@@ -25,10 +25,12 @@ SPEC = {
 FAKE_TRAIN = textwrap.dedent("""
     import argparse, json, math, os, time
     parser = argparse.ArgumentParser()
-    for name in ("lr", "batch_size", "layers", "epochs", "sleep", "fail"):
+    for name in ("lr", "batch_size", "layers", "epochs", "sleep", "fail", "setup_fail"):
         parser.add_argument("--" + name, type=float, default=0)
     args = parser.parse_args()
     assert os.environ["SM_CHANNEL_TRAIN"] and os.environ["SM_MODEL_DIR"]
+    if args.setup_fail:  # as scripts/train.py says it: the weights or the data, whatever the lr
+        raise SystemExit("job setup failed: weights file /nowhere.pth does not exist (model.weights in config)")
     if args.fail:
         raise SystemExit("planted failure")
     for epoch in range(1, int(args.epochs or 2) + 1):
@@ -96,11 +98,11 @@ def test_grid_needs_categorical_parameters():
 def test_reverse_logarithmic_is_refused_before_any_trial(job_env):
     spec = {**SPEC, "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.9, "scaling": "ReverseLogarithmic"}}}
     with pytest.raises(tuning.TuningError, match="ReverseLogarithmic"):
-        tuning.run_study(spec, runner(job_env, spec), job_env["db"], "s", show_progress=False)
+        tuning.run_study(spec, runner(job_env, spec), job_env["db"], "s", announce=False)
 
 
 def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
-    study = tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    study = tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "study", announce=False)
     rows = tuning.trials_table(study, SPEC)
     assert [r["status"] for r in rows] == ["Completed"] * 3
     for row in rows:  # the objective is the last value the job printed
@@ -111,12 +113,12 @@ def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
     best = tuning.best_trial(study, SPEC)
     assert best["objective"]["value"] == max(r["valid_accuracy"] for r in rows)
 
-    grown = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    grown = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False)
     assert len(grown.trials) == 5  # two new trials, the first three kept
     configurations = {(t.params["lr"], t.params["batch_size"], t.params["layers"]) for t in grown.trials}
     assert len(configurations) == 5  # the resumed study did not replay the first run's draws
     assert sorted(p.name for p in job_env["jobs"].iterdir()) == [f"study-trial-{i:03d}" for i in range(5)]
-    again = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", show_progress=False)
+    again = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False)
     assert len(again.trials) == 5  # nothing left to do
 
 
@@ -126,7 +128,7 @@ def test_an_interrupted_trial_is_retried_with_its_hyperparameters(job_env):
                         "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
                         "layers": optuna.distributions.IntDistribution(1, 4)})  # left RUNNING, as by a kill
     spec = {**SPEC, "max_jobs": 2}
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "study", show_progress=False)
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "study", announce=False)
     rows = tuning.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
     assert rows[1]["retry_of"] == killed.number and rows[1]["lr"] == killed.params["lr"]
@@ -142,19 +144,19 @@ def test_a_trial_stopped_by_ctrl_c_is_retried_under_its_job_name(job_env):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tuning.run_study(spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", show_progress=False)
-    study = tuning.run_study(spec, real, job_env["db"], "study", show_progress=False)
+        tuning.run_study(spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", announce=False)
+    study = tuning.run_study(spec, real, job_env["db"], "study", announce=False)
     rows = tuning.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
     assert rows[1]["retry_of"] == 0 and rows[1]["job_name"] == rows[0]["job_name"] == "study-trial-000"
     assert rows[1]["lr"] == rows[0]["lr"] and rows[2]["job_name"] == "study-trial-002"
-    again = tuning.run_study(spec, real, job_env["db"], "study", show_progress=False)
+    again = tuning.run_study(spec, real, job_env["db"], "study", announce=False)
     assert len(again.trials) == 3  # retried once, never again
 
 
 def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
     spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1]}}}
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", show_progress=False)
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", announce=False)
     assert {r["status"] for r in tuning.trials_table(study, spec)} == {"Failed"}
     with pytest.raises(tuning.TuningError, match="no tuning trial completed") as caught:
         tuning.best_trial(study, spec)
@@ -168,6 +170,41 @@ def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
     assert run_trial(trial, {"lr": 0.01}, lambda step, value: stopped.append(value) or True) is None
     assert len(stopped) == 1
     assert "epoch=2" not in (job_env["jobs"] / "pruned-trial-000/log.txt").read_text()
+
+
+def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_env, capsys):
+    spec = {**SPEC, "max_jobs": 4}
+    with pytest.raises(tuning.StudyStopped) as caught:
+        tuning.run_study(spec, runner(job_env, spec, fixed={"setup_fail": 1}), job_env["db"], "setup")
+    message = str(caught.value)
+    assert "\n" not in message and "/nowhere.pth does not exist" in message and "trial 0 failed before its first step" in message
+    assert "log: " in message and Path(message.split("(log: ")[1].split(")")[0]).is_file()
+    assert len(list((job_env["jobs"]).iterdir())) == 1  # one job ran, not four
+    assert capsys.readouterr().err.count("Traceback") == 0
+    # fixed, the rerun runs all four trials: the one that stopped the study does not count
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "setup", announce=False)
+    rows = tuning.trials_table(study, spec)
+    assert [r["status"] for r in rows] == ["Failed"] + ["Completed"] * 4
+
+
+def test_a_broken_environment_stops_the_study_too(job_env):
+    (job_env["source"] / "train.py").write_text("import no_such_module_here\n")
+    with pytest.raises(tuning.StudyStopped, match="ModuleNotFoundError: No module named 'no_such_module_here'"):
+        tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "broken", announce=False)
+
+
+def test_one_line_per_finished_trial(job_env, capsys):
+    spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [0, 1]},
+                                                  "lr": SPEC["parameters"]["lr"]}}
+    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "lines")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 2, lines
+    for line, trial in zip(lines, study.trials):
+        assert line.startswith(f"trial {trial.number} (") and f"fail={trial.params['fail']}" in line and " s [" in line
+        if trial.params["fail"]:
+            assert line.endswith("[Failed]") and "planted failure" in line and "log: " in line
+        else:
+            assert line.endswith("[Completed]") and f"valid_accuracy={trial.value:.4g}" in line
 
 
 def test_a_failing_job_reports_the_end_of_its_log(job_env):

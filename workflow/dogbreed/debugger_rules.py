@@ -33,15 +33,15 @@ def epoch_losses(losses: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshold_percent=5.0, mode="TRAIN"):
-    """The loss must fall by diff_percent over the run and never climb more than
-    increase_threshold_percent above where it started.
+def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshold_percent=5.0, patience=3, mode="TRAIN"):
+    """Triggers when the loss climbs more than increase_threshold_percent above where it started for
+    `patience` windows of num_steps steps in a row, at once when a window's loss is not finite, and
+    at the end when the last window is not below the first by diff_percent (not learning).
 
-    Single minibatch losses are too noisy to compare one to one, so losses are averaged over windows
-    of num_steps steps. Triggers where a window's mean loss is not finite or exceeds the first
-    window's by more than increase_threshold_percent (diverging), and at the end when the last window
-    is not below the first by diff_percent (not learning). Comparing against the start rather than
-    against the previous window keeps ordinary minibatch noise from triggering it.
+    Versus SageMaker: SageMaker compares single saved steps one after the other; minibatch losses
+    are noise at that scale (a from-scratch network's loss rises for a window or two while batch
+    normalisation settles), so losses are averaged over windows, compared with the first window,
+    and only a sustained climb (patience windows) counts.
     """
     losses = debug["losses"][debug["losses"]["mode"] == mode].sort_values("step")
     if len(losses) < 2 * num_steps:
@@ -49,16 +49,27 @@ def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshol
                        no_data=len(losses) == 0)
     windows = [losses.iloc[i:i + num_steps] for i in range(0, len(losses) - num_steps + 1, num_steps)]
     means = [float(w["loss"].mean()) for w in windows]
+    last_steps = [int(w["step"].iloc[-1]) for w in windows]
     limit = means[0] * (1 + increase_threshold_percent / 100)
-    triggered = [w["step"].iloc[-1] for w, m in zip(windows, means) if not math.isfinite(m) or m > limit]
+    triggered, climbing = [], 0
+    for step, mean in zip(last_steps, means):
+        if not math.isfinite(mean):
+            triggered.append(step)
+            continue
+        climbing = climbing + 1 if mean > limit else 0
+        if climbing >= patience:
+            triggered.append(step)
     if not (means[-1] < means[0] * (1 - diff_percent / 100)):
-        triggered.append(windows[-1]["step"].iloc[-1])
+        triggered.append(last_steps[-1])
     return _result(sorted(set(triggered)), {"window_mean_losses": [round(m, 5) for m in means],
+                                            "window_last_steps": last_steps, "limit": round(limit, 5),
                                             "first_window": round(means[0], 5), "last_window": round(means[-1], 5)})
 
 
 def vanishing_gradient(debug, threshold=1e-7):
-    """Triggers at steps where some gradient's mean absolute value is below threshold."""
+    """Triggers at steps where some gradient's mean absolute value is below threshold.
+
+    Versus SageMaker: the same test, on the reductions the job saved (not whole tensors)."""
     gradients = debug["tensors"][debug["tensors"]["collection"] == "gradients"]
     if gradients.empty:
         return _result([], {}, no_data=True)
@@ -71,7 +82,10 @@ def vanishing_gradient(debug, threshold=1e-7):
 
 
 def exploding_tensor(debug, collection_names=("losses", "gradients", "weights", "biases", "relu_input"), only_nan=False):
-    """Triggers at steps where a saved tensor (its reductions, or the loss) is NaN, or infinite unless only_nan."""
+    """Triggers at steps where a saved tensor (its reductions, or the loss) is NaN, or infinite unless only_nan.
+
+    Versus SageMaker: the same test, on the reductions the job saved (a NaN anywhere in a tensor
+    makes its reductions NaN)."""
     bad = np.isnan if only_nan else (lambda values: ~np.isfinite(values))
     steps, names = set(), set()
     losses = debug["losses"]
@@ -91,26 +105,43 @@ def exploding_tensor(debug, collection_names=("losses", "gradients", "weights", 
     return _result(sorted(steps), {"tensors": sorted(names)[:20], "largest_abs_value": largest})
 
 
-def overfit(debug, start_step=0, patience=1, ratio_threshold=0.1):
-    """Triggers when the validation loss exceeds the training loss by more than ratio_threshold
-    (relative) for `patience` epochs in a row, from start_step on. Compared per epoch, on mean losses."""
+def overfit(debug, start_step=0, warmup_epochs=1, patience=2, ratio_threshold=0.1):
+    """Triggers when, after warmup_epochs, the validation loss exceeds the training loss by more than
+    ratio_threshold (relative) and that gap has widened since the epoch before while the training
+    loss fell, for `patience` epochs in a row. Compared per epoch, on mean losses, from start_step on.
+
+    Versus SageMaker: SageMaker triggers on the gap alone, step by step. In a network's first epochs
+    (batch normalisation's running statistics still settling) the validation loss can be hundreds of
+    times the training loss and falling fast, or jump with the training loss at a too-high learning
+    rate: neither is overfitting, which is the model learning its training set and not the rest. So
+    the first warmup_epochs are skipped, and the gap must grow while the training loss falls, two
+    epochs in a row by default (one epoch's bump is noise on a small validation set).
+    """
     epochs = epoch_losses(debug["losses"][debug["losses"]["step"] >= start_step])
     if epochs.empty or "valid_loss" not in epochs or "train_loss" not in epochs:
         return _result([], {}, no_data=True)
     ratio = (epochs["valid_loss"] - epochs["train_loss"]) / epochs["train_loss"].abs()
-    run, triggered = 0, []
+    run, triggered, previous = 0, [], None
     for (_, row), value in zip(epochs.iterrows(), ratio):
-        run = run + 1 if value > ratio_threshold else 0
+        memorising = previous is not None and value > previous[0] and row["train_loss"] < previous[1]
+        previous = (value, row["train_loss"])
+        if row["epoch"] <= warmup_epochs:
+            continue
+        run = run + 1 if value > ratio_threshold and memorising else 0
         if run >= patience:
             triggered.append(row["last_step"])
     return _result(triggered, {"epochs": epochs.round(5).to_dict("records"), "ratio": [round(float(r), 4) for r in ratio]})
 
 
-def overtraining(debug, patience_train=5, patience_validation=10, delta=0.01):
-    """Triggers when the training loss has not improved by delta for patience_train epochs, or the
-    validation loss for patience_validation epochs. (SageMaker counts saved steps; per-step minibatch
-    losses are noise, so this counts epochs.)"""
+def overtraining(debug, warmup_epochs=1, patience_train=5, patience_validation=10, delta=0.01):
+    """Triggers when, after warmup_epochs, the training loss has not improved by delta for
+    patience_train epochs, or the validation loss for patience_validation epochs.
+
+    Versus SageMaker: SageMaker counts saved steps; per-step minibatch losses are noise, so this
+    counts epochs, and the warm-up epochs (whose losses only say where training started) are left out.
+    """
     epochs = epoch_losses(debug["losses"])
+    epochs = epochs[epochs["epoch"] > warmup_epochs] if not epochs.empty else epochs
     if epochs.empty:
         return _result([], {}, no_data=True)
     triggered = []
@@ -125,7 +156,7 @@ def overtraining(debug, patience_train=5, patience_validation=10, delta=0.01):
                 since += 1
                 if since >= patience:
                     triggered.append(row["last_step"])
-    return _result(sorted(set(triggered)), {"epochs": len(epochs)})
+    return _result(sorted(set(triggered)), {"epochs_judged": len(epochs)})
 
 
 def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", threshold=10.0,
@@ -134,7 +165,7 @@ def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", th
     distribution_range (max − min) in `patience` saved steps or more: activations that are all
     alike learn nothing (near-zero or degenerate initialisation).
 
-    SageMaker also compares the weight variance across layers against `threshold`; torchvision's own
+    Versus SageMaker: SageMaker also compares the weight variance across layers against `threshold`; torchvision's own
     Kaiming initialisation of a ResNet spreads layer variances about 30×, so that test would flag
     every healthy run: the ratio is reported as evidence, not used as a trigger.
     """
@@ -161,7 +192,10 @@ def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", th
 def class_imbalance(debug, threshold_imbalance=10, threshold_misprediction=0.7, samples=500000, mode="TRAIN"):
     """Triggers when the most frequent class has more than threshold_imbalance times the samples of the
     least frequent one, or when a class is mispredicted more often than threshold_misprediction in the
-    last epoch's predictions (earlier epochs are mostly wrong for every class in any run)."""
+    last epoch's predictions.
+
+    Versus SageMaker: SageMaker counts mispredictions over every saved step; the first epochs are
+    mostly wrong for every class in any run, so only the last epoch's predictions are judged."""
     labels = debug["labels"][debug["labels"]["mode"] == mode].head(samples)
     if labels.empty:
         return _result([], {}, no_data=True)
@@ -178,7 +212,10 @@ def class_imbalance(debug, threshold_imbalance=10, threshold_misprediction=0.7, 
     triggered = []
     if imbalance > threshold_imbalance or mispredicted:
         triggered = [int(labels["step"].max())]
-    return _result(triggered, {"samples_per_class": {int(k): int(v) for k, v in per_epoch_counts.items()},
+    names = debug.get("class_names") or []  # the job's own (job.json), index i → "NNN.Breed_Name"
+    return _result(triggered, {"mispredicted_breeds": [names[c] if c < len(names) else f"class {c}" for c in mispredicted],
+                               "least_frequent_breed": names[int(per_epoch_counts.idxmin())] if names else int(per_epoch_counts.idxmin()),
+                               "samples_per_class": {int(k): int(v) for k, v in per_epoch_counts.items()},
                                "imbalance_ratio": round(imbalance, 2),
                                "misprediction_rate_last_epoch": {int(k): round(float(v), 3) for k, v in misprediction.items()},
                                "mispredicted_classes": mispredicted, "samples_seen": int(counts.sum())})

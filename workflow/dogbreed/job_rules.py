@@ -21,6 +21,15 @@ def rule_parameters(function, overrides: dict) -> dict:
     return {**defaults, **overrides}
 
 
+def describe(function) -> tuple:
+    """(what the rule checks, how it differs from SageMaker's rule): its docstring's first paragraph
+    and the paragraph that begins "Versus SageMaker:", each on one line."""
+    paragraphs = [" ".join(p.split()) for p in inspect.getdoc(function).split("\n\n")]
+    versus = next((p.removeprefix("Versus SageMaker:").strip() for p in paragraphs if p.startswith("Versus SageMaker:")), "")
+    versus = versus[:1].upper() + versus[1:]
+    return paragraphs[0], versus
+
+
 def evaluate(output_dir, settings: dict | None = None, debug: dict | None = None) -> dict:
     """settings: {rule name: {parameter: value}} overrides, or {rule name: false} to skip a rule.
     debug: the job's debug tables when the caller has loaded them already."""
@@ -28,8 +37,10 @@ def evaluate(output_dir, settings: dict | None = None, debug: dict | None = None
     unknown = set(settings) - set(ALL_RULES)
     if unknown:
         raise RuleConfigError(f"unknown rule(s) in profiling.rules: {sorted(unknown)}; known: {sorted(ALL_RULES)}")
-    data = {"debugger": debug if debug is not None else load_debug(f"{output_dir}/debug"),
-            "profiler": load_profile(f"{output_dir}/profiler")}
+    profile = load_profile(f"{output_dir}/profiler")
+    debug = debug if debug is not None else load_debug(f"{output_dir}/debug")
+    # the breeds' names, which the job records with its profile, for rules that name classes
+    data = {"debugger": {**debug, "class_names": profile["job"].get("class_names") or []}, "profiler": profile}
     results = []
     for name, (kind, function) in ALL_RULES.items():
         overrides = settings.get(name, {})
@@ -40,9 +51,10 @@ def evaluate(output_dir, settings: dict | None = None, debug: dict | None = None
             outcome = function(data[kind], **parameters)
         except Exception as error:  # one broken rule must not hide the verdicts of the others
             outcome = {"verdict": "error", "triggered_steps": [], "evidence": {"error": f"{type(error).__name__}: {error}"}}
+        description, versus_sagemaker = describe(function)
         results.append({"rule": name, "kind": kind, **outcome,
                         "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
-                        "description": inspect.getdoc(function).split("\n\n")[0],
+                        "description": description, "versus_sagemaker": versus_sagemaker,
                         "recommendation": RECOMMENDATIONS[name] if outcome["verdict"] == "triggered" else ""})
     verdicts = [r["verdict"] for r in results]
     return {"rules": results, "summary": {v: verdicts.count(v) for v in sorted(set(verdicts))}}

@@ -3,7 +3,8 @@
 Each rule is a plain function over training_artifacts.load_profile() with SageMaker's default
 thresholds as keyword defaults. GPU rules on a job that saw no GPU answer "not_applicable": they
 neither pass nor fail it. `patience` (samples skipped at the start, as SageMaker does) is applied
-only when the run has more samples than that; a short run is judged on all of its samples.
+only when the run has more samples than that; a short run is judged on all of its samples
+(SageMaker's skip would leave it nothing to judge).
 """
 import numpy as np
 
@@ -38,7 +39,9 @@ NO_GPU = "the job saw no GPU"
 
 def low_gpu_utilization(profile, threshold_p95=70, threshold_p5=10, window=500, patience=1000):
     """Triggers when GPU utilisation's p95 is below threshold_p95 (the GPU idles), or when it swings:
-    p95 above threshold_p95 while p5 is below threshold_p5, within a window of samples."""
+    p95 above threshold_p95 while p5 is below threshold_p5, within a window of samples.
+
+    Versus SageMaker: the same test; not_applicable on a job that saw no GPU."""
     samples = _gpu_samples(profile, patience)
     if samples is None:
         return _not_applicable(NO_GPU)
@@ -54,7 +57,9 @@ def low_gpu_utilization(profile, threshold_p95=70, threshold_p5=10, window=500, 
 
 def batch_size(profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_threshold_p95=70, patience=1000, window=500):
     """Triggers when CPU, GPU and GPU memory are all under-used (p95 below their thresholds):
-    a bigger batch (or a smaller instance) would use the hardware."""
+    a bigger batch (or a smaller instance) would use the hardware.
+
+    Versus SageMaker: the same test; not_applicable on a job that saw no GPU."""
     samples = _gpu_samples(profile, patience)
     if samples is None:
         return _not_applicable(NO_GPU)
@@ -83,35 +88,52 @@ def _starved_gpu(profile, patience, threshold, busy_column, busy_threshold, gpu_
 
 def cpu_bottleneck(profile, threshold=50, gpu_threshold=10, cpu_threshold=90, patience=1000):
     """Triggers when, in more than threshold % of samples, the CPU is above cpu_threshold while the
-    GPU is below gpu_threshold: the GPU waits for the CPU."""
+    GPU is below gpu_threshold: the GPU waits for the CPU.
+
+    Versus SageMaker: the same test; not_applicable on a job that saw no GPU (the CPU then does the
+    compute, and a busy CPU is what it should be)."""
     return _starved_gpu(profile, patience, threshold, "cpu_total", cpu_threshold, gpu_threshold)
 
 
 def io_bottleneck(profile, threshold=50, io_threshold=50, gpu_threshold=10, patience=1000):
     """Triggers when, in more than threshold % of samples, I/O wait is above io_threshold while the GPU
-    is below gpu_threshold: the GPU waits for storage."""
+    is below gpu_threshold: the GPU waits for storage.
+
+    Versus SageMaker: the same test; not_applicable on a job that saw no GPU."""
     return _starved_gpu(profile, patience, threshold, "iowait_percent", io_threshold, gpu_threshold)
 
 
-def dataloader(profile, min_threshold=70, max_threshold=200):
-    """Triggers when the data loader's worker processes are fewer than min_threshold % or more than
-    max_threshold % of the CPU cores."""
+def dataloader(profile, max_wait_percent=10.0, min_threshold=70, max_threshold=200):
+    """Triggers when training steps spend more than max_wait_percent of their time waiting for the
+    data loader (each epoch's first step, the loader's start-up, left out). The workers' share of the
+    CPU cores (SageMaker's min_threshold–max_threshold %) is reported, and worded into the advice.
+
+    Versus SageMaker: SageMaker triggers on the number of workers against the cores alone, so a job
+    whose loader keeps up with one worker (a small model, a CPU doing the compute itself) is flagged;
+    this rule judges the wait it measured, and names the worker count as the likely cause.
+    """
     job = profile["job"]
     if "num_workers" not in job or not job.get("cpu_count"):
         return _result([], {"reason": "the job did not record its loader settings"}, verdict="no_data")
     if job.get("inputs") == "cached backbone features":  # a tensor in memory: there is no loader to size
         return _not_applicable("the job trained on cached backbone features, which need no loader workers")
-    share = 100 * job["num_workers"] / job["cpu_count"]
     steps = profile["steps"]
-    waiting = float(steps["data_wait_s"].sum() / steps["duration_s"].sum()) if len(steps) else None
-    return _result([0] if not min_threshold <= share <= max_threshold else [],
-                   {"num_workers": job["num_workers"], "cpu_cores": job["cpu_count"], "workers_percent_of_cores": round(share, 1),
-                    "data_wait_share_of_step_time": round(waiting, 4) if waiting is not None else None})
+    steps = steps[(steps["phase"] == "train") & (steps["step"] > 0)] if len(steps) else steps
+    if steps.empty or not steps["duration_s"].sum():
+        return _result([], {"reason": "no training steps recorded"}, verdict="no_data")
+    share = 100 * job["num_workers"] / job["cpu_count"]
+    waiting = 100 * float(steps["data_wait_s"].sum() / steps["duration_s"].sum())
+    workers = "too few" if share < min_threshold else ("too many" if share > max_threshold else "within range")
+    return _result([int(steps["data_wait_s"].idxmax())] if waiting > max_wait_percent else [],
+                   {"data_wait_percent_of_step_time": round(waiting, 2), "num_workers": job["num_workers"],
+                    "cpu_cores": job["cpu_count"], "workers_percent_of_cores": round(share, 1), "workers": workers})
 
 
 def gpu_memory_increase(profile, increase=5, patience=1000, window=10):
     """Triggers when GPU memory use (moving average over window samples) rises by more than
-    `increase` percentage points above where it settled."""
+    `increase` percentage points above where it settled.
+
+    Versus SageMaker: the same test; not_applicable on a job that saw no GPU."""
     samples = _gpu_samples(profile, patience)
     if samples is None:
         return _not_applicable(NO_GPU)
@@ -124,7 +146,10 @@ def gpu_memory_increase(profile, increase=5, patience=1000, window=10):
 
 def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
     """Triggers when more than n_outliers steps take longer than mean + stddev × std of the step
-    durations (of the `mode` phase). The first step of every epoch (loader start-up) is left out."""
+    durations (of the `mode` phase).
+
+    Versus SageMaker: the first step of every epoch (the loader's start-up, which every epoch has)
+    is left out; SageMaker counts it, so a many-epoch job triggers on its epoch starts."""
     steps = profile["steps"]
     steps = steps[(steps["phase"] == mode) & (steps["step"] > 0)] if mode else steps[steps["step"] > 0]
     if len(steps) < 3:
@@ -138,7 +163,10 @@ def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
 
 
 def max_initialization_time(profile, threshold=20):
-    """Triggers when start-up (process start → first step) takes longer than threshold minutes."""
+    """Triggers when start-up (process start → first step) takes longer than threshold minutes.
+
+    Versus SageMaker: measured from the training process's start, not the instance's (this
+    machine has no instance start to see)."""
     steps, job = profile["steps"], profile["job"]
     if steps.empty or "process_started" not in job:
         return _result([], {}, verdict="no_data")
@@ -147,7 +175,9 @@ def max_initialization_time(profile, threshold=20):
 
 
 def overall_system_usage(profile):
-    """Percentiles of CPU, memory and GPU use over the whole job; informational, it never triggers."""
+    """Percentiles of CPU, memory and GPU use over the whole job; informational, it never triggers.
+
+    Versus SageMaker: the same summary, from samples of this job's own machine (or container)."""
     system = profile["system"]
     if system.empty:
         return _result([], {}, verdict="no_data")
@@ -174,7 +204,8 @@ RECOMMENDATIONS = {
     "BatchSize": "Raise the batch size, or move to a smaller instance.",
     "CPUBottleneck": "More data loader workers, lighter preprocessing, or augmentation on the GPU.",
     "IOBottleneck": "Prefetch and cache the data locally (File or FastFile mode on SageMaker), or use faster storage.",
-    "Dataloader": "Set num_workers close to the number of CPU cores.",
+    "Dataloader": "Set num_workers close to the number of CPU cores per GPU (num_workers: -1 does), lighten the "
+                  "preprocessing, or use the feature cache with a frozen backbone.",
     "GPUMemoryIncrease": "Look for tensors kept across steps (e.g. summing losses without .item()).",
     "StepOutlier": "Look at what the slow steps do: data loading stalls, checkpoints, other processes on the machine.",
     "MaxInitializationTime": "Shorten start-up: smaller downloads at start, FastFile mode, a smaller container.",

@@ -4,6 +4,7 @@ debug/    → load_debug(): losses, tensor reductions, labels and predictions (v
 profiler/ → load_profile(): system samples, step timings, job info
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def load_debug(debug_dir) -> dict:
              "labels": pd.DataFrame(columns=["step", "mode", "label", "prediction"])}
     if not (debug_dir / "index").exists():
         return empty
+    os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # its INFO lines ("Loading trial …") are noise here
     from smdebug.trials import create_trial
 
     trial = create_trial(str(debug_dir))

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dogbreed import metrics
+from dogbreed.backends.base import JobFailed
 
 STATUS = {TrialState.COMPLETE: "Completed", TrialState.PRUNED: "Stopped", TrialState.FAIL: "Failed",
           TrialState.RUNNING: "InProgress", TrialState.WAITING: "Pending"}
@@ -26,6 +27,15 @@ STATUS = {TrialState.COMPLETE: "Completed", TrialState.PRUNED: "Stopped", TrialS
 
 class TuningError(RuntimeError):
     pass
+
+
+class TrialFailed(RuntimeError):
+    """One trial's job failed while training (its hyperparameters may be why): the study goes on."""
+
+
+class StudyStopped(TuningError):
+    """A trial failed in a way no hyperparameters would change (a job that could not set up, an
+    objective regex that matches nothing): the study stops at the first one, with one message."""
 
 
 def grid_values(spec) -> dict:
@@ -104,14 +114,36 @@ def recover_interrupted(study) -> set:
     return retried
 
 
+def trial_line(trial, spec, finished=None, total=None) -> str:
+    """One line for a finished trial: number, hyperparameters, objective, seconds, status."""
+    metric = spec["objective"]["metric"]
+    values = " ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                      for name, value in trial.params.items())
+    seconds = trial.duration.total_seconds() if trial.duration else None
+    status = STATUS.get(trial.state, trial.state.name)
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"{metric}={trial.value:.4g}"
+    elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        outcome = f"{metric}={trial.intermediate_values[epoch]:.4g} at epoch {epoch}, below the others: stopped early"
+    else:
+        outcome = trial.user_attrs.get("failure", "")
+    count = f" ({finished} of {total})" if finished is not None else ""
+    return (f"trial {trial.number}{count}: {values} → {outcome}" + (f" in {seconds:.0f} s" if seconds is not None else "")
+            + f" [{status}]")
+
+
 def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0,
-              show_progress=True):
+              announce=True):
     """Run trials until max_jobs have finished; run_trial(trial, hyperparameters, report) → objective.
 
     report(step, value) tells the pruner an intermediate objective and returns True when the trial
-    should stop. Returns the optuna study.
+    should stop. A trial that raises TrialFailed is recorded as failed and the study goes on; any
+    other error (StudyStopped: one that no hyperparameters would change) ends the study with it.
+    announce: print one line per finished trial. Returns the optuna study.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own lines (a warning and a traceback per failed trial) are replaced by trial_line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     check_spec(spec)
     direction = spec["objective"]["type"].lower()
     study = optuna.create_study(
@@ -121,8 +153,9 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
     # configurations: the seed moves on with the trials already there (still the same for a rerun).
     study.sampler = make_sampler(spec, seed + len(study.get_trials(deepcopy=False)))
     interrupted = recover_interrupted(study)
+    # a trial that stopped the study (it could not set up) does not count: the rerun after the fix runs it again
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-                if t.number not in interrupted]
+                if t.number not in interrupted and not t.user_attrs.get("stopped_study")]
     remaining = int(spec["max_jobs"]) - len(finished)
 
     def objective(trial):
@@ -137,15 +170,28 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
         except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
             trial.set_user_attr("interrupted", True)
             raise
+        except TrialFailed as error:
+            trial.set_user_attr("failure", str(error))
+            raise
+        except Exception:
+            trial.set_user_attr("stopped_study", True)
+            raise
         if value is None:
             raise optuna.TrialPruned()
         if not math.isfinite(value):
-            raise TuningError(f"trial {trial.number}: objective is {value}")
+            trial.set_user_attr("failure", f"objective is {value} (the training diverged)")
+            raise TrialFailed(trial.user_attrs["failure"])
         return value
 
+    done = [len(finished)]
+
+    def print_trial(study, trial):
+        done[0] += 1
+        print(trial_line(trial, spec, done[0], int(spec["max_jobs"])), flush=True)
+
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, n_jobs=max(1, int(parallel)),
-                       catch=(Exception,), show_progress_bar=show_progress)
+        study.optimize(objective, n_trials=remaining, n_jobs=max(1, int(parallel)), catch=(TrialFailed,),
+                       callbacks=[print_trial] if announce else [])
     return study
 
 
@@ -205,18 +251,32 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         try:
             result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
                                    source_dir, on_line=on_line, echo=False, keep_model=False, environment=environment)
+        except JobFailed as error:
+            raise failure_of(trial, error) from None
         finally:
             slots.put(environment)
         trial.set_user_attr("log", result["log"])
         trial.set_user_attr("seconds", result["seconds"])
         if result["status"] == "Stopped":
             return None
-        if not values:
-            raise TuningError(f"{job_name} finished without a line matching the objective regex {regex!r}; "
-                              f"see {result['log']}")
+        if not values:  # the same for every trial: the regex or the training script is wrong
+            raise StudyStopped(f"{job_name} finished without a line matching the objective regex {regex!r} "
+                               f"(tuning.objective.regex); see {result['log']}")
         return values[-1]  # SageMaker takes the last value a job emitted
 
     return run_trial
+
+
+def failure_of(trial, error) -> Exception:
+    """A failed trial's job, as the error the study acts on: StudyStopped when the job could not set up
+    (no hyperparameters would help: missing weights, bad data, a broken environment), else TrialFailed."""
+    log = Path(trial.user_attrs["log"])
+    text = log.read_text(errors="replace") if log.is_file() else str(error)
+    if (reason := metrics.setup_failure(text)) is not None:
+        return StudyStopped(f"trial {trial.number} failed before its first step, as any trial would: {reason} "
+                            f"(log: {log}); the study stopped there, fix that and run again")
+    last_line = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), str(error))
+    return TrialFailed(f"failed: {last_line[:300]} (log: {log})")
 
 
 def trials_table(study, spec) -> list:

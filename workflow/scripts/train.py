@@ -16,14 +16,19 @@ def main(smk):
     train_channels = {k: channels[k] for k in ("train", "valid")}
     job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
     backend = rule_backend(smk)
+    print(f"training job {job_name} on {smk.params.backend}; its whole log: {Path(smk.params.jobs_dir) / job_name / 'log.txt'}")
     with tqdm(total=int(hyperparameters.get("epochs", 0)) or None, desc=f"train {job_name}", unit="epoch") as progress:
-        def count_epochs(line):
+        def show(line):
+            # the job's own few lines above the bar (tqdm.write keeps them apart); the rest, smdebug's
+            # and the toolkits' chatter included, only in the job's log
+            if metrics.worth_showing(line):
+                progress.write(line.rstrip())
             if metrics.parse_epoch_line(line) is not None:
                 progress.update(1)
             return False  # never stop the job
 
         result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
-                               on_line=count_epochs)
+                               on_line=show, echo=False)
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files

@@ -311,8 +311,15 @@ class SageMakerBackend(Backend):
         return jobs
 
     def _wait_for_tuning(self, job_name):
+        seen = None
         while True:
-            status = self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)["HyperParameterTuningJobStatus"]
+            description = self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)
+            status = description["HyperParameterTuningJobStatus"]
+            counters = {k: n for k, n in (description.get("TrainingJobStatusCounters") or {}).items() if n}
+            if counters != seen:  # a line whenever a trial starts or ends, not a still bar for an hour
+                seen = counters
+                print(f"tuning job {job_name}: {status}; trials " + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started"),
+                      flush=True)
             if status not in ("InProgress", "Stopping"):
                 if status != "Completed":
                     raise JobFailed(f"tuning job {job_name} ended {status}")
