@@ -27,6 +27,8 @@ if stale := run_guard.remove_stale_locks():
 
 configfile: "config.yaml"
 
+report: "workflow/report/workflow.rst"  # the landing page of `snakemake --report report.html`
+
 coerce_command_line(config)
 check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
 validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults

@@ -1,4 +1,4 @@
-"""The serving contract every endpoint keeps (DESIGN §2): the same answers to the same requests,
+"""The serving contract every endpoint keeps (docs/architecture.md §2): the same answers to the same requests,
 good and bad, through the local server, SageMaker's inference toolkit and SageMaker itself; and the
 SageMaker SDK's own clients work against it."""
 import base64

@@ -287,3 +287,25 @@ def test_loss_not_decreasing_needs_a_sustained_climb():
     assert climbing["verdict"] == "triggered" and climbing["triggered_steps"] == [49]  # the third window in a row
     assert debugger_rules.loss_not_decreasing(losses([2.5, np.nan, 2.0, 1.0]))["triggered_steps"] == [19]
     assert debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.6, 2.5]))["verdict"] == "triggered"  # never learnt
+
+
+def test_class_imbalance_blames_the_data_only_for_classes_it_is_short_of():
+    from dogbreed import debugger_rules
+
+    def labels(counts, wrong_class):
+        """Two epochs of TRAIN predictions (class `wrong_class` always wrong in the last), an EVAL step between."""
+        rows = []
+        for epoch, first_step in ((1, 0), (2, 1000)):
+            step = first_step
+            for label, count in enumerate(counts):
+                for _ in range(count):
+                    wrong = epoch == 2 and label == wrong_class
+                    rows.append({"step": step, "mode": "TRAIN", "label": label, "prediction": (label + 1) % len(counts) if wrong else label})
+                    step += 1
+            rows.append({"step": first_step + 999, "mode": "EVAL", "label": 0, "prediction": 0})
+        return {"labels": pd.DataFrame(rows), "class_names": ["001.A", "002.B", "003.C"]}
+
+    balanced = debugger_rules.class_imbalance(labels([20, 20, 20], wrong_class=2))
+    assert balanced["verdict"] == "ok" and balanced["evidence"]["mispredicted_but_not_rare"] == ["003.C"]
+    rare = debugger_rules.class_imbalance(labels([20, 20, 6], wrong_class=2))
+    assert rare["verdict"] == "triggered" and rare["evidence"]["mispredicted_breeds"] == ["003.C"]

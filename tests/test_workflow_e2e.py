@@ -59,10 +59,25 @@ def test_deploy_writes_every_output(deployed):
     assert json.loads((results / "data/classes.json").read_text())["2"] == "Blue_Triangle"
     assert json.loads((results / "upload.json").read_text())["sync"]["train"]["uploaded"] == 36
     assert metrics["n"] == 12 and metrics["top5_accuracy"] == 1.0
-    rules = json.loads((results / "debugger/rules.json").read_text())
-    assert {r["rule"]: r["verdict"] for r in rules["rules"]}["Dataloader"] == "triggered"  # num_workers 0
+    rules = {r["rule"]: r for r in json.loads((results / "debugger/rules.json").read_text())["rules"]}
+    loader = rules["Dataloader"]  # num_workers 0: judged on the wait it measured, whichever way that went
+    assert loader["evidence"]["num_workers"] == 0 and loader["evidence"]["workers"] == "too few"
+    assert loader["verdict"] == ("triggered" if loader["evidence"]["data_wait_percent_of_step_time"] > 10 else "ok")
+    assert all(r["versus_sagemaker"] for r in rules.values())
     assert planned_jobs(deployed, *ARGS) == {}  # a complete run: nothing to redo
     assert planned_jobs(deployed, "deploy", *ARGS) == {"deploy": 1}  # but the target itself, which checks the endpoint
+
+
+def test_snakemakes_report_opens_on_the_headline_numbers(deployed):
+    snakemake(deployed, *ARGS, "--report", "snakemake-report.html")
+    page = (deployed / "snakemake-report.html").read_text()
+    metrics = json.loads((deployed / "results/evaluation/metrics.json").read_text())
+    best = json.loads((deployed / "results/best_hyperparameters.json").read_text())
+    headline = (deployed / "results/report/headline.tsv").read_text()
+    assert f"test accuracy\t{metrics['accuracy']:.4f}" in headline and f"best batch_size\t{best['hyperparameters']['batch_size']}" in headline
+    assert "Headline numbers" in page and f"{metrics['accuracy']:.4f}" in page and "No results yet" not in page
+    for item in ("metrics.json", "best_hyperparameters.json", "headline.tsv"):
+        assert item in page
 
 
 AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
@@ -195,6 +210,17 @@ def test_the_sagemaker_sdks_own_clients_work_against_it(deployed):
     classes = {"Red_Circle", "Green_Square", "Blue_Triangle"}
     assert answers["json"][0][0]["breed"] in classes and answers["image"] == answers["json"]
     assert answers["npy"].shape == (3, 3) and np.allclose(answers["npy"].sum(axis=1), 1, atol=1e-4)
+
+
+def test_an_error_every_trial_would_hit_stops_tuning_at_once_in_one_line(deployed):
+    broken = overlay(deployed, "broken", {"results_dir": "results-broken", "model": {"weights": "/nowhere/resnet18.pth"}})
+    result = snakemake(deployed, "tune", *broken, check=False)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error in rule tune:")]
+    assert len(errors) == 1 and "failed before its first step" in errors[0] and "/nowhere/resnet18.pth does not exist" in errors[0]
+    assert "Traceback" not in out and out.count("/nowhere/resnet18.pth does not exist") == 1
+    assert len(list((deployed / "results-broken/jobs").iterdir())) == 1  # one trial ran, not max_jobs
 
 
 def test_the_accuracy_gate_keeps_the_metrics(deployed):

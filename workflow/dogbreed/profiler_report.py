@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dogbreed.debugger_rules import epoch_losses  # noqa: E402
@@ -24,7 +26,9 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 th { background: #f4f4f4; } .verdict { color: white; padding: 2px 8px; border-radius: 4px; font-size: 90%; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 85%; } img { max-width: 100%; }
 .recommendation { background: #fef5e7; border-left: 4px solid #f39c12; padding: 6px 10px; }
+.versus { background: #eef4fb; border-left: 4px solid #2e86c1; padding: 6px 10px; }
 """
+TRIGGERED = "#c0392b"  # the colour of what a rule flagged, in every plot
 
 
 def _figure_html(figure) -> str:
@@ -55,16 +59,62 @@ def _relative_time(system, column="timestamp"):
     return system[column] - system[column].min()
 
 
+def _legend(axis, **options):
+    """The legend outside the data area, to the right, where it hides no point."""
+    if options.get("handles") or axis.get_legend_handles_labels()[0]:
+        axis.legend(bbox_to_anchor=(1.01, 1), loc="upper left", borderaxespad=0, fontsize=8, **options)
+
+
+def _log_scale_if_wide(axis, values, spread=20):
+    """A log y axis where the values are all positive and span more than `spread` times."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size and (values > 0).all() and values.max() / values.min() > spread:
+        axis.set_yscale("log")
+
+
+def _mark_steps(axis, steps, label="triggered"):
+    """Vertical lines at the steps a rule triggered at."""
+    for i, step in enumerate(steps):
+        axis.axvline(step, color=TRIGGERED, linestyle=":", linewidth=1.2, label=label if i == 0 else None)
+
+
+def _window_last_steps(debug, rule):
+    """The last step of each window LossNotDecreasing averaged over: from its evidence, or (older
+    runs, whose evidence lacks them) the same windows rebuilt from the saved losses."""
+    evidence, parameters = rule.get("evidence", {}), rule.get("parameters", {})
+    if evidence.get("window_last_steps"):
+        return list(evidence["window_last_steps"])
+    size = parameters.get("num_steps")
+    if not size:
+        return None
+    losses = debug["losses"][debug["losses"]["mode"] == parameters.get("mode", "TRAIN")].sort_values("step")
+    steps = [int(losses["step"].iloc[i + size - 1]) for i in range(0, len(losses) - size + 1, size)]
+    return steps if len(steps) == len(evidence.get("window_mean_losses", [])) else None
+
+
 # --- plots, one per rule (None where there is nothing to draw) --------------------------------
-def _plot_loss(debug, **_):
+def _plot_loss(debug, rule=None):
     losses = debug["losses"]
     if losses.empty:
         return None
+    rule = rule or {}
     figure, axis = plt.subplots(figsize=(8, 3))
     for mode, part in losses.groupby("mode"):
-        axis.plot(part["step"], part["loss"], ".", markersize=3, label=mode.lower())
+        axis.plot(part["step"], part["loss"], ".", markersize=3, label=f"{mode.lower()} loss")
+    evidence, parameters = rule.get("evidence", {}), rule.get("parameters", {})
+    means, last_steps = evidence.get("window_mean_losses"), _window_last_steps(debug, rule) if rule else None
+    if means and last_steps and len(means) == len(last_steps):
+        judged = losses[losses["mode"] == parameters.get("mode", "TRAIN")]
+        first = float(judged["step"].min()) if len(judged) else last_steps[0]
+        axis.step([first, *last_steps], [means[0], *means], where="pre", color="black", linewidth=1.5,
+                  label=f"window means ({parameters['num_steps']} steps each)" if parameters.get("num_steps") else "window means")
+    if evidence.get("limit") is not None:
+        axis.axhline(evidence["limit"], color=TRIGGERED, linestyle="--", linewidth=1,
+                     label=f"limit {evidence['limit']:.3g} (first window + {parameters.get('increase_threshold_percent', '?')}%)")
+    _mark_steps(axis, rule.get("triggered_steps", []))
     axis.set(xlabel="step", ylabel="loss", yscale="log" if (losses["loss"] > 0).all() else "linear")
-    axis.legend()
+    _legend(axis)
     return figure
 
 
@@ -79,20 +129,33 @@ def _plot_collection(debug, collection, column, label, log=True):
     axis.set(xlabel="step", ylabel=label)
     if log and (stats["min"] > 0).all():
         axis.set_yscale("log")
-    axis.legend()
+    _legend(axis)
     return figure
 
 
-def _plot_epochs(debug, **_):
+def _plot_epochs(debug, rule=None):
     epochs = epoch_losses(debug["losses"])
     if epochs.empty:
         return None
+    rule = rule or {}
     figure, axis = plt.subplots(figsize=(8, 3))
-    for column in ("train_loss", "valid_loss"):
-        if column in epochs:
-            axis.plot(epochs["epoch"], epochs[column], "o-", label=column.replace("_", " "))
-    axis.set(xlabel="epoch", ylabel="mean loss")
-    axis.legend()
+    columns = [c for c in ("train_loss", "valid_loss") if c in epochs]
+    for column in columns:
+        axis.plot(epochs["epoch"], epochs[column], "o-", label=column.replace("_", " "))
+    warmup = rule.get("parameters", {}).get("warmup_epochs", 0) or 0
+    if warmup > 0:
+        axis.axvspan(epochs["epoch"].min() - 0.5, min(warmup, epochs["epoch"].max()) + 0.5, color="grey", alpha=0.15,
+                     label=f"warm-up (epoch{f's 1–{warmup}' if warmup > 1 else ' 1'}): not judged")
+    hit = epochs[epochs["last_step"].isin(rule.get("triggered_steps", []))]
+    for i, row in enumerate(hit.itertuples()):
+        axis.axvline(row.epoch, color=TRIGGERED, linestyle=":", linewidth=1.2, label="triggered" if i == 0 else None)
+        for column in columns:
+            axis.plot(row.epoch, getattr(row, column), "o", markersize=10, markerfacecolor="none",
+                      markeredgecolor=TRIGGERED, markeredgewidth=1.5)
+    axis.set(xlabel="epoch", ylabel="mean loss", xlim=(epochs["epoch"].min() - 0.5, epochs["epoch"].max() + 0.5))
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _log_scale_if_wide(axis, epochs[columns].to_numpy())
+    _legend(axis)
     return figure
 
 
@@ -108,15 +171,43 @@ def _plot_activations(debug, **_):
     return figure
 
 
-def _plot_classes(debug, **_):
+def _plot_classes(debug, profile=None, rule=None, shown=15):
+    """Training samples per class, by breed name (job.json's class_names; class indices without
+    them). Many classes: the `shown` most and least frequent, and those the rule flagged."""
     labels = debug["labels"][debug["labels"]["mode"] == "TRAIN"]
     if labels.empty:
         return None
-    figure, axis = plt.subplots(figsize=(8, 3))
+    names = list(((profile or {}).get("job") or {}).get("class_names") or [])
     counts = labels.groupby("label").size()
-    axis.bar(counts.index.astype(str), counts.values)
-    axis.set(xlabel="class index", ylabel="training samples seen")
-    axis.tick_params(axis="x", labelsize=6)
+    if names:
+        counts = counts.reindex(range(len(names)), fill_value=0).combine_first(counts).astype(int)
+    flagged = {int(c) for c in (rule or {}).get("evidence", {}).get("mispredicted_classes", [])}
+    name = lambda i: names[i] if 0 <= i < len(names) else f"class {i}"  # noqa: E731
+    rows, title = [(name(int(i)), int(n), int(i) in flagged) for i, n in counts.items()], None  # by class index
+    if len(counts) > 2 * shown + 5:  # by frequency; the classes left out as gaps
+        order = counts.sort_values(ascending=False, kind="stable")
+        rows, hidden = [], 0
+        for rank, (i, n) in enumerate(order.items()):
+            if shown <= rank < len(order) - shown and int(i) not in flagged:
+                hidden += 1
+                continue
+            if hidden:
+                rows.append((f"⋯ {hidden} more ⋯", 0, False))
+                hidden = 0
+            rows.append((name(int(i)), int(n), int(i) in flagged))
+        title = f"the {shown} most and {shown} least frequent of {len(order)} classes" + (" and the flagged ones" if flagged else "")
+    figure, axis = plt.subplots(figsize=(8, max(2.5, 0.17 * len(rows) + 0.8)))
+    positions = np.arange(len(rows))
+    axis.barh(positions, [n for _, n, _ in rows], color=[TRIGGERED if hit else "tab:blue" for _, _, hit in rows])
+    axis.set_yticks(positions, [label for label, _, _ in rows])
+    axis.set_ylim(len(rows) - 0.5, -0.5)  # the first row on top
+    axis.tick_params(axis="y", labelsize=6 if len(rows) > 20 else 8)
+    axis.set(xlabel="training samples seen")
+    if title:
+        axis.set_title(title, fontsize=9)
+    if flagged:
+        _legend(axis, handles=[Patch(color=TRIGGERED, label="mispredicted too often in the last epoch"),
+                               Patch(color="tab:blue", label="the other classes")])
     return figure
 
 
@@ -129,22 +220,37 @@ def _plot_system(profile, columns, ylabel):
     for column in columns:
         axis.plot(_relative_time(system), system[column], label=column.replace("_", " "))
     axis.set(xlabel="seconds since the first sample", ylabel=ylabel)
-    axis.legend()
+    _legend(axis)
     return figure
 
 
-def _plot_step_durations(profile, result=None, **_):
+def _plot_step_durations(profile, rule=None):
     steps = profile["steps"]
     if steps.empty:
         return None
+    rule = rule or {}
+    start = steps["start"].min()
     figure, axis = plt.subplots(figsize=(8, 3))
     for phase, part in steps.groupby("phase"):
-        axis.plot(part["start"] - steps["start"].min(), part["duration_s"], ".", markersize=3, label=phase)
-    limit = (result or {}).get("evidence", {}).get("limit_s")
+        axis.plot(part["start"] - start, part["duration_s"], ".", markersize=3, label=phase)
+    evidence, parameters = rule.get("evidence", {}), rule.get("parameters", {})
+    limit = evidence.get("limit_s")
     if limit:
-        axis.axhline(limit, color="red", linestyle="--", label="outlier limit")
+        axis.axhline(limit, color=TRIGGERED, linestyle="--", linewidth=1, label="outlier limit")
+    triggered = steps.loc[steps.index.intersection(rule.get("triggered_steps", []))]
+    if len(triggered):
+        axis.plot(triggered["start"] - start, triggered["duration_s"], "o", color=TRIGGERED, markersize=6,
+                  label=f"outliers ({len(triggered)}): triggered")
+    elif limit:  # under n_outliers: not triggered, but where they are is still worth seeing
+        mode = parameters.get("mode")
+        judged = steps[((steps["phase"] == mode) if mode else True) & (steps["step"] > 0)]
+        above = judged[judged["duration_s"] > limit]
+        if len(above):
+            axis.plot(above["start"] - start, above["duration_s"], "o", markersize=7, markerfacecolor="none",
+                      markeredgecolor=TRIGGERED, label=f"above the limit ({len(above)}; triggers above "
+                                                       f"{parameters.get('n_outliers', '?')})")
     axis.set(xlabel="seconds since the first step", ylabel="step duration (s)")
-    axis.legend()
+    _legend(axis)
     return figure
 
 
@@ -154,30 +260,48 @@ def _plot_data_wait(profile, **_):
         return None
     figure, axis = plt.subplots(figsize=(8, 3))
     shares = steps.groupby("phase")[["data_wait_s", "compute_s"]].sum()
-    shares.plot.barh(stacked=True, ax=axis)
+    shares.plot.barh(stacked=True, ax=axis, legend=False)
     axis.set(xlabel="seconds", ylabel="")
+    _legend(axis)
     return figure
 
 
-def _plot_init(profile, result=None, **_):
-    minutes = (result or {}).get("evidence", {}).get("initialization_minutes")
+def _duration(seconds) -> str:
+    return f"{seconds:.3g} s" if seconds < 60 else f"{seconds / 60:.3g} min" if seconds < 3600 else f"{seconds / 3600:.3g} h"
+
+
+def _plot_init(profile, rule=None):
+    minutes = (rule or {}).get("evidence", {}).get("initialization_minutes")
     if minutes is None:
         return None
-    figure, axis = plt.subplots(figsize=(6, 1.5))
-    axis.barh(["start-up"], [minutes])
-    axis.axvline(result["parameters"]["threshold"], color="red", linestyle="--")
-    axis.set(xlabel="minutes (dashed: threshold)")
+    seconds, threshold = max(float(minutes) * 60, 0.0), rule.get("parameters", {}).get("threshold")
+    low = min(0.1, seconds / 2) if seconds > 0 else 0.1
+    high = max(seconds, (threshold or 0) * 60, low * 100) * 3  # past the threshold, whichever is larger
+    figure, axis = plt.subplots(figsize=(7, 1.6))
+    over = threshold is not None and seconds > threshold * 60
+    axis.barh(["start-up"], [max(seconds, low) - low], left=low, color=TRIGGERED if over else "tab:blue", height=0.5)
+    axis.text(max(seconds, low) * 1.15, 0, _duration(seconds), va="center", fontsize=9, fontweight="bold")
+    if threshold is not None:
+        axis.axvline(threshold * 60, color=TRIGGERED, linestyle="--")
+        axis.text(threshold * 60 * 0.95, 0.42, f"threshold {_duration(threshold * 60)}", ha="right", va="top",
+                  fontsize=8, color=TRIGGERED)
+    axis.set_xscale("log")
+    ticks = [t for t in (0.1, 1, 10, 60, 600, 3600, 36000) if low <= t <= high]
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xticklabels([_duration(t).replace(".0 ", " ") for t in ticks])
+    axis.set(xlim=(low, high), ylim=(-0.5, 0.5), xlabel="process start → first step (log scale)")
     return figure
 
 
 PLOTS = {
-    "LossNotDecreasing": lambda d, p, r: _plot_loss(d),
+    "LossNotDecreasing": lambda d, p, r: _plot_loss(d, r),
     "VanishingGradient": lambda d, p, r: _plot_collection(d, "gradients", "abs_mean", "mean |gradient|"),
     "ExplodingTensor": lambda d, p, r: _plot_collection(d, "gradients", "abs_max", "max |gradient|"),
-    "Overfit": lambda d, p, r: _plot_epochs(d),
-    "Overtraining": lambda d, p, r: _plot_epochs(d),
+    "Overfit": lambda d, p, r: _plot_epochs(d, r),
+    "Overtraining": lambda d, p, r: _plot_epochs(d, r),
     "PoorWeightInitialization": lambda d, p, r: _plot_activations(d),
-    "ClassImbalance": lambda d, p, r: _plot_classes(d),
+    "ClassImbalance": lambda d, p, r: _plot_classes(d, p, r),
     "LowGPUUtilization": lambda d, p, r: _plot_system(p, ["gpu_utilization"], "GPU %"),
     "BatchSize": lambda d, p, r: _plot_system(p, ["cpu_total", "gpu_utilization", "gpu_memory_percent"], "%"),
     "CPUBottleneck": lambda d, p, r: _plot_system(p, ["cpu_total", "gpu_utilization"], "%"),
@@ -192,8 +316,10 @@ PLOTS = {
 
 def _rule_section(rule, debug, profile) -> str:
     parts = [f'<h3 id="{rule["rule"]}">{html.escape(rule["rule"])} {_verdict(rule["verdict"])}</h3>',
-             f"<p>{html.escape(rule['description'])}</p>"]
-    if rule["recommendation"]:
+             f"<p>{html.escape(rule.get('description', ''))}</p>"]
+    if rule.get("versus_sagemaker"):  # absent from the rules.json of older runs
+        parts.append(f'<p class="versus"><b>How this differs from SageMaker\'s rule:</b> {html.escape(rule["versus_sagemaker"])}</p>')
+    if rule.get("recommendation"):
         parts.append(f'<p class="recommendation"><b>Recommendation:</b> {html.escape(rule["recommendation"])}</p>')
     if rule["verdict"] != "not_applicable":
         try:
@@ -247,7 +373,7 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
         for phase, part in steps.groupby("phase"):
             axis.hist(part["duration_s"], bins=40, alpha=0.6, label=phase)
         axis.set(xlabel="step duration (s)", ylabel="steps")
-        axis.legend()
+        _legend(axis)
         histogram = _figure_html(figure)
     system_plot = _plot_system(profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%")
     summary_counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in rules["summary"].items())

@@ -9,12 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SPLITS = ["train", "valid", "test"]
+STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
+
+
+def _legend_above(axis, columns, **options):
+    """A legend in a row over the axes, where it covers no bar or point."""
+    axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=columns, borderaxespad=0, frameon=False, fontsize=8, **options)
 
 
 def _save(figure, path):
@@ -40,26 +49,81 @@ def plot_data_summary(summary: pd.DataFrame, path):
     axis.invert_yaxis()
     axis.tick_params(axis="y", labelsize=6 if len(summary) > 30 else 9)
     axis.set(xlabel="images")
-    axis.legend()
+    _legend_above(axis, len(SPLITS))
     _save(figure, path)
 
 
+def _trial_bars(axis, trials, status, value):
+    """The objective per trial: a stopped trial hatched at the last value it reported, a failed one
+    (or one in any other state) a cross at the baseline with its status written above."""
+    top = float(np.nanmax(value)) if value.notna().any() else 1.0
+    epochs = trials["epochs_reported"] if "epochs_reported" in trials else pd.Series(np.nan, index=trials.index)
+    stopped_style = {"color": STATUS_COLOURS["Stopped"], "alpha": 0.45, "hatch": "//", "edgecolor": STATUS_COLOURS["Stopped"]}
+    for i, (state, height) in enumerate(zip(status, value)):
+        if state == "Completed":
+            axis.bar(i, height, color=STATUS_COLOURS["Completed"])
+        elif state == "Stopped":
+            height = 0 if pd.isna(height) else height
+            axis.bar(i, height, **stopped_style)
+            at = f" at epoch {int(epochs[i])}" if pd.notna(epochs[i]) and epochs[i] else ""
+            axis.text(i, height + 0.02 * top, f"stopped{at}", rotation=90, ha="center", va="bottom", fontsize=7,
+                      color=STATUS_COLOURS["Stopped"])
+        else:
+            colour = STATUS_COLOURS.get(state, "grey")
+            axis.plot(i, 0, "X", color=colour, markersize=10, clip_on=False, zorder=3)
+            axis.text(i, 0.04 * top, state.lower(), rotation=90, ha="center", va="bottom", fontsize=7, color=colour)
+    axis.set_xticks(np.arange(len(trials)), trials["trial"].astype(str))
+    axis.set(xlabel="trial", ylabel=value.name, ylim=(0, top * 1.25 if top > 0 else 1))
+    _legend_above(axis, 3, handles=[
+        Patch(color=STATUS_COLOURS["Completed"], label="completed"),
+        Patch(**{**stopped_style, "color": None, "facecolor": STATUS_COLOURS["Stopped"]}, label="stopped early (its last reported value)"),
+        Line2D([], [], marker="X", color=STATUS_COLOURS["Failed"], linestyle="", label="failed")])
+
+
+def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
+    """Every trial over hyperparameters x and y (y None: over x and the objective), the marker
+    saying how it ended; completed trials coloured by the objective, all labelled with their number."""
+    placed = trials[x].notna() & (trials[y].notna() if y else True)
+    heights = trials[y] if y else value.fillna(0)
+    completed, stopped = placed & (status == "Completed"), placed & (status == "Stopped")
+    others = placed & ~completed & ~stopped
+    if completed.any():
+        points = axis.scatter(trials.loc[completed, x], heights[completed], c=trials.loc[completed, objective], cmap="viridis",
+                              s=60, edgecolors="black", linewidths=0.5, label="completed (colour: objective)", zorder=3)
+        if y:
+            figure.colorbar(points, ax=axis, label=objective)
+    if stopped.any():
+        axis.scatter(trials.loc[stopped, x], heights[stopped], marker="s", s=60, facecolors="none",
+                     edgecolors=STATUS_COLOURS["Stopped"], linewidths=1.5, label="stopped early", zorder=3)
+    if others.any():
+        axis.scatter(trials.loc[others, x], heights[others], marker="X", s=70, c=[STATUS_COLOURS.get(v, "grey") for v in status[others]],
+                     label="failed" if (status[others] == "Failed").all() else "failed / other", zorder=3)
+    for i in trials.index[placed]:
+        axis.annotate(str(trials.at[i, "trial"]), (trials.at[i, x], heights[i]), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    xs = trials.loc[placed, x]
+    axis.set(xlabel=x, ylabel=y or f"{objective} (stopped: last reported)",
+             xscale="log" if (xs > 0).all() and xs.max() / xs.min() > 20 else "linear")
+    if axis.get_xscale() == "linear":  # a narrow range of small values: few ticks, or their labels collide
+        axis.xaxis.set_major_locator(MaxNLocator(4))
+    levels = sorted(trials.loc[placed, y].unique()) if y else []
+    if 0 < len(levels) <= 6:  # categorical, as batch sizes are: a tick per value
+        pad = (levels[-1] - levels[0]) * 0.15 or 1
+        axis.set_yticks(levels)
+        axis.set_ylim(levels[0] - pad, levels[-1] + pad)
+    _legend_above(axis, 3)
+
+
 def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
-    numeric = [p for p in parameters if p in trials and pd.api.types.is_numeric_dtype(trials[p])]
-    done = trials[trials[objective].notna()]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    colours = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
-    axes[0].bar(trials["trial"].astype(str), trials[objective].fillna(0),
-                color=[colours.get(s, "grey") for s in trials["status"]])
-    axes[0].set(xlabel="trial (green completed, orange stopped early, red failed)", ylabel=objective)
-    if len(numeric) >= 2 and len(done):
-        x, y = numeric[0], numeric[1]
-        points = axes[1].scatter(done[x], done[y], c=done[objective], cmap="viridis", s=60)
-        figure.colorbar(points, ax=axes[1], label=objective)
-        axes[1].set(xlabel=x, ylabel=y, xscale="log" if (done[x] > 0).all() and done[x].max() / done[x].min() > 20 else "linear")
-    elif numeric and len(done):
-        axes[1].scatter(done[numeric[0]], done[objective])
-        axes[1].set(xlabel=numeric[0], ylabel=objective)
+    """Left: the objective per trial. Right: every trial over the first two numeric hyperparameters."""
+    trials = trials.reset_index(drop=True)
+    status = trials["status"].fillna("unknown").astype(str)
+    reached = pd.to_numeric(trials["last_reported"], errors="coerce") if "last_reported" in trials else np.nan
+    value = pd.to_numeric(trials[objective], errors="coerce").fillna(reached).rename(objective)  # stopped: how far it got
+    figure, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    _trial_bars(axes[0], trials, status, value)
+    numeric = [p for p in parameters if p in trials and pd.api.types.is_numeric_dtype(trials[p]) and trials[p].notna().any()]
+    if numeric:
+        _trial_scatter(figure, axes[1], trials, status, value, objective, numeric[0], numeric[1] if len(numeric) > 1 else None)
     else:
         axes[1].axis("off")
     _save(figure, path)
@@ -91,7 +155,7 @@ def plot_per_class(metrics: dict, path):
     axis.invert_yaxis()
     axis.tick_params(axis="y", labelsize=6 if len(names) > 30 else 9)
     axis.set(xlabel="test accuracy", xlim=(0, 1))
-    axis.legend()
+    _legend_above(axis, 1)
     _save(figure, path)
 
 
@@ -146,8 +210,35 @@ def plot_gallery(worst: pd.DataFrame, channels_dir, path):
     _save(figure, path)
 
 
+def _number(value, digits=4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def headline(evaluation: dict, best: dict, rules: dict) -> list:
+    """The run's numbers as (item, value) rows: report/headline.tsv, which Snakemake's report shows on
+    its landing page (workflow/report/workflow.rst reads it there; Jinja reads no JSON)."""
+    latency = evaluation.get("latency_ms", {})
+    triggered = [r["rule"] for r in rules["rules"] if r["verdict"] == "triggered"]
+    objective = best.get("objective", {})
+    rows = [("test accuracy", _number(evaluation["accuracy"])), ("top-5 accuracy", _number(evaluation["top5_accuracy"])),
+            ("test images", evaluation["n"]), ("classes", len(evaluation.get("per_class_accuracy", {})) or ""),
+            ("chance accuracy", _number(evaluation.get("chance_accuracy", ""))),
+            ("backend", evaluation.get("endpoint", {}).get("backend", "")),
+            *[(f"best {name}", f"{value:.4g}" if isinstance(value, float) else value) for name, value in best["hyperparameters"].items()],
+            ("best trial", f"{best.get('trial')} ({objective.get('metric')} {_number(objective.get('value'))}, "
+                           f"{best.get('trials_completed', '?')} trials completed)"),
+            ("rules triggered", f"{len(triggered)} of {len(rules['rules'])}" + (f": {', '.join(triggered)}" if triggered else "")),
+            ("latency p50 / p95 (ms per request)", f"{latency.get('p50')} / {latency.get('p95')}" if latency else "")]
+    return [(item, " ".join(str(value).split())) for item, value in rows]  # one line each, no tabs
+
+
+def write_headline(rows: list, path):
+    Path(path).write_text("item\tvalue\n" + "".join(f"{item}\t{value}\n" for item, value in rows), encoding="utf-8")
+
+
 def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
-    """inputs: manifest, trials, metrics_csv, evaluation, predictions, channels; outputs: figure and table paths."""
+    """inputs: manifest, trials, metrics_csv, evaluation, predictions, channels, best, rules;
+    outputs: figure and table paths, and headline (the run's numbers, TSV)."""
     manifest = pd.read_csv(inputs["manifest"])
     summary = data_summary(manifest)
     summary.to_csv(outputs["data_summary_table"], index=False)
@@ -155,6 +246,9 @@ def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
     plot_trials(pd.read_csv(inputs["trials"]), objective, parameters, outputs["trials_plot"])
     plot_training_curves(pd.read_csv(inputs["metrics_csv"]), outputs["training_curves"])
     evaluation = json.loads(Path(inputs["evaluation"]).read_text())
+    if "headline" in outputs:
+        write_headline(headline(evaluation, json.loads(Path(inputs["best"]).read_text()),
+                                json.loads(Path(inputs["rules"]).read_text())), outputs["headline"])
     plot_per_class(evaluation, outputs["per_class"])
     plot_confusion(evaluation, outputs["confusion"])
     worst = worst_misclassified(pd.read_csv(inputs["predictions"]))
@@ -171,6 +265,14 @@ def _table(frame: pd.DataFrame, max_rows=200) -> str:
     shown = frame.head(max_rows)
     more = f"<p><em>{len(frame) - max_rows} more rows in the CSV file</em></p>" if len(frame) > max_rows else ""
     return shown.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4g}", border=0) + more
+
+
+def hyperparameter_table(hyperparameters: dict, tuned: dict) -> pd.DataFrame:
+    """The training job's hyperparameters, one row each; where each came from: tuning or the config."""
+    rows = [{"hyperparameter": name, "value": f"{value:.6g}" if isinstance(value, float) else str(value),
+             "from": "tuning (best trial)" if name in tuned else "configuration"} for name, value in hyperparameters.items()]
+    frame = pd.DataFrame(rows, columns=["hyperparameter", "value", "from"])
+    return frame.sort_values("from", ascending=False, kind="stable")  # the tuned ones first
 
 
 def _definitions(pairs) -> str:
@@ -229,8 +331,8 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 {_definitions([*best['hyperparameters'].items(), ('trial', best['trial']), (best['objective']['metric'], best['objective']['value'])])}
 
 <h2>Training</h2>
-<p>Job {html.escape(str(model.get('job_name')))} ({html.escape(str(model.get('status')))}, {model.get('seconds')} s) with
-{html.escape(json.dumps(model.get('hyperparameters', {})))}.</p>
+<p>Job {html.escape(str(model.get('job_name')))} ({html.escape(str(model.get('status')))}, {model.get('seconds')} s), with these hyperparameters:</p>
+{_table(hyperparameter_table(model.get('hyperparameters', {}), best['hyperparameters']))}
 {_image(figures['training_curves'])}
 {_table(metrics)}
 

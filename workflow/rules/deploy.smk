@@ -44,7 +44,7 @@ rule evaluate:
         classes=rules.prepare.output.classes,
         channels=rules.prepare.output.channels,
     output:
-        metrics=R("evaluation/metrics.json"),
+        metrics=report(R("evaluation/metrics.json"), caption="../report/evaluation_metrics.rst", category="Evaluation"),
         predictions=R("evaluation/predictions.csv"),
     params:
         backend=config["backend"],

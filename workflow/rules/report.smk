@@ -1,5 +1,6 @@
 # The run report (`snakemake report`, part of the default target) and the figures it shares with
-# Snakemake's own report (`snakemake --report report.html`). Reads outputs only: no live endpoint.
+# Snakemake's own report (`snakemake --report report.html`; headline.tsv holds the numbers its landing
+# page, workflow/report/workflow.rst, shows). Reads outputs only: no live endpoint.
 
 
 rule report_figures:
@@ -11,7 +12,10 @@ rule report_figures:
         metrics_csv=rules.train.output.metrics,
         evaluation=rules.evaluate.output.metrics,
         predictions=rules.evaluate.output.predictions,
+        best=rules.tune.output.best,
+        rules=rules.check_training_rules.output.rules,
     output:
+        headline=report(R("report/headline.tsv"), caption="../report/headline.rst", category="Summary"),
         data_summary=report(R("report/data_summary.png"), caption="../report/data_summary.rst", category="Data"),
         data_summary_table=report(R("report/data_summary.csv"), caption="../report/data_summary.rst", category="Data"),
         trials_plot=report(R("report/trials.png"), caption="../report/trials.rst", category="Tuning"),

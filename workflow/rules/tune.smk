@@ -8,7 +8,7 @@ rule tune:
         channels=TRAINING_CHANNELS,
     output:
         trials=report(R("tuning/trials.csv"), caption="../report/trials_table.rst", category="Tuning"),
-        best=R("best_hyperparameters.json"),
+        best=report(R("best_hyperparameters.json"), caption="../report/best_hyperparameters.rst", category="Tuning"),
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),

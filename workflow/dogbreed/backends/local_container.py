@@ -8,7 +8,7 @@ runs one local-mode job per trial.
 The endpoint is the framework's inference image run detached under the SageMaker serving contract
 (model at /opt/ml/model, `serve`, port 8080 published on 127.0.0.1): the SDK's own local endpoint
 is a `docker-compose up` owned by the process that deploys, which would stop with the Snakemake job,
-and the endpoint must outlive it (DESIGN §4). Its container id is in the endpoint state file.
+and the endpoint must outlive it (docs/architecture.md §4). Its container id is in the endpoint state file.
 
 Nothing here needs an AWS account: the session gets a region, placeholder credentials (unless the
 store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
