@@ -29,7 +29,8 @@ test-long: $(BIN)/.installed
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml
 
-# stop the endpoint first: its state lives under results/, and without it nothing could find the server
+# stop the demo's endpoint first (teardown lists any other run's it leaves running); the endpoint records in
+# .dogbreed/endpoints/ stay, so a teardown of another run still finds its server after this
 clean: teardown
 	rm -rf results .snakemake store data/raw
 
