@@ -2,7 +2,6 @@
 prints repeats them: a hint without them plans another run (after a demo, the real 1.1 GB download;
 after a SageMaker run, the local results folder while the paid endpoint keeps running)."""
 import os
-import shlex
 
 ENV = "DOGBREED_RUN_OPTIONS"  # set by the Snakefile in the snakemake process; rule scripts inherit it
 FLAGS = ("--configfile", "--configfiles", "--config", "-C")
