@@ -2,6 +2,7 @@
 the accuracy gate, teardown, and a dead endpoint. Runs in a scratch copy of the workflow."""
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -238,12 +239,24 @@ def test_the_accuracy_gate_keeps_the_metrics(deployed):
 
 
 def test_a_training_rule_can_stop_the_run_and_its_evidence_stays(deployed):
-    (deployed / "config/stop.yaml").write_text(yaml.safe_dump({"profiling": {"stop_on": ["Dataloader"]}}))
-    stop = ("--configfile", "config/test.yaml", "config/stop.yaml")
-    assert planned_jobs(deployed, "deploy", *stop) == {"training_rules_gate": 1, "deploy": 1}
-    result = snakemake(deployed, "deploy", *stop, check=False)
-    assert result.returncode != 0 and "training rules set to stop the run triggered: Dataloader" in result.stdout + result.stderr
-    assert (deployed / "results/debugger/rules.json").exists() and (deployed / "results/profiler/profiler-report.html").exists()
+    # A healthy tiny run triggers no rule: its verdicts say one did (Dataloader), with the file's
+    # timestamp kept, so nothing but the gate sees a change; put back afterwards.
+    verdicts = deployed / "results/debugger/rules.json"
+    original, stat = verdicts.read_text(), verdicts.stat()
+    rules = json.loads(original)
+    next(r for r in rules["rules"] if r["rule"] == "Dataloader")["verdict"] = "triggered"
+    verdicts.write_text(json.dumps(rules))
+    os.utime(verdicts, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    try:
+        (deployed / "config/stop.yaml").write_text(yaml.safe_dump({"profiling": {"stop_on": ["Dataloader"]}}))
+        stop = ("--configfile", "config/test.yaml", "config/stop.yaml")
+        assert planned_jobs(deployed, "deploy", *stop) == {"training_rules_gate": 1, "deploy": 1}
+        result = snakemake(deployed, "deploy", *stop, check=False)
+        assert result.returncode != 0 and "training rules set to stop the run triggered: Dataloader" in result.stdout + result.stderr
+        assert verdicts.exists() and (deployed / "results/profiler/profiler-report.html").exists()
+    finally:
+        verdicts.write_text(original)
+        os.utime(verdicts, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_an_inference_edit_redeploys_without_retraining(deployed):
