@@ -1,5 +1,5 @@
-"""Real Snakemake runs interrupted the hard ways: Snakemake killed outright during tuning, and a full
-disk. Each in a scratch copy of the workflow (no deployed run needed)."""
+"""Real Snakemake runs interrupted the hard ways: Snakemake killed outright during tuning, a full
+disk, and a setup error every tuning trial would hit. Each in a scratch copy of the workflow (no deployed run needed)."""
 import signal
 import subprocess
 import time
@@ -79,3 +79,14 @@ def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
     assert full.returncode != 0 and "Traceback" not in out
     said = [line for line in out.splitlines() if "no space left" in line]
     assert len(said) == 1 and said[0].startswith(f"error in rule prepare: no space left on the device holding {small}/results/"), said
+
+
+def test_an_error_every_trial_would_hit_stops_tuning_at_once_in_one_line(workdir):
+    broken = overlay(workdir, "broken", {"results_dir": "results-broken", "model": {"weights": "/nowhere/resnet18.pth"}})
+    result = snakemake(workdir, "tune", *broken, check=False)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error in rule tune:")]
+    assert len(errors) == 1 and "failed before its first step" in errors[0] and "/nowhere/resnet18.pth does not exist" in errors[0]
+    assert "Traceback" not in out and out.count("/nowhere/resnet18.pth does not exist") == 1
+    assert len(list((workdir / "results-broken/jobs").iterdir())) == 1  # one trial ran, not max_jobs
