@@ -13,6 +13,8 @@ min_version("9.0")
 # The orchestration package (workflow/dogbreed) for this file, rule scripts and the endpoint server.
 WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, WORKFLOW_CODE)
+# Rule scripts and the endpoint server are processes of their own: they find the package through this.
+# (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
 
 from dogbreed import run_guard, run_options
@@ -25,9 +27,12 @@ os.environ.setdefault(run_options.ENV, shlex.join(run_options.from_argv(sys.argv
 if stale := run_guard.remove_stale_locks():
     print(stale, file=sys.stderr)
 
+
 configfile: "config.yaml"
 
+
 report: "workflow/report/workflow.rst"  # the landing page of `snakemake --report report.html`
+
 
 coerce_command_line(config)
 check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key

@@ -84,7 +84,7 @@ def copy_workflow(target: Path) -> Path:
     """The workflow's own files in a scratch folder, so a test can edit them and run Snakemake there."""
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, target / name)
-    for name in ("workflow", "scripts", "config", "profiles"):
+    for name in ("workflow", "scripts", "config", "profiles", "envs"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 

@@ -1,16 +1,35 @@
-# Paths, names and helpers shared by the rules.
+# Paths, names and helpers shared by the rules. (--lint's "mixed rules and functions" is about this file:
+# it has functions only, and is where that lint says they belong.)
 import os
 from pathlib import Path
 
 from dogbreed import fetch as fetch_module
-from dogbreed import naming, packaging
+from dogbreed import naming, packaging, store
 
 RESULTS = config["results_dir"]
 if config["store"]["endpoint_url"]:
-    # boto3 reads it in every process (rule scripts, training jobs): one setting for the whole run
+    # boto3 reads it in every process (rule scripts, training jobs): one setting for the whole run.
+    # (--lint: set from the config, not asserted from the caller's environment, so envvars: does not fit.)
     os.environ["AWS_ENDPOINT_URL_S3"] = config["store"]["endpoint_url"]
 BASE = Path(workflow.basedir)
 SCRIPTS_DIR = BASE / "scripts"  # the SageMaker source_dir
+ENVS = BASE / "envs"  # conda: one environment per concern (snakemake --sdm conda); the default is the venv
+
+
+def env(name):
+    return str(ENVS / f"{name}.yaml")
+
+
+def source_dir(wildcards, input):
+    """The folder of the job code among the rule's inputs: SageMaker's source_dir, shipped whole."""
+    return str(next(Path(f).parent for f in input if Path(f).parent == SCRIPTS_DIR))
+
+
+def results_dir(wildcards, input):
+    """results_dir, as the folder of the rule's endpoint.json input (printed in the commands it shows)."""
+    return str(Path(input.endpoint).parent)
+
+
 SOURCE_ID = fetch_module.source_hash(config["data_source"])
 RAW_DIR = f"data/raw/{SOURCE_ID}"
 # data + results folder: a rehearsal and its cloud run, or two runs on one dataset, never share an endpoint
@@ -48,7 +67,9 @@ CONTAINER_CODE = sorted(str(p) for p in SCRIPTS_DIR.iterdir() if p.is_file() and
 TRAINING_CODE = [p for p in CONTAINER_CODE if Path(p).name != "inference.py"]
 SERVING_CODE = [str(SCRIPTS_DIR / name) for name in packaging.SERVING_CODE]
 # what the cached features depend on: an edit of train.py retrains on them, it does not re-extract them
-FEATURE_CODE = [str(SCRIPTS_DIR / name) for name in ("feature_cache.py", "classifier.py", "image_folders.py", "requirements.txt")]
+FEATURE_CODE = [
+    str(SCRIPTS_DIR / name) for name in ("feature_cache.py", "classifier.py", "image_folders.py", "requirements.txt")
+]
 
 
 def backend_settings():
@@ -57,19 +78,34 @@ def backend_settings():
     if config["backend"] in ("sagemaker", "local_container"):
         objective = config["tuning"]["objective"]
         metrics = [{"Name": objective["metric"], "Regex": objective["regex"]}]
-        metrics += [{"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
-                    for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if name != objective["metric"]]
+        metrics += [
+            {"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
+            for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
+            if name != objective["metric"]
+        ]
         settings["metric_definitions"] = metrics  # the same regex the local tuner uses
-        settings["output_s3_uri"] = settings.get("output_s3_uri") or config["store"]["uri"].rstrip("/") + "/jobs"
+        settings["output_s3_uri"] = settings.get("output_s3_uri") or store.join(config["store"]["uri"], "jobs")
     # not confirm_cloud: it is permission, not an input, so granting it reruns nothing (rule_backend reads it)
     return settings
 
 
 # Settings only the endpoint reads: kept out of the jobs' params, so changing one redeploys without
 # retuning or retraining.
-ENDPOINT_SETTINGS = {"host", "port", "threads", "max_batch_size", "max_batch_delay_ms", "torch_threads", "channel_timeout", "connection_limit", "startup_timeout",
-                     "inference_instance_type", "inference_image", "inference_framework_version",
-                     "endpoint_instance_count"}
+ENDPOINT_SETTINGS = {
+    "host",
+    "port",
+    "threads",
+    "max_batch_size",
+    "max_batch_delay_ms",
+    "torch_threads",
+    "channel_timeout",
+    "connection_limit",
+    "startup_timeout",
+    "inference_instance_type",
+    "inference_image",
+    "inference_framework_version",
+    "endpoint_instance_count",
+}
 
 
 def job_backend_settings():
@@ -112,17 +148,24 @@ def uses_feature_cache():
     trial = {**config["hyperparameters"], **config["tuning"]["trial_hyperparameters"]}
     if not (config["hyperparameters"].get("freeze_backbone") and trial.get("freeze_backbone")):
         return False
-    tuned = sorted(set(config["tuning"]["parameters"]) & {"arch", "weights", "image_size", "resize", "augment", "freeze_backbone", "seed"})
+    tuned = sorted(
+        set(config["tuning"]["parameters"])
+        & {"arch", "weights", "image_size", "resize", "augment", "freeze_backbone", "seed"}
+    )
     if tuned:
-        raise ValueError(f"tuning.parameters tunes {', '.join(tuned)}, on which the cached backbone features depend: "
-                         f"tune it with model.feature_cache: false, or fix it in the config")
+        raise ValueError(
+            f"tuning.parameters tunes {', '.join(tuned)}, on which the cached backbone features depend: "
+            f"tune it with model.feature_cache: false, or fix it in the config"
+        )
     return True
 
 
 def feature_hyperparameters():
     """The feature job's flags (scripts/feature_cache.py): what the features depend on, and its loader."""
     fixed = fixed_hyperparameters()
-    flags = {k: fixed[k] for k in ("arch", "weights", "image_size", "resize", "augment", "seed", "num_workers") if k in fixed}
+    flags = {
+        k: fixed[k] for k in ("arch", "weights", "image_size", "resize", "augment", "seed", "num_workers") if k in fixed
+    }
     flags["feature_views"] = config["model"]["feature_views"]
     return flags
 

@@ -6,6 +6,10 @@ rule fetch:
         code("fetch", "demo_data"),
     output:
         f"{RAW_DIR}/fetched.json",
+    log:
+        R("logs/fetch.log"),
+    conda:
+        env("workflow")
     params:
         source=config["data_source"],
         sha256=config["data_sha256"],
@@ -13,8 +17,6 @@ rule fetch:
         fingerprint=fetch_module.source_fingerprint(config["data_source"]),
         demo_seed=config["data"]["demo_seed"],
         extraction_limits=config["data"]["extraction"],
-    log:
-        R("logs/fetch.log"),
     script:
         "../scripts/fetch.py"
 
@@ -28,6 +30,11 @@ rule prepare:
         rejected=report(R("data/rejected.csv"), caption="../report/rejected.rst", category="Data"),
         classes=R("data/classes.json"),
         channels=directory(R("data/channels")),
+    log:
+        R("logs/prepare.log"),
+    conda:
+        env("workflow")
+    threads: 4
     params:
         valid_fraction=config["data"]["valid_fraction"],
         test_fraction=config["data"]["test_fraction"],
@@ -35,9 +42,6 @@ rule prepare:
         min_image_size=config["data"]["min_image_size"],
         max_image_bytes=config["data"]["max_image_bytes"],
         max_image_pixels=config["data"]["max_image_pixels"],
-    threads: 4
-    log:
-        R("logs/prepare.log"),
     script:
         "../scripts/prepare.py"
 
@@ -49,6 +53,10 @@ rule upload:
         channels=rules.prepare.output.channels,
     output:
         R("upload.json"),
+    log:
+        R("logs/upload.log"),
+    conda:
+        env("workflow")
     params:
         backend=config["backend"],
         # the cloud backend prices the whole run before its first upload; no other backend reads these
@@ -57,7 +65,5 @@ rule upload:
         store_uri=config["store"]["uri"],
         store_endpoint_url=config["store"]["endpoint_url"],
         prefix=f"datasets/{SOURCE_ID}",
-    log:
-        R("logs/upload.log"),
     script:
         "../scripts/upload.py"

@@ -9,10 +9,12 @@ rule package_model:
         model=rules.train.output.model,
     output:
         R("deploy/model.tar.gz"),
-    params:
-        source_dir=str(SCRIPTS_DIR),
     log:
         R("logs/package_model.log"),
+    conda:
+        env("serving")
+    params:
+        source_dir=source_dir,
     script:
         "../scripts/package_model.py"
 
@@ -23,14 +25,16 @@ rule start_endpoint:
         model=rules.package_model.output[0],
     output:
         R("endpoint.json"),
+    log:
+        R("logs/start_endpoint.log"),
+    conda:
+        env("serving")
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
         endpoint_name=ENDPOINT_NAME,
         state_dir=ENDPOINT_STATE,
-        results_dir=RESULTS,
-    log:
-        R("logs/start_endpoint.log"),
+        results_dir=lambda wildcards, output: str(Path(output[0]).parent),
     script:
         "../scripts/start_endpoint.py"
 
@@ -46,14 +50,16 @@ rule evaluate:
     output:
         metrics=report(R("evaluation/metrics.json"), caption="../report/evaluation_metrics.rst", category="Evaluation"),
         predictions=R("evaluation/predictions.csv"),
+    log:
+        R("logs/evaluate.log"),
+    conda:
+        env("serving")
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
         batch_size=config["evaluation"]["batch_size"],
         max_request_bytes=config["evaluation"]["max_request_bytes"],
-        results_dir=RESULTS,
-    log:
-        R("logs/evaluate.log"),
+        results_dir=results_dir,
     script:
         "../scripts/evaluate.py"
 
@@ -62,22 +68,18 @@ rule accuracy_gate:
     # Separate from evaluate: when it fails, Snakemake deletes only this rule's output, and the
     # metrics that explain the failure stay on disk.
     input:
+        code("gates"),
         metrics=rules.evaluate.output.metrics,
     output:
         R("evaluation/accuracy_gate.txt"),
-    params:
-        min_accuracy=config["min_accuracy"],
     log:
         R("logs/accuracy_gate.log"),
-    run:
-        import json
-
-        accuracy = json.loads(Path(input.metrics).read_text())["accuracy"]
-        verdict = f"test accuracy {accuracy:.4f}, min_accuracy {params.min_accuracy}"
-        Path(log[0]).write_text(verdict + "\n")
-        if accuracy < params.min_accuracy:
-            raise ValueError(f"accuracy gate failed: {verdict} (metrics kept in {input.metrics})")
-        Path(output[0]).write_text(f"passed: {verdict}\n")
+    conda:
+        env("workflow")
+    params:
+        min_accuracy=config["min_accuracy"],
+    script:
+        "../scripts/accuracy_gate.py"
 
 
 rule deploy:
@@ -94,13 +96,15 @@ rule deploy:
         endpoint=rules.start_endpoint.output[0],
         model=rules.package_model.output[0],
         evaluation=rules.evaluate.output.metrics,
+    log:
+        R("logs/deploy.log"),
+    conda:
+        env("serving")
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
         state_dir=ENDPOINT_STATE,
-        results_dir=RESULTS,
-    log:
-        R("logs/deploy.log"),
+        results_dir=results_dir,
     script:
         "../scripts/deploy.py"
 
@@ -110,13 +114,15 @@ rule teardown:
     # names the others this checkout started.
     input:
         code(*BACKEND_MODULES, "endpoint_registry"),
+    log:
+        R("logs/teardown.log"),
+    conda:
+        env("serving")
     params:
         backend=config["backend"],
         backend_settings=backend_settings(),
         state_dir=ENDPOINT_STATE,
         endpoints_dir=ENDPOINTS_DIR,
         endpoint_name=ENDPOINT_NAME,
-    log:
-        R("logs/teardown.log"),
     script:
         "../scripts/teardown.py"

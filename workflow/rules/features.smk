@@ -9,15 +9,17 @@ rule extract_features:
         manifest=rules.prepare.output.manifest,
     output:
         R("features/channels.json"),
+    log:
+        R("logs/extract_features.log"),
+    conda:
+        env("training")
+    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
         hyperparameters=feature_hyperparameters(),
         store_uri=config["store"]["uri"],
-        source_dir=str(SCRIPTS_DIR),
+        source_dir=source_dir,
         jobs_dir=R("jobs"),
-    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
-    log:
-        R("logs/extract_features.log"),
     script:
         "../scripts/extract_features.py"

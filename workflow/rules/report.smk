@@ -19,16 +19,24 @@ rule report_figures:
         data_summary=report(R("report/data_summary.png"), caption="../report/data_summary.rst", category="Data"),
         data_summary_table=report(R("report/data_summary.csv"), caption="../report/data_summary.rst", category="Data"),
         trials_plot=report(R("report/trials.png"), caption="../report/trials.rst", category="Tuning"),
-        training_curves=report(R("report/training_curves.png"), caption="../report/training_curves.rst", category="Training"),
+        training_curves=report(
+            R("report/training_curves.png"), caption="../report/training_curves.rst", category="Training"
+        ),
         per_class=report(R("report/per_class_accuracy.png"), caption="../report/per_class.rst", category="Evaluation"),
         confusion=report(R("report/confusion_matrix.png"), caption="../report/confusion.rst", category="Evaluation"),
-        misclassified=report(R("report/misclassified.png"), caption="../report/misclassified.rst", category="Evaluation"),
-        misclassified_table=report(R("report/misclassified.csv"), caption="../report/misclassified_table.rst", category="Evaluation"),
+        misclassified=report(
+            R("report/misclassified.png"), caption="../report/misclassified.rst", category="Evaluation"
+        ),
+        misclassified_table=report(
+            R("report/misclassified.csv"), caption="../report/misclassified_table.rst", category="Evaluation"
+        ),
+    log:
+        R("logs/report_figures.log"),
+    conda:
+        env("workflow")
     params:
         objective=config["tuning"]["objective"]["metric"],
         parameters=list(config["tuning"]["parameters"]),
-    log:
-        R("logs/report_figures.log"),
     script:
         "../scripts/report_figures.py"
 
@@ -48,9 +56,11 @@ rule report:
         evaluation=rules.evaluate.output.metrics,
     output:
         R("report.html"),
-    params:
-        config=config,
     log:
         R("logs/report.log"),
+    conda:
+        env("workflow")
+    params:
+        config=config,
     script:
         "../scripts/report.py"

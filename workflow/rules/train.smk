@@ -12,15 +12,17 @@ rule train:
         model_json=R("training/model.json"),
         metrics=report(R("training/metrics.csv"), caption="../report/training_metrics.rst", category="Training"),
         output=directory(R("training/output")),  # the job's output data: debug tensors, profiler files
+    log:
+        R("logs/train.log"),
+    conda:
+        env("training")
+    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
-        source_dir=str(SCRIPTS_DIR),
+        source_dir=source_dir,
         jobs_dir=R("jobs"),
-    threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
-    log:
-        R("logs/train.log"),
     script:
         "../scripts/train.py"
 
@@ -33,10 +35,12 @@ rule check_training_rules:
     output:
         rules=R("debugger/rules.json"),
         tables=directory(R("debugger/tables")),  # the debug tensors as CSV, read once from smdebug
-    params:
-        rules=config["profiling"]["rules"],
     log:
         R("logs/check_training_rules.log"),
+    conda:
+        env("training")
+    params:
+        rules=config["profiling"]["rules"],
     script:
         "../scripts/check_training_rules.py"
 
@@ -53,6 +57,8 @@ rule profiler_report:
         report(R("profiler/profiler-report.html"), caption="../report/profiler_report.rst", category="Profiling"),
     log:
         R("logs/profiler_report.log"),
+    conda:
+        env("training")
     script:
         "../scripts/profiler_report.py"
 
@@ -61,24 +67,15 @@ rule training_rules_gate:
     # Like SageMaker's StopTraining action, after the fact: fails the run when a chosen rule
     # triggered. A separate rule, so rules.json and the report survive the failure.
     input:
+        code("gates"),
         rules=rules.check_training_rules.output.rules,
     output:
         R("debugger/gate.txt"),
-    params:
-        stop_on=config["profiling"]["stop_on"],
     log:
         R("logs/training_rules_gate.log"),
-    run:
-        import json
-
-        verdicts = {r["rule"]: r for r in json.loads(Path(input.rules).read_text())["rules"]}
-        unknown = [name for name in params.stop_on if name not in verdicts]
-        if unknown:
-            raise ValueError(f"profiling.stop_on names rules that did not run: {unknown}")
-        hit = [name for name in params.stop_on if verdicts[name]["verdict"] == "triggered"]
-        lines = [f"{name}: {verdicts[name]['verdict']}" for name in params.stop_on]
-        Path(log[0]).write_text("\n".join(lines) + "\n")
-        if hit:
-            raise ValueError(f"training rules set to stop the run triggered: {', '.join(hit)} "
-                             f"(see {input.rules} and the profiler report)")
-        Path(output[0]).write_text("\n".join(lines) + "\n")
+    conda:
+        env("workflow")
+    params:
+        stop_on=config["profiling"]["stop_on"],
+    script:
+        "../scripts/training_rules_gate.py"

@@ -9,16 +9,18 @@ rule tune:
     output:
         trials=report(R("tuning/trials.csv"), caption="../report/trials_table.rst", category="Tuning"),
         best=report(R("best_hyperparameters.json"), caption="../report/best_hyperparameters.rst", category="Tuning"),
+    log:
+        R("logs/tune.log"),
+    conda:
+        env("training")
+    threads: workflow.cores  # shared out between the trials that run at once (tuning.trial_resources)
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
         tuning=config["tuning"],
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=False)},
-        source_dir=str(SCRIPTS_DIR),
+        source_dir=source_dir,
         study_db=R("tuning/study.sqlite"),  # not an output: it must survive an interrupted tune
         jobs_dir=R("jobs"),
-    threads: workflow.cores  # shared out between the trials that run at once (tuning.trial_resources)
-    log:
-        R("logs/tune.log"),
     script:
         "../scripts/tune.py"

@@ -1,0 +1,11 @@
+from pathlib import Path
+
+from dogbreed import gates
+from dogbreed.rule_runner import run_rule
+
+
+def main(smk):
+    Path(smk.output[0]).write_text(gates.accuracy_gate(smk.input.metrics, smk.params.min_accuracy) + "\n")
+
+
+run_rule(main, snakemake)
