@@ -3,7 +3,6 @@ where they are, snakefmt's format, and a conda environment per rule that agrees 
 (conda channels cannot be reached here: the env files are checked, not built)."""
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
