@@ -122,6 +122,7 @@ def dry_run_jobs(work, *args) -> set:
     return set(re.findall(r"^(\w+)\s+\d+$", result.stdout + result.stderr, re.MULTILINE)) - {"total"}
 
 
+@pytest.mark.long  # a real workflow run and five dry runs: make test-long (make test was at 7 min 55 s)
 def test_the_workflow_extracts_once_reuses_the_store_and_reruns_only_on_its_inputs(tiny_dataset, tmp_path):
     (tmp_path / "work").mkdir()
     work = workflow_with_test_config(tiny_dataset, tmp_path / "work")
