@@ -48,6 +48,8 @@ def setting_up():
     except SetupError as error:
         print(f"{SETUP_FAILED}{error}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except torch.cuda.OutOfMemoryError:  # a batch size, or a GPU shared by parallel trials: not the setup's
+        raise
     except SystemExit as error:  # sys.exit("error: …") in the modules the job shares with feature_cache.py
         if not isinstance(error.code, str):
             raise

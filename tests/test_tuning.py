@@ -25,7 +25,7 @@ SPEC = {
 FAKE_TRAIN = textwrap.dedent("""
     import argparse, json, math, os, time
     parser = argparse.ArgumentParser()
-    for name in ("lr", "batch_size", "layers", "epochs", "sleep", "fail", "setup_fail"):
+    for name in ("lr", "batch_size", "layers", "epochs", "sleep", "fail", "setup_fail", "diverge"):
         parser.add_argument("--" + name, type=float, default=0)
     args = parser.parse_args()
     assert os.environ["SM_CHANNEL_TRAIN"] and os.environ["SM_MODEL_DIR"]
@@ -33,6 +33,9 @@ FAKE_TRAIN = textwrap.dedent("""
         raise SystemExit("job setup failed: weights file /nowhere.pth does not exist (model.weights in config)")
     if args.fail:
         raise SystemExit("planted failure")
+    if args.diverge:  # what train.py prints when the loss went to NaN
+        print("epoch=1 train_loss=nan train_accuracy=0.0 valid_loss=nan valid_accuracy=nan", flush=True)
+        raise SystemExit(0)
     for epoch in range(1, int(args.epochs or 2) + 1):
         time.sleep(args.sleep)
         accuracy = max(0.0, 1 - abs(math.log10(args.lr) + 2) / 3) * epoch / (args.epochs or 2)
@@ -185,6 +188,14 @@ def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_e
     study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "setup", announce=False)
     rows = tuning.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed"] + ["Completed"] * 4
+    assert rows[1]["retry_of"] == 0 and rows[1]["lr"] == rows[0]["lr"]  # the trial it stopped at, run again
+
+
+def test_a_diverged_trial_fails_alone_even_where_the_regex_reads_numbers_only(job_env):
+    spec = {**SPEC, "max_jobs": 2}
+    study = tuning.run_study(spec, runner(job_env, spec, fixed={"diverge": 1}), job_env["db"], "nan", announce=False)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # both ran: not a study stopper
+    assert all("valid_accuracy is nan (the training diverged" in t.user_attrs["failure"] for t in study.trials)
 
 
 def test_a_broken_environment_stops_the_study_too(job_env):
@@ -241,7 +252,7 @@ def test_a_trial_holds_its_slot_while_it_runs():
             kwargs["on_line"]("epoch=1 train_loss=1 train_accuracy=0.5 valid_loss=1 valid_accuracy=0.5")
             return {"status": "Completed", "log": "", "seconds": 0.2}
 
-    spec = {"objective": {"regex": r"valid_accuracy=([0-9.]+)"}}
+    spec = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)"}}
     run = tuning.trial_runner(Backend(), spec, {}, {}, "jobs", "src", "study", tuning.trial_resources(2, gpus=["0", "1"]))
 
     class Trial:

@@ -93,8 +93,8 @@ def make_pruner(spec: dict):
 
 
 def recover_interrupted(study) -> set:
-    """Trials a killed or stopped tune left behind are queued again with the same hyperparameters and
-    the same job name, so the retry resumes from the job's checkpoint.
+    """Trials a killed or stopped tune left behind, or that stopped the study, are queued again with the
+    same hyperparameters and the same job name, so the retry resumes from the job's checkpoint.
 
     Interrupted: left RUNNING (the tune was killed outright; only one tune runs per results folder,
     Snakemake's lock, so a RUNNING trial here is stale) or failed by an interruption (Ctrl-C,
@@ -104,7 +104,9 @@ def recover_interrupted(study) -> set:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     for trial in trials:
-        if trial.number in retried or not (trial.state == TrialState.RUNNING or trial.user_attrs.get("interrupted")):
+        # a trial that stopped the study (it could not set up) runs again after the fix, as it was drawn
+        again = trial.user_attrs.get("interrupted") or trial.user_attrs.get("stopped_study")
+        if trial.number in retried or not (trial.state == TrialState.RUNNING or again):
             continue
         if trial.state == TrialState.RUNNING:
             study.tell(trial.number, state=TrialState.FAIL)
@@ -153,9 +155,9 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
     # configurations: the seed moves on with the trials already there (still the same for a rerun).
     study.sampler = make_sampler(spec, seed + len(study.get_trials(deepcopy=False)))
     interrupted = recover_interrupted(study)
-    # a trial that stopped the study (it could not set up) does not count: the rerun after the fix runs it again
+    # a trial that stopped the study (it could not set up) does not count: it is queued again above
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-                if t.number not in interrupted and not t.user_attrs.get("stopped_study")]
+                if t.number not in interrupted]
     remaining = int(spec["max_jobs"]) - len(finished)
 
     def objective(trial):
@@ -226,7 +228,7 @@ def trial_resources(parallel: int, gpus=None, cpus=None) -> list:
 def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},)):
     """run_trial for run_study: one training job per trial, its objective read with the spec's regex.
     resources: one environment per trial slot (trial_resources); a trial holds one while it runs."""
-    regex = spec["objective"]["regex"]
+    regex, metric = spec["objective"]["regex"], spec["objective"]["metric"]
     slots = queue.Queue()
     for environment in resources:
         slots.put(environment)
@@ -236,13 +238,14 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         job_name = trial.user_attrs.get("job_name") or f"{study_name}-trial-{trial.number:03d}"
         trial.set_user_attr("job_name", job_name)
         trial.set_user_attr("log", str(Path(jobs_dir) / job_name / "log.txt"))  # where both local backends write it
-        values = []
+        values, diverged = [], []
 
         def on_line(line):
-            if metrics.parse_epoch_line(line) is None:
+            if (epoch := metrics.parse_epoch_line(line)) is None:
                 return False
             value = metrics.read_metric(regex, line)
-            if value is None:
+            if value is None:  # a regex for numbers misses "nan": the training diverged, the regex is fine
+                diverged.extend([epoch[metric]] if not math.isfinite(epoch.get(metric, 0.0)) else [])
                 return False
             values.append(value)
             return report(len(values), value)
@@ -259,6 +262,8 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         trial.set_user_attr("seconds", result["seconds"])
         if result["status"] == "Stopped":
             return None
+        if not values and diverged:
+            raise TrialFailed(f"objective {metric} is {diverged[-1]} (the training diverged; log: {result['log']})")
         if not values:  # the same for every trial: the regex or the training script is wrong
             raise StudyStopped(f"{job_name} finished without a line matching the objective regex {regex!r} "
                                f"(tuning.objective.regex); see {result['log']}")

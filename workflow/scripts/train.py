@@ -16,12 +16,12 @@ def main(smk):
     train_channels = {k: channels[k] for k in ("train", "valid")}
     job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
     backend = rule_backend(smk)
-    print(f"training job {job_name} on {smk.params.backend}; its whole log: {Path(smk.params.jobs_dir) / job_name / 'log.txt'}")
+    # local: the job's own few lines above the bar (tqdm.write keeps them apart), the rest, smdebug's
+    # chatter included, only in its log; the SDK's backends stream the job's output themselves
+    echoed = smk.params.backend != "local"
     with tqdm(total=int(hyperparameters.get("epochs", 0)) or None, desc=f"train {job_name}", unit="epoch") as progress:
         def show(line):
-            # the job's own few lines above the bar (tqdm.write keeps them apart); the rest, smdebug's
-            # and the toolkits' chatter included, only in the job's log
-            if metrics.worth_showing(line):
+            if not echoed and metrics.worth_showing(line):
                 progress.write(line.rstrip())
             if metrics.parse_epoch_line(line) is not None:
                 progress.update(1)
@@ -35,7 +35,7 @@ def main(smk):
     pd.DataFrame(result.pop("metrics")).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
-    print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}")
+    print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
 
 
 run_rule(main, snakemake)
