@@ -79,20 +79,6 @@ def _mark_steps(axis, steps, label="triggered"):
         axis.axvline(step, color=TRIGGERED, linestyle=":", linewidth=1.2, label=label if i == 0 else None)
 
 
-def _window_last_steps(debug, rule):
-    """The last step of each window LossNotDecreasing averaged over: from its evidence, or (older
-    runs, whose evidence lacks them) the same windows rebuilt from the saved losses."""
-    evidence, parameters = rule.get("evidence", {}), rule.get("parameters", {})
-    if evidence.get("window_last_steps"):
-        return list(evidence["window_last_steps"])
-    size = parameters.get("num_steps")
-    if not size:
-        return None
-    losses = debug["losses"][debug["losses"]["mode"] == parameters.get("mode", "TRAIN")].sort_values("step")
-    steps = [int(losses["step"].iloc[i + size - 1]) for i in range(0, len(losses) - size + 1, size)]
-    return steps if len(steps) == len(evidence.get("window_mean_losses", [])) else None
-
-
 # --- plots, one per rule (None where there is nothing to draw) --------------------------------
 def _plot_loss(debug, rule=None):
     losses = debug["losses"]
@@ -103,7 +89,8 @@ def _plot_loss(debug, rule=None):
     for mode, part in losses.groupby("mode"):
         axis.plot(part["step"], part["loss"], ".", markersize=3, label=f"{mode.lower()} loss")
     evidence, parameters = rule.get("evidence", {}), rule.get("parameters", {})
-    means, last_steps = evidence.get("window_mean_losses"), _window_last_steps(debug, rule) if rule else None
+    # the rule's own windows (rules.json is rebuilt whenever the rules' code changes, so it has them)
+    means, last_steps = evidence.get("window_mean_losses"), evidence.get("window_last_steps")
     if means and last_steps and len(means) == len(last_steps):
         judged = losses[losses["mode"] == parameters.get("mode", "TRAIN")]
         first = float(judged["step"].min()) if len(judged) else last_steps[0]

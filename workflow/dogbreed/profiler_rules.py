@@ -124,8 +124,9 @@ def dataloader(profile, max_wait_percent=10.0, min_threshold=70, max_threshold=2
     share = 100 * job["num_workers"] / job["cpu_count"]
     waiting = 100 * float(steps["data_wait_s"].sum() / steps["duration_s"].sum())
     workers = "too few" if share < min_threshold else ("too many" if share > max_threshold else "within range")
-    longest = steps.loc[steps["data_wait_s"].idxmax()]
-    return _result([int(steps["data_wait_s"].idxmax())] if waiting > max_wait_percent else [],  # a row, as StepOutlier's
+    row = steps["data_wait_s"].idxmax()
+    longest = steps.loc[row]
+    return _result([int(row)] if waiting > max_wait_percent else [],  # a row, as StepOutlier's
                    {"data_wait_percent_of_step_time": round(waiting, 2), "num_workers": job["num_workers"],
                     "longest_wait": {"epoch": int(longest["epoch"]), "step": int(longest["step"]),
                                      "seconds": round(float(longest["data_wait_s"]), 3)},

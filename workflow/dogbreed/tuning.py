@@ -169,6 +169,8 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
 
         try:
             value = run_trial(trial, hyperparameters, report)
+            if value is not None and not math.isfinite(value):  # a regex that reads "nan" too
+                raise TrialFailed(f"objective is {value} (the training diverged)")
         except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
             trial.set_user_attr("interrupted", True)
             raise
@@ -180,9 +182,6 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
             raise
         if value is None:
             raise optuna.TrialPruned()
-        if not math.isfinite(value):
-            trial.set_user_attr("failure", f"objective is {value} (the training diverged)")
-            raise TrialFailed(trial.user_attrs["failure"])
         return value
 
     done = [len(finished)]
