@@ -247,3 +247,36 @@ def resume_debug_hook(hook, state):
     hook.init_step = hook.step = state["step"]
     hook.mode_steps = {ModeKeys[mode]: step for mode, step in state["mode_steps"].items()}
     hook.mode_steps[ModeKeys.GLOBAL] = state["step"]
+
+
+# --- MLflow: the epochs into the job's run, as they end ---------------------------------------------
+class EpochLogger:
+    """Logs each epoch's metrics into the MLflow run the workflow made for this job (MLFLOW_RUN_ID in the store
+    at MLFLOW_TRACKING_URI, step = epoch), as the epoch ends. Without those variables it does nothing. Without
+    mlflow here (a container image that lacks it), or a store it cannot reach, it says so once and training goes
+    on: the workflow logs what the job could not from metrics.jsonl after the job (workflow/dogbreed/tracking.py)."""
+
+    def __init__(self, env=os.environ):
+        self.client, self.run_id = None, env.get("MLFLOW_RUN_ID")
+        if not (self.run_id and env.get("MLFLOW_TRACKING_URI")):
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            print("mlflow is not installed in this job's environment: the workflow logs its metrics after it", flush=True)
+            return
+        self.client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+
+    def log(self, epoch_metrics: dict):
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(epoch_metrics["epoch"])
+        try:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                        for k, v in epoch_metrics.items() if k != "epoch"])
+        except Exception as error:  # the store went away: the epochs are in metrics.jsonl, the workflow logs them
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            print(f"could not log epoch {step} into MLflow ({first}): the workflow logs the rest after the job", flush=True)
+            self.client = None

@@ -324,6 +324,7 @@ def main(argv=None):
                                            train_images=len(train_set), started=time.time(), precision=compute.describe(),
                                            inputs="cached backbone features" if cached else "images", class_names=classes,
                                            resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
+        epoch_logger = instrumentation.EpochLogger()  # into the job's MLflow run, where the workflow made one
         monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
                    if args.profile else contextlib.nullcontext())
 
@@ -368,6 +369,7 @@ def main(argv=None):
                         "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None},
                        checkpoint_path.with_suffix(".tmp"))
             os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
+            epoch_logger.log(epoch_metrics)
             # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
             print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
     if hook is not None:

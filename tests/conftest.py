@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -210,7 +211,62 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
         assert f"<h2>{section}</h2>" in page
     assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
     assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
+    assert_tracked(results, epochs, trials, job_logs=backend == "local")
     return metrics
+
+
+def job_runs(work: Path, job_name: str) -> list:
+    """The MLflow runs of a training job in a workflow copy's store (tracking.uri's default)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dog-breed").experiment_id
+    return [(run, {name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+                   for name in run.data.metrics})
+            for run in client.search_runs([experiment], f"tags.`dogbreed.job_name` = '{job_name}'")]
+
+
+def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
+    """The run as MLflow has it (read back through its client): the trials and the final training as runs
+    under one workflow run, params under the hyperparameters' names, each epoch's metrics, the final run's
+    artifacts and evaluation; its id in model.json, endpoint.json and the run report."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results.parent / 'mlflow.db'}")
+    model = json.loads((results / "training/model.json").read_text())
+    final = client.get_run(model["tracking"]["run_id"])
+    parent = final.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["dogbreed.role"] == "workflow"
+    children = client.search_runs([final.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    trial_runs = [r for r in children if r.data.tags["dogbreed.role"] == "trial"]
+    rows = pd.read_csv(results / "tuning/trials.csv")
+    assert len(trial_runs) == trials == len(rows)
+    for run in trial_runs:
+        row = rows[rows.job_name == run.data.tags["dogbreed.job_name"]].iloc[0]
+        assert run.data.tags["dogbreed.status"] == row.status
+        assert {"FINISHED": "Completed", "KILLED": "Stopped", "FAILED": "Failed"}[run.info.status] == row.status
+        assert float(run.data.params["lr"]) == pytest.approx(row.lr) and int(run.data.params["batch_size"]) == row.batch_size
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_accuracy")] == [1]
+    assert final.info.status == "FINISHED" and final.data.params["epochs"] == str(epochs)
+    history = client.get_metric_history(final.info.run_id, "valid_accuracy")
+    csv = pd.read_csv(results / "training/metrics.csv")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(zip(csv.epoch, csv.valid_accuracy))
+    evaluation = json.loads((results / "evaluation/metrics.json").read_text())
+    assert final.data.metrics["test_accuracy"] == evaluation["accuracy"]
+    rules = json.loads((results / "debugger/rules.json").read_text())
+    assert final.data.metrics["rules_triggered"] == sum(r["verdict"] == "triggered" for r in rules["rules"])
+    assert final.data.tags["rule.Overfit"] == next(r["verdict"] for r in rules["rules"] if r["rule"] == "Overfit")
+    artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
+    artifacts |= {a.path for a in client.list_artifacts(final.info.run_id, "reports")}
+    assert {"model.tar.gz", "metrics.csv", "rules.json", "metrics.json", "reports/profiler-report.html",
+            "reports/report.html"} <= artifacts
+    assert json.loads((results / "endpoint.json").read_text())["mlflow_run_id"] == final.info.run_id
+    assert final.info.run_id in (results / "report.html").read_text()
+    # a local job logs its epochs itself, as they end (the workflow found none to fill in); a container's are
+    # logged after it, and the rule says so
+    after = "logged from the workflow after"
+    assert (after in (results / "logs/train.log").read_text()) is not job_logs
+    assert (after in (results / "logs/tune.log").read_text()) is not job_logs
 
 
 @pytest.fixture(scope="module")

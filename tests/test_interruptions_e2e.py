@@ -8,7 +8,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import SNAKEMAKE_CORES, VENV_BIN, snakemake, workflow_with_test_config
+from conftest import SNAKEMAKE_CORES, VENV_BIN, job_runs, snakemake, workflow_with_test_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]
 ARGS = ("--configfile", "config/test.yaml")
@@ -61,8 +61,12 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
     rows = (workdir / "results-killed/tuning/trials.csv").read_text().splitlines()
     statuses = [row.split(",")[2] for row in rows[1:]]
     assert statuses == ["Failed", "Completed"], rows
-    log = next((workdir / "results-killed/jobs").glob("*/log.txt")).read_text()
+    (job,) = (workdir / "results-killed/jobs").iterdir()
+    log = (job / "log.txt").read_text()
     assert "resumed from" in log and "after epoch 1" in log
+    # the retry went on in the trial's MLflow run: one run, its epochs from before and after the kill
+    ((run, history),) = job_runs(workdir, job.name)
+    assert run.info.status == "FINISHED" and [step for step, _ in history["valid_accuracy"]] == [1, 2, 3]
 
 
 def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
@@ -89,4 +93,6 @@ def test_an_error_every_trial_would_hit_stops_tuning_at_once_in_one_line(workdir
     errors = [line for line in out.splitlines() if line.startswith("error in rule tune:")]
     assert len(errors) == 1 and "failed before its first step" in errors[0] and "/nowhere/resnet18.pth does not exist" in errors[0]
     assert "Traceback" not in out and out.count("/nowhere/resnet18.pth does not exist") == 1
-    assert len(list((workdir / "results-broken/jobs").iterdir())) == 1  # one trial ran, not max_jobs
+    (job,) = (workdir / "results-broken/jobs").iterdir()  # one trial ran, not max_jobs
+    ((run, _),) = job_runs(workdir, job.name)
+    assert run.info.status == "FAILED" and "/nowhere/resnet18.pth does not exist" in run.data.tags["dogbreed.failure"]

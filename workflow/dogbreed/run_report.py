@@ -17,6 +17,8 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from dogbreed import tracking  # noqa: E402
+
 SPLITS = ["train", "valid", "test"]
 STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
 
@@ -288,6 +290,23 @@ th { background: #f4f4f4; } img { max-width: 100%; } pre { background: #f7f7f7; 
 """
 
 
+def shown_config(config: dict) -> dict:
+    """The config as a report may show it: a tracking URI without a user name or password."""
+    if not (config.get("tracking") or {}).get("uri"):
+        return config
+    return {**config, "tracking": {**config["tracking"], "uri": tracking.shown(config["tracking"]["uri"])}}
+
+
+def tracking_section(model: dict) -> str:
+    """Where the final training's MLflow run is, and the command that opens it."""
+    recorded = model.get("tracking") or {}
+    if not recorded.get("run_id"):
+        return "<p>The final training ran with MLflow tracking off (tracking.enabled).</p>"
+    return (_definitions([("MLflow run of the final training", recorded["run_id"]), ("store", recorded["uri"]),
+                          ("experiment", recorded["experiment"])])
+            + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (README: Tracking).</p>")
+
+
 def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     """files: the run's outputs (paths); figures: the figure paths from make_figures."""
     read = lambda key: json.loads(Path(files[key]).read_text())  # noqa: E731
@@ -313,7 +332,7 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 
 <h2>Configuration</h2>
 <details><summary>the run's configuration (backend {html.escape(config['backend'])}, data source {html.escape(str(config['data_source']))})</summary>
-<pre>{html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))}</pre></details>
+<pre>{html.escape(yaml.safe_dump(shown_config(config), sort_keys=False, allow_unicode=True))}</pre></details>
 
 <h2>Data</h2>
 <p>{sum(totals.values())} images used: {totals['train']} train, {totals['valid']} valid, {totals['test']} test;
@@ -335,6 +354,9 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 {_table(hyperparameter_table(model.get('hyperparameters', {}), best['hyperparameters']))}
 {_image(figures['training_curves'])}
 {_table(metrics)}
+
+<h2>Tracking</h2>
+{tracking_section(model)}
 
 <h2>Debugger and profiler rules</h2>
 <p>The full profiler report: <a href="{html.escape(profiler_link.as_posix())}">{html.escape(profiler_link.as_posix())}</a>.</p>

@@ -136,13 +136,14 @@ def trial_line(trial, spec, finished=None, total=None) -> str:
 
 
 def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0,
-              announce=True):
+              announce=True, tracking=None):
     """Run trials until max_jobs have finished; run_trial(trial, hyperparameters, report) → objective.
 
     report(step, value) tells the pruner an intermediate objective and returns True when the trial
     should stop. A trial that raises TrialFailed is recorded as failed and the study goes on; any
     other error (StudyStopped: one that no hyperparameters would change) ends the study with it.
-    announce: print one line per finished trial. Returns the optuna study.
+    announce: print one line per finished trial. tracking (tracking.TrialTracking): each trial's MLflow run
+    ends with the trial's status. Returns the optuna study.
     """
     # Optuna's own lines (a warning and a traceback per failed trial) are replaced by trial_line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -172,17 +173,24 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
             if value is not None and not math.isfinite(value):  # a regex that reads "nan" too
                 raise TrialFailed(f"objective is {value} (the training diverged)")
         except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
-            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("interrupted", True)  # (its MLflow run stays RUNNING: the retry goes on in it)
             raise
         except TrialFailed as error:
             trial.set_user_attr("failure", str(error))
+            end_run(trial, "Failed", str(error))
             raise
-        except Exception:
+        except Exception as error:
             trial.set_user_attr("stopped_study", True)
+            end_run(trial, "Failed", str(error))
             raise
+        end_run(trial, "Stopped" if value is None else "Completed")
         if value is None:
             raise optuna.TrialPruned()
         return value
+
+    def end_run(trial, status, failure=None):
+        if tracking is not None:
+            tracking.end(trial, status, failure)
 
     done = [len(finished)]
 
@@ -224,9 +232,11 @@ def trial_resources(parallel: int, gpus=None, cpus=None) -> list:
     return [{"OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share, "SM_NUM_CPUS": share} for _ in range(parallel)]
 
 
-def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},)):
+def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},),
+                 tracking=None):
     """run_trial for run_study: one training job per trial, its objective read with the spec's regex.
-    resources: one environment per trial slot (trial_resources); a trial holds one while it runs."""
+    resources: one environment per trial slot (trial_resources); a trial holds one while it runs.
+    tracking (tracking.TrialTracking): each trial an MLflow run, which its job logs its epochs into."""
     regex, metric = spec["objective"]["regex"], spec["objective"]["metric"]
     slots = queue.Queue()
     for environment in resources:
@@ -249,14 +259,18 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
             values.append(value)
             return report(len(values), value)
 
+        logging_into_run = tracking.start(trial, job_name, hyperparameters) if tracking is not None else {}
         environment = slots.get()
         try:
             result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
-                                   source_dir, on_line=on_line, echo=False, keep_model=False, environment=environment)
+                                   source_dir, on_line=on_line, echo=False, keep_model=False,
+                                   environment={**environment, **logging_into_run})
         except JobFailed as error:
             raise failure_of(trial, error) from None
         finally:
             slots.put(environment)
+        if tracking is not None:
+            tracking.job_done(trial, result["metrics"])
         trial.set_user_attr("log", result["log"])
         trial.set_user_attr("seconds", result["seconds"])
         if result["status"] == "Stopped":

@@ -23,6 +23,7 @@ rule start_endpoint:
     input:
         code(*BACKEND_MODULES, "serving", "run_options", "endpoint_registry"),
         model=rules.package_model.output[0],
+        model_json=rules.train.output.model_json,  # the final training's MLflow run id, into endpoint.json
     output:
         R("endpoint.json"),
     log:
@@ -41,8 +42,9 @@ rule start_endpoint:
 
 rule evaluate:
     input:
-        code(*BACKEND_MODULES, "evaluate", "run_options"),
+        code(*BACKEND_MODULES, "evaluate", "run_options", "tracking"),
         endpoint=rules.start_endpoint.output[0],
+        model_json=rules.train.output.model_json,  # the final training's MLflow run, for the evaluation
         model=rules.package_model.output[0],
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,

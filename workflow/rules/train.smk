@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        code(*BACKEND_MODULES, "naming"),
+        code(*BACKEND_MODULES, "naming", "tracking"),
         training_code=TRAINING_CODE,
         channels=TRAINING_CHANNELS,
         best=rules.tune.output.best,
@@ -30,8 +30,9 @@ rule train:
 rule check_training_rules:
     # Debugger and ProfilerReport rules over the final training's own artifacts (docs/architecture.md §3).
     input:
-        code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts"),
+        code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts", "tracking"),
         output=rules.train.output.output,
+        model_json=rules.train.output.model_json,  # the final training's MLflow run, for the verdicts
     output:
         rules=R("debugger/rules.json"),
         tables=directory(R("debugger/tables")),  # the debug tensors as CSV, read once from smdebug
@@ -47,7 +48,7 @@ rule check_training_rules:
 
 rule profiler_report:
     input:
-        code("profiler_report", "debugger_rules", "training_artifacts"),
+        code("profiler_report", "debugger_rules", "training_artifacts", "tracking"),
         rules=rules.check_training_rules.output.rules,
         tables=rules.check_training_rules.output.tables,
         output=rules.train.output.output,

@@ -3,7 +3,7 @@
 
 rule tune:
     input:
-        code(*BACKEND_MODULES, "tuning", "naming"),
+        code(*BACKEND_MODULES, "tuning", "naming", "tracking"),
         training_code=TRAINING_CODE,
         channels=TRAINING_CHANNELS,
     output:

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from dogbreed import job_rules, training_artifacts
+from dogbreed import job_rules, tracking, training_artifacts
 from dogbreed.rule_runner import run_rule
 
 
@@ -12,6 +12,11 @@ def main(smk):
     Path(smk.output.rules).write_text(json.dumps(result, indent=2, default=str))
     for rule in result["rules"]:
         print(f"{rule['rule']:26s} {rule['verdict']}" + (f"  → {rule['recommendation']}" if rule["recommendation"] else ""))
+    # the verdicts into the final training's MLflow run: rules.json, a tag per rule, the count that triggered
+    verdicts = {rule["rule"]: rule["verdict"] for rule in result["rules"]}
+    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output.rules],
+                              metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
+                              tags={f"rule.{name}": verdict for name, verdict in verdicts.items()})
 
 
 run_rule(main, snakemake)

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from dogbreed import evaluate
+from dogbreed import evaluate, tracking
 from dogbreed.rule_runner import rule_backend, run_rule
 
 
@@ -14,6 +14,9 @@ def main(smk):
                                              evaluate.served_transform(smk.input.model))
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output.metrics], metrics={
+        "test_accuracy": metrics["accuracy"], "test_top5_accuracy": metrics["top5_accuracy"],
+        "latency_p50_ms": metrics["latency_ms"]["p50"], "latency_p99_ms": metrics["latency_ms"]["p99"]})
     print(f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
           f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request")
 

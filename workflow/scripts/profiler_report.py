@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dogbreed import profiler_report, training_artifacts
+from dogbreed import profiler_report, tracking, training_artifacts
 from dogbreed.rule_runner import run_rule
 
 
@@ -16,6 +16,7 @@ def main(smk):
     Path(smk.output[0]).parent.mkdir(parents=True, exist_ok=True)
     Path(smk.output[0]).write_text(page, encoding="utf-8")
     print(f"wrote {smk.output[0]}")
+    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
     theirs = Path(smk.input.output) / "sagemaker-profiler-report"
     if theirs.is_dir():  # SageMaker's own ProfilerReport, where the account still runs Debugger rules
         target = Path(smk.output[0]).parent / "sagemaker"

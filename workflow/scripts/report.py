@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from dogbreed import run_report
+from dogbreed import run_report, tracking
 from dogbreed.rule_runner import run_rule
 
 FIGURES = ["data_summary", "data_summary_table", "trials_plot", "training_curves", "per_class", "confusion",
@@ -12,6 +12,7 @@ def main(smk):
     page = run_report.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0])
     Path(smk.output[0]).write_text(page, encoding="utf-8")
     print(f"wrote {smk.output[0]}")
+    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
 
 
 run_rule(main, snakemake)

@@ -9,6 +9,8 @@ def main(smk):
     backend = rule_backend(smk)
     endpoint_registry.note_run(smk.params.state_dir, smk.params.results_dir, smk.params.backend)
     endpoint = backend.deploy(smk.input.model, smk.params.endpoint_name, smk.params.state_dir)
+    # which training this endpoint serves, as MLflow knows it (None: trained with tracking off)
+    endpoint["mlflow_run_id"] = (json.loads(Path(smk.input.model_json).read_text()).get("tracking") or {}).get("run_id")
     Path(smk.output[0]).write_text(json.dumps(endpoint, indent=2))
     print(f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: {run_options.command('teardown')})")
 

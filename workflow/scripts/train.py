@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from dogbreed import metrics, naming, store
+from dogbreed import metrics, naming, store, tracking
 from dogbreed.rule_runner import rule_backend, run_rule
 
 
@@ -16,6 +16,16 @@ def main(smk):
     train_channels = {k: channels[k] for k in ("train", "valid")}
     job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
     backend = rule_backend(smk)
+    tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
+    if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
+        workflow_run = (best.get("tracking") or {}).get("workflow_run_id") or tracker.workflow_run(
+            Path(smk.output.model).parents[1], best.get("study") or job_name, smk.params.backend)
+        run_id = tracker.job_run(job_name, workflow_run, "final training", hyperparameters,
+                                 tags={"tuned_from": best["job_name"]})
+        job_logs = tracking.job_reachable(tracker.uri, smk.params.backend)
+        print(f"mlflow: the final training is {tracker.run_link(run_id)}"
+              + ("" if job_logs else f"; {smk.params.backend} jobs cannot reach it, so its metrics are logged from "
+                                     f"the workflow after the job"))
     # local: the job's own few lines above the bar (tqdm.write keeps them apart), the rest, smdebug's
     # chatter included, only in its log; the SDK's backends stream the job's output themselves
     echoed = smk.params.backend != "local"
@@ -27,13 +37,25 @@ def main(smk):
                 progress.update(1)
             return False  # never stop the job
 
-        result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
-                               on_line=show, echo=False)
+        try:
+            result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
+                                   on_line=show, echo=False,
+                                   environment=tracker.job_environment(run_id) if job_logs else None)
+        except Exception as error:
+            if run_id is not None:
+                tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
+            raise
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
-    pd.DataFrame(result.pop("metrics")).to_csv(smk.output.metrics, index=False)
+    epochs = result.pop("metrics")
+    pd.DataFrame(epochs).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
+    if run_id is not None:
+        if (filled := tracker.fill_in(run_id, epochs)) and job_logs:
+            print(f"mlflow: the job did not log {filled} epoch(s) itself (see its log): logged from the workflow after it")
+        tracker.end(run_id, "Completed", files=[smk.output.model, smk.output.metrics])
+        result["tracking"] = {"run_id": run_id, "uri": tracking.shown(tracker.uri), "experiment": tracker.experiment}
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
     print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
 

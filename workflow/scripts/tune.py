@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dogbreed import naming
+from dogbreed import naming, tracking
 from dogbreed.rule_runner import rule_backend, run_rule
 
 
@@ -19,8 +19,21 @@ def main(smk):
     parallel = min(spec["max_parallel_jobs"], smk.threads)
     print(f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "
           f"parallel={parallel}, trial logs under {smk.params.jobs_dir}/")
+    # MLflow (config tracking:, not a param: where runs are recorded reruns nothing): the trials under the run's
+    # workflow run, which the final training joins (its id goes to best_hyperparameters.json)
+    tracker, trials_tracking = tracking.tracker(smk.config), None
+    if tracker is not None:
+        workflow_run = tracker.workflow_run(Path(smk.output.best).parent, study_name, smk.params.backend)
+        trials_tracking = tracking.TrialTracking(tracker, workflow_run, smk.params.backend, fixed)
+        print(f"mlflow: the trials are runs under {tracker.run_link(workflow_run)}")
     rows, best = backend.tune(spec, fixed, {k: channels[k] for k in ("train", "valid")}, smk.params.jobs_dir,
-                              smk.params.source_dir, study_name, smk.params.study_db, parallel)
+                              smk.params.source_dir, study_name, smk.params.study_db, parallel, tracking=trials_tracking)
+    if tracker is not None:
+        objective = best["objective"]
+        tracker.log(workflow_run, metrics={f"best_{objective['metric']}": objective["value"]},
+                    tags={tracking.TAG + "best_trial": best["job_name"]})
+        best["tracking"] = {"workflow_run_id": workflow_run, "uri": tracking.shown(tracker.uri),
+                            "experiment": tracker.experiment}
     table = pd.DataFrame(rows)
     table.to_csv(smk.output.trials, index=False)
     print(table.drop(columns=["log"], errors="ignore").to_string(index=False))

@@ -85,18 +85,19 @@ class Backend:
         a tuning trial's GPU or share of the CPU threads); a job on an instance of its own has them all."""
         raise NotImplementedError
 
-    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
+    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,
+             tracking=None):
         """Run the tuning spec; returns (trials table rows, best trial).
 
         The default is the project's own tuner (Optuna, docs/architecture.md §1): every trial is a training job
         of this backend, its objective read from the job's log lines. SageMaker overrides it with
-        its HyperparameterTuner.
+        its HyperparameterTuner. tracking (tracking.TrialTracking): every trial an MLflow run.
         """
         from dogbreed import tuning
 
         run_trial = tuning.trial_runner(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name,
-                                        tuning.trial_resources(parallel))
-        study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"])
+                                        tuning.trial_resources(parallel), tracking)
+        study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"], tracking=tracking)
         return tuning.trials_table(study, spec), tuning.best_trial(study, spec)
 
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:

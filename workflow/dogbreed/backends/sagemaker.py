@@ -117,9 +117,9 @@ class SageMakerBackend(Backend):
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None):
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None):
         """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
-        job's own checkpoint prefix (spot training)."""
+        job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run)."""
         from sagemaker.pytorch import PyTorch
 
         refuse_local_files(hyperparameters)
@@ -133,6 +133,8 @@ class SageMakerBackend(Backend):
                       hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
                       output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
                       debugger_hook_config=False)  # train.py runs its own smdebug hook (--debug)
+        if environment:
+            kwargs["environment"] = dict(environment)
         if s["output_s3_uri"].startswith("s3://"):
             # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
             # root, where a policy scoped to the store's prefix would deny the upload
@@ -188,7 +190,7 @@ class SageMakerBackend(Backend):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
             self.confirm([self._training_cost(f"training job {name}")])
-            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name)
+            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name, environment=environment)
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
@@ -252,7 +254,8 @@ class SageMakerBackend(Backend):
                 print(f"SageMaker's profiler report was not fetched: {error}")
 
     # --- tuning ---------------------------------------------------------------------------------
-    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1):
+    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,
+             tracking=None):
         from sagemaker.inputs import TrainingInput
         from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter,
                                      WarmStartConfig, WarmStartTypes)
@@ -297,7 +300,10 @@ class SageMakerBackend(Backend):
         self._wait(lambda: self._wait_for_tuning(job_name),
                    lambda: self.client.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name))
         names = [d["HyperParameterTuningJobName"] for d in self._tuning_jobs(tuning_name)] or [job_name]
-        return self._trials(spec, names)
+        rows, best = self._trials(spec, names)
+        if tracking is not None:  # the trials ran in SageMaker's tuner: their runs are logged when it is done
+            tracking.log_finished(rows, spec)
+        return rows, best
 
     def _tuning_jobs(self, tuning_name):
         jobs = []
