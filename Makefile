@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-long teardown clean container-images container-stop container-clean test-container
+.PHONY: demo test test-long teardown clean container-images container-stop container-clean test-container mlflow-ui optuna-dashboard
 # no AWS client here ever asks the instance-metadata address for credentials
 export AWS_EC2_METADATA_DISABLED := true
 
@@ -25,6 +25,22 @@ test: $(BIN)/.installed
 # a killed Snakemake, a full disk
 test-long: $(BIN)/.installed
 	$(BIN)/pytest -n 2 --dist loadfile -m long
+
+# The UIs, in an environment of their own (requirements-ui.txt: full mlflow cannot live beside smdebug's protobuf
+# pin), on 127.0.0.1. MLflow: every results folder's runs (tracking.uri's default store); Optuna: one study DB.
+UI_VENV := .venv-ui
+STUDY ?= results/tuning/study.sqlite
+$(UI_VENV)/.installed: requirements-ui.txt
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_VENV)/bin/pip install --quiet --upgrade pip
+	$(UI_VENV)/bin/pip install -r requirements-ui.txt
+	touch $@
+
+mlflow-ui: $(UI_VENV)/.installed
+	MLFLOW_DISABLE_TELEMETRY=true $(UI_VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+optuna-dashboard: $(UI_VENV)/.installed
+	$(UI_VENV)/bin/optuna-dashboard sqlite:///$(STUDY) --host 127.0.0.1 --port 8081
 
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml

@@ -48,7 +48,8 @@ def test_each_conda_env_parses_and_pins_what_requirements_pin(env_file):
     env = yaml.safe_load(env_file.read_text())
     assert env["name"] == f"dogbreed-{env_file.stem}" and "python=3.11" in env["dependencies"]
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    required = pins((REPO / "requirements.txt").read_text().splitlines())
+    # the UIs' env against the UIs' requirements (make mlflow-ui), the rules' envs against the workflow's
+    required = pins((REPO / ("requirements-ui.txt" if env_file.stem == "ui" else "requirements.txt")).read_text().splitlines())
     theirs = pins(pip)
     assert theirs and all(theirs[name] == required.get(name) for name in theirs), {n: (v, required.get(n)) for n, v in theirs.items()}
     unpinned = [p for p in pip if "==" not in p]
@@ -62,3 +63,11 @@ def test_every_rule_names_an_env_that_exists():
         name = block.split(":")[0]
         used = re.findall(r'conda:\n\s+env\("(\w+)"\)', block)
         assert len(used) == 1 and (REPO / f"envs/{used[0]}.yaml").is_file(), name
+
+
+def test_the_ui_opens_the_store_at_the_version_that_wrote_it():
+    """The UI's full mlflow is the workflow's mlflow-skinny version (a newer UI would migrate the store's schema
+    under the workflow's client), and its Optuna the tuner's (the study database's schema)."""
+    workflow, ui = (pins((REPO / name).read_text().splitlines()) for name in ("requirements.txt", "requirements-ui.txt"))
+    assert ui["mlflow"] == workflow["mlflow-skinny"] and ui["optuna"] == workflow["optuna"]
+    assert all(ui[name] == workflow[name] for name in ("sqlalchemy", "alembic"))

@@ -422,3 +422,31 @@ def test_v100_instances_are_refused_before_launching(aws, tmp_path):
     with pytest.raises(JobFailed, match=r"ml.p3.2xlarge has V100 GPUs \(CUDA sm_70\).*PyTorch 2.8"):
         backend.train("train-v100", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert sent(captured, "CreateTrainingJob") == []
+
+
+def test_a_tuning_jobs_trials_become_runs_after_it_and_a_server_uri_reaches_the_job(aws, tmp_path, capsys):
+    """SageMaker's tuner runs the trials: their MLflow runs are logged from its trials table afterwards, once.
+    A tracking server (not this machine's SQLite file) reaches the training job through its environment."""
+    from conftest import job_runs
+    from dogbreed import tracking
+
+    captured = []
+    backend = backend_for(aws, captured)
+    answer_one_completed_trial(backend)
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "dog-breed")
+    trials = tracking.TrialTracking(tracker, tracker.workflow_run(tmp_path / "results", "tune-mlf", "sagemaker"),
+                                    "sagemaker", {"epochs": 3})
+    for _ in range(2):  # a rerun logs no trial twice
+        backend.tune(SPEC, {"epochs": 3}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-mlf", None, tracking=trials)
+    out = capsys.readouterr().out
+    assert "sagemaker jobs cannot reach sqlite:///" in out and "logged from the workflow after it" in out
+    ((run, history),) = job_runs(tmp_path, "t-1")
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.01" and run.data.params["epochs"] == "3"
+    assert history["valid_accuracy"] == [(0, 0.5)]
+
+    put_job_outputs(aws, "train-mlf")
+    environment = tracker.job_environment("abc123") | {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
+    backend.train("train-mlf", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts", environment=environment)
+    (request,) = sent(captured, "CreateTrainingJob")
+    assert request["Environment"]["MLFLOW_RUN_ID"] == "abc123"
+    assert request["Environment"]["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"

@@ -86,8 +86,8 @@ class Tracker:
                 os.environ.setdefault(key, value)
             from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(self.uri)
             try:
+                client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
                 if found is None:
                     self._experiment_id = client.create_experiment(self.experiment, artifact_location=self._artifacts())

@@ -1,0 +1,117 @@
+"""MLflow tracking (workflow/dogbreed/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
+store, read back through MLflow's own client. The workflow's runs end to end: conftest.assert_tracked."""
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dogbreed import tracking
+from dogbreed.config import ConfigError, check_config
+from conftest import REPO
+from instrumentation import EpochLogger
+
+EPOCHS = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.2 * e, "valid_loss": 1.5 / e, "valid_accuracy": 0.1 * e,
+           "epoch_seconds": 2.0} for e in (1, 2, 3)]
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    return tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "dog-breed")
+
+
+def history(tracker, run_id, name="valid_accuracy"):
+    return sorted((m.step, m.value) for m in tracker.client.get_metric_history(run_id, name))
+
+
+def test_a_relative_sqlite_store_is_made_absolute_and_credentials_are_never_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert tracking.shown("https://me:secret@mlflow.example.com:8443/x") == "https://mlflow.example.com:8443/x"
+    assert tracking.shown("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+
+
+def test_who_logs_a_jobs_epochs():
+    assert tracking.job_reachable("sqlite:////abs/m.db", "local")
+    assert not tracking.job_reachable("sqlite:////abs/m.db", "local_container")  # neither the file nor mlflow there
+    assert not tracking.job_reachable("sqlite:////abs/m.db", "sagemaker")
+    assert not tracking.job_reachable("http://127.0.0.1:5000", "sagemaker")  # this machine, not the cloud's
+    assert tracking.job_reachable("https://mlflow.example.com", "sagemaker")
+
+
+def test_tracking_can_be_switched_off_and_the_file_store_is_refused_by_name():
+    assert tracking.tracker({"tracking": {"enabled": False}}) is None
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["tracking"]["uri"] = "./mlruns"
+    with pytest.raises(ConfigError, match=r"tracking.uri: './mlruns' .*sqlite:///mlflow.db"):
+        check_config(config, REPO / "workflow/schemas/config.schema.yaml")
+
+
+def test_a_store_that_cannot_be_used_is_one_line_naming_the_key(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    broken = tracking.Tracker(f"sqlite:///{blocked}/mlflow.db", "dog-breed")
+    with pytest.raises(tracking.TrackingError, match=r"tracking.uri=sqlite:///.*a-file/mlflow.db cannot be used: .*tracking.enabled: false"):
+        broken.workflow_run(tmp_path / "results", "tune-x", "local")
+
+
+def test_runs_group_under_one_workflow_run_and_a_resumed_job_goes_on_in_its_run(tracker, tmp_path):
+    parent = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    assert tracker.workflow_run(tmp_path / "results", "tune-abc", "local") == parent  # a rerun finds it again
+    assert tracker.workflow_run(tmp_path / "results-2", "tune-abc", "local") != parent  # another results folder
+    run = tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16}, tags={"trial": 0})
+    assert tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16}) == run  # unfinished: resumed
+    tracker.end(run, "Stopped")
+    again = tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16})
+    assert again != run  # a finished run is never reopened: the job ran anew
+    stored = tracker.client.get_run(run)
+    assert stored.info.status == "KILLED" and stored.data.tags["dogbreed.status"] == "Stopped"
+    assert stored.data.params == {"lr": "0.01", "batch_size": "16"}
+    assert stored.data.tags["mlflow.parentRunId"] == parent and stored.data.tags["dogbreed.trial"] == "0"
+    # the artifacts of a SQLite store beside it
+    assert stored.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_the_workflow_fills_in_only_the_epochs_the_job_did_not_log(tracker, tmp_path):
+    parent = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    run = tracker.job_run("train-1", parent, "final training", {"lr": 0.01})
+    logger = EpochLogger({**tracker.job_environment(run)})
+    logger.log(EPOCHS[0])  # the job logged epoch 1 before it lost the store
+    assert tracker.fill_in(run, EPOCHS) == 2
+    assert history(tracker, run) == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
+    assert tracker.fill_in(run, EPOCHS) == 0
+
+
+def test_a_job_without_the_variables_logs_nothing_and_one_that_loses_the_store_says_so_once(tracker, tmp_path, capsys):
+    EpochLogger({}).log(EPOCHS[0])  # run by hand: nothing to log into, nothing said
+    assert capsys.readouterr().out == ""
+    logger = EpochLogger({"MLFLOW_TRACKING_URI": tracker.uri, "MLFLOW_RUN_ID": "0" * 32})  # no such run
+    logger.log(EPOCHS[0])
+    logger.log(EPOCHS[1])
+    out = capsys.readouterr().out
+    assert out.count("could not log epoch") == 1 and "the workflow logs the rest after the job" in out
+
+
+def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, capsys):
+    parent = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    run = tracker.job_run("train-1", parent, "final training", {"lr": 0.01})
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"tracking": {"run_id": run, "uri": tracker.uri, "experiment": "dog-breed"}}))
+    verdicts = tmp_path / "rules.json"
+    verdicts.write_text("{}")
+    config = {"tracking": {"enabled": True, "uri": tracker.uri, "experiment": "dog-breed"}}
+    tracking.log_to_final_run(config, model_json, files=[verdicts], metrics={"rules_triggered": 1}, tags={"rule.Overfit": "ok"})
+    stored = tracker.client.get_run(run)
+    assert stored.data.metrics["rules_triggered"] == 1 and stored.data.tags["rule.Overfit"] == "ok"
+    assert [a.path for a in tracker.client.list_artifacts(run)] == ["rules.json"]
+    # trained with tracking off: said, and nothing else happens
+    model_json.write_text(json.dumps({}))
+    tracking.log_to_final_run(config, model_json, files=[verdicts])
+    assert "ran with tracking off" in capsys.readouterr().out
+    # tracking.uri changed since: the run is still found where it is
+    moved = {"tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/other.db", "experiment": "dog-breed"}}
+    model_json.write_text(json.dumps({"tracking": {"run_id": run, "uri": tracker.uri, "experiment": "dog-breed"}}))
+    tracking.log_to_final_run(moved, model_json, metrics={"test_accuracy": 0.5})
+    assert MlflowClient(tracker.uri).get_run(run).data.metrics["test_accuracy"] == 0.5
