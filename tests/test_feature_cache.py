@@ -126,7 +126,8 @@ def dry_run_jobs(work, *args) -> set:
 def test_the_workflow_extracts_once_reuses_the_store_and_reruns_only_on_its_inputs(tiny_dataset, tmp_path):
     (tmp_path / "work").mkdir()
     work = workflow_with_test_config(tiny_dataset, tmp_path / "work")
-    frozen = {"hyperparameters": {"freeze_backbone": True}, "model": {"feature_views": 2}}
+    # (and MLflow off: nothing is tracked, nothing fails for it)
+    frozen = {"hyperparameters": {"freeze_backbone": True}, "model": {"feature_views": 2}, "tracking": {"enabled": False}}
     (work / "config/frozen.yaml").write_text(yaml.safe_dump(frozen))
     args = ("--configfile", "config/test.yaml", "config/frozen.yaml")
     snakemake(work, "train", *args)
@@ -138,6 +139,7 @@ def test_the_workflow_extracts_once_reuses_the_store_and_reruns_only_on_its_inpu
         assert "the head on cached backbone features (2 view(s))" in (trial / "log.txt").read_text()
     model = json.loads((results / "training/model.json").read_text())
     assert model["hyperparameters"]["freeze_backbone"] is True
+    assert "tracking" not in model and not (work / "mlflow.db").exists() and not (work / "mlartifacts").exists()
     assert "cached backbone features" in (results / "training/output/profiler/job.json").read_text()
     with tarfile.open(results / "training/model.tar.gz") as archive:  # the whole network, as served
         archive.extractall(tmp_path / "model", filter="data")

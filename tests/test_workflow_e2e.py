@@ -102,6 +102,8 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     assert planned_jobs(deployed, *ARGS, "--config", "backend=sagemaker") == {"upload": 1, "tune": 1, **AFTER_TRAINING}
     everything = planned_jobs(deployed, *ARGS, "--config", "data_source=demo")
     assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
+    tracking = overlay(deployed, "tracking", {"tracking": {"enabled": False, "uri": "sqlite:///elsewhere.db"}})
+    assert planned_jobs(deployed, *tracking) == {}  # where runs are recorded is no input of any result
     rehearsal = planned_jobs(deployed, *ARGS, "--config", "results_dir=results-rehearsal")
     assert rehearsal == {"prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}  # downloads are shared
 

@@ -17,8 +17,6 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dogbreed import tracking  # noqa: E402
-
 SPLITS = ["train", "valid", "test"]
 STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
 
@@ -290,13 +288,6 @@ th { background: #f4f4f4; } img { max-width: 100%; } pre { background: #f7f7f7; 
 """
 
 
-def shown_config(config: dict) -> dict:
-    """The config as a report may show it: a tracking URI without a user name or password."""
-    if not (config.get("tracking") or {}).get("uri"):
-        return config
-    return {**config, "tracking": {**config["tracking"], "uri": tracking.shown(config["tracking"]["uri"])}}
-
-
 def tracking_section(model: dict) -> str:
     """Where the final training's MLflow run is, and the command that opens it."""
     recorded = model.get("tracking") or {}
@@ -332,7 +323,7 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 
 <h2>Configuration</h2>
 <details><summary>the run's configuration (backend {html.escape(config['backend'])}, data source {html.escape(str(config['data_source']))})</summary>
-<pre>{html.escape(yaml.safe_dump(shown_config(config), sort_keys=False, allow_unicode=True))}</pre></details>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))}</pre></details>
 
 <h2>Data</h2>
 <p>{sum(totals.values())} images used: {totals['train']} train, {totals['valid']} valid, {totals['test']} test;

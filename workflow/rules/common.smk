@@ -108,6 +108,12 @@ ENDPOINT_SETTINGS = {
 }
 
 
+def reported_config():
+    """The config the run report shows: less what is no input of any result (permission to spend, where runs are
+    tracked; the report's Tracking section says where the final run is), so changing those reruns nothing."""
+    return {k: v for k, v in config.items() if k not in ("confirm_cloud", "tracking")}
+
+
 def job_backend_settings():
     """backend_settings() less what only the endpoint reads: what tuning and training jobs get."""
     return {k: v for k, v in backend_settings().items() if k not in ENDPOINT_SETTINGS}

@@ -5,7 +5,7 @@
 
 rule report_figures:
     input:
-        code("run_report", "tracking"),
+        code("run_report"),
         manifest=rules.prepare.output.manifest,
         channels=rules.prepare.output.channels,
         trials=rules.tune.output.trials,
@@ -61,6 +61,6 @@ rule report:
     conda:
         env("workflow")
     params:
-        config=config,
+        config=reported_config(),
     script:
         "../scripts/report.py"
