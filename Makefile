@@ -30,6 +30,7 @@ test-long: $(BIN)/.installed
 # pin), on 127.0.0.1. MLflow: every results folder's runs (tracking.uri's default store); Optuna: one study DB.
 UI_VENV := .venv-ui
 STUDY ?= results/tuning/study.sqlite
+TRACKING_URI ?= sqlite:///mlflow.db
 $(UI_VENV)/.installed: requirements-ui.txt
 	$(PYTHON) -m venv $(UI_VENV)
 	$(UI_VENV)/bin/pip install --quiet --upgrade pip
@@ -37,7 +38,7 @@ $(UI_VENV)/.installed: requirements-ui.txt
 	touch $@
 
 mlflow-ui: $(UI_VENV)/.installed
-	MLFLOW_DISABLE_TELEMETRY=true $(UI_VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_DISABLE_TELEMETRY=true $(UI_VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
 
 optuna-dashboard: $(UI_VENV)/.installed
 	$(UI_VENV)/bin/optuna-dashboard sqlite:///$(STUDY) --host 127.0.0.1 --port 8081

@@ -68,8 +68,10 @@ wheelhouse() {  # every wheel the images install, fetched or built once by the h
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "the wheelhouse needs Python 3.11 (the images' Python): set PYTHON=python3.11" >&2; exit 1; }
   rm -rf "$STATE/wheelhouse" && mkdir -p "$STATE/wheelhouse"
-  # the project's pins (requirements.txt) hold in the images too; pip takes no extras in constraints
-  sed -E 's/\[[^]]*\]//' requirements.txt >"$STATE/wheelhouse/constraints.txt"
+  # the project's pins (requirements.txt) hold in the images too; pip takes no extras in constraints. Not its
+  # protobuf pin: that is smdebug's 3.20.3 held beside mlflow-skinny on the host; the training toolkit's layer
+  # takes the protobuf it needs, as the DLC does (the images have no mlflow)
+  sed -E 's/\[[^]]*\]//' requirements.txt | grep -v '^protobuf==' >"$STATE/wheelhouse/constraints.txt"
   # one resolution per layer, as the images install them (training's protobuf differs from base's)
   for layer in base training inference; do
     "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" -c "$STATE/wheelhouse/constraints.txt" \

@@ -262,10 +262,13 @@ class EpochLogger:
             return
         try:
             from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         except ImportError:
             print("mlflow is not installed in this job's environment: the workflow logs its metrics after it", flush=True)
-            return
-        self.client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        except Exception as error:  # a store it cannot open: the job trains on, the workflow logs its epochs
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            print(f"could not open the MLflow store ({first}): the workflow logs this job's metrics after it", flush=True)
 
     def log(self, epoch_metrics: dict):
         if self.client is None:

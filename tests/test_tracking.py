@@ -27,13 +27,15 @@ def test_a_relative_sqlite_store_is_made_absolute_and_credentials_are_never_show
     monkeypatch.chdir(tmp_path)
     assert tracking.resolve_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
     assert tracking.resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
-    assert tracking.shown("https://me:secret@mlflow.example.com:8443/x") == "https://mlflow.example.com:8443/x"
+    assert tracking.shown("postgresql://me:secret@db.example.com:5432/mlflow") == "postgresql://db.example.com:5432/mlflow"
+    assert tracking.shown("https://me:secret@[::1]:8443/x") == "https://[::1]:8443/x"
     assert tracking.shown("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
 
 
 def test_who_logs_a_jobs_epochs():
     assert tracking.job_reachable("sqlite:////abs/m.db", "local")
-    assert not tracking.job_reachable("sqlite:////abs/m.db", "local_container")  # neither the file nor mlflow there
+    assert not tracking.job_reachable("sqlite:////abs/m.db", "local_container")  # not this machine's file
+    assert tracking.job_reachable("https://mlflow.example.com", "local_container")
     assert not tracking.job_reachable("sqlite:////abs/m.db", "sagemaker")
     assert not tracking.job_reachable("http://127.0.0.1:5000", "sagemaker")  # this machine, not the cloud's
     assert tracking.job_reachable("https://mlflow.example.com", "sagemaker")
@@ -46,6 +48,9 @@ def test_tracking_can_be_switched_off_and_the_file_store_is_refused_by_name():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["tracking"]["uri"] = "./mlruns"
     with pytest.raises(ConfigError, match=r"tracking.uri: './mlruns' .*sqlite:///mlflow.db"):
+        check_config(config, REPO / "workflow/schemas/config.schema.yaml")
+    config["tracking"]["uri"] = "https://me:secret@mlflow.example.com"
+    with pytest.raises(ConfigError, match=r"tracking.uri: a server's user name or password .*MLFLOW_TRACKING_TOKEN"):
         check_config(config, REPO / "workflow/schemas/config.schema.yaml")
 
 
@@ -110,8 +115,33 @@ def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, ca
     model_json.write_text(json.dumps({}))
     tracking.log_to_final_run(config, model_json, files=[verdicts])
     assert "ran with tracking off" in capsys.readouterr().out
-    # tracking.uri changed since: the run is still found where it is
+    # tracking.uri changed since: said, and nothing goes into either store
     moved = {"tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/other.db", "experiment": "dog-breed"}}
     model_json.write_text(json.dumps({"tracking": {"run_id": run, "uri": tracker.uri, "experiment": "dog-breed"}}))
     tracking.log_to_final_run(moved, model_json, metrics={"test_accuracy": 0.5})
-    assert MlflowClient(tracker.uri).get_run(run).data.metrics["test_accuracy"] == 0.5
+    assert "not in tracking.uri=" in capsys.readouterr().out and not (tmp_path / "other.db").exists()
+    assert "test_accuracy" not in MlflowClient(tracker.uri).get_run(run).data.metrics
+
+
+def test_once_the_job_ran_a_store_that_went_away_is_said_and_loses_nothing(tracker, tmp_path, capsys):
+    parent = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    run = tracker.job_run("train-1", parent, "final training", {"lr": 0.01})
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"tracking": {"run_id": run, "uri": tracker.uri, "experiment": "dog-breed"}}))
+    (tmp_path / "mlflow.db").write_bytes(b"not a database any more")
+    config = {"tracking": {"enabled": True, "uri": tracker.uri, "experiment": "dog-breed"}}
+    tracking.log_to_final_run(config, model_json, metrics={"test_accuracy": 0.5})  # does not raise
+    assert "mlflow: metrics was not recorded (" in capsys.readouterr().out
+    # a job that cannot open the store trains on, and says why once
+    logger = EpochLogger({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MLFLOW_RUN_ID": run})
+    logger.log(EPOCHS[0])
+    out = capsys.readouterr().out
+    assert out.count("the workflow logs this job's metrics after it") + out.count("could not log epoch") == 1
+
+
+def test_a_running_job_run_is_resumed_only_under_its_own_workflow_run(tracker, tmp_path):
+    # two results folders with the same settings have the same job names
+    first = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    second = tracker.workflow_run(tmp_path / "results-b", "tune-abc", "local")
+    run = tracker.job_run("tune-abc-trial-000", first, "trial", {"lr": 0.01})
+    assert tracker.job_run("tune-abc-trial-000", second, "trial", {"lr": 0.01}) != run

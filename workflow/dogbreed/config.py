@@ -60,6 +60,9 @@ def check_config(config: dict, schema_path) -> dict:
             known = sorted(error.schema.get("properties", {}))
             unknown = sorted(set(error.instance) - set(known))
             problems += [f"{_key([*error.path, name])} is not a known setting; known here: {', '.join(known)}" for name in unknown]
+        elif key == "tracking.uri" and error.validator == "not":
+            problems.append("tracking.uri: a server's user name or password does not go in the URI (it is printed, recorded "
+                            "and passed to jobs): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
         elif key == "tracking.uri" and error.validator == "pattern":
             problems.append(f"tracking.uri: {error.instance!r} is not a tracking store mlflow-skinny writes to (it refuses the "
                             f"./mlruns file store): use sqlite:///mlflow.db, a server's http(s):// URL or a SageMaker MLflow ARN")

@@ -14,7 +14,12 @@ Where each thing is logged:
 
 Settings (config `tracking:`) are read from the config itself, not from rule params: where runs are recorded is
 not an input of any result, so changing it reruns nothing (like confirm_cloud).
+
+Failures: a store that cannot be used when a rule starts is a one-line error (TrackingError); once a job has
+run, tracking is a record of it, never a reason to lose it: what cannot be logged then is said in one line
+(best_effort) and the rule goes on.
 """
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -46,23 +51,32 @@ def resolve_uri(uri: str) -> str:
 
 
 def shown(uri: str) -> str:
-    """The URI as it may be printed or recorded: without a user name or password in it."""
+    """The URI as it may be printed or recorded: without the user name and password a database URL may carry
+    (a server's credentials go in MLflow's variables; config.py refuses them in an http(s) URI)."""
     parts = urlsplit(uri)
-    if parts.username or parts.password:
-        return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    if "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     return uri
 
 
+@contextlib.contextmanager
+def best_effort(what: str):
+    """Tracking after a job ran: a failure is said in one line, and the rule goes on with its outputs."""
+    try:
+        yield
+    except Exception as error:
+        print(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected", flush=True)
+
+
 def job_reachable(uri: str, backend: str) -> bool:
-    """Whether a job of this backend can log into the store itself: a local job into anything this machine
-    reaches; a SageMaker job into a server (not this machine's SQLite file), given mlflow in its image; a
-    local-mode container into nothing (its image has no mlflow, nor this machine's file or loopback)."""
+    """Whether a job of this backend may reach the store itself (it gets the URI and its run's id): a local job
+    anything this machine reaches; a container's or SageMaker's job a server, not this machine's SQLite file or
+    loopback. (It logs only with mlflow in its image, which the stand-ins and the DLCs lack: the workflow then
+    logs its epochs after it.)"""
     if backend == "local":
         return True
-    if backend == "sagemaker":
-        host = urlsplit(uri).hostname or ""
-        return uri.startswith(("https://", "http://", "arn:")) and host not in ("127.0.0.1", "localhost", "::1")
-    return False
+    host = urlsplit(uri).hostname or ""
+    return uri.startswith(("https://", "http://", "arn:")) and host not in ("127.0.0.1", "localhost", "::1")
 
 
 def tracker(config: dict):
@@ -90,8 +104,12 @@ class Tracker:
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
                 if found is None:
-                    self._experiment_id = client.create_experiment(self.experiment, artifact_location=self._artifacts())
-                else:
+                    try:
+                        self._experiment_id = client.create_experiment(self.experiment, artifact_location=self._artifacts())
+                    except Exception:  # another run made it first (two runs starting on a new store)
+                        if (found := client.get_experiment_by_name(self.experiment)) is None:
+                            raise
+                if found is not None:
                     self._experiment_id = found.experiment_id
             except Exception as error:
                 raise TrackingError(f"the MLflow store tracking.uri={shown(self.uri)} cannot be used: "
@@ -114,21 +132,28 @@ class Tracker:
 
     def workflow_run(self, results_dir, study: str, backend: str) -> str:
         """The workflow run of a results folder's study (found again by a rerun, so its trials and final training
-        gather under one run), made when there is none yet."""
+        gather under one run), made when there is none yet. The rule's first contact with the store: a store
+        that does not answer here is the rule's error (TrackingError), before any job runs."""
         key = naming.stable_hash([str(Path(results_dir).resolve()), study])
-        if (run_id := self._find({TAG + "workflow": key})) is not None:
-            return run_id
-        tags = {TAG + "role": "workflow", TAG + "workflow": key, TAG + "results_dir": str(Path(results_dir).resolve()),
-                TAG + "study": study, TAG + "backend": backend}
-        run = self.client.create_run(self._experiment_id, run_name=f"{Path(results_dir).name} {study}", tags=tags)
-        return run.info.run_id
+        try:
+            if (run_id := self._find({TAG + "workflow": key})) is not None:
+                return run_id
+            tags = {TAG + "role": "workflow", TAG + "workflow": key, TAG + "results_dir": str(Path(results_dir).resolve()),
+                    TAG + "study": study, TAG + "backend": backend}
+            return self.client.create_run(self._experiment_id, run_name=f"{Path(results_dir).name} {study}", tags=tags).info.run_id
+        except TrackingError:
+            raise
+        except Exception as error:
+            raise TrackingError(f"the MLflow store tracking.uri={shown(self.uri)} did not answer: {_first_line(error)}; "
+                                f"fix tracking.uri, or set tracking.enabled: false") from None
 
     def job_run(self, job_name: str, parent: str, role: str, params: dict, tags=None) -> str:
         """The run of a training job under its workflow run. A job that runs again under the same name resumes
         from its checkpoint: it goes on in the run it had while that run is unfinished, else a new run begins."""
         from mlflow.entities import Param
 
-        run_id = self._find({TAG + "job_name": job_name}, running_only=True)
+        # under this parent only: another results folder with the same settings has the same job names
+        run_id = self._find({TAG + "job_name": job_name, "mlflow.parentRunId": parent}, running_only=True)
         if run_id is None:
             run = self.client.create_run(self._experiment_id, run_name=job_name, tags={
                 "mlflow.parentRunId": parent, TAG + "role": role, TAG + "job_name": job_name,
@@ -188,23 +213,28 @@ class TrialTracking:
 
     def start(self, trial, job_name: str, hyperparameters: dict) -> dict:
         """The trial's run; the environment that lets its job log into it."""
-        run_id = self.tracker.job_run(job_name, self.parent, "trial", {**self.fixed, **hyperparameters},
-                                      tags={"trial": trial.number})
-        trial.set_user_attr("mlflow_run_id", run_id)
-        return self.tracker.job_environment(run_id) if self.job_logs else {}
+        with best_effort(f"trial {trial.number}'s run"):
+            run_id = self.tracker.job_run(job_name, self.parent, "trial", {**self.fixed, **hyperparameters},
+                                          tags={"trial": trial.number})
+            trial.set_user_attr("mlflow_run_id", run_id)
+            return self.tracker.job_environment(run_id) if self.job_logs else {}
+        return {}
 
     def job_done(self, trial, epochs: list):
-        filled = self.tracker.fill_in(trial.user_attrs["mlflow_run_id"], epochs)
-        if filled and self.job_logs:
-            print(f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
-                  f"logged from the workflow after it", flush=True)
+        if (run_id := trial.user_attrs.get("mlflow_run_id")) is None:
+            return
+        with best_effort(f"trial {trial.number}'s epochs"):
+            filled = self.tracker.fill_in(run_id, epochs)
+            if filled and self.job_logs:
+                print(f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
+                      f"logged from the workflow after it", flush=True)
 
     def log_finished(self, rows: list, spec: dict):
         """Trials another tuner ran (SageMaker's), from its trials table: a run each, once, with the final
         objective (their per-epoch metrics are in CloudWatch)."""
         metric, new = spec["objective"]["metric"], 0
         for row in rows:
-            if self.tracker._find({TAG + "job_name": row["job_name"]}) is not None:
+            if self.tracker._find({TAG + "job_name": row["job_name"], "mlflow.parentRunId": self.parent}) is not None:
                 continue
             run_id = self.tracker.job_run(row["job_name"], self.parent, "trial",
                                           {**self.fixed, **{n: row[n] for n in spec["parameters"]}}, tags={"trial": row["trial"]})
@@ -217,7 +247,8 @@ class TrialTracking:
 
     def end(self, trial, status: str, failure=None):
         if (run_id := trial.user_attrs.get("mlflow_run_id")) is not None:
-            self.tracker.end(run_id, status, tags={TAG + "failure": failure[:5000]} if failure else None)
+            with best_effort(f"trial {trial.number}'s status"):
+                self.tracker.end(run_id, status, tags={TAG + "failure": failure[:5000]} if failure else None)
 
 
 def final_run(config: dict, model: dict):
@@ -231,9 +262,9 @@ def final_run(config: dict, model: dict):
               "`snakemake --forcerun train` tracks it")
         return None, None
     if recorded.get("uri") != shown(tracker_.uri):
-        print(f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}; "
-              f"logging into it there (`snakemake --forcerun train` tracks a new one here)")
-        tracker_ = Tracker(recorded["uri"], recorded.get("experiment", tracker_.experiment))
+        print(f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}: "
+              f"nothing logged (`snakemake --forcerun train` tracks a new one here)")
+        return None, None
     return tracker_, recorded["run_id"]
 
 
@@ -242,7 +273,9 @@ def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None
     import json
 
     tracker_, run_id = final_run(config, json.loads(Path(model_json).read_text()))
+    what = ", ".join(Path(f).name for f in files) or "metrics"
     if tracker_ is not None:
-        tracker_.log(run_id, metrics=metrics, tags=tags, files=[f for f in files if Path(f).exists()],
-                     artifact_path=artifact_path)
-        print(f"mlflow: logged {', '.join(Path(f).name for f in files) or 'metrics'} into {tracker_.run_link(run_id)}")
+        with best_effort(what):
+            tracker_.log(run_id, metrics=metrics, tags=tags, files=[f for f in files if Path(f).exists()],
+                         artifact_path=artifact_path)
+            print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")

@@ -18,8 +18,9 @@ def main(smk):
     backend = rule_backend(smk)
     tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
     if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
-        workflow_run = (best.get("tracking") or {}).get("workflow_run_id") or tracker.workflow_run(
-            Path(smk.output.model).parents[1], best.get("study") or job_name, smk.params.backend)
+        tuned = best.get("tracking") or {}  # the tuning's workflow run, when it is in this store
+        workflow_run = (tuned["workflow_run_id"] if tuned.get("uri") == tracking.shown(tracker.uri) else
+                        tracker.workflow_run(Path(smk.output.model).parents[1], best.get("study") or job_name, smk.params.backend))
         run_id = tracker.job_run(job_name, workflow_run, "final training", hyperparameters,
                                  tags={"tuned_from": best["job_name"]})
         job_logs = tracking.job_reachable(tracker.uri, smk.params.backend)
@@ -43,7 +44,8 @@ def main(smk):
                                    environment=tracker.job_environment(run_id) if job_logs else None)
         except Exception as error:
             if run_id is not None:
-                tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
+                with tracking.best_effort("the failed training's status"):
+                    tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
             raise
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
@@ -52,10 +54,11 @@ def main(smk):
     pd.DataFrame(epochs).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
     if run_id is not None:
-        if (filled := tracker.fill_in(run_id, epochs)) and job_logs:
-            print(f"mlflow: the job did not log {filled} epoch(s) itself (see its log): logged from the workflow after it")
-        tracker.end(run_id, "Completed", files=[smk.output.model, smk.output.metrics])
         result["tracking"] = {"run_id": run_id, "uri": tracking.shown(tracker.uri), "experiment": tracker.experiment}
+        with tracking.best_effort("the final training's epochs, model and status"):
+            if (filled := tracker.fill_in(run_id, epochs)) and job_logs:
+                print(f"mlflow: the job did not log {filled} epoch(s) itself (see its log): logged from the workflow after it")
+            tracker.end(run_id, "Completed", files=[smk.output.model, smk.output.metrics])
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
     print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
 

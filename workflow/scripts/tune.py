@@ -30,8 +30,10 @@ def main(smk):
                               smk.params.source_dir, study_name, smk.params.study_db, parallel, tracking=trials_tracking)
     if tracker is not None:
         objective = best["objective"]
-        tracker.log(workflow_run, metrics={f"best_{objective['metric']}": objective["value"]},
-                    tags={tracking.TAG + "best_trial": best["job_name"]})
+        with tracking.best_effort("the tuning's best trial"):  # the final training joins the run later
+            tracker.log(workflow_run, metrics={f"best_{objective['metric']}": objective["value"]},
+                        tags={tracking.TAG + "best_trial": best["job_name"]})
+            tracker.client.set_terminated(workflow_run, "FINISHED")
         best["tracking"] = {"workflow_run_id": workflow_run, "uri": tracking.shown(tracker.uri),
                             "experiment": tracker.experiment}
     table = pd.DataFrame(rows)

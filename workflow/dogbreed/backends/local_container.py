@@ -115,8 +115,8 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         return client, uri
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py"):
-        estimator = super().estimator(hyperparameters, source_dir, entry_point)
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py", environment=None):
+        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)
         estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
         return estimator
 
@@ -127,7 +127,10 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
-        estimator = self.estimator(hyperparameters, source_dir, entry_point)
+        # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
+        # CPUs and GPUs is the container's to take)
+        tracked = {k: v for k, v in (environment or {}).items() if k.startswith("MLFLOW_") or k == "DO_NOT_TRACK"}
+        estimator = self.estimator(hyperparameters, source_dir, entry_point, environment=tracked)
         # the job's own compose folder, so that its containers (named at random) can be found
         container_root = Path(tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)).resolve()
         estimator.sagemaker_session = self._local_session(container_root)
