@@ -1,6 +1,6 @@
-"""The demo's wall time per stage on two backends, side by side.
+"""The demo's wall time per stage on two backends (or with MLflow tracking on and off), side by side.
 
-    .venv/bin/python benchmarks/bench_backends.py [--backends local local_container]
+    .venv/bin/python benchmarks/bench_backends.py [--backends local local_container] [--tracking on off]
 
 Runs `snakemake --cores 1 deploy report --configfile config/demo.yaml` from nothing in a scratch copy
 of the workflow for each backend (local_container needs `make container-images` first), reads each
@@ -38,14 +38,14 @@ def stage_seconds(log: str) -> dict:
     return seconds
 
 
-def run_demo(backend: str) -> tuple:
+def run_demo(backend: str, tracking: bool) -> tuple:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         for name in ("Snakefile", "config.yaml"):
             shutil.copy(REPO / name, work / name)
-        for name in ("workflow", "scripts", "config"):
+        for name in ("workflow", "scripts", "config", "profiles", "envs"):
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        (work / "config/bench.yaml").write_text(yaml.safe_dump({"backend": backend}))
+        (work / "config/bench.yaml").write_text(yaml.safe_dump({"backend": backend, "tracking": {"enabled": tracking}}))
         args = ["--cores", "1", "--configfile", "config/demo.yaml", "config/bench.yaml"]
         started = time.time()
         run = subprocess.run([SNAKEMAKE, "deploy", "report", *args], cwd=work, capture_output=True, text=True)
@@ -59,16 +59,18 @@ def run_demo(backend: str) -> tuple:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--backends", nargs="+", default=["local", "local_container"])
+    parser.add_argument("--tracking", nargs="+", choices=["on", "off"], default=["on"])
     args = parser.parse_args()
-    results = {backend: run_demo(backend) for backend in args.backends}
+    columns = [(b, t) for b in args.backends for t in args.tracking]
+    results = {f"{b}{', tracking ' + t if len(args.tracking) > 1 else ''}": run_demo(b, t == "on") for b, t in columns}
     rules = [r for r in ("fetch", "prepare", "upload", "tune", "train", "check_training_rules", "profiler_report",
                          "package_model", "start_endpoint", "evaluate", "report_figures", "report")
              if any(r in stages for stages, _ in results.values())]
-    print("| stage | " + " | ".join(f"{b} s" for b in args.backends) + " |")
-    print("|---|" + "---|" * len(args.backends))
+    print("| stage | " + " | ".join(f"{c} s" for c in results) + " |")
+    print("|---|" + "---|" * len(results))
     for rule in rules:
-        print(f"| {rule} | " + " | ".join(f"{results[b][0].get(rule, 0):.0f}" for b in args.backends) + " |")
-    print("| **whole run** | " + " | ".join(f"**{results[b][1]:.0f}**" for b in args.backends) + " |")
+        print(f"| {rule} | " + " | ".join(f"{stages.get(rule, 0):.0f}" for stages, _ in results.values()) + " |")
+    print("| **whole run** | " + " | ".join(f"**{total:.0f}**" for _, total in results.values()) + " |")
 
 
 if __name__ == "__main__":
