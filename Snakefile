@@ -48,6 +48,27 @@ include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster executor (Slurm, Kubernetes: README), only the rules that run training jobs (extract_features, tune
+# with its trials, train) go to the cluster, with the resources they declare; the endpoint must outlive its rule
+# on this machine, and the rest takes seconds here.
+localrules:
+    all,
+    fetch,
+    prepare,
+    upload,
+    check_training_rules,
+    profiler_report,
+    training_rules_gate,
+    package_model,
+    start_endpoint,
+    evaluate,
+    accuracy_gate,
+    deploy,
+    teardown,
+    report_figures,
+    report,
+
+
 rule all:
     default_target: True
     input:

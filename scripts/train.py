@@ -7,7 +7,14 @@ backend (which lays out a job folder like /opt/ml and sets the same variables) a
 Channels are folders of class folders named `NNN.Breed_Name`; class index = NNN - 1.
 Prints one metric line per epoch, which tuners and the workflow read with a regex:
     epoch=3 train_loss=0.912 train_accuracy=0.702 valid_loss=1.044 valid_accuracy=0.731
+
+Started as several processes (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK; SageMaker's
+torch_distributed launcher is torchrun too), it trains with DistributedDataParallel: NCCL on GPUs (one per
+process), gloo on CPUs. batch_size stays the batch of one step of the whole job (each process takes its share),
+so tuned hyperparameters mean the same on one process or many. Rank 0 prints, writes the checkpoint, the
+metrics, the model, the debug tensors and the profiler files; every rank keeps its own step timings.
 """
+import datetime
 import argparse
 import contextlib
 import json
@@ -23,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset  # noqa: E402
 
 import classifier  # noqa: E402
 import feature_cache  # noqa: E402
@@ -59,6 +66,44 @@ def setting_up():
         traceback.print_exc()
         print(f"{SETUP_FAILED}{type(error).__name__}: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+class Processes:
+    """This process's place in the job: rank 0 of 1 alone; under torchrun one of WORLD_SIZE, in a process group.
+
+    A rank that dies (kill -9, out of memory) is seen by torchrun's agent, which ends the others at once;
+    the group's timeout (DOGBREED_DDP_TIMEOUT_S, 300 s) bounds a rank left waiting on a collective anyway."""
+
+    def __init__(self, env=os.environ):
+        self.world = int(env.get("WORLD_SIZE", "1"))
+        self.rank, self.local_rank = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0"))
+        self.lead = self.rank == 0
+        if self.world > 1:
+            backend = "nccl" if torch.cuda.is_available() and env.get("SM_NUM_GPUS", "1") != "0" else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(self.local_rank)
+            timeout = datetime.timedelta(seconds=float(env.get("DOGBREED_DDP_TIMEOUT_S", "300")))
+            torch.distributed.init_process_group(backend, timeout=timeout)
+
+    def device(self, device):
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.world > 1 else device
+
+    def say(self, *args, **kwargs):
+        """print, on rank 0 only: a job's lines once, however many processes it has."""
+        if self.lead:
+            print(*args, flush=True, **kwargs)
+
+    def sum(self, values, device):
+        """values summed over the ranks (a list of numbers); as they are alone."""
+        if self.world == 1:
+            return values
+        totals = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(totals)
+        return totals.tolist()
+
+    def close(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
 
 
 def str2bool(value) -> bool:
@@ -172,13 +217,15 @@ class Compute:
 def set_mode(net, training: bool, freeze_backbone: bool):
     """Train or eval mode; a frozen backbone stays in eval mode (BatchNorm statistics frozen too), so
     training it on images or its head on cached features is the same model."""
+    net = getattr(net, "module", net)  # DistributedDataParallel's model
     net.train(training)
     if freeze_backbone and hasattr(net, "fc"):
         net.eval()
         net.fc.train(training)
 
 
-def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False):
+def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False,
+              processes=None):
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
 
     net is what the job trains: the whole model, or only its head on cached backbone features. With a
@@ -217,6 +264,8 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
             if timer is not None:
                 timer.record("train" if training else "valid", epoch, step, started, data_ready, time.time())
             step += 1
+    if processes is not None:  # the whole job's epoch: every rank's share of the data
+        total_loss, correct, seen = processes.sum([total_loss, correct, seen], compute.device)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
@@ -241,7 +290,9 @@ def load_channels(args, spec):
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    device = classifier.pick_device()
+    processes = Processes()
+    say = processes.say
+    device = processes.device(classifier.pick_device())
     resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
     spec = classifier.preprocessing_spec(args.image_size, resize)
 
@@ -257,9 +308,16 @@ def main(argv=None):
         # The batch order has a generator of its own, seeded once: the same order with images or cached
         # features (their other random draws differ), and after a resume (advanced past the epochs done).
         batch_order = torch.Generator().manual_seed(args.seed)
-        train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=RandomSampler(train_set, generator=batch_order),
+        if processes.world > 1:  # each rank its share of every batch: a shuffle per epoch (set_epoch), valid split exactly
+            batch_size = max(1, args.batch_size // processes.world)
+            sampler = DistributedSampler(train_set, processes.world, processes.rank, shuffle=True, seed=args.seed,
+                                         drop_last=True)
+            valid_share = Subset(valid_set, range(processes.rank, len(valid_set), processes.world))
+        else:
+            batch_size, sampler, valid_share = args.batch_size, RandomSampler(train_set, generator=batch_order), valid_set
+        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler,
                                   drop_last=len(train_set) > args.batch_size, **options)
-        valid_loader = DataLoader(valid_set, batch_size=args.batch_size, shuffle=False, **options)
+        valid_loader = DataLoader(valid_share, batch_size=batch_size, shuffle=False, **options)
 
         try:  # with cached features, the backbone is the one they were computed with
             model = classifier.build_model(args.arch, len(classes), "none" if cached else args.weights)
@@ -275,6 +333,9 @@ def main(argv=None):
         if compute.channels_last:
             model.to(memory_format=torch.channels_last)
         net = model.fc if cached else model  # what the steps run and the debug hook watches
+        # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
+        train_net = (torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+                     if processes.world > 1 else net)
         loss_fn = torch.nn.CrossEntropyLoss()
         output_dir = Path(args.output_data_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +353,7 @@ def main(argv=None):
         best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
         if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
-            print(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}", flush=True)
+            say(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}")
             checkpoint = None
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
@@ -304,47 +365,55 @@ def main(argv=None):
             best = checkpoint["best"]
             # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
             debug_step = (checkpoint.get("debug_hook") or {}).get("step")
-            instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
-            for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch
+            if processes.lead:
+                instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
+            for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
                 torch.randperm(len(train_set), generator=batch_order)
-            print(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}", flush=True)
+            say(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}")
 
         hook = timer = None
-        if args.debug:
+        if args.profile and not processes.lead:  # every rank's step timings, so a straggler shows
+            timer = instrumentation.StepTimer(output_dir / f"profiler/steps.rank{processes.rank}.jsonl")
+        if args.debug and processes.lead:
             hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
             hook.register_module(net)
             hook.register_loss(loss_fn)
             if checkpoint is not None and checkpoint.get("debug_hook"):
                 instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
-        if args.profile:
+        if args.profile and processes.lead:
             timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
             instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
                                            gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
                                            batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
                                            train_images=len(train_set), started=time.time(), precision=compute.describe(),
                                            inputs="cached backbone features" if cached else "images", class_names=classes,
-                                           resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None)
-        epoch_logger = instrumentation.EpochLogger()  # into the job's MLflow run, where the workflow made one
+                                           resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None,
+                                           processes=processes.world)
+        # into the job's MLflow run, where the workflow made one
+        epoch_logger = instrumentation.EpochLogger() if processes.lead else instrumentation.EpochLogger({})
         monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
-                   if args.profile else contextlib.nullcontext())
+                   if args.profile and processes.lead else contextlib.nullcontext())
 
-        print(f"training {args.arch} on {device}: {len(train_set)} train / {len(valid_set)} valid images, "
+        say(f"training {args.arch} on {device}" + (f" × {processes.world} processes" if processes.world > 1 else "")
+            + f": {len(train_set)} train / {len(valid_set)} valid images, "
               f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
               f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
               + (f"; the head on cached backbone features ({len(train_set.features)} view(s))" if cached else
                  f"; {options['num_workers']} loader workers")
               # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
               + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
-              + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else ""), flush=True)
+            + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else ""))
     with monitor:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.perf_counter()
             if cached:
                 train_set.set_epoch(epoch, args.seed)
-            train_loss, train_accuracy = run_epoch(net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,
-                                                   args.freeze_backbone)
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
+            train_loss, train_accuracy = run_epoch(train_net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,
+                                                   args.freeze_backbone, processes)
             valid_loss, valid_accuracy = run_epoch(net, valid_loader, compute, loss_fn, epoch, None, hook, timer,
-                                                   args.freeze_backbone)
+                                                   args.freeze_backbone, processes)
             scheduler.step()
             epoch_metrics = {"epoch": epoch, "train_loss": round(train_loss, 4), "train_accuracy": round(train_accuracy, 4),
                              "valid_loss": round(valid_loss, 4), "valid_accuracy": round(valid_accuracy, 4),
@@ -355,13 +424,16 @@ def main(argv=None):
             # The epoch's metrics go to the output data (for backends whose logs are far away), the
             # record so far beside the checkpoint, then the checkpoint, then the epoch's line: an epoch
             # whose line was printed is never lost to an interruption. The checkpoint is written aside
-            # and renamed, so a kill mid-write leaves the previous one whole.
+            # and renamed, so a kill mid-write leaves the previous one whole. (Rank 0's alone: the ranks' models
+            # are the same; the other ranks keep their step timings.)
+            if timer is not None:
+                timer.flush()
+            if not processes.lead:
+                continue
             with open(output_dir / "metrics.jsonl", "a") as metrics_file:
                 metrics_file.write(json.dumps(epoch_metrics) + "\n")
             if hook is not None:
                 instrumentation.flush_debug_hook(hook)
-            if timer is not None:
-                timer.flush()
             instrumentation.keep_record(output_dir, record_copy)
             checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -376,6 +448,9 @@ def main(argv=None):
         hook.close()
     if timer is not None:
         timer.close()
+    processes.close()
+    if not processes.lead:  # the artifact is rank 0's to write
+        return
 
     if args.keep_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])

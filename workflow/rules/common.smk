@@ -108,6 +108,12 @@ ENDPOINT_SETTINGS = {
 }
 
 
+def job_resources():
+    """What a rule that runs training jobs asks of a cluster executor (config resources:; none matters locally)."""
+    wanted = config["resources"]
+    return {"mem_mb": wanted["mem_mb"], "runtime": wanted["runtime_minutes"], "gpu": wanted["gpus"]}
+
+
 def reported_config():
     """The config the run report shows: less what is no input of any result (permission to spend, where runs are
     tracked; the report's Tracking section says where the final run is), so changing those reruns nothing."""

@@ -14,6 +14,8 @@ rule extract_features:
     conda:
         env("training")
     threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
+    resources:
+        **job_resources(),
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),

@@ -17,10 +17,13 @@ rule train:
     conda:
         env("training")
     threads: workflow.cores  # Snakemake sets OMP_NUM_THREADS to this for the job's process
+    resources:
+        **job_resources(),
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
         fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
+        processes=config["training"]["processes"],
         source_dir=source_dir,
         jobs_dir=R("jobs"),
     script:

@@ -14,6 +14,8 @@ rule tune:
     conda:
         env("training")
     threads: workflow.cores  # shared out between the trials that run at once (tuning.trial_resources)
+    resources:
+        **job_resources(),
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),

@@ -14,7 +14,9 @@ def main(smk):
     best = json.loads(Path(smk.input.best).read_text())
     hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
     train_channels = {k: channels[k] for k in ("train", "valid")}
-    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)])
+    processes = smk.params.processes  # DDP across processes: another job (its checkpoints are not one process's)
+    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)]
+                                             + ([processes] if processes > 1 else []))
     backend = rule_backend(smk)
     tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
     if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
@@ -40,7 +42,7 @@ def main(smk):
 
         try:
             result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
-                                   on_line=show, echo=False,
+                                   on_line=show, echo=False, processes=processes,
                                    environment=tracker.job_environment(run_id) if job_logs else None)
         except Exception as error:
             if run_id is not None:

@@ -78,11 +78,13 @@ class Backend:
         raise NotImplementedError
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
         """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}.
 
         environment: variables for the job's process where it shares this machine (the local backend:
-        a tuning trial's GPU or share of the CPU threads); a job on an instance of its own has them all."""
+        a tuning trial's GPU or share of the CPU threads); a job on an instance of its own has them all.
+        processes (training.processes): more than 1 trains with DDP, started by torchrun (or SageMaker's
+        torch_distributed launcher)."""
         raise NotImplementedError
 
     def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,

@@ -41,6 +41,34 @@ def pack_model_dir(model_dir: Path, tar_path: Path):
             archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
 
 
+def _signal_job(process, signum):
+    """The job's whole process group (its own session): torchrun's workers with it, not only torchrun."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def distributed_launch(processes: int, env: dict) -> list:
+    """torchrun's arguments for `processes` DDP workers on this machine (one per GPU given, or CPU processes),
+    and each worker's share of the CPU threads and loader workers in env."""
+    gpus = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] if "CUDA_VISIBLE_DEVICES" in env else None
+    if gpus is None:
+        import torch
+
+        gpus = list(range(torch.cuda.device_count()))
+    if gpus and processes > len(gpus):
+        raise JobFailed(f"training.processes is {processes}, but this machine gives the job {len(gpus)} GPU(s): "
+                        f"at most one process per GPU")
+    cpus = int(env.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    share = str(max(1, cpus // processes))
+    env.update(OMP_NUM_THREADS=share, MKL_NUM_THREADS=share, DOGBREED_DDP_TIMEOUT_S=env.get("DOGBREED_DDP_TIMEOUT_S", "300"))
+    if not gpus:  # CPU processes: each its share of the loader workers too (with GPUs train.py divides by them)
+        env["SM_NUM_CPUS"] = str(max(1, int(env.get("SM_NUM_CPUS") or len(os.sched_getaffinity(0))) // processes))
+    # --standalone: a rendezvous on a free local port; a worker that dies ends the others (no restarts)
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "--max_restarts=0"]
+
+
 def _free_port(host) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -59,7 +87,7 @@ class LocalBackend(HttpEndpointBackend):
 
     # --- training jobs -----------------------------------------------------------------------
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
         """Run entry_point like a SageMaker training job; returns the job's description.
 
         on_line(line) is called for every output line; returning True stops the job (a pruned trial).
@@ -89,6 +117,8 @@ class LocalBackend(HttpEndpointBackend):
             else:
                 env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
         command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
+        if processes > 1:
+            command[1:1] = distributed_launch(processes, env)
         log_path = job / "log.txt"
         started = time.time()
         status, epochs = "Completed", []
@@ -105,11 +135,11 @@ class LocalBackend(HttpEndpointBackend):
                         epochs.append(parsed)
                     if on_line is not None and on_line(line):
                         status = "Stopped"
-                        process.terminate()
+                        _signal_job(process, signal.SIGTERM)
                         break
                 process.wait()
-            except BaseException:  # Ctrl-C or Snakemake stopping us: never leave the job running
-                process.kill()
+            except BaseException:  # Ctrl-C or Snakemake stopping us: never leave the job (or torchrun's workers) running
+                _signal_job(process, signal.SIGKILL)
                 raise
         if status != "Stopped" and process.returncode != 0:
             tail = _tail(log_path)

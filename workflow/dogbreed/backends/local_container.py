@@ -116,15 +116,18 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
 
     # --- training jobs --------------------------------------------------------------------------
     def estimator(self, hyperparameters, source_dir, entry_point="train.py", environment=None):
-        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)
+        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)  # one process
         estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
         return estimator
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
         refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
+        if processes > 1:  # the SDK refuses torch_distributed in CPU local mode; torchrun in the container: later
+            raise JobFailed(f"training.processes {processes}: local_container trains on one process so far; "
+                            f"use backend local (torchrun) or sagemaker (torch_distributed), or training.processes 1")
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's

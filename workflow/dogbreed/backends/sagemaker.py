@@ -30,6 +30,10 @@ class CloudCostNotConfirmed(RuntimeError):
     pass
 
 
+class DistributionRefused(RuntimeError):
+    """A job shape that would pay for instances that do not train together."""
+
+
 def _hours(settings, key, default):
     return float(settings.get(key, default))
 
@@ -117,13 +121,17 @@ class SageMakerBackend(Backend):
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None):
+    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None,
+                  processes=1):
         """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
-        job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run)."""
+        job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run);
+        processes > 1: DDP under SageMaker's torch_distributed launcher (torchrun, a process per GPU of
+        every instance)."""
         from sagemaker.pytorch import PyTorch
 
         refuse_local_files(hyperparameters)
         refuse_unsupported_hardware(self.settings)
+        distributed = distribution(self.settings, processes)
 
         s = self.settings
         kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
@@ -135,6 +143,9 @@ class SageMakerBackend(Backend):
                       debugger_hook_config=False)  # train.py runs its own smdebug hook (--debug)
         if environment:
             kwargs["environment"] = dict(environment)
+        if distributed:
+            # the SDK checks torch_distributed against full versions ("2.8.0"); the image is the same
+            kwargs.update(distribution=distributed, framework_version=full_version(s["framework_version"]))
         if s["output_s3_uri"].startswith("s3://"):
             # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
             # root, where a policy scoped to the store's prefix would deny the upload
@@ -178,7 +189,7 @@ class SageMakerBackend(Backend):
             raise
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
         started = time.time()
@@ -190,7 +201,8 @@ class SageMakerBackend(Backend):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
             self.confirm([self._training_cost(f"training job {name}")])
-            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name, environment=environment)
+            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name, environment=environment,
+                                       processes=processes)
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
@@ -503,6 +515,26 @@ def checkpoint_uri(settings, job_name) -> str:
 
 # PyTorch 2.8's CUDA builds no longer run on Volta (sm_70): the V100s of ml.p3.* cannot train with them.
 VOLTA_INSTANCES = ("ml.p3.", "ml.p3dn.")
+
+
+def full_version(version) -> str:
+    """"2.8" → "2.8.0", as the SDK's torch_distributed list spells versions."""
+    parts = str(version).split(".")
+    return ".".join(parts + ["0"] * (3 - len(parts)))
+
+
+def distribution(settings, processes: int):
+    """The estimator's distribution= for training.processes, or None for one process. Several instances
+    without it would each train the same model alone: refused, naming the settings."""
+    count = int(settings.get("instance_count", 1))
+    if processes > 1:
+        return {"torch_distributed": {"enabled": True}}
+    if count > 1:
+        raise DistributionRefused(
+            f"backends.sagemaker.instance_count is {count}, but training.processes is 1: the {count} instances would "
+            f"each train the same model alone, at {count}× the price; set training.processes to 2 or more (DDP across "
+            f"the instances' GPUs with torch_distributed), or instance_count to 1")
+    return None
 
 
 def refuse_unsupported_hardware(settings):

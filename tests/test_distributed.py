@@ -1,0 +1,152 @@
+"""train.py on several processes (DDP, gloo on this CPU machine) through the local backend's torchrun, and the
+SageMaker request for it (moto): the same metrics and one artifact, a killed rank that fails the job promptly
+and a rerun that resumes, and instance_count > 1 refused without distribution."""
+import json
+import os
+import signal
+import tarfile
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import REPO
+from dogbreed.backends import JobFailed, get_backend
+from dogbreed.backends.local import LocalBackend
+
+HYPERPARAMETERS = {"weights": "none", "image_size": 32, "batch_size": 8, "lr": 0.05, "num_workers": 0,
+                   "profile": True, "profiler_interval_ms": 200}
+
+
+def channels_of(tiny_channels):
+    channels, _ = tiny_channels
+    return {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"}
+
+
+def test_two_gloo_processes_train_one_model_and_print_each_epoch_once(tiny_channels, tmp_path):
+    result = LocalBackend({}).train("ddp", {**HYPERPARAMETERS, "epochs": 2}, channels_of(tiny_channels), tmp_path,
+                                    REPO / "scripts", echo=False, processes=2)
+    log = open(result["log"]).read()
+    assert "on cpu × 2 processes" in log
+    assert [line.split()[0] for line in log.splitlines() if line.startswith("epoch=")] == ["epoch=1", "epoch=2"]
+    assert [m["epoch"] for m in result["metrics"]] == [1, 2]
+    assert set(result["metrics"][0]) == {"epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
+                                         "epoch_seconds"}
+    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+        assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
+    profiler = tmp_path / "ddp/output/data/profiler"
+    assert json.loads((profiler / "job.json").read_text())["processes"] == 2
+    # every rank's step timings, each its share of the steps: 36 images, batch 8 → 4 per rank, 4 steps each
+    rank0 = [json.loads(line) for line in (profiler / "steps.jsonl").read_text().splitlines()]
+    rank1 = [json.loads(line) for line in (profiler / "steps.rank1.jsonl").read_text().splitlines()]
+    train_steps = lambda steps: [s for s in steps if s["phase"] == "train"]  # noqa: E731
+    assert len(train_steps(rank0)) == len(train_steps(rank1)) > 0
+
+
+def rank_processes(job_dir, rank: str) -> list:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "train.py" in " ".join(process.info["cmdline"] or []) and process.environ().get("RANK") == rank \
+                    and process.cwd().startswith(str(job_dir)):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_a_killed_rank_fails_the_job_promptly_and_the_rerun_resumes(tiny_channels, tmp_path):
+    backend = LocalBackend({})
+    job = ("ddp-kill", {**HYPERPARAMETERS, "epochs": 3}, channels_of(tiny_channels), tmp_path, REPO / "scripts")
+    killed_at = []
+
+    def kill_rank_one_after_epoch_one(line):
+        if line.startswith("epoch=1 "):
+            (rank1,) = rank_processes(tmp_path / "ddp-kill", "1")
+            rank1.send_signal(signal.SIGKILL)
+            killed_at.append(time.time())
+        return False
+
+    # a hang would be the failure: the job runs in a thread, so the test can say so instead of waiting for CI's limit
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(error=_raises(backend.train, *job, echo=False, processes=2,
+                                                                        on_line=kill_rank_one_after_epoch_one)))
+    runner.start()
+    runner.join(600)
+    assert not runner.is_alive(), "the job still runs 10 minutes after one of its ranks was killed"
+    assert killed_at and isinstance(outcome["error"], JobFailed), outcome
+    assert not rank_processes(tmp_path / "ddp-kill", "0")  # no worker left behind
+    assert (tmp_path / "ddp-kill/checkpoints/ddp-kill/checkpoint.pth").is_file()
+    result = backend.train(*job, echo=False, processes=2)
+    log = open(result["log"]).read()
+    assert "resumed from" in log and "after epoch 1" in log and "epoch=1 " not in log
+    assert [m["epoch"] for m in result["metrics"]] == [1, 2, 3]
+
+
+def _raises(function, *args, **kwargs):
+    try:
+        function(*args, **kwargs)
+    except Exception as error:
+        return error
+    return None
+
+
+def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(JobFailed, match=r"training.processes is 2, but this machine gives the job 1 GPU"):
+        LocalBackend({}).train("ddp-gpus", {**HYPERPARAMETERS, "epochs": 1}, channels_of(tiny_channels), tmp_path,
+                               REPO / "scripts", echo=False, processes=2)
+
+
+# --- SageMaker: torch_distributed -----------------------------------------------------------------
+
+def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(moto_server, bucket, monkeypatch,
+                                                                                       tmp_path):
+    from test_sagemaker_backend import CHANNELS, SETTINGS, put_job_outputs, sent
+    from dogbreed.backends.sagemaker import DistributionRefused
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    captured = []
+    backend = get_backend("sagemaker", {**SETTINGS, "instance_count": 2, "output_s3_uri": f"s3://{bucket}/jobs",
+                                        "confirm_cloud": True})
+    backend.client.meta.events.register("provide-client-params.sagemaker",
+                                        lambda params, model, **_: captured.append((model.name, params)))
+    with pytest.raises(DistributionRefused, match=r"backends.sagemaker.instance_count is 2, but training.processes is 1"):
+        backend.train("train-alone", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts")
+    assert not sent(captured, "CreateTrainingJob")
+    put_job_outputs(bucket, "train-ddp")
+    backend.train("train-ddp", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2)
+    (request,) = sent(captured, "CreateTrainingJob")
+    assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.8.0-gpu-py312")
+    assert os.environ.get("AWS_EC2_METADATA_DISABLED") == "true"
+
+
+# --- Snakemake on a cluster ------------------------------------------------------------------------
+
+def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local():
+    import subprocess
+
+    import yaml
+
+    from conftest import VENV_BIN
+
+    plan = subprocess.run([str(VENV_BIN / "snakemake"), "-n", "--forceall", "deploy", "--configfile", "config/demo.yaml",
+                           "--config", "results_dir=/tmp/dogbreed-dry-run"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    out = plan.stdout + plan.stderr
+    for rule in ("tune", "train"):
+        block = out.split(f"\nrule {rule}:")[1].split("\n\n")[0]
+        assert "mem_mb=16000" in block and "runtime=240" in block and "gpu=0" in block, block
+    # every rule but those three runs where Snakemake runs (the endpoint must outlive its rule)
+    import re
+
+    listed = subprocess.run([str(VENV_BIN / "snakemake"), "--list-rules", "--configfile", "config/demo.yaml"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120).stdout.split()
+    block = (REPO / "Snakefile").read_text().split("localrules:")[1].split("\n\n")[0]
+    local = set(re.findall(r"^\s+(\w+),$", block, re.M))
+    assert set(listed) - local == {"extract_features", "tune", "train"}, set(listed) - local
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["rerun-incomplete"] is True
