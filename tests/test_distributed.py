@@ -150,3 +150,43 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
     assert set(listed) - local == {"extract_features", "tune", "train"}, set(listed) - local
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["rerun-incomplete"] is True
+
+
+# --- the same model, near enough, on one process or two -------------------------------------------
+
+def test_accuracy(model_tar, test_dir, tmp_path) -> float:
+    """Test accuracy of a job's model.tar.gz over a channel folder, as the endpoint would preprocess."""
+    import torch
+
+    import classifier
+    from image_folders import ImageFolderByNumber
+
+    folder = tmp_path / model_tar.parent.parent.name
+    with tarfile.open(model_tar) as archive:
+        archive.extractall(folder, filter="data")
+    model, info = classifier.load_model(folder)
+    images = ImageFolderByNumber(test_dir, classifier.eval_transform(info["preprocessing"]))
+    with torch.no_grad():
+        right = sum(int(model(image[None]).argmax(1)) == label for image, label in images)
+    return right / len(images)
+
+
+test_accuracy.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.long  # two demo trainings (about a minute each here): make test-long
+def test_two_processes_reach_the_single_process_accuracy_on_the_demo_data(tmp_path):
+    from dogbreed import demo_data, prepare
+
+    prepare.prepare(demo_data.generate(tmp_path / "raw", seed=0), tmp_path / "prepared")
+    data = tmp_path / "prepared/channels"
+    channels = {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}
+    demo = {"weights": "none", "image_size": 64, "epochs": 6, "lr": 0.007, "batch_size": 32, "num_workers": 0}
+    accuracy = {}
+    for processes in (1, 2):
+        result = LocalBackend({}).train(f"demo-{processes}", demo, channels, tmp_path / "jobs", REPO / "scripts",
+                                        echo=False, processes=processes)
+        accuracy[processes] = test_accuracy(tmp_path / f"jobs/demo-{processes}/output/model.tar.gz", data / "test", tmp_path)
+        assert result["status"] == "Completed"
+    print(f"test accuracy by processes: {accuracy}")
+    assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy
