@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 
@@ -243,3 +244,18 @@ def test_a_local_gpu_endpoint_asks_docker_for_the_gpus(deployed, tmp_path):
         with pytest.raises(EndpointGone, match=r"(?s)capabilities: \[\[gpu\]\].*NVIDIA container runtime"):
             backend.deploy(model, "gpu-endpoint", tmp_path / "state")
     assert running_containers() <= before
+
+
+def test_several_processes_train_under_the_toolkits_torchrun(tmp_path, tiny_channels_on_disk):
+    """training.processes 2 in local mode: the image's training toolkit starts torchrun (its torch_distributed
+    runner), gloo in the container; the metric line once per epoch, one model."""
+    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
+    result = backend.train("ddp-container", {"epochs": 2, "image_size": 32, "weights": "none", "num_workers": 0,
+                                             "batch_size": 8}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts",
+                           processes=2)
+    log = open(result["log"]).read()
+    assert "on cpu × 2 processes" in log
+    assert [line.split("epoch=")[1].split()[0] for line in log.splitlines() if "epoch=" in line and "train_loss=" in line] == ["1", "2"]
+    assert [m["epoch"] for m in result["metrics"]] == [1, 2]
+    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+        assert {"model.pth", "model_info.json"} <= set(archive.getnames())

@@ -125,9 +125,12 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         from sagemaker.inputs import TrainingInput
 
         refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
-        if processes > 1:  # the SDK refuses torch_distributed in CPU local mode; torchrun in the container: later
-            raise JobFailed(f"training.processes {processes}: local_container trains on one process so far; "
-                            f"use backend local (torchrun) or sagemaker (torch_distributed), or training.processes 1")
+        if processes > 1:
+            # The SDK refuses torch_distributed for CPU local mode, but the image's training toolkit runs it on any
+            # instance: its own switches, set directly (sagemaker_* hyperparameters are the toolkit's, never
+            # train.py's flags), start train.py under torchrun with this many processes in the container.
+            hyperparameters = {**hyperparameters, "sagemaker_torch_distributed_enabled": True,
+                               "sagemaker_mpi_num_of_processes_per_host": processes}
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
