@@ -12,7 +12,8 @@ Started as several processes (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RA
 torch_distributed launcher is torchrun too), it trains with DistributedDataParallel: NCCL on GPUs (one per
 process), gloo on CPUs. batch_size stays the batch of one step of the whole job (each process takes its share),
 so tuned hyperparameters mean the same on one process or many. Rank 0 prints, writes the checkpoint, the
-metrics, the model, the debug tensors and the profiler files; every rank keeps its own step timings.
+metrics, the model, the debug tensors and the profiler files; every rank keeps its own step timings, and each
+machine's first process its system metrics.
 """
 import datetime
 import argparse
@@ -391,8 +392,10 @@ def main(argv=None):
                                            processes=processes.world)
         # into the job's MLflow run, where the workflow made one
         epoch_logger = instrumentation.EpochLogger() if processes.lead else instrumentation.EpochLogger({})
-        monitor = (instrumentation.SystemMonitor(output_dir / "profiler/system.jsonl", args.profiler_interval_ms / 1000)
-                   if args.profile and processes.lead else contextlib.nullcontext())
+        # system metrics once per machine (its first process): rank 0's system.jsonl, another host's its own file
+        system_file = "system.jsonl" if processes.lead else f"system.rank{processes.rank}.jsonl"
+        monitor = (instrumentation.SystemMonitor(output_dir / "profiler" / system_file, args.profiler_interval_ms / 1000)
+                   if args.profile and processes.local_rank == 0 else contextlib.nullcontext())
 
         say(f"training {args.arch} on {device}" + (f" × {processes.world} processes" if processes.world > 1 else "")
             + f": {len(train_set)} train / {len(valid_set)} valid images, "

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import REPO
+from dogbreed import profiler_rules, training_artifacts
 from dogbreed.backends import JobFailed, get_backend
 from dogbreed.backends.local import LocalBackend
 
@@ -42,6 +43,22 @@ def test_two_gloo_processes_train_one_model_and_print_each_epoch_once(tiny_chann
     rank1 = [json.loads(line) for line in (profiler / "steps.rank1.jsonl").read_text().splitlines()]
     train_steps = lambda steps: [s for s in steps if s["phase"] == "train"]  # noqa: E731
     assert len(train_steps(rank0)) == len(train_steps(rank1)) > 0
+    # the profiler rules see both ranks (whether one was slower on this loaded machine is the rule's to say)
+    verdict = profiler_rules.load_balancing(training_artifacts.load_profile(profiler))
+    assert verdict["verdict"] in ("ok", "triggered") and set(verdict["evidence"]["median_compute_s"]) == {"0", "1"}
+
+
+def test_load_balancing_triggers_on_a_rank_that_holds_the_others_up():
+    import pandas as pd
+
+    def steps(compute_s):
+        return pd.DataFrame({"phase": "train", "epoch": 1, "step": range(20), "compute_s": compute_s})
+    even = {"rank_steps": {0: steps(0.10), 1: steps(0.12)}}
+    straggler = {"rank_steps": {0: steps(0.10), 1: steps(0.11), 2: steps(0.21)}}
+    assert profiler_rules.load_balancing(even)["verdict"] == "ok"
+    result = profiler_rules.load_balancing(straggler)
+    assert result["verdict"] == "triggered" and result["evidence"]["slower_than_fastest"] == {"2": 1.1}
+    assert profiler_rules.load_balancing({"rank_steps": {}})["verdict"] == "not_applicable"
 
 
 def rank_processes(job_dir, rank: str) -> list:

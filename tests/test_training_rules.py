@@ -37,6 +37,7 @@ def test_a_healthy_job_triggers_nothing(healthy):
     if ON_CPU:
         for rule in ("LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", "GPUMemoryIncrease"):
             assert seen[rule] == "not_applicable"
+    assert seen["LoadBalancing"] == "not_applicable"  # one process
 
 
 def test_the_recording_is_complete_and_small(healthy):

@@ -166,6 +166,28 @@ def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
                     "max_s": round(float(durations.max()), 4), "steps": len(steps)})
 
 
+def load_balancing(profile, threshold=0.5):
+    """Triggers when, in a job of several processes (DDP), one rank's median training-step compute time is
+    more than `threshold` (0.5: 50 %) above the fastest rank's: every step of the others waits for it.
+
+    Versus SageMaker: its LoadBalancing compares the GPUs' utilisation; this compares the ranks' own step
+    compute times, so it also sees a slow CPU process or host. `not_applicable` on one process."""
+    ranks = profile.get("rank_steps") or {}
+    if len(ranks) < 2:
+        return _not_applicable("the job ran on one process")
+    medians = {}
+    for rank, steps in sorted(ranks.items()):
+        training = steps[(steps["phase"] == "train") & (steps["step"] > 0)]
+        if len(training):
+            medians[rank] = float(training["compute_s"].median())
+    if len(medians) < 2 or min(medians.values()) <= 0:
+        return _result([], {"ranks": len(ranks)}, verdict="no_data")
+    fastest = min(medians.values())
+    slow = {rank: round(m / fastest - 1, 3) for rank, m in medians.items() if m / fastest - 1 > threshold}
+    return _result(sorted(slow), {"median_compute_s": {str(r): round(m, 5) for r, m in medians.items()},
+                                  "slower_than_fastest": {str(r): v for r, v in slow.items()}})
+
+
 def max_initialization_time(profile, threshold=20):
     """Triggers when start-up (process start → first step) takes longer than threshold minutes.
 
@@ -199,6 +221,7 @@ RULES = {
     "Dataloader": dataloader,
     "GPUMemoryIncrease": gpu_memory_increase,
     "StepOutlier": step_outlier,
+    "LoadBalancing": load_balancing,
     "MaxInitializationTime": max_initialization_time,
     "OverallSystemUsage": overall_system_usage,
 }
@@ -212,6 +235,8 @@ RECOMMENDATIONS = {
                   "preprocessing, or use the feature cache with a frozen backbone.",
     "GPUMemoryIncrease": "Look for tensors kept across steps (e.g. summing losses without .item()).",
     "StepOutlier": "Look at what the slow steps do: data loading stalls, checkpoints, other processes on the machine.",
+    "LoadBalancing": "A slow rank holds up every step of the others: look at its GPU or host (other processes, "
+                     "thermal throttling), and that each process has its own GPU and share of the CPU cores.",
     "MaxInitializationTime": "Shorten start-up: smaller downloads at start, FastFile mode, a smaller container.",
     "OverallSystemUsage": "",
 }

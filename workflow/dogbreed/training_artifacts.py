@@ -108,12 +108,18 @@ def load_profile(profiler_dir) -> dict:
             row["gpu_memory_used_mb"] = float(np.sum([g["memory_used_mb"] for g in gpus]))
         rows.append(row)
     system = pd.DataFrame(rows)
-    steps = pd.DataFrame(_read_jsonl(profiler_dir / "steps.jsonl"),
-                         columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end"])
-    steps["duration_s"] = steps["end"] - steps["start"]
+    steps = _read_steps(profiler_dir / "steps.jsonl")
+    # a DDP job's other ranks keep their own step timings (rank 0's are `steps`)
+    ranks = {int(path.name.split(".rank")[1].split(".")[0]): _read_steps(path) for path in profiler_dir.glob("steps.rank*.jsonl")}
     job_file = profiler_dir / "job.json"
     job = json.loads(job_file.read_text()) if job_file.exists() else {}
-    return {"system": system, "steps": steps, "job": job}
+    return {"system": system, "steps": steps, "job": job, "rank_steps": {0: steps, **ranks} if ranks else {}}
+
+
+def _read_steps(path):
+    steps = pd.DataFrame(_read_jsonl(path), columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end"])
+    steps["duration_s"] = steps["end"] - steps["start"]
+    return steps
 
 
 def has_gpu(profile) -> bool:
