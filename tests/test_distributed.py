@@ -209,3 +209,17 @@ def test_two_processes_reach_the_single_process_accuracy_on_the_demo_data(tmp_pa
         assert result["status"] == "Completed"
     print(f"test accuracy by processes: {accuracy}")
     assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy
+
+
+def test_the_head_trains_on_cached_features_across_processes_too(tiny_channels, tmp_path):
+    """The feature cache keeps working with DDP: the head alone (DDP over model.fc), each rank its share."""
+    from test_feature_cache import extract
+
+    channels, _ = tiny_channels
+    cache = extract(tmp_path, "cache", channels, "--augment", "false")
+    backend_channels = {"train": f"file://{cache}/train", "valid": f"file://{cache}/valid"}
+    result = LocalBackend({}).train("ddp-cached", {**HYPERPARAMETERS, "epochs": 2, "freeze_backbone": True, "augment": False},
+                                    backend_channels, tmp_path / "jobs", REPO / "scripts", echo=False, processes=2)
+    log = open(result["log"]).read()
+    assert "× 2 processes" in log and "the head on cached backbone features" in log
+    assert [m["epoch"] for m in result["metrics"]] == [1, 2]
