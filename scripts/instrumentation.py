@@ -146,12 +146,15 @@ class StepTimer:
         self.out = open(self.path, "a")
         self.first_step_at = None
 
-    def record(self, phase, epoch, step, started, data_ready, finished):
+    def record(self, phase, epoch, step, started, data_ready, finished, forward_done=None):
+        """forward_s: the forward pass alone (no DDP sync in it: what a straggling rank's own speed shows in)."""
         if self.first_step_at is None:
             self.first_step_at = started
-        self.out.write(json.dumps({"phase": phase, "epoch": epoch, "step": step, "start": started,
-                                   "data_wait_s": round(data_ready - started, 6),
-                                   "compute_s": round(finished - data_ready, 6), "end": finished}) + "\n")
+        line = {"phase": phase, "epoch": epoch, "step": step, "start": started, "data_wait_s": round(data_ready - started, 6),
+                "compute_s": round(finished - data_ready, 6), "end": finished}
+        if forward_done is not None:
+            line["forward_s"] = round(forward_done - data_ready, 6)
+        self.out.write(json.dumps(line) + "\n")
 
     def flush(self):
         self.out.flush()
@@ -216,7 +219,8 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
             shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*.tmp"))
         elif (keep_dir / name).is_file():
             shutil.copy2(keep_dir / name, target)
-    for log in (output_dir / "metrics.jsonl", output_dir / "profiler/steps.jsonl"):
+    # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)
+    for log in (output_dir / "metrics.jsonl", *sorted(output_dir.glob("profiler/steps*.jsonl"))):
         if log.is_file():
             lines = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch]
             log.write_text("".join(line + "\n" for line in lines))

@@ -15,9 +15,9 @@ so tuned hyperparameters mean the same on one process or many. Rank 0 prints, wr
 metrics, the model, the debug tensors and the profiler files; every rank keeps its own step timings, and each
 machine's first process its system metrics.
 """
-import datetime
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -101,6 +101,19 @@ class Processes:
         totals = torch.tensor(values, dtype=torch.float64, device=device)
         torch.distributed.all_reduce(totals)
         return totals.tolist()
+
+    def share_buffers(self, net):
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank: each rank keeps its own while training
+        (DDP with broadcast_buffers off: no sync inside a forward pass, so a step's forward time is the rank's
+        own), and validation and the saved model are rank 0's."""
+        if self.world > 1:
+            for buffer in net.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def barrier(self):
+        """Every rank here before any goes on (the same call on every rank)."""
+        if self.world > 1:
+            torch.distributed.barrier()
 
     def close(self):
         if self.world > 1:
@@ -253,6 +266,9 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
             with compute.autocast():
                 logits = net(inputs)
                 loss = loss_fn(logits.float(), labels)
+            if timer is not None and compute.device.type == "cuda":
+                torch.cuda.synchronize()  # the forward pass's own time (the GPU runs async)
+            forward_done = time.time()  # before backward: DDP's gradient all-reduce waits there for the slowest rank
             if training:
                 compute.step(loss, optimizer)
             predictions = logits.argmax(1)
@@ -263,7 +279,7 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
             correct += (predictions == labels).sum().item()
             seen += len(labels)
             if timer is not None:
-                timer.record("train" if training else "valid", epoch, step, started, data_ready, time.time())
+                timer.record("train" if training else "valid", epoch, step, started, data_ready, time.time(), forward_done)
             step += 1
     if processes is not None:  # the whole job's epoch: every rank's share of the data
         total_loss, correct, seen = processes.sum([total_loss, correct, seen], compute.device)
@@ -335,7 +351,8 @@ def main(argv=None):
             model.to(memory_format=torch.channels_last)
         net = model.fc if cached else model  # what the steps run and the debug hook watches
         # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
-        train_net = (torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        train_net = (torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                               broadcast_buffers=False)
                      if processes.world > 1 else net)
         loss_fn = torch.nn.CrossEntropyLoss()
         output_dir = Path(args.output_data_dir)
@@ -371,6 +388,7 @@ def main(argv=None):
             for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
                 torch.randperm(len(train_set), generator=batch_order)
             say(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}")
+        processes.barrier()  # rank 0 has put the record back before any rank opens its files in it
 
         hook = timer = None
         if args.profile and not processes.lead:  # every rank's step timings, so a straggler shows
@@ -415,6 +433,7 @@ def main(argv=None):
                 sampler.set_epoch(epoch)
             train_loss, train_accuracy = run_epoch(train_net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,
                                                    args.freeze_backbone, processes)
+            processes.share_buffers(net)  # validate rank 0's model, the one that is saved, on every rank's share
             valid_loss, valid_accuracy = run_epoch(net, valid_loader, compute, loss_fn, epoch, None, hook, timer,
                                                    args.freeze_backbone, processes)
             scheduler.step()
@@ -431,6 +450,7 @@ def main(argv=None):
             # are the same; the other ranks keep their step timings.)
             if timer is not None:
                 timer.flush()
+            processes.barrier()  # every rank's timings of the epoch are on disk before rank 0 keeps the record
             if not processes.lead:
                 continue
             with open(output_dir / "metrics.jsonl", "a") as metrics_file:

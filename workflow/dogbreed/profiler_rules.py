@@ -167,24 +167,26 @@ def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
 
 
 def load_balancing(profile, threshold=0.5):
-    """Triggers when, in a job of several processes (DDP), one rank's median training-step compute time is
-    more than `threshold` (0.5: 50 %) above the fastest rank's: every step of the others waits for it.
+    """Triggers when, in a job of several processes (DDP), one rank's own time per training step (its wait for
+    data plus its forward pass, the parts no other rank's speed is in) has a median more than `threshold` (0.5:
+    50 %) above the fastest rank's: every step of the others waits for it in the gradient all-reduce.
 
     Versus SageMaker: its LoadBalancing compares the GPUs' utilisation; this compares the ranks' own step
-    compute times, so it also sees a slow CPU process or host. `not_applicable` on one process."""
+    times, so it also sees a slow loader, CPU process or host. `not_applicable` on one process."""
     ranks = profile.get("rank_steps") or {}
     if len(ranks) < 2:
         return _not_applicable("the job ran on one process")
     medians = {}
     for rank, steps in sorted(ranks.items()):
         training = steps[(steps["phase"] == "train") & (steps["step"] > 0)]
-        if len(training):
-            medians[rank] = float(training["compute_s"].median())
+        if len(training):  # backward and the optimiser step hold the all-reduce: a fast rank's wait is in them
+            own = training["data_wait_s"] + training["forward_s"].fillna(training["compute_s"])
+            medians[rank] = float(own.median())
     if len(medians) < 2 or min(medians.values()) <= 0:
         return _result([], {"ranks": len(ranks)}, verdict="no_data")
     fastest = min(medians.values())
     slow = {rank: round(m / fastest - 1, 3) for rank, m in medians.items() if m / fastest - 1 > threshold}
-    return _result(sorted(slow), {"median_compute_s": {str(r): round(m, 5) for r, m in medians.items()},
+    return _result(sorted(slow), {"median_own_step_s": {str(r): round(m, 5) for r, m in medians.items()},
                                   "slower_than_fastest": {str(r): v for r, v in slow.items()}})
 
 

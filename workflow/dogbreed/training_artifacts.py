@@ -117,7 +117,8 @@ def load_profile(profiler_dir) -> dict:
 
 
 def _read_steps(path):
-    steps = pd.DataFrame(_read_jsonl(path), columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end"])
+    steps = pd.DataFrame(_read_jsonl(path), columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end",
+                                                     "forward_s"])
     steps["duration_s"] = steps["end"] - steps["start"]
     return steps
 

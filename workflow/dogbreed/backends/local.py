@@ -141,6 +141,8 @@ class LocalBackend(HttpEndpointBackend):
             except BaseException:  # Ctrl-C or Snakemake stopping us: never leave the job (or torchrun's workers) running
                 _signal_job(process, signal.SIGKILL)
                 raise
+            finally:  # and nothing of its group outlives it (a torchrun that died leaves its workers)
+                _signal_job(process, signal.SIGKILL)
         if status != "Stopped" and process.returncode != 0:
             tail = _tail(log_path)
             if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines

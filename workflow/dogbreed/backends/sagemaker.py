@@ -88,7 +88,7 @@ class SageMakerBackend(Backend):
         trials, _ = api_tuning_limits(tuning_spec, 0)
         print(f"plan on SageMaker: upload the channels to {store_uri}, a tuning job of {trials} trials, a final "
               f"training job, a real-time endpoint (until `snakemake teardown`)")
-        self.confirm([self._training_cost(f"tuning job ({trials} trials)", trials), self._training_cost("training job"),
+        self.confirm([self._training_cost(f"tuning job ({trials} trials)", trials, instances=1), self._training_cost("training job"),
                       self._endpoint_cost("endpoint")])
 
     def confirm(self, lines):
@@ -103,9 +103,10 @@ class SageMakerBackend(Backend):
             raise CloudCostNotConfirmed("refusing to start paid SageMaker work without confirmation: rerun with "
                                         "--config confirm_cloud=true once the estimate above is acceptable")
 
-    def _training_cost(self, what, jobs=1):
+    def _training_cost(self, what, jobs=1, instances=None):
+        """instances: each job's (tuning trials have one; the final training instance_count)."""
         s = self.settings
-        return cost_line(what, s["instance_type"], s.get("instance_count", 1) * jobs,
+        return cost_line(what, s["instance_type"], (instances or s.get("instance_count", 1)) * jobs,
                          _hours(s, "max_wait_hours" if s.get("use_spot") else "max_run_hours", 4), s.get("prices_per_hour", {}))
 
     def _endpoint_cost(self, what):
@@ -122,21 +123,21 @@ class SageMakerBackend(Backend):
 
     # --- training jobs --------------------------------------------------------------------------
     def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None,
-                  processes=1):
+                  processes=1, trials=False):
         """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
         job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run);
         processes > 1: DDP under SageMaker's torch_distributed launcher (torchrun, a process per GPU of
-        every instance)."""
+        every instance); trials: a tuning job's, which stay on one process of one instance."""
         from sagemaker.pytorch import PyTorch
 
         refuse_local_files(hyperparameters)
         refuse_unsupported_hardware(self.settings)
-        distributed = distribution(self.settings, processes)
+        distributed = None if trials else distribution(self.settings, processes)
 
         s = self.settings
         kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
                       framework_version=str(s["framework_version"]), py_version=s["py_version"],
-                      instance_type=s["instance_type"], instance_count=int(s.get("instance_count", 1)),
+                      instance_type=s["instance_type"], instance_count=1 if trials else int(s.get("instance_count", 1)),
                       volume_size=int(s.get("volume_size_gb", 30)), max_run=int(_hours(s, "max_run_hours", 4) * 3600),
                       hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
                       output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
@@ -294,11 +295,11 @@ class SageMakerBackend(Backend):
         elif not (spec["strategy"] == "Grid" and done) and finished_trials < spec["max_jobs"]:
             job_name = tuning_name if not previous else f"{tuning_name}-w{len(previous)}"
             new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
-            self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials)])
+            self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials, instances=1)])
             tuner = HyperparameterTuner(
                 # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each
                 # trial's checkpoint under its training job's name)
-                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name), spec["objective"]["metric"], ranges,
+                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name, trials=True), spec["objective"]["metric"], ranges,
                 metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
                 objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
                 early_stopping_type=early_stopping, tags=self._tags(), random_seed=spec.get("seed"),
