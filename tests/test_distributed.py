@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from dogbreed import profiler_rules, training_artifacts
-from dogbreed.backends import JobFailed, get_backend
+from dogbreed.backends import JobFailed
 from dogbreed.backends.local import LocalBackend
 
 HYPERPARAMETERS = {"weights": "none", "image_size": 32, "batch_size": 8, "lr": 0.05, "num_workers": 0,
@@ -124,15 +124,12 @@ def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, m
 
 def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(moto_server, bucket, monkeypatch,
                                                                                        tmp_path):
-    from test_sagemaker_backend import CHANNELS, SETTINGS, put_job_outputs, sent
+    from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
     from dogbreed.backends.sagemaker import DistributionRefused
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     captured = []
-    backend = get_backend("sagemaker", {**SETTINGS, "instance_count": 2, "output_s3_uri": f"s3://{bucket}/jobs",
-                                        "confirm_cloud": True})
-    backend.client.meta.events.register("provide-client-params.sagemaker",
-                                        lambda params, model, **_: captured.append((model.name, params)))
+    backend = backend_for(bucket, captured, instance_count=2)
     with pytest.raises(DistributionRefused, match=r"backends.sagemaker.instance_count is 2, but training.processes is 1"):
         backend.train("train-alone", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts")
     assert not sent(captured, "CreateTrainingJob")
@@ -230,14 +227,11 @@ def test_the_head_trains_on_cached_features_across_processes_too(tiny_channels, 
 
 
 def test_sagemaker_tuning_trials_stay_on_one_instance(moto_server, bucket, monkeypatch, tmp_path):
-    from test_sagemaker_backend import CHANNELS, SETTINGS, SPEC, answer_one_completed_trial, sent
+    from test_sagemaker_backend import CHANNELS, SPEC, answer_one_completed_trial, backend_for, sent
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     captured = []
-    backend = get_backend("sagemaker", {**SETTINGS, "instance_count": 2, "output_s3_uri": f"s3://{bucket}/jobs",
-                                        "confirm_cloud": True})
-    backend.client.meta.events.register("provide-client-params.sagemaker",
-                                        lambda params, model, **_: captured.append((model.name, params)))
+    backend = backend_for(bucket, captured, instance_count=2)
     answer_one_completed_trial(backend)
     backend.tune(SPEC, {"epochs": 1}, CHANNELS(bucket), tmp_path, REPO / "scripts", "tune-one-instance", None)
     (request,) = sent(captured, "CreateHyperParameterTuningJob")
