@@ -271,8 +271,8 @@ class EpochLogger:
         except ImportError:
             print("mlflow is not installed in this job's environment: the workflow logs its metrics after it", flush=True)
         except Exception as error:  # a store it cannot open: the job trains on, the workflow logs its epochs
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            print(f"could not open the MLflow store ({first}): the workflow logs this job's metrics after it", flush=True)
+            print(f"could not open the MLflow store ({_first_line(error)}): the workflow logs this job's metrics after it",
+                  flush=True)
 
     def log(self, epoch_metrics: dict):
         if self.client is None:
@@ -284,6 +284,10 @@ class EpochLogger:
             self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
                                                         for k, v in epoch_metrics.items() if k != "epoch"])
         except Exception as error:  # the store went away: the epochs are in metrics.jsonl, the workflow logs them
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            print(f"could not log epoch {step} into MLflow ({first}): the workflow logs the rest after the job", flush=True)
+            print(f"could not log epoch {step} into MLflow ({_first_line(error)}): the workflow logs the rest after the job",
+                  flush=True)
             self.client = None
+
+
+def _first_line(error) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -80,7 +80,7 @@ class Processes:
         self.rank, self.local_rank = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0"))
         self.lead = self.rank == 0
         if self.world > 1:
-            backend = "nccl" if torch.cuda.is_available() and env.get("SM_NUM_GPUS", "1") != "0" else "gloo"
+            backend = "nccl" if classifier.pick_device().type == "cuda" else "gloo"
             if backend == "nccl":
                 torch.cuda.set_device(self.local_rank)
             timeout = datetime.timedelta(seconds=float(env.get("DOGBREED_DDP_TIMEOUT_S", "300")))

@@ -192,6 +192,10 @@ class Tracker:
         self.log(run_id, metrics=metrics, tags={TAG + "status": status, **(tags or {})}, files=files)
         self.client.set_terminated(run_id, RUN_STATUS[status])
 
+    def where(self) -> dict:
+        """What model.json and best_hyperparameters.json record of the store, beside a run's id."""
+        return {"uri": shown(self.uri), "experiment": self.experiment}
+
     def run_link(self, run_id: str) -> str:
         return f"run {run_id} in {shown(self.uri)} (experiment {self.experiment})"
 
@@ -261,7 +265,7 @@ def final_run(config: dict, model: dict):
         print("mlflow: the final training ran with tracking off, so it has no run to log into; "
               "`snakemake --forcerun train` tracks it")
         return None, None
-    if recorded.get("uri") != shown(tracker_.uri):
+    if recorded.get("uri") != tracker_.where()["uri"]:
         print(f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}: "
               f"nothing logged (`snakemake --forcerun train` tracks a new one here)")
         return None, None

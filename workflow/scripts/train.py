@@ -21,7 +21,7 @@ def main(smk):
     tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
     if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
         tuned = best.get("tracking") or {}  # the tuning's workflow run, when it is in this store
-        workflow_run = (tuned["workflow_run_id"] if tuned.get("uri") == tracking.shown(tracker.uri) else
+        workflow_run = (tuned["workflow_run_id"] if tuned.get("uri") == tracker.where()["uri"] else
                         tracker.workflow_run(Path(smk.output.model).parents[1], best.get("study") or job_name, smk.params.backend))
         run_id = tracker.job_run(job_name, workflow_run, "final training", hyperparameters,
                                  tags={"tuned_from": best["job_name"]})
@@ -56,7 +56,7 @@ def main(smk):
     pd.DataFrame(epochs).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
     if run_id is not None:
-        result["tracking"] = {"run_id": run_id, "uri": tracking.shown(tracker.uri), "experiment": tracker.experiment}
+        result["tracking"] = {"run_id": run_id, **tracker.where()}
         with tracking.best_effort("the final training's epochs, model and status"):
             if (filled := tracker.fill_in(run_id, epochs)) and job_logs:
                 print(f"mlflow: the job did not log {filled} epoch(s) itself (see its log): logged from the workflow after it")

@@ -34,8 +34,7 @@ def main(smk):
             tracker.log(workflow_run, metrics={f"best_{objective['metric']}": objective["value"]},
                         tags={tracking.TAG + "best_trial": best["job_name"]})
             tracker.client.set_terminated(workflow_run, "FINISHED")
-        best["tracking"] = {"workflow_run_id": workflow_run, "uri": tracking.shown(tracker.uri),
-                            "experiment": tracker.experiment}
+        best["tracking"] = {"workflow_run_id": workflow_run, **tracker.where()}
     table = pd.DataFrame(rows)
     table.to_csv(smk.output.trials, index=False)
     print(table.drop(columns=["log"], errors="ignore").to_string(index=False))

@@ -138,10 +138,7 @@ class LocalBackend(HttpEndpointBackend):
                         _signal_job(process, signal.SIGTERM)
                         break
                 process.wait()
-            except BaseException:  # Ctrl-C or Snakemake stopping us: never leave the job (or torchrun's workers) running
-                _signal_job(process, signal.SIGKILL)
-                raise
-            finally:  # and nothing of its group outlives it (a torchrun that died leaves its workers)
+            finally:  # Ctrl-C, Snakemake stopping us, or a torchrun that died: nothing of the job's group outlives it
                 _signal_job(process, signal.SIGKILL)
         if status != "Stopped" and process.returncode != 0:
             tail = _tail(log_path)
