@@ -10,14 +10,16 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The orchestration package (workflow/dogbreed) for this file, rule scripts and the endpoint server.
+# The orchestration package (workflow/dogbreed) for this file, rule scripts and the endpoint server, and the
+# job contract it shares with the job code (scripts/job_contract.py).
 WORKFLOW_CODE = os.path.join(workflow.basedir, "workflow")
-sys.path.insert(0, WORKFLOW_CODE)
+JOB_CODE = os.path.join(workflow.basedir, "scripts")
+sys.path[:0] = [WORKFLOW_CODE, JOB_CODE]
 # Rule scripts and the endpoint server are processes of their own: they find the package through this.
 # (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, os.environ.get("PYTHONPATH")] if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, JOB_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed import run_guard, run_options
+from dogbreed import run_guard, run_options, run_plan
 from dogbreed.config import check_config, coerce_command_line
 
 # the run's --configfile/--config options, for the commands it prints (kept if a parent run set them)
@@ -37,6 +39,7 @@ report: "workflow/report/workflow.rst"  # the landing page of `snakemake --repor
 coerce_command_line(config)
 check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
 validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
+run_plan.check(config)  # every refusal of the run plan, before any rule runs or anything is sent anywhere
 
 
 include: "workflow/rules/common.smk"

@@ -16,7 +16,6 @@ trials and the final training (workflow/dogbreed/features.py).
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,35 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 
 import classifier
 import image_folders
+import job_contract as contract
 
-FEATURES_FILE = "features.pt"
-INFO_FILE = "features.json"
-BACKBONE_FILE = "backbone.pth"
-
-
-def str2bool(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+# the feature cache's file names are the job contract's (the workflow checks a cache in the store by them)
+FEATURES_FILE, INFO_FILE, BACKBONE_FILE = contract.FEATURES_FILE, contract.FEATURES_INFO_FILE, contract.BACKBONE_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
-    parser.add_argument("--arch", default="resnet18", choices=sorted(classifier.ARCHITECTURES))
-    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a state dict")
-    parser.add_argument("--image_size", "--image-size", type=int, default=224)
-    parser.add_argument("--resize", type=int, default=0, help="shorter side before the centre crop (default: image_size × 8/7)")
-    parser.add_argument("--augment", type=str2bool, default=True, help="augmented views of the training images")
-    parser.add_argument("--feature_views", "--feature-views", type=int, default=3,
-                        help="augmented views per training image (one, the eval transform, without --augment)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=-1, help="-1: the CPUs per GPU")
-    parser.add_argument("--channels_last", "--channels-last", type=str2bool, default=True)
-    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
-    parser.add_argument("--valid", default=env.get("SM_CHANNEL_VALID", "/opt/ml/input/data/valid"))
-    parser.add_argument("--model_dir", "--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
-    return parser
+    # its flags are the job contract's (job_contract.py): the workflow derives the cache's identity from them
+    return contract.build_parser(contract.FEATURE_FLAGS, ("train", "valid", "model_dir"), __doc__, defaults={"batch_size": 64})
 
 
 def feature_spec(arch, weights, preprocessing) -> dict:
@@ -89,6 +68,8 @@ def write_channel(folder: Path, features, labels, info):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if (mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})) is not None:
+        sys.exit(f"error: {mismatch}")
     torch.manual_seed(args.seed)
     device = classifier.pick_device()
     torch.backends.cudnn.benchmark = True  # one input shape throughout: let cuDNN pick its fastest kernels

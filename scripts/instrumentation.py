@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+import job_contract as contract
+
 
 # --- smdebug on NumPy 2 -------------------------------------------------------------------------
 def patch_smdebug_for_numpy2():
@@ -181,7 +183,7 @@ def write_job_info(path, resumed_after_epoch=None, **info):
 # SageMaker gives a restarted spot job an empty output folder and only the checkpoint folder back
 # (the local backend does the same), so the job's record is kept beside its checkpoint and put back
 # on resume: the metrics, the profiler's files and the debug tensors then cover the whole run.
-RECORD = ("metrics.jsonl", "profiler", "debug")
+RECORD = (contract.METRICS_FILE, "profiler", "debug")
 
 
 def keep_record(output_dir, keep_dir):
@@ -220,7 +222,7 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
         elif (keep_dir / name).is_file():
             shutil.copy2(keep_dir / name, target)
     # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)
-    for log in (output_dir / "metrics.jsonl", *sorted(output_dir.glob("profiler/steps*.jsonl"))):
+    for log in (output_dir / contract.METRICS_FILE, *sorted(output_dir.glob("profiler/steps*.jsonl"))):
         if log.is_file():
             lines = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch]
             log.write_text("".join(line + "\n" for line in lines))

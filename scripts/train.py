@@ -36,12 +36,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 import classifier  # noqa: E402
 import feature_cache  # noqa: E402
 import instrumentation  # noqa: E402
+import job_contract as contract  # noqa: E402
 from image_folders import ImageFolderByNumber, list_class_folders, loader_options  # noqa: E402
-
-# The line a job prints when it fails before its first step (the data, the weights, the model, the
-# environment): such a failure does not depend on the hyperparameters, so a tuner that reads it
-# (workflow/dogbreed/metrics.py) stops the whole study instead of failing every trial the same way.
-SETUP_FAILED = "job setup failed: "
 
 
 class SetupError(RuntimeError):
@@ -50,22 +46,23 @@ class SetupError(RuntimeError):
 
 @contextlib.contextmanager
 def setting_up():
-    """Everything before the first step runs inside: its failures end the job with SETUP_FAILED."""
+    """Everything before the first step runs inside: its failures end the job with the contract's SETUP_FAILED
+    line (the tuner stops the study on it: no hyperparameters would help)."""
     try:
         yield
     except SetupError as error:
-        print(f"{SETUP_FAILED}{error}", file=sys.stderr, flush=True)
+        print(f"{contract.SETUP_FAILED}{error}", file=sys.stderr, flush=True)
         sys.exit(1)
     except torch.cuda.OutOfMemoryError:  # a batch size, or a GPU shared by parallel trials: not the setup's
         raise
     except SystemExit as error:  # sys.exit("error: …") in the modules the job shares with feature_cache.py
         if not isinstance(error.code, str):
             raise
-        print(f"{SETUP_FAILED}{error.code.removeprefix('error: ')}", file=sys.stderr, flush=True)
+        print(f"{contract.SETUP_FAILED}{error.code.removeprefix('error: ')}", file=sys.stderr, flush=True)
         sys.exit(1)
     except Exception as error:
         traceback.print_exc()
-        print(f"{SETUP_FAILED}{type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        print(f"{contract.SETUP_FAILED}{type(error).__name__}: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
@@ -89,10 +86,11 @@ class Processes:
     def device(self, device):
         return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.world > 1 else device
 
-    def say(self, *args, **kwargs):
-        """print, on rank 0 only: a job's lines once, however many processes it has."""
+    def say(self, text):
+        """A line for a person (the contract's NOTE: the workflow shows it on the terminal), on rank 0 only: a
+        job's lines once, however many processes it has."""
         if self.lead:
-            print(*args, flush=True, **kwargs)
+            print(contract.NOTE + text, flush=True)
 
     def sum(self, values, device):
         """values summed over the ranks (a list of numbers); as they are alone."""
@@ -120,57 +118,9 @@ class Processes:
             torch.distributed.destroy_process_group()
 
 
-def str2bool(value) -> bool:
-    # SageMaker passes every hyperparameter as a string: "True", "false", "1" ...
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def amp_flag(value):
-    """--amp: "auto" (on with CUDA), or a boolean as str2bool reads it."""
-    return "auto" if str(value).strip().lower() == "auto" else str2bool(value)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
-    # allow_abbrev=False: a misspelt hyperparameter (`--epoch 1`) is an error, not a prefix of --epochs
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
-    # hyperparameters (underscore names, as SageMaker passes them; dashes work too)
-    parser.add_argument("--lr", "--learning_rate", type=float, default=0.003)
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight_decay", "--weight-decay", type=float, default=0.0)
-    parser.add_argument("--arch", default="resnet18", choices=sorted(classifier.ARCHITECTURES))
-    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a state dict")
-    parser.add_argument("--freeze_backbone", "--freeze-backbone", type=str2bool, default=False)
-    parser.add_argument("--image_size", "--image-size", type=int, default=224)
-    parser.add_argument("--resize", type=int, default=0, help="shorter side before the centre crop (default: image_size × 8/7)")
-    parser.add_argument("--augment", type=str2bool, default=True)
-    parser.add_argument("--num_workers", "--num-workers", type=int, default=-1,
-                        help="DataLoader workers; -1: the CPUs per GPU (SM_NUM_CPUS / GPUs), at most 8")
-    parser.add_argument("--amp", type=amp_flag, default="auto",
-                        help="mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a gradient scaler) | true | false")
-    parser.add_argument("--channels_last", "--channels-last", type=str2bool, default=True,
-                        help="NHWC activations: faster convolutions on tensor cores and on the CPU")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep_best", "--keep-best", type=str2bool, default=True,
-                        help="save the weights of the epoch with the lowest validation loss, not the last epoch's")
-    # what the job records about itself (off for tuning trials, on for the final training)
-    parser.add_argument("--debug", type=str2bool, default=False, help="smdebug tensors into <output>/debug")
-    parser.add_argument("--profile", type=str2bool, default=False, help="system metrics and step timings into <output>/profiler")
-    parser.add_argument("--save_interval", "--save-interval", type=int, default=10, help="debug tensors every N steps")
-    parser.add_argument("--profiler_interval_ms", "--profiler-interval-ms", type=int, default=500)
-    # the SageMaker training contract
-    parser.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
-    parser.add_argument("--valid", default=env.get("SM_CHANNEL_VALID", "/opt/ml/input/data/valid"))
-    parser.add_argument("--model_dir", "--model-dir", default=env.get("SM_MODEL_DIR", "/opt/ml/model"))
-    parser.add_argument("--output_data_dir", "--output-data-dir",
-                        default=env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
-    parser.add_argument("--checkpoint_dir", "--checkpoint-dir",
-                        default=env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
-    return parser
+    # the flags and their SM_* defaults are the job contract's (job_contract.py), shared with the workflow
+    return contract.build_parser(contract.TRAIN_FLAGS, contract.CONTRACT_FOLDERS, __doc__)
 
 
 def parse_args(argv=None):
@@ -288,7 +238,10 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
 
 def load_channels(args, spec):
     """(train set, valid set, classes, cached): images from class folders, or, when the channels hold
-    the feature cache, the frozen backbone's features of those images."""
+    the feature cache, the frozen backbone's features of those images. Either must be what the workflow
+    uploaded (--expect_data), or the job refuses it in one line."""
+    if (mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})) is not None:
+        raise SetupError(mismatch)
     if feature_cache.is_feature_channel(args.train):
         if not args.freeze_backbone:
             raise SetupError(f"the train channel {args.train} holds cached backbone features, which only train a frozen "
@@ -387,7 +340,7 @@ def main(argv=None):
                 instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
             for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
                 torch.randperm(len(train_set), generator=batch_order)
-            say(f"resumed from {checkpoint_path} after epoch {checkpoint['epoch']}")
+            say(f"{contract.RESUMED}{checkpoint_path} after epoch {checkpoint['epoch']}")
         processes.barrier()  # rank 0 has put the record back before any rank opens its files in it
 
         hook = timer = None
@@ -405,7 +358,7 @@ def main(argv=None):
                                            gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
                                            batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
                                            train_images=len(train_set), started=time.time(), precision=compute.describe(),
-                                           inputs="cached backbone features" if cached else "images", class_names=classes,
+                                           inputs=contract.INPUTS_FEATURES if cached else contract.INPUTS_IMAGES, class_names=classes,
                                            resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None,
                                            processes=processes.world)
         # into the job's MLflow run, where the workflow made one
@@ -453,7 +406,7 @@ def main(argv=None):
             processes.barrier()  # every rank's timings of the epoch are on disk before rank 0 keeps the record
             if not processes.lead:
                 continue
-            with open(output_dir / "metrics.jsonl", "a") as metrics_file:
+            with open(output_dir / contract.METRICS_FILE, "a") as metrics_file:
                 metrics_file.write(json.dumps(epoch_metrics) + "\n")
             if hook is not None:
                 instrumentation.flush_debug_hook(hook)
@@ -466,7 +419,7 @@ def main(argv=None):
             os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
             epoch_logger.log(epoch_metrics)
             # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
-            print(" ".join(f"{k}={v}" for k, v in epoch_metrics.items()), flush=True)
+            print(contract.format_epoch_line(epoch_metrics), flush=True)
     if hook is not None:
         hook.close()
     if timer is not None:
@@ -477,7 +430,7 @@ def main(argv=None):
 
     if args.keep_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])
-        print(f"keeping epoch {best['epoch']} (lowest valid_loss {best['valid_loss']:.4f})", flush=True)
+        print(f"{contract.NOTE}keeping epoch {best['epoch']} (lowest valid_loss {best['valid_loss']:.4f})", flush=True)
     classifier.save_model(args.model_dir, model.cpu(), args.arch, classes, spec)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))

@@ -17,7 +17,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-os.environ.setdefault("PYTHONPATH", str(REPO / "workflow"))
+os.environ.setdefault("PYTHONPATH", os.pathsep.join([str(REPO / "workflow"), str(REPO / "scripts")]))
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # no AWS client here may ask the metadata address
 # One compute thread per process (the tests' training jobs, their loader workers, this process): the
 # suite runs on two workers (make test), and OpenMP threads of two jobs spinning on two cores made each
@@ -79,6 +79,25 @@ def tiny_channels(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     prepare.prepare(tiny_dataset, out)
     return out / "channels", out
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """overlay over base, key by key as Snakemake merges config files."""
+    result = dict(base)
+    for key, value in overlay.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
+
+
+def full_config(*overlays) -> dict:
+    """config.yaml with overlays, validated and with the schema's defaults, as the Snakefile has it."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for overlay in overlays:
+        config = merged(config, overlay)
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
 
 
 def copy_workflow(target: Path) -> Path:

@@ -54,13 +54,16 @@ def test_the_schemas_hyperparameters_are_train_pys_own_flags():
     """One list of hyperparameters: the schema's, typed as train.py parses them."""
     import yaml
 
+    import job_contract
     import train
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["$defs"]["hyperparameters"]
     elsewhere = {"arch", "weights", "image_size",  # model:
                  "debug", "profile", "save_interval", "profiler_interval_ms",  # profiling:
-                 "train", "valid", "model_dir", "output_data_dir", "checkpoint_dir", "help"}  # the training contract
-    types = {float: "number", int: "integer", train.str2bool: "boolean", None: "string", train.amp_flag: ["string", "boolean"]}
+                 "train", "valid", "model_dir", "output_data_dir", "checkpoint_dir", "help",  # the training contract
+                 "expect_data"}  # the workflow's data check
+    types = {float: "number", int: "integer", job_contract.to_bool: "boolean", str: "string",
+             job_contract.amp_flag: ["string", "boolean"]}
     flags = {action.dest: action for action in train.build_parser()._actions if action.dest not in elsewhere}
     assert set(flags) == set(schema["properties"])
     for name, action in flags.items():

@@ -125,16 +125,16 @@ def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, m
 def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(moto_server, bucket, monkeypatch,
                                                                                        tmp_path):
     from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
-    from dogbreed.backends.sagemaker import DistributionRefused
+    from dogbreed.run_plan import PlanRefused
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     captured = []
     backend = backend_for(bucket, captured, instance_count=2)
-    with pytest.raises(DistributionRefused, match=r"backends.sagemaker.instance_count is 2, but training.processes is 1"):
-        backend.train("train-alone", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts")
+    with pytest.raises(PlanRefused, match=r"backends.sagemaker.instance_count is 2, but training.processes is 1"):
+        backend.train("train-alone", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", instances=2)
     assert not sent(captured, "CreateTrainingJob")
     put_job_outputs(bucket, "train-ddp")
-    backend.train("train-ddp", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2)
+    backend.train("train-ddp", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2, instances=2)
     (request,) = sent(captured, "CreateTrainingJob")
     assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
     assert request["ResourceConfig"]["InstanceCount"] == 2

@@ -15,6 +15,7 @@ from conftest import REPO
 from dogbreed.backends import EndpointRefused, JobFailed, get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
 from dogbreed.containers import ContainerSetupError
+from dogbreed.run_plan import PlanRefused
 
 SETTINGS = {
     "role": "arn:aws:iam::123456789012:role/SageMakerRole", "instance_type": "ml.g4dn.xlarge", "instance_count": 1,
@@ -352,9 +353,9 @@ def test_a_weights_file_on_this_machine_is_refused_before_launching(aws, tmp_pat
     else:  # local mode's client is the SDK's own, not botocore's: nothing is sent anywhere
         backend = get_backend(backend_name, {"metric_definitions": [], "output_s3_uri": f"file://{tmp_path}/jobs"})
     weights = {"weights": str(tmp_path / "resnet18-f37072fd.pth")}
-    with pytest.raises(JobFailed, match=r"model.weights is a file on this machine .*resnet18-f37072fd.pth"):
+    with pytest.raises(PlanRefused, match=r"model.weights is a file on this machine .*resnet18-f37072fd.pth"):
         backend.train("train-weights", {"lr": 0.1, **weights}, CHANNELS(aws), tmp_path, REPO / "scripts")
-    with pytest.raises(JobFailed, match="model.weights is a file on this machine"):
+    with pytest.raises(PlanRefused, match="model.weights is a file on this machine"):
         backend.tune(SPEC, weights, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-weights", tmp_path / "study.sqlite")
     assert sent(captured, "CreateTrainingJob") == sent(captured, "CreateHyperParameterTuningJob") == []
 
@@ -378,11 +379,9 @@ def test_tuning_specs_are_sent_as_the_api_accepts_them(aws, tmp_path, strategy, 
 
 
 def test_a_grid_of_continuous_ranges_is_refused_before_launching(aws, tmp_path):
-    from dogbreed.tuning import TuningError
-
     captured = []
     backend = backend_for(aws, captured)
-    with pytest.raises(TuningError, match="Grid needs categorical parameters only.*these are not: lr"):
+    with pytest.raises(PlanRefused, match="Grid needs categorical parameters only.*these are not: lr"):
         backend.tune({**SPEC, "strategy": "Grid"}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grid-bad", None)
     assert sent(captured, "CreateHyperParameterTuningJob") == []
 
@@ -419,7 +418,7 @@ def test_a_quota_of_zero_becomes_advice(aws, tmp_path, operation, limit):
 def test_v100_instances_are_refused_before_launching(aws, tmp_path):
     captured = []
     backend = backend_for(aws, captured, instance_type="ml.p3.2xlarge")
-    with pytest.raises(JobFailed, match=r"ml.p3.2xlarge has V100 GPUs \(CUDA sm_70\).*PyTorch 2.8"):
+    with pytest.raises(PlanRefused, match=r"ml.p3.2xlarge has V100 GPUs \(CUDA sm_70\).*PyTorch 2.8"):
         backend.train("train-v100", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert sent(captured, "CreateTrainingJob") == []
 

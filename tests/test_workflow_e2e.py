@@ -99,7 +99,8 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     assert planned_jobs(deployed, *server) == {"start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
     more_trials = overlay(deployed, "more", {"tuning": {"max_jobs": 3}})
     assert planned_jobs(deployed, *more_trials) == {"tune": 1, **AFTER_TRAINING}
-    assert planned_jobs(deployed, *ARGS, "--config", "backend=sagemaker") == {"upload": 1, "tune": 1, **AFTER_TRAINING}
+    cloud = overlay(deployed, "cloud", {"backend": "sagemaker", "store": {"uri": "s3://bucket/dog-breed"}})
+    assert planned_jobs(deployed, *cloud) == {"upload": 1, "tune": 1, **AFTER_TRAINING}
     everything = planned_jobs(deployed, *ARGS, "--config", "data_source=demo")
     assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
     tracking = overlay(deployed, "tracking", {"tracking": {"enabled": False, "uri": "sqlite:///elsewhere.db"}})
@@ -113,6 +114,11 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     assert planned_jobs(deployed, *ARGS) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
     module.write_text(original)  # same content again (newer mtime): nothing to redo
     assert planned_jobs(deployed, *ARGS) == {}
+    module = deployed / "workflow/dogbreed/store.py"  # fetch imports it (an s3:// source): its inputs say so
+    original = module.read_text()
+    module.write_text(original + "\n# an edit\n")
+    assert planned_jobs(deployed, *ARGS) == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
+    module.write_text(original)
 
 
 def test_the_live_endpoint_answers(deployed):

@@ -1,4 +1,5 @@
 """Config handling that the schema cannot do by itself."""
+import job_contract as contract
 
 # Keys meant for the command line. Snakemake may hand `--config key=value` over as a string.
 COMMAND_LINE_TYPES = {"backend": str, "data_source": str, "data_sha256": str, "results_dir": str,
@@ -6,14 +7,10 @@ COMMAND_LINE_TYPES = {"backend": str, "data_source": str, "data_sha256": str, "r
 
 
 def _to_bool(key, value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise ValueError(f"config key {key}: {value!r} is not true or false")
+    try:
+        return contract.to_bool(value)  # the jobs' own reading of a boolean
+    except Exception as error:  # argparse's ArgumentTypeError: the words the jobs would refuse
+        raise ValueError(f"config key {key}: {error}") from None
 
 
 def coerce_command_line(config: dict) -> dict:

@@ -2,31 +2,20 @@
 configured backend (scripts/feature_cache.py) computes its features once, the store keeps them as two
 channels under features/<key>/, and every tuning trial and the final training train the head on them.
 
-The key covers all that makes the features what they are: the architecture, weights, preprocessing,
-views and seed, the contents of the train and valid images (their sha256 from the manifest) and the
-code the features come from (FEATURE_CODE in workflow/rules/common.smk: not train.py). The same key finds the cache in the store again, also from another results folder.
+The key is the extraction job's identity (jobspec.py): the settings the features depend on, the content of the
+train and valid images (the job's expect_data), the code the features come from (not train.py) and where the
+job runs. The same key finds the cache in the store again, also from another results folder.
 """
-import csv
 import tarfile
 import tempfile
 from pathlib import Path
 
-from dogbreed import naming, store
+import job_contract as contract
+from dogbreed import store
 
 CHANNELS = ("train", "valid")
 # what a complete cache holds, per channel (scripts/feature_cache.py writes them)
-EXPECTED_FILES = {"train": {"features.pt", "features.json", "backbone.pth"}, "valid": {"features.pt", "features.json"}}
-
-
-def image_digest(manifest_csv) -> str:
-    """The contents of the train and valid channels: every image's path and sha256."""
-    with open(manifest_csv, newline="") as handle:
-        rows = sorted((r["split"], r["path"], r["sha256"]) for r in csv.DictReader(handle) if r["split"] in CHANNELS)
-    return naming.stable_hash(rows, 16)
-
-
-def cache_key(job_hyperparameters, manifest_csv, code_files) -> str:
-    return naming.stable_hash([job_hyperparameters, image_digest(manifest_csv), naming.code_digest(code_files)], 12)
+EXPECTED_FILES = contract.FEATURE_CHANNEL_FILES
 
 
 def cached_channels(store_uri, key) -> dict:
@@ -38,26 +27,26 @@ def cached_channels(store_uri, key) -> dict:
     return uris
 
 
-def extract(backend, job_hyperparameters, image_channels, manifest_csv, store_uri, jobs_dir, source_dir, code_files) -> dict:
-    """The feature channels for these images and settings: found in the store, or made by a job of the
-    backend and published there. Returns {"channels", "key", "job_name", "reused", "seconds"} (and the
-    job's "log" when it ran)."""
-    key = cache_key(job_hyperparameters, manifest_csv, code_files)
-    job_name = f"features-{key}"
+def extract(backend, job, store_uri, jobs_dir, source_dir) -> dict:
+    """The feature channels for this extraction job (jobspec.JobSpec): found in the store, or made by a job of
+    the backend and published there. Returns {"channels", "digests", "key", "job_name", "reused", "seconds"}
+    (and the job's "log" when it ran); digests: what the training jobs check the feature channels against."""
+    key = job.key
     found = cached_channels(store_uri, key)
     if found:
         print(f"feature cache {key} is in the store already: {found['train']}")
-        return {"channels": found, "key": key, "job_name": job_name, "reused": True, "seconds": 0.0}
-    result = backend.train(job_name, job_hyperparameters, {c: image_channels[c] for c in CHANNELS}, jobs_dir,
-                           source_dir, entry_point="feature_cache.py")
-    uris = {}
+        return {"channels": found, "digests": {c: store.digest(found[c]) for c in CHANNELS}, "key": key,
+                "job_name": job.name, "reused": True, "seconds": 0.0}
+    result = backend.train(job.name, job.hyperparameters, job.channels, jobs_dir, source_dir, entry_point="feature_cache.py")
+    uris, digests = {}, {}
     with tempfile.TemporaryDirectory() as unpacked:
         # every backend hands the job's SM_MODEL_DIR back as a local model.tar.gz
         with tarfile.open(store.local_path(result["model_uri"])) as archive:
             archive.extractall(unpacked, filter="data")
         for channel in CHANNELS:
+            digests[channel] = contract.channel_digest(Path(unpacked) / channel)
             uris[channel] = backend.upload(Path(unpacked) / channel, store.join(store_uri, "features", key, channel))["uri"]
     store.local_path(result["model_uri"]).unlink(missing_ok=True)  # published: the local copy is not needed
     print(f"feature cache {key}: {uris['train']} and {uris['valid']} ({result['seconds']} s)")
-    return {"channels": uris, "key": key, "job_name": job_name, "reused": False, "seconds": result["seconds"],
-            "log": result.get("log")}
+    return {"channels": uris, "digests": digests, "key": key, "job_name": job.name, "reused": False,
+            "seconds": result["seconds"], "log": result.get("log")}

@@ -1,23 +1,15 @@
-"""Reading metrics from training logs, the way SageMaker does: regexes over the job's output lines."""
+"""Reading a job's output lines, the way SageMaker does: the job contract's epoch line (regexes from the
+config's objective, or the contract's per metric), its NOTE lines for a person, its SETUP_FAILED marker."""
 import re
 
-EPOCH_LINE = re.compile(r"^epoch=(\d+)\s")
-# scripts/train.py's SETUP_FAILED line, and Python's own word for a broken environment: a job that
-# fails this way would fail the same with any hyperparameters
-# (anywhere in a line: container logs prefix each line with the host's name)
-SETUP_FAILURE = re.compile(r"(?:job setup failed: (.+)|(?:^|\s)((?:ModuleNotFoundError|ImportError): .+))$", re.MULTILINE)
-# the lines of scripts/train.py a person wants on the terminal besides the epoch lines
-SUMMARY_LINE = re.compile(r"^(?:training \S+ on |resumed from |ignoring .*checkpoint|keeping epoch |job setup failed: )")
-KEY_VALUE = re.compile(r"(\w+)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)")
+import job_contract as contract
 
-
-def parse_epoch_line(line: str):
-    """`epoch=3 train_loss=0.91 ...` → {"epoch": 3, "train_loss": 0.91, ...}; None for other lines."""
-    if not EPOCH_LINE.match(line):
-        return None
-    values = {key: float(value) for key, value in KEY_VALUE.findall(line)}
-    values["epoch"] = int(values["epoch"])
-    return values
+# the contract's SETUP_FAILED line, and Python's own word for a broken environment: a job that fails this
+# way would fail the same with any hyperparameters (anywhere in a line: container logs prefix each line
+# with the host's name)
+SETUP_FAILURE = re.compile(rf"(?:{re.escape(contract.SETUP_FAILED)}(.+)|(?:^|\s)((?:ModuleNotFoundError|ImportError): .+))$",
+                           re.MULTILINE)
+parse_epoch_line = contract.parse_epoch_line
 
 
 def read_metric(regex: str, line: str):
@@ -38,5 +30,13 @@ def setup_failure(log_text: str):
 
 
 def worth_showing(line: str) -> bool:
-    """An epoch line, or one of train.py's few summary lines (what it trains on, a resume, the epoch kept)."""
-    return bool(EPOCH_LINE.match(line) or SUMMARY_LINE.match(line))
+    """An epoch line, a line the job meant for a person (NOTE), or its setup failure."""
+    return bool(contract.EPOCH_LINE.match(line) or line.startswith((contract.NOTE, contract.SETUP_FAILED)))
+
+
+def metric_definitions(objective: dict) -> list:
+    """SageMaker's metric_definitions: the objective with the config's regex (the one the local tuner uses),
+    the other epoch metrics with the contract's."""
+    found = [{"Name": objective["metric"], "Regex": objective["regex"]}]
+    return found + [{"Name": name, "Regex": contract.metric_regex(name)}
+                    for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if name != objective["metric"]]

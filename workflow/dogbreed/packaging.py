@@ -8,7 +8,10 @@ training requirements (smdebug, its protobuf pin) have no business on an endpoin
 import tarfile
 from pathlib import Path
 
-SERVING_CODE = ("inference.py", "classifier.py")
+from dogbreed import code_inputs
+
+# inference.py and what it imports from the job code (no requirements.txt: see above)
+SERVING_CODE = tuple(Path(p).name for p in code_inputs.job_code("inference.py", requirements=False))
 
 
 def package_for_serving(model_tar, source_dir, out_tar):

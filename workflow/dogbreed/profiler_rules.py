@@ -6,6 +6,7 @@ neither pass nor fail it. `patience` (samples skipped at the start, as SageMaker
 only when the run has more samples than that; a short run is judged on all of its samples
 (SageMaker's skip would leave it nothing to judge).
 """
+import job_contract as contract
 import numpy as np
 
 from dogbreed.training_artifacts import has_gpu
@@ -115,7 +116,7 @@ def dataloader(profile, max_wait_percent=10.0, min_threshold=70, max_threshold=2
     job = profile["job"]
     if "num_workers" not in job or not job.get("cpu_count"):
         return _result([], {"reason": "the job did not record its loader settings"}, verdict="no_data")
-    if job.get("inputs") == "cached backbone features":  # a tensor in memory: there is no loader to size
+    if job.get("inputs") == contract.INPUTS_FEATURES:  # a tensor in memory: there is no loader to size
         return _not_applicable("the job trained on cached backbone features, which need no loader workers")
     steps = profile["steps"]
     steps = steps[(steps["phase"] == "train") & (steps["step"] > 0)] if len(steps) else steps

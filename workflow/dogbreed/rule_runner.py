@@ -91,12 +91,3 @@ def run_rule(main, snakemake):
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         with contextlib.suppress(OSError):  # a log on a full disk: what it missed went to the terminal
             log.close()
-
-
-def rule_backend(smk):
-    """The backend a rule talks to, from its params. confirm_cloud comes from the config itself: it is
-    permission to spend, not an input of any result, so it is kept out of params (granting it after a
-    refused run must not rerun what already ran)."""
-    from dogbreed.backends import get_backend
-
-    return get_backend(smk.params.backend, {**smk.params.backend_settings, "confirm_cloud": bool(smk.config.get("confirm_cloud"))})

@@ -7,6 +7,7 @@ of its content as metadata, so an interrupted sync resumes where it stopped, and
 parallel multipart uploads. Credentials come from the standard AWS chain only (environment, shared
 config and credentials files, SSO, instance roles), never from the workflow's config.
 """
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
+
+import job_contract as contract
 
 MULTIPART_THRESHOLD = 64 * 2**20
 
@@ -70,6 +73,24 @@ def download(uri: str, local_dir, workers=8) -> dict:
     return _sync_folder(local_path(uri), Path(local_dir))
 
 
+def digest(uri: str) -> str:
+    """The job contract's channel_digest of what is stored under uri: for S3 from the sha256 every object
+    carries (sync() records it), without downloading anything."""
+    if not uri.startswith("s3://"):
+        return contract.channel_digest(local_path(uri))
+    s3 = S3Store()
+    bucket, prefix = split_s3_uri(uri)
+    try:
+        names = sorted(n for n in s3.list_objects(bucket, prefix) if not n.endswith(".partial"))
+        hashes = {name: s3._stored_sha256(bucket, _key(prefix, name)) for name in names}
+    except Exception as error:
+        raise s3._error(error, uri) from error
+    if missing := [name for name, sha in hashes.items() if not sha]:
+        raise StoreError(f"{uri}/{missing[0]} carries no sha256 (it was not stored by this workflow's sync): "
+                         f"upload that folder again")
+    return contract.digest_of(hashes)
+
+
 def list_files(uri: str) -> set:
     """The names (relative paths) of the files stored under uri; empty when there is nothing there."""
     if uri.startswith("s3://"):
@@ -95,17 +116,22 @@ def _sync_folder(source: Path, target: Path) -> dict:
             skipped += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        partial = dst.with_name(dst.name + ".partial")
+        # this process's own partial file (two syncs of one dataset at once never share one), renamed at once:
+        # an interrupted sync never leaves a half file under its name
+        partial = dst.with_name(f"{dst.name}.{os.getpid()}.partial")
         shutil.copyfile(src, partial)
-        os.replace(partial, dst)  # atomic: an interrupted sync never leaves a half file under its name
+        os.replace(partial, dst)
         uploaded += 1
     removed = 0
     for path in sorted(target.rglob("*"), reverse=True):
+        if path.name.endswith(".partial"):  # another sync's file in flight: never this one's to delete
+            continue
         if path.is_file() and path.relative_to(target).as_posix() not in wanted:
             path.unlink()
             removed += 1
         elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+            with contextlib.suppress(OSError):  # another sync just wrote into it
+                path.rmdir()
     return {"uri": file_uri(target), "uploaded": uploaded, "unchanged": skipped, "removed": removed}
 
 
@@ -206,7 +232,7 @@ class S3Store:
         bucket, key = split_s3_uri(uri)
         try:
             size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-            partial = Path(path).with_name(Path(path).name + ".partial")
+            partial = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.partial")
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress:
                 self.client.download_file(bucket, key, str(partial), Callback=progress.update)
         except Exception as error:
@@ -242,7 +268,7 @@ class S3Store:
                     self._stored_sha256(bucket, _key(prefix, name)) in (None, sha256_file(path)):
                 return "unchanged"
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".partial")
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
             self.client.download_file(bucket, _key(prefix, name), str(partial))
             os.replace(partial, path)
             return "downloaded"
@@ -254,7 +280,7 @@ class S3Store:
             raise self._error(error, uri) from error
         removed = 0
         for name, path in _local_files(target).items():
-            if name not in stored:
+            if name not in stored and not name.endswith(".partial"):
                 path.unlink()
                 removed += 1
         return {"uri": uri, "downloaded": outcomes.count("downloaded"), "unchanged": outcomes.count("unchanged"), "removed": removed}

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from dogbreed import naming
+from dogbreed import jobspec, naming
 
 # MLflow asks a server up to 7 times with backoff (minutes for a server that is down): fewer, sooner; and no
 # usage telemetry from this workflow or its jobs
@@ -218,7 +218,7 @@ class TrialTracking:
     def start(self, trial, job_name: str, hyperparameters: dict) -> dict:
         """The trial's run; the environment that lets its job log into it."""
         with best_effort(f"trial {trial.number}'s run"):
-            run_id = self.tracker.job_run(job_name, self.parent, "trial", {**self.fixed, **hyperparameters},
+            run_id = self.tracker.job_run(job_name, self.parent, "trial", jobspec.merge(self.fixed, hyperparameters),
                                           tags={"trial": trial.number})
             trial.set_user_attr("mlflow_run_id", run_id)
             return self.tracker.job_environment(run_id) if self.job_logs else {}
@@ -241,7 +241,7 @@ class TrialTracking:
             if self.tracker._find({TAG + "job_name": row["job_name"], "mlflow.parentRunId": self.parent}) is not None:
                 continue
             run_id = self.tracker.job_run(row["job_name"], self.parent, "trial",
-                                          {**self.fixed, **{n: row[n] for n in spec["parameters"]}}, tags={"trial": row["trial"]})
+                                          jobspec.merge(self.fixed, {n: row[n] for n in spec["parameters"]}), tags={"trial": row["trial"]})
             value = row.get(metric)
             self.tracker.end(run_id, row["status"] if row["status"] in RUN_STATUS else "Failed",
                              metrics={metric: value} if value is not None else None)

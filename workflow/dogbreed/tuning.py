@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from dogbreed import metrics
+from dogbreed import jobspec, metrics, naming
 from dogbreed.backends.base import JobFailed
 
 STATUS = {TrialState.COMPLETE: "Completed", TrialState.PRUNED: "Stopped", TrialState.FAIL: "Failed",
@@ -244,7 +244,7 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
 
     def run_trial(trial, hyperparameters, report):
         # a retried trial keeps the interrupted one's job name, and so resumes from its checkpoint
-        job_name = trial.user_attrs.get("job_name") or f"{study_name}-trial-{trial.number:03d}"
+        job_name = trial.user_attrs.get("job_name") or naming.trial_name(study_name, trial.number)
         trial.set_user_attr("job_name", job_name)
         trial.set_user_attr("log", str(Path(jobs_dir) / job_name / "log.txt"))  # where both local backends write it
         values, diverged = [], []
@@ -262,7 +262,7 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         logging_into_run = tracking.start(trial, job_name, hyperparameters) if tracking is not None else {}
         environment = slots.get()
         try:
-            result = backend.train(job_name, {**fixed_hyperparameters, **hyperparameters}, channels, jobs_dir,
+            result = backend.train(job_name, jobspec.merge(fixed_hyperparameters, hyperparameters), channels, jobs_dir,
                                    source_dir, on_line=on_line, echo=False, keep_model=False,
                                    environment={**environment, **logging_into_run})
         except JobFailed as error:

@@ -3,7 +3,7 @@
 
 rule fetch:
     input:
-        code("fetch", "demo_data"),
+        code("fetch"),
     output:
         f"{RAW_DIR}/fetched.json",
     log:
@@ -48,7 +48,7 @@ rule prepare:
 
 rule upload:
     input:
-        code(*BACKEND_MODULES),
+        code("upload"),
         manifest=rules.prepare.output.manifest,
         channels=rules.prepare.output.channels,
     output:
@@ -64,6 +64,5 @@ rule upload:
         tuning=config["tuning"] if config["backend"] == "sagemaker" else {},
         store_uri=config["store"]["uri"],
         store_endpoint_url=config["store"]["endpoint_url"],
-        prefix=f"datasets/{SOURCE_ID}",
     script:
         "../scripts/upload.py"

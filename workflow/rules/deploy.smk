@@ -4,7 +4,7 @@
 
 rule package_model:
     input:
-        code("packaging"),
+        code("package_model"),
         SERVING_CODE,
         model=rules.train.output.model,
     output:
@@ -21,7 +21,7 @@ rule package_model:
 
 rule start_endpoint:
     input:
-        code(*BACKEND_MODULES, "serving", "run_options", "endpoint_registry"),
+        code("start_endpoint"),
         model=rules.package_model.output[0],
         model_json=rules.train.output.model_json,  # the final training's MLflow run id, into endpoint.json
     output:
@@ -42,7 +42,7 @@ rule start_endpoint:
 
 rule evaluate:
     input:
-        code(*BACKEND_MODULES, "evaluate", "run_options", "tracking"),
+        code("evaluate"),
         endpoint=rules.start_endpoint.output[0],
         model_json=rules.train.output.model_json,  # the final training's MLflow run, for the evaluation
         model=rules.package_model.output[0],
@@ -70,7 +70,7 @@ rule accuracy_gate:
     # Separate from evaluate: when it fails, Snakemake deletes only this rule's output, and the
     # metrics that explain the failure stay on disk.
     input:
-        code("gates"),
+        code("accuracy_gate"),
         metrics=rules.evaluate.output.metrics,
     output:
         R("evaluation/accuracy_gate.txt"),
@@ -88,7 +88,7 @@ rule deploy:
     # No output, so it runs whenever it is a target (and only it, on a complete run): it checks the
     # endpoint and brings back one that was stopped or died, without rerunning evaluate.
     input:
-        code(*BACKEND_MODULES, "endpoint_registry", "run_options"),
+        code("deploy"),
         rules.start_endpoint.output,
         rules.evaluate.output,
         [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
@@ -115,7 +115,7 @@ rule teardown:
     # Never part of another target. It stops this run's endpoint (the options say which run) and
     # names the others this checkout started.
     input:
-        code(*BACKEND_MODULES, "endpoint_registry"),
+        code("teardown"),
     log:
         R("logs/teardown.log"),
     conda:

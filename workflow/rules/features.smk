@@ -3,10 +3,9 @@
 
 rule extract_features:
     input:
-        code(*BACKEND_MODULES, "features", "naming"),
+        code("extract_features"),
         feature_code=FEATURE_CODE,
         upload=rules.upload.output[0],
-        manifest=rules.prepare.output.manifest,
     output:
         R("features/channels.json"),
     log:
@@ -19,7 +18,7 @@ rule extract_features:
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
-        hyperparameters=feature_hyperparameters(),
+        job=job_config("features"),
         store_uri=config["store"]["uri"],
         source_dir=source_dir,
         jobs_dir=R("jobs"),

@@ -5,7 +5,7 @@
 
 rule report_figures:
     input:
-        code("run_report"),
+        code("report_figures"),
         manifest=rules.prepare.output.manifest,
         channels=rules.prepare.output.channels,
         trials=rules.tune.output.trials,
@@ -43,7 +43,7 @@ rule report_figures:
 
 rule report:
     input:
-        code("run_report", "tracking"),
+        code("report"),
         unpack(lambda wildcards: dict(rules.report_figures.output.items())),  # the figures, by name
         rejected=rules.prepare.output.rejected,
         trials=rules.tune.output.trials,

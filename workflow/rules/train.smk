@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        code(*BACKEND_MODULES, "naming", "tracking"),
+        code("train"),
         training_code=TRAINING_CODE,
         channels=TRAINING_CHANNELS,
         best=rules.tune.output.best,
@@ -22,8 +22,7 @@ rule train:
     params:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
-        fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=True)},
-        processes=config["training"]["processes"],
+        job=job_config("train"),
         source_dir=source_dir,
         jobs_dir=R("jobs"),
     script:
@@ -33,7 +32,7 @@ rule train:
 rule check_training_rules:
     # Debugger and ProfilerReport rules over the final training's own artifacts (docs/architecture.md §3).
     input:
-        code("job_rules", "debugger_rules", "profiler_rules", "training_artifacts", "tracking"),
+        code("check_training_rules"),
         output=rules.train.output.output,
         model_json=rules.train.output.model_json,  # the final training's MLflow run, for the verdicts
     output:
@@ -51,7 +50,7 @@ rule check_training_rules:
 
 rule profiler_report:
     input:
-        code("profiler_report", "debugger_rules", "training_artifacts", "tracking"),
+        code("profiler_report"),
         rules=rules.check_training_rules.output.rules,
         tables=rules.check_training_rules.output.tables,
         output=rules.train.output.output,
@@ -71,7 +70,7 @@ rule training_rules_gate:
     # Like SageMaker's StopTraining action, after the fact: fails the run when a chosen rule
     # triggered. A separate rule, so rules.json and the report survive the failure.
     input:
-        code("gates"),
+        code("training_rules_gate"),
         rules=rules.check_training_rules.output.rules,
     output:
         R("debugger/gate.txt"),

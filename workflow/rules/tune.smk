@@ -3,7 +3,7 @@
 
 rule tune:
     input:
-        code(*BACKEND_MODULES, "tuning", "naming", "tracking"),
+        code("tune"),
         training_code=TRAINING_CODE,
         channels=TRAINING_CHANNELS,
     output:
@@ -20,7 +20,7 @@ rule tune:
         backend=config["backend"],
         backend_settings=job_backend_settings(),
         tuning=config["tuning"],
-        fixed_hyperparameters={**fixed_hyperparameters(), **recording_hyperparameters(final=False)},
+        job=job_config("trial"),
         source_dir=source_dir,
         study_db=R("tuning/study.sqlite"),  # not an output: it must survive an interrupted tune
         jobs_dir=R("jobs"),

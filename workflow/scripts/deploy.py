@@ -6,7 +6,8 @@ from pathlib import Path
 
 from dogbreed import endpoint_registry, run_options
 from dogbreed.backends.base import read_endpoint_state
-from dogbreed.rule_runner import rule_backend, run_rule
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
 
 
 def main(smk):

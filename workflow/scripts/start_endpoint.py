@@ -2,7 +2,8 @@ import json
 from pathlib import Path
 
 from dogbreed import endpoint_registry, run_options
-from dogbreed.rule_runner import rule_backend, run_rule
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
 
 
 def main(smk):

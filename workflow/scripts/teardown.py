@@ -3,7 +3,8 @@ checkout started that it left running, with the command that stops each."""
 from pathlib import Path
 
 from dogbreed import endpoint_registry
-from dogbreed.rule_runner import rule_backend, run_rule
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
 
 
 def main(smk):

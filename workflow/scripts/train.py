@@ -5,18 +5,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from dogbreed import metrics, naming, store, tracking
-from dogbreed.rule_runner import rule_backend, run_rule
+from dogbreed import jobspec, metrics, store, tracking
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
 
 
 def main(smk):
-    channels = json.loads(Path(smk.input.channels).read_text())["channels"]
     best = json.loads(Path(smk.input.best).read_text())
-    hyperparameters = {**smk.params.fixed_hyperparameters, **best["hyperparameters"]}
-    train_channels = {k: channels[k] for k in ("train", "valid")}
-    processes = smk.params.processes  # DDP across processes: another job (its checkpoints are not one process's)
-    job_name = "train-" + naming.stable_hash([hyperparameters, train_channels, naming.code_digest(smk.input.training_code)]
-                                             + ([processes] if processes > 1 else []))
+    job = jobspec.job_spec(smk.params.job, *jobspec.read_channels(smk.input.channels), smk.input.training_code,
+                           tuned=best["hyperparameters"])
+    job_name, hyperparameters, processes = job.name, job.hyperparameters, job.processes
     backend = rule_backend(smk)
     tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
     if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
@@ -41,8 +39,8 @@ def main(smk):
             return False  # never stop the job
 
         try:
-            result = backend.train(job_name, hyperparameters, train_channels, smk.params.jobs_dir, smk.params.source_dir,
-                                   on_line=show, echo=False, processes=processes,
+            result = backend.train(job_name, hyperparameters, job.channels, smk.params.jobs_dir, smk.params.source_dir,
+                                   on_line=show, echo=False, processes=processes, instances=job.instances,
                                    environment=tracker.job_environment(run_id) if job_logs else None)
         except Exception as error:
             if run_id is not None:

@@ -3,17 +3,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from dogbreed import naming, tracking
-from dogbreed.rule_runner import rule_backend, run_rule
+from dogbreed import jobspec, tracking
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
 
 
 def main(smk):
     spec = smk.params.tuning
-    channels = json.loads(Path(smk.input.channels).read_text())["channels"]
-    fixed = {**smk.params.fixed_hyperparameters, **spec["trial_hyperparameters"]}
-    # Same search, data and code → same study, which resumes; max_jobs may grow without a new study.
-    searched = {k: v for k, v in spec.items() if k not in ("max_jobs", "max_parallel_jobs")}
-    study_name = "tune-" + naming.stable_hash([searched, fixed, channels, naming.code_digest(smk.input.training_code)])
+    # Same search, settings, data, code and placement → same study, which resumes; max_jobs may grow without a
+    # new study. Its trials are its jobs with their tuned values on top (jobspec.merge, in the tuner).
+    study = jobspec.job_spec(smk.params.job, *jobspec.read_channels(smk.input.channels), smk.input.training_code)
+    study_name, fixed = study.name, study.hyperparameters
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
     backend = rule_backend(smk)
     parallel = min(spec["max_parallel_jobs"], smk.threads)
@@ -26,7 +26,7 @@ def main(smk):
         workflow_run = tracker.workflow_run(Path(smk.output.best).parent, study_name, smk.params.backend)
         trials_tracking = tracking.TrialTracking(tracker, workflow_run, smk.params.backend, fixed)
         print(f"mlflow: the trials are runs under {tracker.run_link(workflow_run)}")
-    rows, best = backend.tune(spec, fixed, {k: channels[k] for k in ("train", "valid")}, smk.params.jobs_dir,
+    rows, best = backend.tune(spec, fixed, study.channels, smk.params.jobs_dir,
                               smk.params.source_dir, study_name, smk.params.study_db, parallel, tracking=trials_tracking)
     if tracker is not None:
         objective = best["objective"]

@@ -1,22 +1,30 @@
 import json
 
-from dogbreed import store
-from dogbreed.rule_runner import rule_backend, run_rule
+import job_contract as contract
+from dogbreed import naming, run_plan, store
+from dogbreed.backends import rule_backend
+from dogbreed.rule_runner import run_rule
+
+SPLITS = ("train", "valid", "test")
 
 
 def main(smk):
     backend = rule_backend(smk)
-    # the first step with a side effect in the store: what may not run is refused before it
-    backend.approve_run(smk.params.tuning, smk.params.store_uri)
+    # the run's first side effect: its plan (whose refusals came when the workflow was read) shown before it,
+    # and on SageMaker priced and confirmed
+    backend.approve_run(run_plan.describe(smk.config), run_plan.costs(smk.config), smk.params.store_uri)
+    # the dataset's store prefix is its content: other data settings never share it, the same data always does
+    digests = {split: contract.channel_digest(f"{smk.input.channels}/{split}") for split in SPLITS}
+    prefix = naming.dataset_prefix(digests)
     channels, report = {}, {}
-    for split in ("train", "valid", "test"):
-        result = backend.upload(f"{smk.input.channels}/{split}", store.join(smk.params.store_uri, smk.params.prefix, split))
+    for split in SPLITS:
+        result = backend.upload(f"{smk.input.channels}/{split}", store.join(smk.params.store_uri, prefix, split))
         channels[split] = result.pop("uri")
         report[split] = result
         print(f"{split}: {channels[split]} ({result['uploaded']} uploaded, {result['unchanged']} already there, "
               f"{result['removed']} removed)")
     with open(smk.output[0], "w") as out:
-        json.dump({"backend": smk.params.backend, "channels": channels, "sync": report}, out, indent=2)
+        json.dump({"backend": smk.params.backend, "channels": channels, "digests": digests, "sync": report}, out, indent=2)
 
 
 run_rule(main, snakemake)

@@ -16,4 +16,11 @@ def get_backend(name: str, settings: dict) -> Backend:
     raise ValueError(f"unknown backend {name!r}: local, local_container or sagemaker")
 
 
-__all__ = ["Backend", "EndpointGone", "EndpointRefused", "JobFailed", "get_backend"]
+def rule_backend(smk):
+    """The backend a rule talks to, from its params. confirm_cloud comes from the config itself: it is
+    permission to spend, not an input of any result, so it is kept out of params (granting it after a
+    refused run must not rerun what already ran)."""
+    return get_backend(smk.params.backend, {**smk.params.backend_settings, "confirm_cloud": bool(smk.config.get("confirm_cloud"))})
+
+
+__all__ = ["Backend", "EndpointGone", "EndpointRefused", "JobFailed", "get_backend", "rule_backend"]

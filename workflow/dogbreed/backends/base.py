@@ -69,22 +69,23 @@ class EndpointRefused(RuntimeError):
 class Backend:
     name = "base"
 
-    def approve_run(self, tuning_spec, store_uri):
-        """Before the run's first side effect (the upload): refuse what cannot or may not run. Nothing
-        to refuse on this machine; the cloud backend prices the whole run and asks for confirm_cloud."""
+    def approve_run(self, plan: str, costs: list, store_uri: str):
+        """Before the run's first side effect (the upload), with the run plan (run_plan.py, whose refusals
+        came before): nothing to pay on this machine; the cloud backend shows the plan, prices it and asks
+        for confirm_cloud."""
 
     def upload(self, local_dir, uri) -> dict:
         """Mirror a local folder to the store; returns {"uri", "uploaded", "unchanged", "removed"}."""
         raise NotImplementedError
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}.
 
         environment: variables for the job's process where it shares this machine (the local backend:
         a tuning trial's GPU or share of the CPU threads); a job on an instance of its own has them all.
         processes (training.processes): more than 1 trains with DDP, started by torchrun (or SageMaker's
-        torch_distributed launcher)."""
+        torch_distributed launcher); instances: the final training's instance_count (a cloud job's)."""
         raise NotImplementedError
 
     def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,

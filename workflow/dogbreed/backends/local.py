@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import job_contract as contract
 import psutil
 
 from dogbreed import metrics, serving, store
@@ -87,7 +88,7 @@ class LocalBackend(HttpEndpointBackend):
 
     # --- training jobs -----------------------------------------------------------------------
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         """Run entry_point like a SageMaker training job; returns the job's description.
 
         on_line(line) is called for every output line; returning True stops the job (a pruned trial).
@@ -147,9 +148,9 @@ class LocalBackend(HttpEndpointBackend):
                                 f"{full.group(1)}; free some space and run again (log: {log_path})")
             raise JobFailed(f"training job {job_name} failed (exit code {process.returncode}); "
                             f"last lines of {log_path}:\n{tail}")
-        recorded = job / "output/data/metrics.jsonl"  # the whole run's epochs, also those before a resume
+        recorded = job / "output/data" / contract.METRICS_FILE  # the whole run's epochs, also those before a resume
         if status == "Completed" and recorded.is_file():
-            epochs = [json.loads(line) for line in recorded.read_text().splitlines() if line.strip()]
+            epochs = contract.read_metrics_file(recorded)
         result = {"job_name": job_name, "backend": self.name, "status": status, "log": str(log_path),
                   "output_dir": str(job / "output"), "hyperparameters": hps, "metrics": epochs,
                   "seconds": round(time.time() - started, 1)}

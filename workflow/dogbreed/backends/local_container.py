@@ -20,10 +20,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dogbreed import containers, store
+from dogbreed import containers, jobspec, naming, run_plan, store
 from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping,
                                     write_endpoint_state)
-from dogbreed.backends.sagemaker import SageMakerBackend, refuse_local_files
+from dogbreed.backends.sagemaker import SageMakerBackend
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
@@ -91,7 +91,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         session.config = {"local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}}
         return session
 
-    def approve_run(self, tuning_spec, store_uri):  # nothing is paid for
+    def approve_run(self, plan, costs, store_uri):  # nothing is paid for
         pass
 
     def confirm(self, lines):
@@ -116,21 +116,22 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
 
     # --- training jobs --------------------------------------------------------------------------
     def estimator(self, hyperparameters, source_dir, entry_point="train.py", environment=None):
-        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)  # one process
+        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)  # one container
         estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
         return estimator
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
-        refuse_local_files(hyperparameters)  # before Docker is asked: no engine would hide the real problem
+        # before Docker is asked: no engine would hide the real problem
+        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters))
         if processes > 1:
             # The SDK refuses torch_distributed for CPU local mode, but the image's training toolkit runs it on any
             # instance: its own switches, set directly (sagemaker_* hyperparameters are the toolkit's, never
             # train.py's flags), start train.py under torchrun with this many processes in the container.
-            hyperparameters = {**hyperparameters, "sagemaker_torch_distributed_enabled": True,
-                               "sagemaker_mpi_num_of_processes_per_host": processes}
+            hyperparameters = jobspec.merge(hyperparameters, {"sagemaker_torch_distributed_enabled": True,
+                                                              "sagemaker_mpi_num_of_processes_per_host": processes})
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
@@ -165,7 +166,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
     def tune(self, spec, fixed_hyperparameters, *args, **kwargs):
         # Check once, before Optuna: it would record these problems as failed trials, and a rerun would
         # find none left to run.
-        refuse_local_files(fixed_hyperparameters)
+        run_plan.refuse(run_plan.local_file_problems(self.name, fixed_hyperparameters))
         client, _ = self._ready("training", self._gpu("instance_type"))
         # every trial's compose folder under one root, so that an interrupted study stops them all
         self._study_root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-study-")).resolve()
@@ -193,7 +194,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             stale.remove(force=True)  # a container whose state file was lost
         host = self.settings.get("host", "127.0.0.1")
         container = client.containers.create(
-            image, "serve", name=f"{endpoint_name}-{datetime.now(timezone.utc):%H%M%S}",
+            image, "serve", name=naming.container_name(endpoint_name),
             labels={LABEL: endpoint_name},
             ports={f"{SERVING_PORT}/tcp": (host, int(self.settings.get("port", 0)) or None)},
             volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},

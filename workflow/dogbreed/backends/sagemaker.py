@@ -8,8 +8,6 @@ stopping the rule stops the cloud job it launched. Cloud work is priced first an
 confirm_cloud: true.
 """
 import contextlib
-import json
-import math
 import os
 import re
 import shutil
@@ -19,7 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dogbreed import store
+import job_contract as contract
+from dogbreed import naming, run_plan, store
 from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
                                     write_endpoint_state)
 
@@ -30,21 +29,8 @@ class CloudCostNotConfirmed(RuntimeError):
     pass
 
 
-class DistributionRefused(RuntimeError):
-    """A job shape that would pay for instances that do not train together."""
-
-
 def _hours(settings, key, default):
     return float(settings.get(key, default))
-
-
-def cost_line(what, instance_type, count, hours, prices) -> tuple:
-    """(dollars or None, a line saying how it was estimated)."""
-    price = prices.get(instance_type)
-    if price is None:
-        return None, f"{what}: {count} × {instance_type} for up to {hours:g} h (no price for {instance_type} in backends.sagemaker.prices_per_hour)"
-    dollars = price * count * hours
-    return dollars, f"{what}: {count} × {instance_type} × up to {hours:g} h × ${price}/h = at most ${dollars:,.2f}"
 
 
 class SageMakerBackend(Backend):
@@ -80,20 +66,16 @@ class SageMakerBackend(Backend):
         return [{"Key": str(k), "Value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
 
     # --- cost safety ----------------------------------------------------------------------------
-    def approve_run(self, tuning_spec, store_uri):
-        """The whole run's plan and estimate, before anything reaches S3; refused unless confirmed, and
-        refused outright while a setting still holds the shipped placeholder."""
-        refuse_placeholders({"store.uri": store_uri})  # the settings' own: confirm() checks them
-        require_s3(store_uri)
-        trials, _ = api_tuning_limits(tuning_spec, 0)
-        print(f"plan on SageMaker: upload the channels to {store_uri}, a tuning job of {trials} trials, a final "
-              f"training job, a real-time endpoint (until `snakemake teardown`)")
-        self.confirm([self._training_cost(f"tuning job ({trials} trials)", trials, instances=1), self._training_cost("training job"),
-                      self._endpoint_cost("endpoint")])
+    def approve_run(self, plan: str, costs: list, store_uri: str):
+        """The whole run's plan and estimate (run_plan.py), before anything reaches S3; refused unless confirmed,
+        and refused outright while a setting still holds the shipped placeholder."""
+        run_plan.refuse(run_plan.placeholder_problems({"store.uri": store_uri}))  # the settings' own: confirm() checks them
+        print(plan)
+        self.confirm(costs)
 
     def confirm(self, lines):
         """Print the estimate; refuse unless confirm_cloud is true, and any setting still a placeholder."""
-        refuse_placeholders({f"backends.sagemaker.{k}": v for k, v in self.settings.items()})
+        run_plan.refuse(run_plan.placeholder_problems({f"backends.sagemaker.{k}": v for k, v in self.settings.items()}))
         total = sum(d for d, _ in lines if d is not None)
         print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
         for _, line in lines:
@@ -103,41 +85,29 @@ class SageMakerBackend(Backend):
             raise CloudCostNotConfirmed("refusing to start paid SageMaker work without confirmation: rerun with "
                                         "--config confirm_cloud=true once the estimate above is acceptable")
 
-    def _training_cost(self, what, jobs=1, instances=None):
-        """instances: each job's (tuning trials have one; the final training instance_count)."""
-        s = self.settings
-        return cost_line(what, s["instance_type"], (instances or s.get("instance_count", 1)) * jobs,
-                         _hours(s, "max_wait_hours" if s.get("use_spot") else "max_run_hours", 4), s.get("prices_per_hour", {}))
-
-    def _endpoint_cost(self, what):
-        """An endpoint bills every hour until teardown: its first day, and said so."""
-        s = self.settings
-        dollars, line = cost_line(what, s["inference_instance_type"], int(s.get("endpoint_instance_count", 1)), 24,
-                                  s.get("prices_per_hour", {}))
-        return dollars, line.replace("up to 24 h", "24 h").replace("= at most", "=") + " for its first day"
-
     # --- upload ---------------------------------------------------------------------------------
     def upload(self, local_dir, uri) -> dict:
-        require_s3(uri)
+        run_plan.refuse(run_plan.store_problems(uri))
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
     def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None,
-                  processes=1, trials=False):
+                  processes=1, instances=1):
         """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
         job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run);
         processes > 1: DDP under SageMaker's torch_distributed launcher (torchrun, a process per GPU of
-        every instance); trials: a tuning job's, which stay on one process of one instance."""
+        every instance); instances: the final training's instance_count (trials and the feature extraction
+        run one process on one instance). A shape the run plan refuses is refused here too, before the SDK."""
         from sagemaker.pytorch import PyTorch
 
-        refuse_local_files(hyperparameters)
-        refuse_unsupported_hardware(self.settings)
-        distributed = None if trials else distribution(self.settings, processes)
+        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters)
+                        + run_plan.job_shape_problems(self.name, self.settings, processes, instances))
+        distributed = {"torch_distributed": {"enabled": True}} if processes > 1 else None
 
         s = self.settings
         kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
                       framework_version=str(s["framework_version"]), py_version=s["py_version"],
-                      instance_type=s["instance_type"], instance_count=1 if trials else int(s.get("instance_count", 1)),
+                      instance_type=s["instance_type"], instance_count=instances,
                       volume_size=int(s.get("volume_size_gb", 30)), max_run=int(_hours(s, "max_run_hours", 4) * 3600),
                       hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
                       output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
@@ -172,11 +142,11 @@ class SageMakerBackend(Backend):
 
     def _free_job_name(self, job_name):
         """The derived name, or the next `-N` after failed/stopped jobs (SageMaker never reuses a name)."""
-        name, attempt = job_name, 1
-        while (description := self._describe_job(name)) and description["TrainingJobStatus"] in ("Failed", "Stopped"):
+        attempt = 1
+        while (description := self._describe_job(naming.attempt_name(job_name, attempt))) and \
+                description["TrainingJobStatus"] in ("Failed", "Stopped"):
             attempt += 1
-            name = f"{job_name}-{attempt}"
-        return name, description
+        return naming.attempt_name(job_name, attempt), description
 
     def _pause(self):
         time.sleep(float(self.settings.get("poll_seconds", 30)))
@@ -190,7 +160,7 @@ class SageMakerBackend(Backend):
             raise
 
     def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1) -> dict:
+              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
         started = time.time()
@@ -201,9 +171,9 @@ class SageMakerBackend(Backend):
         elif status in ("InProgress", "Stopping"):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
-            self.confirm([self._training_cost(f"training job {name}")])
+            self.confirm([run_plan.training_cost(self.settings, f"training job {name}", instances=instances)])
             estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name, environment=environment,
-                                       processes=processes)
+                                       processes=processes, instances=instances)
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
@@ -240,11 +210,10 @@ class SageMakerBackend(Backend):
         output_tar = s3_model.rsplit("/", 1)[0] + "/output.tar.gz"
         if self._download(output_tar, job / "output/output.tar.gz", missing_ok=True):
             _extract_output_data(job / "output/output.tar.gz", job / "output/data")
-        metrics_file = job / "output/data/metrics.jsonl"
-        result["metrics"] = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
+        result["metrics"] = contract.read_metrics_file(job / "output/data" / contract.METRICS_FILE)
         if on_line is not None:  # the metric lines, for a tuner that reads them (local_container trials)
             for epoch in result["metrics"]:
-                on_line(" ".join(f"{k}={v}" for k, v in epoch.items()) + "\n")
+                on_line(contract.format_epoch_line(epoch) + "\n")
         if self.settings.get("sagemaker_profiler"):
             self._fetch_sagemaker_profiler_report(description, job / "output/data/sagemaker-profiler-report")
         return result
@@ -273,6 +242,7 @@ class SageMakerBackend(Backend):
         from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter,
                                      WarmStartConfig, WarmStartTypes)
 
+        run_plan.refuse(run_plan.tuning_problems(spec))  # as the run plan does, before anything is sent
         ranges = {}
         for name, p in spec["parameters"].items():
             scaling = p.get("scaling", "Auto")
@@ -293,13 +263,13 @@ class SageMakerBackend(Backend):
             job_name = running[-1]["HyperParameterTuningJobName"]
             print(f"tuning job {job_name} is still running: attaching to it")
         elif not (spec["strategy"] == "Grid" and done) and finished_trials < spec["max_jobs"]:
-            job_name = tuning_name if not previous else f"{tuning_name}-w{len(previous)}"
+            job_name = naming.warm_start_name(tuning_name, len(previous))
             new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
-            self.confirm([self._training_cost(f"tuning job {job_name} ({new_trials} trials)", new_trials, instances=1)])
+            self.confirm([run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)])
             tuner = HyperparameterTuner(
                 # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each
                 # trial's checkpoint under its training job's name)
-                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name, trials=True), spec["objective"]["metric"], ranges,
+                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name), spec["objective"]["metric"], ranges,
                 metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
                 objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
                 early_stopping_type=early_stopping, tags=self._tags(), random_seed=spec.get("seed"),
@@ -320,7 +290,7 @@ class SageMakerBackend(Backend):
 
     def _tuning_jobs(self, tuning_name):
         jobs = []
-        for name in [tuning_name] + [f"{tuning_name}-w{i}" for i in range(1, 50)]:
+        for name in (naming.warm_start_name(tuning_name, i) for i in range(50)):
             try:
                 jobs.append(self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name))
             except self.client.exceptions.ClientError as error:
@@ -376,11 +346,10 @@ class SageMakerBackend(Backend):
         from sagemaker.pytorch import PyTorchModel
 
         s = self.settings
-        dollars, line = self._endpoint_cost(f"endpoint {endpoint_name}")
+        dollars, line = run_plan.endpoint_cost(s, f"endpoint {endpoint_name}")
         self.confirm([(dollars, line + "; it bills every hour until `snakemake teardown`")])
         self.teardown(state_dir)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        model_name = f"{endpoint_name}-{stamp}"
+        model_name = naming.model_name(endpoint_name)
         model_uri = self._upload_model(model_tar, model_name)
         with tempfile.TemporaryDirectory() as code:
             with tarfile.open(model_tar) as archive:  # serve exactly the code/ that was packed
@@ -474,37 +443,8 @@ def api_tuning_limits(spec, finished_trials) -> tuple:
     """(MaxNumberOfTrainingJobs, TrainingJobEarlyStoppingType) as the API accepts them for the spec.
     Hyperband stops trials itself: the API requires early stopping Off with it. Grid runs every
     combination of its categorical values: the job count is theirs (the API refuses any other)."""
-    from dogbreed import tuning  # here: the other rules that import this module need no tuning code
-
     early_stopping = "Off" if spec["strategy"] == "Hyperband" else spec.get("early_stopping", "Off")
-    if spec["strategy"] == "Grid":
-        return math.prod(len(values) for values in tuning.grid_values(spec).values()), early_stopping
-    return spec["max_jobs"] - finished_trials, early_stopping
-
-
-def refuse_local_files(hyperparameters):
-    """A job in a container (SageMaker, local mode) cannot read a path on this machine: refuse before
-    anything is launched, rather than fail inside the job."""
-    weights = str(hyperparameters.get("weights", "imagenet"))
-    if weights not in ("imagenet", "none"):
-        raise JobFailed(f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container "
-                        f"cannot read: use imagenet or none with this backend, or the local backend for that file")
-
-
-def require_s3(uri):
-    if not uri.startswith("s3://"):
-        raise JobFailed(f"the sagemaker backend reads channels from S3: set store.uri to s3://bucket/prefix (now {uri})")
-
-
-PLACEHOLDER = "YOUR-"  # what config/sagemaker.yaml ships in place of a bucket, an account, a role
-
-
-def refuse_placeholders(settings: dict):
-    """{key: value}: a value still holding the shipped placeholder is refused, naming the key."""
-    for key, value in settings.items():
-        if PLACEHOLDER in str(value):
-            raise JobFailed(f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your "
-                            f"own (README: SageMaker) before anything is sent to AWS")
+    return run_plan.max_trials(spec) - (0 if spec["strategy"] == "Grid" else finished_trials), early_stopping
 
 
 def checkpoint_uri(settings, job_name) -> str:
@@ -514,38 +454,10 @@ def checkpoint_uri(settings, job_name) -> str:
     return store.join(base, job_name) + "/"
 
 
-# PyTorch 2.8's CUDA builds no longer run on Volta (sm_70): the V100s of ml.p3.* cannot train with them.
-VOLTA_INSTANCES = ("ml.p3.", "ml.p3dn.")
-
-
 def full_version(version) -> str:
     """"2.8" → "2.8.0", as the SDK's torch_distributed list spells versions."""
     parts = str(version).split(".")
     return ".".join(parts + ["0"] * (3 - len(parts)))
-
-
-def distribution(settings, processes: int):
-    """The estimator's distribution= for training.processes, or None for one process. Several instances
-    without it would each train the same model alone: refused, naming the settings."""
-    count = int(settings.get("instance_count", 1))
-    if processes > 1:
-        return {"torch_distributed": {"enabled": True}}
-    if count > 1:
-        raise DistributionRefused(
-            f"backends.sagemaker.instance_count is {count}, but training.processes is 1: the {count} instances would "
-            f"each train the same model alone, at {count}× the price; set training.processes to 2 or more (DDP across "
-            f"the instances' GPUs with torch_distributed), or instance_count to 1")
-    return None
-
-
-def refuse_unsupported_hardware(settings):
-    """Refuse, before anything is launched or billed, an instance the framework image cannot use."""
-    instance_type = str(settings.get("instance_type", ""))
-    version = tuple(int(part) for part in str(settings.get("framework_version", "0")).split(".")[:2] if part.isdigit())
-    if instance_type.startswith(VOLTA_INSTANCES) and version >= (2, 8):
-        raise JobFailed(f"backends.sagemaker.instance_type {instance_type} has V100 GPUs (CUDA sm_70), which the "
-                        f"PyTorch {settings['framework_version']} training image no longer supports: choose ml.g4dn, "
-                        f"ml.g5, ml.g6 or ml.p4d instances")
 
 
 @contextlib.contextmanager
