@@ -433,8 +433,7 @@ def test_a_tuning_jobs_trials_become_runs_after_it_and_a_server_uri_reaches_the_
     backend = backend_for(aws, captured)
     answer_one_completed_trial(backend)
     tracker = tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "dog-breed")
-    trials = tracking.TrialTracking(tracker, tracker.workflow_run(tmp_path / "results", "tune-mlf", "sagemaker"),
-                                    "sagemaker", {"epochs": 3})
+    trials = tracking.TrialTracking(tracker, tracker.workflow_run(tmp_path / "results", "tune-mlf", "sagemaker"), "sagemaker")
     for _ in range(2):  # a rerun logs no trial twice
         backend.tune(SPEC, {"epochs": 3}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-mlf", None, tracking=trials)
     out = capsys.readouterr().out

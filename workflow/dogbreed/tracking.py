@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from dogbreed import jobspec, naming
+from dogbreed import naming
 
 # MLflow asks a server up to 7 times with backoff (minutes for a server that is down): fewer, sooner; and no
 # usage telemetry from this workflow or its jobs
@@ -208,18 +208,17 @@ def _first_line(error) -> str:
 class TrialTracking:
     """A tuning study's trials as runs under its workflow run (tuning.run_study and tuning.trial_runner)."""
 
-    def __init__(self, tracker: Tracker, parent: str, backend: str, fixed_hyperparameters: dict):
-        self.tracker, self.parent, self.fixed = tracker, parent, fixed_hyperparameters
+    def __init__(self, tracker: Tracker, parent: str, backend: str):
+        self.tracker, self.parent = tracker, parent
         self.job_logs = job_reachable(tracker.uri, backend)
         if not self.job_logs:
             print(f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
                   f"the workflow after its job", flush=True)
 
     def start(self, trial, job_name: str, hyperparameters: dict) -> dict:
-        """The trial's run; the environment that lets its job log into it."""
+        """The trial's run (its params: the job's hyperparameters, whole); the environment that lets its job log into it."""
         with best_effort(f"trial {trial.number}'s run"):
-            run_id = self.tracker.job_run(job_name, self.parent, "trial", jobspec.merge(self.fixed, hyperparameters),
-                                          tags={"trial": trial.number})
+            run_id = self.tracker.job_run(job_name, self.parent, "trial", hyperparameters, tags={"trial": trial.number})
             trial.set_user_attr("mlflow_run_id", run_id)
             return self.tracker.job_environment(run_id) if self.job_logs else {}
         return {}
@@ -233,15 +232,14 @@ class TrialTracking:
                 print(f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
                       f"logged from the workflow after it", flush=True)
 
-    def log_finished(self, rows: list, spec: dict):
-        """Trials another tuner ran (SageMaker's), from its trials table: a run each, once, with the final
-        objective (their per-epoch metrics are in CloudWatch)."""
+    def log_finished(self, rows: list, spec: dict, hyperparameters: list):
+        """Trials another tuner ran (SageMaker's), from its trials table (and each one's hyperparameters, whole): a
+        run each, once, with the final objective (their per-epoch metrics are in CloudWatch)."""
         metric, new = spec["objective"]["metric"], 0
-        for row in rows:
+        for row, params in zip(rows, hyperparameters):
             if self.tracker._find({TAG + "job_name": row["job_name"], "mlflow.parentRunId": self.parent}) is not None:
                 continue
-            run_id = self.tracker.job_run(row["job_name"], self.parent, "trial",
-                                          jobspec.merge(self.fixed, {n: row[n] for n in spec["parameters"]}), tags={"trial": row["trial"]})
+            run_id = self.tracker.job_run(row["job_name"], self.parent, "trial", params, tags={"trial": row["trial"]})
             value = row.get(metric)
             self.tracker.end(run_id, row["status"] if row["status"] in RUN_STATUS else "Failed",
                              metrics={metric: value} if value is not None else None)

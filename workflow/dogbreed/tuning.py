@@ -259,10 +259,11 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
             values.append(value)
             return report(len(values), value)
 
-        logging_into_run = tracking.start(trial, job_name, hyperparameters) if tracking is not None else {}
+        whole = jobspec.merge(fixed_hyperparameters, hyperparameters)  # the job's flags: the study's, then the trial's
+        logging_into_run = tracking.start(trial, job_name, whole) if tracking is not None else {}
         environment = slots.get()
         try:
-            result = backend.train(job_name, jobspec.merge(fixed_hyperparameters, hyperparameters), channels, jobs_dir,
+            result = backend.train(job_name, whole, channels, jobs_dir,
                                    source_dir, on_line=on_line, echo=False, keep_model=False,
                                    environment={**environment, **logging_into_run})
         except JobFailed as error:

@@ -24,7 +24,7 @@ def main(smk):
     tracker, trials_tracking = tracking.tracker(smk.config), None
     if tracker is not None:
         workflow_run = tracker.workflow_run(Path(smk.output.best).parent, study_name, smk.params.backend)
-        trials_tracking = tracking.TrialTracking(tracker, workflow_run, smk.params.backend, fixed)
+        trials_tracking = tracking.TrialTracking(tracker, workflow_run, smk.params.backend)
         print(f"mlflow: the trials are runs under {tracker.run_link(workflow_run)}")
     rows, best = backend.tune(spec, fixed, study.channels, smk.params.jobs_dir,
                               smk.params.source_dir, study_name, smk.params.study_db, parallel, tracking=trials_tracking)

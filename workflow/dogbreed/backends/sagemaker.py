@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import job_contract as contract
-from dogbreed import naming, run_plan, store
+from dogbreed import jobspec, naming, run_plan, store
 from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
                                     write_endpoint_state)
 
@@ -285,7 +285,8 @@ class SageMakerBackend(Backend):
         names = [d["HyperParameterTuningJobName"] for d in self._tuning_jobs(tuning_name)] or [job_name]
         rows, best = self._trials(spec, names)
         if tracking is not None:  # the trials ran in SageMaker's tuner: their runs are logged when it is done
-            tracking.log_finished(rows, spec)
+            tracking.log_finished(rows, spec, [jobspec.merge(fixed_hyperparameters, {n: row[n] for n in spec["parameters"]})
+                                               for row in rows])
         return rows, best
 
     def _tuning_jobs(self, tuning_name):

@@ -1,0 +1,132 @@
+"""Reruns that follow code: each rule's code inputs are what its script imports, derived (code_inputs.py), and the
+rerun matrix (what an edit of each module reruns) is the one below. The rules' real inputs come from Snakemake
+itself (`--filegraph` of the demo's DAG); the imports are found again here with the standard library's
+modulefinder, independently of code_inputs.py."""
+import modulefinder
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, VENV_BIN
+from dogbreed import code_inputs, packaging
+
+# what an edit of each module reruns first, on the demo's DAG (local backend); what depends on those reruns after
+# them (downstream, as for any changed input). serving.py, tuning.py: the local backend imports them (its endpoint
+# server, the project's tuner), so every rule that talks to the backend depends on them.
+BACKEND_RULES = {"tune", "train", "upload", "start_endpoint", "evaluate", "deploy"}
+RERUN_MATRIX = {
+    "scripts/classifier.py": {"package_model", "train", "tune"},
+    "scripts/feature_cache.py": {"train", "tune"},
+    "scripts/image_folders.py": {"train", "tune"},
+    "scripts/inference.py": {"package_model"},
+    "scripts/instrumentation.py": {"train", "tune"},
+    "scripts/job_contract.py": {*BACKEND_RULES, "check_training_rules", "fetch"},
+    "scripts/requirements.txt": {"train", "tune"},
+    "scripts/train.py": {"train", "tune"},
+    "workflow/dogbreed/__init__.py": {*BACKEND_RULES, "fetch", "prepare", "check_training_rules", "profiler_report",
+                                      "package_model", "report_figures", "report"},
+    "workflow/dogbreed/backends/__init__.py": BACKEND_RULES,
+    "workflow/dogbreed/backends/base.py": BACKEND_RULES,
+    "workflow/dogbreed/backends/local.py": BACKEND_RULES,
+    "workflow/dogbreed/code_inputs.py": {"package_model"},
+    "workflow/dogbreed/debugger_rules.py": {"check_training_rules", "profiler_report"},
+    "workflow/dogbreed/demo_data.py": {"fetch"},
+    "workflow/dogbreed/endpoint_registry.py": {"start_endpoint", "deploy"},
+    "workflow/dogbreed/evaluate.py": {"evaluate"},
+    "workflow/dogbreed/fetch.py": {"fetch"},
+    "workflow/dogbreed/job_rules.py": {"check_training_rules"},
+    "workflow/dogbreed/jobspec.py": BACKEND_RULES,
+    "workflow/dogbreed/metrics.py": BACKEND_RULES,
+    "workflow/dogbreed/naming.py": {*BACKEND_RULES, "check_training_rules", "profiler_report", "report"},
+    "workflow/dogbreed/packaging.py": {"package_model"},
+    "workflow/dogbreed/prepare.py": {"prepare"},
+    "workflow/dogbreed/profiler_report.py": {"profiler_report"},
+    "workflow/dogbreed/profiler_rules.py": {"check_training_rules"},
+    "workflow/dogbreed/run_options.py": {"start_endpoint", "evaluate", "deploy"},
+    "workflow/dogbreed/run_plan.py": {"upload"},
+    "workflow/dogbreed/run_report.py": {"report_figures", "report"},
+    "workflow/dogbreed/serving.py": BACKEND_RULES,
+    "workflow/dogbreed/store.py": {*BACKEND_RULES, "fetch"},
+    "workflow/dogbreed/tracking.py": {"tune", "train", "check_training_rules", "profiler_report", "evaluate", "report"},
+    "workflow/dogbreed/training_artifacts.py": {"check_training_rules", "profiler_report"},
+    "workflow/dogbreed/tuning.py": BACKEND_RULES,
+}
+
+
+def filegraph(*args) -> tuple:
+    """({rule: its input files}, [(rule, rule that consumes its output)]) of the DAG Snakemake builds."""
+    out = subprocess.run([str(VENV_BIN / "snakemake"), "deploy", "report", "--cores", "1", "--filegraph", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    nodes = {}
+    for node in re.finditer(r"^(\d+) \[ shape=none.*?</table>>", out, re.M | re.S):
+        body = node.group(0)
+        name = re.search(r'point-size="18">(\w+)</font>', body).group(1)
+        inputs = body.split("&#8618; input")[1].split("output &rarr;")[0] if "&#8618; input" in body else ""
+        nodes[node.group(1)] = (name, set(re.findall(r'monospace">([^<]+)</font>', inputs)))
+    edges = [(nodes[a][0], nodes[b][0]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", out, re.M)]
+    return {name: files for name, files in nodes.values()}, edges
+
+
+def rule_scripts() -> dict:
+    """{rule: its script's name} from the rule files."""
+    text = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    return dict(re.findall(r'^rule (\w+):.*?script:\n\s+"\.\./scripts/(\w+)\.py"', text, re.M | re.S))
+
+
+def imported_files(script, backend) -> set:
+    """The project's files a script imports, found by modulefinder (other backends and the run's supervision aside)."""
+    others = [m for name, m in code_inputs.BACKENDS.items() if name != backend and not (backend == "local_container" and name == "sagemaker")]
+    finder = modulefinder.ModuleFinder(path=[str(REPO / "workflow"), str(REPO / "scripts")],
+                                       excludes=[*others, *code_inputs.SUPERVISION])
+    finder.run_script(str(script))
+    return {module.__file__ for module in finder.modules.values()
+            if module.__file__ and module.__file__.startswith(str(REPO)) and module.__file__ != str(script)}
+
+
+@pytest.fixture(scope="module")
+def demo_graph():
+    return filegraph("--configfile", "config/demo.yaml")
+
+
+@pytest.mark.parametrize("backend", ["local", "sagemaker"])
+def test_every_rule_scripts_imports_are_among_its_inputs(backend, demo_graph):
+    inputs, _ = demo_graph if backend == "local" else filegraph(
+        "--configfile", "config/demo.yaml", "--config", "backend=sagemaker", "store={uri: 's3://bucket/x'}")
+    scripts = rule_scripts()
+    assert {rule for rule in inputs if rule in scripts} == set(inputs) - {"all"}  # every rule of the DAG has a script
+    for rule in inputs.keys() & scripts.keys():
+        script = REPO / "workflow/scripts" / f"{scripts[rule]}.py"
+        missing = imported_files(script, backend) - inputs[rule]
+        assert not missing, (rule, missing)
+        # what may be left out (the run's supervision) every rule script imports, through run_rule
+        assert "from dogbreed.rule_runner import run_rule" in script.read_text(), rule
+
+
+def test_the_rerun_matrix(demo_graph):
+    inputs, edges = demo_graph
+    found = {}
+    for rule, files in inputs.items():
+        for file in files:
+            if file.startswith(str(REPO)):
+                found.setdefault(file.removeprefix(f"{REPO}/"), set()).add(rule)
+    assert found == RERUN_MATRIX
+    # and after them, what depends on their outputs: evaluate.py reruns the evaluation and the reports
+    after, todo = set(), ["evaluate"]
+    while todo:
+        rule = todo.pop()
+        for upstream, downstream in edges:
+            if upstream == rule and downstream not in after:
+                after.add(downstream)
+                todo.append(downstream)
+    assert after == {"report_figures", "report", "deploy"}
+
+
+def test_the_job_code_sets_are_the_entry_points_imports():
+    for entry, requirements in (("train.py", True), ("feature_cache.py", True), ("inference.py", False)):
+        finder = modulefinder.ModuleFinder(path=[str(REPO / "scripts")])
+        finder.run_script(str(REPO / "scripts" / entry))
+        found = {m.__file__ for m in finder.modules.values() if m.__file__ and m.__file__.startswith(str(REPO / "scripts"))}
+        expected = found | ({str(REPO / "scripts/requirements.txt")} if requirements else set())
+        assert set(code_inputs.job_code(entry, requirements)) == expected, entry
+    assert packaging.SERVING_CODE == ("classifier.py", "inference.py")  # what the endpoint gets beside the model
