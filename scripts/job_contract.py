@@ -112,7 +112,7 @@ def build_parser(flags, folders, description="", defaults=None, env=os.environ) 
 
 # --- the data a job trains on ------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -131,7 +131,7 @@ def channel_digest(folder) -> str:
     """"<files>:<hash>": how many files a channel holds and a hash of their names and contents. The workflow
     computes it over what it uploads, the job over what it was given: equal means the same data."""
     folder = Path(folder)
-    return digest_of({name: _sha256(folder / name) for name in channel_files(folder)})
+    return digest_of({name: sha256_file(folder / name) for name in channel_files(folder)})
 
 
 def digest_of(hashes: dict) -> str:

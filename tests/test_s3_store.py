@@ -6,6 +6,8 @@ import zipfile
 import boto3
 import pytest
 
+import job_contract as contract
+
 from conftest import REPO, copy_workflow, jpeg_bytes, snakemake
 from dogbreed import fetch, store
 from dogbreed.backends.local import LocalBackend
@@ -31,7 +33,7 @@ def test_sync_uploads_only_what_changed(tmp_path, bucket):
     assert (first["uri"], first["uploaded"], first["unchanged"], first["removed"]) == (uri, 3, 0, 0)
     assert objects(bucket, "datasets/x/train") == {"001.A/a.jpg": b"a" * 100, "001.A/b.jpg": b"b" * 100, "002.B/c.jpg": b"c" * 10}
     head = boto3.client("s3").head_object(Bucket=bucket, Key="datasets/x/train/001.A/a.jpg")
-    assert head["Metadata"]["sha256"] == store.sha256_file(local / "001.A/a.jpg")
+    assert head["Metadata"]["sha256"] == contract.sha256_file(local / "001.A/a.jpg")
 
     again = store.sync(local, uri)
     assert (again["uploaded"], again["unchanged"], again["removed"]) == (0, 3, 0)
@@ -50,7 +52,7 @@ def test_an_interrupted_sync_resumes(tmp_path, bucket):
     # what a killed sync leaves: three objects done (with their hash), one written by someone else
     for i in range(3):
         s3.upload_file(str(local / f"001.A/{i}.jpg"), bucket, f"train/001.A/{i}.jpg",
-                       ExtraArgs={"Metadata": {"sha256": store.sha256_file(local / f"001.A/{i}.jpg")}})
+                       ExtraArgs={"Metadata": {"sha256": contract.sha256_file(local / f"001.A/{i}.jpg")}})
     s3.put_object(Bucket=bucket, Key="train/001.A/3.jpg", Body=bytes([3]) * 50)  # no hash recorded: re-sent
     resumed = store.sync(local, uri)
     assert (resumed["uploaded"], resumed["unchanged"]) == (3, 3)

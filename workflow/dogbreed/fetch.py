@@ -12,6 +12,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import job_contract as contract
 import requests
 from tqdm import tqdm
 
@@ -68,14 +69,6 @@ def source_fingerprint(source: str) -> str:
         info = file.stat()
         digest.update(f"{file.relative_to(path.parent)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def sha256_file(path, chunk=1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, target: Path, timeout=30) -> Path:
@@ -191,7 +184,7 @@ def extract(archive: Path, target: Path, limits: dict | None = None) -> Path:
 
 def verify_checksum(path: Path, expected: str):
     if expected:
-        actual = sha256_file(path)
+        actual = contract.sha256_file(path)
         if actual.lower() != expected.lower():
             raise FetchError(f"{path} has sha256 {actual}, but data_sha256 in config says {expected}. "
                              f"Delete it and rerun if the download was damaged, or correct data_sha256.")

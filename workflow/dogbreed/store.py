@@ -8,7 +8,6 @@ parallel multipart uploads. Credentials come from the standard AWS chain only (e
 config and credentials files, SSO, instance roles), never from the workflow's config.
 """
 import contextlib
-import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -45,14 +44,6 @@ def canonical(uri: str) -> str:
 
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _local_files(folder: Path) -> dict:
@@ -112,7 +103,7 @@ def _sync_folder(source: Path, target: Path) -> dict:
     uploaded = skipped = 0
     for name, src in tqdm(wanted.items(), desc=f"sync {source.name}", unit="file"):
         dst = target / name
-        if dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
+        if dst.is_file() and dst.stat().st_size == src.stat().st_size and contract.sha256_file(dst) == contract.sha256_file(src):
             skipped += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +196,7 @@ class S3Store:
 
         def put(item):
             name, path = item
-            digest = sha256_file(path)
+            digest = contract.sha256_file(path)
             # same size and the same sha256 recorded on the object: already there (also after an interruption)
             if stored.get(name) == path.stat().st_size and self._stored_sha256(bucket, _key(prefix, name)) == digest:
                 return "unchanged"
@@ -265,7 +256,7 @@ class S3Store:
             name, size = item
             path = target / name
             if path.is_file() and path.stat().st_size == size and \
-                    self._stored_sha256(bucket, _key(prefix, name)) in (None, sha256_file(path)):
+                    self._stored_sha256(bucket, _key(prefix, name)) in (None, contract.sha256_file(path)):
                 return "unchanged"
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
