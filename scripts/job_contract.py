@@ -73,8 +73,8 @@ FLAGS = {
 }
 CHOICES = {"optimizer": ("sgd", "adam", "adamw"), "arch": ARCHITECTURES}
 
-# Which flags each entry point takes. The feature cache depends on exactly its own flags but its loader's
-# (FEATURE_LOADER_FLAGS): the workflow derives the cache's identity from this list.
+# Which flags each entry point takes. The cached features depend on the feature job's flags but its loader's
+# (FEATURE_LOADER_FLAGS) and the data check: the workflow derives what a tuned setting may not change from this.
 TRAIN_FLAGS = tuple(name for name in FLAGS if name != "feature_views")
 FEATURE_FLAGS = ("arch", "weights", "image_size", "resize", "augment", "feature_views", "seed", "batch_size",
                  "num_workers", "channels_last", "expect_data")
@@ -120,11 +120,17 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
+def is_data_file(name: str) -> bool:
+    """A channel's data file by its relative name: not hidden (no part starts with "."; the loaders skip those)
+    and not an upload in flight (".partial")."""
+    return not any(part.startswith(".") for part in name.split("/")) and not name.endswith(".partial")
+
+
 def channel_files(folder) -> list:
-    """The data files of a channel folder, relative and sorted (hidden files and .partial uploads aside)."""
+    """The data files of a channel folder, relative and sorted."""
     folder = Path(folder)
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".partial"))
+    return sorted(name for name in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+                  if is_data_file(name))
 
 
 def channel_digest(folder) -> str:
@@ -153,10 +159,11 @@ def data_mismatch(expected: str, folders: dict):
         channel, _, wanted = item.partition("=")
         found = channel_digest(folders[channel])
         if found != wanted:
-            (have, _), (want, _) = found.split(":"), wanted.split(":")
-            return (f"the {channel} channel ({folders[channel]}) holds {have} files (digest {found}), not the {want} "
-                    f"the workflow uploaded (digest {wanted}): the store was changed under it; run the upload again "
-                    f"(snakemake --forcerun upload)")
+            have, want = found.split(":")[0], wanted.split(":")[0]
+            what = f"{have} files, not the {want}" if have != want else f"{have} files whose contents differ from those"
+            return (f"the {channel} channel ({folders[channel]}) holds {what} the workflow uploaded (digest {found}, "
+                    f"expected {wanted}): the store was changed after the upload; run what wrote it again "
+                    f"(snakemake --forcerun upload, or --forcerun extract_features for cached features)")
     return None
 
 

@@ -236,11 +236,12 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def load_channels(args, spec):
+def load_channels(args, spec, check_data=True):
     """(train set, valid set, classes, cached): images from class folders, or, when the channels hold
     the feature cache, the frozen backbone's features of those images. Either must be what the workflow
-    uploaded (--expect_data), or the job refuses it in one line."""
-    if (mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})) is not None:
+    uploaded (--expect_data), or the job refuses it in one line (check_data: one process per machine reads
+    the files for it; the others' channels are the same folders)."""
+    if check_data and (mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})):
         raise SetupError(mismatch)
     if feature_cache.is_feature_channel(args.train):
         if not args.freeze_backbone:
@@ -267,7 +268,7 @@ def main(argv=None):
     spec = classifier.preprocessing_spec(args.image_size, resize)
 
     with setting_up():  # a failure before the first step is the same for every hyperparameter
-        train_set, valid_set, found, cached = load_channels(args, spec)
+        train_set, valid_set, found, cached = load_channels(args, spec, check_data=processes.local_rank == 0)
         classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
         if not len(train_set) or not len(valid_set):
             raise SetupError(f"empty channel: train has {len(train_set)} images, valid {len(valid_set)}")

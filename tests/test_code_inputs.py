@@ -44,7 +44,6 @@ RERUN_MATRIX = {
     "workflow/dogbreed/profiler_report.py": {"profiler_report"},
     "workflow/dogbreed/profiler_rules.py": {"check_training_rules"},
     "workflow/dogbreed/run_options.py": {"start_endpoint", "evaluate", "deploy"},
-    "workflow/dogbreed/run_plan.py": {"upload"},
     "workflow/dogbreed/run_report.py": {"report_figures", "report"},
     "workflow/dogbreed/serving.py": BACKEND_RULES,
     "workflow/dogbreed/store.py": {*BACKEND_RULES, "fetch"},

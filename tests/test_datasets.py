@@ -3,7 +3,6 @@ are not what the workflow uploaded, and two uploads at once never delete each ot
 import json
 import multiprocessing
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -55,21 +54,27 @@ def test_a_job_refuses_channels_that_are_not_what_was_uploaded(tiny_channels, tm
     assert "snakemake --forcerun upload" in err[0]
 
 
-def test_two_uploads_of_one_dataset_at_once_both_finish_whole(tmp_path):
-    """Each sync writes its own partial files (by process) and never deletes another's: before, two syncs into an
-    empty store renamed or removed each other's `<file>.partial` (FileNotFoundError)."""
+def test_an_upload_never_touches_another_uploads_partial_files(tmp_path):
+    """Each sync writes its own partial files (`<file>.<pid>.partial`) and never deletes another's: two uploads
+    of one dataset at once both finish whole (before, they shared `<file>.partial` and removed each other's)."""
     source = tmp_path / "channel"
-    for i in range(400):
-        path = source / f"{i % 4 + 1:03d}.C{i % 4}" / f"{i}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(bytes([i % 256]) * 20_000)
-    for attempt in range(3):
-        target = tmp_path / f"store-{attempt}"
-        with multiprocessing.get_context("spawn").Pool(2) as pool:
-            results = pool.starmap(store.sync, [(source, f"file://{target}")] * 2)
-        assert sum(r["uploaded"] + r["unchanged"] for r in results) == 800
-        assert contract.channel_digest(target) == contract.channel_digest(source)
-        assert not list(Path(target).rglob("*.partial"))
+    for i in range(6):
+        (source / "001.A").mkdir(parents=True, exist_ok=True)
+        (source / "001.A" / f"{i}.jpg").write_bytes(bytes([i]) * 1000)
+    target = tmp_path / "store/datasets/x/train"
+    in_flight = target / "001.A" / "3.jpg.99999.partial"  # another process's copy, half written
+    in_flight.parent.mkdir(parents=True)
+    in_flight.write_bytes(b"half")
+    result = store.sync(source, f"file://{target}")
+    assert result["uploaded"] == 6 and result["removed"] == 0
+    assert in_flight.read_bytes() == b"half"  # neither renamed over a file nor deleted
+    assert contract.channel_digest(target) == contract.channel_digest(source)  # and not part of the data
+    # two at once, in two processes, into an empty store: both finish, the store holds the data whole
+    target = tmp_path / "store-2"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(store.sync, [(source, f"file://{target}")] * 2)
+    assert sum(r["uploaded"] + r["unchanged"] for r in results) == 12
+    assert contract.channel_digest(target) == contract.channel_digest(source) and not list(target.rglob("*.partial"))
 
 
 def test_the_store_digest_of_an_s3_channel_is_the_local_ones(moto_server, bucket, tiny_channels):

@@ -77,6 +77,18 @@ def aws_listener(monkeypatch):
     server.close()
 
 
+def test_the_listener_sees_what_a_client_would_send(aws_listener):
+    """The check below can fail: an S3 request does reach the listener (which answers nothing)."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client("s3", config=Config(connect_timeout=2, read_timeout=2,
+                                                                 retries={"total_max_attempts": 1}))
+    with pytest.raises(Exception):
+        client.list_buckets()
+    assert len(aws_listener[1]) == 1
+
+
 @pytest.mark.parametrize("overlay, words", REFUSED)
 def test_each_refusal_names_its_settings_and_sends_nothing(overlay, words, aws_listener):
     config = full_config(overlay)
@@ -104,7 +116,6 @@ def test_the_backends_refuse_the_same_shapes_before_any_request(aws_listener, tm
                                 {}, channels, tmp_path, REPO / "scripts", "tune-x", None), "Grid needs categorical"),
     ]:
         backend = get_backend("sagemaker", settings)
-        backend._describe_job = lambda name: None  # the one call made before the estimator: answered here
         with pytest.raises(run_plan.PlanRefused, match=words):
             call(backend)
     assert aws_listener[1] == []

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import job_contract as contract
-from dogbreed import store
+from dogbreed import naming, store
 
 CHANNELS = ("train", "valid")
 # what a complete cache holds, per channel (scripts/feature_cache.py writes them)
@@ -20,7 +20,7 @@ EXPECTED_FILES = contract.FEATURE_CHANNEL_FILES
 
 def cached_channels(store_uri, key) -> dict:
     """{channel: uri} of the cache with this key in the store, or {} when it is not (all) there."""
-    uris = {channel: store.canonical(store.join(store_uri, "features", key, channel)) for channel in CHANNELS}
+    uris = {channel: store.canonical(store.join(store_uri, naming.feature_cache_prefix(key), channel)) for channel in CHANNELS}
     for channel, uri in uris.items():
         if not EXPECTED_FILES[channel] <= store.list_files(uri):
             return {}
@@ -45,7 +45,7 @@ def extract(backend, job, store_uri, jobs_dir, source_dir) -> dict:
             archive.extractall(unpacked, filter="data")
         for channel in CHANNELS:
             digests[channel] = contract.channel_digest(Path(unpacked) / channel)
-            uris[channel] = backend.upload(Path(unpacked) / channel, store.join(store_uri, "features", key, channel))["uri"]
+            uris[channel] = backend.upload(Path(unpacked) / channel, store.join(store_uri, naming.feature_cache_prefix(key), channel))["uri"]
     store.local_path(result["model_uri"]).unlink(missing_ok=True)  # published: the local copy is not needed
     print(f"feature cache {key}: {uris['train']} and {uris['valid']} ({result['seconds']} s)")
     return {"channels": uris, "digests": digests, "key": key, "job_name": job.name, "reused": False,

@@ -57,6 +57,11 @@ def dataset_prefix(digests: dict) -> str:
     return f"datasets/{stable_hash(digests, 16)}"
 
 
+def feature_cache_prefix(key: str) -> str:
+    """Where the store keeps the feature cache of this key (jobspec: the extraction job's identity)."""
+    return f"features/{key}"
+
+
 def endpoint_name(source_id: str, results_dir) -> str:
     """data + results folder: a rehearsal and its cloud run, or two runs on one dataset, never share an endpoint."""
     return f"dogbreed-{source_id[:8]}-{stable_hash(str(Path(results_dir).resolve()), 6)}"

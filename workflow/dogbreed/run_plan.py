@@ -1,10 +1,10 @@
 """The run plan (docs/architecture.md §1): what a run will do and what it may cost, and every refusal, from the
 config alone — before any side effect and before any network request (no STS, Describe* or S3 call).
 
-The upload rule, the run's first side effect, shows the plan and (on SageMaker) asks for confirm_cloud; the
-rules that start jobs (extract_features, tune, train) check the refusals again first, so a setting changed after
-the upload is refused before its own job, never after another one ran and billed. The backends check a job's
-shape with the same functions (job_shape_problems) when they are called directly.
+The Snakefile checks the refusals when it reads the config, so a refused run stops before any rule runs (and a
+setting changed after the upload is refused before any job, never after another one ran and billed). The upload
+rule, the run's first side effect, shows the plan and on SageMaker its cost, and asks for confirm_cloud. The
+backends refuse a job's shape with the same functions (job_shape_problems) first thing when called directly.
 """
 import math
 from dataclasses import dataclass

@@ -72,7 +72,7 @@ def digest(uri: str) -> str:
     s3 = S3Store()
     bucket, prefix = split_s3_uri(uri)
     try:
-        names = sorted(n for n in s3.list_objects(bucket, prefix) if not n.endswith(".partial"))
+        names = sorted(n for n in s3.list_objects(bucket, prefix) if contract.is_data_file(n))
         hashes = {name: s3._stored_sha256(bucket, _key(prefix, name)) for name in names}
     except Exception as error:
         raise s3._error(error, uri) from error

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from dogbreed import fetch as fetch_module
-from dogbreed import code_inputs, jobspec, naming
+from dogbreed import code_inputs, jobspec, naming, run_plan
 
 RESULTS = config["results_dir"]
 if config["store"]["endpoint_url"]:

@@ -59,9 +59,11 @@ rule upload:
         env("workflow")
     params:
         backend=config["backend"],
-        # the cloud backend prices the whole run before its first upload; no other backend reads these
+        # the cloud backend shows and prices the whole run (run_plan.py) before its first upload; no other backend
+        # reads these (a changed plan is approved again)
         backend_settings=backend_settings() if config["backend"] == "sagemaker" else {},
-        tuning=config["tuning"] if config["backend"] == "sagemaker" else {},
+        plan=run_plan.describe(config) if config["backend"] == "sagemaker" else "",
+        costs=run_plan.costs(config),
         store_uri=config["store"]["uri"],
         store_endpoint_url=config["store"]["endpoint_url"],
     script:

@@ -1,7 +1,7 @@
 import json
 
 import job_contract as contract
-from dogbreed import naming, run_plan, store
+from dogbreed import naming, store
 from dogbreed.backends import rule_backend
 from dogbreed.rule_runner import run_rule
 
@@ -10,9 +10,9 @@ SPLITS = ("train", "valid", "test")
 
 def main(smk):
     backend = rule_backend(smk)
-    # the run's first side effect: its plan (whose refusals came when the workflow was read) shown before it,
-    # and on SageMaker priced and confirmed
-    backend.approve_run(run_plan.describe(smk.config), run_plan.costs(smk.config), smk.params.store_uri)
+    # the run's first side effect: its plan (run_plan.py, whose refusals came when the workflow was read) shown
+    # before it, and on SageMaker priced and confirmed
+    backend.approve_run(smk.params.plan, smk.params.costs, smk.params.store_uri)
     # the dataset's store prefix is its content: other data settings never share it, the same data always does
     digests = {split: contract.channel_digest(f"{smk.input.channels}/{split}") for split in SPLITS}
     prefix = naming.dataset_prefix(digests)

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dogbreed import containers, jobspec, naming, run_plan, store
+from dogbreed import containers, jobspec, naming, store
 from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping,
                                     write_endpoint_state)
 from dogbreed.backends.sagemaker import SageMakerBackend
@@ -124,8 +124,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
               on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
-        # before Docker is asked: no engine would hide the real problem
-        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters))
+        self.refuse_shape(hyperparameters, processes, instances)  # before Docker is asked: no engine would hide it
         if processes > 1:
             # The SDK refuses torch_distributed for CPU local mode, but the image's training toolkit runs it on any
             # instance: its own switches, set directly (sagemaker_* hyperparameters are the toolkit's, never
@@ -166,7 +165,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
     def tune(self, spec, fixed_hyperparameters, *args, **kwargs):
         # Check once, before Optuna: it would record these problems as failed trials, and a rerun would
         # find none left to run.
-        run_plan.refuse(run_plan.local_file_problems(self.name, fixed_hyperparameters))
+        self.refuse_shape(fixed_hyperparameters, processes=1, instances=1)
         client, _ = self._ready("training", self._gpu("instance_type"))
         # every trial's compose folder under one root, so that an interrupted study stops them all
         self._study_root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-study-")).resolve()

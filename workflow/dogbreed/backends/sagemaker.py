@@ -100,8 +100,7 @@ class SageMakerBackend(Backend):
         run one process on one instance). A shape the run plan refuses is refused here too, before the SDK."""
         from sagemaker.pytorch import PyTorch
 
-        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters)
-                        + run_plan.job_shape_problems(self.name, self.settings, processes, instances))
+        self.refuse_shape(hyperparameters, processes, instances)
         distributed = {"torch_distributed": {"enabled": True}} if processes > 1 else None
 
         s = self.settings
@@ -131,6 +130,11 @@ class SageMakerBackend(Backend):
         else:
             kwargs["disable_profiler"] = True
         return PyTorch(**kwargs)
+
+    def refuse_shape(self, hyperparameters, processes, instances):
+        """What the run plan refuses of a job (run_plan.py), refused here too when the backend is called directly."""
+        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters)
+                        + run_plan.job_shape_problems(self.name, self.settings, processes, instances))
 
     def _describe_job(self, job_name):
         try:
@@ -163,6 +167,7 @@ class SageMakerBackend(Backend):
               on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
         from sagemaker.inputs import TrainingInput
 
+        self.refuse_shape(hyperparameters, processes, instances)  # before any request
         started = time.time()
         name, description = self._free_job_name(job_name)
         status = description["TrainingJobStatus"] if description else None
@@ -243,6 +248,7 @@ class SageMakerBackend(Backend):
                                      WarmStartConfig, WarmStartTypes)
 
         run_plan.refuse(run_plan.tuning_problems(spec))  # as the run plan does, before anything is sent
+        self.refuse_shape(fixed_hyperparameters, processes=1, instances=1)
         ranges = {}
         for name, p in spec["parameters"].items():
             scaling = p.get("scaling", "Auto")
