@@ -9,6 +9,7 @@ every rule script imports through run_rule. A job's code (what it runs in its co
 imports among scripts/, and requirements.txt, which the container installs.
 """
 import ast
+import functools
 from pathlib import Path
 
 WORKFLOW = Path(__file__).resolve().parents[1]  # workflow/: the dogbreed package, the rule scripts
@@ -20,6 +21,7 @@ BACKEND_REGISTRY = WORKFLOW / "dogbreed" / "backends" / "__init__.py"
 SUPERVISION = ("dogbreed.rule_runner", "dogbreed.run_guard")
 
 
+@functools.cache  # every rule's closure reads the same files: each is parsed once a run
 def imported(path: Path) -> list:
     """Every module name an import in this file may load (at the top or inside a function)."""
     names = []
