@@ -26,10 +26,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 import classifier
+from job_contract import IMAGE_TYPES, JSON, NPY, error_body  # the endpoint's side of the job contract
 
-JSON = "application/json"
-NPY = "application/x-npy"
-IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 MAX_BATCH = 256  # requests carrying more inputs than this are refused; split them client side
 TOP_K = int(os.environ.get("TOP_K", "5"))
 # Limits checked before the work they guard: an image's pixel count before it is decoded (a 177-byte PNG
@@ -58,12 +56,6 @@ try:
     _toolkit_content_types.UTF8_TYPES[:] = []
 except ImportError:
     pass
-
-
-def error_body(reason: str) -> str:
-    """The first line of every error answer, on every backend: {"error": "<one line>"}. (The toolkit
-    appends a traceback on the lines after it; the local server sends this line alone.)"""
-    return json.dumps({"error": " ".join(reason.split())})
 
 
 class RequestError(HandlerError, ValueError):

@@ -8,7 +8,8 @@ The job code (train.py, feature_cache.py, inference.py) imports this file from i
 - the lines a job prints and the workflow reads: the epoch line (format_epoch_line / parse_epoch_line), the
   lines meant for a person (NOTE), the setup-failure marker (SETUP_FAILED), the resume marker (RESUMED);
 - the files a job writes that the workflow reads: metrics.jsonl, profiler/job.json's input kind, the feature
-  cache's file names.
+  cache's file names;
+- the endpoint's: the content types inference.py takes and answers, and its error answer's first line.
 """
 import argparse
 import hashlib
@@ -215,6 +216,19 @@ FEATURES_INFO_FILE = "features.json"
 BACKBONE_FILE = "backbone.pth"
 FEATURE_CHANNEL_FILES = {"train": {FEATURES_FILE, FEATURES_INFO_FILE, BACKBONE_FILE},
                          "valid": {FEATURES_FILE, FEATURES_INFO_FILE}}
+
+
+# --- the endpoint (inference.py; evaluate and the local server speak it too) ------------------------
+
+JSON = "application/json"
+NPY = "application/x-npy"
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+
+
+def error_body(reason: str) -> str:
+    """The first line of every error answer, on every backend: {"error": "<one line>"}. (SageMaker's inference
+    toolkit appends a traceback on the lines after it; the local server sends this line alone.)"""
+    return json.dumps({"error": " ".join(reason.split())})
 
 
 def read_metrics_file(path) -> list:

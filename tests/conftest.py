@@ -208,7 +208,7 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     with tarfile.open(results / "training/model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
     with tarfile.open(results / "deploy/model.tar.gz") as archive:
-        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py"} <= set(archive.getnames())
+        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py", "code/job_contract.py"} <= set(archive.getnames())
     endpoint = json.loads((results / "endpoint.json").read_text())
     assert endpoint["backend"] == backend and endpoint["url"].startswith("http://127.0.0.1:")
     metrics = json.loads((results / "evaluation/metrics.json").read_text())

@@ -21,7 +21,7 @@ RERUN_MATRIX = {
     "scripts/image_folders.py": {"train", "tune"},
     "scripts/inference.py": {"package_model"},
     "scripts/instrumentation.py": {"train", "tune"},
-    "scripts/job_contract.py": {*BACKEND_RULES, "check_training_rules", "fetch"},
+    "scripts/job_contract.py": {*BACKEND_RULES, "check_training_rules", "fetch", "package_model"},
     "scripts/requirements.txt": {"train", "tune"},
     "scripts/train.py": {"train", "tune"},
     "workflow/dogbreed/__init__.py": {*BACKEND_RULES, "fetch", "prepare", "check_training_rules", "profiler_report",
@@ -128,4 +128,5 @@ def test_the_job_code_sets_are_the_entry_points_imports():
         found = {m.__file__ for m in finder.modules.values() if m.__file__ and m.__file__.startswith(str(REPO / "scripts"))}
         expected = found | ({str(REPO / "scripts/requirements.txt")} if requirements else set())
         assert set(code_inputs.job_code(entry, requirements)) == expected, entry
-    assert packaging.SERVING_CODE == ("classifier.py", "inference.py")  # what the endpoint gets beside the model
+    # what the endpoint gets beside the model
+    assert packaging.SERVING_CODE == ("classifier.py", "inference.py", "job_contract.py")

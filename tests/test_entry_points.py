@@ -207,7 +207,8 @@ def served(trained, tmp_path_factory):
     with tarfile.open(folder / "model.tar.gz") as archive:
         assert "code/inference.py" in archive.getnames() and "model.pth" in archive.getnames()
         # what serving needs, nothing the toolkit would pip-install at start-up
-        assert sorted(n for n in archive.getnames() if n.startswith("code/")) == ["code/classifier.py", "code/inference.py"]
+        assert sorted(n for n in archive.getnames() if n.startswith("code/")) == ["code/classifier.py", "code/inference.py",
+                                                                                         "code/job_contract.py"]
         archive.extractall(folder / "model", filter="data")
     return folder / "model", inference.model_fn(str(folder / "model"))
 

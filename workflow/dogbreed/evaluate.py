@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import job_contract as contract
 from dogbreed import run_options
 from dogbreed.backends import EndpointGone
 
@@ -42,20 +43,20 @@ def request_plan(image_paths, max_images, max_bytes):
     for index, path in enumerate(image_paths):
         instance = 4 * -(-Path(path).stat().st_size // 3) + len('{"b64": ""}')  # its base64 length, framed
         if JSON_FRAME + instance > max_bytes:
-            plan.append(("application/x-npy", [index]))
+            plan.append((contract.NPY, [index]))
             continue
         if batch and (len(batch) == max_images or size + 2 + instance > max_bytes):
-            plan.append(("application/json", batch))
+            plan.append((contract.JSON, batch))
             batch, size = [], JSON_FRAME
         size += instance + (2 if batch else 0)  # ", " between instances
         batch.append(index)
     if batch:
-        plan.append(("application/json", batch))
+        plan.append((contract.JSON, batch))
     return plan
 
 
 def request_body(content_type, paths, transform, max_bytes) -> bytes:
-    if content_type == "application/json":
+    if content_type == contract.JSON:
         return ('{"instances": [' + ", ".join(json_instance(p) for p in paths) + "]}").encode()
     from PIL import Image  # one image too big for JSON: its input array, preprocessed as the server would
 
@@ -149,6 +150,6 @@ def evaluate(backend, endpoint, manifest_csv, channels_dir, classes: dict, batch
                        "mean": round(float(latency.mean()), 2)},
         "requests": len(latencies), "max_images_per_request": batch_size,
         "max_request_bytes": max_request_bytes, "largest_request_bytes": largest,
-        "images_sent_as_arrays": sent_as.count("application/x-npy"),
+        "images_sent_as_arrays": sent_as.count(contract.NPY),
         "endpoint": {k: endpoint.get(k) for k in ("backend", "endpoint_name", "url")},
     }, rows

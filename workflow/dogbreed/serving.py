@@ -9,7 +9,6 @@ request is decoded and checked by input_fn in its own thread, so a bad one fails
 inputs of requests in flight together go through predict_fn as one forward pass; output_fn answers each.
 """
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import job_contract as contract
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -125,7 +125,7 @@ def load_handler(model_dir: Path):
 
 def error_response(status: int, message: str) -> Response:
     """{"error": "<one line>"}: the handler's error_body, for the server's own errors too."""
-    return Response(json.dumps({"error": " ".join(message.split())}), status=status, mimetype="application/json")
+    return Response(contract.error_body(message), status=status, mimetype=contract.JSON)
 
 
 def create_app(model_dir=None) -> Flask:
@@ -144,7 +144,7 @@ def create_app(model_dir=None) -> Flask:
 
     @app.post("/invocations")
     def invocations():
-        accept = request.headers.get("Accept") or "application/json"
+        accept = request.headers.get("Accept") or contract.JSON
         try:
             body = request.get_data()
         except RequestEntityTooLarge:
@@ -168,7 +168,7 @@ def create_app(model_dir=None) -> Flask:
             if not isinstance(getattr(error, "message", None), str):  # a 4xx error of another kind
                 return error_response(status, str(error))
             # the handler's own body (error.message), as SageMaker's toolkit sends it
-            return Response(error.message, status=status, mimetype="application/json")
+            return Response(error.message, status=status, mimetype=contract.JSON)
         return Response(body, status=200, mimetype=content_type)
 
     return app

@@ -4,6 +4,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import job_contract as contract
+
 # What a live endpoint is, kept outside Snakemake's outputs (docs/architecture.md §4): deploy writes it before
 # waiting for the endpoint, so teardown can always find what was started.
 STATE_FILE = "state.json"
@@ -42,7 +44,7 @@ def ping(url) -> bool:
         return False
 
 
-def post_invocation(url, body: bytes, content_type: str, accept="application/json") -> bytes:
+def post_invocation(url, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
     """POST /invocations; a non-200 answer raises with its status and the start of its body."""
     import requests
 
@@ -115,7 +117,7 @@ class Backend:
     def healthy(self, endpoint) -> bool:
         raise NotImplementedError
 
-    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+    def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         raise NotImplementedError
 
     def teardown(self, state_dir) -> list:
@@ -135,7 +137,7 @@ class HttpEndpointBackend(Backend):
         self.settings = {**self.settings, "port": urlsplit(endpoint["url"]).port}
         return super().revive(endpoint, model_tar, state_dir)
 
-    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+    def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         return post_invocation(endpoint["url"], body, content_type, accept)
 
     def teardown(self, state_dir) -> list:

@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import job_contract as contract
 from dogbreed import containers, jobspec, naming, store
 from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping,
                                     write_endpoint_state)
@@ -56,7 +57,7 @@ def _handler_answers(url) -> bool:
 
     try:
         answer = requests.post(url + "/invocations", data=b'{"instances": []}', timeout=10,
-                               headers={"Content-Type": "application/json"})
+                               headers={"Content-Type": contract.JSON})
         return answer.status_code == 400 and answer.text.startswith('{"error"')
     except requests.RequestException:
         return False

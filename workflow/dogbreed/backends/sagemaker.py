@@ -396,7 +396,7 @@ class SageMakerBackend(Backend):
     def healthy(self, endpoint) -> bool:
         return self._endpoint_status(endpoint["endpoint_name"]) == "InService"
 
-    def invoke(self, endpoint, body: bytes, content_type: str, accept="application/json") -> bytes:
+    def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         runtime = self.session.sagemaker_runtime_client
         try:
             response = runtime.invoke_endpoint(EndpointName=endpoint["endpoint_name"], Body=body,
