@@ -7,6 +7,7 @@ of the workflow for each backend (local_container needs `make container-images` 
 rule's start and finish from Snakemake's log, tears the endpoint down, and prints a markdown table.
 Numbers go into BENCHMARKS.md with the machine they came from.
 """
+
 import argparse
 import re
 import shutil
@@ -63,9 +64,24 @@ def main():
     args = parser.parse_args()
     columns = [(b, t) for b in args.backends for t in args.tracking]
     results = {f"{b}{', tracking ' + t if len(args.tracking) > 1 else ''}": run_demo(b, t == "on") for b, t in columns}
-    rules = [r for r in ("fetch", "prepare", "upload", "tune", "train", "check_training_rules", "profiler_report",
-                         "package_model", "start_endpoint", "evaluate", "report_figures", "report")
-             if any(r in stages for stages, _ in results.values())]
+    rules = [
+        r
+        for r in (
+            "fetch",
+            "prepare",
+            "upload",
+            "tune",
+            "train",
+            "check_training_rules",
+            "profiler_report",
+            "package_model",
+            "start_endpoint",
+            "evaluate",
+            "report_figures",
+            "report",
+        )
+        if any(r in stages for stages, _ in results.values())
+    ]
     print("| stage | " + " | ".join(f"{c} s" for c in results) + " |")
     print("|---|" + "---|" * len(results))
     for rule in rules:

@@ -7,6 +7,7 @@ Trains a tiny model (3 generated classes, 32 px, one epoch), serves it with the 
 `--slow` connections send their headers a byte at a time and one more has sent half a body. Prints a
 markdown table; numbers go into BENCHMARKS.md with the machine they came from. Only 127.0.0.1 is used.
 """
+
 import argparse
 import socket
 import sys
@@ -43,7 +44,10 @@ def slow_connections(host, port, count, image) -> list:
         connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Slow: a")
         connections.append(connection)
     connection = socket.create_connection((host, port), timeout=10)
-    connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n" + image[:10])
+    connection.sendall(
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+        + image[:10]
+    )
     return connections + [connection]
 
 
@@ -53,11 +57,18 @@ def main():
     parser.add_argument("--slow", type=int, default=3)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-slow-clients-"))
-    data = demo_data.generate(root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 8, "valid": 4}, corrupt_file=False)
-    job = LocalBackend({}).train("bench", {"weights": "none", "image_size": 32, "epochs": 1, "batch_size": 8, "num_workers": 0},
-                                 {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}, root / "jobs",
-                                 REPO / "scripts", echo=False)
-    packaging.package_for_serving(job["model_uri"][len("file://"):], REPO / "scripts", root / "served.tar.gz")
+    data = demo_data.generate(
+        root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 8, "valid": 4}, corrupt_file=False
+    )
+    job = LocalBackend({}).train(
+        "bench",
+        {"weights": "none", "image_size": 32, "epochs": 1, "batch_size": 8, "num_workers": 0},
+        {"train": f"file://{data}/train", "valid": f"file://{data}/valid"},
+        root / "jobs",
+        REPO / "scripts",
+        echo=False,
+    )
+    packaging.package_for_serving(job["model_uri"][len("file://") :], REPO / "scripts", root / "served.tar.gz")
     backend = LocalBackend({"channel_timeout": 120})  # the slow clients stay for the whole measurement
     endpoint = backend.deploy(root / "served.tar.gz", "bench-slow-clients", root / "state")
     url = endpoint["url"]
@@ -70,7 +81,10 @@ def main():
         rows["idle"] = (timed(ping, args.requests), timed(invoke, args.requests))
         held = slow_connections(host, int(port), args.slow, image)
         try:
-            rows[f"{args.slow} slowloris + 1 slow body open"] = (timed(ping, args.requests), timed(invoke, args.requests))
+            rows[f"{args.slow} slowloris + 1 slow body open"] = (
+                timed(ping, args.requests),
+                timed(invoke, args.requests),
+            )
         finally:
             for connection in held:
                 connection.close()
@@ -80,7 +94,9 @@ def main():
     print(f"| server state | /ping p50 / p95 (ms) | one-image /invocations p50 / p95 (ms) | requests each |")
     print("|---|---|---|---|")
     for state, (pings, invocations) in rows.items():
-        print(f"| {state} | {ms(pings, 50)} / {ms(pings, 95)} | {ms(invocations, 50)} / {ms(invocations, 95)} | {args.requests} |")
+        print(
+            f"| {state} | {ms(pings, 50)} / {ms(pings, 95)} | {ms(invocations, 50)} / {ms(invocations, 95)} | {args.requests} |"
+        )
 
 
 if __name__ == "__main__":

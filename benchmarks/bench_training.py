@@ -7,6 +7,7 @@ Trains ResNet18 from scratch for one epoch on generated images with recording of
 then prints a markdown table: seconds per epoch, training images per second, the hook's size per
 saved step. Numbers go into BENCHMARKS.md with the machine they came from.
 """
+
 import argparse
 import json
 import platform
@@ -24,10 +25,31 @@ from dogbreed import demo_data  # noqa: E402
 
 
 def run(data, out, image_size, batch_size, extra):
-    command = [sys.executable, str(REPO / "scripts/train.py"), "--train", f"{data}/train", "--valid", f"{data}/valid",
-               "--model_dir", f"{out}/model", "--output_data_dir", f"{out}/output", "--checkpoint_dir", f"{out}/ckpt",
-               "--weights", "none", "--epochs", "1", "--image_size", str(image_size), "--batch_size", str(batch_size),
-               "--num_workers", "2", *extra]
+    command = [
+        sys.executable,
+        str(REPO / "scripts/train.py"),
+        "--train",
+        f"{data}/train",
+        "--valid",
+        f"{data}/valid",
+        "--model_dir",
+        f"{out}/model",
+        "--output_data_dir",
+        f"{out}/output",
+        "--checkpoint_dir",
+        f"{out}/ckpt",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--image_size",
+        str(image_size),
+        "--batch_size",
+        str(batch_size),
+        "--num_workers",
+        "2",
+        *extra,
+    ]
     log = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     steps_file = Path(out) / "output/profiler/steps.jsonl"
     train_seconds = None
@@ -49,16 +71,25 @@ def main():
         per_class = args.images // 6
         data = demo_data.generate(tmp, per_split={"train": per_class, "valid": 2}, corrupt_file=False)
         steps = (per_class * 6) // args.batch_size
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-        print(f"machine: {platform.processor() or platform.machine()}, {device}; torch {torch.__version__}; "
-              f"ResNet18 {args.image_size} px, batch {args.batch_size}, {per_class * 6} training images ({steps} steps)\n")
+        device = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+        )
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {device}; torch {torch.__version__}; "
+            f"ResNet18 {args.image_size} px, batch {args.batch_size}, {per_class * 6} training images ({steps} steps)\n"
+        )
         print("| recording | epoch s | train images/s | debug data | per saved step |")
         print("|---|---|---|---|---|")
-        configurations = [("none", []), ("profiler", ["--profile", "true"]),
-                          ("profiler + debug, save_interval 10", ["--profile", "true", "--debug", "true", "--save_interval", "10"]),
-                          ("profiler + debug, save_interval 1", ["--profile", "true", "--debug", "true", "--save_interval", "1"])]
+        configurations = [
+            ("none", []),
+            ("profiler", ["--profile", "true"]),
+            ("profiler + debug, save_interval 10", ["--profile", "true", "--debug", "true", "--save_interval", "10"]),
+            ("profiler + debug, save_interval 1", ["--profile", "true", "--debug", "true", "--save_interval", "1"]),
+        ]
         for name, extra in configurations:
-            epoch, train_seconds, size = run(data, f"{tmp}/{len(name)}-{name[:4]}", args.image_size, args.batch_size, extra)
+            epoch, train_seconds, size = run(
+                data, f"{tmp}/{len(name)}-{name[:4]}", args.image_size, args.batch_size, extra
+            )
             throughput = f"{per_class * 6 / train_seconds:.1f}" if train_seconds else "–"
             saved = -(-steps // int(extra[-1])) + 1 if "--save_interval" in extra else 0
             per_step = f"{size / saved / 1024:.0f} KB" if saved else "–"

@@ -8,6 +8,7 @@ mostly 300–600 px, a few over 1,500, aspect 0.6–1.7). Each class is one of t
 of its own (workflow/dogbreed/demo_data.py), drawn at that size. Deterministic for a seed. Then:
     snakemake --cores 2 deploy --configfile config/laptop.yaml --config data_source=/data/dogimages-like/dogImages
 """
+
 import argparse
 import colorsys
 import random
@@ -61,7 +62,10 @@ def main():
             colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(index / CLASSES, 0.75, 0.85))
             folder = Path(args.root) / "dogImages" / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            tasks += [(folder / f"{name}_{split}_{i:04d}.jpg", SHAPES[index % 6], colour, rng.getrandbits(32)) for i in range(count)]
+            tasks += [
+                (folder / f"{name}_{split}_{i:04d}.jpg", SHAPES[index % 6], colour, rng.getrandbits(32))
+                for i in range(count)
+            ]
     with ProcessPoolExecutor(args.workers) as pool:
         list(pool.map(draw, tasks, chunksize=64))
     print(f"{len(tasks)} images under {Path(args.root) / 'dogImages'}")

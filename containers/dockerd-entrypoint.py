@@ -1,5 +1,6 @@
 """The inference image's entry point, as in AWS's PyTorch inference DLC: `serve` starts SageMaker's
 PyTorch serving toolkit (TorchServe); anything else runs as a command."""
+
 import shlex
 import subprocess
 import sys

@@ -3,6 +3,7 @@
 One definition of the network and of the eval-time image transform, so training, evaluation
 and serving cannot drift apart (the seed project normalised differently in each place).
 """
+
 import json
 import os
 from pathlib import Path

@@ -14,6 +14,7 @@ trials and the final training (workflow/dogbreed/features.py).
 
     python feature_cache.py --train <images> --valid <images> --model_dir <out> [--feature_views 3]
 """
+
 import argparse
 import json
 import sys
@@ -33,7 +34,9 @@ FEATURES_FILE, INFO_FILE, BACKBONE_FILE = contract.FEATURES_FILE, contract.FEATU
 
 def build_parser() -> argparse.ArgumentParser:
     # its flags are the job contract's (job_contract.py): the workflow derives the cache's identity from them
-    return contract.build_parser(contract.FEATURE_FLAGS, ("train", "valid", "model_dir"), __doc__, defaults={"batch_size": 64})
+    return contract.build_parser(
+        contract.FEATURE_FLAGS, ("train", "valid", "model_dir"), __doc__, defaults={"batch_size": 64}
+    )
 
 
 def feature_spec(arch, weights, preprocessing) -> dict:
@@ -54,8 +57,11 @@ def extract_views(model, dataset, views, seed, device, spec, batch_size, loader_
                 images = classifier.normalise(images.to(device, non_blocking=True), spec, channels_last)
                 chunks.append(classifier.backbone_features(model, images).float().cpu())
         seconds = time.time() - started
-        print(f"view {view + 1}/{views}: {len(dataset)} images in {seconds:.1f} s "
-              f"({len(dataset) / max(seconds, 1e-9):.1f} img/s)", flush=True)
+        print(
+            f"view {view + 1}/{views}: {len(dataset)} images in {seconds:.1f} s "
+            f"({len(dataset) / max(seconds, 1e-9):.1f} img/s)",
+            flush=True,
+        )
         result.append(torch.cat(chunks))
     return torch.stack(result)
 
@@ -86,23 +92,40 @@ def main(argv=None):
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     options = image_folders.loader_options(args.num_workers, device, persistent=False)
-    print(f"extracting {args.arch} features on {device} ({options['num_workers']} loader workers): "
-          f"{views} view(s) of the training images, 1 of the validation images", flush=True)
+    print(
+        f"extracting {args.arch} features on {device} ({options['num_workers']} loader workers): "
+        f"{views} view(s) of the training images, 1 of the validation images",
+        flush=True,
+    )
     out = Path(args.model_dir)
     started = time.time()
     for channel, transform, channel_views in (
-            ("train", classifier.train_transform(spec, on_device=True) if args.augment
-             else classifier.eval_transform(spec, on_device=True), views),
-            ("valid", classifier.eval_transform(spec, on_device=True), 1)):
+        (
+            "train",
+            classifier.train_transform(spec, on_device=True)
+            if args.augment
+            else classifier.eval_transform(spec, on_device=True),
+            views,
+        ),
+        ("valid", classifier.eval_transform(spec, on_device=True), 1),
+    ):
         dataset = image_folders.ImageFolderByNumber(getattr(args, channel), transform)
         if not len(dataset):
             sys.exit(f"error: the {channel} channel ({getattr(args, channel)}) holds no images")
-        features = extract_views(model, dataset, channel_views, args.seed, device, spec, args.batch_size,
-                                 options, args.channels_last)
+        features = extract_views(
+            model, dataset, channel_views, args.seed, device, spec, args.batch_size, options, args.channels_last
+        )
         labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.int64)
-        info = {**feature_spec(args.arch, args.weights, spec), "views": channel_views, "augmented": channel == "train" and args.augment,
-                "images": len(dataset), "dim": features.shape[-1], "classes": classes, "seed": args.seed,
-                "files": [path.relative_to(getattr(args, channel)).as_posix() for path, _ in dataset.samples]}
+        info = {
+            **feature_spec(args.arch, args.weights, spec),
+            "views": channel_views,
+            "augmented": channel == "train" and args.augment,
+            "images": len(dataset),
+            "dim": features.shape[-1],
+            "classes": classes,
+            "seed": args.seed,
+            "files": [path.relative_to(getattr(args, channel)).as_posix() for path, _ in dataset.samples],
+        }
         write_channel(out / channel, features, labels, info)
     backbone = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}
     torch.save(backbone, out / "train" / BACKBONE_FILE)
@@ -110,6 +133,7 @@ def main(argv=None):
 
 
 # --- what train.py reads ---------------------------------------------------------------------------
+
 
 def is_feature_channel(folder) -> bool:
     return (Path(folder) / INFO_FILE).is_file()
@@ -144,8 +168,10 @@ def check_spec(cache: CachedFeatures, arch, preprocessing):
     theirs, ours = cache.info, {"arch": arch, "preprocessing": preprocessing}
     for key in ours:
         if theirs[key] != ours[key]:
-            sys.exit(f"error: the cached features were made with {key}={theirs[key]}, this job has {key}={ours[key]}: "
-                     f"extract them again (the workflow does) or train on the images")
+            sys.exit(
+                f"error: the cached features were made with {key}={theirs[key]}, this job has {key}={ours[key]}: "
+                f"extract them again (the workflow does) or train on the images"
+            )
 
 
 def load_backbone(model, folder):
@@ -153,7 +179,9 @@ def load_backbone(model, folder):
     state = torch.load(Path(folder) / BACKBONE_FILE, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not name.startswith("fc.") for name in missing):
-        sys.exit(f"error: {Path(folder) / BACKBONE_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
+        sys.exit(
+            f"error: {Path(folder) / BACKBONE_FILE} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Channels of images in class folders `NNN.Breed_Name/`, class index = NNN - 1: what training and the
 feature cache read (the prepare stage writes that layout)."""
+
 import os
 import re
 import sys
@@ -21,7 +22,9 @@ def list_class_folders(*channels):
                 continue
             match = CLASS_FOLDER.match(folder.name)
             if not match:
-                sys.exit(f"error: class folder {folder} is not named NNN.Breed_Name (the prepare stage writes that layout)")
+                sys.exit(
+                    f"error: class folder {folder} is not named NNN.Breed_Name (the prepare stage writes that layout)"
+                )
             index, name = int(match.group(1)) - 1, match.group(2)
             if classes.get(index, name) != name:
                 sys.exit(f"error: class number {index + 1} names two breeds: {classes[index]!r} and {name!r}")

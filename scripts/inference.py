@@ -13,6 +13,7 @@ Responses (Accept): application/json (default)
 Bad input raises RequestError: a 4xx `status_code` and a one-line message saying what was wrong, the
 same through the local server and SageMaker's inference toolkit (whose error class it is, there).
 """
+
 import base64
 import binascii
 import io
@@ -41,6 +42,7 @@ ANSWER_TYPES = {JSON: JSON, NPY: NPY, "application/*": JSON, "*/*": JSON}
 try:  # SageMaker's inference toolkit answers a handler error's status only for its own error class
     from sagemaker_inference.errors import BaseInferenceToolkitError as HandlerError
 except ImportError:  # the local server (dogbreed.serving), which reads the same three attributes
+
     class HandlerError(Exception):
         def __init__(self, status_code, message, phrase):
             super().__init__(status_code, message, phrase)
@@ -83,8 +85,10 @@ def model_fn(model_dir):
 
 
 def _too_many_pixels(width, height) -> RequestError:
-    return RequestError(f"the image is {width}×{height} = {width * height:,} pixels, over this endpoint's limit of "
-                        f"{MAX_IMAGE_PIXELS:,}: send it smaller")
+    return RequestError(
+        f"the image is {width}×{height} = {width * height:,} pixels, over this endpoint's limit of "
+        f"{MAX_IMAGE_PIXELS:,}: send it smaller"
+    )
 
 
 def _decode_image(data: bytes, transform) -> torch.Tensor:
@@ -115,11 +119,13 @@ def _instance_to_tensor(instance, transform) -> torch.Tensor:
             raise RequestError(f"an instance is a string but not valid base64 ({error})") from error
         return _decode_image(data, transform)
     if not isinstance(instance, list):
-        raise RequestError("an instance must be a base64 image, {\"b64\": ...} or a 3×H×W array of numbers")
+        raise RequestError('an instance must be a base64 image, {"b64": ...} or a 3×H×W array of numbers')
     try:
         array = np.asarray(instance, dtype=np.float32)
     except (ValueError, TypeError, OverflowError) as error:  # ragged, strings inside, 10**400, > 64 dims
-        raise RequestError("an array instance must be a 3×H×W nested list of numbers, every row the same length") from error
+        raise RequestError(
+            "an array instance must be a 3×H×W nested list of numbers, every row the same length"
+        ) from error
     if array.ndim != 3 or array.shape[0] != 3:
         raise RequestError(f"an array instance must be 3×H×W (normalised RGB), got shape {list(array.shape)}")
     return torch.from_numpy(array)
@@ -143,8 +149,10 @@ def _load_npy(body: bytes) -> np.ndarray:
     if values > MAX_INPUT_VALUES:
         raise RequestError(f"the array holds {values:,} values, over this endpoint's limit of {MAX_INPUT_VALUES:,}")
     if len(body) - stream.tell() != values * dtype.itemsize:
-        raise RequestError(f"the .npy body holds {len(body) - stream.tell():,} bytes of data, but its header "
-                           f"({list(shape)}, {dtype}) says {values * dtype.itemsize:,}")
+        raise RequestError(
+            f"the .npy body holds {len(body) - stream.tell():,} bytes of data, but its header "
+            f"({list(shape)}, {dtype}) says {values * dtype.itemsize:,}"
+        )
     array = np.frombuffer(body, dtype=dtype, count=values, offset=stream.tell())
     return array.reshape(shape, order="F" if fortran_order else "C")
 
@@ -159,7 +167,9 @@ def _check_batch(batch: torch.Tensor) -> torch.Tensor:
     if batch.shape[2] * batch.shape[3] > MAX_IMAGE_PIXELS:
         raise _too_many_pixels(batch.shape[3], batch.shape[2])
     if batch.numel() > MAX_INPUT_VALUES:
-        raise RequestError(f"the request holds {batch.numel():,} values, over this endpoint's limit of {MAX_INPUT_VALUES:,}")
+        raise RequestError(
+            f"the request holds {batch.numel():,} values, over this endpoint's limit of {MAX_INPUT_VALUES:,}"
+        )
     if min(batch.shape[2:]) < 16:
         raise RequestError(f"images must be at least 16×16 pixels, got {batch.shape[2]}×{batch.shape[3]}")
     if not torch.isfinite(batch).all():
@@ -194,8 +204,10 @@ def input_fn(request_body, request_content_type):
         return _check_batch(torch.stack(tensors))
     if content_type in IMAGE_TYPES:
         return _check_batch(_decode_image(request_body, transform))
-    raise RequestError(f"unsupported Content-Type {request_content_type!r}; send one of "
-                       f"{', '.join((NPY, JSON) + IMAGE_TYPES)}", status_code=415)
+    raise RequestError(
+        f"unsupported Content-Type {request_content_type!r}; send one of {', '.join((NPY, JSON) + IMAGE_TYPES)}",
+        status_code=415,
+    )
 
 
 def predict_fn(input_data, model):
@@ -236,8 +248,7 @@ def output_fn(prediction, accept=JSON):
         return buffer.getvalue(), NPY
     top = torch.topk(probabilities, k=min(TOP_K, probabilities.shape[1]), dim=1)
     predictions = [
-        [{"index": int(i), "breed": classes[int(i)], "probability": round(float(p), 6)}
-         for p, i in zip(row_p, row_i)]
+        [{"index": int(i), "breed": classes[int(i)], "probability": round(float(p), 6)} for p, i in zip(row_p, row_i)]
         for row_p, row_i in zip(top.values, top.indices)
     ]
     return json.dumps({"predictions": predictions}, ensure_ascii=False), JSON

@@ -9,6 +9,7 @@ evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
   profiler/steps.jsonl      one line per step: phase, epoch, start, data-wait and compute seconds
   profiler/job.json         start time, init time (process start → first step), device, loader workers …
 """
+
 import json
 import os
 import re
@@ -55,11 +56,14 @@ def create_debug_hook(out_dir, save_interval: int):
     from smdebug.core.reduction_config import ReductionConfig
     from smdebug.core.save_config import SaveConfig
 
-    hook = smd.Hook(out_dir=str(out_dir), save_config=SaveConfig(save_interval=save_interval),
-                    include_collections=["losses", "weights", "biases", "gradients", "relu_input",
-                                         "labels", "predictions"])
-    reductions = ReductionConfig(reductions=["mean", "max", "min", "variance"], abs_reductions=["mean", "max"],
-                                 norms=["l2"])
+    hook = smd.Hook(
+        out_dir=str(out_dir),
+        save_config=SaveConfig(save_interval=save_interval),
+        include_collections=["losses", "weights", "biases", "gradients", "relu_input", "labels", "predictions"],
+    )
+    reductions = ReductionConfig(
+        reductions=["mean", "max", "min", "variance"], abs_reductions=["mean", "max"], norms=["l2"]
+    )
     for name in ("weights", "biases", "gradients", "relu_input"):
         hook.get_collection(name).reduction_config = reductions
     hook.get_collection("relu_input").include(r".*relu_input_0")
@@ -79,6 +83,7 @@ def create_debug_hook(out_dir, save_interval: int):
 def _gpu_handles():
     try:
         import pynvml
+
         pynvml.nvmlInit()
         return pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
     except Exception:  # no NVIDIA driver, no GPU, no library: a CPU job
@@ -109,7 +114,8 @@ class SystemMonitor:
         sample = {
             "timestamp": time.time(),
             "cpu_percent": psutil.cpu_percent(percpu=True),
-            "memory_percent": memory.percent, "memory_used_mb": round(memory.used / 2**20, 1),
+            "memory_percent": memory.percent,
+            "memory_used_mb": round(memory.used / 2**20, 1),
             "disk_read_bytes": (disk.read_bytes - previous_disk.read_bytes) if disk and previous_disk else 0,
             "disk_write_bytes": (disk.write_bytes - previous_disk.write_bytes) if disk and previous_disk else 0,
             "net_recv_bytes": (net.bytes_recv - previous_net.bytes_recv) if net and previous_net else 0,
@@ -122,9 +128,13 @@ class SystemMonitor:
             for handle in self.gpus:
                 utilisation = self.nvml.nvmlDeviceGetUtilizationRates(handle)
                 memory_info = self.nvml.nvmlDeviceGetMemoryInfo(handle)
-                sample["gpus"].append({"utilization_percent": utilisation.gpu,
-                                       "memory_used_mb": round(memory_info.used / 2**20, 1),
-                                       "memory_percent": round(100 * memory_info.used / memory_info.total, 2)})
+                sample["gpus"].append(
+                    {
+                        "utilization_percent": utilisation.gpu,
+                        "memory_used_mb": round(memory_info.used / 2**20, 1),
+                        "memory_percent": round(100 * memory_info.used / memory_info.total, 2),
+                    }
+                )
         return sample, disk, net
 
     def _run(self):
@@ -152,8 +162,15 @@ class StepTimer:
         """forward_s: the forward pass alone (no DDP sync in it: what a straggling rank's own speed shows in)."""
         if self.first_step_at is None:
             self.first_step_at = started
-        line = {"phase": phase, "epoch": epoch, "step": step, "start": started, "data_wait_s": round(data_ready - started, 6),
-                "compute_s": round(finished - data_ready, 6), "end": finished}
+        line = {
+            "phase": phase,
+            "epoch": epoch,
+            "step": step,
+            "start": started,
+            "data_wait_s": round(data_ready - started, 6),
+            "compute_s": round(finished - data_ready, 6),
+            "end": finished,
+        }
         if forward_done is not None:
             line["forward_s"] = round(forward_done - data_ready, 6)
         self.out.write(json.dumps(line) + "\n")
@@ -173,7 +190,11 @@ def write_job_info(path, resumed_after_epoch=None, **info):
     info = {"process_started": process_started, "cpu_count": psutil.cpu_count(), **info}
     if resumed_after_epoch is not None and path.is_file():
         first = json.loads(path.read_text())
-        restart = {"after_epoch": resumed_after_epoch, "process_started": process_started, "started": info.get("started")}
+        restart = {
+            "after_epoch": resumed_after_epoch,
+            "process_started": process_started,
+            "started": info.get("started"),
+        }
         info = {**first, "resumes": first.get("resumes", []) + [restart]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=2))
@@ -191,10 +212,17 @@ def keep_record(output_dir, keep_dir):
     output_dir, keep_dir = Path(output_dir), Path(keep_dir)
     for name in RECORD:
         source = output_dir / name
-        for path in ([source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []):
+        for path in [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []:
             target = keep_dir / path.relative_to(output_dir)
-            if not path.is_file() or path.name == "claim.smd" or (target.is_file() and target.stat().st_size == path.stat().st_size
-                                      and target.stat().st_mtime_ns == path.stat().st_mtime_ns):
+            if (
+                not path.is_file()
+                or path.name == "claim.smd"
+                or (
+                    target.is_file()
+                    and target.stat().st_size == path.stat().st_size
+                    and target.stat().st_mtime_ns == path.stat().st_mtime_ns
+                )
+            ):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target.with_name(target.name + ".tmp"))  # aside, then renamed: a kill leaves it whole
@@ -224,7 +252,9 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
     # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)
     for log in (output_dir / contract.METRICS_FILE, *sorted(output_dir.glob("profiler/steps*.jsonl"))):
         if log.is_file():
-            lines = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch]
+            lines = [
+                line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch
+            ]
             log.write_text("".join(line + "\n" for line in lines))
     debug = output_dir / "debug"
     if debug.is_dir():
@@ -250,6 +280,7 @@ def resume_debug_hook(hook, state):
     """Continue the step numbering of a hook saved with debug_hook_state (smdebug does the same when
     SageMaker hands it its checkpoint config): the next step after the resume is state["step"] + 1."""
     from smdebug.core.modes import ModeKeys
+
     hook.init_step = hook.step = state["step"]
     hook.mode_steps = {ModeKeys[mode]: step for mode, step in state["mode_steps"].items()}
     hook.mode_steps[ModeKeys.GLOBAL] = state["step"]
@@ -271,10 +302,14 @@ class EpochLogger:
 
             self.client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         except ImportError:
-            print("mlflow is not installed in this job's environment: the workflow logs its metrics after it", flush=True)
+            print(
+                "mlflow is not installed in this job's environment: the workflow logs its metrics after it", flush=True
+            )
         except Exception as error:  # a store it cannot open: the job trains on, the workflow logs its epochs
-            print(f"could not open the MLflow store ({_first_line(error)}): the workflow logs this job's metrics after it",
-                  flush=True)
+            print(
+                f"could not open the MLflow store ({_first_line(error)}): the workflow logs this job's metrics after it",
+                flush=True,
+            )
 
     def log(self, epoch_metrics: dict):
         if self.client is None:
@@ -283,11 +318,14 @@ class EpochLogger:
 
         now, step = int(time.time() * 1000), int(epoch_metrics["epoch"])
         try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
-                                                        for k, v in epoch_metrics.items() if k != "epoch"])
+            self.client.log_batch(
+                self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in epoch_metrics.items() if k != "epoch"]
+            )
         except Exception as error:  # the store went away: the epochs are in metrics.jsonl, the workflow logs them
-            print(f"could not log epoch {step} into MLflow ({_first_line(error)}): the workflow logs the rest after the job",
-                  flush=True)
+            print(
+                f"could not log epoch {step} into MLflow ({_first_line(error)}): the workflow logs the rest after the job",
+                flush=True,
+            )
             self.client = None
 
 

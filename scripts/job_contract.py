@@ -11,6 +11,7 @@ The job code (train.py, feature_cache.py, inference.py) imports this file from i
   cache's file names;
 - the endpoint's: the content types inference.py takes and answers, and its error answer's first line.
 """
+
 import argparse
 import hashlib
 import json
@@ -58,8 +59,12 @@ FLAGS = {
     "augment": (to_bool, True, "random crops and flips of the training images"),
     "feature_views": (int, 3, "augmented views per training image (one, the eval transform, without --augment)"),
     "num_workers": (int, -1, "DataLoader workers; -1: the CPUs per GPU (SM_NUM_CPUS / GPUs), at most 8"),
-    "amp": (amp_flag, "auto", "mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a "
-                              "gradient scaler) | true | false"),
+    "amp": (
+        amp_flag,
+        "auto",
+        "mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a "
+        "gradient scaler) | true | false",
+    ),
     "channels_last": (to_bool, True, "NHWC activations: faster convolutions on tensor cores and on the CPU"),
     "seed": (int, 0, ""),
     "keep_best": (to_bool, True, "save the weights of the epoch with the lowest validation loss, not the last epoch's"),
@@ -69,16 +74,30 @@ FLAGS = {
     "save_interval": (int, 10, "debug tensors every N steps"),
     "profiler_interval_ms": (int, 500, ""),
     # what the workflow uploaded: the job refuses channels that hold anything else
-    "expect_data": (str, "", "channel=<files>:<digest>,... as the workflow uploaded them (channel_digest); "
-                             "empty: no check"),
+    "expect_data": (
+        str,
+        "",
+        "channel=<files>:<digest>,... as the workflow uploaded them (channel_digest); empty: no check",
+    ),
 }
 CHOICES = {"optimizer": ("sgd", "adam", "adamw"), "arch": ARCHITECTURES}
 
 # Which flags each entry point takes. The cached features depend on the feature job's flags but its loader's
 # (FEATURE_LOADER_FLAGS) and the data check: the workflow derives what a tuned setting may not change from this.
 TRAIN_FLAGS = tuple(name for name in FLAGS if name != "feature_views")
-FEATURE_FLAGS = ("arch", "weights", "image_size", "resize", "augment", "feature_views", "seed", "batch_size",
-                 "num_workers", "channels_last", "expect_data")
+FEATURE_FLAGS = (
+    "arch",
+    "weights",
+    "image_size",
+    "resize",
+    "augment",
+    "feature_views",
+    "seed",
+    "batch_size",
+    "num_workers",
+    "channels_last",
+    "expect_data",
+)
 FEATURE_LOADER_FLAGS = ("batch_size", "num_workers", "channels_last")
 
 # the SageMaker training contract: flag → (environment variable, default path)
@@ -95,23 +114,31 @@ def build_parser(flags, folders, description="", defaults=None, env=os.environ) 
     """An entry point's parser: the named FLAGS (defaults overridden by `defaults`) and the named contract
     folders, whose defaults come from SageMaker's SM_* variables. allow_abbrev=False: a misspelt
     hyperparameter (`--epoch 1`) is an error, not a prefix of --epochs."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     for name in flags:
         kind, default, help_text = FLAGS[name]
         spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         if name == "lr":
             spellings.append("--learning_rate")
-        parser.add_argument(*spellings, type=kind, default=(defaults or {}).get(name, default), help=help_text or None,
-                            choices=CHOICES.get(name))
+        parser.add_argument(
+            *spellings,
+            type=kind,
+            default=(defaults or {}).get(name, default),
+            help=help_text or None,
+            choices=CHOICES.get(name),
+        )
     for name in folders:
         variable, default = CONTRACT_FOLDERS[name]
-        parser.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []),
-                            default=env.get(variable, default))
+        parser.add_argument(
+            f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []), default=env.get(variable, default)
+        )
     return parser
 
 
 # --- the data a job trains on ------------------------------------------------------------------------
+
 
 def sha256_file(path) -> str:
     digest = hashlib.sha256()
@@ -130,12 +157,15 @@ def is_data_file(name: str) -> bool:
 def channel_files(folder) -> list:
     """The data files of a channel folder, relative and sorted."""
     folder = Path(folder)
-    return sorted(name for name in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-                  if is_data_file(name))
+    return sorted(
+        name
+        for name in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        if is_data_file(name)
+    )
 
 
 def channel_digest(folder) -> str:
-    """"<files>:<hash>": how many files a channel holds and a hash of their names and contents. The workflow
+    """ "<files>:<hash>": how many files a channel holds and a hash of their names and contents. The workflow
     computes it over what it uploads, the job over what it was given: equal means the same data."""
     folder = Path(folder)
     return digest_of({name: sha256_file(folder / name) for name in channel_files(folder)})
@@ -162,9 +192,11 @@ def data_mismatch(expected: str, folders: dict):
         if found != wanted:
             have, want = found.split(":")[0], wanted.split(":")[0]
             what = f"{have} files, not the {want}" if have != want else f"{have} files whose contents differ from those"
-            return (f"the {channel} channel ({folders[channel]}) holds {what} the workflow uploaded (digest {found}, "
-                    f"expected {wanted}): the store was changed after the upload; run what wrote it again "
-                    f"(snakemake --forcerun upload, or --forcerun extract_features for cached features)")
+            return (
+                f"the {channel} channel ({folders[channel]}) holds {what} the workflow uploaded (digest {found}, "
+                f"expected {wanted}): the store was changed after the upload; run what wrote it again "
+                f"(snakemake --forcerun upload, or --forcerun extract_features for cached features)"
+            )
     return None
 
 
@@ -214,8 +246,10 @@ INPUTS_FEATURES = "cached backbone features"
 FEATURES_FILE = "features.pt"
 FEATURES_INFO_FILE = "features.json"
 BACKBONE_FILE = "backbone.pth"
-FEATURE_CHANNEL_FILES = {"train": {FEATURES_FILE, FEATURES_INFO_FILE, BACKBONE_FILE},
-                         "valid": {FEATURES_FILE, FEATURES_INFO_FILE}}
+FEATURE_CHANNEL_FILES = {
+    "train": {FEATURES_FILE, FEATURES_INFO_FILE, BACKBONE_FILE},
+    "valid": {FEATURES_FILE, FEATURES_INFO_FILE},
+}
 
 
 # --- the endpoint (inference.py; evaluate and the local server speak it too) ------------------------

@@ -15,6 +15,7 @@ so tuned hyperparameters mean the same on one process or many. Rank 0 prints, wr
 metrics, the model, the debug tensors and the profiler files; every rank keeps its own step timings, and each
 machine's first process its system metrics.
 """
+
 import argparse
 import contextlib
 import datetime
@@ -157,11 +158,15 @@ class Compute:
         # bf16 needs no loss scaling; fp16 (GPUs before Ampere) does. On the CPU AMP means bf16, for tests.
         self.dtype = None
         if on:
-            self.dtype = torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+            self.dtype = (
+                torch.float16 if device.type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+            )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
     def describe(self) -> str:
-        precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + gradient scaler"}[self.dtype]
+        precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + gradient scaler"}[
+            self.dtype
+        ]
         return f"{precision}{', channels_last' if self.channels_last else ''}"
 
     def inputs(self, batch):
@@ -188,8 +193,9 @@ def set_mode(net, training: bool, freeze_backbone: bool):
         net.fc.train(training)
 
 
-def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False,
-              processes=None):
+def run_epoch(
+    net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False, processes=None
+):
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
 
     net is what the job trains: the whole model, or only its head on cached backbone features. With a
@@ -200,6 +206,7 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
     set_mode(net, training, freeze_backbone)
     if hook is not None:
         import smdebug.pytorch as smd
+
         hook.set_mode(smd.modes.TRAIN if training else smd.modes.EVAL)
     total_loss, correct, seen = 0.0, 0, 0
     batches = iter(loader)
@@ -229,7 +236,9 @@ def run_epoch(net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, t
             correct += (predictions == labels).sum().item()
             seen += len(labels)
             if timer is not None:
-                timer.record("train" if training else "valid", epoch, step, started, data_ready, time.time(), forward_done)
+                timer.record(
+                    "train" if training else "valid", epoch, step, started, data_ready, time.time(), forward_done
+                )
             step += 1
     if processes is not None:  # the whole job's epoch: every rank's share of the data
         total_loss, correct, seen = processes.sum([total_loss, correct, seen], compute.device)
@@ -241,21 +250,33 @@ def load_channels(args, spec, check_data=True):
     the feature cache, the frozen backbone's features of those images. Either must be what the workflow
     uploaded (--expect_data), or the job refuses it in one line (check_data: one process per machine reads
     the files for it; the others' channels are the same folders)."""
-    if check_data and (mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})):
+    if check_data and (
+        mismatch := contract.data_mismatch(args.expect_data, {"train": args.train, "valid": args.valid})
+    ):
         raise SetupError(mismatch)
     if feature_cache.is_feature_channel(args.train):
         if not args.freeze_backbone:
-            raise SetupError(f"the train channel {args.train} holds cached backbone features, which only train a frozen "
-                             f"backbone's head: set freeze_backbone true, or model.feature_cache false to train on the images")
+            raise SetupError(
+                f"the train channel {args.train} holds cached backbone features, which only train a frozen "
+                f"backbone's head: set freeze_backbone true, or model.feature_cache false to train on the images"
+            )
         train_set, valid_set = feature_cache.CachedFeatures(args.train), feature_cache.CachedFeatures(args.valid)
         for cache in (train_set, valid_set):
             feature_cache.check_spec(cache, args.arch, spec)
         found = {**valid_set.classes, **train_set.classes}
         return train_set, valid_set, found, True
     found = list_class_folders(args.train, args.valid)
-    augment = classifier.train_transform(spec, on_device=True) if args.augment else classifier.eval_transform(spec, on_device=True)
-    return (ImageFolderByNumber(args.train, augment), ImageFolderByNumber(args.valid, classifier.eval_transform(spec, on_device=True)),
-            found, False)
+    augment = (
+        classifier.train_transform(spec, on_device=True)
+        if args.augment
+        else classifier.eval_transform(spec, on_device=True)
+    )
+    return (
+        ImageFolderByNumber(args.train, augment),
+        ImageFolderByNumber(args.valid, classifier.eval_transform(spec, on_device=True)),
+        found,
+        False,
+    )
 
 
 def main(argv=None):
@@ -279,15 +300,23 @@ def main(argv=None):
         # The batch order has a generator of its own, seeded once: the same order with images or cached
         # features (their other random draws differ), and after a resume (advanced past the epochs done).
         batch_order = torch.Generator().manual_seed(args.seed)
-        if processes.world > 1:  # each rank its share of every batch: a shuffle per epoch (set_epoch), valid split exactly
+        if (
+            processes.world > 1
+        ):  # each rank its share of every batch: a shuffle per epoch (set_epoch), valid split exactly
             batch_size = max(1, args.batch_size // processes.world)
-            sampler = DistributedSampler(train_set, processes.world, processes.rank, shuffle=True, seed=args.seed,
-                                         drop_last=True)
+            sampler = DistributedSampler(
+                train_set, processes.world, processes.rank, shuffle=True, seed=args.seed, drop_last=True
+            )
             valid_share = Subset(valid_set, range(processes.rank, len(valid_set), processes.world))
         else:
-            batch_size, sampler, valid_share = args.batch_size, RandomSampler(train_set, generator=batch_order), valid_set
-        train_loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler,
-                                  drop_last=len(train_set) > args.batch_size, **options)
+            batch_size, sampler, valid_share = (
+                args.batch_size,
+                RandomSampler(train_set, generator=batch_order),
+                valid_set,
+            )
+        train_loader = DataLoader(
+            train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > args.batch_size, **options
+        )
         valid_loader = DataLoader(valid_share, batch_size=batch_size, shuffle=False, **options)
 
         try:  # with cached features, the backbone is the one they were computed with
@@ -305,9 +334,13 @@ def main(argv=None):
             model.to(memory_format=torch.channels_last)
         net = model.fc if cached else model  # what the steps run and the debug hook watches
         # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
-        train_net = (torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                                               broadcast_buffers=False)
-                     if processes.world > 1 else net)
+        train_net = (
+            torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+            if processes.world > 1
+            else net
+        )
         loss_fn = torch.nn.CrossEntropyLoss()
         output_dir = Path(args.output_data_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -323,7 +356,9 @@ def main(argv=None):
         record_copy = checkpoint_path.parent / "record"  # the job's record so far, as of the checkpoint
         start_epoch = 1
         best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
+        checkpoint = (
+            torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
+        )
         if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
             say(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}")
             checkpoint = None
@@ -339,7 +374,9 @@ def main(argv=None):
             debug_step = (checkpoint.get("debug_hook") or {}).get("step")
             if processes.lead:
                 instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
-            for _ in range(checkpoint["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
+            for _ in range(
+                checkpoint["epoch"]
+            ):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
                 torch.randperm(len(train_set), generator=batch_order)
             say(f"{contract.RESUMED}{checkpoint_path} after epoch {checkpoint['epoch']}")
         processes.barrier()  # rank 0 has put the record back before any rank opens its files in it
@@ -355,29 +392,47 @@ def main(argv=None):
                 instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
         if args.profile and processes.lead:
             timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
-            instrumentation.write_job_info(output_dir / "profiler/job.json", device=device.type,
-                                           gpu_count=torch.cuda.device_count(), num_workers=options["num_workers"],
-                                           batch_size=args.batch_size, epochs=args.epochs, arch=args.arch,
-                                           train_images=len(train_set), started=time.time(), precision=compute.describe(),
-                                           inputs=contract.INPUTS_FEATURES if cached else contract.INPUTS_IMAGES, class_names=classes,
-                                           resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None,
-                                           processes=processes.world)
+            instrumentation.write_job_info(
+                output_dir / "profiler/job.json",
+                device=device.type,
+                gpu_count=torch.cuda.device_count(),
+                num_workers=options["num_workers"],
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                arch=args.arch,
+                train_images=len(train_set),
+                started=time.time(),
+                precision=compute.describe(),
+                inputs=contract.INPUTS_FEATURES if cached else contract.INPUTS_IMAGES,
+                class_names=classes,
+                resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None,
+                processes=processes.world,
+            )
         # into the job's MLflow run, where the workflow made one
         epoch_logger = instrumentation.EpochLogger() if processes.lead else instrumentation.EpochLogger({})
         # system metrics once per machine (its first process): rank 0's system.jsonl, another host's its own file
         system_file = "system.jsonl" if processes.lead else f"system.rank{processes.rank}.jsonl"
-        monitor = (instrumentation.SystemMonitor(output_dir / "profiler" / system_file, args.profiler_interval_ms / 1000)
-                   if args.profile and processes.local_rank == 0 else contextlib.nullcontext())
+        monitor = (
+            instrumentation.SystemMonitor(output_dir / "profiler" / system_file, args.profiler_interval_ms / 1000)
+            if args.profile and processes.local_rank == 0
+            else contextlib.nullcontext()
+        )
 
-        say(f"training {args.arch} on {device}" + (f" × {processes.world} processes" if processes.world > 1 else "")
+        say(
+            f"training {args.arch} on {device}"
+            + (f" × {processes.world} processes" if processes.world > 1 else "")
             + f": {len(train_set)} train / {len(valid_set)} valid images, "
-              f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
-              f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
-              + (f"; the head on cached backbone features ({len(train_set.features)} view(s))" if cached else
-                 f"; {options['num_workers']} loader workers")
-              # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
-              + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
-            + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else ""))
+            f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
+            f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
+            + (
+                f"; the head on cached backbone features ({len(train_set.features)} view(s))"
+                if cached
+                else f"; {options['num_workers']} loader workers"
+            )
+            # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
+            + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
+            + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else "")
+        )
     with monitor:
         for epoch in range(start_epoch, args.epochs + 1):
             started = time.perf_counter()
@@ -385,18 +440,37 @@ def main(argv=None):
                 train_set.set_epoch(epoch, args.seed)
             if isinstance(sampler, DistributedSampler):
                 sampler.set_epoch(epoch)
-            train_loss, train_accuracy = run_epoch(train_net, train_loader, compute, loss_fn, epoch, optimizer, hook, timer,
-                                                   args.freeze_backbone, processes)
+            train_loss, train_accuracy = run_epoch(
+                train_net,
+                train_loader,
+                compute,
+                loss_fn,
+                epoch,
+                optimizer,
+                hook,
+                timer,
+                args.freeze_backbone,
+                processes,
+            )
             processes.share_buffers(net)  # validate rank 0's model, the one that is saved, on every rank's share
-            valid_loss, valid_accuracy = run_epoch(net, valid_loader, compute, loss_fn, epoch, None, hook, timer,
-                                                   args.freeze_backbone, processes)
+            valid_loss, valid_accuracy = run_epoch(
+                net, valid_loader, compute, loss_fn, epoch, None, hook, timer, args.freeze_backbone, processes
+            )
             scheduler.step()
-            epoch_metrics = {"epoch": epoch, "train_loss": round(train_loss, 4), "train_accuracy": round(train_accuracy, 4),
-                             "valid_loss": round(valid_loss, 4), "valid_accuracy": round(valid_accuracy, 4),
-                             "epoch_seconds": round(time.perf_counter() - started, 1)}
+            epoch_metrics = {
+                "epoch": epoch,
+                "train_loss": round(train_loss, 4),
+                "train_accuracy": round(train_accuracy, 4),
+                "valid_loss": round(valid_loss, 4),
+                "valid_accuracy": round(valid_accuracy, 4),
+                "epoch_seconds": round(time.perf_counter() - started, 1),
+            }
             if valid_loss < best["valid_loss"]:
-                best = {"epoch": epoch, "valid_loss": valid_loss,
-                        "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                best = {
+                    "epoch": epoch,
+                    "valid_loss": valid_loss,
+                    "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                }
             # The epoch's metrics go to the output data (for backends whose logs are far away), the
             # record so far beside the checkpoint, then the checkpoint, then the epoch's line: an epoch
             # whose line was printed is never lost to an interruption. The checkpoint is written aside
@@ -413,10 +487,19 @@ def main(argv=None):
                 instrumentation.flush_debug_hook(hook)
             instrumentation.keep_record(output_dir, record_copy)
             checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": compute.scaler.state_dict(), "epoch": epoch, "best": best, "job_name": job_name,
-                        "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None},
-                       checkpoint_path.with_suffix(".tmp"))
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": compute.scaler.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "job_name": job_name,
+                    "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None,
+                },
+                checkpoint_path.with_suffix(".tmp"),
+            )
             os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
             epoch_logger.log(epoch_metrics)
             # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.

@@ -26,14 +26,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # make test runs the files on two workers (pytest-xdist, --dist loadfile: a file's tests on one worker,
 # in order, sharing its module fixtures). The longest files go first, so both workers end together.
-LONGEST_FIRST = ("test_workflow_e2e.py", "test_training_rule_faults.py", "test_training_rules.py",
-                 "test_entry_points.py", "test_interruptions_e2e.py", "test_sagemaker_backend.py")
+LONGEST_FIRST = (
+    "test_workflow_e2e.py",
+    "test_training_rule_faults.py",
+    "test_training_rules.py",
+    "test_entry_points.py",
+    "test_interruptions_e2e.py",
+    "test_sagemaker_backend.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
     items.sort(key=rank)  # stable: each file keeps its own order
 
 
@@ -59,15 +66,18 @@ def sagemaker_sdk_quiet(tmp_path_factory):
     os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
 
 
-TINY_CLASSES = [("001.Red_Circle", "circle", (200, 40, 40)),
-                ("002.Green_Square", "square", (40, 170, 60)),
-                ("003.Blue_Triangle", "triangle", (40, 70, 200))]
+TINY_CLASSES = [
+    ("001.Red_Circle", "circle", (200, 40, 40)),
+    ("002.Green_Square", "square", (40, 170, 60)),
+    ("003.Blue_Triangle", "triangle", (40, 70, 200)),
+]
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A small dogImages-like tree: 3 classes, {train: 12, valid: 4, test: 4} per class, plus one corrupt file."""
     from dogbreed import demo_data
+
     root = tmp_path_factory.mktemp("tiny")
     return demo_data.generate(root, seed=1, classes=TINY_CLASSES, per_split={"train": 12, "valid": 4, "test": 4})
 
@@ -76,6 +86,7 @@ def tiny_dataset(tmp_path_factory):
 def tiny_channels(tiny_dataset, tmp_path_factory):
     """The tiny dataset through the prepare stage: (channels folder, prepare output folder)."""
     from dogbreed import prepare
+
     out = tmp_path_factory.mktemp("prepared")
     prepare.prepare(tiny_dataset, out)
     return out / "channels", out
@@ -85,7 +96,9 @@ def merged(base: dict, overlay: dict) -> dict:
     """overlay over base, key by key as Snakemake merges config files."""
     result = dict(base)
     for key, value in overlay.items():
-        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+        result[key] = (
+            merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+        )
     return result
 
 
@@ -115,8 +128,14 @@ SNAKEMAKE_CORES = ("--set-threads", "tune=1", "train=1", "extract_features=1", "
 
 
 def snakemake(workdir, *args, check=True, timeout=900, env=None):
-    result = subprocess.run([str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, *args], cwd=workdir,
-                            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -132,10 +151,25 @@ def moto_server():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                            "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL_S3=url, AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+        )
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=url,
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
     yield url
     for key, value in saved.items():
         if value is None:
@@ -178,9 +212,14 @@ def workflow_with_test_config(tiny_dataset, target: Path, backend="local") -> Pa
         "model": {"weights": "none", "image_size": 32},
         "hyperparameters": {"epochs": 3, "num_workers": 0},
         "backends": {"local": {"channel_timeout": 3}},  # a client that stops sending is let go quickly
-        "tuning": {"max_jobs": 2, "trial_hyperparameters": {"epochs": 1},
-                   "parameters": {"lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
-                                  "batch_size": {"type": "categorical", "values": [8, 16]}}},
+        "tuning": {
+            "max_jobs": 2,
+            "trial_hyperparameters": {"epochs": 1},
+            "parameters": {
+                "lr": {"type": "continuous", "min": 0.02, "max": 0.1, "scaling": "Logarithmic"},
+                "batch_size": {"type": "categorical", "values": [8, 16]},
+            },
+        },
     }
     (work / "config/test.yaml").write_text(yaml.safe_dump(overlay))
     return work
@@ -188,8 +227,10 @@ def workflow_with_test_config(tiny_dataset, target: Path, backend="local") -> Pa
 
 def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     """What a complete deploy + report run leaves, on every backend: counts follow the prepared data."""
-    images = {split: sorted(p for p in (results / "data/channels" / split).rglob("*") if p.is_file())
-              for split in ("train", "valid", "test")}
+    images = {
+        split: sorted(p for p in (results / "data/channels" / split).rglob("*") if p.is_file())
+        for split in ("train", "valid", "test")
+    }
     classes = set(json.loads((results / "data/classes.json").read_text()).values())
     manifest = (results / "data/manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + sum(len(files) for files in images.values())
@@ -203,12 +244,20 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     best = json.loads((results / "best_hyperparameters.json").read_text())
     assert set(best["hyperparameters"]) == {"lr", "batch_size"} and best["objective"]["metric"] == "valid_accuracy"
     model = json.loads((results / "training/model.json").read_text())
-    assert model["hyperparameters"]["lr"] == best["hyperparameters"]["lr"] and model["hyperparameters"]["epochs"] == epochs
+    assert (
+        model["hyperparameters"]["lr"] == best["hyperparameters"]["lr"] and model["hyperparameters"]["epochs"] == epochs
+    )
     assert (results / "training/metrics.csv").read_text().count("\n") == 1 + epochs
     with tarfile.open(results / "training/model.tar.gz") as archive:
         assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
     with tarfile.open(results / "deploy/model.tar.gz") as archive:
-        assert {"model.pth", "model_info.json", "code/inference.py", "code/classifier.py", "code/job_contract.py"} <= set(archive.getnames())
+        assert {
+            "model.pth",
+            "model_info.json",
+            "code/inference.py",
+            "code/classifier.py",
+            "code/job_contract.py",
+        } <= set(archive.getnames())
     endpoint = json.loads((results / "endpoint.json").read_text())
     assert endpoint["backend"] == backend and endpoint["url"].startswith("http://127.0.0.1:")
     metrics = json.loads((results / "evaluation/metrics.json").read_text())
@@ -221,12 +270,21 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert len(predictions) == 1 + n
     rules = json.loads((results / "debugger/rules.json").read_text())
     assert len(rules["rules"]) == 17 and all(r["verdict"] != "error" for r in rules["rules"])
-    assert (results / "training/output/debug/index").is_dir() and (results / "training/output/profiler/system.jsonl").is_file()
+    assert (results / "training/output/debug/index").is_dir() and (
+        results / "training/output/profiler/system.jsonl"
+    ).is_file()
     report = (results / "profiler/profiler-report.html").read_text()
     assert "Rules summary" in report and "Dataloader" in report
     page = (results / "report.html").read_text()
-    for section in ("Configuration", "Data", "Hyperparameter tuning", "Training", "Debugger and profiler rules",
-                    "Endpoint", "Evaluation"):
+    for section in (
+        "Configuration",
+        "Data",
+        "Hyperparameter tuning",
+        "Training",
+        "Debugger and profiler rules",
+        "Endpoint",
+        "Evaluation",
+    ):
         assert f"<h2>{section}</h2>" in page
     assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
     assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
@@ -240,9 +298,16 @@ def job_runs(work: Path, job_name: str) -> list:
 
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("dog-breed").experiment_id
-    return [(run, {name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
-                   for name in run.data.metrics})
-            for run in client.search_runs([experiment], f"tags.`dogbreed.job_name` = '{job_name}'")]
+    return [
+        (
+            run,
+            {
+                name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+                for name in run.data.metrics
+            },
+        )
+        for run in client.search_runs([experiment], f"tags.`dogbreed.job_name` = '{job_name}'")
+    ]
 
 
 def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
@@ -264,13 +329,18 @@ def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
         row = rows[rows.job_name == run.data.tags["dogbreed.job_name"]].iloc[0]
         assert run.data.tags["dogbreed.status"] == row.status
         assert {"FINISHED": "Completed", "KILLED": "Stopped", "FAILED": "Failed"}[run.info.status] == row.status
-        assert float(run.data.params["lr"]) == pytest.approx(row.lr) and int(run.data.params["batch_size"]) == row.batch_size
+        assert (
+            float(run.data.params["lr"]) == pytest.approx(row.lr)
+            and int(run.data.params["batch_size"]) == row.batch_size
+        )
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "valid_accuracy"))
         assert steps == list(range(1, row.epochs_reported + 1))
     assert final.info.status == "FINISHED" and final.data.params["epochs"] == str(epochs)
     history = client.get_metric_history(final.info.run_id, "valid_accuracy")
     csv = pd.read_csv(results / "training/metrics.csv")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(zip(csv.epoch, csv.valid_accuracy))
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(
+        zip(csv.epoch, csv.valid_accuracy)
+    )
     evaluation = json.loads((results / "evaluation/metrics.json").read_text())
     assert final.data.metrics["test_accuracy"] == evaluation["accuracy"]
     rules = json.loads((results / "debugger/rules.json").read_text())
@@ -278,8 +348,14 @@ def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
     assert final.data.tags["rule.Overfit"] == next(r["verdict"] for r in rules["rules"] if r["rule"] == "Overfit")
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(final.info.run_id, "reports")}
-    assert {"model.tar.gz", "metrics.csv", "rules.json", "metrics.json", "reports/profiler-report.html",
-            "reports/report.html"} <= artifacts
+    assert {
+        "model.tar.gz",
+        "metrics.csv",
+        "rules.json",
+        "metrics.json",
+        "reports/profiler-report.html",
+        "reports/report.html",
+    } <= artifacts
     assert json.loads((results / "endpoint.json").read_text())["mlflow_run_id"] == final.info.run_id
     assert final.info.run_id in (results / "report.html").read_text()
     # a local job logs its epochs itself, as they end (the workflow found none to fill in); a container's are

@@ -2,6 +2,7 @@
 rerun matrix (what an edit of each module reruns) is the one below. The rules' real inputs come from Snakemake
 itself (`--filegraph` of the demo's DAG); the imports are found again here with the standard library's
 modulefinder, independently of code_inputs.py."""
+
 import modulefinder
 import re
 import subprocess
@@ -24,8 +25,16 @@ RERUN_MATRIX = {
     "scripts/job_contract.py": {*BACKEND_RULES, "check_training_rules", "fetch", "package_model"},
     "scripts/requirements.txt": {"train", "tune"},
     "scripts/train.py": {"train", "tune"},
-    "workflow/dogbreed/__init__.py": {*BACKEND_RULES, "fetch", "prepare", "check_training_rules", "profiler_report",
-                                      "package_model", "report_figures", "report"},
+    "workflow/dogbreed/__init__.py": {
+        *BACKEND_RULES,
+        "fetch",
+        "prepare",
+        "check_training_rules",
+        "profiler_report",
+        "package_model",
+        "report_figures",
+        "report",
+    },
     "workflow/dogbreed/backends/__init__.py": BACKEND_RULES,
     "workflow/dogbreed/backends/base.py": BACKEND_RULES,
     "workflow/dogbreed/backends/local.py": BACKEND_RULES,
@@ -55,8 +64,14 @@ RERUN_MATRIX = {
 
 def filegraph(*args) -> tuple:
     """({rule: its input files}, [(rule, rule that consumes its output)]) of the DAG Snakemake builds."""
-    out = subprocess.run([str(VENV_BIN / "snakemake"), "deploy", "report", "--cores", "1", "--filegraph", *args], cwd=REPO,
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [str(VENV_BIN / "snakemake"), "deploy", "report", "--cores", "1", "--filegraph", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     nodes = {}
     for node in re.finditer(r"^(\d+) \[ shape=none.*?</table>>", out, re.M | re.S):
         body = node.group(0)
@@ -75,12 +90,20 @@ def rule_scripts() -> dict:
 
 def imported_files(script, backend) -> set:
     """The project's files a script imports, found by modulefinder (other backends and the run's supervision aside)."""
-    others = [m for name, m in code_inputs.BACKENDS.items() if name != backend and not (backend == "local_container" and name == "sagemaker")]
-    finder = modulefinder.ModuleFinder(path=[str(REPO / "workflow"), str(REPO / "scripts")],
-                                       excludes=[*others, *code_inputs.SUPERVISION])
+    others = [
+        m
+        for name, m in code_inputs.BACKENDS.items()
+        if name != backend and not (backend == "local_container" and name == "sagemaker")
+    ]
+    finder = modulefinder.ModuleFinder(
+        path=[str(REPO / "workflow"), str(REPO / "scripts")], excludes=[*others, *code_inputs.SUPERVISION]
+    )
     finder.run_script(str(script))
-    return {module.__file__ for module in finder.modules.values()
-            if module.__file__ and module.__file__.startswith(str(REPO)) and module.__file__ != str(script)}
+    return {
+        module.__file__
+        for module in finder.modules.values()
+        if module.__file__ and module.__file__.startswith(str(REPO)) and module.__file__ != str(script)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +113,13 @@ def demo_graph():
 
 @pytest.mark.parametrize("backend", ["local", "sagemaker"])
 def test_every_rule_scripts_imports_are_among_its_inputs(backend, demo_graph):
-    inputs, _ = demo_graph if backend == "local" else filegraph(
-        "--configfile", "config/demo.yaml", "--config", "backend=sagemaker", "store={uri: 's3://bucket/x'}")
+    inputs, _ = (
+        demo_graph
+        if backend == "local"
+        else filegraph(
+            "--configfile", "config/demo.yaml", "--config", "backend=sagemaker", "store={uri: 's3://bucket/x'}"
+        )
+    )
     scripts = rule_scripts()
     assert {rule for rule in inputs if rule in scripts} == set(inputs) - {"all"}  # every rule of the DAG has a script
     for rule in inputs.keys() & scripts.keys():
@@ -125,7 +153,9 @@ def test_the_job_code_sets_are_the_entry_points_imports():
     for entry, requirements in (("train.py", True), ("feature_cache.py", True), ("inference.py", False)):
         finder = modulefinder.ModuleFinder(path=[str(REPO / "scripts")])
         finder.run_script(str(REPO / "scripts" / entry))
-        found = {m.__file__ for m in finder.modules.values() if m.__file__ and m.__file__.startswith(str(REPO / "scripts"))}
+        found = {
+            m.__file__ for m in finder.modules.values() if m.__file__ and m.__file__.startswith(str(REPO / "scripts"))
+        }
         expected = found | ({str(REPO / "scripts/requirements.txt")} if requirements else set())
         assert set(code_inputs.job_code(entry, requirements)) == expected, entry
     # what the endpoint gets beside the model

@@ -1,5 +1,6 @@
 """Datasets named by their content: other data settings never share a store prefix, a job refuses channels that
 are not what the workflow uploaded, and two uploads at once never delete each other's files."""
+
 import json
 import multiprocessing
 import shutil
@@ -43,14 +44,34 @@ def test_a_job_refuses_channels_that_are_not_what_was_uploaded(tiny_channels, tm
     expected = contract.expect_data({split: contract.channel_digest(copied / split) for split in ("train", "valid")})
     removed = next(p for p in (copied / "train").rglob("*") if p.is_file())
     removed.unlink()
-    args = ["--train", str(copied / "train"), "--valid", str(copied / "valid"), "--model_dir", str(tmp_path / "model"),
-            "--output_data_dir", str(tmp_path / "out"), "--checkpoint_dir", str(tmp_path / "ckpt"), "--weights", "none",
-            "--epochs", "1", "--image_size", "32", "--expect_data", expected]
+    args = [
+        "--train",
+        str(copied / "train"),
+        "--valid",
+        str(copied / "valid"),
+        "--model_dir",
+        str(tmp_path / "model"),
+        "--output_data_dir",
+        str(tmp_path / "out"),
+        "--checkpoint_dir",
+        str(tmp_path / "ckpt"),
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--image_size",
+        "32",
+        "--expect_data",
+        expected,
+    ]
     with pytest.raises(SystemExit):
         train.main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(contract.SETUP_FAILED)
-    assert f"the train channel ({copied / 'train'}) holds 35 files" in err[0] and "not the 36 the workflow uploaded" in err[0]
+    assert (
+        f"the train channel ({copied / 'train'}) holds 35 files" in err[0]
+        and "not the 36 the workflow uploaded" in err[0]
+    )
     assert "snakemake --forcerun upload" in err[0]
 
 

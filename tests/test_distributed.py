@@ -1,6 +1,7 @@
 """train.py on several processes (DDP, gloo on this CPU machine) through the local backend's torchrun, and the
 SageMaker request for it (moto): the same metrics and one artifact, a killed rank that fails the job promptly
 and a rerun that resumes, and instance_count > 1 refused without distribution."""
+
 import json
 import os
 import signal
@@ -16,8 +17,15 @@ from dogbreed import profiler_rules, training_artifacts
 from dogbreed.backends import JobFailed
 from dogbreed.backends.local import LocalBackend
 
-HYPERPARAMETERS = {"weights": "none", "image_size": 32, "batch_size": 8, "lr": 0.05, "num_workers": 0,
-                   "profile": True, "profiler_interval_ms": 200}
+HYPERPARAMETERS = {
+    "weights": "none",
+    "image_size": 32,
+    "batch_size": 8,
+    "lr": 0.05,
+    "num_workers": 0,
+    "profile": True,
+    "profiler_interval_ms": 200,
+}
 
 
 def channels_of(tiny_channels):
@@ -26,15 +34,28 @@ def channels_of(tiny_channels):
 
 
 def test_two_gloo_processes_train_one_model_and_print_each_epoch_once(tiny_channels, tmp_path):
-    result = LocalBackend({}).train("ddp", {**HYPERPARAMETERS, "epochs": 2}, channels_of(tiny_channels), tmp_path,
-                                    REPO / "scripts", echo=False, processes=2)
+    result = LocalBackend({}).train(
+        "ddp",
+        {**HYPERPARAMETERS, "epochs": 2},
+        channels_of(tiny_channels),
+        tmp_path,
+        REPO / "scripts",
+        echo=False,
+        processes=2,
+    )
     log = open(result["log"]).read()
     assert "on cpu × 2 processes" in log
     assert [line.split()[0] for line in log.splitlines() if line.startswith("epoch=")] == ["epoch=1", "epoch=2"]
     assert [m["epoch"] for m in result["metrics"]] == [1, 2]
-    assert set(result["metrics"][0]) == {"epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
-                                         "epoch_seconds"}
-    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+    assert set(result["metrics"][0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_accuracy",
+        "epoch_seconds",
+    }
+    with tarfile.open(result["model_uri"][len("file://") :]) as archive:
         assert sorted(archive.getnames()) == ["model.pth", "model_info.json"]
     profiler = tmp_path / "ddp/output/data/profiler"
     assert json.loads((profiler / "job.json").read_text())["processes"] == 2
@@ -53,8 +74,17 @@ def test_load_balancing_triggers_on_a_rank_that_holds_the_others_up():
     import pandas as pd
 
     def steps(own_s, compute_s=0.5):  # compute_s holds the all-reduce: about the same on every rank
-        return pd.DataFrame({"phase": "train", "epoch": 1, "step": range(20), "data_wait_s": own_s / 2,
-                             "forward_s": own_s / 2, "compute_s": compute_s})
+        return pd.DataFrame(
+            {
+                "phase": "train",
+                "epoch": 1,
+                "step": range(20),
+                "data_wait_s": own_s / 2,
+                "forward_s": own_s / 2,
+                "compute_s": compute_s,
+            }
+        )
+
     even = {"rank_steps": {0: steps(0.10), 1: steps(0.12)}}
     straggler = {"rank_steps": {0: steps(0.10), 1: steps(0.11), 2: steps(0.21)}}
     assert profiler_rules.load_balancing(even)["verdict"] == "ok"
@@ -67,8 +97,11 @@ def rank_processes(job_dir, rank: str) -> list:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "train.py" in " ".join(process.info["cmdline"] or []) and process.environ().get("RANK") == rank \
-                    and process.cwd().startswith(str(job_dir)):
+            if (
+                "train.py" in " ".join(process.info["cmdline"] or [])
+                and process.environ().get("RANK") == rank
+                and process.cwd().startswith(str(job_dir))
+            ):
                 found.append(process)
         except psutil.Error:
             pass
@@ -89,9 +122,12 @@ def test_a_killed_rank_fails_the_job_promptly_and_the_rerun_resumes(tiny_channel
 
     # a hang would be the failure: the job runs in a (daemon) thread, so the test says so instead of waiting
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(error=_raises(backend.train, *job, echo=False, processes=2,
-                                                                        on_line=kill_rank_one_after_epoch_one)),
-                              daemon=True)
+    runner = threading.Thread(
+        target=lambda: outcome.update(
+            error=_raises(backend.train, *job, echo=False, processes=2, on_line=kill_rank_one_after_epoch_one)
+        ),
+        daemon=True,
+    )
     runner.start()
     runner.join(600)
     assert not runner.is_alive(), "the job still runs 10 minutes after one of its ranks was killed"
@@ -116,14 +152,23 @@ def _raises(function, *args, **kwargs):
 def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(JobFailed, match=r"training.processes is 2, but this machine gives the job 1 GPU"):
-        LocalBackend({}).train("ddp-gpus", {**HYPERPARAMETERS, "epochs": 1}, channels_of(tiny_channels), tmp_path,
-                               REPO / "scripts", echo=False, processes=2)
+        LocalBackend({}).train(
+            "ddp-gpus",
+            {**HYPERPARAMETERS, "epochs": 1},
+            channels_of(tiny_channels),
+            tmp_path,
+            REPO / "scripts",
+            echo=False,
+            processes=2,
+        )
 
 
 # --- SageMaker: torch_distributed -----------------------------------------------------------------
 
-def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(moto_server, bucket, monkeypatch,
-                                                                                       tmp_path):
+
+def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(
+    moto_server, bucket, monkeypatch, tmp_path
+):
     from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
     from dogbreed.run_plan import PlanRefused
 
@@ -144,6 +189,7 @@ def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train
 
 # --- Snakemake on a cluster ------------------------------------------------------------------------
 
+
 def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local():
     import subprocess
 
@@ -151,9 +197,22 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
 
     from conftest import VENV_BIN
 
-    plan = subprocess.run([str(VENV_BIN / "snakemake"), "-n", "--forceall", "deploy", "--configfile", "config/demo.yaml",
-                           "--config", "results_dir=/tmp/dogbreed-dry-run"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    plan = subprocess.run(
+        [
+            str(VENV_BIN / "snakemake"),
+            "-n",
+            "--forceall",
+            "deploy",
+            "--configfile",
+            "config/demo.yaml",
+            "--config",
+            "results_dir=/tmp/dogbreed-dry-run",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = plan.stdout + plan.stderr
     for rule in ("tune", "train"):
         block = out.split(f"\nrule {rule}:")[1].split("\n\n")[0]
@@ -161,8 +220,13 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
     # every rule but those three runs where Snakemake runs (the endpoint must outlive its rule)
     import re
 
-    listed = subprocess.run([str(VENV_BIN / "snakemake"), "--list-rules", "--configfile", "config/demo.yaml"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120).stdout.split()
+    listed = subprocess.run(
+        [str(VENV_BIN / "snakemake"), "--list-rules", "--configfile", "config/demo.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split()
     block = (REPO / "Snakefile").read_text().split("localrules:")[1].split("\n\n")[0]
     local = set(re.findall(r"^\s+(\w+),$", block, re.M))
     assert set(listed) - local == {"extract_features", "tune", "train"}, set(listed) - local
@@ -171,6 +235,7 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
 
 
 # --- the same model, near enough, on one process or two -------------------------------------------
+
 
 def test_accuracy(model_tar, test_dir, tmp_path) -> float:
     """Test accuracy of a job's model.tar.gz over a channel folder, as the endpoint would preprocess."""
@@ -198,15 +263,20 @@ def test_two_processes_reach_the_single_process_accuracy_on_the_demo_data(tmp_pa
 
     # the demo's train and valid images; 60 test images a class, not 10 (360 in all: a 0.05 gap is 18 images,
     # not 3, so the comparison measures the training rather than a few borderline images)
-    prepare.prepare(demo_data.generate(tmp_path / "raw", seed=0, per_split={**demo_data.SPLITS, "test": 60}), tmp_path / "prepared")
+    prepare.prepare(
+        demo_data.generate(tmp_path / "raw", seed=0, per_split={**demo_data.SPLITS, "test": 60}), tmp_path / "prepared"
+    )
     data = tmp_path / "prepared/channels"
     channels = {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}
     demo = {"weights": "none", "image_size": 64, "epochs": 6, "lr": 0.007, "batch_size": 32, "num_workers": 0}
     accuracy = {}
     for processes in (1, 2):
-        result = LocalBackend({}).train(f"demo-{processes}", demo, channels, tmp_path / "jobs", REPO / "scripts",
-                                        echo=False, processes=processes)
-        accuracy[processes] = test_accuracy(tmp_path / f"jobs/demo-{processes}/output/model.tar.gz", data / "test", tmp_path)
+        result = LocalBackend({}).train(
+            f"demo-{processes}", demo, channels, tmp_path / "jobs", REPO / "scripts", echo=False, processes=processes
+        )
+        accuracy[processes] = test_accuracy(
+            tmp_path / f"jobs/demo-{processes}/output/model.tar.gz", data / "test", tmp_path
+        )
         assert result["status"] == "Completed"
     print(f"test accuracy by processes: {accuracy}")
     assert accuracy[1] > 0.5 and abs(accuracy[2] - accuracy[1]) <= 0.05, accuracy
@@ -219,8 +289,15 @@ def test_the_head_trains_on_cached_features_across_processes_too(tiny_channels, 
     channels, _ = tiny_channels
     cache = extract(tmp_path, "cache", channels, "--augment", "false")
     backend_channels = {"train": f"file://{cache}/train", "valid": f"file://{cache}/valid"}
-    result = LocalBackend({}).train("ddp-cached", {**HYPERPARAMETERS, "epochs": 2, "freeze_backbone": True, "augment": False},
-                                    backend_channels, tmp_path / "jobs", REPO / "scripts", echo=False, processes=2)
+    result = LocalBackend({}).train(
+        "ddp-cached",
+        {**HYPERPARAMETERS, "epochs": 2, "freeze_backbone": True, "augment": False},
+        backend_channels,
+        tmp_path / "jobs",
+        REPO / "scripts",
+        echo=False,
+        processes=2,
+    )
     log = open(result["log"]).read()
     assert "× 2 processes" in log and "the head on cached backbone features" in log
     assert [m["epoch"] for m in result["metrics"]] == [1, 2]

@@ -1,4 +1,5 @@
 """scripts/train.py and scripts/inference.py under their SageMaker contracts, and the endpoint app."""
+
 import base64
 import contextlib
 import io
@@ -25,8 +26,13 @@ def trained(tiny_channels, tmp_path_factory):
     channels, _ = tiny_channels
     jobs = tmp_path_factory.mktemp("jobs")
     result = LocalBackend({}).train(
-        "tiny", {"weights": "none", "image_size": 32, "epochs": 2, "batch_size": 8, "lr": 0.05, "num_workers": 0},
-        {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"}, jobs, REPO / "scripts", echo=False)
+        "tiny",
+        {"weights": "none", "image_size": 32, "epochs": 2, "batch_size": 8, "lr": 0.05, "num_workers": 0},
+        {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"},
+        jobs,
+        REPO / "scripts",
+        echo=False,
+    )
     return result, channels
 
 
@@ -35,12 +41,17 @@ def test_training_job_follows_the_sagemaker_contract(trained):
     assert result["status"] == "Completed"
     assert [m["epoch"] for m in result["metrics"]] == [1, 2]
     assert set(result["metrics"][0]) >= {"train_loss", "valid_loss", "valid_accuracy"}
-    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+    with tarfile.open(result["model_uri"][len("file://") :]) as archive:
         names = archive.getnames()
         info = json.load(archive.extractfile("model_info.json"))
     assert sorted(names) == ["model.pth", "model_info.json"]  # at the root, and no code/
     assert info["classes"] == ["Red_Circle", "Green_Square", "Blue_Triangle"]
-    assert info["preprocessing"] == {"resize": 37, "crop": 32, "mean": classifier.IMAGENET_MEAN, "std": classifier.IMAGENET_STD}
+    assert info["preprocessing"] == {
+        "resize": 37,
+        "crop": 32,
+        "mean": classifier.IMAGENET_MEAN,
+        "std": classifier.IMAGENET_STD,
+    }
 
 
 def test_the_epoch_with_the_lowest_validation_loss_is_kept(trained):
@@ -64,6 +75,7 @@ def interrupted_after_first_epoch(train, args, monkeypatch, after_batches=0):
         if len(calls) == 3:  # epoch 1 trained and validated, epoch 2 starting
             return run_epoch(model, batches_then_stop(loader), *a, **k)
         return run_epoch(model, loader, *a, **k)
+
     with monkeypatch.context() as patch:
         patch.setattr(train, "run_epoch", stop_in_epoch_two)
         with pytest.raises(KeyboardInterrupt):
@@ -78,9 +90,28 @@ def run_main(train, args) -> str:
 
 
 def training_args(channels, folder):
-    return ["--weights", "none", "--image_size", "32", "--epochs", "2", "--batch_size", "8", "--num_workers", "0",
-            "--train", str(channels / "train"), "--valid", str(channels / "valid"), "--model_dir", str(folder / "m"),
-            "--output_data_dir", str(folder / "o"), "--checkpoint_dir", str(folder / "c")]
+    return [
+        "--weights",
+        "none",
+        "--image_size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch_size",
+        "8",
+        "--num_workers",
+        "0",
+        "--train",
+        str(channels / "train"),
+        "--valid",
+        str(channels / "valid"),
+        "--model_dir",
+        str(folder / "m"),
+        "--output_data_dir",
+        str(folder / "o"),
+        "--checkpoint_dir",
+        str(folder / "c"),
+    ]
 
 
 @pytest.fixture
@@ -90,6 +121,7 @@ def train_args(tiny_channels, tmp_path):
 
 def test_training_resumes_from_its_own_checkpoint(train_args, tmp_path, monkeypatch):
     import train
+
     monkeypatch.setenv("TRAINING_JOB_NAME", "train-abc")  # as SageMaker sets it, the same after a spot restart
     interrupted_after_first_epoch(train, train_args, monkeypatch)
     checkpoint = torch.load(tmp_path / "c/train-abc/checkpoint.pth", weights_only=True)
@@ -102,6 +134,7 @@ def test_training_resumes_from_its_own_checkpoint(train_args, tmp_path, monkeypa
 def recorded_run(output_dir):
     """What a job recorded: epochs in metrics.jsonl, (phase, epoch, step) timings, debug steps per tensor."""
     from smdebug.trials import create_trial
+
     epochs = [json.loads(line)["epoch"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [(s["phase"], s["epoch"], s["step"]) for s in map(json.loads, (output_dir / "profiler/steps.jsonl").open())]
     trial = create_trial(str(output_dir / "debug"))
@@ -117,6 +150,7 @@ RECORDING = ["--debug", "true", "--profile", "true", "--save_interval", "2"]
 def uninterrupted_record(tiny_channels, tmp_path_factory):
     """What one uninterrupted 2-epoch job with debugger and profiler records."""
     import train
+
     folder = tmp_path_factory.mktemp("uninterrupted")
     channels, _ = tiny_channels
     with pytest.MonkeyPatch.context() as patch:
@@ -126,15 +160,20 @@ def uninterrupted_record(tiny_channels, tmp_path_factory):
 
 
 @pytest.mark.parametrize("output_after_restart", ["an empty folder", "the same folder"])
-def test_a_resumed_job_records_the_whole_run(train_args, tmp_path, monkeypatch, output_after_restart, uninterrupted_record):
+def test_a_resumed_job_records_the_whole_run(
+    train_args, tmp_path, monkeypatch, output_after_restart, uninterrupted_record
+):
     """After a spot restart (SageMaker: an empty output folder and the checkpoint folder back; by hand:
     the same folder, holding what was written after the checkpoint) the metrics, the profiler's step
     timings and the debug tensors are those of one uninterrupted run: no step missing or twice."""
     import train
+
     monkeypatch.setenv("TRAINING_JOB_NAME", "train-whole")
     interrupted_after_first_epoch(train, [*train_args, *RECORDING], monkeypatch, after_batches=2)
     assert (tmp_path / "c/train-whole/record/metrics.jsonl").is_file()
-    assert ("train", 2, 1) in [(s["phase"], s["epoch"], s["step"]) for s in map(json.loads, open(tmp_path / "o/profiler/steps.jsonl"))]
+    assert ("train", 2, 1) in [
+        (s["phase"], s["epoch"], s["step"]) for s in map(json.loads, open(tmp_path / "o/profiler/steps.jsonl"))
+    ]
     restarted = tmp_path / ("restarted" if output_after_restart == "an empty folder" else "o")
     assert "resumed from" in run_main(train, [*train_args, *RECORDING, "--output_data_dir", str(restarted)])
     expected, got = uninterrupted_record, recorded_run(restarted)
@@ -149,6 +188,7 @@ def test_a_resumed_job_records_the_whole_run(train_args, tmp_path, monkeypatch, 
 def test_another_jobs_checkpoint_is_never_resumed(train_args, tmp_path, monkeypatch):
     """The trials of a SageMaker tuning job share one checkpoint prefix: each finds the others' there."""
     import train
+
     monkeypatch.setenv("TRAINING_JOB_NAME", "tune-abc-001-x")
     interrupted_after_first_epoch(train, train_args, monkeypatch)
     monkeypatch.setenv("TRAINING_JOB_NAME", "tune-abc-002-y")
@@ -167,12 +207,18 @@ def test_the_local_backend_resumes_an_interrupted_job(tiny_channels, tmp_path):
     channels, _ = tiny_channels
     backend = LocalBackend({})
     hyperparameters = {"weights": "none", "image_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0}
-    job = ("tiny-resume", hyperparameters, {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"},
-           tmp_path, REPO / "scripts")
+    job = (
+        "tiny-resume",
+        hyperparameters,
+        {"train": f"file://{channels}/train", "valid": f"file://{channels}/valid"},
+        tmp_path,
+        REPO / "scripts",
+    )
 
     def interrupt_after_epoch_one(line):
         if line.startswith("epoch=1 "):
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         backend.train(*job, on_line=interrupt_after_epoch_one, echo=False)
     assert (tmp_path / "tiny-resume/checkpoints/tiny-resume/checkpoint.pth").is_file()
@@ -183,7 +229,9 @@ def test_the_local_backend_resumes_an_interrupted_job(tiny_channels, tmp_path):
 
 def test_unavailable_imagenet_weights_are_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, and no network here
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
     with pytest.raises(classifier.WeightsUnavailable, match="set model.weights to the path"):
         classifier.build_model("resnet18", 3, "imagenet")
     with pytest.raises(classifier.WeightsUnavailable, match="does not exist"):
@@ -203,12 +251,15 @@ def served(trained, tmp_path_factory):
     """The model packed for serving and extracted, as the endpoint sees it: (model_dir, loaded model)."""
     result, _ = trained
     folder = tmp_path_factory.mktemp("served")
-    packaging.package_for_serving(result["model_uri"][len("file://"):], REPO / "scripts", folder / "model.tar.gz")
+    packaging.package_for_serving(result["model_uri"][len("file://") :], REPO / "scripts", folder / "model.tar.gz")
     with tarfile.open(folder / "model.tar.gz") as archive:
         assert "code/inference.py" in archive.getnames() and "model.pth" in archive.getnames()
         # what serving needs, nothing the toolkit would pip-install at start-up
-        assert sorted(n for n in archive.getnames() if n.startswith("code/")) == ["code/classifier.py", "code/inference.py",
-                                                                                         "code/job_contract.py"]
+        assert sorted(n for n in archive.getnames() if n.startswith("code/")) == [
+            "code/classifier.py",
+            "code/inference.py",
+            "code/job_contract.py",
+        ]
         archive.extractall(folder / "model", filter="data")
     return folder / "model", inference.model_fn(str(folder / "model"))
 
@@ -237,13 +288,16 @@ def test_all_request_formats_give_the_same_answer(served, trained):
         tensor = classifier.eval_transform(spec)(image.convert("RGB"))  # client-side, as the seed did
     raw = predict(path.read_bytes(), "image/jpeg", model)
     as_npy = predict(npy(tensor.unsqueeze(0).numpy()), "application/x-npy", model)
-    as_json_b64 = predict(json.dumps({"instances": [{"b64": base64.b64encode(path.read_bytes()).decode()}]}),
-                          "application/json", model)
+    as_json_b64 = predict(
+        json.dumps({"instances": [{"b64": base64.b64encode(path.read_bytes()).decode()}]}), "application/json", model
+    )
     as_json_array = predict(json.dumps({"instances": [tensor.tolist()]}), "application/json", model)
     as_bare_list = predict(json.dumps(tensor.unsqueeze(0).tolist()), "application/json", model)
     for answer in (as_npy, as_json_b64, as_json_array, as_bare_list):
         assert [p["index"] for p in answer["predictions"][0]] == [p["index"] for p in raw["predictions"][0]]
-        assert answer["predictions"][0][0]["probability"] == pytest.approx(raw["predictions"][0][0]["probability"], abs=1e-4)
+        assert answer["predictions"][0][0]["probability"] == pytest.approx(
+            raw["predictions"][0][0]["probability"], abs=1e-4
+        )
     top = raw["predictions"][0]
     assert len(top) == 3  # top-k, capped at the number of classes
     assert {p["breed"] for p in top} == {"Red_Circle", "Green_Square", "Blue_Triangle"}
@@ -260,16 +314,19 @@ def test_batches_and_npy_responses(served):
     assert probabilities.shape == (4, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
 
 
-@pytest.mark.parametrize("body, content_type, status, message", [
-    (b"hello", "text/plain", 415, "unsupported Content-Type"),
-    (b"not npy", "application/x-npy", 400, "not a .npy array"),
-    (None, "application/x-npy", 400, "expected an N×3×H×W array"),
-    (b"{not json", "application/json", 400, "not valid JSON"),
-    (b'{"instances": []}', "application/json", 400, "non-empty list"),
-    (b'{"instances": ["@@@"]}', "application/json", 400, "not valid base64"),
-    (b'{"instances": [[1, 2, 3]]}', "application/json", 400, "must be 3×H×W"),
-    (b"\xff\xd8garbage", "image/jpeg", 400, "could not decode the image"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status, message",
+    [
+        (b"hello", "text/plain", 415, "unsupported Content-Type"),
+        (b"not npy", "application/x-npy", 400, "not a .npy array"),
+        (None, "application/x-npy", 400, "expected an N×3×H×W array"),
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b'{"instances": []}', "application/json", 400, "non-empty list"),
+        (b'{"instances": ["@@@"]}', "application/json", 400, "not valid base64"),
+        (b'{"instances": [[1, 2, 3]]}', "application/json", 400, "must be 3×H×W"),
+        (b"\xff\xd8garbage", "image/jpeg", 400, "could not decode the image"),
+    ],
+)
 def test_bad_requests_get_a_4xx_with_a_reason(served, body, content_type, status, message):
     if body is None:
         body = npy(np.zeros((2, 2), dtype=np.float32))
@@ -288,8 +345,9 @@ def test_the_endpoint_app_serves_the_packed_code(served, trained):
     assert answer.status_code == 200 and answer.json["predictions"][0][0]["breed"]
     bad = client.post("/invocations", data=b"x", headers={"Content-Type": "text/csv"})
     assert bad.status_code == 415 and "unsupported Content-Type" in bad.json["error"]
-    not_acceptable = client.post("/invocations", data=path.read_bytes(),
-                                 headers={"Content-Type": "image/jpeg", "Accept": "text/csv"})
+    not_acceptable = client.post(
+        "/invocations", data=path.read_bytes(), headers={"Content-Type": "image/jpeg", "Accept": "text/csv"}
+    )
     assert not_acceptable.status_code == 406
     app = serving.create_app(model_dir)
     app.config["MAX_CONTENT_LENGTH"] = 1000
@@ -315,8 +373,12 @@ def test_request_plan_keeps_every_request_within_the_limit(tmp_path):
         paths[-1].write_bytes(b"x" * size)
     plan = request_plan(paths, max_images=2, max_bytes=5_000_000)
     # base64 adds a third: 2 MB images go 2 per request at most; the 5 MB one alone, as an array
-    assert plan == [("application/json", [0, 1]), ("application/x-npy", [3]), ("application/json", [2, 4]),
-                    ("application/json", [5, 6])]
+    assert plan == [
+        ("application/json", [0, 1]),
+        ("application/x-npy", [3]),
+        ("application/json", [2, 4]),
+        ("application/json", [5, 6]),
+    ]
     assert sorted(i for _, indices in plan for i in indices) == list(range(len(sizes)))  # each image once
 
 
@@ -331,15 +393,21 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
     _, channels = trained
     test = tmp_path / "channels"
     rows = [("test/002.Green_Square/big.png", noise_png(test / "test/002.Green_Square/big.png", 1500, 0))]
-    rows += [(f"test/001.Red_Circle/medium{i}.png", noise_png(test / f"test/001.Red_Circle/medium{i}.png", 700, i))
-             for i in range(3)]
+    rows += [
+        (f"test/001.Red_Circle/medium{i}.png", noise_png(test / f"test/001.Red_Circle/medium{i}.png", 700, i))
+        for i in range(3)
+    ]
     small = image_file(channels)
     rows.append(("test/002.Green_Square/small.jpg", small))
     (test / rows[-1][0]).write_bytes(small.read_bytes())
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text("path,split,class_index,breed\n" + "".join(
-        f"{path},test,{1 if 'Green' in path else 0},{'Green_Square' if 'Green' in path else 'Red_Circle'}\n"
-        for path, _ in rows))
+    manifest.write_text(
+        "path,split,class_index,breed\n"
+        + "".join(
+            f"{path},test,{1 if 'Green' in path else 0},{'Green_Square' if 'Green' in path else 'Red_Circle'}\n"
+            for path, _ in rows
+        )
+    )
     assert (test / rows[0][0]).stat().st_size > 6_291_456 > 2 * (test / rows[1][0]).stat().st_size
 
     model_tar = tmp_path / "served.tar.gz"
@@ -350,8 +418,9 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
     endpoint = backend.deploy(model_tar, "dogbreed-large", tmp_path / "state")
     try:
         classes = {"0": "Red_Circle", "1": "Green_Square", "2": "Blue_Triangle"}
-        metrics, predictions = evaluate.evaluate(backend, endpoint, manifest, test, classes, batch_size=16,
-                                                 transform=evaluate.served_transform(model_tar))
+        metrics, predictions = evaluate.evaluate(
+            backend, endpoint, manifest, test, classes, batch_size=16, transform=evaluate.served_transform(model_tar)
+        )
         assert metrics["n"] == 5 and metrics["largest_request_bytes"] <= 5_000_000 < 6_291_456
         assert metrics["requests"] == 3 and metrics["images_sent_as_arrays"] == 1  # the big one alone; 2 + 2 the others
         assert list(predictions["sent_as"]) == ["application/x-npy"] + ["application/json"] * 4

@@ -1,5 +1,6 @@
 """The feature cache (issue 12): a frozen backbone's features computed once, by a job of the backend,
 kept in the store, and the head trained on them; the same model as training on the images."""
+
 import json
 import re
 import subprocess
@@ -22,19 +23,64 @@ PYTHON = sys.executable
 
 def train(tmp_path, name, train_dir, valid_dir, *flags):
     out = tmp_path / name
-    result = subprocess.run([PYTHON, str(REPO / "scripts/train.py"), "--train", str(train_dir), "--valid", str(valid_dir),
-                             "--model_dir", str(out / "model"), "--output_data_dir", str(out / "output"),
-                             "--checkpoint_dir", str(out / "ckpt"), "--weights", "none", "--image_size", "32",
-                             "--num_workers", "0", "--epochs", "3", "--batch_size", "8", "--lr", "0.05", *map(str, flags)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "scripts/train.py"),
+            "--train",
+            str(train_dir),
+            "--valid",
+            str(valid_dir),
+            "--model_dir",
+            str(out / "model"),
+            "--output_data_dir",
+            str(out / "output"),
+            "--checkpoint_dir",
+            str(out / "ckpt"),
+            "--weights",
+            "none",
+            "--image_size",
+            "32",
+            "--num_workers",
+            "0",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "8",
+            "--lr",
+            "0.05",
+            *map(str, flags),
+        ],
+        capture_output=True,
+        text=True,
+    )
     return result, out
 
 
 def extract(tmp_path, name, channels, *flags):
     out = tmp_path / name
-    subprocess.run([PYTHON, str(REPO / "scripts/feature_cache.py"), "--train", str(channels / "train"),
-                    "--valid", str(channels / "valid"), "--model_dir", str(out), "--weights", "none",
-                    "--image_size", "32", "--num_workers", "0", *map(str, flags)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "scripts/feature_cache.py"),
+            "--train",
+            str(channels / "train"),
+            "--valid",
+            str(channels / "valid"),
+            "--model_dir",
+            str(out),
+            "--weights",
+            "none",
+            "--image_size",
+            "32",
+            "--num_workers",
+            "0",
+            *map(str, flags),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 
@@ -47,9 +93,13 @@ def trained_both_ways(tiny_channels, tmp_path_factory):
     """A frozen-backbone job without augmentation, on the images and on their cached features."""
     channels, _ = tiny_channels
     tmp = tmp_path_factory.mktemp("both-ways")
-    on_images, images_out = train(tmp, "images", channels / "train", channels / "valid", "--freeze_backbone", "true", "--augment", "false")
+    on_images, images_out = train(
+        tmp, "images", channels / "train", channels / "valid", "--freeze_backbone", "true", "--augment", "false"
+    )
     cache = extract(tmp, "cache", channels, "--augment", "false")
-    on_features, features_out = train(tmp, "features", cache / "train", cache / "valid", "--freeze_backbone", "true", "--augment", "false")
+    on_features, features_out = train(
+        tmp, "features", cache / "train", cache / "valid", "--freeze_backbone", "true", "--augment", "false"
+    )
     assert on_images.returncode == on_features.returncode == 0, on_images.stdout[-2000:] + on_features.stdout[-2000:]
     return images_out, features_out, cache, on_features.stdout
 
@@ -75,7 +125,9 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics(trained_both_ways):
     assert torch.equal(state["layer4.1.bn2.running_var"], torch.ones_like(state["layer4.1.bn2.running_var"]))
 
 
-def test_the_served_model_is_the_backbone_the_features_came_from_plus_the_trained_head(trained_both_ways, tiny_channels):
+def test_the_served_model_is_the_backbone_the_features_came_from_plus_the_trained_head(
+    trained_both_ways, tiny_channels
+):
     _, features_out, cache, _ = trained_both_ways
     channels, _ = tiny_channels
     model, info = classifier.load_model(features_out / "model")
@@ -88,8 +140,12 @@ def test_the_served_model_is_the_backbone_the_features_came_from_plus_the_traine
 
 def test_augmented_views_are_seeded_and_differ_from_each_other(tiny_channels, tmp_path):
     channels, _ = tiny_channels
-    first = torch.load(extract(tmp_path, "a", channels, "--feature_views", "2") / "train/features.pt", weights_only=True)
-    again = torch.load(extract(tmp_path, "b", channels, "--feature_views", "2") / "train/features.pt", weights_only=True)
+    first = torch.load(
+        extract(tmp_path, "a", channels, "--feature_views", "2") / "train/features.pt", weights_only=True
+    )
+    again = torch.load(
+        extract(tmp_path, "b", channels, "--feature_views", "2") / "train/features.pt", weights_only=True
+    )
     assert first["features"].shape[:2] == (2, len(first["labels"]))
     assert torch.equal(first["features"], again["features"])  # the same cache on every run
     assert not torch.allclose(first["features"][0], first["features"][1])  # two different augmentations
@@ -102,7 +158,9 @@ def test_features_need_a_frozen_backbone_and_their_own_preprocessing(trained_bot
     _, _, cache, _ = trained_both_ways
     result, _ = train(tmp_path, "unfrozen", cache / "train", cache / "valid")
     assert result.returncode != 0 and "set freeze_backbone true, or model.feature_cache false" in result.stderr
-    result, _ = train(tmp_path, "other-size", cache / "train", cache / "valid", "--freeze_backbone", "true", "--image_size", "48")
+    result, _ = train(
+        tmp_path, "other-size", cache / "train", cache / "valid", "--freeze_backbone", "true", "--image_size", "48"
+    )
     assert result.returncode != 0 and "the cached features were made with preprocessing=" in result.stderr
 
 
@@ -116,6 +174,7 @@ def test_amp_runs_on_the_cpu_in_bf16(tiny_channels, tmp_path):
 
 # --- in the workflow -------------------------------------------------------------------------------
 
+
 def dry_run_jobs(work, *args) -> set:
     """The rules a dry run of `train` would run (the rows of its job stats table)."""
     result = snakemake(work, "-n", "train", *args)
@@ -127,14 +186,20 @@ def test_the_workflow_extracts_once_reuses_the_store_and_reruns_only_on_its_inpu
     (tmp_path / "work").mkdir()
     work = workflow_with_test_config(tiny_dataset, tmp_path / "work")
     # (and MLflow off: nothing is tracked, nothing fails for it)
-    frozen = {"hyperparameters": {"freeze_backbone": True}, "model": {"feature_views": 2}, "tracking": {"enabled": False}}
+    frozen = {
+        "hyperparameters": {"freeze_backbone": True},
+        "model": {"feature_views": 2},
+        "tracking": {"enabled": False},
+    }
     (work / "config/frozen.yaml").write_text(yaml.safe_dump(frozen))
     args = ("--configfile", "config/test.yaml", "config/frozen.yaml")
     snakemake(work, "train", *args)
     results = work / "results"
     channels = json.loads((results / "features/channels.json").read_text())
     assert not channels["reused"] and set(channels["channels"]) == {"train", "valid"}
-    assert sorted(p.name for p in (results / "jobs").iterdir() if p.name.startswith("features-")) == [channels["job_name"]]
+    assert sorted(p.name for p in (results / "jobs").iterdir() if p.name.startswith("features-")) == [
+        channels["job_name"]
+    ]
     for trial in (results / "jobs").glob("tune-*"):
         assert "the head on cached backbone features (2 view(s))" in (trial / "log.txt").read_text()
     model = json.loads((results / "training/model.json").read_text())

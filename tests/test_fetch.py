@@ -90,8 +90,9 @@ def http_server(tmp_path):
 def test_url_is_downloaded_verified_and_extracted(tmp_path, http_server, capsys):
     www, url = http_server
     archive = make_zip(www / "dogImages.zip", DOG_ZIP)
-    info = fetch.fetch(f"{url}/dogImages.zip", tmp_path / "raw",
-                       data_sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
+    info = fetch.fetch(
+        f"{url}/dogImages.zip", tmp_path / "raw", data_sha256=hashlib.sha256(archive.read_bytes()).hexdigest()
+    )
     assert info["kind"] == "url"
     assert (Path(info["root"]) / "dogImages/test/001.Affenpinscher/a_test.jpg").is_file()
     assert (tmp_path / "raw/dogImages.zip").read_bytes() == archive.read_bytes()
@@ -123,10 +124,14 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
             for _ in range(200):
                 member.write(bytes(1 << 20))
     assert archive.stat().st_size < 1_000_000
-    with pytest.raises(fetch.FetchError, match=r"zeros.jpg' unpacks [\d,]+ bytes to 209,715,200 \(over 100x\): a decompression bomb"):
+    with pytest.raises(
+        fetch.FetchError, match=r"zeros.jpg' unpacks [\d,]+ bytes to 209,715,200 \(over 100x\): a decompression bomb"
+    ):
         fetch.fetch(str(archive), tmp_path / "raw")
     assert not list((tmp_path / "raw").rglob("*.jpg"))  # nothing written
-    with pytest.raises(fetch.FetchError, match=r"would unpack to 209,715,200 bytes, over 100,000,000.*max_member_bytes"):
+    with pytest.raises(
+        fetch.FetchError, match=r"would unpack to 209,715,200 bytes, over 100,000,000.*max_member_bytes"
+    ):
         fetch.fetch(str(archive), tmp_path / "raw", limits={"max_member_bytes": 10**8})
 
 

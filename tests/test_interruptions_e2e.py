@@ -1,5 +1,6 @@
 """Real Snakemake runs interrupted the hard ways: Snakemake killed outright during tuning, a full
 disk, and a setup error every tuning trial would hit. Each in a scratch copy of the workflow (no deployed run needed)."""
+
 import signal
 import subprocess
 import time
@@ -34,11 +35,18 @@ def command_line(process) -> list:
 def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(workdir):
     """kill -9 of Snakemake while a tuning trial runs: the tune script and its trial stop too, and the
     plain rerun (no --unlock) retries the trial as the same job, resuming from its checkpoint."""
-    killed = overlay(workdir, "killed", {"results_dir": "results-killed",
-                                         "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 3}}})
+    killed = overlay(
+        workdir,
+        "killed",
+        {"results_dir": "results-killed", "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 3}}},
+    )
     target = "results-killed/best_hyperparameters.json"
-    run = subprocess.Popen([str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, target, *killed], cwd=workdir,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, target, *killed],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 600
         while not any("epoch=1 " in log.read_text() for log in (workdir / "results-killed/jobs").glob("*/log.txt")):
@@ -75,23 +83,37 @@ def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)], capture_output=True).returncode:
         pytest.skip("mounting a small tmpfs needs root")
     try:
-        full = snakemake(workdir, f"{small}/results/data/manifest.csv", *ARGS, "--config", f"results_dir={small}/results",
-                         check=False)
+        full = snakemake(
+            workdir,
+            f"{small}/results/data/manifest.csv",
+            *ARGS,
+            "--config",
+            f"results_dir={small}/results",
+            check=False,
+        )
     finally:
         subprocess.run(["umount", "--lazy", str(small)], check=True)
     out = full.stdout + full.stderr
     assert full.returncode != 0 and "Traceback" not in out
     said = [line for line in out.splitlines() if "no space left" in line]
-    assert len(said) == 1 and said[0].startswith(f"error in rule prepare: no space left on the device holding {small}/results/"), said
+    assert len(said) == 1 and said[0].startswith(
+        f"error in rule prepare: no space left on the device holding {small}/results/"
+    ), said
 
 
 def test_an_error_every_trial_would_hit_stops_tuning_at_once_in_one_line(workdir):
-    broken = overlay(workdir, "broken", {"results_dir": "results-broken", "model": {"weights": "/nowhere/resnet18.pth"}})
+    broken = overlay(
+        workdir, "broken", {"results_dir": "results-broken", "model": {"weights": "/nowhere/resnet18.pth"}}
+    )
     result = snakemake(workdir, "tune", *broken, check=False)
     assert result.returncode != 0
     out = result.stdout + result.stderr
     errors = [line for line in out.splitlines() if line.startswith("error in rule tune:")]
-    assert len(errors) == 1 and "failed before its first step" in errors[0] and "/nowhere/resnet18.pth does not exist" in errors[0]
+    assert (
+        len(errors) == 1
+        and "failed before its first step" in errors[0]
+        and "/nowhere/resnet18.pth does not exist" in errors[0]
+    )
     assert "Traceback" not in out and out.count("/nowhere/resnet18.pth does not exist") == 1
     (job,) = (workdir / "results-broken/jobs").iterdir()  # one trial ran, not max_jobs
     ((run, _),) = job_runs(workdir, job.name)

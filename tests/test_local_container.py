@@ -2,6 +2,7 @@
 local_container on a Docker engine, its trials and final training as local-mode training jobs in the
 training image (SageMaker's training toolkit), its endpoint the inference image (TorchServe under
 SageMaker's inference toolkits), answering exactly as the local server does."""
+
 import json
 import os
 import re
@@ -17,8 +18,15 @@ import pytest
 import yaml
 
 import serving_contract
-from conftest import (REPO, TINY_CLASSES, assert_deployed_outputs, copy_workflow, endpoint_state_dir, recorded_endpoints,
-                      snakemake)
+from conftest import (
+    REPO,
+    TINY_CLASSES,
+    assert_deployed_outputs,
+    copy_workflow,
+    endpoint_state_dir,
+    recorded_endpoints,
+    snakemake,
+)
 from dogbreed import containers, demo_data
 from dogbreed.backends import EndpointGone, JobFailed
 from dogbreed.backends.base import ping
@@ -30,7 +38,9 @@ ARGS = ("--configfile", "config/demo.yaml", "config/test.yaml")
 
 
 def running_containers():
-    return set(subprocess.run(["/usr/bin/docker", "ps", "-aq"], capture_output=True, text=True, check=True).stdout.split())
+    return set(
+        subprocess.run(["/usr/bin/docker", "ps", "-aq"], capture_output=True, text=True, check=True).stdout.split()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +109,12 @@ def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, 
     for what, content_type, body, accept, status in serving_contract.bad_requests(image, 64):
         local = serving_contract.post(local_endpoint, content_type, body, accept)
         toolkit = serving_contract.post(container_url(work), content_type, body, accept)
-        assert local.status_code == toolkit.status_code == status, (what, local.status_code, toolkit.status_code, toolkit.text[:400])
+        assert local.status_code == toolkit.status_code == status, (
+            what,
+            local.status_code,
+            toolkit.status_code,
+            toolkit.text[:400],
+        )
         assert serving_contract.first_line(toolkit) == serving_contract.first_line(local), what
         assert set(json.loads(serving_contract.first_line(toolkit))) == {"error"}
 
@@ -164,8 +179,9 @@ def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
     untested on a real GPU: the lent GPU machine has no Docker)."""
     from sagemaker.local.image import _SageMakerContainer
 
-    backend = LocalContainerBackend({"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs",
-                                     "metric_definitions": []})
+    backend = LocalContainerBackend(
+        {"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []}
+    )
     estimator = backend.estimator({"epochs": 1}, tmp_path, "train.py")
     assert estimator.image_uri.endswith("pytorch-training:2.8-gpu-py312")
     assert estimator.instance_type == "local_gpu"
@@ -178,7 +194,9 @@ def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
 
 
 def test_a_missing_image_is_one_clear_error(tmp_path):
-    backend = LocalContainerBackend({"training_image": "example.invalid/nothing:here", "output_s3_uri": f"file://{tmp_path}"})
+    backend = LocalContainerBackend(
+        {"training_image": "example.invalid/nothing:here", "output_s3_uri": f"file://{tmp_path}"}
+    )
     with pytest.raises(containers.ContainerSetupError, match="make container-images"):
         backend.train("missing", {}, {}, tmp_path, tmp_path)
 
@@ -189,8 +207,13 @@ def served_image(work):
 
 @pytest.fixture(scope="module")
 def tiny_channels_on_disk(tmp_path_factory):
-    data = demo_data.generate(tmp_path_factory.mktemp("tiny-jobs"), seed=1, classes=TINY_CLASSES,
-                              per_split={"train": 12, "valid": 4}, corrupt_file=False)
+    data = demo_data.generate(
+        tmp_path_factory.mktemp("tiny-jobs"),
+        seed=1,
+        classes=TINY_CLASSES,
+        per_split={"train": 12, "valid": 4},
+        corrupt_file=False,
+    )
     return {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}
 
 
@@ -198,7 +221,9 @@ def test_a_failing_job_says_why_and_leaves_no_container(tmp_path, tiny_channels_
     before = running_containers()
     backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
     with pytest.raises(JobFailed, match=r"(?s)failed.*invalid choice: 'no-such-net'"):
-        backend.train("failing", {"arch": "no-such-net", "epochs": 1}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts")
+        backend.train(
+            "failing", {"arch": "no-such-net", "epochs": 1}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts"
+        )
     assert running_containers() <= before
 
 
@@ -206,14 +231,16 @@ def test_an_interrupted_job_leaves_no_container(tmp_path, tiny_channels_on_disk)
     """Ctrl-C, or Snakemake stopping the rule, in the middle of a local-mode job: the SDK's docker-compose
     would train on; the backend removes the job's containers."""
     script = tmp_path / "interrupted.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO / "workflow")!r})
         from dogbreed.backends.local_container import LocalContainerBackend
         backend = LocalContainerBackend({{"output_s3_uri": "file://{tmp_path}/jobs", "metric_definitions": []}})
         backend.train("interrupted", {{"epochs": 5000, "image_size": 32, "weights": "none", "num_workers": 0}},
                       {tiny_channels_on_disk!r}, {str(tmp_path / "jobs")!r}, {str(REPO / "scripts")!r})
-    """))
+    """)
+    )
     before = running_containers()
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -250,12 +277,19 @@ def test_several_processes_train_under_the_toolkits_torchrun(tmp_path, tiny_chan
     """training.processes 2 in local mode: the image's training toolkit starts torchrun (its torch_distributed
     runner), gloo in the container; the metric line once per epoch, one model."""
     backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
-    result = backend.train("ddp-container", {"epochs": 2, "image_size": 32, "weights": "none", "num_workers": 0,
-                                             "batch_size": 8}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts",
-                           processes=2)
+    result = backend.train(
+        "ddp-container",
+        {"epochs": 2, "image_size": 32, "weights": "none", "num_workers": 0, "batch_size": 8},
+        tiny_channels_on_disk,
+        tmp_path / "jobs",
+        REPO / "scripts",
+        processes=2,
+    )
     log = open(result["log"]).read()
     assert "on cpu × 2 processes" in log
-    assert [line.split("epoch=")[1].split()[0] for line in log.splitlines() if "epoch=" in line and "train_loss=" in line] == ["1", "2"]
+    assert [
+        line.split("epoch=")[1].split()[0] for line in log.splitlines() if "epoch=" in line and "train_loss=" in line
+    ] == ["1", "2"]
     assert [m["epoch"] for m in result["metrics"]] == [1, 2]
-    with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+    with tarfile.open(result["model_uri"][len("file://") :]) as archive:
         assert {"model.pth", "model_info.json"} <= set(archive.getnames())

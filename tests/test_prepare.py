@@ -30,10 +30,10 @@ def test_odd_files_are_used_or_rejected_never_dropped(tmp_path):
     good = write_image(src / "train/003.Saint Bernard/c.jpg", colour=(9, 9, 180)).read_bytes()
     (src / "train/003.Saint Bernard/truncated.jpg").write_bytes(good[: len(good) // 2])
     write_image(src / "train/003.Saint Bernard/tiny.jpg", size=(10, 10))
-    write_image(src / "train/loose.jpg")                    # not in a class folder
+    write_image(src / "train/loose.jpg")  # not in a class folder
     (src / "train/001.Affenpinscher/.DS_Store").write_text("hidden")  # hidden: not data
-    write_image(src / "train/.cache/001.Affenpinscher/x.jpg")         # hidden folder: not data
-    write_image(src / "README.jpg")                          # at the root of a split source
+    write_image(src / "train/.cache/001.Affenpinscher/x.jpg")  # hidden folder: not data
+    write_image(src / "README.jpg")  # at the root of a split source
     for split in ("valid", "test"):
         for i, name in enumerate(["001.Affenpinscher", "002.Chien_été", "003.Saint Bernard"]):
             write_image(src / f"{split}/{name}/{split}{i}.jpg", colour=(i * 60, 100 if split == "valid" else 50, 0))
@@ -43,7 +43,9 @@ def test_odd_files_are_used_or_rejected_never_dropped(tmp_path):
     summary = prepare.prepare(tmp_path / "src", out)  # the wrapper folder dogImages/ is found
     manifest, rejected = read_csv(out / "manifest.csv"), read_csv(out / "rejected.csv")
 
-    visible = [p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)]
+    visible = [
+        p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    ]
     assert len(manifest) + len(rejected) == len(visible) == summary["usable"] + summary["rejected"]
     reasons = {row["source"]: row["reason"] for row in rejected}
     assert "not an image" in reasons["train/003.Saint Bernard/notes.txt"]
@@ -62,7 +64,10 @@ def test_odd_files_are_used_or_rejected_never_dropped(tmp_path):
         with Image.open(out / "channels" / row["path"]) as image:
             assert image.mode == "RGB", row
     assert json.loads((out / "classes.json").read_text(encoding="utf-8")) == {
-        "0": "Affenpinscher", "1": "Chien_été", "2": "Saint Bernard"}
+        "0": "Affenpinscher",
+        "1": "Chien_été",
+        "2": "Saint Bernard",
+    }
     assert (out / "channels/train/002.Chien_été").is_dir()
     # transparent pixels become white, not black
     alpha = by_source["train/002.Chien_été/palette.png"]["path"]
@@ -125,7 +130,9 @@ def test_one_class_is_refused_naming_a_file_that_exists(tmp_path):
     for i in range(6):
         write_image(tmp_path / f"src/beagle/{i}.jpg", colour=(i * 30, 0, 0))
     write_image(tmp_path / "src/pug/tiny.jpg", size=(8, 8))  # its only image is rejected
-    with pytest.raises(prepare.PrepareError, match=r"1 class with usable images .*\(beagle\): a classifier needs at least two") as caught:
+    with pytest.raises(
+        prepare.PrepareError, match=r"1 class with usable images .*\(beagle\): a classifier needs at least two"
+    ) as caught:
         prepare.prepare(tmp_path / "src", tmp_path / "out")
     named = Path(str(caught.value).rsplit("rejected files: ", 1)[1].rstrip(")"))
     assert named.is_file() and "tiny.jpg" in named.read_text()
@@ -135,7 +142,9 @@ def test_a_class_too_small_for_every_split_is_kept_and_said(tmp_path, capsys):
     make_unsplit(tmp_path / "src", 10)
     write_image(tmp_path / "src/zz_rare/only.jpg", colour=(1, 99, 7))
     summary = prepare.prepare(tmp_path / "src", tmp_path / "out")
-    assert summary["warnings"] == ["class zz_rare has no valid and no test images (1 usable): it is not scored on what it lacks"]
+    assert summary["warnings"] == [
+        "class zz_rare has no valid and no test images (1 usable): it is not scored on what it lacks"
+    ]
     assert "warning: class zz_rare has no valid and no test images" in capsys.readouterr().out
 
 

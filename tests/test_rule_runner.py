@@ -1,5 +1,6 @@
 """How rule scripts end: a full disk in one line (whatever chain of errors it causes), and the stale
 locks of a killed Snakemake removed only when that run is provably gone."""
+
 import errno
 import json
 import signal
@@ -14,8 +15,9 @@ from dogbreed import rule_runner, run_guard
 
 
 def rule(tmp_path):
-    return SimpleNamespace(rule="tune", output=[str(tmp_path / "results/tuning/trials.csv")],
-                           log=[str(tmp_path / "tune.log")])
+    return SimpleNamespace(
+        rule="tune", output=[str(tmp_path / "results/tuning/trials.csv")], log=[str(tmp_path / "tune.log")]
+    )
 
 
 def chained(*errors):
@@ -31,13 +33,16 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capfd):
     assert message.startswith(f"no space left on the device holding {tmp_path}/results/data/channels/x.jpg (")
 
     sqlite = Exception("(sqlite3.OperationalError) database or disk is full")
-    assert f"holding {tmp_path}/results/tuning (" in rule_runner.disk_full(chained(AssertionError("Should not reach."), sqlite), rule(tmp_path))
+    assert f"holding {tmp_path}/results/tuning (" in rule_runner.disk_full(
+        chained(AssertionError("Should not reach."), sqlite), rule(tmp_path)
+    )
     copy = OSError(errno.ENOSPC, "No space left on device", "/data/raw/x.jpg", None, str(tmp_path / "results/x.jpg"))
     assert f"holding {tmp_path}/results/x.jpg (" in rule_runner.disk_full(copy)  # the file it could not write
     assert rule_runner.disk_full(ValueError("something else")) is None
 
     def main(smk):
         raise chained(AssertionError("Should not reach."), sqlite)
+
     sigterm = signal.getsignal(signal.SIGTERM)  # run_rule sets its own, for a rule script's process
     try:
         with pytest.raises(SystemExit):
@@ -45,7 +50,11 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capfd):
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     err = capfd.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error in rule tune: no space left on the device holding") and "Traceback" not in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("error in rule tune: no space left on the device holding")
+        and "Traceback" not in err
+    )
 
 
 def test_stale_locks_go_only_when_their_run_is_dead(tmp_path, monkeypatch):
@@ -74,8 +83,9 @@ def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
 
     source = tmp_path / "source"
     source.mkdir()
-    (source / "train.py").write_text("import errno, os\n"
-                                     "raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/ckpt/job/checkpoint.tmp')\n")
+    (source / "train.py").write_text(
+        "import errno, os\nraise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/ckpt/job/checkpoint.tmp')\n"
+    )
     (tmp_path / "train").mkdir()
     channels = {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"}
     with pytest.raises(JobFailed) as failed:

@@ -1,6 +1,7 @@
 """The run plan (workflow/dogbreed/run_plan.py): every refusal from the config alone, before any side effect and
 before any network request, and the whole run priced, the feature extraction included. AWS points at a local
 port that counts what reaches it: nothing may."""
+
 import socket
 import threading
 
@@ -11,9 +12,21 @@ from conftest import REPO, copy_workflow, full_config, snakemake
 from dogbreed import run_plan
 from dogbreed.backends import get_backend
 
-SAGEMAKER = {"backend": "sagemaker", "store": {"uri": "s3://bucket/dog-breed"},
-             "backends": {"sagemaker": {"role": "arn:aws:iam::123456789012:role/R", "prices_per_hour": {
-                 "ml.g4dn.xlarge": 0.736, "ml.g4dn.12xlarge": 4.89, "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23}}}}
+SAGEMAKER = {
+    "backend": "sagemaker",
+    "store": {"uri": "s3://bucket/dog-breed"},
+    "backends": {
+        "sagemaker": {
+            "role": "arn:aws:iam::123456789012:role/R",
+            "prices_per_hour": {
+                "ml.g4dn.xlarge": 0.736,
+                "ml.g4dn.12xlarge": 4.89,
+                "ml.m5.large": 0.115,
+                "ml.m5.xlarge": 0.23,
+            },
+        }
+    },
+}
 
 
 def sagemaker(**settings):
@@ -22,25 +35,58 @@ def sagemaker(**settings):
 
 # (overlay, the words of the refusal)
 REFUSED = [
-    ({**SAGEMAKER, **sagemaker(instance_count=2)},
-     "backends.sagemaker.instance_count is 2, but training.processes is 1: the 2 instances would each train the same model alone"),
+    (
+        {**SAGEMAKER, **sagemaker(instance_count=2)},
+        "backends.sagemaker.instance_count is 2, but training.processes is 1: the 2 instances would each train the same model alone",
+    ),
     ({**SAGEMAKER, **sagemaker(instance_type="ml.p3.2xlarge")}, "ml.p3.2xlarge has V100 GPUs (CUDA sm_70)"),
-    ({**SAGEMAKER, **sagemaker(use_spot=True, max_run_hours=6, max_wait_hours=4)},
-     "backends.sagemaker.max_wait_hours (4) is below max_run_hours (6)"),
-    ({**SAGEMAKER, "tuning": {"strategy": "Random", "max_jobs": 6, "parameters": {
-        "lr": {"type": "continuous", "min": 0.001, "max": 0.1}, "batch_size": {"type": "categorical", "values": [32]}}}}, None),
-    ({"tuning": {"max_jobs": 6, "parameters": {"batch_size": {"type": "categorical", "values": [32, 64]},
-                                               "lr": {"type": "categorical", "values": [0.01, 0.1]}}}},
-     "tuning.max_jobs is 6, but tuning.parameters has only 4 combination(s)"),
-    ({**SAGEMAKER, "training": {"processes": 2}},
-     "training.processes is 2, but 1 × ml.g4dn.xlarge have 1 GPU(s), and SageMaker's torch_distributed starts one "
-     "process per GPU: set training.processes to 1"),
-    ({**SAGEMAKER, **sagemaker(instance_type="ml.m5.xlarge"), "training": {"processes": 2}},
-     "training.processes is 2, but backends.sagemaker.instance_type ml.m5.xlarge has no GPU"),
-    ({**SAGEMAKER, **sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), "training": {"processes": 4}},
-     "set training.processes to 8"),
-    ({"backend": "local_container", "backends": {"local_container": {"instance_count": 2}}},
-     "backends.local_container.instance_count is 2, but local mode runs each job in one container"),
+    (
+        {**SAGEMAKER, **sagemaker(use_spot=True, max_run_hours=6, max_wait_hours=4)},
+        "backends.sagemaker.max_wait_hours (4) is below max_run_hours (6)",
+    ),
+    (
+        {
+            **SAGEMAKER,
+            "tuning": {
+                "strategy": "Random",
+                "max_jobs": 6,
+                "parameters": {
+                    "lr": {"type": "continuous", "min": 0.001, "max": 0.1},
+                    "batch_size": {"type": "categorical", "values": [32]},
+                },
+            },
+        },
+        None,
+    ),
+    (
+        {
+            "tuning": {
+                "max_jobs": 6,
+                "parameters": {
+                    "batch_size": {"type": "categorical", "values": [32, 64]},
+                    "lr": {"type": "categorical", "values": [0.01, 0.1]},
+                },
+            }
+        },
+        "tuning.max_jobs is 6, but tuning.parameters has only 4 combination(s)",
+    ),
+    (
+        {**SAGEMAKER, "training": {"processes": 2}},
+        "training.processes is 2, but 1 × ml.g4dn.xlarge have 1 GPU(s), and SageMaker's torch_distributed starts one "
+        "process per GPU: set training.processes to 1",
+    ),
+    (
+        {**SAGEMAKER, **sagemaker(instance_type="ml.m5.xlarge"), "training": {"processes": 2}},
+        "training.processes is 2, but backends.sagemaker.instance_type ml.m5.xlarge has no GPU",
+    ),
+    (
+        {**SAGEMAKER, **sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), "training": {"processes": 4}},
+        "set training.processes to 8",
+    ),
+    (
+        {"backend": "local_container", "backends": {"local_container": {"instance_count": 2}}},
+        "backends.local_container.instance_count is 2, but local mode runs each job in one container",
+    ),
     ({"backend": "sagemaker"}, "set store.uri to s3://bucket/prefix (now file://store)"),
     ({**SAGEMAKER, "model": {"weights": "/models/resnet18.pth"}}, "model.weights is a file on this machine"),
 ]
@@ -63,6 +109,7 @@ def aws_listener(monkeypatch):
                 continue
             connections.append(connection)
             connection.close()
+
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.getsockname()[1]}"
@@ -82,8 +129,9 @@ def test_the_listener_sees_what_a_client_would_send(aws_listener):
     import boto3
     from botocore.config import Config
 
-    client = boto3.session.Session().client("s3", config=Config(connect_timeout=2, read_timeout=2,
-                                                                 retries={"total_max_attempts": 1}))
+    client = boto3.session.Session().client(
+        "s3", config=Config(connect_timeout=2, read_timeout=2, retries={"total_max_attempts": 1})
+    )
     with pytest.raises(Exception):
         client.list_buckets()
     assert len(aws_listener[1]) == 1
@@ -105,15 +153,36 @@ def test_the_backends_refuse_the_same_shapes_before_any_request(aws_listener, tm
     """Called directly (not through a rule), SageMaker's train and tune refuse with the plan's own words, before
     the SDK sends anything: no STS, no Describe*, no S3."""
     channels = {"train": "s3://bucket/d/train", "valid": "s3://bucket/d/valid"}
-    base = {**full_config(SAGEMAKER)["backends"]["sagemaker"], "metric_definitions": [], "output_s3_uri": "s3://bucket/jobs",
-            "confirm_cloud": True}
+    base = {
+        **full_config(SAGEMAKER)["backends"]["sagemaker"],
+        "metric_definitions": [],
+        "output_s3_uri": "s3://bucket/jobs",
+        "confirm_cloud": True,
+    }
     for settings, call, words in [
-        ({**base, "instance_count": 2}, lambda b: b.train("train-x", {}, channels, tmp_path, REPO / "scripts", instances=2),
-         "training.processes is 1"),
-        ({**base, "instance_type": "ml.m5.xlarge"},
-         lambda b: b.train("train-x", {}, channels, tmp_path, REPO / "scripts", processes=2), "has no GPU"),
-        (base, lambda b: b.tune({"strategy": "Grid", "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 1}}},
-                                {}, channels, tmp_path, REPO / "scripts", "tune-x", None), "Grid needs categorical"),
+        (
+            {**base, "instance_count": 2},
+            lambda b: b.train("train-x", {}, channels, tmp_path, REPO / "scripts", instances=2),
+            "training.processes is 1",
+        ),
+        (
+            {**base, "instance_type": "ml.m5.xlarge"},
+            lambda b: b.train("train-x", {}, channels, tmp_path, REPO / "scripts", processes=2),
+            "has no GPU",
+        ),
+        (
+            base,
+            lambda b: b.tune(
+                {"strategy": "Grid", "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 1}}},
+                {},
+                channels,
+                tmp_path,
+                REPO / "scripts",
+                "tune-x",
+                None,
+            ),
+            "Grid needs categorical",
+        ),
     ]:
         backend = get_backend("sagemaker", settings)
         with pytest.raises(run_plan.PlanRefused, match=words):
@@ -129,7 +198,9 @@ def test_the_plan_prices_every_job_the_extraction_included():
     assert lines[0].startswith("feature-extraction job: 1 × ml.g4dn.xlarge × up to 4 h")
     assert lines[1].startswith("tuning job (4 trials): 4 × ml.g4dn.xlarge")
     assert lines[3].startswith("endpoint: 1 × ml.m5.large × 24 h")
-    ddp = full_config(SAGEMAKER, sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), {"training": {"processes": 8}})
+    ddp = full_config(
+        SAGEMAKER, sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), {"training": {"processes": 8}}
+    )
     assert "a final training job on 2 instances" in run_plan.describe(ddp)
     assert any(line.startswith("training job: 2 × ml.g4dn.12xlarge") for _, line in run_plan.costs(ddp))
     assert "feature-extraction" not in run_plan.describe(full_config(SAGEMAKER))  # fine-tuning: no cache
@@ -141,8 +212,18 @@ def test_a_refused_run_stops_before_its_first_rule_and_sends_nothing(tmp_path, a
     work = copy_workflow(tmp_path)
     (work / "config/refused.yaml").write_text(yaml.safe_dump({**SAGEMAKER, **sagemaker(instance_count=2)}))
     for args in (("-n",), ()):
-        result = snakemake(work, *args, "deploy", "--configfile", "config/demo.yaml", "config/refused.yaml",
-                           "--config", f"data_source={tiny_dataset}", "confirm_cloud=true", check=False)
+        result = snakemake(
+            work,
+            *args,
+            "deploy",
+            "--configfile",
+            "config/demo.yaml",
+            "config/refused.yaml",
+            "--config",
+            f"data_source={tiny_dataset}",
+            "confirm_cloud=true",
+            check=False,
+        )
         out = result.stdout + result.stderr
         assert result.returncode != 0 and "backends.sagemaker.instance_count is 2, but training.processes is 1" in out
     assert not (work / "data").exists() and not (work / "results").exists()

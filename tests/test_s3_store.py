@@ -1,4 +1,5 @@
 """The S3 store through boto3 against a real S3 API server (moto, 127.0.0.1)."""
+
 import io
 import json
 import zipfile
@@ -23,15 +24,21 @@ def make_channel(root, files):
 def objects(bucket, prefix):
     s3 = boto3.client("s3")
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
-    return {o["Key"][len(prefix) + 1:]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+    return {o["Key"][len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
 
 
 def test_sync_uploads_only_what_changed(tmp_path, bucket):
-    local = make_channel(tmp_path / "train", {"001.A/a.jpg": b"a" * 100, "001.A/b.jpg": b"b" * 100, "002.B/c.jpg": b"c" * 10})
+    local = make_channel(
+        tmp_path / "train", {"001.A/a.jpg": b"a" * 100, "001.A/b.jpg": b"b" * 100, "002.B/c.jpg": b"c" * 10}
+    )
     uri = f"s3://{bucket}/datasets/x/train"
     first = store.sync(local, uri)
     assert (first["uri"], first["uploaded"], first["unchanged"], first["removed"]) == (uri, 3, 0, 0)
-    assert objects(bucket, "datasets/x/train") == {"001.A/a.jpg": b"a" * 100, "001.A/b.jpg": b"b" * 100, "002.B/c.jpg": b"c" * 10}
+    assert objects(bucket, "datasets/x/train") == {
+        "001.A/a.jpg": b"a" * 100,
+        "001.A/b.jpg": b"b" * 100,
+        "002.B/c.jpg": b"c" * 10,
+    }
     head = boto3.client("s3").head_object(Bucket=bucket, Key="datasets/x/train/001.A/a.jpg")
     assert head["Metadata"]["sha256"] == contract.sha256_file(local / "001.A/a.jpg")
 
@@ -51,8 +58,12 @@ def test_an_interrupted_sync_resumes(tmp_path, bucket):
     s3 = boto3.client("s3")
     # what a killed sync leaves: three objects done (with their hash), one written by someone else
     for i in range(3):
-        s3.upload_file(str(local / f"001.A/{i}.jpg"), bucket, f"train/001.A/{i}.jpg",
-                       ExtraArgs={"Metadata": {"sha256": contract.sha256_file(local / f"001.A/{i}.jpg")}})
+        s3.upload_file(
+            str(local / f"001.A/{i}.jpg"),
+            bucket,
+            f"train/001.A/{i}.jpg",
+            ExtraArgs={"Metadata": {"sha256": contract.sha256_file(local / f"001.A/{i}.jpg")}},
+        )
     s3.put_object(Bucket=bucket, Key="train/001.A/3.jpg", Body=bytes([3]) * 50)  # no hash recorded: re-sent
     resumed = store.sync(local, uri)
     assert (resumed["uploaded"], resumed["unchanged"]) == (3, 3)
@@ -98,16 +109,29 @@ def test_s3_data_sources_archive_and_prefix(tmp_path, bucket):
 def test_local_training_jobs_read_s3_channels(tmp_path, bucket, tiny_channels):
     channels, _ = tiny_channels
     uris = {split: store.sync(channels / split, f"s3://{bucket}/tiny/{split}")["uri"] for split in ("train", "valid")}
-    result = LocalBackend({}).train("from-s3", {"weights": "none", "image_size": 32, "epochs": 1, "batch_size": 8,
-                                                "num_workers": 0}, uris, tmp_path / "jobs", REPO / "scripts", echo=False)
+    result = LocalBackend({}).train(
+        "from-s3",
+        {"weights": "none", "image_size": 32, "epochs": 1, "batch_size": 8, "num_workers": 0},
+        uris,
+        tmp_path / "jobs",
+        REPO / "scripts",
+        echo=False,
+    )
     assert result["status"] == "Completed" and "36 train / 12 valid images" in open(result["log"]).read()
     assert len(list((tmp_path / "jobs/from-s3/input/data/train").rglob("*.jpg"))) == 36
 
 
 def test_the_workflow_uploads_to_s3(tmp_path, bucket, tiny_dataset, moto_server):
     work = copy_workflow(tmp_path)
-    result = snakemake(work, "upload", "--configfile", "config/demo.yaml", "--config", f"data_source={tiny_dataset}",
-                       f"store={{uri: 's3://{bucket}/store', endpoint_url: '{moto_server}'}}")
+    result = snakemake(
+        work,
+        "upload",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        f"data_source={tiny_dataset}",
+        f"store={{uri: 's3://{bucket}/store', endpoint_url: '{moto_server}'}}",
+    )
     upload = json.loads((work / "results/upload.json").read_text())
     assert upload["channels"]["train"].startswith(f"s3://{bucket}/store/datasets/")
     assert upload["sync"]["train"]["uploaded"] == 36 and "AWS_SECRET" not in result.stdout + result.stderr
@@ -117,14 +141,36 @@ def test_the_cloud_run_is_priced_and_confirmed_before_its_first_upload(tmp_path,
     """backend: sagemaker without confirm_cloud: the whole run's estimate, then a refusal, and nothing in S3."""
     work = copy_workflow(tmp_path)
     store_config = f"store={{uri: 's3://{bucket}/store', endpoint_url: '{moto_server}'}}"
-    result = snakemake(work, "upload", "--configfile", "config/demo.yaml", "--config", f"data_source={tiny_dataset}",
-                       "backend=sagemaker", store_config, check=False)
+    result = snakemake(
+        work,
+        "upload",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        f"data_source={tiny_dataset}",
+        "backend=sagemaker",
+        store_config,
+        check=False,
+    )
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "without confirmation: rerun with --config confirm_cloud=true" in out
-    assert "a tuning job of 3 trials" in out and "tuning job (3 trials): 3 × ml.g4dn.xlarge" in out and "endpoint: 1 × ml.m5.large" in out
+    assert (
+        "a tuning job of 3 trials" in out
+        and "tuning job (3 trials): 3 × ml.g4dn.xlarge" in out
+        and "endpoint: 1 × ml.m5.large" in out
+    )
     assert boto3.client("s3").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     # the shipped overlay's placeholders: refused, naming the key, before anything is sent
-    result = snakemake(work, "upload", "--configfile", "config/demo.yaml", "config/sagemaker.yaml",
-                       "--config", f"data_source={tiny_dataset}", "confirm_cloud=true", check=False)
+    result = snakemake(
+        work,
+        "upload",
+        "--configfile",
+        "config/demo.yaml",
+        "config/sagemaker.yaml",
+        "--config",
+        f"data_source={tiny_dataset}",
+        "confirm_cloud=true",
+        check=False,
+    )
     assert result.returncode != 0
     assert "store.uri is still the placeholder 's3://YOUR-BUCKET/dog-breed'" in result.stdout + result.stderr

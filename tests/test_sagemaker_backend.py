@@ -3,6 +3,7 @@ moto's SageMaker and S3 APIs on 127.0.0.1. The requests the SDK sends are captur
 event hooks. Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
 InvokeEndpoint (moto answers a placeholder) — a before-call hook answers instead (botocore's own
 short-circuit, as its Stubber uses), and the test says so."""
+
 import io
 import json
 import tarfile
@@ -18,17 +19,36 @@ from dogbreed.containers import ContainerSetupError
 from dogbreed.run_plan import PlanRefused
 
 SETTINGS = {
-    "role": "arn:aws:iam::123456789012:role/SageMakerRole", "instance_type": "ml.g4dn.xlarge", "instance_count": 1,
-    "volume_size_gb": 50, "max_run_hours": 2, "framework_version": "2.8", "py_version": "py312",
-    "inference_framework_version": "2.6", "inference_instance_type": "ml.m5.large", "logs": "None", "poll_seconds": 0.2,
-    "tags": {"project": "dog-breed"}, "prices_per_hour": {"ml.g4dn.xlarge": 0.736, "ml.m5.large": 0.115},
-    "metric_definitions": [{"Name": "valid_accuracy", "Regex": r"valid_accuracy=([0-9.]+)"},
-                           {"Name": "valid_loss", "Regex": r"valid_loss=([0-9.eE+-]+)"}],
+    "role": "arn:aws:iam::123456789012:role/SageMakerRole",
+    "instance_type": "ml.g4dn.xlarge",
+    "instance_count": 1,
+    "volume_size_gb": 50,
+    "max_run_hours": 2,
+    "framework_version": "2.8",
+    "py_version": "py312",
+    "inference_framework_version": "2.6",
+    "inference_instance_type": "ml.m5.large",
+    "logs": "None",
+    "poll_seconds": 0.2,
+    "tags": {"project": "dog-breed"},
+    "prices_per_hour": {"ml.g4dn.xlarge": 0.736, "ml.m5.large": 0.115},
+    "metric_definitions": [
+        {"Name": "valid_accuracy", "Regex": r"valid_accuracy=([0-9.]+)"},
+        {"Name": "valid_loss", "Regex": r"valid_loss=([0-9.eE+-]+)"},
+    ],
 }
-SPEC = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
-        "strategy": "Bayesian", "early_stopping": "Auto", "max_jobs": 4, "max_parallel_jobs": 2, "seed": 0,
-        "parameters": {"lr": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
-                       "batch_size": {"type": "categorical", "values": [32, 64]}}}
+SPEC = {
+    "objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
+    "strategy": "Bayesian",
+    "early_stopping": "Auto",
+    "max_jobs": 4,
+    "max_parallel_jobs": 2,
+    "seed": 0,
+    "parameters": {
+        "lr": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
+        "batch_size": {"type": "categorical", "values": [32, 64]},
+    },
+}
 
 
 @pytest.fixture
@@ -39,10 +59,13 @@ def aws(moto_server, bucket, monkeypatch):
 
 
 def backend_for(bucket, captured, confirm=True, name="sagemaker", **overrides):
-    backend = get_backend(name, {**SETTINGS, "output_s3_uri": f"s3://{bucket}/jobs", "confirm_cloud": confirm, **overrides})
+    backend = get_backend(
+        name, {**SETTINGS, "output_s3_uri": f"s3://{bucket}/jobs", "confirm_cloud": confirm, **overrides}
+    )
     # the requests the SDK sends, as botocore is about to serialise them
-    backend.client.meta.events.register("provide-client-params.sagemaker",
-                                        lambda params, model, **_: captured.append((model.name, params)))
+    backend.client.meta.events.register(
+        "provide-client-params.sagemaker", lambda params, model, **_: captured.append((model.name, params))
+    )
     return backend
 
 
@@ -52,8 +75,10 @@ def sent(captured, operation):
 
 def answer(client, operation, response):
     """Answer `operation` on this client without sending it (moto lacks it)."""
+
     def short_circuit(**_):
         return (type("HTTP", (), {"status_code": 200, "headers": {}})(), response)
+
     client.meta.events.register(f"before-call.{client.meta.service_model.endpoint_prefix}.{operation}", short_circuit)
 
 
@@ -62,7 +87,9 @@ def put_job_outputs(bucket, job_name, epochs=2):
     s3.put_object(Bucket=bucket, Key=f"jobs/{job_name}/output/model.tar.gz", Body=b"model")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        lines = "".join(json.dumps({"epoch": e, "valid_accuracy": 0.5 + e / 10}) + "\n" for e in range(1, epochs + 1)).encode()
+        lines = "".join(
+            json.dumps({"epoch": e, "valid_accuracy": 0.5 + e / 10}) + "\n" for e in range(1, epochs + 1)
+        ).encode()
         info = tarfile.TarInfo("metrics.jsonl")
         info.size = len(lines)
         archive.addfile(info, io.BytesIO(lines))
@@ -71,10 +98,22 @@ def put_job_outputs(bucket, job_name, epochs=2):
 
 def answer_one_completed_trial(backend):
     """moto lacks ListTrainingJobsForHyperParameterTuningJob: every tuning job lists one completed trial."""
-    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": [
-        {"TrainingJobName": "t-1", "TrainingJobArn": "arn", "CreationTime": 0, "TrainingJobStatus": "Completed",
-         "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
-         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}]})
+    answer(
+        backend.client,
+        "ListTrainingJobsForHyperParameterTuningJob",
+        {
+            "TrainingJobSummaries": [
+                {
+                    "TrainingJobName": "t-1",
+                    "TrainingJobArn": "arn",
+                    "CreationTime": 0,
+                    "TrainingJobStatus": "Completed",
+                    "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+                    "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5},
+                }
+            ]
+        },
+    )
 
 
 CHANNELS = lambda bucket: {"train": f"s3://{bucket}/data/train", "valid": f"s3://{bucket}/data/valid"}  # noqa: E731
@@ -93,24 +132,36 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
     captured = []
     backend = backend_for(aws, captured, use_spot=True, max_wait_hours=3)
     put_job_outputs(aws, "train-abc")
-    result = backend.train("train-abc", {"lr": 0.003, "batch_size": 32, "debug": True}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    result = backend.train(
+        "train-abc", {"lr": 0.003, "batch_size": 32, "debug": True}, CHANNELS(aws), tmp_path, REPO / "scripts"
+    )
     (request,) = sent(captured, "CreateTrainingJob")
     spec = request["AlgorithmSpecification"]
     assert spec["TrainingImage"].endswith("/pytorch-training:2.8-gpu-py312")
     assert spec["MetricDefinitions"] == SETTINGS["metric_definitions"]
     assert request["ResourceConfig"] == {"VolumeSizeInGB": 50, "InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"}
-    assert request["HyperParameters"]["lr"] == "0.003" and request["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    assert (
+        request["HyperParameters"]["lr"] == "0.003" and request["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    )
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train", "valid"]
     assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{aws}/data/train"
-    assert request["EnableManagedSpotTraining"] is True and request["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * 3600
+    assert (
+        request["EnableManagedSpotTraining"] is True
+        and request["StoppingCondition"]["MaxWaitTimeInSeconds"] == 3 * 3600
+    )
     # its own checkpoint prefix, ending in "/" (no sibling job-10 matches job-1); its code beside its outputs
     assert request["CheckpointConfig"]["S3Uri"] == f"s3://{aws}/jobs/checkpoints/train-abc/"
-    assert request["HyperParameters"]["sagemaker_submit_directory"] == f'"s3://{aws}/jobs/train-abc/source/sourcedir.tar.gz"'
+    assert (
+        request["HyperParameters"]["sagemaker_submit_directory"]
+        == f'"s3://{aws}/jobs/train-abc/source/sourcedir.tar.gz"'
+    )
     assert boto3.client("s3").head_object(Bucket=aws, Key="jobs/train-abc/source/sourcedir.tar.gz")
     assert request["Tags"] == [{"Key": "project", "Value": "dog-breed"}]
-    assert "DebugHookConfig" not in request and request["ProfilerConfig"] == {"DisableProfiler": True}  # ours runs in train.py
+    assert "DebugHookConfig" not in request and request["ProfilerConfig"] == {
+        "DisableProfiler": True
+    }  # ours runs in train.py
     assert result["metrics"] == [{"epoch": 1, "valid_accuracy": 0.6}, {"epoch": 2, "valid_accuracy": 0.7}]
-    assert Path(result["model_uri"][len("file://"):]).read_bytes() == b"model"
+    assert Path(result["model_uri"][len("file://") :]).read_bytes() == b"model"
 
     again = backend.train("train-abc", {"lr": 0.003}, CHANNELS(aws), tmp_path, REPO / "scripts")  # a rerun
     assert len(sent(captured, "CreateTrainingJob")) == 1 and again["job_name"] == "train-abc"
@@ -131,10 +182,13 @@ def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
     backend = backend_for(aws, captured)
     answer(backend.client, "StopTrainingJob", {})  # moto: not implemented
     stops = []
-    backend.client.meta.events.register("provide-client-params.sagemaker.StopTrainingJob", lambda params, **_: stops.append(params))
+    backend.client.meta.events.register(
+        "provide-client-params.sagemaker.StopTrainingJob", lambda params, **_: stops.append(params)
+    )
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(backend.session, "logs_for_job", interrupted)
     with pytest.raises(KeyboardInterrupt):
         backend.train("train-stop", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
@@ -144,12 +198,29 @@ def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
 def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
     captured = []
     backend = backend_for(aws, captured, use_spot=True)
-    summaries = [{"TrainingJobName": f"tune-abc-00{i}-x", "TrainingJobArn": "arn", "CreationTime": i,
-                  "TrainingJobStatus": status, "TunedHyperParameters": {"lr": str(lr), "batch_size": '"64"'},
-                  **({"FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": value}} if value else {})}
-                 for i, (status, lr, value) in enumerate([("Completed", 0.003, 0.71), ("Completed", 0.05, 0.42), ("Failed", 0.09, None)])]
-    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries})  # moto: missing
-    rows, best = backend.tune(SPEC, {"epochs": 3, "debug": False}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-abc", None)
+    summaries = [
+        {
+            "TrainingJobName": f"tune-abc-00{i}-x",
+            "TrainingJobArn": "arn",
+            "CreationTime": i,
+            "TrainingJobStatus": status,
+            "TunedHyperParameters": {"lr": str(lr), "batch_size": '"64"'},
+            **(
+                {"FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": value}}
+                if value
+                else {}
+            ),
+        }
+        for i, (status, lr, value) in enumerate(
+            [("Completed", 0.003, 0.71), ("Completed", 0.05, 0.42), ("Failed", 0.09, None)]
+        )
+    ]
+    answer(
+        backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries}
+    )  # moto: missing
+    rows, best = backend.tune(
+        SPEC, {"epochs": 3, "debug": False}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-abc", None
+    )
     (request,) = sent(captured, "CreateHyperParameterTuningJob")
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
@@ -157,7 +228,9 @@ def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
     assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}
     assert config["RandomSeed"] == SPEC["seed"]  # tuning.seed reaches the tuner
     ranges = config["ParameterRanges"]
-    assert ranges["ContinuousParameterRanges"] == [{"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
     assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ['"32"', '"64"']}]
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == SETTINGS["metric_definitions"]
@@ -188,15 +261,19 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
     runtime = backend.session.sagemaker_runtime_client
 
     def too_large(**_):  # what the runtime answers a body over its limit
-        raise runtime.exceptions.ValidationError({"Error": {"Code": "ValidationError", "Message": "Request payload is too large"}},
-                                                 "InvokeEndpoint")
+        raise runtime.exceptions.ValidationError(
+            {"Error": {"Code": "ValidationError", "Message": "Request payload is too large"}}, "InvokeEndpoint"
+        )
+
     invoke_event = f"before-call.{runtime.meta.service_model.endpoint_prefix}.InvokeEndpoint"
     runtime.meta.events.register(invoke_event, too_large, unique_id="too-large")
     with pytest.raises(EndpointRefused, match=r"refused a request of 7,000,000 bytes .*too large; .*6,291,456 bytes"):
         backend.invoke(endpoint, b"0" * 7_000_000, "application/json")
     runtime.meta.events.unregister(invoke_event, unique_id="too-large")
     body = json.dumps({"predictions": [[{"index": 0, "breed": "Red_Circle", "probability": 0.9}]]}).encode()
-    answer(runtime, "InvokeEndpoint", {"Body": io.BytesIO(body), "ContentType": "application/json"})  # moto: placeholder
+    answer(
+        runtime, "InvokeEndpoint", {"Body": io.BytesIO(body), "ContentType": "application/json"}
+    )  # moto: placeholder
     assert json.loads(backend.invoke(endpoint, b"{}", "application/json"))["predictions"][0][0]["breed"] == "Red_Circle"
 
     deleted = backend.teardown(tmp_path / "state")
@@ -211,21 +288,35 @@ def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypa
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
-    backend = get_backend("local_container", {"metric_definitions": SETTINGS["metric_definitions"],
-                                              "output_s3_uri": f"file://{tmp_path}/jobs"})
+    backend = get_backend(
+        "local_container",
+        {"metric_definitions": SETTINGS["metric_definitions"], "output_s3_uri": f"file://{tmp_path}/jobs"},
+    )
     estimator = backend.estimator({"lr": 0.1}, REPO / "scripts")
     assert estimator.instance_type == "local" and type(estimator.sagemaker_session).__name__ == "LocalSession"
     assert estimator.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-cpu-py312"
     assert estimator.sagemaker_session.boto_region_name == "us-east-1"  # a region without any AWS set-up
     with pytest.raises(ContainerSetupError, match=r"needs a running Docker engine.*make container-images"):
-        backend.train("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}", "valid": f"file://{tmp_path}"},
-                      tmp_path / "jobs", REPO / "scripts")
+        backend.train(
+            "local-job",
+            {"lr": 0.1},
+            {"train": f"file://{tmp_path}", "valid": f"file://{tmp_path}"},
+            tmp_path / "jobs",
+            REPO / "scripts",
+        )
     with pytest.raises(ContainerSetupError, match="needs a running Docker engine"):
         backend.deploy(tmp_path / "model.tar.gz", "endpoint", tmp_path / "state")
     # before Optuna starts: it would record the missing engine as failed trials, and a rerun would find none left
     with pytest.raises(ContainerSetupError, match="needs a running Docker engine"):
-        backend.tune(SPEC, {}, {"train": f"file://{tmp_path}"}, tmp_path / "jobs", REPO / "scripts", "tune-local",
-                     tmp_path / "study.sqlite")
+        backend.tune(
+            SPEC,
+            {},
+            {"train": f"file://{tmp_path}"},
+            tmp_path / "jobs",
+            REPO / "scripts",
+            "tune-local",
+            tmp_path / "study.sqlite",
+        )
     assert not (tmp_path / "study.sqlite").exists()
 
 
@@ -246,7 +337,10 @@ def test_output_data_reads_the_same_from_both_archive_layouts(tmp_path, layout):
     target.mkdir(parents=True)
     _extract_output_data(tmp_path / "output.tar.gz", target)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
-        "metrics.jsonl", "profiler", "profiler/steps.jsonl"]
+        "metrics.jsonl",
+        "profiler",
+        "profiler/steps.jsonl",
+    ]
 
 
 def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
@@ -259,8 +353,10 @@ def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
     backend.tune({**SPEC, "max_jobs": 10}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-grow", None)
     second = sent(captured, "CreateHyperParameterTuningJob")[1]
     assert second["HyperParameterTuningJobName"] == "tune-grow-w1"
-    assert second["WarmStartConfig"] == {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-grow"}],
-                                         "WarmStartType": "IdenticalDataAndAlgorithm"}
+    assert second["WarmStartConfig"] == {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "tune-grow"}],
+        "WarmStartType": "IdenticalDataAndAlgorithm",
+    }
     assert second["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 10 - done
 
 
@@ -269,17 +365,22 @@ def test_a_rerun_attaches_to_a_running_job(aws, tmp_path):
     backend = backend_for(aws, captured)
     put_job_outputs(aws, "train-running")
     backend.client.create_training_job(  # the job an earlier, interrupted run launched
-        TrainingJobName="train-running", RoleArn=SETTINGS["role"],
+        TrainingJobName="train-running",
+        RoleArn=SETTINGS["role"],
         AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
-        OutputDataConfig={"S3OutputPath": f"s3://{aws}/jobs"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
-        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30})
+        OutputDataConfig={"S3OutputPath": f"s3://{aws}/jobs"},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+    )
     # moto's jobs complete at once: this one still runs when the rerun first looks
     statuses = iter(["InProgress", "Completed"])
     original = backend._describe_job
     backend._describe_job = lambda name: {**original(name), "TrainingJobStatus": next(statuses, "Completed")}
     result = backend.train("train-running", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert result["job_name"] == "train-running"
-    assert [name for name, _ in captured if name == "CreateTrainingJob"] == ["CreateTrainingJob"]  # only the earlier run's
+    assert [name for name, _ in captured if name == "CreateTrainingJob"] == [
+        "CreateTrainingJob"
+    ]  # only the earlier run's
 
 
 def test_the_endpoint_estimate_says_per_hour_and_for_how_long(aws, tmp_path, capsys):
@@ -287,7 +388,10 @@ def test_the_endpoint_estimate_says_per_hour_and_for_how_long(aws, tmp_path, cap
     with pytest.raises(CloudCostNotConfirmed):
         backend.deploy(tmp_path / "model.tar.gz", "dogbreed-price", tmp_path / "state")
     out = capsys.readouterr().out
-    assert "1 × ml.m5.large × 24 h × $0.115/h = $2.76 for its first day; it bills every hour until `snakemake teardown`" in out
+    assert (
+        "1 × ml.m5.large × 24 h × $0.115/h = $2.76 for its first day; it bills every hour until `snakemake teardown`"
+        in out
+    )
 
 
 def test_teardown_deletes_in_the_region_it_deployed_to(aws, tmp_path):
@@ -310,7 +414,10 @@ def test_a_throttled_lookup_is_not_taken_for_no_tuning_job(aws, tmp_path):
     backend = backend_for(aws, captured)
 
     def throttled(**_):
-        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeHyperParameterTuningJob")
+        raise ClientError(
+            {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeHyperParameterTuningJob"
+        )
+
     backend.client.meta.events.register("before-call.sagemaker.DescribeHyperParameterTuningJob", throttled)
     with pytest.raises(ClientError, match="Rate exceeded"):
         backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-throttled", None)
@@ -318,9 +425,13 @@ def test_a_throttled_lookup_is_not_taken_for_no_tuning_job(aws, tmp_path):
 
 
 def test_warm_start_takes_the_five_best_parents():
-    jobs = [{"HyperParameterTuningJobName": f"t-w{i}",
-             "BestTrainingJob": {"FinalHyperParameterTuningJobObjectiveMetric": {"Value": value}}}
-            for i, value in enumerate([0.5, 0.9, 0.1, 0.7, 0.8, 0.6, 0.3])] + [{"HyperParameterTuningJobName": "t-none"}]
+    jobs = [
+        {
+            "HyperParameterTuningJobName": f"t-w{i}",
+            "BestTrainingJob": {"FinalHyperParameterTuningJobObjectiveMetric": {"Value": value}},
+        }
+        for i, value in enumerate([0.5, 0.9, 0.1, 0.7, 0.8, 0.6, 0.3])
+    ] + [{"HyperParameterTuningJobName": "t-none"}]
     assert warm_start_parents(jobs, "Maximize") == {"t-w1", "t-w4", "t-w3", "t-w5", "t-w0"}
     assert warm_start_parents(jobs, "Minimize") == {"t-w2", "t-w6", "t-w0", "t-w5", "t-w3"}
     assert warm_start_parents(jobs[:2], "Maximize") == {"t-w0", "t-w1"}
@@ -334,13 +445,29 @@ def test_a_failed_job_says_why_in_our_words(aws, tmp_path, monkeypatch):
     backend = backend_for(aws, [])
 
     def job_failed(*args, **kwargs):
-        raise UnexpectedStatusException(message="Error for Training job train-fails: Failed.",
-                                        allowed_statuses=["Completed", "Stopped"], actual_status="Failed")
+        raise UnexpectedStatusException(
+            message="Error for Training job train-fails: Failed.",
+            allowed_statuses=["Completed", "Stopped"],
+            actual_status="Failed",
+        )
+
     monkeypatch.setattr(backend.session, "logs_for_job", job_failed)
     original = backend._describe_job
-    monkeypatch.setattr(backend, "_describe_job", lambda name: original(name) and {
-        **original(name), "TrainingJobStatus": "Failed", "FailureReason": "AlgorithmError: ExecuteUserScriptError"})
-    with pytest.raises(JobFailed, match=r"train-fails ended Failed: AlgorithmError: ExecuteUserScriptError \(logs: CloudWatch"):
+    monkeypatch.setattr(
+        backend,
+        "_describe_job",
+        lambda name: (
+            original(name)
+            and {
+                **original(name),
+                "TrainingJobStatus": "Failed",
+                "FailureReason": "AlgorithmError: ExecuteUserScriptError",
+            }
+        ),
+    )
+    with pytest.raises(
+        JobFailed, match=r"train-fails ended Failed: AlgorithmError: ExecuteUserScriptError \(logs: CloudWatch"
+    ):
         backend.train("train-fails", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
 
 
@@ -356,23 +483,41 @@ def test_a_weights_file_on_this_machine_is_refused_before_launching(aws, tmp_pat
     with pytest.raises(PlanRefused, match=r"model.weights is a file on this machine .*resnet18-f37072fd.pth"):
         backend.train("train-weights", {"lr": 0.1, **weights}, CHANNELS(aws), tmp_path, REPO / "scripts")
     with pytest.raises(PlanRefused, match="model.weights is a file on this machine"):
-        backend.tune(SPEC, weights, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-weights", tmp_path / "study.sqlite")
+        backend.tune(
+            SPEC, weights, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-weights", tmp_path / "study.sqlite"
+        )
     assert sent(captured, "CreateTrainingJob") == sent(captured, "CreateHyperParameterTuningJob") == []
 
 
-@pytest.mark.parametrize("strategy, parameters, limits, early_stopping", [
-    ("Hyperband", SPEC["parameters"], {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}, "Off"),
-    ("Grid", {"lr": {"type": "categorical", "values": [0.01, 0.1, 0.3]},
-              "batch_size": {"type": "categorical", "values": [32, 64]}},
-     {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2}, "Auto"),
-])
+@pytest.mark.parametrize(
+    "strategy, parameters, limits, early_stopping",
+    [
+        ("Hyperband", SPEC["parameters"], {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2}, "Off"),
+        (
+            "Grid",
+            {
+                "lr": {"type": "categorical", "values": [0.01, 0.1, 0.3]},
+                "batch_size": {"type": "categorical", "values": [32, 64]},
+            },
+            {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2},
+            "Auto",
+        ),
+    ],
+)
 def test_tuning_specs_are_sent_as_the_api_accepts_them(aws, tmp_path, strategy, parameters, limits, early_stopping):
     """Hyperband: the API requires early stopping Off. Grid: the job count must be the number of combinations."""
     captured = []
     backend = backend_for(aws, captured)
     answer_one_completed_trial(backend)
-    backend.tune({**SPEC, "strategy": strategy, "parameters": parameters}, {}, CHANNELS(aws), tmp_path, REPO / "scripts",
-                 f"tune-{strategy.lower()}", None)
+    backend.tune(
+        {**SPEC, "strategy": strategy, "parameters": parameters},
+        {},
+        CHANNELS(aws),
+        tmp_path,
+        REPO / "scripts",
+        f"tune-{strategy.lower()}",
+        None,
+    )
     config = sent(captured, "CreateHyperParameterTuningJob")[0]["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == strategy and config["ResourceLimits"] == limits
     assert config["TrainingJobEarlyStoppingType"] == early_stopping
@@ -386,21 +531,27 @@ def test_a_grid_of_continuous_ranges_is_refused_before_launching(aws, tmp_path):
     assert sent(captured, "CreateHyperParameterTuningJob") == []
 
 
-@pytest.mark.parametrize("operation, limit", [
-    ("CreateTrainingJob", "ml.g4dn.xlarge for spot training job usage"),
-    ("CreateHyperParameterTuningJob", "ml.g4dn.xlarge for training job usage"),
-    ("CreateEndpoint", "ml.m5.large for endpoint usage"),
-])
+@pytest.mark.parametrize(
+    "operation, limit",
+    [
+        ("CreateTrainingJob", "ml.g4dn.xlarge for spot training job usage"),
+        ("CreateHyperParameterTuningJob", "ml.g4dn.xlarge for training job usage"),
+        ("CreateEndpoint", "ml.m5.large for endpoint usage"),
+    ],
+)
 def test_a_quota_of_zero_becomes_advice(aws, tmp_path, operation, limit):
     """New accounts often have a quota of 0 for GPU and spot training: the error says which quota and how to raise it."""
     from botocore.exceptions import ClientError
 
     backend = backend_for(aws, [], use_spot=True)
-    message = (f"The account-level service limit '{limit}' is 0 Instances, with current utilization of 0 Instances and "
-               f"a request delta of 1 Instances. Please use AWS Service Quotas to request an increase for this quota.")
+    message = (
+        f"The account-level service limit '{limit}' is 0 Instances, with current utilization of 0 Instances and "
+        f"a request delta of 1 Instances. Please use AWS Service Quotas to request an increase for this quota."
+    )
 
     def refused(**_):
         raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": message}}, operation)
+
     backend.client.meta.events.register(f"before-call.sagemaker.{operation}", refused)
     expected = rf"Request an increase of '{limit}' in the Service Quotas console .*region us-east-1.*use_spot: false"
     with pytest.raises(JobFailed, match=expected):
@@ -433,7 +584,9 @@ def test_a_tuning_jobs_trials_become_runs_after_it_and_a_server_uri_reaches_the_
     backend = backend_for(aws, captured)
     answer_one_completed_trial(backend)
     tracker = tracking.Tracker(f"sqlite:///{tmp_path}/mlflow.db", "dog-breed")
-    trials = tracking.TrialTracking(tracker, tracker.workflow_run(tmp_path / "results", "tune-mlf", "sagemaker"), "sagemaker")
+    trials = tracking.TrialTracking(
+        tracker, tracker.workflow_run(tmp_path / "results", "tune-mlf", "sagemaker"), "sagemaker"
+    )
     for _ in range(2):  # a rerun logs no trial twice
         backend.tune(SPEC, {"epochs": 3}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-mlf", None, tracking=trials)
     out = capsys.readouterr().out

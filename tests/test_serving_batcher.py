@@ -1,5 +1,6 @@
 """The local endpoint's batching (dogbreed/serving.py Batcher), in process: concurrent requests share a
 forward pass, each gets its own rows, a bad or odd-shaped request never holds up or spoils the others."""
+
 import threading
 
 import pytest
@@ -38,8 +39,10 @@ def run_concurrently(batcher, values, shapes=None):
     results = {}
     for _ in values:
         batcher.arriving()
-    threads = [threading.Thread(target=request, args=(batcher, v, (shapes or {}).get(v, (1, 3, 4, 4)), results, True))
-               for v in values]
+    threads = [
+        threading.Thread(target=request, args=(batcher, v, (shapes or {}).get(v, (1, 3, 4, 4)), results, True))
+        for v in values
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -88,4 +91,7 @@ def test_rows_are_cut_from_every_batch_sized_tensor(size):
     from dogbreed.serving import _rows
 
     prediction = {"probabilities": torch.arange(size * 2).view(size, 2), "classes": ["a", "b"]}
-    assert _rows(prediction, 0, 1)["probabilities"].tolist() == [[0, 1]] and _rows(prediction, 0, 1)["classes"] == ["a", "b"]
+    assert _rows(prediction, 0, 1)["probabilities"].tolist() == [[0, 1]] and _rows(prediction, 0, 1)["classes"] == [
+        "a",
+        "b",
+    ]

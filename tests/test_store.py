@@ -15,14 +15,17 @@ def test_sync_copies_only_what_changed_and_removes_what_is_gone(tmp_path):
     second = store.sync(local, uri)
     assert (second["uploaded"], second["unchanged"], second["removed"]) == (0, 3, 0)
 
-    (local / "001.A/b.jpg").write_bytes(b"same size?" * 50)   # same length as before: the hash decides
+    (local / "001.A/b.jpg").write_bytes(b"same size?" * 50)  # same length as before: the hash decides
     (local / "001.A/c.jpg").unlink()
     (local / "002.B").mkdir()
     (local / "002.B/d.jpg").write_bytes(b"d")
     third = store.sync(local, uri)
     assert (third["uploaded"], third["unchanged"], third["removed"]) == (2, 1, 1)
-    stored = sorted(p.relative_to(tmp_path / "store/datasets/x/train").as_posix()
-                    for p in (tmp_path / "store/datasets/x/train").rglob("*") if p.is_file())
+    stored = sorted(
+        p.relative_to(tmp_path / "store/datasets/x/train").as_posix()
+        for p in (tmp_path / "store/datasets/x/train").rglob("*")
+        if p.is_file()
+    )
     assert stored == ["001.A/a.jpg", "001.A/b.jpg", "002.B/d.jpg"]
     assert (tmp_path / "store/datasets/x/train/001.A/b.jpg").read_bytes() == b"same size?" * 50
 

@@ -1,5 +1,6 @@
 """MLflow tracking (workflow/dogbreed/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
 store, read back through MLflow's own client. The workflow's runs end to end: conftest.assert_tracked."""
+
 import json
 
 import pytest
@@ -10,8 +11,17 @@ from dogbreed.config import ConfigError, check_config
 from conftest import REPO
 from instrumentation import EpochLogger
 
-EPOCHS = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.2 * e, "valid_loss": 1.5 / e, "valid_accuracy": 0.1 * e,
-           "epoch_seconds": 2.0} for e in (1, 2, 3)]
+EPOCHS = [
+    {
+        "epoch": e,
+        "train_loss": 1.0 / e,
+        "train_accuracy": 0.2 * e,
+        "valid_loss": 1.5 / e,
+        "valid_accuracy": 0.1 * e,
+        "epoch_seconds": 2.0,
+    }
+    for e in (1, 2, 3)
+]
 
 
 @pytest.fixture
@@ -27,7 +37,9 @@ def test_a_relative_sqlite_store_is_made_absolute_and_credentials_are_never_show
     monkeypatch.chdir(tmp_path)
     assert tracking.resolve_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
     assert tracking.resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
-    assert tracking.shown("postgresql://me:secret@db.example.com:5432/mlflow") == "postgresql://db.example.com:5432/mlflow"
+    assert (
+        tracking.shown("postgresql://me:secret@db.example.com:5432/mlflow") == "postgresql://db.example.com:5432/mlflow"
+    )
     assert tracking.shown("https://me:secret@[::1]:8443/x") == "https://[::1]:8443/x"
     assert tracking.shown("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
 
@@ -58,7 +70,10 @@ def test_a_store_that_cannot_be_used_is_one_line_naming_the_key(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     broken = tracking.Tracker(f"sqlite:///{blocked}/mlflow.db", "dog-breed")
-    with pytest.raises(tracking.TrackingError, match=r"tracking.uri=sqlite:///.*a-file/mlflow.db cannot be used: .*tracking.enabled: false"):
+    with pytest.raises(
+        tracking.TrackingError,
+        match=r"tracking.uri=sqlite:///.*a-file/mlflow.db cannot be used: .*tracking.enabled: false",
+    ):
         broken.workflow_run(tmp_path / "results", "tune-x", "local")
 
 
@@ -67,7 +82,9 @@ def test_runs_group_under_one_workflow_run_and_a_resumed_job_goes_on_in_its_run(
     assert tracker.workflow_run(tmp_path / "results", "tune-abc", "local") == parent  # a rerun finds it again
     assert tracker.workflow_run(tmp_path / "results-2", "tune-abc", "local") != parent  # another results folder
     run = tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16}, tags={"trial": 0})
-    assert tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16}) == run  # unfinished: resumed
+    assert (
+        tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16}) == run
+    )  # unfinished: resumed
     tracker.end(run, "Stopped")
     again = tracker.job_run("tune-abc-trial-000", parent, "trial", {"lr": 0.01, "batch_size": 16})
     assert again != run  # a finished run is never reopened: the job ran anew
@@ -107,7 +124,9 @@ def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, ca
     verdicts = tmp_path / "rules.json"
     verdicts.write_text("{}")
     config = {"tracking": {"enabled": True, "uri": tracker.uri, "experiment": "dog-breed"}}
-    tracking.log_to_final_run(config, model_json, files=[verdicts], metrics={"rules_triggered": 1}, tags={"rule.Overfit": "ok"})
+    tracking.log_to_final_run(
+        config, model_json, files=[verdicts], metrics={"rules_triggered": 1}, tags={"rule.Overfit": "ok"}
+    )
     stored = tracker.client.get_run(run)
     assert stored.data.metrics["rules_triggered"] == 1 and stored.data.tags["rule.Overfit"] == "ok"
     assert [a.path for a in tracker.client.list_artifacts(run)] == ["rules.json"]

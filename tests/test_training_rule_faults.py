@@ -1,5 +1,6 @@
 """Planted faults in real (tiny) training jobs trigger the right Debugger/ProfilerReport rule (the
 healthy job that triggers none, and the rules on synthetic metrics, are in test_training_rules.py)."""
+
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,19 @@ def test_stalled_loads_are_recorded_as_data_wait_and_no_workers_starve_the_loade
     # the step that loads it, however loaded the machine is. Whether StepOutlier then fires on real
     # timings depends on the CPU noise of the other steps, so the rule itself is tested on fixed
     # timings below (test_step_outlier_on_fixed_timings).
-    result = run_job(lab, "slow", {**BASE, "weights": lab["pretrained"], "batch_size": 4, "epochs": 2, "num_workers": 0,
-                                      "debug": False},  # saving tensors slows some steps: noise here
-                     fault="slow_steps")
+    result = run_job(
+        lab,
+        "slow",
+        {
+            **BASE,
+            "weights": lab["pretrained"],
+            "batch_size": 4,
+            "epochs": 2,
+            "num_workers": 0,
+            "debug": False,
+        },  # saving tensors slows some steps: noise here
+        fault="slow_steps",
+    )
     output = Path(result["output_dir"]) / "data"
     steps = training_artifacts.load_profile(output / "profiler")["steps"]
     stalled = steps[(steps["phase"] == "train") & (steps["data_wait_s"] >= 0.5)]
@@ -42,13 +53,25 @@ def test_stalled_loads_are_recorded_as_data_wait_and_no_workers_starve_the_loade
 
 def test_a_skewed_class_mix_is_imbalanced(lab):
     skewed = make_channel(lab["root"] / "skewed", [30, 2, 2])
-    seen = verdicts(run_job(lab, "skewed", {**BASE, "weights": lab["pretrained"], "epochs": 2},
-                            channels={"train": skewed, "valid": lab["channels"]["valid"]}))
+    seen = verdicts(
+        run_job(
+            lab,
+            "skewed",
+            {**BASE, "weights": lab["pretrained"], "epochs": 2},
+            channels={"train": skewed, "valid": lab["channels"]["valid"]},
+        )
+    )
     assert seen["ClassImbalance"] == "triggered"
 
 
 def test_a_tiny_train_set_overfits(lab):
     tiny = make_channel(lab["root"] / "tiny", [1, 1, 1])
-    seen = verdicts(run_job(lab, "tiny", {**BASE, "weights": lab["pretrained"], "epochs": 6, "lr": 0.01, "augment": False,
-                                          "batch_size": 3}, channels={"train": tiny, "valid": lab["channels"]["valid"]}))
+    seen = verdicts(
+        run_job(
+            lab,
+            "tiny",
+            {**BASE, "weights": lab["pretrained"], "epochs": 6, "lr": 0.01, "augment": False, "batch_size": 3},
+            channels={"train": tiny, "valid": lab["channels"]["valid"]},
+        )
+    )
     assert seen["Overfit"] == "triggered"

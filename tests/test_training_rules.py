@@ -1,6 +1,7 @@
 """A healthy real (tiny) training job triggers no Debugger/ProfilerReport rule, and what it records is
 complete and small; StepOutlier and the GPU rules are checked on synthetic metric files in the recorded
 format; the report's sections; smdebug's environment fixes. Planted faults: test_training_rule_faults.py."""
+
 import json
 import os
 import subprocess
@@ -30,9 +31,19 @@ def healthy(lab):
 
 def test_a_healthy_job_triggers_nothing(healthy):
     seen = verdicts(healthy)
-    for rule in ("LossNotDecreasing", "VanishingGradient", "ExplodingTensor", "Overfit", "Overtraining",
-                 "PoorWeightInitialization", "ClassImbalance", "Dataloader", "StepOutlier", "MaxInitializationTime",
-                 "OverallSystemUsage"):
+    for rule in (
+        "LossNotDecreasing",
+        "VanishingGradient",
+        "ExplodingTensor",
+        "Overfit",
+        "Overtraining",
+        "PoorWeightInitialization",
+        "ClassImbalance",
+        "Dataloader",
+        "StepOutlier",
+        "MaxInitializationTime",
+        "OverallSystemUsage",
+    ):
         assert seen[rule] == "ok", (rule, seen)
     if ON_CPU:
         for rule in ("LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", "GPUMemoryIncrease"):
@@ -47,8 +58,12 @@ def test_the_recording_is_complete_and_small(healthy):
     assert set(debug["tensors"]["collection"]) == {"weights", "biases", "gradients", "relu_input"}
     assert debug["tensors"]["l2"].notna().all() and len(debug["labels"]) > 0
     profile = training_artifacts.load_profile(output / "profiler")
-    assert len(profile["system"]) >= 5 and {"cpu_total", "memory_percent", "disk_read_bytes", "net_recv_bytes"} <= set(profile["system"])
-    assert len(profile["steps"]) == 4 * (7 + 2)  # 4 epochs of 7 train (120 images, the last dropped) and 2 valid batches
+    assert len(profile["system"]) >= 5 and {"cpu_total", "memory_percent", "disk_read_bytes", "net_recv_bytes"} <= set(
+        profile["system"]
+    )
+    assert len(profile["steps"]) == 4 * (
+        7 + 2
+    )  # 4 epochs of 7 train (120 images, the last dropped) and 2 valid batches
     assert (profile["steps"]["data_wait_s"] >= 0).all() and (profile["steps"]["compute_s"] > 0).all()
     size = sum(p.stat().st_size for p in (output / "debug").rglob("*") if p.is_file())
     saved_steps = debug["tensors"]["step"].nunique()
@@ -62,8 +77,15 @@ def fixed_step_timings(stalls, stall_s=0.5, steps_per_epoch=60, epochs=4):
     rows = []
     for epoch in range(1, epochs + 1):
         for step in range(steps_per_epoch):
-            rows.append({"phase": "train", "epoch": epoch, "step": step, "data_wait_s": 0.002,
-                         "compute_s": float(rng.lognormal(np.log(0.04), 0.25))})
+            rows.append(
+                {
+                    "phase": "train",
+                    "epoch": epoch,
+                    "step": step,
+                    "data_wait_s": 0.002,
+                    "compute_s": float(rng.lognormal(np.log(0.04), 0.25)),
+                }
+            )
     for row in rng.choice(len(rows), size=stalls, replace=False):
         rows[row]["data_wait_s"] += stall_s
     frame = pd.DataFrame(rows)
@@ -84,29 +106,69 @@ def write_profile(folder, samples, workers=4, cores=4):
     folder.mkdir(parents=True)
     with open(folder / "system.jsonl", "w") as out:
         for i, (cpu, gpu, memory, iowait) in enumerate(samples):
-            out.write(json.dumps({"timestamp": 1000 + i * 0.5, "cpu_percent": [cpu] * cores, "memory_percent": 20.0,
-                                  "memory_used_mb": 1000, "disk_read_bytes": 0, "disk_write_bytes": 0, "net_recv_bytes": 0,
-                                  "net_sent_bytes": 0, "iowait_percent": iowait,
-                                  "gpus": [{"utilization_percent": gpu, "memory_used_mb": memory * 800, "memory_percent": memory}]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "timestamp": 1000 + i * 0.5,
+                        "cpu_percent": [cpu] * cores,
+                        "memory_percent": 20.0,
+                        "memory_used_mb": 1000,
+                        "disk_read_bytes": 0,
+                        "disk_write_bytes": 0,
+                        "net_recv_bytes": 0,
+                        "net_sent_bytes": 0,
+                        "iowait_percent": iowait,
+                        "gpus": [
+                            {"utilization_percent": gpu, "memory_used_mb": memory * 800, "memory_percent": memory}
+                        ],
+                    }
+                )
+                + "\n"
+            )
     with open(folder / "steps.jsonl", "w") as out:
         for step in range(50):
-            out.write(json.dumps({"phase": "train", "epoch": 1, "step": step, "start": 1001 + step * 0.1,
-                                  "data_wait_s": 0.005, "compute_s": 0.095, "end": 1001 + step * 0.1 + 0.1}) + "\n")
-    (folder / "job.json").write_text(json.dumps({"process_started": 1000, "cpu_count": cores, "num_workers": workers,
-                                                 "batch_size": 32, "device": "cuda", "gpu_count": 1}))
+            out.write(
+                json.dumps(
+                    {
+                        "phase": "train",
+                        "epoch": 1,
+                        "step": step,
+                        "start": 1001 + step * 0.1,
+                        "data_wait_s": 0.005,
+                        "compute_s": 0.095,
+                        "end": 1001 + step * 0.1 + 0.1,
+                    }
+                )
+                + "\n"
+            )
+    (folder / "job.json").write_text(
+        json.dumps(
+            {
+                "process_started": 1000,
+                "cpu_count": cores,
+                "num_workers": workers,
+                "batch_size": 32,
+                "device": "cuda",
+                "gpu_count": 1,
+            }
+        )
+    )
     return folder.parent
 
 
 GPU_RULES = ["LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", "GPUMemoryIncrease"]
 
 
-@pytest.mark.parametrize("name, samples, triggered", [
-    ("busy", [(60, 95, 80, 0)] * 1200, set()),
-    ("idle", [(30, 20, 30, 0)] * 1200, {"LowGPUUtilization", "BatchSize"}),
-    ("cpu_bound", [(97, 5, 80, 0)] * 1200, {"LowGPUUtilization", "CPUBottleneck"}),
-    ("io_bound", [(40, 5, 80, 70)] * 1200, {"LowGPUUtilization", "IOBottleneck"}),
-    ("leak", [(60, 95, 50 + 40 * i / 1200, 0) for i in range(1200)], {"GPUMemoryIncrease"}),
-])
+@pytest.mark.parametrize(
+    "name, samples, triggered",
+    [
+        ("busy", [(60, 95, 80, 0)] * 1200, set()),
+        ("idle", [(30, 20, 30, 0)] * 1200, {"LowGPUUtilization", "BatchSize"}),
+        ("cpu_bound", [(97, 5, 80, 0)] * 1200, {"LowGPUUtilization", "CPUBottleneck"}),
+        ("io_bound", [(40, 5, 80, 70)] * 1200, {"LowGPUUtilization", "IOBottleneck"}),
+        ("leak", [(60, 95, 50 + 40 * i / 1200, 0) for i in range(1200)], {"GPUMemoryIncrease"}),
+    ],
+)
 def test_gpu_rules_on_synthetic_metrics(tmp_path, name, samples, triggered):
     output = write_profile(tmp_path / "data/profiler", samples)
     results = {r["rule"]: r["verdict"] for r in job_rules.evaluate(output)["rules"]}
@@ -170,13 +232,22 @@ class Outline(HTMLParser):
 def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
     output = Path(healthy["output_dir"]) / "data"
     rules = job_rules.evaluate(output)
-    page = profiler_report.build_report(healthy, rules, training_artifacts.load_debug(output / "debug"),
-                                        training_artifacts.load_profile(output / "profiler"),
-                                        pd.DataFrame(healthy["metrics"]))
+    page = profiler_report.build_report(
+        healthy,
+        rules,
+        training_artifacts.load_debug(output / "debug"),
+        training_artifacts.load_profile(output / "profiler"),
+        pd.DataFrame(healthy["metrics"]),
+    )
     outline = Outline()
     outline.feed(page)
-    assert outline.headings == ["Training job summary", "System usage statistics", "Framework metrics summary",
-                                "Rules summary", "Rules"]
+    assert outline.headings == [
+        "Training job summary",
+        "System usage statistics",
+        "Framework metrics summary",
+        "Rules summary",
+        "Rules",
+    ]
     assert outline.ids == set(job_rules.ALL_RULES)  # one section per rule
     assert outline.images >= 10 and outline.external == []  # plots embedded: opens with no network
     summary = page.split("<h2>Rules summary</h2>")[1].split("<h2>Rules</h2>")[0]
@@ -202,7 +273,9 @@ def test_the_numpy2_shim():
         assert writer.make_tensor_proto is util.make_tensor_proto
         print("patched:", np.frombuffer(proto.tensor_content, dtype=np.float32).tolist(), [d.size for d in proto.tensor_shape.dim])
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True
+    ).stdout
     assert "unpatched:" in out and "tostring" in out
     assert "patched: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [2, 3]" in out
 
@@ -219,8 +292,14 @@ def test_smdebug_runs_on_setuptools_distutils():
         import smdebug.profiler.utils, smdebug.core.config_validator
         print("smdebug on", distutils.__file__)
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True,
-                         env={**os.environ, "SETUPTOOLS_USE_DISTUTILS": "local"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO / "scripts",
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "SETUPTOOLS_USE_DISTUTILS": "local"},
+    ).stdout
     assert "smdebug on" in out and "setuptools/_distutils" in out
     assert "setuptools" in (REPO / "scripts/requirements.txt").read_text()
 
@@ -232,16 +311,21 @@ def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
     import instrumentation
 
     fake = types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=40 + h),
-        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=2 * 2**30, total=8 * 2**30))
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=2 * 2**30, total=8 * 2**30),
+    )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     with instrumentation.SystemMonitor(tmp_path / "system.jsonl", interval=0.05):
         clock.sleep(0.3)
     samples = [json.loads(line) for line in (tmp_path / "system.jsonl").read_text().splitlines()]
     assert len(samples) >= 3
-    assert samples[0]["gpus"] == [{"utilization_percent": 40, "memory_used_mb": 2048.0, "memory_percent": 25.0},
-                                  {"utilization_percent": 41, "memory_used_mb": 2048.0, "memory_percent": 25.0}]
+    assert samples[0]["gpus"] == [
+        {"utilization_percent": 40, "memory_used_mb": 2048.0, "memory_percent": 25.0},
+        {"utilization_percent": 41, "memory_used_mb": 2048.0, "memory_percent": 25.0},
+    ]
     assert len(samples[0]["cpu_percent"]) == os.cpu_count()
     profile = training_artifacts.load_profile(tmp_path)
     assert training_artifacts.has_gpu(profile) and profile["system"]["gpu_utilization"].iloc[0] == 40.5
@@ -281,7 +365,11 @@ def test_loss_not_decreasing_needs_a_sustained_climb():
     from dogbreed import debugger_rules
 
     def losses(values):  # one window of 10 steps per value
-        return {"losses": pd.DataFrame([{"step": i, "mode": "TRAIN", "loss": v} for i, v in enumerate(np.repeat(values, 10))])}
+        return {
+            "losses": pd.DataFrame(
+                [{"step": i, "mode": "TRAIN", "loss": v} for i, v in enumerate(np.repeat(values, 10))]
+            )
+        }
 
     assert debugger_rules.loss_not_decreasing(losses([2.5, 3.4, 2.4, 4.4, 2.5, 2.0, 1.4, 1.1]))["verdict"] == "ok"
     climbing = debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.8, 3.0, 3.2, 2.0, 1.4]))
@@ -301,7 +389,14 @@ def test_class_imbalance_blames_the_data_only_for_classes_it_is_short_of():
             for label, count in enumerate(counts):
                 for _ in range(count):
                     wrong = epoch == 2 and label == wrong_class
-                    rows.append({"step": step, "mode": "TRAIN", "label": label, "prediction": (label + 1) % len(counts) if wrong else label})
+                    rows.append(
+                        {
+                            "step": step,
+                            "mode": "TRAIN",
+                            "label": label,
+                            "prediction": (label + 1) % len(counts) if wrong else label,
+                        }
+                    )
                     step += 1
             rows.append({"step": first_step + 999, "mode": "EVAL", "label": 0, "prediction": 0})
         return {"labels": pd.DataFrame(rows), "class_names": ["001.A", "002.B", "003.C"]}

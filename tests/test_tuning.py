@@ -12,7 +12,10 @@ from dogbreed.backends.local import LocalBackend
 
 SPEC = {
     "objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
-    "strategy": "Bayesian", "early_stopping": "Off", "max_jobs": 3, "max_parallel_jobs": 1,
+    "strategy": "Bayesian",
+    "early_stopping": "Off",
+    "max_jobs": 3,
+    "max_parallel_jobs": 1,
     "parameters": {
         "lr": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
         "batch_size": {"type": "categorical", "values": [16, 32, 64]},
@@ -50,9 +53,13 @@ def job_env(tmp_path):
     source.mkdir()
     (source / "train.py").write_text(FAKE_TRAIN)
     (tmp_path / "train").mkdir()
-    return {"backend": LocalBackend({}), "source": source, "jobs": tmp_path / "jobs",
-            "channels": {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"},
-            "db": tmp_path / "study.sqlite"}
+    return {
+        "backend": LocalBackend({}),
+        "source": source,
+        "jobs": tmp_path / "jobs",
+        "channels": {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"},
+        "db": tmp_path / "study.sqlite",
+    }
 
 
 def runner(env, spec, fixed=None, name="study"):
@@ -61,8 +68,14 @@ def runner(env, spec, fixed=None, name="study"):
 
 def test_metric_lines_are_parsed_with_the_regex():
     line = "epoch=3 train_loss=0.912 train_accuracy=0.702 valid_loss=1.044 valid_accuracy=0.731 epoch_seconds=2.5"
-    assert metrics.parse_epoch_line(line) == {"epoch": 3, "train_loss": 0.912, "train_accuracy": 0.702,
-                                              "valid_loss": 1.044, "valid_accuracy": 0.731, "epoch_seconds": 2.5}
+    assert metrics.parse_epoch_line(line) == {
+        "epoch": 3,
+        "train_loss": 0.912,
+        "train_accuracy": 0.702,
+        "valid_loss": 1.044,
+        "valid_accuracy": 0.731,
+        "epoch_seconds": 2.5,
+    }
     assert metrics.parse_epoch_line("training resnet18 on cpu") is None
     assert metrics.read_metric(SPEC["objective"]["regex"], line) == 0.731
     assert metrics.read_metric(r"valid_loss=([0-9.]+)", line) == 1.044
@@ -80,11 +93,14 @@ def test_spec_maps_to_optuna_distributions():
     assert distributions["layers"] == optuna.distributions.IntDistribution(1, 4)
 
 
-@pytest.mark.parametrize("strategy, early_stopping, sampler, pruner", [
-    ("Bayesian", "Off", optuna.samplers.TPESampler, optuna.pruners.NopPruner),
-    ("Random", "Auto", optuna.samplers.RandomSampler, optuna.pruners.MedianPruner),
-    ("Hyperband", "Off", optuna.samplers.TPESampler, optuna.pruners.HyperbandPruner),
-])
+@pytest.mark.parametrize(
+    "strategy, early_stopping, sampler, pruner",
+    [
+        ("Bayesian", "Off", optuna.samplers.TPESampler, optuna.pruners.NopPruner),
+        ("Random", "Auto", optuna.samplers.RandomSampler, optuna.pruners.MedianPruner),
+        ("Hyperband", "Off", optuna.samplers.TPESampler, optuna.pruners.HyperbandPruner),
+    ],
+)
 def test_strategies_map_to_samplers_and_pruners(strategy, early_stopping, sampler, pruner):
     spec = {**SPEC, "strategy": strategy, "early_stopping": early_stopping}
     assert isinstance(tuning.make_sampler(spec, 0), sampler)
@@ -99,7 +115,10 @@ def test_grid_needs_categorical_parameters():
 
 
 def test_reverse_logarithmic_is_refused_before_any_trial(job_env):
-    spec = {**SPEC, "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.9, "scaling": "ReverseLogarithmic"}}}
+    spec = {
+        **SPEC,
+        "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.9, "scaling": "ReverseLogarithmic"}},
+    }
     with pytest.raises(tuning.TuningError, match="ReverseLogarithmic"):
         tuning.run_study(spec, runner(job_env, spec), job_env["db"], "s", announce=False)
 
@@ -127,9 +146,13 @@ def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
 
 def test_an_interrupted_trial_is_retried_with_its_hyperparameters(job_env):
     study = optuna.create_study(study_name="study", storage=f"sqlite:///{job_env['db']}", direction="maximize")
-    killed = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
-                        "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
-                        "layers": optuna.distributions.IntDistribution(1, 4)})  # left RUNNING, as by a kill
+    killed = study.ask(
+        {
+            "lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
+            "batch_size": optuna.distributions.CategoricalDistribution([16, 32, 64]),
+            "layers": optuna.distributions.IntDistribution(1, 4),
+        }
+    )  # left RUNNING, as by a kill
     spec = {**SPEC, "max_jobs": 2}
     study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "study", announce=False)
     rows = tuning.trials_table(study, spec)
@@ -147,7 +170,9 @@ def test_a_trial_stopped_by_ctrl_c_is_retried_under_its_job_name(job_env):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tuning.run_study(spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", announce=False)
+        tuning.run_study(
+            spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", announce=False
+        )
     study = tuning.run_study(spec, real, job_env["db"], "study", announce=False)
     rows = tuning.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
@@ -180,7 +205,11 @@ def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_e
     with pytest.raises(tuning.StudyStopped) as caught:
         tuning.run_study(spec, runner(job_env, spec, fixed={"setup_fail": 1}), job_env["db"], "setup")
     message = str(caught.value)
-    assert "\n" not in message and "/nowhere.pth does not exist" in message and "trial 0 failed before its first step" in message
+    assert (
+        "\n" not in message
+        and "/nowhere.pth does not exist" in message
+        and "trial 0 failed before its first step" in message
+    )
     assert "log: " in message and Path(message.split("(log: ")[1].split(")")[0]).is_file()
     assert len(list((job_env["jobs"]).iterdir())) == 1  # one job ran, not four
     assert capsys.readouterr().err.count("Traceback") == 0
@@ -205,8 +234,11 @@ def test_a_broken_environment_stops_the_study_too(job_env):
 
 
 def test_one_line_per_finished_trial(job_env, capsys):
-    spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [0, 1]},
-                                                  "lr": SPEC["parameters"]["lr"]}}
+    spec = {
+        **SPEC,
+        "max_jobs": 2,
+        "parameters": {"fail": {"type": "categorical", "values": [0, 1]}, "lr": SPEC["parameters"]["lr"]},
+    }
     study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "lines")
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
     assert len(lines) == 2, lines
@@ -220,7 +252,9 @@ def test_one_line_per_finished_trial(job_env, capsys):
 
 def test_a_failing_job_reports_the_end_of_its_log(job_env):
     with pytest.raises(JobFailed, match="planted failure"):
-        job_env["backend"].train("bad", {"fail": 1}, job_env["channels"], job_env["jobs"], job_env["source"], echo=False)
+        job_env["backend"].train(
+            "bad", {"fail": 1}, job_env["channels"], job_env["jobs"], job_env["source"], echo=False
+        )
 
 
 def test_parallel_trials_get_a_gpu_each_or_a_share_of_the_cpu_threads():
@@ -253,7 +287,9 @@ def test_a_trial_holds_its_slot_while_it_runs():
             return {"status": "Completed", "log": "", "seconds": 0.2}
 
     spec = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)"}}
-    run = tuning.trial_runner(Backend(), spec, {}, {}, "jobs", "src", "study", tuning.trial_resources(2, gpus=["0", "1"]))
+    run = tuning.trial_runner(
+        Backend(), spec, {}, {}, "jobs", "src", "study", tuning.trial_resources(2, gpus=["0", "1"])
+    )
 
     class Trial:
         number, user_attrs = 0, {}

@@ -1,5 +1,6 @@
 """The real Snakemake workflow on a tiny dataset: deploy, query, redeploy after an inference.py edit,
 the accuracy gate, teardown, and a dead endpoint. Runs in a scratch copy of the workflow."""
+
 import io
 import json
 import os
@@ -12,7 +13,13 @@ import requests
 import yaml
 
 import serving_contract
-from conftest import assert_deployed_outputs, endpoint_state_dir, recorded_endpoints, snakemake, workflow_with_test_config
+from conftest import (
+    assert_deployed_outputs,
+    endpoint_state_dir,
+    recorded_endpoints,
+    snakemake,
+    workflow_with_test_config,
+)
 from dogbreed.backends.local import LocalBackend
 
 pytestmark = pytest.mark.e2e  # in order, on one worker (make test: --dist loadfile): the tests build on one run
@@ -75,7 +82,10 @@ def test_snakemakes_report_opens_on_the_headline_numbers(deployed):
     metrics = json.loads((deployed / "results/evaluation/metrics.json").read_text())
     best = json.loads((deployed / "results/best_hyperparameters.json").read_text())
     headline = (deployed / "results/report/headline.tsv").read_text()
-    assert f"test accuracy\t{metrics['accuracy']:.4f}" in headline and f"best batch_size\t{best['hyperparameters']['batch_size']}" in headline
+    assert (
+        f"test accuracy\t{metrics['accuracy']:.4f}" in headline
+        and f"best batch_size\t{best['hyperparameters']['batch_size']}" in headline
+    )
     assert "Headline numbers" in page and f"{metrics['accuracy']:.4f}" in page and "No results yet" not in page
     for item in ("metrics.json", "best_hyperparameters.json", "headline.tsv"):
         assert item in page
@@ -93,10 +103,18 @@ def overlay(workdir, name, settings):
 def test_reruns_redo_exactly_what_a_change_touches(deployed):
     evaluation = overlay(deployed, "eval", {"evaluation": {"batch_size": 5}})
     assert planned_jobs(deployed, *evaluation) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
-    space = overlay(deployed, "space", {"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.1}}}})
+    space = overlay(
+        deployed, "space", {"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.1}}}}
+    )
     assert planned_jobs(deployed, *space) == {"tune": 1, **AFTER_TRAINING}
     server = overlay(deployed, "server", {"backends": {"local": {"threads": 2}}})  # the endpoint's alone
-    assert planned_jobs(deployed, *server) == {"start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+    assert planned_jobs(deployed, *server) == {
+        "start_endpoint": 1,
+        "evaluate": 1,
+        "report_figures": 1,
+        "report": 1,
+        "all": 1,
+    }
     more_trials = overlay(deployed, "more", {"tuning": {"max_jobs": 3}})
     assert planned_jobs(deployed, *more_trials) == {"tune": 1, **AFTER_TRAINING}
     cloud = overlay(deployed, "cloud", {"backend": "sagemaker", "store": {"uri": "s3://bucket/dog-breed"}})
@@ -130,7 +148,9 @@ def test_the_live_endpoint_answers(deployed):
     assert {p["index"] for p in answer.json()["predictions"][0]} == {0, 1, 2}
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((2, 3, 32, 32), dtype=np.float32))
-    batch = requests.post(f"{url}/invocations", data=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}, timeout=30)
+    batch = requests.post(
+        f"{url}/invocations", data=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}, timeout=30
+    )
     assert len(batch.json()["predictions"]) == 2
     bad = requests.post(f"{url}/invocations", data=b"??", headers={"Content-Type": "application/x-npy"}, timeout=30)
     assert bad.status_code == 400 and "npy" in bad.json()["error"]
@@ -187,7 +207,10 @@ def test_slow_clients_hold_no_one_else_up(deployed):
             connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             slow.append(connection)
         body = socket.create_connection((host, int(port)), timeout=10)  # a body that never arrives
-        body.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n" + image[:10])
+        body.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+            + image[:10]
+        )
         slow.append(body)
         for connection in slow:
             connection.sendall(b"a")  # still trickling
@@ -249,7 +272,10 @@ def test_a_training_rule_can_stop_the_run_and_its_evidence_stays(deployed):
         stop = ("--configfile", "config/test.yaml", "config/stop.yaml")
         assert planned_jobs(deployed, "deploy", *stop) == {"training_rules_gate": 1, "deploy": 1}
         result = snakemake(deployed, "deploy", *stop, check=False)
-        assert result.returncode != 0 and "training rules set to stop the run triggered: Dataloader" in result.stdout + result.stderr
+        assert (
+            result.returncode != 0
+            and "training rules set to stop the run triggered: Dataloader" in result.stdout + result.stderr
+        )
         assert verdicts.exists() and (deployed / "results/profiler/profiler-report.html").exists()
     finally:
         verdicts.write_text(original)
@@ -260,8 +286,11 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     old_state, old_process = endpoint_process(deployed)
     trained_at = (deployed / "results/training/model.tar.gz").stat().st_mtime_ns
     handler = deployed / "scripts/inference.py"
-    handler.write_text(handler.read_text().replace(
-        'json.dumps({"predictions": predictions}', 'json.dumps({"predictions": predictions, "edited": True}'))
+    handler.write_text(
+        handler.read_text().replace(
+            'json.dumps({"predictions": predictions}', 'json.dumps({"predictions": predictions, "edited": True}'
+        )
+    )
     assert planned_jobs(deployed, *ARGS) == AFTER_DEPLOY
     redeploy = snakemake(deployed, *ARGS)
     summary = (redeploy.stdout + redeploy.stderr).split("=== dog-breed run ===")[1]
@@ -271,7 +300,9 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
     assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at
     image = next((deployed / "results/data/channels/test/002.Green_Square").iterdir()).read_bytes()
-    answer = requests.post(f"{new_state['url']}/invocations", data=image, headers={"Content-Type": "image/png"}, timeout=30)
+    answer = requests.post(
+        f"{new_state['url']}/invocations", data=image, headers={"Content-Type": "image/png"}, timeout=30
+    )
     assert answer.json()["edited"] is True
 
 
@@ -280,8 +311,10 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     evaluated_at = (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns
     other = snakemake(deployed, "teardown", *ARGS, "--config", "results_dir=results-other")  # another run's options
     assert "no endpoint of this run" in other.stdout + other.stderr and process.is_running()
-    assert (f"not touched: {state['endpoint_name']} (local, {state['url']}, results in results); "
-            "stop it: snakemake --cores 1 teardown --configfile config/test.yaml") in other.stdout + other.stderr
+    assert (
+        f"not touched: {state['endpoint_name']} (local, {state['url']}, results in results); "
+        "stop it: snakemake --cores 1 teardown --configfile config/test.yaml"
+    ) in other.stdout + other.stderr
 
     result = snakemake(deployed, "teardown", *ARGS)
     assert "stopped: dogbreed-" in result.stdout + result.stderr
@@ -312,7 +345,12 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     hint = "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml"
     assert hint in dead.stdout + dead.stderr
     snakemake(deployed, *hint.split()[3:])
-    assert requests.get(json.loads((deployed / "results/endpoint.json").read_text())["url"] + "/ping", timeout=5).status_code == 200
+    assert (
+        requests.get(
+            json.loads((deployed / "results/endpoint.json").read_text())["url"] + "/ping", timeout=5
+        ).status_code
+        == 200
+    )
 
 
 def test_teardown_finds_the_endpoint_after_results_are_deleted(deployed):

@@ -1,5 +1,6 @@
 """The training-rule tests' lab: tiny real training jobs, one of them pretrained weights the others
 start from, and an entry point that plants one fault before running the real train.py."""
+
 import os
 import shutil
 import textwrap
@@ -38,10 +39,18 @@ FAULTY_TRAIN = textwrap.dedent("""
     train.main()
 """)
 
-BASE = {"image_size": 32, "batch_size": 8, "epochs": 4, "lr": 0.001, "debug": True, "profile": True,
-        "save_interval": 4, "profiler_interval_ms": 200, "num_workers": os.cpu_count(), "seed": 0}
-
-
+BASE = {
+    "image_size": 32,
+    "batch_size": 8,
+    "epochs": 4,
+    "lr": 0.001,
+    "debug": True,
+    "profile": True,
+    "save_interval": 4,
+    "profiler_interval_ms": 200,
+    "num_workers": os.cpu_count(),
+    "seed": 0,
+}
 
 
 def make_lab(tmp_path_factory) -> dict:
@@ -49,9 +58,15 @@ def make_lab(tmp_path_factory) -> dict:
     source = root / "source"
     shutil.copytree(REPO / "scripts", source)
     (source / "faulty_train.py").write_text(FAULTY_TRAIN)
-    data = demo_data.generate(root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 40, "valid": 8}, corrupt_file=False)
-    lab = {"root": root, "source": source, "backend": LocalBackend({}),
-           "channels": {"train": f"file://{data}/train", "valid": f"file://{data}/valid"}}
+    data = demo_data.generate(
+        root / "data", seed=1, classes=TINY_CLASSES, per_split={"train": 40, "valid": 8}, corrupt_file=False
+    )
+    lab = {
+        "root": root,
+        "source": source,
+        "backend": LocalBackend({}),
+        "channels": {"train": f"file://{data}/train", "valid": f"file://{data}/valid"},
+    }
     # "ImageNet" for the tests: weights that have seen this kind of image, so batch-norm statistics
     # are settled and a healthy fine-tuning run looks like one. Trained once for both test workers
     # (the same seed and data give the same weights; the other worker waits for them).
@@ -62,10 +77,22 @@ def make_lab(tmp_path_factory) -> dict:
     with FileLock(str(shared) + ".lock"):
         if not shared.exists():
             # the last epoch, not the best: the healthy job below should still have something to learn
-            result = run_job(lab, "pretrain", {**BASE, "epochs": 8, "lr": 0.01, "debug": False, "profile": False,
-                                               "weights": "none", "keep_best": False})
+            result = run_job(
+                lab,
+                "pretrain",
+                {
+                    **BASE,
+                    "epochs": 8,
+                    "lr": 0.01,
+                    "debug": False,
+                    "profile": False,
+                    "weights": "none",
+                    "keep_best": False,
+                },
+            )
             import tarfile
-            with tarfile.open(result["model_uri"][len("file://"):]) as archive:
+
+            with tarfile.open(result["model_uri"][len("file://") :]) as archive:
                 (root / "pretrained.pth").write_bytes(archive.extractfile("model.pth").read())
             shutil.copyfile(root / "pretrained.pth", str(shared) + ".tmp")
             os.replace(str(shared) + ".tmp", shared)
@@ -77,8 +104,15 @@ def run_job(lab, name, hyperparameters, fault=None, channels=None):
     entry = "train.py"
     if fault:
         entry, hyperparameters = "faulty_train.py", {**hyperparameters, "planted_fault": fault}
-    return lab["backend"].train(name, hyperparameters, channels or lab["channels"], lab["root"] / "jobs",
-                                lab["source"], entry_point=entry, echo=False)
+    return lab["backend"].train(
+        name,
+        hyperparameters,
+        channels or lab["channels"],
+        lab["root"] / "jobs",
+        lab["source"],
+        entry_point=entry,
+        echo=False,
+    )
 
 
 def verdicts(result) -> dict:
@@ -89,7 +123,9 @@ def verdicts(result) -> dict:
 def make_channel(root, counts):
     """A train channel with `counts[i]` images of TINY_CLASSES[i]."""
     for (folder, shape, colour), count in zip(TINY_CLASSES, counts):
-        demo_data.generate(root / folder, seed=count, classes=[(folder, shape, colour)], per_split={"train": count}, corrupt_file=False)
+        demo_data.generate(
+            root / folder, seed=count, classes=[(folder, shape, colour)], per_split={"train": count}, corrupt_file=False
+        )
         target = root / "train" / folder
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(root / folder / "dogImages/train" / folder, target)

@@ -8,6 +8,7 @@ the modules that only supervise a rule (SUPERVISION: output to log and terminal,
 every rule script imports through run_rule. A job's code (what it runs in its container) is its entry point's
 imports among scripts/, and requirements.txt, which the container installs.
 """
+
 import ast
 import functools
 from pathlib import Path
@@ -15,8 +16,11 @@ from pathlib import Path
 WORKFLOW = Path(__file__).resolve().parents[1]  # workflow/: the dogbreed package, the rule scripts
 JOB_CODE = WORKFLOW.parent / "scripts"  # the jobs' source_dir
 RULE_SCRIPTS = WORKFLOW / "scripts"
-BACKENDS = {"local": "dogbreed.backends.local", "local_container": "dogbreed.backends.local_container",
-            "sagemaker": "dogbreed.backends.sagemaker"}
+BACKENDS = {
+    "local": "dogbreed.backends.local",
+    "local_container": "dogbreed.backends.local_container",
+    "sagemaker": "dogbreed.backends.sagemaker",
+}
 BACKEND_REGISTRY = WORKFLOW / "dogbreed" / "backends" / "__init__.py"
 SUPERVISION = ("dogbreed.rule_runner", "dogbreed.run_guard")
 
@@ -56,8 +60,15 @@ def closure(start: Path, backend=None) -> set:
         for name in imported(path):
             if name.startswith(SUPERVISION):
                 continue
-            if path == BACKEND_REGISTRY and backend is not None and any(
-                    name == other or name.startswith(other + ".") for other in BACKENDS.values() if other != BACKENDS[backend]):
+            if (
+                path == BACKEND_REGISTRY
+                and backend is not None
+                and any(
+                    name == other or name.startswith(other + ".")
+                    for other in BACKENDS.values()
+                    if other != BACKENDS[backend]
+                )
+            ):
                 continue
             parts = name.split(".")
             for depth in range(1, len(parts) + 1):  # a package's __init__ runs before its modules

@@ -1,9 +1,16 @@
 """Config handling that the schema cannot do by itself."""
+
 import job_contract as contract
 
 # Keys meant for the command line. Snakemake may hand `--config key=value` over as a string.
-COMMAND_LINE_TYPES = {"backend": str, "data_source": str, "data_sha256": str, "results_dir": str,
-                      "min_accuracy": float, "confirm_cloud": bool}
+COMMAND_LINE_TYPES = {
+    "backend": str,
+    "data_source": str,
+    "data_sha256": str,
+    "results_dir": str,
+    "min_accuracy": float,
+    "confirm_cloud": bool,
+}
 
 
 def _to_bool(key, value):
@@ -56,13 +63,20 @@ def check_config(config: dict, schema_path) -> dict:
         if error.validator == "additionalProperties":
             known = sorted(error.schema.get("properties", {}))
             unknown = sorted(set(error.instance) - set(known))
-            problems += [f"{_key([*error.path, name])} is not a known setting; known here: {', '.join(known)}" for name in unknown]
+            problems += [
+                f"{_key([*error.path, name])} is not a known setting; known here: {', '.join(known)}"
+                for name in unknown
+            ]
         elif key == "tracking.uri" and error.validator == "not":
-            problems.append("tracking.uri: a server's user name or password does not go in the URI (it is printed, recorded "
-                            "and passed to jobs): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+            problems.append(
+                "tracking.uri: a server's user name or password does not go in the URI (it is printed, recorded "
+                "and passed to jobs): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+            )
         elif key == "tracking.uri" and error.validator == "pattern":
-            problems.append(f"tracking.uri: {error.instance!r} is not a tracking store mlflow-skinny writes to (it refuses the "
-                            f"./mlruns file store): use sqlite:///mlflow.db, a server's http(s):// URL or a SageMaker MLflow ARN")
+            problems.append(
+                f"tracking.uri: {error.instance!r} is not a tracking store mlflow-skinny writes to (it refuses the "
+                f"./mlruns file store): use sqlite:///mlflow.db, a server's http(s):// URL or a SageMaker MLflow ARN"
+            )
         else:
             problems.append(f"{key}: {error.message}")
     if not problems:

@@ -4,6 +4,7 @@ the ECR URIs the SDK resolves (built as stand-ins by `make container-images`, or
 `python -m dogbreed.containers image-uris config.yaml config/local_container.yaml` prints
 "<scope> <uri>" lines: what containers/build.sh tags its images with.
 """
+
 import logging
 import os
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 import yaml
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-START_ENGINE = ("`make container-images` installs and starts one (Debian, as root) and builds the images; "
-                "elsewhere start Docker Engine or Docker Desktop")
+START_ENGINE = (
+    "`make container-images` installs and starts one (Debian, as root) and builds the images; "
+    "elsewhere start Docker Engine or Docker Desktop"
+)
 
 
 class ContainerSetupError(RuntimeError):
@@ -42,8 +45,14 @@ def image_uri(settings: dict, scope: str, gpu: bool) -> str:
     from sagemaker import image_uris
 
     version = settings["framework_version" if scope == "training" else "inference_framework_version"]
-    return image_uris.retrieve("pytorch", region=settings["region"], version=str(version), py_version=settings["py_version"],
-                               instance_type="ml.g4dn.xlarge" if gpu else "ml.m5.xlarge", image_scope=scope)
+    return image_uris.retrieve(
+        "pytorch",
+        region=settings["region"],
+        version=str(version),
+        py_version=settings["py_version"],
+        instance_type="ml.g4dn.xlarge" if gpu else "ml.m5.xlarge",
+        image_scope=scope,
+    )
 
 
 def docker_client():
@@ -56,10 +65,13 @@ def docker_client():
         return client
     except Exception as error:
         if "permission denied" in str(error).lower():
-            raise ContainerSetupError(f"a Docker engine runs, but this user may not use it ({error}): add the user "
-                                      f"to the docker group (then log in again), or run as root") from None
-        raise EngineNotRunning(f"backend local_container needs a running Docker engine, and none answers ({error}): "
-                               f"{START_ENGINE}") from None
+            raise ContainerSetupError(
+                f"a Docker engine runs, but this user may not use it ({error}): add the user "
+                f"to the docker group (then log in again), or run as root"
+            ) from None
+        raise EngineNotRunning(
+            f"backend local_container needs a running Docker engine, and none answers ({error}): {START_ENGINE}"
+        ) from None
 
 
 def require_image(client, uri: str):
@@ -73,7 +85,8 @@ def require_image(client, uri: str):
             f"image {uri} is not on this machine: `make container-images` builds stand-ins under that name; with "
             f"access to ECR, `aws ecr get-login-password | docker login --username AWS --password-stdin "
             f"{uri.split('/')[0]}` and `docker pull {uri}` get the real one; or set "
-            f"backends.local_container.training_image / inference_image") from None
+            f"backends.local_container.training_image / inference_image"
+        ) from None
 
 
 def _merged_settings(config_files):

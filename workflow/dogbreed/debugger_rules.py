@@ -5,6 +5,7 @@ default thresholds as keyword defaults, returning {"verdict", "triggered_steps",
 Verdicts: "triggered", "ok", or "no_data" (the job saved nothing the rule can read).
 Where our reading differs from SageMaker's, the docstring says so and why.
 """
+
 import math
 
 import numpy as np
@@ -33,7 +34,9 @@ def epoch_losses(losses: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshold_percent=5.0, patience=3, mode="TRAIN"):
+def loss_not_decreasing(
+    debug, num_steps=10, diff_percent=0.0, increase_threshold_percent=5.0, patience=3, mode="TRAIN"
+):
     """Triggers when the loss climbs more than increase_threshold_percent above where it started for
     `patience` windows of num_steps steps in a row, at once when a window's loss is not finite, and
     at the end when the last window is not below the first by diff_percent (not learning).
@@ -45,9 +48,12 @@ def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshol
     """
     losses = debug["losses"][debug["losses"]["mode"] == mode].sort_values("step")
     if len(losses) < 2 * num_steps:
-        return _result([], {"saved_losses": len(losses), "note": f"fewer than 2 × num_steps {mode} losses"},
-                       no_data=len(losses) == 0)
-    windows = [losses.iloc[i:i + num_steps] for i in range(0, len(losses) - num_steps + 1, num_steps)]
+        return _result(
+            [],
+            {"saved_losses": len(losses), "note": f"fewer than 2 × num_steps {mode} losses"},
+            no_data=len(losses) == 0,
+        )
+    windows = [losses.iloc[i : i + num_steps] for i in range(0, len(losses) - num_steps + 1, num_steps)]
     means = [float(w["loss"].mean()) for w in windows]
     last_steps = [int(w["step"].iloc[-1]) for w in windows]
     limit = means[0] * (1 + increase_threshold_percent / 100)
@@ -61,9 +67,16 @@ def loss_not_decreasing(debug, num_steps=10, diff_percent=0.0, increase_threshol
             triggered.append(step)
     if not (means[-1] < means[0] * (1 - diff_percent / 100)):
         triggered.append(last_steps[-1])
-    return _result(sorted(set(triggered)), {"window_mean_losses": [round(m, 5) for m in means],
-                                            "window_last_steps": last_steps, "limit": round(limit, 5),
-                                            "first_window": round(means[0], 5), "last_window": round(means[-1], 5)})
+    return _result(
+        sorted(set(triggered)),
+        {
+            "window_mean_losses": [round(m, 5) for m in means],
+            "window_last_steps": last_steps,
+            "limit": round(limit, 5),
+            "first_window": round(means[0], 5),
+            "last_window": round(means[-1], 5),
+        },
+    )
 
 
 def vanishing_gradient(debug, threshold=1e-7):
@@ -75,13 +88,19 @@ def vanishing_gradient(debug, threshold=1e-7):
         return _result([], {}, no_data=True)
     vanished = gradients[gradients["abs_mean"] < threshold]
     per_step = gradients.groupby("step")["abs_mean"].agg(["min", "median"])
-    return _result(sorted(vanished["step"].unique()), {
-        "smallest_gradient_abs_mean": float(gradients["abs_mean"].min()),
-        "tensors_below_threshold": sorted(vanished["tensor"].unique())[:20],
-        "median_gradient_abs_mean_by_step": {int(s): float(v) for s, v in per_step["median"].items()}})
+    return _result(
+        sorted(vanished["step"].unique()),
+        {
+            "smallest_gradient_abs_mean": float(gradients["abs_mean"].min()),
+            "tensors_below_threshold": sorted(vanished["tensor"].unique())[:20],
+            "median_gradient_abs_mean_by_step": {int(s): float(v) for s, v in per_step["median"].items()},
+        },
+    )
 
 
-def exploding_tensor(debug, collection_names=("losses", "gradients", "weights", "biases", "relu_input"), only_nan=False):
+def exploding_tensor(
+    debug, collection_names=("losses", "gradients", "weights", "biases", "relu_input"), only_nan=False
+):
     """Triggers at steps where a saved tensor (its reductions, or the loss) is NaN, or infinite unless only_nan.
 
     Versus SageMaker: the same test, on the reductions the job saved (a NaN anywhere in a tensor
@@ -130,7 +149,9 @@ def overfit(debug, start_step=0, warmup_epochs=1, patience=2, ratio_threshold=0.
         run = run + 1 if value > ratio_threshold and memorising else 0
         if run >= patience:
             triggered.append(row["last_step"])
-    return _result(triggered, {"epochs": epochs.round(5).to_dict("records"), "ratio": [round(float(r), 4) for r in ratio]})
+    return _result(
+        triggered, {"epochs": epochs.round(5).to_dict("records"), "ratio": [round(float(r), 4) for r in ratio]}
+    )
 
 
 def overtraining(debug, warmup_epochs=1, patience_train=5, patience_validation=10, delta=0.01):
@@ -159,8 +180,9 @@ def overtraining(debug, warmup_epochs=1, patience_train=5, patience_validation=1
     return _result(sorted(set(triggered)), {"epochs_judged": len(epochs)})
 
 
-def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", threshold=10.0,
-                               distribution_range=0.001, patience=5, steps=10):
+def poor_weight_initialization(
+    debug, activation_inputs_regex=".*relu_input", threshold=10.0, distribution_range=0.001, patience=5, steps=10
+):
     """Triggers when, in the first `steps` saved steps, ReLU inputs of some layer span less than
     distribution_range (max − min) in `patience` saved steps or more: activations that are all
     alike learn nothing (near-zero or degenerate initialisation).
@@ -179,17 +201,28 @@ def poor_weight_initialization(debug, activation_inputs_regex=".*relu_input", th
     narrow = early[early["range"] < distribution_range]
     counts = narrow.groupby("tensor")["step"].nunique()
     dead_layers = sorted(counts[counts >= min(patience, len(early_steps))].index)
-    weights = tensors[(tensors["collection"] == "weights") & (tensors["step"] == tensors["step"].min())
-                      & ~tensors["tensor"].str.contains("bn|downsample.1", regex=True)]
+    weights = tensors[
+        (tensors["collection"] == "weights")
+        & (tensors["step"] == tensors["step"].min())
+        & ~tensors["tensor"].str.contains("bn|downsample.1", regex=True)
+    ]
     variances = weights["variance"][weights["variance"] > 0]
     ratio = float(variances.max() / variances.min()) if len(variances) > 1 else None
     steps_hit = sorted(narrow[narrow["tensor"].isin(dead_layers)]["step"].unique())
-    return _result(steps_hit, {"layers_with_flat_activations": dead_layers[:20],
-                               "smallest_activation_range": float(early["range"].min()),
-                               "weight_variance_ratio_across_layers": ratio, "variance_ratio_threshold": threshold})
+    return _result(
+        steps_hit,
+        {
+            "layers_with_flat_activations": dead_layers[:20],
+            "smallest_activation_range": float(early["range"].min()),
+            "weight_variance_ratio_across_layers": ratio,
+            "variance_ratio_threshold": threshold,
+        },
+    )
 
 
-def class_imbalance(debug, threshold_imbalance=10, threshold_misprediction=0.7, rare_share=0.5, samples=500000, mode="TRAIN"):
+def class_imbalance(
+    debug, threshold_imbalance=10, threshold_misprediction=0.7, rare_share=0.5, samples=500000, mode="TRAIN"
+):
     """Triggers when the most frequent class has more than threshold_imbalance times the samples of the
     least frequent one, or when an underrepresented class (fewer than rare_share of the most frequent
     class's samples) is mispredicted more often than threshold_misprediction in the last epoch.
@@ -220,13 +253,19 @@ def class_imbalance(debug, threshold_imbalance=10, threshold_misprediction=0.7, 
         triggered = [int(labels["step"].max())]
     names = debug.get("class_names") or []  # the job's own (job.json), index i → "NNN.Breed_Name"
     name = lambda c: names[c] if c < len(names) else f"class {c}"  # noqa: E731
-    return _result(triggered, {"mispredicted_breeds": [name(c) for c in mispredicted],
-                               "mispredicted_but_not_rare": [name(c) for c in hard if c not in rare],
-                               "least_frequent_breed": name(int(per_epoch_counts.idxmin())),
-                               "samples_per_class": {int(k): int(v) for k, v in per_epoch_counts.items()},
-                               "imbalance_ratio": round(imbalance, 2),
-                               "misprediction_rate_last_epoch": {int(k): round(float(v), 3) for k, v in misprediction.items()},
-                               "mispredicted_classes": mispredicted, "samples_seen": int(counts.sum())})
+    return _result(
+        triggered,
+        {
+            "mispredicted_breeds": [name(c) for c in mispredicted],
+            "mispredicted_but_not_rare": [name(c) for c in hard if c not in rare],
+            "least_frequent_breed": name(int(per_epoch_counts.idxmin())),
+            "samples_per_class": {int(k): int(v) for k, v in per_epoch_counts.items()},
+            "imbalance_ratio": round(imbalance, 2),
+            "misprediction_rate_last_epoch": {int(k): round(float(v), 3) for k, v in misprediction.items()},
+            "mispredicted_classes": mispredicted,
+            "samples_seen": int(counts.sum()),
+        },
+    )
 
 
 RULES = {

@@ -4,6 +4,7 @@ Each class is a shape in a colour family drawn at a random place, size and rotat
 background, on images of varied sizes: easy enough that a few CPU epochs learn it, hard enough that
 accuracy is not trivially 100%. Deterministic for a given seed.
 """
+
 import random
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def generate(root, seed=0, classes=None, per_split=None, corrupt_file=True) -> P
     rng = random.Random(seed)
     dataset = Path(root) / "dogImages"
     for split, count in (per_split or SPLITS).items():
-        for folder, shape, colour in (classes or CLASSES):
+        for folder, shape, colour in classes or CLASSES:
             breed = folder.split(".", 1)[1]
             target = dataset / split / folder
             target.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ Each endpoint has a folder under ENDPOINTS_DIR (common.smk), named after it: the
 which run started it and the command that stops it. teardown stops its own run's endpoint and names
 the others it left running, with their own commands; deploy finds its endpoint there to check it.
 """
+
 import json
 import shutil
 from pathlib import Path
@@ -18,8 +19,11 @@ RUN_FILE = "run.json"
 def note_run(state_dir, results_dir, backend: str):
     """Before deploy starts anything: which run this endpoint belongs to, and how to stop it."""
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    (Path(state_dir) / RUN_FILE).write_text(json.dumps(
-        {"results_dir": str(results_dir), "backend": backend, "stop_it": run_options.command("teardown")}, indent=2))
+    (Path(state_dir) / RUN_FILE).write_text(
+        json.dumps(
+            {"results_dir": str(results_dir), "backend": backend, "stop_it": run_options.command("teardown")}, indent=2
+        )
+    )
 
 
 def forget(state_dir, keep_log_as):
@@ -49,6 +53,8 @@ def not_touched(endpoints_dir, state_dir) -> list:
             continue
         where = state.get("url") or f"SageMaker, {state.get('region', '?')}"
         started = f", results in {run['results_dir']}" if run.get("results_dir") else ""
-        lines.append(f"not touched: {name} ({state.get('backend', '?')}, {where}{started}); "
-                     f"stop it: {run.get('stop_it', 'snakemake --cores 1 teardown with the options that started it')}")
+        lines.append(
+            f"not touched: {name} ({state.get('backend', '?')}, {where}{started}); "
+            f"stop it: {run.get('stop_it', 'snakemake --cores 1 teardown with the options that started it')}"
+        )
     return lines

@@ -6,6 +6,7 @@ Requests are built by size: SageMaker's real-time endpoints refuse a body over 6
 PNGs prepare writes for converted images, reach that in far fewer than 16 images. An image too big to
 go alone is sent as the model's input array instead (the same preprocessing the server would apply).
 """
+
 import base64
 import io
 import json
@@ -65,8 +66,10 @@ def request_body(content_type, paths, transform, max_bytes) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     if buffer.tell() > max_bytes:
-        raise RequestTooLarge(f"{paths[0]} is over evaluation.max_request_bytes ({max_bytes}) even as its "
-                              f"{list(array.shape)} input array: lower model.image_size or raise the limit")
+        raise RequestTooLarge(
+            f"{paths[0]} is over evaluation.max_request_bytes ({max_bytes}) even as its "
+            f"{list(array.shape)} input array: lower model.image_size or raise the limit"
+        )
     return buffer.getvalue()
 
 
@@ -91,40 +94,63 @@ def predict_all(backend, endpoint, image_paths, batch_size, max_bytes=MAX_REQUES
     the largest request's size in bytes)."""
     predictions, latencies = [None] * len(image_paths), []
     sent_as, largest = [None] * len(image_paths), 0
-    for content_type, indices in tqdm(request_plan(image_paths, batch_size, max_bytes), desc="evaluate", unit="request"):
+    for content_type, indices in tqdm(
+        request_plan(image_paths, batch_size, max_bytes), desc="evaluate", unit="request"
+    ):
         body = request_body(content_type, [image_paths[i] for i in indices], transform, max_bytes)
         largest = max(largest, len(body))
         sent = time.perf_counter()
         answer = json.loads(backend.invoke(endpoint, body, content_type))
         latencies.append((time.perf_counter() - sent) * 1000)
         if len(answer["predictions"]) != len(indices):
-            raise RuntimeError(f"the endpoint answered {len(answer['predictions'])} predictions for {len(indices)} images")
+            raise RuntimeError(
+                f"the endpoint answered {len(answer['predictions'])} predictions for {len(indices)} images"
+            )
         for i, prediction in zip(indices, answer["predictions"]):
             predictions[i], sent_as[i] = prediction, content_type
     return predictions, latencies, sent_as, largest
 
 
-def evaluate(backend, endpoint, manifest_csv, channels_dir, classes: dict, batch_size=16, results_dir="results",
-             max_request_bytes=MAX_REQUEST_BYTES, transform=None):
+def evaluate(
+    backend,
+    endpoint,
+    manifest_csv,
+    channels_dir,
+    classes: dict,
+    batch_size=16,
+    results_dir="results",
+    max_request_bytes=MAX_REQUEST_BYTES,
+    transform=None,
+):
     """transform: the served model's eval preprocessing, for images too big to send as JSON."""
     if not backend.healthy(endpoint):
-        raise EndpointGone(f"the endpoint {endpoint.get('endpoint_name')} at {endpoint.get('url')} does not answer "
-                           f"/ping: it was stopped (teardown, reboot) or crashed; {restart_hint(results_dir)}")
+        raise EndpointGone(
+            f"the endpoint {endpoint.get('endpoint_name')} at {endpoint.get('url')} does not answer "
+            f"/ping: it was stopped (teardown, reboot) or crashed; {restart_hint(results_dir)}"
+        )
     manifest = pd.read_csv(manifest_csv)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     paths = [str(Path(channels_dir) / p) for p in test["path"]]
-    predictions, latencies, sent_as, largest = predict_all(backend, endpoint, paths, batch_size, max_request_bytes, transform)
+    predictions, latencies, sent_as, largest = predict_all(
+        backend, endpoint, paths, batch_size, max_request_bytes, transform
+    )
 
     top1 = np.array([p[0]["index"] for p in predictions])
     truth = test["class_index"].to_numpy()
     in_top5 = np.array([t in [q["index"] for q in p[:5]] for t, p in zip(truth, predictions)])
-    rows = pd.DataFrame({
-        "path": test["path"], "true_index": truth, "true_breed": test["breed"],
-        "predicted_index": top1, "predicted_breed": [p[0]["breed"] for p in predictions],
-        "probability": [p[0]["probability"] for p in predictions], "correct": top1 == truth,
-        "top5_indices": [" ".join(str(q["index"]) for q in p[:5]) for p in predictions],
-        "sent_as": sent_as,
-    })
+    rows = pd.DataFrame(
+        {
+            "path": test["path"],
+            "true_index": truth,
+            "true_breed": test["breed"],
+            "predicted_index": top1,
+            "predicted_breed": [p[0]["breed"] for p in predictions],
+            "probability": [p[0]["probability"] for p in predictions],
+            "correct": top1 == truth,
+            "top5_indices": [" ".join(str(q["index"]) for q in p[:5]) for p in predictions],
+            "sent_as": sent_as,
+        }
+    )
 
     n_classes = max(int(i) for i in classes) + 1  # numbered folders may leave gaps
     names = [classes.get(str(i), f"class_{i + 1:03d}") for i in range(n_classes)]
@@ -134,8 +160,11 @@ def evaluate(backend, endpoint, manifest_csv, channels_dir, classes: dict, batch
     for index in range(n_classes):
         mask = truth == index
         if mask.any():
-            per_class[names[index]] = {"index": index, "n": int(mask.sum()),
-                                              "accuracy": round(float((top1[mask] == index).mean()), 4)}
+            per_class[names[index]] = {
+                "index": index,
+                "n": int(mask.sum()),
+                "accuracy": round(float((top1[mask] == index).mean()), 4),
+            }
     latency = np.array(latencies)
     return {
         "accuracy": round(float((top1 == truth).mean()), 4),
@@ -144,12 +173,16 @@ def evaluate(backend, endpoint, manifest_csv, channels_dir, classes: dict, batch
         "chance_accuracy": round(1 / len(classes), 4),
         "per_class_accuracy": per_class,
         "confusion_matrix": {"classes": names, "matrix": confusion.tolist()},
-        "latency_ms": {"p50": round(float(np.percentile(latency, 50)), 2),
-                       "p95": round(float(np.percentile(latency, 95)), 2),
-                       "p99": round(float(np.percentile(latency, 99)), 2),
-                       "mean": round(float(latency.mean()), 2)},
-        "requests": len(latencies), "max_images_per_request": batch_size,
-        "max_request_bytes": max_request_bytes, "largest_request_bytes": largest,
+        "latency_ms": {
+            "p50": round(float(np.percentile(latency, 50)), 2),
+            "p95": round(float(np.percentile(latency, 95)), 2),
+            "p99": round(float(np.percentile(latency, 99)), 2),
+            "mean": round(float(latency.mean()), 2),
+        },
+        "requests": len(latencies),
+        "max_images_per_request": batch_size,
+        "max_request_bytes": max_request_bytes,
+        "largest_request_bytes": largest,
         "images_sent_as_arrays": sent_as.count(contract.NPY),
         "endpoint": {k: endpoint.get(k) for k in ("backend", "endpoint_name", "url")},
     }, rows

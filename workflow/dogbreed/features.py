@@ -6,6 +6,7 @@ The key is the extraction job's identity (jobspec.py): the settings the features
 train and valid images (the job's expect_data), the code the features come from (not train.py) and where the
 job runs. The same key finds the cache in the store again, also from another results folder.
 """
+
 import tarfile
 import tempfile
 from pathlib import Path
@@ -20,7 +21,10 @@ EXPECTED_FILES = contract.FEATURE_CHANNEL_FILES
 
 def cached_channels(store_uri, key) -> dict:
     """{channel: uri} of the cache with this key in the store, or {} when it is not (all) there."""
-    uris = {channel: store.canonical(store.join(store_uri, naming.feature_cache_prefix(key), channel)) for channel in CHANNELS}
+    uris = {
+        channel: store.canonical(store.join(store_uri, naming.feature_cache_prefix(key), channel))
+        for channel in CHANNELS
+    }
     for channel, uri in uris.items():
         if not EXPECTED_FILES[channel] <= store.list_files(uri):
             return {}
@@ -35,9 +39,17 @@ def extract(backend, job, store_uri, jobs_dir, source_dir) -> dict:
     found = cached_channels(store_uri, key)
     if found:
         print(f"feature cache {key} is in the store already: {found['train']}")
-        return {"channels": found, "digests": {c: store.digest(found[c]) for c in CHANNELS}, "key": key,
-                "job_name": job.name, "reused": True, "seconds": 0.0}
-    result = backend.train(job.name, job.hyperparameters, job.channels, jobs_dir, source_dir, entry_point="feature_cache.py")
+        return {
+            "channels": found,
+            "digests": {c: store.digest(found[c]) for c in CHANNELS},
+            "key": key,
+            "job_name": job.name,
+            "reused": True,
+            "seconds": 0.0,
+        }
+    result = backend.train(
+        job.name, job.hyperparameters, job.channels, jobs_dir, source_dir, entry_point="feature_cache.py"
+    )
     uris, digests = {}, {}
     with tempfile.TemporaryDirectory() as unpacked:
         # every backend hands the job's SM_MODEL_DIR back as a local model.tar.gz
@@ -45,8 +57,17 @@ def extract(backend, job, store_uri, jobs_dir, source_dir) -> dict:
             archive.extractall(unpacked, filter="data")
         for channel in CHANNELS:
             digests[channel] = contract.channel_digest(Path(unpacked) / channel)
-            uris[channel] = backend.upload(Path(unpacked) / channel, store.join(store_uri, naming.feature_cache_prefix(key), channel))["uri"]
+            uris[channel] = backend.upload(
+                Path(unpacked) / channel, store.join(store_uri, naming.feature_cache_prefix(key), channel)
+            )["uri"]
     store.local_path(result["model_uri"]).unlink(missing_ok=True)  # published: the local copy is not needed
     print(f"feature cache {key}: {uris['train']} and {uris['valid']} ({result['seconds']} s)")
-    return {"channels": uris, "digests": digests, "key": key, "job_name": job.name, "reused": False,
-            "seconds": result["seconds"], "log": result.get("log")}
+    return {
+        "channels": uris,
+        "digests": digests,
+        "key": key,
+        "job_name": job.name,
+        "reused": False,
+        "seconds": result["seconds"],
+        "log": result.get("log"),
+    }

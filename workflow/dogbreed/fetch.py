@@ -4,6 +4,7 @@ Sources: `demo` (generated offline), an http(s) URL (streamed, resumable, size a
 an s3:// archive or prefix (boto3, standard AWS credentials), a local .zip / .tar(.gz) archive
 (extracted safely), or a local folder (used in place, not copied).
 """
+
 import hashlib
 import json
 import shutil
@@ -39,8 +40,10 @@ def source_kind(source: str) -> str:
         return "archive"
     if path.exists():
         raise FetchError(f"data_source {source} is a file but not a .zip/.tar/.tar.gz archive")
-    raise FetchError(f"data_source {source!r} is neither 'demo', a URL, an s3:// URI nor an existing "
-                     f"file or folder: check the path (relative paths are taken from the workflow folder)")
+    raise FetchError(
+        f"data_source {source!r} is neither 'demo', a URL, an s3:// URI nor an existing "
+        f"file or folder: check the path (relative paths are taken from the workflow folder)"
+    )
 
 
 def normalised_source(source: str) -> str:
@@ -93,9 +96,12 @@ def download(url: str, target: Path, timeout=30) -> Path:
             have = 0  # the server ignored the Range header: start over
         remaining = response.headers.get("Content-Length")
         expected = have + int(remaining) if remaining is not None else None
-        with open(partial, "ab" if have else "wb") as handle, tqdm(
-            total=expected, initial=have, unit="B", unit_scale=True, desc=f"download {Path(url).name}"
-        ) as progress:
+        with (
+            open(partial, "ab" if have else "wb") as handle,
+            tqdm(
+                total=expected, initial=have, unit="B", unit_scale=True, desc=f"download {Path(url).name}"
+            ) as progress,
+        ):
             try:
                 for block in response.iter_content(chunk_size=1 << 20):
                     handle.write(block)
@@ -129,19 +135,27 @@ def check_extraction(archive: Path, members, limits: dict):
     hint = "if the archive is genuine, raise data.extraction.{} in the config"
     for name, size, packed in members:
         if size > limits["max_member_bytes"]:
-            raise FetchError(f"{archive}: member {name!r} would unpack to {size:,} bytes, over "
-                             f"{limits['max_member_bytes']:,}; refusing the archive ({hint.format('max_member_bytes')})")
+            raise FetchError(
+                f"{archive}: member {name!r} would unpack to {size:,} bytes, over "
+                f"{limits['max_member_bytes']:,}; refusing the archive ({hint.format('max_member_bytes')})"
+            )
         if packed is not None and size > RATIO_MIN_BYTES and size > limits["max_ratio"] * max(packed, 1):
-            raise FetchError(f"{archive}: member {name!r} unpacks {packed:,} bytes to {size:,} (over "
-                             f"{limits['max_ratio']}x): a decompression bomb? Refusing the archive ({hint.format('max_ratio')})")
+            raise FetchError(
+                f"{archive}: member {name!r} unpacks {packed:,} bytes to {size:,} (over "
+                f"{limits['max_ratio']}x): a decompression bomb? Refusing the archive ({hint.format('max_ratio')})"
+            )
     total = sum(size for _, size, _ in members)
     if total > limits["max_total_bytes"]:
-        raise FetchError(f"{archive} would unpack to {total:,} bytes, over {limits['max_total_bytes']:,}; refusing "
-                         f"the archive ({hint.format('max_total_bytes')})")
+        raise FetchError(
+            f"{archive} would unpack to {total:,} bytes, over {limits['max_total_bytes']:,}; refusing "
+            f"the archive ({hint.format('max_total_bytes')})"
+        )
     archive_bytes = archive.stat().st_size
     if total > RATIO_MIN_BYTES and total > limits["max_ratio"] * archive_bytes:
-        raise FetchError(f"{archive} ({archive_bytes:,} bytes) would unpack to {total:,} (over {limits['max_ratio']}x): "
-                         f"a decompression bomb? Refusing the archive ({hint.format('max_ratio')})")
+        raise FetchError(
+            f"{archive} ({archive_bytes:,} bytes) would unpack to {total:,} (over {limits['max_ratio']}x): "
+            f"a decompression bomb? Refusing the archive ({hint.format('max_ratio')})"
+        )
 
 
 def extract(archive: Path, target: Path, limits: dict | None = None) -> Path:
@@ -173,7 +187,9 @@ def extract(archive: Path, target: Path, limits: dict | None = None) -> Path:
                 bundle.extractall(temporary, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise FetchError(f"{archive} is not a readable archive ({error}); delete it and rerun to fetch it again") from error
+        raise FetchError(
+            f"{archive} is not a readable archive ({error}); delete it and rerun to fetch it again"
+        ) from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -186,8 +202,10 @@ def verify_checksum(path: Path, expected: str):
     if expected:
         actual = contract.sha256_file(path)
         if actual.lower() != expected.lower():
-            raise FetchError(f"{path} has sha256 {actual}, but data_sha256 in config says {expected}. "
-                             f"Delete it and rerun if the download was damaged, or correct data_sha256.")
+            raise FetchError(
+                f"{path} has sha256 {actual}, but data_sha256 in config says {expected}. "
+                f"Delete it and rerun if the download was damaged, or correct data_sha256."
+            )
 
 
 def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0, limits: dict | None = None) -> dict:
@@ -229,4 +247,3 @@ def fetch(source: str, raw_dir, data_sha256: str = "", demo_seed: int = 0, limit
 
 def write_fetched(info: dict, path):
     Path(path).write_text(json.dumps(info, indent=2))
-

@@ -1,4 +1,5 @@
 """The run's gates: rules that fail the run after the fact, and leave the outputs that explain why."""
+
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def training_rules_gate(rules_path, stop_on) -> str:
     print(lines)
     hit = [name for name in stop_on if verdicts[name]["verdict"] == "triggered"]
     if hit:
-        raise GateFailed(f"training rules set to stop the run triggered: {', '.join(hit)} "
-                         f"(see {rules_path} and the profiler report)")
+        raise GateFailed(
+            f"training rules set to stop the run triggered: {', '.join(hit)} (see {rules_path} and the profiler report)"
+        )
     return lines

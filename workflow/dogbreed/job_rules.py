@@ -1,11 +1,14 @@
 """Run the Debugger and ProfilerReport rules over one training job's recorded artifacts."""
+
 import inspect
 
 from dogbreed import debugger_rules, profiler_rules
 from dogbreed.training_artifacts import load_debug, load_profile
 
-ALL_RULES = {**{name: ("debugger", f) for name, f in debugger_rules.RULES.items()},
-             **{name: ("profiler", f) for name, f in profiler_rules.RULES.items()}}
+ALL_RULES = {
+    **{name: ("debugger", f) for name, f in debugger_rules.RULES.items()},
+    **{name: ("profiler", f) for name, f in profiler_rules.RULES.items()},
+}
 RECOMMENDATIONS = {**debugger_rules.RECOMMENDATIONS, **profiler_rules.RECOMMENDATIONS}
 
 
@@ -17,7 +20,9 @@ def rule_parameters(function, overrides: dict) -> dict:
     defaults = {name: p.default for name, p in list(inspect.signature(function).parameters.items())[1:]}
     unknown = set(overrides) - set(defaults)
     if unknown:
-        raise RuleConfigError(f"{function.__name__}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(defaults)}")
+        raise RuleConfigError(
+            f"{function.__name__}: unknown parameter(s) {sorted(unknown)}; it takes {sorted(defaults)}"
+        )
     return {**defaults, **overrides}
 
 
@@ -25,7 +30,9 @@ def describe(function) -> tuple:
     """(what the rule checks, how it differs from SageMaker's rule): its docstring's first paragraph
     and the paragraph that begins "Versus SageMaker:", each on one line."""
     paragraphs = [" ".join(p.split()) for p in inspect.getdoc(function).split("\n\n")]
-    versus = next((p.removeprefix("Versus SageMaker:").strip() for p in paragraphs if p.startswith("Versus SageMaker:")), "")
+    versus = next(
+        (p.removeprefix("Versus SageMaker:").strip() for p in paragraphs if p.startswith("Versus SageMaker:")), ""
+    )
     versus = versus[:1].upper() + versus[1:]
     return paragraphs[0], versus
 
@@ -50,11 +57,22 @@ def evaluate(output_dir, settings: dict | None = None, debug: dict | None = None
         try:
             outcome = function(data[kind], **parameters)
         except Exception as error:  # one broken rule must not hide the verdicts of the others
-            outcome = {"verdict": "error", "triggered_steps": [], "evidence": {"error": f"{type(error).__name__}: {error}"}}
+            outcome = {
+                "verdict": "error",
+                "triggered_steps": [],
+                "evidence": {"error": f"{type(error).__name__}: {error}"},
+            }
         description, versus_sagemaker = describe(function)
-        results.append({"rule": name, "kind": kind, **outcome,
-                        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
-                        "description": description, "versus_sagemaker": versus_sagemaker,
-                        "recommendation": RECOMMENDATIONS[name] if outcome["verdict"] == "triggered" else ""})
+        results.append(
+            {
+                "rule": name,
+                "kind": kind,
+                **outcome,
+                "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()},
+                "description": description,
+                "versus_sagemaker": versus_sagemaker,
+                "recommendation": RECOMMENDATIONS[name] if outcome["verdict"] == "triggered" else "",
+            }
+        )
     verdicts = [r["verdict"] for r in results]
     return {"rules": results, "summary": {v: verdicts.count(v) for v in sorted(set(verdicts))}}

@@ -8,6 +8,7 @@ hyperparameters (config layers, tuned values, the data's digest), the job code, 
 PLACEMENT, the processes — and nothing that does not (poll_seconds, logs, the endpoint's settings, prices).
 A backend that finds a job of that name running or done attaches to it: a changed setting is a new name.
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,19 +18,47 @@ from dogbreed import metrics, naming, store
 # config model: keys that are the workflow's, not job flags
 CACHE_SETTINGS = ("feature_cache", "feature_views")
 # what the cached backbone features depend on (the job's own flags, less its loader's)
-FEATURE_SETTINGS = tuple(f for f in contract.FEATURE_FLAGS if f not in contract.FEATURE_LOADER_FLAGS and f != "expect_data")
+FEATURE_SETTINGS = tuple(
+    f for f in contract.FEATURE_FLAGS if f not in contract.FEATURE_LOADER_FLAGS and f != "expect_data"
+)
 # backend settings that shape what a job produces or where it runs: part of its identity
 PLACEMENT = {
     "local": (),
-    "local_container": ("region", "training_image", "framework_version", "py_version", "instance_type", "instance_count"),
-    "sagemaker": ("region", "framework_version", "py_version", "instance_type", "instance_count", "use_spot",
-                  "sagemaker_profiler"),
+    "local_container": (
+        "region",
+        "training_image",
+        "framework_version",
+        "py_version",
+        "instance_type",
+        "instance_count",
+    ),
+    "sagemaker": (
+        "region",
+        "framework_version",
+        "py_version",
+        "instance_type",
+        "instance_count",
+        "use_spot",
+        "sagemaker_profiler",
+    ),
 }
 # backend settings only the endpoint reads: kept out of the jobs' params, so changing one redeploys without
 # retuning or retraining
-ENDPOINT_SETTINGS = {"host", "port", "threads", "max_batch_size", "max_batch_delay_ms", "torch_threads", "channel_timeout",
-                     "connection_limit", "startup_timeout", "inference_instance_type", "inference_image",
-                     "inference_framework_version", "endpoint_instance_count"}
+ENDPOINT_SETTINGS = {
+    "host",
+    "port",
+    "threads",
+    "max_batch_size",
+    "max_batch_delay_ms",
+    "torch_threads",
+    "channel_timeout",
+    "connection_limit",
+    "startup_timeout",
+    "inference_instance_type",
+    "inference_image",
+    "inference_framework_version",
+    "endpoint_instance_count",
+}
 
 
 def merge(*layers) -> dict:
@@ -99,7 +128,9 @@ def recording(config, kind) -> dict:
 def config_hyperparameters(config, kind) -> dict:
     """A job's hyperparameters from the config alone, before tuned values and the data."""
     if kind == "features":
-        layers = merge(model_settings(config), config["hyperparameters"], {"feature_views": config["model"]["feature_views"]})
+        layers = merge(
+            model_settings(config), config["hyperparameters"], {"feature_views": config["model"]["feature_views"]}
+        )
         return {k: layers[k] for k in (*FEATURE_SETTINGS, "num_workers") if k in layers}
     trial = config["tuning"]["trial_hyperparameters"] if kind == "trial" else {}
     return merge(model_settings(config), config["hyperparameters"], recording(config, kind), trial)
@@ -113,8 +144,14 @@ def searched(tuning: dict) -> dict:
 def job_config(config, kind) -> dict:
     """Everything of the config that shapes a job of this kind ("trial": the tuning study's, "train", "features"):
     a rule's param, so that a change here reruns the rule and nothing else does."""
-    found = {"kind": kind, "backend": config["backend"], "hyperparameters": config_hyperparameters(config, kind),
-             "placement": placement(config, kind), "processes": processes(config, kind), "instances": instances(config, kind)}
+    found = {
+        "kind": kind,
+        "backend": config["backend"],
+        "hyperparameters": config_hyperparameters(config, kind),
+        "placement": placement(config, kind),
+        "processes": processes(config, kind),
+        "instances": instances(config, kind),
+    }
     if kind == "trial":
         found["search"] = searched(config["tuning"])
     return found
@@ -130,8 +167,10 @@ def uses_feature_cache(config) -> bool:
         return False
     tuned = sorted(set(config["tuning"]["parameters"]) & {*FEATURE_SETTINGS, "freeze_backbone"})
     if tuned:
-        raise ValueError(f"tuning.parameters tunes {', '.join(tuned)}, on which the cached backbone features depend: "
-                         f"tune it with model.feature_cache: false, or fix it in the config")
+        raise ValueError(
+            f"tuning.parameters tunes {', '.join(tuned)}, on which the cached backbone features depend: "
+            f"tune it with model.feature_cache: false, or fix it in the config"
+        )
     return True
 
 
@@ -159,8 +198,15 @@ def job_spec(job: dict, channels: dict, digests: dict, code_files, tuned=None) -
     identity = [job["kind"], hyperparameters, naming.code_digest(code_files), job["placement"], job.get("search")]
     if job["processes"] > 1:  # DDP across processes is another job (its checkpoints are not one process's)
         identity.append(job["processes"])
-    return JobSpec(job["kind"], naming.job_name(job["kind"], identity), hyperparameters, dict(channels), job["placement"],
-                   job["processes"], job["instances"])
+    return JobSpec(
+        job["kind"],
+        naming.job_name(job["kind"], identity),
+        hyperparameters,
+        dict(channels),
+        job["placement"],
+        job["processes"],
+        job["instances"],
+    )
 
 
 def read_channels(channels_json, names=("train", "valid")) -> tuple:
@@ -168,5 +214,6 @@ def read_channels(channels_json, names=("train", "valid")) -> tuple:
     import json
 
     recorded = json.loads(Path(channels_json).read_text())
-    return {n: recorded["channels"][n] for n in names}, {n: recorded.get("digests", {}).get(n) for n in names
-                                                         if recorded.get("digests", {}).get(n)}
+    return {n: recorded["channels"][n] for n in names}, {
+        n: recorded.get("digests", {}).get(n) for n in names if recorded.get("digests", {}).get(n)
+    }

@@ -1,5 +1,6 @@
 """Reading a job's output lines, the way SageMaker does: the job contract's epoch line (regexes from the
 config's objective, or the contract's per metric), its NOTE lines for a person, its SETUP_FAILED marker."""
+
 import re
 
 import job_contract as contract
@@ -7,8 +8,9 @@ import job_contract as contract
 # the contract's SETUP_FAILED line, and Python's own word for a broken environment: a job that fails this
 # way would fail the same with any hyperparameters (anywhere in a line: container logs prefix each line
 # with the host's name)
-SETUP_FAILURE = re.compile(rf"(?:{re.escape(contract.SETUP_FAILED)}(.+)|(?:^|\s)((?:ModuleNotFoundError|ImportError): .+))$",
-                           re.MULTILINE)
+SETUP_FAILURE = re.compile(
+    rf"(?:{re.escape(contract.SETUP_FAILED)}(.+)|(?:^|\s)((?:ModuleNotFoundError|ImportError): .+))$", re.MULTILINE
+)
 parse_epoch_line = contract.parse_epoch_line
 
 
@@ -38,5 +40,8 @@ def metric_definitions(objective: dict) -> list:
     """SageMaker's metric_definitions: the objective with the config's regex (the one the local tuner uses),
     the other epoch metrics with the contract's."""
     found = [{"Name": objective["metric"], "Regex": objective["regex"]}]
-    return found + [{"Name": name, "Regex": contract.metric_regex(name)}
-                    for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if name != objective["metric"]]
+    return found + [
+        {"Name": name, "Regex": contract.metric_regex(name)}
+        for name in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
+        if name != objective["metric"]
+    ]

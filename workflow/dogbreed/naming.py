@@ -3,6 +3,7 @@
 Names derive from what a thing is: equal inputs → equal name (a rerun resumes, or attaches to the job that is
 running or done), changed inputs → a new name (no collision with, or resumption of, stale work). What goes into
 a job's identity is the job spec's to say (jobspec.py); this module turns an identity into a name."""
+
 import hashlib
 import json
 from datetime import datetime, timezone

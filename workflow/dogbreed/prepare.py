@@ -10,6 +10,7 @@ Layouts understood: {train,valid,test}/<class>/... (a split the source has is ke
 test split is carved out of train) or <class>/... (split here). Class folders named `NNN.Name` keep
 their number (index = NNN - 1); other names are numbered in sorted order.
 """
+
 import csv
 import hashlib
 import json
@@ -23,8 +24,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
-                 "validation": "valid", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "test": "test",
+    "testing": "test",
+}
 NUMBERED = re.compile(r"^(\d+)\.(.+)$")
 MANIFEST_COLUMNS = ["path", "split", "class_index", "breed", "sha256", "width", "height", "source", "converted_from"]
 
@@ -59,8 +67,9 @@ def find_dataset_root(root: Path) -> Path:
             return root
         grandchildren = visible_children(children[0])
         # a wrapper holds split folders, or only folders (class folders); a class folder holds files
-        if (any(g.is_dir() and g.name.lower() in SPLIT_ALIASES for g in grandchildren)
-                or all(g.is_dir() for g in grandchildren)):
+        if any(g.is_dir() and g.name.lower() in SPLIT_ALIASES for g in grandchildren) or all(
+            g.is_dir() for g in grandchildren
+        ):
             root = children[0]
         else:
             return root
@@ -87,14 +96,21 @@ def inspect_image(path: Path, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PI
     try:
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
-                result["error"] = (f"too many pixels ({image.width}x{image.height}; data.max_image_pixels is "
-                                   f"{max_pixels:,}): not decoded")
+                result["error"] = (
+                    f"too many pixels ({image.width}x{image.height}; data.max_image_pixels is "
+                    f"{max_pixels:,}): not decoded"
+                )
                 return result
             image.verify()  # structure and checksums, before paying for a decode
         with Image.open(path) as image:
             image.load()  # decodes every pixel: catches truncated files verify() lets through
-            result.update(width=image.width, height=image.height, mode=image.mode, format=image.format,
-                          rotated=image.getexif().get(0x0112, 1) not in (1, None))
+            result.update(
+                width=image.width,
+                height=image.height,
+                mode=image.mode,
+                format=image.format,
+                rotated=image.getexif().get(0x0112, 1) not in (1, None),
+            )
     except UnidentifiedImageError:
         result["error"] = "not an image (unrecognised file format)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -130,14 +146,23 @@ def carve(files_by_class: dict, fractions: dict, seed: int) -> dict:
             counts[largest] -= 1
         start = 0
         for split, count in counts.items():
-            out[split] += files[start:start + count]
+            out[split] += files[start : start + count]
             start += count
         out["train"] += files[start:]
     return out
 
 
-def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0, min_size=32, workers=1,
-            max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS):
+def prepare(
+    source_root,
+    out_dir,
+    valid_fraction=0.1,
+    test_fraction=0.1,
+    seed=0,
+    min_size=32,
+    workers=1,
+    max_bytes=MAX_IMAGE_BYTES,
+    max_pixels=MAX_IMAGE_PIXELS,
+):
     source_root = find_dataset_root(Path(source_root))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,13 +179,15 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
 
     # 1. Layout: split folders, or class folders only.
     children = visible_children(source_root)
-    split_folders = {SPLIT_ALIASES[c.name.lower()]: c for c in children if c.is_dir() and c.name.lower() in SPLIT_ALIASES}
+    split_folders = {
+        SPLIT_ALIASES[c.name.lower()]: c for c in children if c.is_dir() and c.name.lower() in SPLIT_ALIASES
+    }
     candidates = []  # (file, split or None, class folder name)
     if split_folders:
         for child in children:
             if child.is_dir() and child.name.lower() in SPLIT_ALIASES:
                 continue
-            for file in ([child] if child.is_file() else visible_files(child)):
+            for file in [child] if child.is_file() else visible_files(child):
                 rejected.append((file, "not under a split folder (train/valid/test) although the source is split"))
         for split, folder in split_folders.items():
             for child in visible_children(folder):
@@ -178,13 +205,17 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
     named = []
     for file, split, folder in candidates:
         if CONTROL_CHARACTERS.search(str(file.relative_to(source_root))):
-            rejected.append((file, f"its path holds a control character ({str(file.relative_to(source_root))!r}): rename it"))
+            rejected.append(
+                (file, f"its path holds a control character ({str(file.relative_to(source_root))!r}): rename it")
+            )
         else:
             named.append((file, split, folder))
     candidates = named
     if not candidates:
-        fail(f"no class folders with usable files under {source_root}: expected train/valid/test/<class>/<image> "
-             f"or <class>/<image> (rejected files: {rejected_so_far})")
+        fail(
+            f"no class folders with usable files under {source_root}: expected train/valid/test/<class>/<image> "
+            f"or <class>/<image> (rejected files: {rejected_so_far})"
+        )
 
     # 2. Classes: keep NNN numbering when every folder has it, else number sorted names.
     folder_names = sorted({name for _, _, name in candidates})
@@ -198,14 +229,22 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
     for name, index in index_of.items():
         breed = keys[name][1]
         if classes.setdefault(index, breed) != breed:
-            raise PrepareError(f"class number {index + 1:03d} names two breeds: {classes[index]!r} and {breed!r} "
-                               f"(folders under {source_root}); rename one of them")
+            raise PrepareError(
+                f"class number {index + 1:03d} names two breeds: {classes[index]!r} and {breed!r} "
+                f"(folders under {source_root}); rename one of them"
+            )
 
     # 3. Verify every candidate (in parallel: decoding thousands of JPEGs is the slow part).
     files = [file for file, _, _ in candidates]
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
-        checks = list(tqdm(pool.map(inspect_image, files, [max_bytes] * len(files), [max_pixels] * len(files),
-                                    chunksize=32), total=len(files), desc="verify images", unit="img"))
+        checks = list(
+            tqdm(
+                pool.map(inspect_image, files, [max_bytes] * len(files), [max_pixels] * len(files), chunksize=32),
+                total=len(files),
+                desc="verify images",
+                unit="img",
+            )
+        )
 
     # 4. Reject the unusable; keep the first copy of duplicates (train before valid before test,
     #    so a test image that also sits in train is rejected rather than leaking into the score).
@@ -218,7 +257,9 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
         if check["error"]:
             rejected.append((file, check["error"]))
         elif min(check["width"], check["height"]) < min_size:
-            rejected.append((file, f"too small ({check['width']}x{check['height']}; data.min_image_size is {min_size})"))
+            rejected.append(
+                (file, f"too small ({check['width']}x{check['height']}; data.min_image_size is {min_size})")
+            )
         elif check["sha256"] in first_seen:
             rejected.append((file, f"duplicate of {first_seen[check['sha256']].relative_to(source_root)}"))
         else:
@@ -227,9 +268,11 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
 
     usable_classes = sorted({classes[index] for _, _, index, _ in usable})
     if len(usable_classes) < 2:
-        fail(f"{len(usable_classes)} class{'es' if len(usable_classes) != 1 else ''} with usable images under "
-             f"{source_root} ({', '.join(usable_classes) or 'none'}): a classifier needs at least two "
-             f"(rejected files: {rejected_so_far})")
+        fail(
+            f"{len(usable_classes)} class{'es' if len(usable_classes) != 1 else ''} with usable images under "
+            f"{source_root} ({', '.join(usable_classes) or 'none'}): a classifier needs at least two "
+            f"(rejected files: {rejected_so_far})"
+        )
 
     # 5. Splits: keep the source's; carve missing valid/test out of train, stratified by class.
     by_split = {split: [] for split in SPLITS}
@@ -239,8 +282,11 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
             pool_for_carving.setdefault(index, []).append(file)
         else:
             by_split[split].append(file)
-    fractions = {"train": 0.0, "valid": valid_fraction if "valid" not in split_folders else 0.0,
-                 "test": test_fraction if "test" not in split_folders else 0.0}
+    fractions = {
+        "train": 0.0,
+        "valid": valid_fraction if "valid" not in split_folders else 0.0,
+        "test": test_fraction if "test" not in split_folders else 0.0,
+    }
     for split, carved in carve(pool_for_carving, fractions, seed).items():
         by_split[split] += carved
     split_of = {file: split for split, split_files in by_split.items() for file in split_files}
@@ -262,36 +308,63 @@ def prepare(source_root, out_dir, valid_fraction=0.1, test_fraction=0.1, seed=0,
             convert_to_rgb(file, target)
         else:
             shutil.copyfile(file, target)
-        rows.append({"path": target.relative_to(channels).as_posix(), "split": split, "class_index": index,
-                     "breed": classes[index], "sha256": check["sha256"], "width": check["width"],
-                     "height": check["height"], "source": file.relative_to(source_root).as_posix(),
-                     "converted_from": check["mode"] if needs_conversion else ""})
+        rows.append(
+            {
+                "path": target.relative_to(channels).as_posix(),
+                "split": split,
+                "class_index": index,
+                "breed": classes[index],
+                "sha256": check["sha256"],
+                "width": check["width"],
+                "height": check["height"],
+                "source": file.relative_to(source_root).as_posix(),
+                "converted_from": check["mode"] if needs_conversion else "",
+            }
+        )
     rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["path"]))
     for split in SPLITS:
         if not any(row["split"] == split for row in rows):
-            fail(f"the {split} split is empty after preparing {source_root} ({len(rows)} usable images, "
-                 f"{len(rejected)} rejected: {rejected_so_far})")
+            fail(
+                f"the {split} split is empty after preparing {source_root} ({len(rows)} usable images, "
+                f"{len(rejected)} rejected: {rejected_so_far})"
+            )
     # A class too small to appear in every split is kept, and said (the run report lists it too).
     warnings = []
     for index in sorted({row["class_index"] for row in rows}):
-        missing = [split for split in SPLITS if not any(r["split"] == split and r["class_index"] == index for r in rows)]
+        missing = [
+            split for split in SPLITS if not any(r["split"] == split and r["class_index"] == index for r in rows)
+        ]
         if missing:
-            warnings.append(f"class {classes[index]} has no {' and no '.join(missing)} images "
-                            f"({sum(r['class_index'] == index for r in rows)} usable): it is not scored on what it lacks")
+            warnings.append(
+                f"class {classes[index]} has no {' and no '.join(missing)} images "
+                f"({sum(r['class_index'] == index for r in rows)} usable): it is not scored on what it lacks"
+            )
     for warning in warnings:
         print(f"warning: {warning}")
 
     write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
     write_rejected(out_dir / "rejected.csv", rejected, source_root)
-    (out_dir / "classes.json").write_text(json.dumps(
-        {str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False))
-    return {"usable": len(rows), "rejected": len(rejected), "classes": len(classes),
-            "per_split": {split: len(by_split[split]) for split in SPLITS}, "warnings": warnings}
+    (out_dir / "classes.json").write_text(
+        json.dumps({str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False)
+    )
+    return {
+        "usable": len(rows),
+        "rejected": len(rejected),
+        "classes": len(classes),
+        "per_split": {split: len(by_split[split]) for split in SPLITS},
+        "warnings": warnings,
+    }
 
 
 def write_rejected(path, rejected, source_root):
-    write_csv(path, ["source", "reason"], [{"source": Path(file).relative_to(source_root).as_posix(), "reason": reason}
-                                           for file, reason in sorted(rejected, key=lambda item: str(item[0]))])
+    write_csv(
+        path,
+        ["source", "reason"],
+        [
+            {"source": Path(file).relative_to(source_root).as_posix(), "reason": reason}
+            for file, reason in sorted(rejected, key=lambda item: str(item[0]))
+        ],
+    )
 
 
 def write_csv(path, columns, rows):

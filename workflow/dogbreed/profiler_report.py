@@ -1,6 +1,7 @@
 """The profiler report: one self-contained HTML page (plots embedded as PNG), in the sections of
 SageMaker's ProfilerReport: training job summary, system usage statistics, framework metrics summary,
 rules summary, then one section per rule with its plot and recommendation."""
+
 import base64
 import html
 import io
@@ -18,7 +19,13 @@ import pandas as pd  # noqa: E402
 
 from dogbreed.debugger_rules import epoch_losses  # noqa: E402
 
-VERDICT_STYLE = {"triggered": "#c0392b", "ok": "#1e8449", "not_applicable": "#7f8c8d", "no_data": "#7f8c8d", "error": "#b9770e"}
+VERDICT_STYLE = {
+    "triggered": "#c0392b",
+    "ok": "#1e8449",
+    "not_applicable": "#7f8c8d",
+    "no_data": "#7f8c8d",
+    "error": "#b9770e",
+}
 CSS = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 h1 { border-bottom: 2px solid #333; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
@@ -43,12 +50,16 @@ def _table(rows, columns=None) -> str:
         return "<p><em>none</em></p>"
     columns = columns or list(rows[0])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in (row.get(c, "") for c in columns)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in (row.get(c, "") for c in columns)) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _verdict(verdict) -> str:
-    return f'<span class="verdict" style="background:{VERDICT_STYLE.get(verdict, "#555")}">{html.escape(verdict)}</span>'
+    return (
+        f'<span class="verdict" style="background:{VERDICT_STYLE.get(verdict, "#555")}">{html.escape(verdict)}</span>'
+    )
 
 
 def _when(timestamp) -> str:
@@ -94,11 +105,24 @@ def _plot_loss(debug, rule=None):
     if means and last_steps and len(means) == len(last_steps):
         judged = losses[losses["mode"] == parameters.get("mode", "TRAIN")]
         first = float(judged["step"].min()) if len(judged) else last_steps[0]
-        axis.step([first, *last_steps], [means[0], *means], where="pre", color="black", linewidth=1.5,
-                  label=f"window means ({parameters['num_steps']} steps each)" if parameters.get("num_steps") else "window means")
+        axis.step(
+            [first, *last_steps],
+            [means[0], *means],
+            where="pre",
+            color="black",
+            linewidth=1.5,
+            label=f"window means ({parameters['num_steps']} steps each)"
+            if parameters.get("num_steps")
+            else "window means",
+        )
     if evidence.get("limit") is not None:
-        axis.axhline(evidence["limit"], color=TRIGGERED, linestyle="--", linewidth=1,
-                     label=f"limit {evidence['limit']:.3g} (first window + {parameters.get('increase_threshold_percent', '?')}%)")
+        axis.axhline(
+            evidence["limit"],
+            color=TRIGGERED,
+            linestyle="--",
+            linewidth=1,
+            label=f"limit {evidence['limit']:.3g} (first window + {parameters.get('increase_threshold_percent', '?')}%)",
+        )
     _mark_steps(axis, rule.get("triggered_steps", []))
     axis.set(xlabel="step", ylabel="loss", yscale="log" if (losses["loss"] > 0).all() else "linear")
     _legend(axis)
@@ -131,14 +155,26 @@ def _plot_epochs(debug, rule=None):
         axis.plot(epochs["epoch"], epochs[column], "o-", label=column.replace("_", " "))
     warmup = rule.get("parameters", {}).get("warmup_epochs", 0) or 0
     if warmup > 0:
-        axis.axvspan(epochs["epoch"].min() - 0.5, min(warmup, epochs["epoch"].max()) + 0.5, color="grey", alpha=0.15,
-                     label=f"warm-up (epoch{f's 1–{warmup}' if warmup > 1 else ' 1'}): not judged")
+        axis.axvspan(
+            epochs["epoch"].min() - 0.5,
+            min(warmup, epochs["epoch"].max()) + 0.5,
+            color="grey",
+            alpha=0.15,
+            label=f"warm-up (epoch{f's 1–{warmup}' if warmup > 1 else ' 1'}): not judged",
+        )
     hit = epochs[epochs["last_step"].isin(rule.get("triggered_steps", []))]
     for i, row in enumerate(hit.itertuples()):
         axis.axvline(row.epoch, color=TRIGGERED, linestyle=":", linewidth=1.2, label="triggered" if i == 0 else None)
         for column in columns:
-            axis.plot(row.epoch, getattr(row, column), "o", markersize=10, markerfacecolor="none",
-                      markeredgecolor=TRIGGERED, markeredgewidth=1.5)
+            axis.plot(
+                row.epoch,
+                getattr(row, column),
+                "o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgecolor=TRIGGERED,
+                markeredgewidth=1.5,
+            )
     axis.set(xlabel="epoch", ylabel="mean loss", xlim=(epochs["epoch"].min() - 0.5, epochs["epoch"].max() + 0.5))
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     _log_scale_if_wide(axis, epochs[columns].to_numpy())
@@ -182,7 +218,9 @@ def _plot_classes(debug, profile=None, rule=None, shown=15):
                 rows.append((f"⋯ {hidden} more ⋯", 0, False))
                 hidden = 0
             rows.append((name(int(i)), int(n), int(i) in flagged))
-        title = f"the {shown} most and {shown} least frequent of {len(order)} classes" + (" and the flagged ones" if flagged else "")
+        title = f"the {shown} most and {shown} least frequent of {len(order)} classes" + (
+            " and the flagged ones" if flagged else ""
+        )
     figure, axis = plt.subplots(figsize=(8, max(2.5, 0.17 * len(rows) + 0.8)))
     positions = np.arange(len(rows))
     axis.barh(positions, [n for _, n, _ in rows], color=[TRIGGERED if hit else "tab:blue" for _, _, hit in rows])
@@ -193,8 +231,13 @@ def _plot_classes(debug, profile=None, rule=None, shown=15):
     if title:
         axis.set_title(title, fontsize=9)
     if flagged:
-        _legend(axis, handles=[Patch(color=TRIGGERED, label="mispredicted too often in the last epoch"),
-                               Patch(color="tab:blue", label="the other classes")])
+        _legend(
+            axis,
+            handles=[
+                Patch(color=TRIGGERED, label="mispredicted too often in the last epoch"),
+                Patch(color="tab:blue", label="the other classes"),
+            ],
+        )
     return figure
 
 
@@ -226,16 +269,28 @@ def _plot_step_durations(profile, rule=None):
         axis.axhline(limit, color=TRIGGERED, linestyle="--", linewidth=1, label="outlier limit")
     triggered = steps.loc[steps.index.intersection(rule.get("triggered_steps", []))]
     if len(triggered):
-        axis.plot(triggered["start"] - start, triggered["duration_s"], "o", color=TRIGGERED, markersize=6,
-                  label=f"outliers ({len(triggered)}): triggered")
+        axis.plot(
+            triggered["start"] - start,
+            triggered["duration_s"],
+            "o",
+            color=TRIGGERED,
+            markersize=6,
+            label=f"outliers ({len(triggered)}): triggered",
+        )
     elif limit:  # under n_outliers: not triggered, but where they are is still worth seeing
         mode = parameters.get("mode")
         judged = steps[((steps["phase"] == mode) if mode else True) & (steps["step"] > 0)]
         above = judged[judged["duration_s"] > limit]
         if len(above):
-            axis.plot(above["start"] - start, above["duration_s"], "o", markersize=7, markerfacecolor="none",
-                      markeredgecolor=TRIGGERED, label=f"above the limit ({len(above)}; triggers above "
-                                                       f"{parameters.get('n_outliers', '?')})")
+            axis.plot(
+                above["start"] - start,
+                above["duration_s"],
+                "o",
+                markersize=7,
+                markerfacecolor="none",
+                markeredgecolor=TRIGGERED,
+                label=f"above the limit ({len(above)}; triggers above {parameters.get('n_outliers', '?')})",
+            )
     axis.set(xlabel="seconds since the first step", ylabel="step duration (s)")
     _legend(axis)
     return figure
@@ -254,7 +309,13 @@ def _plot_data_wait(profile, **_):
 
 
 def _duration(seconds) -> str:
-    return f"{seconds:.3g} s" if seconds < 60 else f"{seconds / 60:.3g} min" if seconds < 3600 else f"{seconds / 3600:.3g} h"
+    return (
+        f"{seconds:.3g} s"
+        if seconds < 60
+        else f"{seconds / 60:.3g} min"
+        if seconds < 3600
+        else f"{seconds / 3600:.3g} h"
+    )
 
 
 def _plot_init(profile, rule=None):
@@ -270,8 +331,15 @@ def _plot_init(profile, rule=None):
     axis.text(max(seconds, low) * 1.15, 0, _duration(seconds), va="center", fontsize=9, fontweight="bold")
     if threshold is not None:
         axis.axvline(threshold * 60, color=TRIGGERED, linestyle="--")
-        axis.text(threshold * 60 * 0.95, 0.42, f"threshold {_duration(threshold * 60)}", ha="right", va="top",
-                  fontsize=8, color=TRIGGERED)
+        axis.text(
+            threshold * 60 * 0.95,
+            0.42,
+            f"threshold {_duration(threshold * 60)}",
+            ha="right",
+            va="top",
+            fontsize=8,
+            color=TRIGGERED,
+        )
     axis.set_xscale("log")
     ticks = [t for t in (0.1, 1, 10, 60, 600, 3600, 36000) if low <= t <= high]
     axis.xaxis.set_major_locator(FixedLocator(ticks))
@@ -302,10 +370,14 @@ PLOTS = {
 
 
 def _rule_section(rule, debug, profile) -> str:
-    parts = [f'<h3 id="{rule["rule"]}">{html.escape(rule["rule"])} {_verdict(rule["verdict"])}</h3>',
-             f"<p>{html.escape(rule.get('description', ''))}</p>"]
+    parts = [
+        f'<h3 id="{rule["rule"]}">{html.escape(rule["rule"])} {_verdict(rule["verdict"])}</h3>',
+        f"<p>{html.escape(rule.get('description', ''))}</p>",
+    ]
     if rule.get("versus_sagemaker"):  # absent from the rules.json of older runs
-        parts.append(f'<p class="versus"><b>How this differs from SageMaker\'s rule:</b> {html.escape(rule["versus_sagemaker"])}</p>')
+        parts.append(
+            f'<p class="versus"><b>How this differs from SageMaker\'s rule:</b> {html.escape(rule["versus_sagemaker"])}</p>'
+        )
     if rule.get("recommendation"):
         parts.append(f'<p class="recommendation"><b>Recommendation:</b> {html.escape(rule["recommendation"])}</p>')
     if rule["verdict"] != "not_applicable":
@@ -316,11 +388,15 @@ def _rule_section(rule, debug, profile) -> str:
         if figure is not None:
             parts.append(_figure_html(figure))
     if rule["triggered_steps"]:
-        parts.append(f"<p>Triggered at steps: {', '.join(map(str, rule['triggered_steps'][:30]))}"
-                     f"{' …' if len(rule['triggered_steps']) > 30 else ''}</p>")
-    parts.append(f"<details><summary>parameters and evidence</summary><pre>"
-                 f"{html.escape(json.dumps({'parameters': rule['parameters'], 'evidence': rule['evidence']}, indent=2, default=str))}"
-                 f"</pre></details>")
+        parts.append(
+            f"<p>Triggered at steps: {', '.join(map(str, rule['triggered_steps'][:30]))}"
+            f"{' …' if len(rule['triggered_steps']) > 30 else ''}</p>"
+        )
+    parts.append(
+        f"<details><summary>parameters and evidence</summary><pre>"
+        f"{html.escape(json.dumps({'parameters': rule['parameters'], 'evidence': rule['evidence']}, indent=2, default=str))}"
+        f"</pre></details>"
+    )
     return "\n".join(parts)
 
 
@@ -329,14 +405,24 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
     first_step = float(steps["start"].min()) if len(steps) else None
     last_step = float(steps["end"].max()) if len(steps) else None
     summary_rows = [
-        ("job name", model_json.get("job_name")), ("backend", model_json.get("backend")),
-        ("status", model_json.get("status")), ("device", job.get("device")), ("GPUs", job.get("gpu_count")),
-        ("CPU cores", job.get("cpu_count")), ("architecture", job.get("arch")),
-        ("batch size", job.get("batch_size")), ("data loader workers", job.get("num_workers")),
-        ("epochs", job.get("epochs")), ("training images", job.get("train_images")),
-        ("process start", _when(job.get("process_started"))), ("first step", _when(first_step)),
+        ("job name", model_json.get("job_name")),
+        ("backend", model_json.get("backend")),
+        ("status", model_json.get("status")),
+        ("device", job.get("device")),
+        ("GPUs", job.get("gpu_count")),
+        ("CPU cores", job.get("cpu_count")),
+        ("architecture", job.get("arch")),
+        ("batch size", job.get("batch_size")),
+        ("data loader workers", job.get("num_workers")),
+        ("epochs", job.get("epochs")),
+        ("training images", job.get("train_images")),
+        ("process start", _when(job.get("process_started"))),
+        ("first step", _when(first_step)),
         ("last step", _when(last_step)),
-        ("initialisation (s)", round(first_step - job["process_started"], 1) if first_step and job.get("process_started") else ""),
+        (
+            "initialisation (s)",
+            round(first_step - job["process_started"], 1) if first_step and job.get("process_started") else "",
+        ),
         ("training loop (s)", round(last_step - first_step, 1) if first_step else ""),
         ("job duration (s)", model_json.get("seconds")),
     ]
@@ -345,15 +431,29 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
     framework_rows = []
     for phase, part in steps.groupby("phase"):
         total = part["duration_s"].sum()
-        framework_rows.append({"phase": phase, "steps": len(part), "mean (s)": round(part["duration_s"].mean(), 4),
-                               "p50 (s)": round(part["duration_s"].median(), 4), "p95 (s)": round(part["duration_s"].quantile(0.95), 4),
-                               "max (s)": round(part["duration_s"].max(), 4),
-                               "data wait %": round(100 * part["data_wait_s"].sum() / total, 1) if total else "",
-                               "compute %": round(100 * part["compute_s"].sum() / total, 1) if total else ""})
+        framework_rows.append(
+            {
+                "phase": phase,
+                "steps": len(part),
+                "mean (s)": round(part["duration_s"].mean(), 4),
+                "p50 (s)": round(part["duration_s"].median(), 4),
+                "p95 (s)": round(part["duration_s"].quantile(0.95), 4),
+                "max (s)": round(part["duration_s"].max(), 4),
+                "data wait %": round(100 * part["data_wait_s"].sum() / total, 1) if total else "",
+                "compute %": round(100 * part["compute_s"].sum() / total, 1) if total else "",
+            }
+        )
     order = {"triggered": 0, "error": 1, "ok": 2, "no_data": 3, "not_applicable": 4}
-    rule_rows = [{"rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>', "kind": r["kind"], "verdict": _verdict(r["verdict"]),
-                  "triggered steps": len(r["triggered_steps"]), "recommendation": html.escape(r["recommendation"])}
-                 for r in sorted(rules["rules"], key=lambda r: order.get(r["verdict"], 9))]
+    rule_rows = [
+        {
+            "rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>',
+            "kind": r["kind"],
+            "verdict": _verdict(r["verdict"]),
+            "triggered steps": len(r["triggered_steps"]),
+            "recommendation": html.escape(r["recommendation"]),
+        }
+        for r in sorted(rules["rules"], key=lambda r: order.get(r["verdict"], 9))
+    ]
     histogram = None
     if len(steps):
         figure, axis = plt.subplots(figsize=(8, 3))
@@ -362,15 +462,17 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
         axis.set(xlabel="step duration (s)", ylabel="steps")
         _legend(axis)
         histogram = _figure_html(figure)
-    system_plot = _plot_system(profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%")
+    system_plot = _plot_system(
+        profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%"
+    )
     summary_counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in rules["summary"].items())
     epoch_table = _table(epoch_metrics.round(4).to_dict("records")) if not epoch_metrics.empty else ""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Profiler report — {html.escape(str(model_json.get('job_name')))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Profiler report — {html.escape(str(model_json.get("job_name")))}</title>
 <style>{CSS}</style></head><body>
 <h1>Profiler report</h1>
-<p>Training job <b>{html.escape(str(model_json.get('job_name')))}</b>; rules: {html.escape(summary_counts)}.
-Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the job's own artifacts
+<p>Training job <b>{html.escape(str(model_json.get("job_name")))}</b>; rules: {html.escape(summary_counts)}.
+Generated {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
 (smdebug tensors, system metrics, step timings).</p>
 <h2>Training job summary</h2>
 {_table([{"": k, "value": html.escape(str(v if v is not None else ""))} for k, v in summary_rows])}

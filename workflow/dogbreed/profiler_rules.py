@@ -6,6 +6,7 @@ neither pass nor fail it. `patience` (samples skipped at the start, as SageMaker
 only when the run has more samples than that; a short run is judged on all of its samples
 (SageMaker's skip would leave it nothing to judge).
 """
+
 import job_contract as contract
 import numpy as np
 
@@ -48,7 +49,7 @@ def low_gpu_utilization(profile, threshold_p95=70, threshold_p5=10, window=500, 
         return _not_applicable(NO_GPU)
     triggered, windows = [], []
     for start in range(0, len(samples), window):
-        values = samples["gpu_utilization"].iloc[start:start + window]
+        values = samples["gpu_utilization"].iloc[start : start + window]
         p95, p5 = _percentile(values, 95), _percentile(values, 5)
         windows.append({"first_sample": start, "p95": p95, "p5": p5})
         if p95 < threshold_p95 or (p95 > threshold_p95 and p5 < threshold_p5):
@@ -56,7 +57,9 @@ def low_gpu_utilization(profile, threshold_p95=70, threshold_p5=10, window=500, 
     return _result(triggered, {"windows": windows[:50], "samples": len(samples)})
 
 
-def batch_size(profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_threshold_p95=70, patience=1000, window=500):
+def batch_size(
+    profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_threshold_p95=70, patience=1000, window=500
+):
     """Triggers when CPU, GPU and GPU memory are all under-used (p95 below their thresholds):
     a bigger batch (or a smaller instance) would use the hardware.
 
@@ -66,11 +69,18 @@ def batch_size(profile, cpu_threshold_p95=70, gpu_threshold_p95=70, gpu_memory_t
         return _not_applicable(NO_GPU)
     triggered, windows = [], []
     for start in range(0, len(samples), window):
-        part = samples.iloc[start:start + window]
-        p95 = {"cpu": _percentile(part["cpu_total"], 95), "gpu": _percentile(part["gpu_utilization"], 95),
-               "gpu_memory": _percentile(part["gpu_memory_percent"], 95)}
+        part = samples.iloc[start : start + window]
+        p95 = {
+            "cpu": _percentile(part["cpu_total"], 95),
+            "gpu": _percentile(part["gpu_utilization"], 95),
+            "gpu_memory": _percentile(part["gpu_memory_percent"], 95),
+        }
         windows.append({"first_sample": start, **p95})
-        if p95["cpu"] < cpu_threshold_p95 and p95["gpu"] < gpu_threshold_p95 and p95["gpu_memory"] < gpu_memory_threshold_p95:
+        if (
+            p95["cpu"] < cpu_threshold_p95
+            and p95["gpu"] < gpu_threshold_p95
+            and p95["gpu_memory"] < gpu_memory_threshold_p95
+        ):
             triggered.append(start)
     return _result(triggered, {"windows": windows[:50], "batch_size": profile["job"].get("batch_size")})
 
@@ -83,8 +93,10 @@ def _starved_gpu(profile, patience, threshold, busy_column, busy_threshold, gpu_
         return _not_applicable(NO_GPU)
     starved = (samples[busy_column] > busy_threshold) & (samples["gpu_utilization"] < gpu_threshold)
     share = 100 * float(starved.mean())
-    return _result(list(np.flatnonzero(starved.to_numpy())) if share > threshold else [],
-                   {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)})
+    return _result(
+        list(np.flatnonzero(starved.to_numpy())) if share > threshold else [],
+        {"bottleneck_percent_of_samples": round(share, 2), "samples": len(samples)},
+    )
 
 
 def cpu_bottleneck(profile, threshold=50, gpu_threshold=10, cpu_threshold=90, patience=1000):
@@ -127,11 +139,21 @@ def dataloader(profile, max_wait_percent=10.0, min_threshold=70, max_threshold=2
     workers = "too few" if share < min_threshold else ("too many" if share > max_threshold else "within range")
     row = steps["data_wait_s"].idxmax()
     longest = steps.loc[row]
-    return _result([int(row)] if waiting > max_wait_percent else [],  # a row, as StepOutlier's
-                   {"data_wait_percent_of_step_time": round(waiting, 2), "num_workers": job["num_workers"],
-                    "longest_wait": {"epoch": int(longest["epoch"]), "step": int(longest["step"]),
-                                     "seconds": round(float(longest["data_wait_s"]), 3)},
-                    "cpu_cores": job["cpu_count"], "workers_percent_of_cores": round(share, 1), "workers": workers})
+    return _result(
+        [int(row)] if waiting > max_wait_percent else [],  # a row, as StepOutlier's
+        {
+            "data_wait_percent_of_step_time": round(waiting, 2),
+            "num_workers": job["num_workers"],
+            "longest_wait": {
+                "epoch": int(longest["epoch"]),
+                "step": int(longest["step"]),
+                "seconds": round(float(longest["data_wait_s"]), 3),
+            },
+            "cpu_cores": job["cpu_count"],
+            "workers_percent_of_cores": round(share, 1),
+            "workers": workers,
+        },
+    )
 
 
 def gpu_memory_increase(profile, increase=5, patience=1000, window=10):
@@ -145,8 +167,10 @@ def gpu_memory_increase(profile, increase=5, patience=1000, window=10):
     average = samples["gpu_memory_percent"].rolling(window, min_periods=1).mean().to_numpy()
     baseline = average[min(window, len(average) - 1)]
     rise = average - baseline
-    return _result(list(np.flatnonzero(rise > increase)[:1]),
-                   {"baseline_percent": round(float(baseline), 2), "largest_rise_points": round(float(rise.max()), 2)})
+    return _result(
+        list(np.flatnonzero(rise > increase)[:1]),
+        {"baseline_percent": round(float(baseline), 2), "largest_rise_points": round(float(rise.max()), 2)},
+    )
 
 
 def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
@@ -162,9 +186,16 @@ def step_outlier(profile, stddev=3, mode="train", n_outliers=10):
     durations = steps["duration_s"]
     limit = float(durations.mean() + stddev * durations.std())
     outliers = steps[durations > limit]
-    return _result(list(outliers.index) if len(outliers) > n_outliers else [],
-                   {"outliers": len(outliers), "limit_s": round(limit, 4), "mean_s": round(float(durations.mean()), 4),
-                    "max_s": round(float(durations.max()), 4), "steps": len(steps)})
+    return _result(
+        list(outliers.index) if len(outliers) > n_outliers else [],
+        {
+            "outliers": len(outliers),
+            "limit_s": round(limit, 4),
+            "mean_s": round(float(durations.mean()), 4),
+            "max_s": round(float(durations.max()), 4),
+            "steps": len(steps),
+        },
+    )
 
 
 def load_balancing(profile, threshold=0.5):
@@ -187,8 +218,13 @@ def load_balancing(profile, threshold=0.5):
         return _result([], {"ranks": len(ranks)}, verdict="no_data")
     fastest = min(medians.values())
     slow = {rank: round(m / fastest - 1, 3) for rank, m in medians.items() if m / fastest - 1 > threshold}
-    return _result(sorted(slow), {"median_own_step_s": {str(r): round(m, 5) for r, m in medians.items()},
-                                  "slower_than_fastest": {str(r): v for r, v in slow.items()}})
+    return _result(
+        sorted(slow),
+        {
+            "median_own_step_s": {str(r): round(m, 5) for r, m in medians.items()},
+            "slower_than_fastest": {str(r): v for r, v in slow.items()},
+        },
+    )
 
 
 def max_initialization_time(profile, threshold=20):
@@ -210,8 +246,18 @@ def overall_system_usage(profile):
     system = profile["system"]
     if system.empty:
         return _result([], {}, verdict="no_data")
-    columns = [c for c in ("cpu_total", "cpu_max_core", "memory_percent", "iowait_percent",
-                           "gpu_utilization", "gpu_memory_percent") if c in system]
+    columns = [
+        c
+        for c in (
+            "cpu_total",
+            "cpu_max_core",
+            "memory_percent",
+            "iowait_percent",
+            "gpu_utilization",
+            "gpu_memory_percent",
+        )
+        if c in system
+    ]
     stats = {c: {q: _percentile(system[c].dropna(), int(q[1:])) for q in ("p50", "p95", "p99")} for c in columns}
     return _result([], {"percentiles": stats, "samples": len(system)})
 
@@ -235,11 +281,11 @@ RECOMMENDATIONS = {
     "CPUBottleneck": "More data loader workers, lighter preprocessing, or augmentation on the GPU.",
     "IOBottleneck": "Prefetch and cache the data locally (File or FastFile mode on SageMaker), or use faster storage.",
     "Dataloader": "Set num_workers close to the number of CPU cores per GPU (num_workers: -1 does), lighten the "
-                  "preprocessing, or use the feature cache with a frozen backbone.",
+    "preprocessing, or use the feature cache with a frozen backbone.",
     "GPUMemoryIncrease": "Look for tensors kept across steps (e.g. summing losses without .item()).",
     "StepOutlier": "Look at what the slow steps do: data loading stalls, checkpoints, other processes on the machine.",
     "LoadBalancing": "A slow rank holds up every step of the others: look at its GPU or host (other processes, "
-                     "thermal throttling), and that each process has its own GPU and share of the CPU cores.",
+    "thermal throttling), and that each process has its own GPU and share of the CPU cores.",
     "MaxInitializationTime": "Shorten start-up: smaller downloads at start, FastFile mode, a smaller container.",
     "OverallSystemUsage": "",
 }

@@ -1,5 +1,6 @@
 """How every rule script runs: output shown on the terminal and kept in the rule's log file, and the
 workflow's own errors (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
+
 import contextlib
 import errno
 import os
@@ -64,8 +65,10 @@ def disk_full(error, snakemake=None):
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
-    return (f"no space left on the device holding {path} ({free / 2**20:,.0f} MiB free there): "
-            "free some space, or set results_dir to a bigger disk, and run again")
+    return (
+        f"no space left on the device holding {path} ({free / 2**20:,.0f} MiB free there): "
+        "free some space, or set results_dir to a bigger disk, and run again"
+    )
 
 
 def run_rule(main, snakemake):

@@ -9,6 +9,7 @@ so the next run refuses to start ("Directory cannot be locked ... --unlock"). He
   - each run records itself (pid and start time) when it starts and forgets itself when it ends; the
     next run removes the locks when every recorded run is provably dead, never while one still runs.
 """
+
 import json
 import os
 import signal

@@ -1,6 +1,7 @@
 """The options a run was started with (`--configfile`, `--config`), so that every command the workflow
 prints repeats them: a hint without them plans another run (after a demo, the real 1.1 GB download;
 after a SageMaker run, the local results folder while the paid endpoint keeps running)."""
+
 import os
 
 ENV = "DOGBREED_RUN_OPTIONS"  # set by the Snakefile in the snakemake process; rule scripts inherit it

@@ -1,5 +1,6 @@
 """The run report: figures and tables over a run's outputs (each also a Snakemake report() item), and
 one self-contained HTML page that shows them all. Reads files only; never needs a live endpoint."""
+
 import base64
 import html
 import json
@@ -23,7 +24,9 @@ STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "
 
 def _legend_above(axis, columns, **options):
     """A legend in a row over the axes, where it covers no bar or point."""
-    axis.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=columns, borderaxespad=0, frameon=False, fontsize=8, **options)
+    axis.legend(
+        loc="lower left", bbox_to_anchor=(0, 1.01), ncol=columns, borderaxespad=0, frameon=False, fontsize=8, **options
+    )
 
 
 def _save(figure, path):
@@ -34,7 +37,9 @@ def _save(figure, path):
 
 def data_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     """Images per class and split."""
-    table = manifest.pivot_table(index=["class_index", "breed"], columns="split", values="path", aggfunc="count", fill_value=0)
+    table = manifest.pivot_table(
+        index=["class_index", "breed"], columns="split", values="path", aggfunc="count", fill_value=0
+    )
     table = table.reindex(columns=SPLITS, fill_value=0)
     table["total"] = table.sum(axis=1)
     return table.reset_index()
@@ -58,7 +63,12 @@ def _trial_bars(axis, trials, status, value):
     (or one in any other state) a cross at the baseline with its status written above."""
     top = float(np.nanmax(value)) if value.notna().any() else 1.0
     epochs = trials["epochs_reported"] if "epochs_reported" in trials else pd.Series(np.nan, index=trials.index)
-    stopped_style = {"color": STATUS_COLOURS["Stopped"], "alpha": 0.45, "hatch": "//", "edgecolor": STATUS_COLOURS["Stopped"]}
+    stopped_style = {
+        "color": STATUS_COLOURS["Stopped"],
+        "alpha": 0.45,
+        "hatch": "//",
+        "edgecolor": STATUS_COLOURS["Stopped"],
+    }
     for i, (state, height) in enumerate(zip(status, value)):
         if state == "Completed":
             axis.bar(i, height, color=STATUS_COLOURS["Completed"])
@@ -66,18 +76,34 @@ def _trial_bars(axis, trials, status, value):
             height = 0 if pd.isna(height) else height
             axis.bar(i, height, **stopped_style)
             at = f" at epoch {int(epochs[i])}" if pd.notna(epochs[i]) and epochs[i] else ""
-            axis.text(i, height + 0.02 * top, f"stopped{at}", rotation=90, ha="center", va="bottom", fontsize=7,
-                      color=STATUS_COLOURS["Stopped"])
+            axis.text(
+                i,
+                height + 0.02 * top,
+                f"stopped{at}",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=STATUS_COLOURS["Stopped"],
+            )
         else:
             colour = STATUS_COLOURS.get(state, "grey")
             axis.plot(i, 0, "X", color=colour, markersize=10, clip_on=False, zorder=3)
             axis.text(i, 0.04 * top, state.lower(), rotation=90, ha="center", va="bottom", fontsize=7, color=colour)
     axis.set_xticks(np.arange(len(trials)), trials["trial"].astype(str))
     axis.set(xlabel="trial", ylabel=value.name, ylim=(0, top * 1.25 if top > 0 else 1))
-    _legend_above(axis, 3, handles=[
-        Patch(color=STATUS_COLOURS["Completed"], label="completed"),
-        Patch(**{**stopped_style, "color": None, "facecolor": STATUS_COLOURS["Stopped"]}, label="stopped early (its last reported value)"),
-        Line2D([], [], marker="X", color=STATUS_COLOURS["Failed"], linestyle="", label="failed")])
+    _legend_above(
+        axis,
+        3,
+        handles=[
+            Patch(color=STATUS_COLOURS["Completed"], label="completed"),
+            Patch(
+                **{**stopped_style, "color": None, "facecolor": STATUS_COLOURS["Stopped"]},
+                label="stopped early (its last reported value)",
+            ),
+            Line2D([], [], marker="X", color=STATUS_COLOURS["Failed"], linestyle="", label="failed"),
+        ],
+    )
 
 
 def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
@@ -88,21 +114,55 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
     completed, stopped = placed & (status == "Completed"), placed & (status == "Stopped")
     others = placed & ~completed & ~stopped
     if completed.any():
-        points = axis.scatter(trials.loc[completed, x], heights[completed], c=trials.loc[completed, objective], cmap="viridis",
-                              s=60, edgecolors="black", linewidths=0.5, label="completed (colour: objective)", zorder=3)
+        points = axis.scatter(
+            trials.loc[completed, x],
+            heights[completed],
+            c=trials.loc[completed, objective],
+            cmap="viridis",
+            s=60,
+            edgecolors="black",
+            linewidths=0.5,
+            label="completed (colour: objective)",
+            zorder=3,
+        )
         if y:
             figure.colorbar(points, ax=axis, label=objective)
     if stopped.any():
-        axis.scatter(trials.loc[stopped, x], heights[stopped], marker="s", s=60, facecolors="none",
-                     edgecolors=STATUS_COLOURS["Stopped"], linewidths=1.5, label="stopped early", zorder=3)
+        axis.scatter(
+            trials.loc[stopped, x],
+            heights[stopped],
+            marker="s",
+            s=60,
+            facecolors="none",
+            edgecolors=STATUS_COLOURS["Stopped"],
+            linewidths=1.5,
+            label="stopped early",
+            zorder=3,
+        )
     if others.any():
-        axis.scatter(trials.loc[others, x], heights[others], marker="X", s=70, c=[STATUS_COLOURS.get(v, "grey") for v in status[others]],
-                     label="failed" if (status[others] == "Failed").all() else "failed / other", zorder=3)
+        axis.scatter(
+            trials.loc[others, x],
+            heights[others],
+            marker="X",
+            s=70,
+            c=[STATUS_COLOURS.get(v, "grey") for v in status[others]],
+            label="failed" if (status[others] == "Failed").all() else "failed / other",
+            zorder=3,
+        )
     for i in trials.index[placed]:
-        axis.annotate(str(trials.at[i, "trial"]), (trials.at[i, x], heights[i]), xytext=(5, 4), textcoords="offset points", fontsize=7)
+        axis.annotate(
+            str(trials.at[i, "trial"]),
+            (trials.at[i, x], heights[i]),
+            xytext=(5, 4),
+            textcoords="offset points",
+            fontsize=7,
+        )
     xs = trials.loc[placed, x]
-    axis.set(xlabel=x, ylabel=y or f"{objective} (stopped: last reported)",
-             xscale="log" if (xs > 0).all() and xs.max() / xs.min() > 20 else "linear")
+    axis.set(
+        xlabel=x,
+        ylabel=y or f"{objective} (stopped: last reported)",
+        xscale="log" if (xs > 0).all() and xs.max() / xs.min() > 20 else "linear",
+    )
     if axis.get_xscale() == "linear":  # a narrow range of small values: few ticks, or their labels collide
         axis.xaxis.set_major_locator(MaxNLocator(4))
     levels = sorted(trials.loc[placed, y].unique()) if y else []
@@ -118,12 +178,18 @@ def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
     trials = trials.reset_index(drop=True)
     status = trials["status"].fillna("unknown").astype(str)
     reached = pd.to_numeric(trials["last_reported"], errors="coerce") if "last_reported" in trials else np.nan
-    value = pd.to_numeric(trials[objective], errors="coerce").fillna(reached).rename(objective)  # stopped: how far it got
+    value = (
+        pd.to_numeric(trials[objective], errors="coerce").fillna(reached).rename(objective)
+    )  # stopped: how far it got
     figure, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     _trial_bars(axes[0], trials, status, value)
-    numeric = [p for p in parameters if p in trials and pd.api.types.is_numeric_dtype(trials[p]) and trials[p].notna().any()]
+    numeric = [
+        p for p in parameters if p in trials and pd.api.types.is_numeric_dtype(trials[p]) and trials[p].notna().any()
+    ]
     if numeric:
-        _trial_scatter(figure, axes[1], trials, status, value, objective, numeric[0], numeric[1] if len(numeric) > 1 else None)
+        _trial_scatter(
+            figure, axes[1], trials, status, value, objective, numeric[0], numeric[1] if len(numeric) > 1 else None
+        )
     else:
         axes[1].axis("off")
     _save(figure, path)
@@ -173,8 +239,15 @@ def plot_confusion(metrics: dict, path):
         axis.set_yticks(range(len(names)), names, fontsize=8)
         for (i, j), value in np.ndenumerate(matrix):
             if value:
-                axis.text(j, i, int(value), ha="center", va="center", fontsize=7,
-                          color="white" if normalised[i, j] > 0.5 else "black")
+                axis.text(
+                    j,
+                    i,
+                    int(value),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black",
+                )
     axis.set(xlabel="predicted", ylabel="true")
     _save(figure, path)
 
@@ -183,11 +256,21 @@ def top_confusions(evaluation: dict, count=10) -> pd.DataFrame:
     """The most frequent (true, predicted) mix-ups: readable where a 133-class heat map is not."""
     matrix = np.array(evaluation["confusion_matrix"]["matrix"])
     names = evaluation["confusion_matrix"]["classes"]
-    rows = [{"true breed": names[i], "predicted as": names[j], "images": int(matrix[i, j]),
-             "share of the true breed": round(matrix[i, j] / matrix[i].sum(), 3)}
-            for i, j in zip(*np.nonzero(matrix)) if i != j]
-    return pd.DataFrame(rows, columns=["true breed", "predicted as", "images", "share of the true breed"]
-                        ).sort_values("images", ascending=False, kind="stable").head(count)
+    rows = [
+        {
+            "true breed": names[i],
+            "predicted as": names[j],
+            "images": int(matrix[i, j]),
+            "share of the true breed": round(matrix[i, j] / matrix[i].sum(), 3),
+        }
+        for i, j in zip(*np.nonzero(matrix))
+        if i != j
+    ]
+    return (
+        pd.DataFrame(rows, columns=["true breed", "predicted as", "images", "share of the true breed"])
+        .sort_values("images", ascending=False, kind="stable")
+        .head(count)
+    )
 
 
 def worst_misclassified(predictions: pd.DataFrame, count=12) -> pd.DataFrame:
@@ -220,15 +303,28 @@ def headline(evaluation: dict, best: dict, rules: dict) -> list:
     latency = evaluation.get("latency_ms", {})
     triggered = [r["rule"] for r in rules["rules"] if r["verdict"] == "triggered"]
     objective = best.get("objective", {})
-    rows = [("test accuracy", _number(evaluation["accuracy"])), ("top-5 accuracy", _number(evaluation["top5_accuracy"])),
-            ("test images", evaluation["n"]), ("classes", len(evaluation.get("per_class_accuracy", {})) or ""),
-            ("chance accuracy", _number(evaluation.get("chance_accuracy", ""))),
-            ("backend", evaluation.get("endpoint", {}).get("backend", "")),
-            *[(f"best {name}", f"{value:.4g}" if isinstance(value, float) else value) for name, value in best["hyperparameters"].items()],
-            ("best trial", f"{best.get('trial')} ({objective.get('metric')} {_number(objective.get('value'))}, "
-                           f"{best.get('trials_completed', '?')} trials completed)"),
-            ("rules triggered", f"{len(triggered)} of {len(rules['rules'])}" + (f": {', '.join(triggered)}" if triggered else "")),
-            ("latency p50 / p95 (ms per request)", f"{latency.get('p50')} / {latency.get('p95')}" if latency else "")]
+    rows = [
+        ("test accuracy", _number(evaluation["accuracy"])),
+        ("top-5 accuracy", _number(evaluation["top5_accuracy"])),
+        ("test images", evaluation["n"]),
+        ("classes", len(evaluation.get("per_class_accuracy", {})) or ""),
+        ("chance accuracy", _number(evaluation.get("chance_accuracy", ""))),
+        ("backend", evaluation.get("endpoint", {}).get("backend", "")),
+        *[
+            (f"best {name}", f"{value:.4g}" if isinstance(value, float) else value)
+            for name, value in best["hyperparameters"].items()
+        ],
+        (
+            "best trial",
+            f"{best.get('trial')} ({objective.get('metric')} {_number(objective.get('value'))}, "
+            f"{best.get('trials_completed', '?')} trials completed)",
+        ),
+        (
+            "rules triggered",
+            f"{len(triggered)} of {len(rules['rules'])}" + (f": {', '.join(triggered)}" if triggered else ""),
+        ),
+        ("latency p50 / p95 (ms per request)", f"{latency.get('p50')} / {latency.get('p95')}" if latency else ""),
+    ]
     return [(item, " ".join(str(value).split())) for item, value in rows]  # one line each, no tabs
 
 
@@ -247,8 +343,12 @@ def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
     plot_training_curves(pd.read_csv(inputs["metrics_csv"]), outputs["training_curves"])
     evaluation = json.loads(Path(inputs["evaluation"]).read_text())
     if "headline" in outputs:
-        write_headline(headline(evaluation, json.loads(Path(inputs["best"]).read_text()),
-                                json.loads(Path(inputs["rules"]).read_text())), outputs["headline"])
+        write_headline(
+            headline(
+                evaluation, json.loads(Path(inputs["best"]).read_text()), json.loads(Path(inputs["rules"]).read_text())
+            ),
+            outputs["headline"],
+        )
     plot_per_class(evaluation, outputs["per_class"])
     plot_confusion(evaluation, outputs["confusion"])
     worst = worst_misclassified(pd.read_csv(inputs["predictions"]))
@@ -269,14 +369,24 @@ def _table(frame: pd.DataFrame, max_rows=200) -> str:
 
 def hyperparameter_table(hyperparameters: dict, tuned: dict) -> pd.DataFrame:
     """The training job's hyperparameters, one row each; where each came from: tuning or the config."""
-    rows = [{"hyperparameter": name, "value": f"{value:.6g}" if isinstance(value, float) else str(value),
-             "from": "tuning (best trial)" if name in tuned else "configuration"} for name, value in hyperparameters.items()]
+    rows = [
+        {
+            "hyperparameter": name,
+            "value": f"{value:.6g}" if isinstance(value, float) else str(value),
+            "from": "tuning (best trial)" if name in tuned else "configuration",
+        }
+        for name, value in hyperparameters.items()
+    ]
     frame = pd.DataFrame(rows, columns=["hyperparameter", "value", "from"])
     return frame.sort_values("from", ascending=False, kind="stable")  # the tuned ones first
 
 
 def _definitions(pairs) -> str:
-    return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+        + "</table>"
+    )
 
 
 CSS = """
@@ -293,15 +403,24 @@ def tracking_section(model: dict) -> str:
     recorded = model.get("tracking") or {}
     if not recorded.get("run_id"):
         return "<p>The final training ran with MLflow tracking off (tracking.enabled).</p>"
-    return (_definitions([("MLflow run of the final training", recorded["run_id"]), ("store", recorded["uri"]),
-                          ("experiment", recorded["experiment"])])
-            + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (README: Tracking).</p>")
+    return (
+        _definitions(
+            [
+                ("MLflow run of the final training", recorded["run_id"]),
+                ("store", recorded["uri"]),
+                ("experiment", recorded["experiment"]),
+            ]
+        )
+        + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (README: Tracking).</p>"
+    )
 
 
 def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     """files: the run's outputs (paths); figures: the figure paths from make_figures."""
     read = lambda key: json.loads(Path(files[key]).read_text())  # noqa: E731
-    best, model, endpoint, evaluation, rules = (read(k) for k in ("best", "model_json", "endpoint", "evaluation", "rules"))
+    best, model, endpoint, evaluation, rules = (
+        read(k) for k in ("best", "model_json", "endpoint", "evaluation", "rules")
+    )
     rejected = pd.read_csv(files["rejected"])
     summary = pd.read_csv(figures["data_summary_table"])
     trials = pd.read_csv(files["trials"]).drop(columns=["log"], errors="ignore")
@@ -310,26 +429,41 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     profiler_link = Path(files["profiler_report"]).resolve().relative_to(Path(report_path).resolve().parent)
     rule_rows = "".join(
         f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
-        f'<td>{html.escape(r["recommendation"])}</td></tr>' for r in rules["rules"])
+        f"<td>{html.escape(r['recommendation'])}</td></tr>"
+        for r in rules["rules"]
+    )
     totals = {split: int(summary[split].sum()) for split in SPLITS}
     # classes too small to appear in every split (prepare warns of them too)
-    short = [f"{row.breed} (no {', no '.join(split for split in SPLITS if row[split] == 0)})"
-             for _, row in summary.iterrows() if any(row[split] == 0 for split in SPLITS)]
+    short = [
+        f"{row.breed} (no {', no '.join(split for split in SPLITS if row[split] == 0)})"
+        for _, row in summary.iterrows()
+        if any(row[split] == 0 for split in SPLITS)
+    ]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dog-breed run report</title><style>{CSS}</style></head><body>
 <h1>dog-breed run report</h1>
-<p class="big">Test accuracy <b>{evaluation['accuracy']:.4f}</b> (top-5 {evaluation['top5_accuracy']:.4f}) on {evaluation['n']}
-test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f}); backend <b>{html.escape(config['backend'])}</b>.</p>
+<p class="big">Test accuracy <b>{evaluation["accuracy"]:.4f}</b> (top-5 {evaluation["top5_accuracy"]:.4f}) on {
+        evaluation["n"]
+    }
+test images, {len(summary)} classes (chance {evaluation["chance_accuracy"]:.4f}); backend <b>{
+        html.escape(config["backend"])
+    }</b>.</p>
 
 <h2>Configuration</h2>
-<details><summary>the run's configuration (backend {html.escape(config['backend'])}, data source {html.escape(str(config['data_source']))})</summary>
+<details><summary>the run's configuration (backend {html.escape(config["backend"])}, data source {
+        html.escape(str(config["data_source"]))
+    })</summary>
 <pre>{html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))}</pre></details>
 
 <h2>Data</h2>
-<p>{sum(totals.values())} images used: {totals['train']} train, {totals['valid']} valid, {totals['test']} test;
+<p>{sum(totals.values())} images used: {totals["train"]} train, {totals["valid"]} valid, {totals["test"]} test;
 {len(rejected)} rejected.</p>
-{f'<p class="triggered">Classes missing from a split (too few images; not scored on what they lack): {html.escape("; ".join(short))}.</p>' if short else ""}
-{_image(figures['data_summary'])}
+{
+        f'<p class="triggered">Classes missing from a split (too few images; not scored on what they lack): {html.escape("; ".join(short))}.</p>'
+        if short
+        else ""
+    }
+{_image(figures["data_summary"])}
 <details><summary>images per class and split</summary>{_table(summary)}</details>
 <h3>Rejected files</h3>
 {_table(rejected) if len(rejected) else "<p>none</p>"}
@@ -338,37 +472,63 @@ test images, {len(summary)} classes (chance {evaluation['chance_accuracy']:.4f})
 {_image(figures["trials_plot"])}
 {_table(trials)}
 <h3>Best hyperparameters</h3>
-{_definitions([*best['hyperparameters'].items(), ('trial', best['trial']), (best['objective']['metric'], best['objective']['value'])])}
+{
+        _definitions(
+            [
+                *best["hyperparameters"].items(),
+                ("trial", best["trial"]),
+                (best["objective"]["metric"], best["objective"]["value"]),
+            ]
+        )
+    }
 
 <h2>Training</h2>
-<p>Job {html.escape(str(model.get('job_name')))} ({html.escape(str(model.get('status')))}, {model.get('seconds')} s), with these hyperparameters:</p>
-{_table(hyperparameter_table(model.get('hyperparameters', {}), best['hyperparameters']))}
-{_image(figures['training_curves'])}
+<p>Job {html.escape(str(model.get("job_name")))} ({html.escape(str(model.get("status")))}, {
+        model.get("seconds")
+    } s), with these hyperparameters:</p>
+{_table(hyperparameter_table(model.get("hyperparameters", {}), best["hyperparameters"]))}
+{_image(figures["training_curves"])}
 {_table(metrics)}
 
 <h2>Tracking</h2>
 {tracking_section(model)}
 
 <h2>Debugger and profiler rules</h2>
-<p>The full profiler report: <a href="{html.escape(profiler_link.as_posix())}">{html.escape(profiler_link.as_posix())}</a>.</p>
+<p>The full profiler report: <a href="{html.escape(profiler_link.as_posix())}">{
+        html.escape(profiler_link.as_posix())
+    }</a>.</p>
 <table><tr><th>rule</th><th>kind</th><th>verdict</th><th>recommendation</th></tr>{rule_rows}</table>
 
 <h2>Endpoint</h2>
 {_definitions(endpoint.items())}
 
 <h2>Evaluation</h2>
-{_definitions([("accuracy", evaluation['accuracy']), ("top-5 accuracy", evaluation['top5_accuracy']), ("test images", evaluation['n']),
-               ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
-               ("images per request", f"at most {evaluation['max_images_per_request']}, within {evaluation['max_request_bytes']:,} bytes"
-                                         + (f"; {evaluation['images_sent_as_arrays']} too large for JSON sent as input arrays"
-                                            if evaluation['images_sent_as_arrays'] else ""))])}
+{
+        _definitions(
+            [
+                ("accuracy", evaluation["accuracy"]),
+                ("top-5 accuracy", evaluation["top5_accuracy"]),
+                ("test images", evaluation["n"]),
+                ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
+                (
+                    "images per request",
+                    f"at most {evaluation['max_images_per_request']}, within {evaluation['max_request_bytes']:,} bytes"
+                    + (
+                        f"; {evaluation['images_sent_as_arrays']} too large for JSON sent as input arrays"
+                        if evaluation["images_sent_as_arrays"]
+                        else ""
+                    ),
+                ),
+            ]
+        )
+    }
 <h3>Per-class accuracy</h3>
-{_image(figures['per_class'])}
+{_image(figures["per_class"])}
 <h3>Confusion matrix</h3>
-{_image(figures['confusion'])}
+{_image(figures["confusion"])}
 <h3>Most frequent confusions</h3>
 {_table(top_confusions(evaluation))}
 <h3>The most confident mistakes</h3>
-{_image(figures['misclassified'])}
+{_image(figures["misclassified"])}
 </body></html>
 """

@@ -8,6 +8,7 @@ Concurrent requests are batched (MAX_BATCH_SIZE, MAX_BATCH_DELAY_MS: TorchServe'
 request is decoded and checked by input_fn in its own thread, so a bad one fails alone; the valid
 inputs of requests in flight together go through predict_fn as one forward pass; output_fn answers each.
 """
+
 import importlib.util
 import logging
 import os
@@ -135,8 +136,11 @@ def create_app(model_dir=None) -> Flask:
     app = Flask("dogbreed-endpoint")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     max_batch_size = int(os.environ.get("MAX_BATCH_SIZE", "1"))
-    batcher = (Batcher(handler.predict_fn, model, max_batch_size, int(os.environ.get("MAX_BATCH_DELAY_MS", "10")) / 1000)
-               if max_batch_size > 1 else None)
+    batcher = (
+        Batcher(handler.predict_fn, model, max_batch_size, int(os.environ.get("MAX_BATCH_DELAY_MS", "10")) / 1000)
+        if max_batch_size > 1
+        else None
+    )
 
     @app.get("/ping")
     def ping():
@@ -148,7 +152,9 @@ def create_app(model_dir=None) -> Flask:
         try:
             body = request.get_data()
         except RequestEntityTooLarge:
-            return error_response(413, f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes: send fewer inputs per request")
+            return error_response(
+                413, f"the request body is over {app.config['MAX_CONTENT_LENGTH']} bytes: send fewer inputs per request"
+            )
         if batcher is not None:
             batcher.arriving()
         try:
@@ -164,7 +170,9 @@ def create_app(model_dir=None) -> Flask:
             status = getattr(error, "status_code", 500)
             if status >= 500:  # ours, not the client's: the log has the traceback, the client no internals
                 log.exception("invocation failed")
-                return error_response(500, "internal error while serving the request (the endpoint's log has the details)")
+                return error_response(
+                    500, "internal error while serving the request (the endpoint's log has the details)"
+                )
             if not isinstance(getattr(error, "message", None), str):  # a 4xx error of another kind
                 return error_response(status, str(error))
             # the handler's own body (error.message), as SageMaker's toolkit sends it

@@ -7,6 +7,7 @@ of its content as metadata, so an interrupted sync resumes where it stopped, and
 parallel multipart uploads. Credentials come from the standard AWS chain only (environment, shared
 config and credentials files, SSO, instance roles), never from the workflow's config.
 """
+
 import contextlib
 import os
 import shutil
@@ -27,7 +28,7 @@ class StoreError(RuntimeError):
 def local_path(uri: str) -> Path:
     """file:///abs/path, file://relative/path or a plain path → Path."""
     if uri.startswith("file://"):
-        return Path(uri[len("file://"):]).expanduser()
+        return Path(uri[len("file://") :]).expanduser()
     if "://" in uri:
         raise StoreError(f"store URI {uri!r} is not a local folder (file://)")
     return Path(uri).expanduser()
@@ -77,8 +78,10 @@ def digest(uri: str) -> str:
     except Exception as error:
         raise s3._error(error, uri) from error
     if missing := [name for name, sha in hashes.items() if not sha]:
-        raise StoreError(f"{uri}/{missing[0]} carries no sha256 (it was not stored by this workflow's sync): "
-                         f"upload that folder again")
+        raise StoreError(
+            f"{uri}/{missing[0]} carries no sha256 (it was not stored by this workflow's sync): "
+            f"upload that folder again"
+        )
     return contract.digest_of(hashes)
 
 
@@ -103,7 +106,11 @@ def _sync_folder(source: Path, target: Path) -> dict:
     uploaded = skipped = 0
     for name, src in tqdm(wanted.items(), desc=f"sync {source.name}", unit="file"):
         dst = target / name
-        if dst.is_file() and dst.stat().st_size == src.stat().st_size and contract.sha256_file(dst) == contract.sha256_file(src):
+        if (
+            dst.is_file()
+            and dst.stat().st_size == src.stat().st_size
+            and contract.sha256_file(dst) == contract.sha256_file(src)
+        ):
             skipped += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +134,7 @@ def _sync_folder(source: Path, target: Path) -> dict:
 
 
 def split_s3_uri(uri: str):
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise StoreError(f"{uri!r} names no bucket: use s3://bucket/prefix")
     return bucket, prefix.strip("/")
@@ -149,14 +156,17 @@ class S3Store:
         # A session of its own: credentials are resolved now, from the standard chain, not reused
         # from whatever an earlier client of this process resolved.
         self.client = boto3.session.Session().client(
-            "s3", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
+            "s3", config=Config(max_pool_connections=32, retries={"mode": "standard"})
+        )
 
     def _error(self, error, uri):
         from botocore.exceptions import ClientError, NoCredentialsError
 
         if isinstance(error, NoCredentialsError):
-            return StoreError(f"no AWS credentials for {uri}: configure them the standard way (aws configure, "
-                              f"AWS_PROFILE, environment variables or an instance role); the workflow never reads keys from config")
+            return StoreError(
+                f"no AWS credentials for {uri}: configure them the standard way (aws configure, "
+                f"AWS_PROFILE, environment variables or an instance role); the workflow never reads keys from config"
+            )
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
@@ -164,8 +174,10 @@ class S3Store:
             if code in ("404", "NoSuchKey"):
                 return StoreError(f"nothing at {uri}")
             if code in ("AccessDenied", "403"):
-                return StoreError(f"access to {uri} denied: the credentials need s3:ListBucket, s3:GetObject, "
-                                  f"s3:PutObject and s3:DeleteObject on it")
+                return StoreError(
+                    f"access to {uri} denied: the credentials need s3:ListBucket, s3:GetObject, "
+                    f"s3:PutObject and s3:DeleteObject on it"
+                )
         return StoreError(f"S3 request for {uri} failed: {error}")
 
     def list_objects(self, bucket, prefix) -> dict:
@@ -176,7 +188,7 @@ class S3Store:
             for item in page.get("Contents", []):
                 if item["Key"].endswith("/"):  # a console-made "folder" marker, not data
                     continue
-                objects[item["Key"][len(prefix) + 1 if prefix else 0:]] = item["Size"]
+                objects[item["Key"][len(prefix) + 1 if prefix else 0 :]] = item["Size"]
         return objects
 
     def _stored_sha256(self, bucket, key):
@@ -191,8 +203,11 @@ class S3Store:
             stored = self.list_objects(bucket, prefix)
         except Exception as error:
             raise self._error(error, uri) from error
-        transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(multipart_threshold, 5 * 2**20),
-                                  max_concurrency=4)
+        transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(multipart_threshold, 5 * 2**20),
+            max_concurrency=4,
+        )
 
         def put(item):
             name, path = item
@@ -200,21 +215,36 @@ class S3Store:
             # same size and the same sha256 recorded on the object: already there (also after an interruption)
             if stored.get(name) == path.stat().st_size and self._stored_sha256(bucket, _key(prefix, name)) == digest:
                 return "unchanged"
-            self.client.upload_file(str(path), bucket, _key(prefix, name), ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer)
+            self.client.upload_file(
+                str(path), bucket, _key(prefix, name), ExtraArgs={"Metadata": {"sha256": digest}}, Config=transfer
+            )
             return "uploaded"
 
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                outcomes = list(tqdm(pool.map(put, wanted.items()), total=len(wanted), desc=f"upload {Path(local_dir).name}", unit="file"))
+                outcomes = list(
+                    tqdm(
+                        pool.map(put, wanted.items()),
+                        total=len(wanted),
+                        desc=f"upload {Path(local_dir).name}",
+                        unit="file",
+                    )
+                )
             stale = [_key(prefix, name) for name in stored if name not in wanted]
             for start in range(0, len(stale), 1000):  # DeleteObjects takes 1000 keys at a time
-                self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start:start + 1000]], "Quiet": True})
+                self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start : start + 1000]], "Quiet": True}
+                )
         except StoreError:
             raise
         except Exception as error:
             raise self._error(error, uri) from error
-        return {"uri": f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", "uploaded": outcomes.count("uploaded"),
-                "unchanged": outcomes.count("unchanged"), "removed": len(stale)}
+        return {
+            "uri": f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+            "uploaded": outcomes.count("uploaded"),
+            "unchanged": outcomes.count("unchanged"),
+            "removed": len(stale),
+        }
 
     def download_object(self, uri, path, missing_ok=False):
         """One object (an archive, a model) to path, with a progress bar; None if missing and missing_ok."""
@@ -227,7 +257,11 @@ class S3Store:
             with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress:
                 self.client.download_file(bucket, key, str(partial), Callback=progress.update)
         except Exception as error:
-            if missing_ok and isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if (
+                missing_ok
+                and isinstance(error, ClientError)
+                and error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey")
+            ):
                 return None
             raise self._error(error, uri) from error
         os.replace(partial, path)
@@ -255,8 +289,11 @@ class S3Store:
         def get(item):
             name, size = item
             path = target / name
-            if path.is_file() and path.stat().st_size == size and \
-                    self._stored_sha256(bucket, _key(prefix, name)) in (None, contract.sha256_file(path)):
+            if (
+                path.is_file()
+                and path.stat().st_size == size
+                and self._stored_sha256(bucket, _key(prefix, name)) in (None, contract.sha256_file(path))
+            ):
                 return "unchanged"
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
@@ -266,7 +303,9 @@ class S3Store:
 
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                outcomes = list(tqdm(pool.map(get, stored.items()), total=len(stored), desc=f"download {uri}", unit="file"))
+                outcomes = list(
+                    tqdm(pool.map(get, stored.items()), total=len(stored), desc=f"download {uri}", unit="file")
+                )
         except Exception as error:
             raise self._error(error, uri) from error
         removed = 0
@@ -274,4 +313,9 @@ class S3Store:
             if name not in stored and not name.endswith(".partial"):
                 path.unlink()
                 removed += 1
-        return {"uri": uri, "downloaded": outcomes.count("downloaded"), "unchanged": outcomes.count("unchanged"), "removed": removed}
+        return {
+            "uri": uri,
+            "downloaded": outcomes.count("downloaded"),
+            "unchanged": outcomes.count("unchanged"),
+            "removed": removed,
+        }

@@ -19,6 +19,7 @@ Failures: a store that cannot be used when a rule starts is a one-line error (Tr
 run, tracking is a record of it, never a reason to lose it: what cannot be logged then is said in one line
 (best_effort) and the rule goes on.
 """
+
 import contextlib
 import os
 import time
@@ -29,8 +30,12 @@ from dogbreed import naming
 
 # MLflow asks a server up to 7 times with backoff (minutes for a server that is down): fewer, sooner; and no
 # usage telemetry from this workflow or its jobs
-QUIET_AND_PROMPT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                    "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+QUIET_AND_PROMPT = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
 EPOCH_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "epoch_seconds")
 # SageMaker's job status names (the trials table's) → MLflow's run status
 RUN_STATUS = {"Completed": "FINISHED", "Stopped": "KILLED", "Failed": "FAILED"}
@@ -45,8 +50,8 @@ def resolve_uri(uri: str) -> str:
     """A relative SQLite path made absolute (against the working directory, the checkout's, where Snakemake
     runs), so the jobs, which run in folders of their own, write into the same file."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -105,15 +110,19 @@ class Tracker:
                 found = client.get_experiment_by_name(self.experiment)
                 if found is None:
                     try:
-                        self._experiment_id = client.create_experiment(self.experiment, artifact_location=self._artifacts())
+                        self._experiment_id = client.create_experiment(
+                            self.experiment, artifact_location=self._artifacts()
+                        )
                     except Exception:  # another run made it first (two runs starting on a new store)
                         if (found := client.get_experiment_by_name(self.experiment)) is None:
                             raise
                 if found is not None:
                     self._experiment_id = found.experiment_id
             except Exception as error:
-                raise TrackingError(f"the MLflow store tracking.uri={shown(self.uri)} cannot be used: "
-                                    f"{_first_line(error)}; fix tracking.uri, or set tracking.enabled: false") from None
+                raise TrackingError(
+                    f"the MLflow store tracking.uri={shown(self.uri)} cannot be used: "
+                    f"{_first_line(error)}; fix tracking.uri, or set tracking.enabled: false"
+                ) from None
             self._client = client
         return self._client
 
@@ -127,7 +136,9 @@ class Tracker:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         if running_only:
             query += " and attributes.status = 'RUNNING'"
-        runs = self.client.search_runs([self._experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+        runs = self.client.search_runs(
+            [self._experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
+        )
         return runs[0].info.run_id if runs else None
 
     def workflow_run(self, results_dir, study: str, backend: str) -> str:
@@ -138,14 +149,23 @@ class Tracker:
         try:
             if (run_id := self._find({TAG + "workflow": key})) is not None:
                 return run_id
-            tags = {TAG + "role": "workflow", TAG + "workflow": key, TAG + "results_dir": str(Path(results_dir).resolve()),
-                    TAG + "study": study, TAG + "backend": backend}
-            return self.client.create_run(self._experiment_id, run_name=f"{Path(results_dir).name} {study}", tags=tags).info.run_id
+            tags = {
+                TAG + "role": "workflow",
+                TAG + "workflow": key,
+                TAG + "results_dir": str(Path(results_dir).resolve()),
+                TAG + "study": study,
+                TAG + "backend": backend,
+            }
+            return self.client.create_run(
+                self._experiment_id, run_name=f"{Path(results_dir).name} {study}", tags=tags
+            ).info.run_id
         except TrackingError:
             raise
         except Exception as error:
-            raise TrackingError(f"the MLflow store tracking.uri={shown(self.uri)} did not answer: {_first_line(error)}; "
-                                f"fix tracking.uri, or set tracking.enabled: false") from None
+            raise TrackingError(
+                f"the MLflow store tracking.uri={shown(self.uri)} did not answer: {_first_line(error)}; "
+                f"fix tracking.uri, or set tracking.enabled: false"
+            ) from None
 
     def job_run(self, job_name: str, parent: str, role: str, params: dict, tags=None) -> str:
         """The run of a training job under its workflow run. A job that runs again under the same name resumes
@@ -155,9 +175,16 @@ class Tracker:
         # under this parent only: another results folder with the same settings has the same job names
         run_id = self._find({TAG + "job_name": job_name, "mlflow.parentRunId": parent}, running_only=True)
         if run_id is None:
-            run = self.client.create_run(self._experiment_id, run_name=job_name, tags={
-                "mlflow.parentRunId": parent, TAG + "role": role, TAG + "job_name": job_name,
-                **{TAG + k: str(v) for k, v in (tags or {}).items()}})
+            run = self.client.create_run(
+                self._experiment_id,
+                run_name=job_name,
+                tags={
+                    "mlflow.parentRunId": parent,
+                    TAG + "role": role,
+                    TAG + "job_name": job_name,
+                    **{TAG + k: str(v) for k, v in (tags or {}).items()},
+                },
+            )
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
         return run_id
@@ -175,15 +202,18 @@ class Tracker:
         now = int(time.time() * 1000)
         values = [Metric(k, float(e[k]), now, int(e["epoch"])) for e in missing for k in EPOCH_METRICS if k in e]
         for start in range(0, len(values), 1000):  # log_batch takes 1000 metrics at most
-            self.client.log_batch(run_id, metrics=values[start:start + 1000])
+            self.client.log_batch(run_id, metrics=values[start : start + 1000])
         return len(missing)
 
     def log(self, run_id: str, metrics=None, tags=None, files=(), artifact_path=None):
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
         for path in files:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
@@ -212,8 +242,11 @@ class TrialTracking:
         self.tracker, self.parent = tracker, parent
         self.job_logs = job_reachable(tracker.uri, backend)
         if not self.job_logs:
-            print(f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
-                  f"the workflow after its job", flush=True)
+            print(
+                f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
+                f"the workflow after its job",
+                flush=True,
+            )
 
     def start(self, trial, job_name: str, hyperparameters: dict) -> dict:
         """The trial's run (its params: the job's hyperparameters, whole); the environment that lets its job log into it."""
@@ -229,8 +262,11 @@ class TrialTracking:
         with best_effort(f"trial {trial.number}'s epochs"):
             filled = self.tracker.fill_in(run_id, epochs)
             if filled and self.job_logs:
-                print(f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
-                      f"logged from the workflow after it", flush=True)
+                print(
+                    f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
+                    f"logged from the workflow after it",
+                    flush=True,
+                )
 
     def log_finished(self, rows: list, spec: dict, hyperparameters: list):
         """Trials another tuner ran (SageMaker's), from its trials table (and each one's hyperparameters, whole): a
@@ -241,11 +277,17 @@ class TrialTracking:
                 continue
             run_id = self.tracker.job_run(row["job_name"], self.parent, "trial", params, tags={"trial": row["trial"]})
             value = row.get(metric)
-            self.tracker.end(run_id, row["status"] if row["status"] in RUN_STATUS else "Failed",
-                             metrics={metric: value} if value is not None else None)
+            self.tracker.end(
+                run_id,
+                row["status"] if row["status"] in RUN_STATUS else "Failed",
+                metrics={metric: value} if value is not None else None,
+            )
             new += 1
-        print(f"mlflow: {new} trial(s) of the tuning job logged from the workflow after it "
-              f"({len(rows) - new} were logged before)", flush=True)
+        print(
+            f"mlflow: {new} trial(s) of the tuning job logged from the workflow after it "
+            f"({len(rows) - new} were logged before)",
+            flush=True,
+        )
 
     def end(self, trial, status: str, failure=None):
         if (run_id := trial.user_attrs.get("mlflow_run_id")) is not None:
@@ -260,12 +302,16 @@ def final_run(config: dict, model: dict):
     if tracker_ is None:
         return None, None
     if not recorded.get("run_id"):
-        print("mlflow: the final training ran with tracking off, so it has no run to log into; "
-              "`snakemake --forcerun train` tracks it")
+        print(
+            "mlflow: the final training ran with tracking off, so it has no run to log into; "
+            "`snakemake --forcerun train` tracks it"
+        )
         return None, None
     if recorded.get("uri") != tracker_.where()["uri"]:
-        print(f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}: "
-              f"nothing logged (`snakemake --forcerun train` tracks a new one here)")
+        print(
+            f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}: "
+            f"nothing logged (`snakemake --forcerun train` tracks a new one here)"
+        )
         return None, None
     return tracker_, recorded["run_id"]
 
@@ -278,6 +324,11 @@ def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None
     what = ", ".join(Path(f).name for f in files) or "metrics"
     if tracker_ is not None:
         with best_effort(what):
-            tracker_.log(run_id, metrics=metrics, tags=tags, files=[f for f in files if Path(f).exists()],
-                         artifact_path=artifact_path)
+            tracker_.log(
+                run_id,
+                metrics=metrics,
+                tags=tags,
+                files=[f for f in files if Path(f).exists()],
+                artifact_path=artifact_path,
+            )
             print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")

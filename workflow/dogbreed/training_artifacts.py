@@ -3,6 +3,7 @@
 debug/    → load_debug(): losses, tensor reductions, labels and predictions (via an smdebug trial)
 profiler/ → load_profile(): system samples, step timings, job info
 """
+
 import json
 import os
 from pathlib import Path
@@ -10,8 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REDUCTIONS = [("mean", False), ("max", False), ("min", False), ("variance", False), ("mean", True),
-              ("max", True), ("l2", False)]
+REDUCTIONS = [
+    ("mean", False),
+    ("max", False),
+    ("min", False),
+    ("variance", False),
+    ("mean", True),
+    ("max", True),
+    ("l2", False),
+]
 REDUCTION_COLUMNS = ["mean", "max", "min", "variance", "abs_mean", "abs_max", "l2"]
 
 
@@ -23,9 +31,11 @@ def load_debug(debug_dir) -> dict:
     """{"losses": (step, mode, loss), "tensors": (step, mode, collection, tensor, reductions…),
     "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors."""
     debug_dir = Path(debug_dir)
-    empty = {"losses": pd.DataFrame(columns=["step", "mode", "loss"]),
-             "tensors": pd.DataFrame(columns=["step", "mode", "collection", "tensor", *REDUCTION_COLUMNS]),
-             "labels": pd.DataFrame(columns=["step", "mode", "label", "prediction"])}
+    empty = {
+        "losses": pd.DataFrame(columns=["step", "mode", "loss"]),
+        "tensors": pd.DataFrame(columns=["step", "mode", "collection", "tensor", *REDUCTION_COLUMNS]),
+        "labels": pd.DataFrame(columns=["step", "mode", "label", "prediction"]),
+    }
     if not (debug_dir / "index").exists():
         return empty
     os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # its INFO lines ("Loading trial …") are noise here
@@ -65,9 +75,11 @@ def load_debug(debug_dir) -> dict:
             for label, prediction in zip(np.ravel(label_tensor.value(step)), np.ravel(prediction_tensor.value(step))):
                 labels.append({"step": step, "mode": mode(step), "label": int(label), "prediction": int(prediction)})
 
-    return {"losses": pd.DataFrame(losses, columns=empty["losses"].columns).sort_values("step", ignore_index=True),
-            "tensors": pd.DataFrame(tensors, columns=empty["tensors"].columns),
-            "labels": pd.DataFrame(labels, columns=empty["labels"].columns)}
+    return {
+        "losses": pd.DataFrame(losses, columns=empty["losses"].columns).sort_values("step", ignore_index=True),
+        "tensors": pd.DataFrame(tensors, columns=empty["tensors"].columns),
+        "labels": pd.DataFrame(labels, columns=empty["labels"].columns),
+    }
 
 
 def save_debug_tables(debug: dict, folder):
@@ -110,15 +122,19 @@ def load_profile(profiler_dir) -> dict:
     system = pd.DataFrame(rows)
     steps = _read_steps(profiler_dir / "steps.jsonl")
     # a DDP job's other ranks keep their own step timings (rank 0's are `steps`)
-    ranks = {int(path.name.split(".rank")[1].split(".")[0]): _read_steps(path) for path in profiler_dir.glob("steps.rank*.jsonl")}
+    ranks = {
+        int(path.name.split(".rank")[1].split(".")[0]): _read_steps(path)
+        for path in profiler_dir.glob("steps.rank*.jsonl")
+    }
     job_file = profiler_dir / "job.json"
     job = json.loads(job_file.read_text()) if job_file.exists() else {}
     return {"system": system, "steps": steps, "job": job, "rank_steps": {0: steps, **ranks} if ranks else {}}
 
 
 def _read_steps(path):
-    steps = pd.DataFrame(_read_jsonl(path), columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end",
-                                                     "forward_s"])
+    steps = pd.DataFrame(
+        _read_jsonl(path), columns=["phase", "epoch", "step", "start", "data_wait_s", "compute_s", "end", "forward_s"]
+    )
     steps["duration_s"] = steps["end"] - steps["start"]
     return steps
 

@@ -10,6 +10,7 @@ Each trial is a training job of the backend; its objective is read from the job'
 the regex (each epoch is reported, so pruners can stop poor trials early). The study lives in SQLite:
 an interrupted tune resumes, and a grown max_jobs runs only the new trials.
 """
+
 import math
 import os
 import queue
@@ -21,8 +22,13 @@ from optuna.trial import TrialState
 from dogbreed import jobspec, metrics, naming
 from dogbreed.backends.base import JobFailed
 
-STATUS = {TrialState.COMPLETE: "Completed", TrialState.PRUNED: "Stopped", TrialState.FAIL: "Failed",
-          TrialState.RUNNING: "InProgress", TrialState.WAITING: "Pending"}
+STATUS = {
+    TrialState.COMPLETE: "Completed",
+    TrialState.PRUNED: "Stopped",
+    TrialState.FAIL: "Failed",
+    TrialState.RUNNING: "InProgress",
+    TrialState.WAITING: "Pending",
+}
 
 
 class TuningError(RuntimeError):
@@ -42,8 +48,10 @@ def grid_values(spec) -> dict:
     """{parameter: values} of a Grid spec; Grid takes categorical parameters only (as SageMaker's does)."""
     not_categorical = [n for n, p in spec["parameters"].items() if p["type"] != "categorical"]
     if not_categorical:
-        raise TuningError(f"strategy Grid needs categorical parameters only (as SageMaker's does); "
-                          f"these are not: {', '.join(not_categorical)}")
+        raise TuningError(
+            f"strategy Grid needs categorical parameters only (as SageMaker's does); "
+            f"these are not: {', '.join(not_categorical)}"
+        )
     return {n: list(p["values"]) for n, p in spec["parameters"].items()}
 
 
@@ -51,8 +59,9 @@ def suggest(trial, name: str, parameter: dict):
     kind = parameter["type"]
     log = parameter.get("scaling", "Auto") == "Logarithmic"
     if parameter.get("scaling") == "ReverseLogarithmic":
-        raise TuningError(f"tuning parameter {name}: ReverseLogarithmic scaling has no Optuna counterpart; "
-                          f"use Linear or Logarithmic")
+        raise TuningError(
+            f"tuning parameter {name}: ReverseLogarithmic scaling has no Optuna counterpart; use Linear or Logarithmic"
+        )
     if kind == "continuous":
         return trial.suggest_float(name, float(parameter["min"]), float(parameter["max"]), log=log)
     if kind == "integer":
@@ -119,8 +128,9 @@ def recover_interrupted(study) -> set:
 def trial_line(trial, spec, finished=None, total=None) -> str:
     """One line for a finished trial: number, hyperparameters, objective, seconds, status."""
     metric = spec["objective"]["metric"]
-    values = " ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-                      for name, value in trial.params.items())
+    values = " ".join(
+        f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}" for name, value in trial.params.items()
+    )
     seconds = trial.duration.total_seconds() if trial.duration else None
     status = STATUS.get(trial.state, trial.state.name)
     if trial.state == TrialState.COMPLETE:
@@ -131,12 +141,16 @@ def trial_line(trial, spec, finished=None, total=None) -> str:
     else:
         outcome = trial.user_attrs.get("failure", "")
     count = f" ({finished} of {total})" if finished is not None else ""
-    return (f"trial {trial.number}{count}: {values} → {outcome}" + (f" in {seconds:.0f} s" if seconds is not None else "")
-            + f" [{status}]")
+    return (
+        f"trial {trial.number}{count}: {values} → {outcome}"
+        + (f" in {seconds:.0f} s" if seconds is not None else "")
+        + f" [{status}]"
+    )
 
 
-def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0,
-              announce=True, tracking=None):
+def run_study(
+    spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0, announce=True, tracking=None
+):
     """Run trials until max_jobs have finished; run_trial(trial, hyperparameters, report) → objective.
 
     report(step, value) tells the pruner an intermediate objective and returns True when the trial
@@ -150,15 +164,22 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
     check_spec(spec)
     direction = spec["objective"]["type"].lower()
     study = optuna.create_study(
-        study_name=study_name, storage=f"sqlite:///{storage_path}", load_if_exists=True,
-        direction=direction, pruner=make_pruner(spec))
+        study_name=study_name,
+        storage=f"sqlite:///{storage_path}",
+        load_if_exists=True,
+        direction=direction,
+        pruner=make_pruner(spec),
+    )
     # A resumed study seeded as the first run would replay that run's random draws, repeating its
     # configurations: the seed moves on with the trials already there (still the same for a rerun).
     study.sampler = make_sampler(spec, seed + len(study.get_trials(deepcopy=False)))
     interrupted = recover_interrupted(study)
     # a trial that stopped the study (it could not set up) does not count: it is queued again above
-    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-                if t.number not in interrupted]
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        if t.number not in interrupted
+    ]
     remaining = int(spec["max_jobs"]) - len(finished)
 
     def objective(trial):
@@ -199,8 +220,13 @@ def run_study(spec: dict, run_trial, storage_path, study_name: str, parallel: in
         print(trial_line(trial, spec, done[0], int(spec["max_jobs"])), flush=True)
 
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, n_jobs=max(1, int(parallel)), catch=(TrialFailed,),
-                       callbacks=[print_trial] if announce else [])
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            n_jobs=max(1, int(parallel)),
+            catch=(TrialFailed,),
+            callbacks=[print_trial] if announce else [],
+        )
     return study
 
 
@@ -232,8 +258,9 @@ def trial_resources(parallel: int, gpus=None, cpus=None) -> list:
     return [{"OMP_NUM_THREADS": share, "MKL_NUM_THREADS": share, "SM_NUM_CPUS": share} for _ in range(parallel)]
 
 
-def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},),
-                 tracking=None):
+def trial_runner(
+    backend, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, study_name, resources=({},), tracking=None
+):
     """run_trial for run_study: one training job per trial, its objective read with the spec's regex.
     resources: one environment per trial slot (trial_resources); a trial holds one while it runs.
     tracking (tracking.TrialTracking): each trial an MLflow run, which its job logs its epochs into."""
@@ -263,9 +290,17 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         logging_into_run = tracking.start(trial, job_name, whole) if tracking is not None else {}
         environment = slots.get()
         try:
-            result = backend.train(job_name, whole, channels, jobs_dir,
-                                   source_dir, on_line=on_line, echo=False, keep_model=False,
-                                   environment={**environment, **logging_into_run})
+            result = backend.train(
+                job_name,
+                whole,
+                channels,
+                jobs_dir,
+                source_dir,
+                on_line=on_line,
+                echo=False,
+                keep_model=False,
+                environment={**environment, **logging_into_run},
+            )
         except JobFailed as error:
             raise failure_of(trial, error) from None
         finally:
@@ -279,8 +314,10 @@ def trial_runner(backend, spec, fixed_hyperparameters, channels, jobs_dir, sourc
         if not values and diverged:
             raise TrialFailed(f"objective {metric} is {diverged[-1]} (the training diverged; log: {result['log']})")
         if not values:  # the same for every trial: the regex or the training script is wrong
-            raise StudyStopped(f"{job_name} finished without a line matching the objective regex {regex!r} "
-                               f"(tuning.objective.regex); see {result['log']}")
+            raise StudyStopped(
+                f"{job_name} finished without a line matching the objective regex {regex!r} "
+                f"(tuning.objective.regex); see {result['log']}"
+            )
         return values[-1]  # SageMaker takes the last value a job emitted
 
     return run_trial
@@ -292,8 +329,10 @@ def failure_of(trial, error) -> Exception:
     log = Path(trial.user_attrs["log"])
     text = log.read_text(errors="replace") if log.is_file() else str(error)
     if (reason := metrics.setup_failure(text)) is not None:
-        return StudyStopped(f"trial {trial.number} failed before its first step, as any trial would: {reason} "
-                            f"(log: {log}); the study stopped there, fix that and run again")
+        return StudyStopped(
+            f"trial {trial.number} failed before its first step, as any trial would: {reason} "
+            f"(log: {log}); the study stopped there, fix that and run again"
+        )
     last_line = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), str(error))
     return TrialFailed(f"failed: {last_line[:300]} (log: {log})")
 
@@ -302,12 +341,17 @@ def trials_table(study, spec) -> list:
     """One row per trial (interrupted-and-retried ones included, marked), SageMaker's status names."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        row = {"trial": trial.number, "job_name": trial.user_attrs.get("job_name", ""),
-               "status": STATUS.get(trial.state, trial.state.name),
-               spec["objective"]["metric"]: trial.value if trial.state == TrialState.COMPLETE else None}
+        row = {
+            "trial": trial.number,
+            "job_name": trial.user_attrs.get("job_name", ""),
+            "status": STATUS.get(trial.state, trial.state.name),
+            spec["objective"]["metric"]: trial.value if trial.state == TrialState.COMPLETE else None,
+        }
         row.update({name: trial.params.get(name) for name in spec["parameters"]})
         # the last intermediate value shows how far a stopped trial got
-        row["last_reported"] = trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+        row["last_reported"] = (
+            trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+        )
         row["epochs_reported"] = len(trial.intermediate_values)
         row["seconds"] = trial.user_attrs.get("seconds")
         row["retry_of"] = trial.user_attrs.get("retry_of")
@@ -319,11 +363,18 @@ def trials_table(study, spec) -> list:
 def best_trial(study, spec) -> dict:
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not completed:
-        logs = [t.user_attrs["log"] for t in study.get_trials(deepcopy=False) if Path(t.user_attrs.get("log", "")).is_file()]
-        raise TuningError(f"no tuning trial completed in study {study.study_name}: see the trials' logs "
-                          f"({', '.join(logs) or 'none was written'})")
+        logs = [
+            t.user_attrs["log"] for t in study.get_trials(deepcopy=False) if Path(t.user_attrs.get("log", "")).is_file()
+        ]
+        raise TuningError(
+            f"no tuning trial completed in study {study.study_name}: see the trials' logs "
+            f"({', '.join(logs) or 'none was written'})"
+        )
     best = study.best_trial
-    return {"hyperparameters": best.params, "trial": best.number, "job_name": best.user_attrs.get("job_name"),
-            "objective": {"metric": spec["objective"]["metric"], "type": spec["objective"]["type"],
-                          "value": best.value},
-            "trials_completed": len(completed)}
+    return {
+        "hyperparameters": best.params,
+        "trial": best.number,
+        "job_name": best.user_attrs.get("job_name"),
+        "objective": {"metric": spec["objective"]["metric"], "type": spec["objective"]["type"], "value": best.value},
+        "trials_completed": len(completed),
+    }

@@ -11,12 +11,19 @@ def main(smk):
     result = job_rules.evaluate(smk.input.output, smk.params.rules, debug)
     Path(smk.output.rules).write_text(json.dumps(result, indent=2, default=str))
     for rule in result["rules"]:
-        print(f"{rule['rule']:26s} {rule['verdict']}" + (f"  → {rule['recommendation']}" if rule["recommendation"] else ""))
+        print(
+            f"{rule['rule']:26s} {rule['verdict']}"
+            + (f"  → {rule['recommendation']}" if rule["recommendation"] else "")
+        )
     # the verdicts into the final training's MLflow run: rules.json, a tag per rule, the count that triggered
     verdicts = {rule["rule"]: rule["verdict"] for rule in result["rules"]}
-    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output.rules],
-                              metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
-                              tags={f"rule.{name}": verdict for name, verdict in verdicts.items()})
+    tracking.log_to_final_run(
+        smk.config,
+        smk.input.model_json,
+        files=[smk.output.rules],
+        metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
+        tags={f"rule.{name}": verdict for name, verdict in verdicts.items()},
+    )
 
 
 run_rule(main, snakemake)

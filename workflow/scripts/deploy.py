@@ -1,6 +1,7 @@
 """The deploy target: every time it runs, it checks the recorded endpoint, and brings back one that
 was stopped or died, from the same served artifact at the same address; the evaluation, of that same
 artifact, stands, so nothing else reruns."""
+
 import json
 from pathlib import Path
 
@@ -19,8 +20,10 @@ def main(smk):
         print(f"endpoint {name} is serving at {endpoint['url']} (stop it: {stop_it})")
         return
     why = "was torn down" if state is None else "does not answer"
-    print(f"endpoint {name} at {endpoint['url']} {why}: bringing it back from {smk.input.model} "
-          f"(its evaluation, {smk.input.evaluation}, is of this same artifact and stands)")
+    print(
+        f"endpoint {name} at {endpoint['url']} {why}: bringing it back from {smk.input.model} "
+        f"(its evaluation, {smk.input.evaluation}, is of this same artifact and stands)"
+    )
     endpoint_registry.note_run(smk.params.state_dir, smk.params.results_dir, smk.params.backend)
     revived = backend.revive(endpoint, smk.input.model, smk.params.state_dir)
     print(f"endpoint {name} serving again at {revived['url']} (stop it: {stop_it})")

@@ -10,16 +10,34 @@ def main(smk):
     backend = rule_backend(smk)
     endpoint = json.loads(Path(smk.input.endpoint).read_text())
     classes = json.loads(Path(smk.input.classes).read_text())
-    metrics, predictions = evaluate.evaluate(backend, endpoint, smk.input.manifest, smk.input.channels, classes,
-                                             smk.params.batch_size, smk.params.results_dir, smk.params.max_request_bytes,
-                                             evaluate.served_transform(smk.input.model))
+    metrics, predictions = evaluate.evaluate(
+        backend,
+        endpoint,
+        smk.input.manifest,
+        smk.input.channels,
+        classes,
+        smk.params.batch_size,
+        smk.params.results_dir,
+        smk.params.max_request_bytes,
+        evaluate.served_transform(smk.input.model),
+    )
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output.metrics], metrics={
-        "test_accuracy": metrics["accuracy"], "test_top5_accuracy": metrics["top5_accuracy"],
-        "latency_p50_ms": metrics["latency_ms"]["p50"], "latency_p99_ms": metrics["latency_ms"]["p99"]})
-    print(f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
-          f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request")
+    tracking.log_to_final_run(
+        smk.config,
+        smk.input.model_json,
+        files=[smk.output.metrics],
+        metrics={
+            "test_accuracy": metrics["accuracy"],
+            "test_top5_accuracy": metrics["top5_accuracy"],
+            "latency_p50_ms": metrics["latency_ms"]["p50"],
+            "latency_p99_ms": metrics["latency_ms"]["p99"],
+        },
+    )
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
+        f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request"
+    )
 
 
 run_rule(main, snakemake)

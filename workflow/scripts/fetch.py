@@ -3,8 +3,13 @@ from dogbreed.rule_runner import run_rule
 
 
 def main(smk):
-    info = fetch.fetch(smk.params.source, smk.output[0].rsplit("/", 1)[0], smk.params.sha256, smk.params.demo_seed,
-                       smk.params.extraction_limits)
+    info = fetch.fetch(
+        smk.params.source,
+        smk.output[0].rsplit("/", 1)[0],
+        smk.params.sha256,
+        smk.params.demo_seed,
+        smk.params.extraction_limits,
+    )
     print(f"fetched {info['kind']} source into {info['root']}")
     fetch.write_fetched(info, smk.output[0])
 

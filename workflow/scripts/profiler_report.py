@@ -10,9 +10,12 @@ from dogbreed.rule_runner import run_rule
 
 def main(smk):
     page = profiler_report.build_report(
-        json.loads(Path(smk.input.model_json).read_text()), json.loads(Path(smk.input.rules).read_text()),
+        json.loads(Path(smk.input.model_json).read_text()),
+        json.loads(Path(smk.input.rules).read_text()),
         training_artifacts.load_debug_tables(smk.input.tables),
-        training_artifacts.load_profile(f"{smk.input.output}/profiler"), pd.read_csv(smk.input.metrics))
+        training_artifacts.load_profile(f"{smk.input.output}/profiler"),
+        pd.read_csv(smk.input.metrics),
+    )
     Path(smk.output[0]).parent.mkdir(parents=True, exist_ok=True)
     Path(smk.output[0]).write_text(page, encoding="utf-8")
     print(f"wrote {smk.output[0]}")

@@ -3,8 +3,16 @@ from pathlib import Path
 from dogbreed import run_report, tracking
 from dogbreed.rule_runner import run_rule
 
-FIGURES = ["data_summary", "data_summary_table", "trials_plot", "training_curves", "per_class", "confusion",
-           "misclassified", "misclassified_table"]
+FIGURES = [
+    "data_summary",
+    "data_summary_table",
+    "trials_plot",
+    "training_curves",
+    "per_class",
+    "confusion",
+    "misclassified",
+    "misclassified_table",
+]
 
 
 def main(smk):

@@ -1,5 +1,6 @@
 """Stop this run's endpoint (the options given say which run), and name every other endpoint this
 checkout started that it left running, with the command that stops each."""
+
 from pathlib import Path
 
 from dogbreed import endpoint_registry
@@ -11,7 +12,11 @@ def main(smk):
     state_dir = Path(smk.params.state_dir)
     stopped = rule_backend(smk).teardown(state_dir)
     endpoint_registry.forget(state_dir, keep_log_as=Path(smk.log[0]).with_name("endpoint-server.log"))
-    print("stopped: " + ", ".join(stopped) if stopped else f"no endpoint of this run ({smk.params.endpoint_name}) is running")
+    print(
+        "stopped: " + ", ".join(stopped)
+        if stopped
+        else f"no endpoint of this run ({smk.params.endpoint_name}) is running"
+    )
     for line in endpoint_registry.not_touched(smk.params.endpoints_dir, state_dir):
         print(line)
 

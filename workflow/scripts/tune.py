@@ -17,8 +17,10 @@ def main(smk):
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
     backend = rule_backend(smk)
     parallel = min(spec["max_parallel_jobs"], smk.threads)
-    print(f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "
-          f"parallel={parallel}, trial logs under {smk.params.jobs_dir}/")
+    print(
+        f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "
+        f"parallel={parallel}, trial logs under {smk.params.jobs_dir}/"
+    )
     # MLflow (config tracking:, not a param: where runs are recorded reruns nothing): the trials under the run's
     # workflow run, which the final training joins (its id goes to best_hyperparameters.json)
     tracker, trials_tracking = tracking.tracker(smk.config), None
@@ -26,13 +28,25 @@ def main(smk):
         workflow_run = tracker.workflow_run(Path(smk.output.best).parent, study_name, smk.params.backend)
         trials_tracking = tracking.TrialTracking(tracker, workflow_run, smk.params.backend)
         print(f"mlflow: the trials are runs under {tracker.run_link(workflow_run)}")
-    rows, best = backend.tune(spec, fixed, study.channels, smk.params.jobs_dir,
-                              smk.params.source_dir, study_name, smk.params.study_db, parallel, tracking=trials_tracking)
+    rows, best = backend.tune(
+        spec,
+        fixed,
+        study.channels,
+        smk.params.jobs_dir,
+        smk.params.source_dir,
+        study_name,
+        smk.params.study_db,
+        parallel,
+        tracking=trials_tracking,
+    )
     if tracker is not None:
         objective = best["objective"]
         with tracking.best_effort("the tuning's best trial"):  # the final training joins the run later
-            tracker.log(workflow_run, metrics={f"best_{objective['metric']}": objective["value"]},
-                        tags={tracking.TAG + "best_trial": best["job_name"]})
+            tracker.log(
+                workflow_run,
+                metrics={f"best_{objective['metric']}": objective["value"]},
+                tags={tracking.TAG + "best_trial": best["job_name"]},
+            )
             tracker.client.set_terminated(workflow_run, "FINISHED")
         best["tracking"] = {"workflow_run_id": workflow_run, **tracker.where()}
     table = pd.DataFrame(rows)

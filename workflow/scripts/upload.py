@@ -21,10 +21,14 @@ def main(smk):
         result = backend.upload(f"{smk.input.channels}/{split}", store.join(smk.params.store_uri, prefix, split))
         channels[split] = result.pop("uri")
         report[split] = result
-        print(f"{split}: {channels[split]} ({result['uploaded']} uploaded, {result['unchanged']} already there, "
-              f"{result['removed']} removed)")
+        print(
+            f"{split}: {channels[split]} ({result['uploaded']} uploaded, {result['unchanged']} already there, "
+            f"{result['removed']} removed)"
+        )
     with open(smk.output[0], "w") as out:
-        json.dump({"backend": smk.params.backend, "channels": channels, "digests": digests, "sync": report}, out, indent=2)
+        json.dump(
+            {"backend": smk.params.backend, "channels": channels, "digests": digests, "sync": report}, out, indent=2
+        )
 
 
 run_rule(main, snakemake)

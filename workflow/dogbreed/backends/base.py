@@ -1,4 +1,5 @@
 """The backend interface: the only way rules reach a training or serving platform (docs/architecture.md §1)."""
+
 import json
 import time
 from pathlib import Path
@@ -48,11 +49,14 @@ def post_invocation(url, body: bytes, content_type: str, accept=contract.JSON) -
     """POST /invocations; a non-200 answer raises with its status and the start of its body."""
     import requests
 
-    response = requests.post(url + "/invocations", data=body, timeout=300,
-                             headers={"Content-Type": content_type, "Accept": accept})
+    response = requests.post(
+        url + "/invocations", data=body, timeout=300, headers={"Content-Type": content_type, "Accept": accept}
+    )
     if response.status_code != 200:
-        raise EndpointRefused(f"endpoint {url} answered {response.status_code} to a request of {len(body):,} bytes "
-                              f"({content_type}): {response.text[:500]}")
+        raise EndpointRefused(
+            f"endpoint {url} answered {response.status_code} to a request of {len(body):,} bytes "
+            f"({content_type}): {response.text[:500]}"
+        )
     return response.content
 
 
@@ -80,8 +84,21 @@ class Backend:
         """Mirror a local folder to the store; returns {"uri", "uploaded", "unchanged", "removed"}."""
         raise NotImplementedError
 
-    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
+    def train(
+        self,
+        job_name,
+        hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        entry_point="train.py",
+        on_line=None,
+        echo=True,
+        keep_model=True,
+        environment=None,
+        processes=1,
+        instances=1,
+    ) -> dict:
         """Run a training job; returns {"job_name", "status", "model_uri", "metrics", "log", ...}.
 
         environment: variables for the job's process where it shares this machine (the local backend:
@@ -90,8 +107,18 @@ class Backend:
         torch_distributed launcher); instances: the final training's instance_count (a cloud job's)."""
         raise NotImplementedError
 
-    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,
-             tracking=None):
+    def tune(
+        self,
+        spec,
+        fixed_hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        tuning_name,
+        study_db,
+        parallel=1,
+        tracking=None,
+    ):
         """Run the tuning spec; returns (trials table rows, best trial).
 
         The default is the project's own tuner (Optuna, docs/architecture.md §1): every trial is a training job
@@ -100,8 +127,17 @@ class Backend:
         """
         from dogbreed import tuning
 
-        run_trial = tuning.trial_runner(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name,
-                                        tuning.trial_resources(parallel), tracking)
+        run_trial = tuning.trial_runner(
+            self,
+            spec,
+            fixed_hyperparameters,
+            channels,
+            jobs_dir,
+            source_dir,
+            tuning_name,
+            tuning.trial_resources(parallel),
+            tracking,
+        )
         study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"], tracking=tracking)
         return tuning.trials_table(study, spec), tuning.best_trial(study, spec)
 
@@ -167,4 +203,6 @@ class HttpEndpointBackend(Backend):
             time.sleep(pause)
         lines = last_lines()
         self.teardown(state_dir)
-        raise EndpointGone(f"the endpoint at {state['url']} was not ready within {timeout:g} s; the end of its log:\n{lines}")
+        raise EndpointGone(
+            f"the endpoint at {state['url']} was not ready within {timeout:g} s; the end of its log:\n{lines}"
+        )

@@ -1,6 +1,7 @@
 """The `local` backend: training jobs as subprocesses in /opt/ml-like job folders, endpoints as a local
 waitress server running the model's own code/inference.py. Python only; uses a GPU when there is one.
 """
+
 import json
 import os
 import re
@@ -53,17 +54,25 @@ def _signal_job(process, signum):
 def distributed_launch(processes: int, env: dict) -> list:
     """torchrun's arguments for `processes` DDP workers on this machine (one per GPU given, or CPU processes),
     and each worker's share of the CPU threads and loader workers in env."""
-    gpus = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] if "CUDA_VISIBLE_DEVICES" in env else None
+    gpus = (
+        [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        if "CUDA_VISIBLE_DEVICES" in env
+        else None
+    )
     if gpus is None:
         import torch
 
         gpus = list(range(torch.cuda.device_count()))
     if gpus and processes > len(gpus):
-        raise JobFailed(f"training.processes is {processes}, but this machine gives the job {len(gpus)} GPU(s): "
-                        f"at most one process per GPU")
+        raise JobFailed(
+            f"training.processes is {processes}, but this machine gives the job {len(gpus)} GPU(s): "
+            f"at most one process per GPU"
+        )
     cpus = int(env.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
     share = str(max(1, cpus // processes))
-    env.update(OMP_NUM_THREADS=share, MKL_NUM_THREADS=share, DOGBREED_DDP_TIMEOUT_S=env.get("DOGBREED_DDP_TIMEOUT_S", "300"))
+    env.update(
+        OMP_NUM_THREADS=share, MKL_NUM_THREADS=share, DOGBREED_DDP_TIMEOUT_S=env.get("DOGBREED_DDP_TIMEOUT_S", "300")
+    )
     if not gpus:  # CPU processes: each its share of the loader workers too (with GPUs train.py divides by them)
         env["SM_NUM_CPUS"] = str(max(1, int(env.get("SM_NUM_CPUS") or len(os.sched_getaffinity(0))) // processes))
     # --standalone: a rendezvous on a free local port; a worker that dies ends the others (no restarts)
@@ -87,8 +96,21 @@ class LocalBackend(HttpEndpointBackend):
         return store.sync(local_dir, uri)
 
     # --- training jobs -----------------------------------------------------------------------
-    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
+    def train(
+        self,
+        job_name,
+        hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        entry_point="train.py",
+        on_line=None,
+        echo=True,
+        keep_model=True,
+        environment=None,
+        processes=1,
+        instances=1,
+    ) -> dict:
         """Run entry_point like a SageMaker training job; returns the job's description.
 
         on_line(line) is called for every output line; returning True stops the job (a pruned trial).
@@ -104,12 +126,22 @@ class LocalBackend(HttpEndpointBackend):
         shutil.copytree(source_dir, job / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         hps = dict(hyperparameters)
         # as SageMaker writes it: every value a string
-        (job / "input/config/hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hps.items()}, indent=2))
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   SM_MODEL_DIR=str(job / "model"), SM_OUTPUT_DATA_DIR=str(job / "output/data"),
-                   SM_CHECKPOINT_DIR=str(job / "checkpoints"), SM_HPS=json.dumps(hps),
-                   SM_CHANNELS=json.dumps(sorted(channels)), SM_CURRENT_HOST="algo-1",
-                   SM_HOSTS=json.dumps(["algo-1"]), SM_TRAINING_ENV=json.dumps({"job_name": job_name}), **(environment or {}))
+        (job / "input/config/hyperparameters.json").write_text(
+            json.dumps({k: str(v) for k, v in hps.items()}, indent=2)
+        )
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            SM_MODEL_DIR=str(job / "model"),
+            SM_OUTPUT_DATA_DIR=str(job / "output/data"),
+            SM_CHECKPOINT_DIR=str(job / "checkpoints"),
+            SM_HPS=json.dumps(hps),
+            SM_CHANNELS=json.dumps(sorted(channels)),
+            SM_CURRENT_HOST="algo-1",
+            SM_HOSTS=json.dumps(["algo-1"]),
+            SM_TRAINING_ENV=json.dumps({"job_name": job_name}),
+            **(environment or {}),
+        )
         for channel, uri in channels.items():
             if uri.startswith("s3://"):  # as SageMaker's File mode: the channel is copied in first
                 folder = job / "input/data" / channel
@@ -123,10 +155,20 @@ class LocalBackend(HttpEndpointBackend):
         log_path = job / "log.txt"
         started = time.time()
         status, epochs = "Completed", []
-        with open(log_path, "w", buffering=1) as log, subprocess.Popen(  # line by line: `tail -f` works
-            command, cwd=job / "code", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
-        ) as process:
+        with (
+            open(log_path, "w", buffering=1) as log,
+            subprocess.Popen(  # line by line: `tail -f` works
+                command,
+                cwd=job / "code",
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            ) as process,
+        ):
             try:
                 for line in process.stdout:
                     log.write(line)
@@ -144,16 +186,26 @@ class LocalBackend(HttpEndpointBackend):
         if status != "Stopped" and process.returncode != 0:
             tail = _tail(log_path)
             if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines
-                raise JobFailed(f"training job {job_name} failed: no space left on the device holding "
-                                f"{full.group(1)}; free some space and run again (log: {log_path})")
-            raise JobFailed(f"training job {job_name} failed (exit code {process.returncode}); "
-                            f"last lines of {log_path}:\n{tail}")
+                raise JobFailed(
+                    f"training job {job_name} failed: no space left on the device holding "
+                    f"{full.group(1)}; free some space and run again (log: {log_path})"
+                )
+            raise JobFailed(
+                f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
+            )
         recorded = job / "output/data" / contract.METRICS_FILE  # the whole run's epochs, also those before a resume
         if status == "Completed" and recorded.is_file():
             epochs = contract.read_metrics_file(recorded)
-        result = {"job_name": job_name, "backend": self.name, "status": status, "log": str(log_path),
-                  "output_dir": str(job / "output"), "hyperparameters": hps, "metrics": epochs,
-                  "seconds": round(time.time() - started, 1)}
+        result = {
+            "job_name": job_name,
+            "backend": self.name,
+            "status": status,
+            "log": str(log_path),
+            "output_dir": str(job / "output"),
+            "hyperparameters": hps,
+            "metrics": epochs,
+            "seconds": round(time.time() - started, 1),
+        }
         shutil.rmtree(job / "checkpoints", ignore_errors=True)  # finished or stopped: a rerun starts afresh
         if status == "Completed" and keep_model:
             tar_path = job / "output/model.tar.gz"
@@ -181,34 +233,66 @@ class LocalBackend(HttpEndpointBackend):
         batch_size = int(self.settings.get("max_batch_size", 16))
         threads = max(int(self.settings.get("threads", 16)), batch_size)
         torch_threads = str(self.settings.get("torch_threads") or len(os.sched_getaffinity(0)))
-        env = dict(os.environ, SM_MODEL_DIR=str(model_dir), SAGEMAKER_PROGRAM="inference.py",
-                   MAX_BATCH_SIZE=str(batch_size), MAX_BATCH_DELAY_MS=str(self.settings.get("max_batch_delay_ms", 10)),
-                   # OpenMP threads that spin after each forward pass take the cores the request threads decode on
-                   OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-                   # the server outlives the rule that starts it: not the rule's one thread (Snakemake's OMP_NUM_THREADS)
-                   OMP_NUM_THREADS=torch_threads, MKL_NUM_THREADS=torch_threads,
-                   PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            SM_MODEL_DIR=str(model_dir),
+            SAGEMAKER_PROGRAM="inference.py",
+            MAX_BATCH_SIZE=str(batch_size),
+            MAX_BATCH_DELAY_MS=str(self.settings.get("max_batch_delay_ms", 10)),
+            # OpenMP threads that spin after each forward pass take the cores the request threads decode on
+            OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+            # the server outlives the rule that starts it: not the rule's one thread (Snakemake's OMP_NUM_THREADS)
+            OMP_NUM_THREADS=torch_threads,
+            MKL_NUM_THREADS=torch_threads,
+            PYTHONPATH=os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]),
+        )
         # waitress reads each request whole (headers and body) in its event loop before a thread runs it:
         # a client that sends slowly, or not at all, holds no thread, and an idle connection is closed
         # after channel_timeout. Bodies over MAX_BODY_BYTES get the app's JSON 413; waitress refuses,
         # with its own plain 413 and unread, a body that says it is over twice that.
-        command = [sys.executable, "-m", "waitress", f"--listen={host}:{port}", f"--threads={threads}",
-                   f"--channel-timeout={self.settings.get('channel_timeout', 20)}", "--cleanup-interval=5",
-                   f"--connection-limit={self.settings.get('connection_limit', 1000)}",
-                   f"--max-request-body-size={2 * serving.MAX_BODY_BYTES}", "--no-expose-tracebacks",
-                   "--call", "dogbreed.serving:create_app"]
+        command = [
+            sys.executable,
+            "-m",
+            "waitress",
+            f"--listen={host}:{port}",
+            f"--threads={threads}",
+            f"--channel-timeout={self.settings.get('channel_timeout', 20)}",
+            "--cleanup-interval=5",
+            f"--connection-limit={self.settings.get('connection_limit', 1000)}",
+            f"--max-request-body-size={2 * serving.MAX_BODY_BYTES}",
+            "--no-expose-tracebacks",
+            "--call",
+            "dogbreed.serving:create_app",
+        ]
         with open(log_path, "w") as log:
             # A new session: the server outlives this Snakemake job, and is stopped by pid group.
-            process = subprocess.Popen(command, cwd=state_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        state = {"backend": self.name, "endpoint_name": endpoint_name, "url": url, "pid": process.pid,
-                 "pid_started": psutil.Process(process.pid).create_time(), "model": str(Path(model_tar).resolve()),
-                 "log": str(log_path), "started_at": _now()}
+            process = subprocess.Popen(
+                command,
+                cwd=state_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        state = {
+            "backend": self.name,
+            "endpoint_name": endpoint_name,
+            "url": url,
+            "pid": process.pid,
+            "pid_started": psutil.Process(process.pid).create_time(),
+            "model": str(Path(model_tar).resolve()),
+            "log": str(log_path),
+            "started_at": _now(),
+        }
         write_endpoint_state(state_dir, state)
         return self.wait_until_serving(
-            state, state_dir, float(self.settings.get("startup_timeout", 120)),
+            state,
+            state_dir,
+            float(self.settings.get("startup_timeout", 120)),
             died=lambda: None if process.poll() is None else f"exited (code {process.returncode})",
-            last_lines=lambda: _tail(log_path))
+            last_lines=lambda: _tail(log_path),
+        )
 
     def stop_server(self, state, state_dir) -> list:
         stopped = []

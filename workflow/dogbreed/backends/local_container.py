@@ -13,6 +13,7 @@ and the endpoint must outlive it (docs/architecture.md §4). Its container id is
 Nothing here needs an AWS account: the session gets a region, placeholder credentials (unless the
 store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
 """
+
 import shutil
 import tarfile
 import tempfile
@@ -22,8 +23,15 @@ from pathlib import Path
 
 import job_contract as contract
 from dogbreed import containers, jobspec, naming, store
-from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointGone, HttpEndpointBackend, JobFailed, ping,
-                                    write_endpoint_state)
+from dogbreed.backends.base import (
+    TOOLKIT_SERVING_ENVIRONMENT,
+    Backend,
+    EndpointGone,
+    HttpEndpointBackend,
+    JobFailed,
+    ping,
+    write_endpoint_state,
+)
 from dogbreed.backends.sagemaker import SageMakerBackend
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
@@ -42,8 +50,11 @@ def _remove_job_containers(client, container_root, log_path=None):
     (other jobs', a parallel trial's among them, stay): docker-compose leaves them behind, exited,
     after every job, and running when the SDK's process is interrupted. Their output goes to log_path
     first: the SDK's own stream of it stops reading when compose exits, dropping the last lines."""
-    found = [c for c in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR})
-             if Path(c.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root)]
+    found = [
+        c
+        for c in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR})
+        if Path(c.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root)
+    ]
     if log_path is not None:
         Path(log_path).write_bytes(b"".join(c.logs() for c in found))
     for container in found:
@@ -56,8 +67,9 @@ def _handler_answers(url) -> bool:
     import requests
 
     try:
-        answer = requests.post(url + "/invocations", data=b'{"instances": []}', timeout=10,
-                               headers={"Content-Type": contract.JSON})
+        answer = requests.post(
+            url + "/invocations", data=b'{"instances": []}', timeout=10, headers={"Content-Type": contract.JSON}
+        )
         return answer.status_code == 400 and answer.text.startswith('{"error"')
     except requests.RequestException:
         return False
@@ -89,7 +101,9 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
         boto_session = boto3.session.Session(region_name=s["region"], **credentials)
         session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
-        session.config = {"local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}}
+        session.config = {
+            "local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}
+        }
         return session
 
     def approve_run(self, plan, costs, store_uri):  # nothing is paid for
@@ -117,12 +131,27 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
 
     # --- training jobs --------------------------------------------------------------------------
     def estimator(self, hyperparameters, source_dir, entry_point="train.py", environment=None):
-        estimator = super().estimator(hyperparameters, source_dir, entry_point, environment=environment)  # one container
+        estimator = super().estimator(
+            hyperparameters, source_dir, entry_point, environment=environment
+        )  # one container
         estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
         return estimator
 
-    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
+    def train(
+        self,
+        job_name,
+        hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        entry_point="train.py",
+        on_line=None,
+        echo=True,
+        keep_model=True,
+        environment=None,
+        processes=1,
+        instances=1,
+    ) -> dict:
         from sagemaker.inputs import TrainingInput
 
         self.refuse_shape(hyperparameters, processes, instances)  # before Docker is asked: no engine would hide it
@@ -130,8 +159,10 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             # The SDK refuses torch_distributed for CPU local mode, but the image's training toolkit runs it on any
             # instance: its own switches, set directly (sagemaker_* hyperparameters are the toolkit's, never
             # train.py's flags), start train.py under torchrun with this many processes in the container.
-            hyperparameters = jobspec.merge(hyperparameters, {"sagemaker_torch_distributed_enabled": True,
-                                                              "sagemaker_mpi_num_of_processes_per_host": processes})
+            hyperparameters = jobspec.merge(
+                hyperparameters,
+                {"sagemaker_torch_distributed_enabled": True, "sagemaker_mpi_num_of_processes_per_host": processes},
+            )
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
@@ -139,14 +170,20 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         tracked = {k: v for k, v in (environment or {}).items() if k.startswith("MLFLOW_") or k == "DO_NOT_TRACK"}
         estimator = self.estimator(hyperparameters, source_dir, entry_point, environment=tracked)
         # the job's own compose folder, so that its containers (named at random) can be found
-        container_root = Path(tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)).resolve()
+        container_root = Path(
+            tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)
+        ).resolve()
         estimator.sagemaker_session = self._local_session(container_root)
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         failure = None
         try:  # the SDK prints the container's output as it comes; log.txt gets it whole afterwards
-            estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=True,
-                          logs=self.settings.get("logs", "All") != "None")
+            estimator.fit(
+                {k: TrainingInput(uri) for k, uri in channels.items()},
+                job_name=job_name,
+                wait=True,
+                logs=self.settings.get("logs", "All") != "None",
+            )
         except Exception as error:
             failure = error
         finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
@@ -157,8 +194,9 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
         if failure is not None:
             log = log_path.read_text(errors="replace") if log_path.exists() else ""
-            raise JobFailed(f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n"
-                            f"{_tail(log)}") from failure
+            raise JobFailed(
+                f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n{_tail(log)}"
+            ) from failure
         description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
         result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
         return {**result, "log": str(log_path)}
@@ -194,14 +232,21 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             stale.remove(force=True)  # a container whose state file was lost
         host = self.settings.get("host", "127.0.0.1")
         container = client.containers.create(
-            image, "serve", name=naming.container_name(endpoint_name),
+            image,
+            "serve",
+            name=naming.container_name(endpoint_name),
             labels={LABEL: endpoint_name},
             ports={f"{SERVING_PORT}/tcp": (host, int(self.settings.get("port", 0)) or None)},
             volumes={str(model_dir): {"bind": "/opt/ml/model", "mode": "ro"}},
-            environment={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                         "SAGEMAKER_REGION": self.settings["region"], "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                         **TOOLKIT_SERVING_ENVIRONMENT},
-            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None)
+            environment={
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_REGION": self.settings["region"],
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                **TOOLKIT_SERVING_ENVIRONMENT,
+            },
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
+        )
         try:
             container.start()
         except docker.errors.APIError as error:  # e.g. no GPU runtime, or the configured port is taken
@@ -211,9 +256,16 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         container.reload()
         port = container.ports[f"{SERVING_PORT}/tcp"][0]["HostPort"]
         url = f"http://{host}:{port}"
-        state = {"backend": self.name, "endpoint_name": endpoint_name, "url": url, "container_id": container.id,
-                 "image": image, "model": str(Path(model_tar).resolve()), "log": str(state_dir / "server.log"),
-                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        state = {
+            "backend": self.name,
+            "endpoint_name": endpoint_name,
+            "url": url,
+            "container_id": container.id,
+            "image": image,
+            "model": str(Path(model_tar).resolve()),
+            "log": str(state_dir / "server.log"),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         write_endpoint_state(state_dir, state)
 
         def died():
@@ -221,9 +273,14 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             return None if container.status != "exited" else f"exited (container {container.short_id})"
 
         return self.wait_until_serving(
-            state, state_dir, float(self.settings.get("startup_timeout", 180)), died,
+            state,
+            state_dir,
+            float(self.settings.get("startup_timeout", 180)),
+            died,
             last_lines=lambda: _tail(container.logs().decode(errors="replace")),
-            ready=lambda url: ping(url) and _handler_answers(url), pause=1)
+            ready=lambda url: ping(url) and _handler_answers(url),
+            pause=1,
+        )
 
     def stop_server(self, state, state_dir) -> list:
         """Stop and remove the recorded container; its output is kept in the log."""

@@ -7,6 +7,7 @@ still running (or reuses one that completed) instead of launching a duplicate; C
 stopping the rule stops the cloud job it launched. Cloud work is priced first and refused without
 confirm_cloud: true.
 """
+
 import contextlib
 import os
 import re
@@ -19,8 +20,15 @@ from pathlib import Path
 
 import job_contract as contract
 from dogbreed import jobspec, naming, run_plan, store
-from dogbreed.backends.base import (TOOLKIT_SERVING_ENVIRONMENT, Backend, EndpointRefused, JobFailed, forget_endpoint_state, read_endpoint_state,
-                                    write_endpoint_state)
+from dogbreed.backends.base import (
+    TOOLKIT_SERVING_ENVIRONMENT,
+    Backend,
+    EndpointRefused,
+    JobFailed,
+    forget_endpoint_state,
+    read_endpoint_state,
+    write_endpoint_state,
+)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -58,8 +66,10 @@ class SageMakerBackend(Backend):
     def _role(self):
         role = self.settings.get("role")
         if not role:
-            raise JobFailed("backends.sagemaker.role is empty: set it to the ARN of an IAM role SageMaker can assume "
-                            "(README: IAM permissions)")
+            raise JobFailed(
+                "backends.sagemaker.role is empty: set it to the ARN of an IAM role SageMaker can assume "
+                "(README: IAM permissions)"
+            )
         return role
 
     def _tags(self):
@@ -69,7 +79,9 @@ class SageMakerBackend(Backend):
     def approve_run(self, plan: str, costs: list, store_uri: str):
         """The whole run's plan and estimate (run_plan.py), before anything reaches S3; refused unless confirmed,
         and refused outright while a setting still holds the shipped placeholder."""
-        run_plan.refuse(run_plan.placeholder_problems({"store.uri": store_uri}))  # the settings' own: confirm() checks them
+        run_plan.refuse(
+            run_plan.placeholder_problems({"store.uri": store_uri})
+        )  # the settings' own: confirm() checks them
         print(plan)
         self.confirm(costs)
 
@@ -80,10 +92,15 @@ class SageMakerBackend(Backend):
         print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
         for _, line in lines:
             print(f"  {line}")
-        print(f"  total of the above: ${total:,.2f}" + (" plus unpriced items" if any(d is None for d, _ in lines) else ""))
+        print(
+            f"  total of the above: ${total:,.2f}"
+            + (" plus unpriced items" if any(d is None for d, _ in lines) else "")
+        )
         if not self.settings.get("confirm_cloud"):
-            raise CloudCostNotConfirmed("refusing to start paid SageMaker work without confirmation: rerun with "
-                                        "--config confirm_cloud=true once the estimate above is acceptable")
+            raise CloudCostNotConfirmed(
+                "refusing to start paid SageMaker work without confirmation: rerun with "
+                "--config confirm_cloud=true once the estimate above is acceptable"
+            )
 
     # --- upload ---------------------------------------------------------------------------------
     def upload(self, local_dir, uri) -> dict:
@@ -91,8 +108,16 @@ class SageMakerBackend(Backend):
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py", job_name=None, environment=None,
-                  processes=1, instances=1):
+    def estimator(
+        self,
+        hyperparameters,
+        source_dir,
+        entry_point="train.py",
+        job_name=None,
+        environment=None,
+        processes=1,
+        instances=1,
+    ):
         """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
         job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run);
         processes > 1: DDP under SageMaker's torch_distributed launcher (torchrun, a process per GPU of
@@ -104,13 +129,23 @@ class SageMakerBackend(Backend):
         distributed = {"torch_distributed": {"enabled": True}} if processes > 1 else None
 
         s = self.settings
-        kwargs = dict(entry_point=entry_point, source_dir=str(source_dir), role=self._role(),
-                      framework_version=str(s["framework_version"]), py_version=s["py_version"],
-                      instance_type=s["instance_type"], instance_count=instances,
-                      volume_size=int(s.get("volume_size_gb", 30)), max_run=int(_hours(s, "max_run_hours", 4) * 3600),
-                      hyperparameters=hyperparameters, metric_definitions=s["metric_definitions"],
-                      output_path=s["output_s3_uri"], tags=self._tags(), sagemaker_session=self.session,
-                      debugger_hook_config=False)  # train.py runs its own smdebug hook (--debug)
+        kwargs = dict(
+            entry_point=entry_point,
+            source_dir=str(source_dir),
+            role=self._role(),
+            framework_version=str(s["framework_version"]),
+            py_version=s["py_version"],
+            instance_type=s["instance_type"],
+            instance_count=instances,
+            volume_size=int(s.get("volume_size_gb", 30)),
+            max_run=int(_hours(s, "max_run_hours", 4) * 3600),
+            hyperparameters=hyperparameters,
+            metric_definitions=s["metric_definitions"],
+            output_path=s["output_s3_uri"],
+            tags=self._tags(),
+            sagemaker_session=self.session,
+            debugger_hook_config=False,
+        )  # train.py runs its own smdebug hook (--debug)
         if environment:
             kwargs["environment"] = dict(environment)
         if distributed:
@@ -121,20 +156,28 @@ class SageMakerBackend(Backend):
             # root, where a policy scoped to the store's prefix would deny the upload
             kwargs["code_location"] = s["output_s3_uri"]
         if s.get("use_spot"):
-            kwargs.update(use_spot_instances=True, max_wait=int(_hours(s, "max_wait_hours", 8) * 3600),
-                          checkpoint_s3_uri=checkpoint_uri(s, job_name))
+            kwargs.update(
+                use_spot_instances=True,
+                max_wait=int(_hours(s, "max_wait_hours", 8) * 3600),
+                checkpoint_s3_uri=checkpoint_uri(s, job_name),
+            )
         if s.get("sagemaker_profiler"):  # SageMaker's own profiler and report, where the account still has it
             from sagemaker.debugger import ProfilerConfig, ProfilerRule, rule_configs
-            kwargs.update(profiler_config=ProfilerConfig(system_monitor_interval_millis=500),
-                          rules=[ProfilerRule.sagemaker(rule_configs.ProfilerReport())])
+
+            kwargs.update(
+                profiler_config=ProfilerConfig(system_monitor_interval_millis=500),
+                rules=[ProfilerRule.sagemaker(rule_configs.ProfilerReport())],
+            )
         else:
             kwargs["disable_profiler"] = True
         return PyTorch(**kwargs)
 
     def refuse_shape(self, hyperparameters, processes, instances):
         """What the run plan refuses of a job (run_plan.py), refused here too when the backend is called directly."""
-        run_plan.refuse(run_plan.local_file_problems(self.name, hyperparameters)
-                        + run_plan.job_shape_problems(self.name, self.settings, processes, instances))
+        run_plan.refuse(
+            run_plan.local_file_problems(self.name, hyperparameters)
+            + run_plan.job_shape_problems(self.name, self.settings, processes, instances)
+        )
 
     def _describe_job(self, job_name):
         try:
@@ -147,8 +190,9 @@ class SageMakerBackend(Backend):
     def _free_job_name(self, job_name):
         """The derived name, or the next `-N` after failed/stopped jobs (SageMaker never reuses a name)."""
         attempt = 1
-        while (description := self._describe_job(naming.attempt_name(job_name, attempt))) and \
-                description["TrainingJobStatus"] in ("Failed", "Stopped"):
+        while (description := self._describe_job(naming.attempt_name(job_name, attempt))) and description[
+            "TrainingJobStatus"
+        ] in ("Failed", "Stopped"):
             attempt += 1
         return naming.attempt_name(job_name, attempt), description
 
@@ -163,8 +207,21 @@ class SageMakerBackend(Backend):
             stop()
             raise
 
-    def train(self, job_name, hyperparameters, channels, jobs_dir, source_dir, entry_point="train.py",
-              on_line=None, echo=True, keep_model=True, environment=None, processes=1, instances=1) -> dict:
+    def train(
+        self,
+        job_name,
+        hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        entry_point="train.py",
+        on_line=None,
+        echo=True,
+        keep_model=True,
+        environment=None,
+        processes=1,
+        instances=1,
+    ) -> dict:
         from sagemaker.inputs import TrainingInput
 
         self.refuse_shape(hyperparameters, processes, instances)  # before any request
@@ -177,16 +234,25 @@ class SageMakerBackend(Backend):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
             self.confirm([run_plan.training_cost(self.settings, f"training job {name}", instances=instances)])
-            estimator = self.estimator(hyperparameters, source_dir, entry_point, job_name=name, environment=environment,
-                                       processes=processes, instances=instances)
+            estimator = self.estimator(
+                hyperparameters,
+                source_dir,
+                entry_point,
+                job_name=name,
+                environment=environment,
+                processes=processes,
+                instances=instances,
+            )
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
         self._wait(lambda: self._follow_logs(name), lambda: self.client.stop_training_job(TrainingJobName=name))
         description = self._describe_job(name)
         if description["TrainingJobStatus"] != "Completed":
-            raise JobFailed(f"training job {name} ended {description['TrainingJobStatus']}: "
-                            f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch /aws/sagemaker/TrainingJobs)")
+            raise JobFailed(
+                f"training job {name} ended {description['TrainingJobStatus']}: "
+                f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch /aws/sagemaker/TrainingJobs)"
+            )
         return self._collect(name, description, Path(jobs_dir), on_line, keep_model, started)
 
     def _follow_logs(self, name):
@@ -205,10 +271,16 @@ class SageMakerBackend(Backend):
         shutil.rmtree(job / "output", ignore_errors=True)  # a rerun's; the job's log.txt beside it stays
         (job / "output/data").mkdir(parents=True)
         s3_model = description["ModelArtifacts"]["S3ModelArtifacts"]
-        result = {"job_name": name, "backend": self.name, "status": "Completed", "s3_model_uri": s3_model,
-                  "log": f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*",
-                  "output_dir": str(job / "output"), "hyperparameters": description.get("HyperParameters", {}),
-                  "seconds": description.get("TrainingTimeInSeconds") or round(time.time() - started, 1)}
+        result = {
+            "job_name": name,
+            "backend": self.name,
+            "status": "Completed",
+            "s3_model_uri": s3_model,
+            "log": f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*",
+            "output_dir": str(job / "output"),
+            "hyperparameters": description.get("HyperParameters", {}),
+            "seconds": description.get("TrainingTimeInSeconds") or round(time.time() - started, 1),
+        }
         if keep_model:
             self._download(s3_model, job / "output/model.tar.gz")
             result["model_uri"] = store.file_uri(job / "output/model.tar.gz")
@@ -241,11 +313,27 @@ class SageMakerBackend(Backend):
                 print(f"SageMaker's profiler report was not fetched: {error}")
 
     # --- tuning ---------------------------------------------------------------------------------
-    def tune(self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel=1,
-             tracking=None):
+    def tune(
+        self,
+        spec,
+        fixed_hyperparameters,
+        channels,
+        jobs_dir,
+        source_dir,
+        tuning_name,
+        study_db,
+        parallel=1,
+        tracking=None,
+    ):
         from sagemaker.inputs import TrainingInput
-        from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter,
-                                     WarmStartConfig, WarmStartTypes)
+        from sagemaker.tuner import (
+            CategoricalParameter,
+            ContinuousParameter,
+            HyperparameterTuner,
+            IntegerParameter,
+            WarmStartConfig,
+            WarmStartTypes,
+        )
 
         run_plan.refuse(run_plan.tuning_problems(spec))  # as the run plan does, before anything is sent
         self.refuse_shape(fixed_hyperparameters, processes=1, instances=1)
@@ -263,36 +351,57 @@ class SageMakerBackend(Backend):
         previous = self._tuning_jobs(tuning_name)
         running = [d for d in previous if d["HyperParameterTuningJobStatus"] in ("InProgress", "Stopping")]
         done = [d for d in previous if d["HyperParameterTuningJobStatus"] == "Completed"]
-        finished_trials = sum(d["ObjectiveStatusCounters"].get("Succeeded", 0) + d["ObjectiveStatusCounters"].get("Failed", 0)
-                              for d in done)
+        finished_trials = sum(
+            d["ObjectiveStatusCounters"].get("Succeeded", 0) + d["ObjectiveStatusCounters"].get("Failed", 0)
+            for d in done
+        )
         if running:
             job_name = running[-1]["HyperParameterTuningJobName"]
             print(f"tuning job {job_name} is still running: attaching to it")
         elif not (spec["strategy"] == "Grid" and done) and finished_trials < spec["max_jobs"]:
             job_name = naming.warm_start_name(tuning_name, len(previous))
             new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
-            self.confirm([run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)])
+            self.confirm(
+                [run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)]
+            )
             tuner = HyperparameterTuner(
                 # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each
                 # trial's checkpoint under its training job's name)
-                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name), spec["objective"]["metric"], ranges,
-                metric_definitions=self.settings["metric_definitions"], strategy=spec["strategy"],
-                objective_type=spec["objective"]["type"], max_jobs=new_trials, max_parallel_jobs=spec["max_parallel_jobs"],
-                early_stopping_type=early_stopping, tags=self._tags(), random_seed=spec.get("seed"),
-                warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
-                                                  parents=warm_start_parents(done, spec["objective"]["type"])) if done else None)
+                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name),
+                spec["objective"]["metric"],
+                ranges,
+                metric_definitions=self.settings["metric_definitions"],
+                strategy=spec["strategy"],
+                objective_type=spec["objective"]["type"],
+                max_jobs=new_trials,
+                max_parallel_jobs=spec["max_parallel_jobs"],
+                early_stopping_type=early_stopping,
+                tags=self._tags(),
+                random_seed=spec.get("seed"),
+                warm_start_config=WarmStartConfig(
+                    WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
+                    parents=warm_start_parents(done, spec["objective"]["type"]),
+                )
+                if done
+                else None,
+            )
             with quota_advice(self.settings, self.session.boto_region_name):
                 tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
             print(f"launched tuning job {job_name}")
         else:
             job_name = done[-1]["HyperParameterTuningJobName"]
-        self._wait(lambda: self._wait_for_tuning(job_name),
-                   lambda: self.client.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name))
+        self._wait(
+            lambda: self._wait_for_tuning(job_name),
+            lambda: self.client.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name),
+        )
         names = [d["HyperParameterTuningJobName"] for d in self._tuning_jobs(tuning_name)] or [job_name]
         rows, best = self._trials(spec, names)
         if tracking is not None:  # the trials ran in SageMaker's tuner: their runs are logged when it is done
-            tracking.log_finished(rows, spec, [jobspec.merge(fixed_hyperparameters, {n: row[n] for n in spec["parameters"]})
-                                               for row in rows])
+            tracking.log_finished(
+                rows,
+                spec,
+                [jobspec.merge(fixed_hyperparameters, {n: row[n] for n in spec["parameters"]}) for row in rows],
+            )
         return rows, best
 
     def _tuning_jobs(self, tuning_name):
@@ -314,8 +423,11 @@ class SageMakerBackend(Backend):
             counters = {k: n for k, n in (description.get("TrainingJobStatusCounters") or {}).items() if n}
             if counters != seen:  # a line whenever a trial starts or ends, not a still bar for an hour
                 seen = counters
-                print(f"tuning job {job_name}: {status}; trials " + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started"),
-                      flush=True)
+                print(
+                    f"tuning job {job_name}: {status}; trials "
+                    + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started"),
+                    flush=True,
+                )
             if status not in ("InProgress", "Stopping"):
                 if status != "Completed":
                     raise JobFailed(f"tuning job {job_name} ended {status}")
@@ -328,14 +440,25 @@ class SageMakerBackend(Backend):
         rows, number = [], 0
         for tuning_job in tuning_jobs:
             paginator = self.client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
-            summaries = [s for page in paginator.paginate(HyperParameterTuningJobName=tuning_job) for s in page["TrainingJobSummaries"]]
+            summaries = [
+                s
+                for page in paginator.paginate(HyperParameterTuningJobName=tuning_job)
+                for s in page["TrainingJobSummaries"]
+            ]
             for summary in sorted(summaries, key=lambda s: s.get("CreationTime", 0)):
                 value = summary.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
-                row = {"trial": number, "job_name": summary["TrainingJobName"],
-                       "status": summary["TrainingJobStatus"],  # SageMaker's names, which the local tuner uses too
-                       objective: value if summary["TrainingJobStatus"] == "Completed" else None}
-                row.update({name: _typed(spec["parameters"][name], summary["TunedHyperParameters"].get(name))
-                            for name in spec["parameters"]})
+                row = {
+                    "trial": number,
+                    "job_name": summary["TrainingJobName"],
+                    "status": summary["TrainingJobStatus"],  # SageMaker's names, which the local tuner uses too
+                    objective: value if summary["TrainingJobStatus"] == "Completed" else None,
+                }
+                row.update(
+                    {
+                        name: _typed(spec["parameters"][name], summary["TunedHyperParameters"].get(name))
+                        for name in spec["parameters"]
+                    }
+                )
                 row["tuning_job"] = tuning_job
                 rows.append(row)
                 number += 1
@@ -344,9 +467,13 @@ class SageMakerBackend(Backend):
             raise JobFailed(f"no trial of {', '.join(tuning_jobs)} completed; see the SageMaker console")
         pick = max if spec["objective"]["type"] == "Maximize" else min
         best = pick(completed, key=lambda r: r[objective])
-        return rows, {"hyperparameters": {n: best[n] for n in spec["parameters"]}, "trial": best["trial"],
-                      "job_name": best["job_name"], "trials_completed": len(completed),
-                      "objective": {"metric": objective, "type": spec["objective"]["type"], "value": best[objective]}}
+        return rows, {
+            "hyperparameters": {n: best[n] for n in spec["parameters"]},
+            "trial": best["trial"],
+            "job_name": best["job_name"],
+            "trials_completed": len(completed),
+            "objective": {"metric": objective, "type": spec["objective"]["type"], "value": best[objective]},
+        }
 
     # --- endpoints ------------------------------------------------------------------------------
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
@@ -360,21 +487,50 @@ class SageMakerBackend(Backend):
         model_uri = self._upload_model(model_tar, model_name)
         with tempfile.TemporaryDirectory() as code:
             with tarfile.open(model_tar) as archive:  # serve exactly the code/ that was packed
-                archive.extractall(code, members=[m for m in archive.getmembers() if m.name.startswith("code/")], filter="data")
-            where = {"code_location": store.join(s["output_s3_uri"], "models", model_name)} if model_uri.startswith("s3://") else {}
-            model = PyTorchModel(model_data=model_uri, role=self._role(), entry_point="inference.py",
-                                 source_dir=f"{code}/code", framework_version=str(s["inference_framework_version"]),
-                                 py_version=s["py_version"], sagemaker_session=self.session, name=model_name,
-                                 env=dict(TOOLKIT_SERVING_ENVIRONMENT), **where)
-            state = {"backend": self.name, "endpoint_name": endpoint_name, "model_name": model_name,
-                     "endpoint_config_name": endpoint_name, "region": self.session.boto_region_name}
+                archive.extractall(
+                    code, members=[m for m in archive.getmembers() if m.name.startswith("code/")], filter="data"
+                )
+            where = (
+                {"code_location": store.join(s["output_s3_uri"], "models", model_name)}
+                if model_uri.startswith("s3://")
+                else {}
+            )
+            model = PyTorchModel(
+                model_data=model_uri,
+                role=self._role(),
+                entry_point="inference.py",
+                source_dir=f"{code}/code",
+                framework_version=str(s["inference_framework_version"]),
+                py_version=s["py_version"],
+                sagemaker_session=self.session,
+                name=model_name,
+                env=dict(TOOLKIT_SERVING_ENVIRONMENT),
+                **where,
+            )
+            state = {
+                "backend": self.name,
+                "endpoint_name": endpoint_name,
+                "model_name": model_name,
+                "endpoint_config_name": endpoint_name,
+                "region": self.session.boto_region_name,
+            }
             write_endpoint_state(state_dir, state)
             with quota_advice(self.settings, self.session.boto_region_name):
-                model.deploy(initial_instance_count=int(s.get("endpoint_instance_count", 1)),
-                             instance_type=s["inference_instance_type"], endpoint_name=endpoint_name, tags=self._tags(), wait=False)
+                model.deploy(
+                    initial_instance_count=int(s.get("endpoint_instance_count", 1)),
+                    instance_type=s["inference_instance_type"],
+                    endpoint_name=endpoint_name,
+                    tags=self._tags(),
+                    wait=False,
+                )
         self._wait_for_endpoint(endpoint_name)
-        return {"backend": self.name, "endpoint_name": endpoint_name, "url": f"sagemaker://{state['region']}/{endpoint_name}",
-                "model": model_uri, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return {
+            "backend": self.name,
+            "endpoint_name": endpoint_name,
+            "url": f"sagemaker://{state['region']}/{endpoint_name}",
+            "model": model_uri,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
     def _wait_for_endpoint(self, endpoint_name):
         while True:
@@ -382,7 +538,9 @@ class SageMakerBackend(Backend):
             if status["EndpointStatus"] == "InService":
                 return
             if status["EndpointStatus"] not in ("Creating", "Updating"):
-                raise JobFailed(f"endpoint {endpoint_name} is {status['EndpointStatus']}: {status.get('FailureReason', '')}")
+                raise JobFailed(
+                    f"endpoint {endpoint_name} is {status['EndpointStatus']}: {status.get('FailureReason', '')}"
+                )
             self._pause()
 
     def _upload_model(self, model_tar, model_name):
@@ -399,15 +557,20 @@ class SageMakerBackend(Backend):
     def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         runtime = self.session.sagemaker_runtime_client
         try:
-            response = runtime.invoke_endpoint(EndpointName=endpoint["endpoint_name"], Body=body,
-                                               ContentType=content_type, Accept=accept)
+            response = runtime.invoke_endpoint(
+                EndpointName=endpoint["endpoint_name"], Body=body, ContentType=content_type, Accept=accept
+            )
         except runtime.exceptions.ValidationError as error:  # e.g. a body over the 6,291,456-byte limit
-            raise EndpointRefused(f"endpoint {endpoint['endpoint_name']} refused a request of {len(body):,} bytes "
-                                  f"({content_type}): {error.response['Error'].get('Message', error)}; real-time endpoints "
-                                  f"take at most 6,291,456 bytes per request (evaluation.max_request_bytes)") from None
+            raise EndpointRefused(
+                f"endpoint {endpoint['endpoint_name']} refused a request of {len(body):,} bytes "
+                f"({content_type}): {error.response['Error'].get('Message', error)}; real-time endpoints "
+                f"take at most 6,291,456 bytes per request (evaluation.max_request_bytes)"
+            ) from None
         except runtime.exceptions.ModelError as error:  # inference.py answered an error
-            raise EndpointRefused(f"endpoint {endpoint['endpoint_name']} answered an error to a request of "
-                                  f"{len(body):,} bytes ({content_type}): {error}") from None
+            raise EndpointRefused(
+                f"endpoint {endpoint['endpoint_name']} answered an error to a request of "
+                f"{len(body):,} bytes ({content_type}): {error}"
+            ) from None
         return response["Body"].read()
 
     def teardown(self, state_dir) -> list:
@@ -418,9 +581,11 @@ class SageMakerBackend(Backend):
         # where it was deployed: in another region "Could not find" would read as already gone while it bills
         client = self._client_in(state.get("region"))
         deleted = []
-        for call, key, argument in ((client.delete_endpoint, "endpoint_name", "EndpointName"),
-                                    (client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
-                                    (client.delete_model, "model_name", "ModelName")):
+        for call, key, argument in (
+            (client.delete_endpoint, "endpoint_name", "EndpointName"),
+            (client.delete_endpoint_config, "endpoint_config_name", "EndpointConfigName"),
+            (client.delete_model, "model_name", "ModelName"),
+        ):
             try:
                 call(**{argument: state[key]})
                 deleted.append(f"{argument[:-4].lower()} {state[key]}")
@@ -462,7 +627,7 @@ def checkpoint_uri(settings, job_name) -> str:
 
 
 def full_version(version) -> str:
-    """"2.8" → "2.8.0", as the SDK's torch_distributed list spells versions."""
+    """ "2.8" → "2.8.0", as the SDK's torch_distributed list spells versions."""
     parts = str(version).split(".")
     return ".".join(parts + ["0"] * (3 - len(parts)))
 
@@ -487,24 +652,31 @@ def quota_advice(settings, region):
             f"or `aws service-quotas list-service-quotas --service-code sagemaker` for its quota code, then "
             f"`aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code <code> "
             f"--desired-value 1`; meanwhile choose an instance type you have quota for"
-            f"{' or use_spot: false' if settings.get('use_spot') else ''} in backends.sagemaker") from None
+            f"{' or use_spot: false' if settings.get('use_spot') else ''} in backends.sagemaker"
+        ) from None
 
 
 def _not_found(error) -> bool:
     """A ClientError that means "no such resource" (SageMaker: ResourceNotFound, "Requested resource not
     found"; moto: "Could not find"), as opposed to throttling, AccessDenied and the like."""
     message = str(error).lower()
-    return error.response.get("Error", {}).get("Code") == "ResourceNotFound" or "not found" in message or "could not find" in message
+    return (
+        error.response.get("Error", {}).get("Code") == "ResourceNotFound"
+        or "not found" in message
+        or "could not find" in message
+    )
 
 
 def warm_start_parents(tuning_jobs, objective_type, limit=5) -> set:
     """The names of the `limit` completed tuning jobs with the best objective (the API takes at most 5
     parents); jobs without a best training job come last."""
+
     def best(job):
         value = job.get("BestTrainingJob", {}).get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
         if value is None:
             return float("inf")
         return -value if objective_type == "Maximize" else value
+
     return {job["HyperParameterTuningJobName"] for job in sorted(tuning_jobs, key=best)[:limit]}
 
 
