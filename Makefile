@@ -52,7 +52,7 @@ clean: teardown
 	rm -rf results .snakemake store data/raw
 
 # SageMaker local mode (backend: local_container): a Docker engine and stand-ins for AWS's PyTorch
-# training and inference containers, tagged with the ECR URIs the SDK resolves (README: local mode).
+# training and inference containers, tagged with the ECR URIs the SDK resolves (docs/guide.md: local mode).
 container-images: $(BIN)/.installed
 	bash containers/build.sh
 

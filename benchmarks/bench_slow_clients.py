@@ -21,9 +21,9 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "workflow"), str(REPO / "tests")]
 
-from conftest import TINY_CLASSES  # noqa: E402
-from dogbreed import demo_data, packaging  # noqa: E402
-from dogbreed.backends.local import LocalBackend  # noqa: E402
+from conftest import TINY_CLASSES
+from dogbreed import demo_data, packaging
+from dogbreed.backends.local import LocalBackend
 
 
 def timed(call, repeats) -> list:
@@ -74,8 +74,8 @@ def main():
     url = endpoint["url"]
     host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
     image = next(data.rglob("*.jpg")).read_bytes()
-    ping = lambda: requests.get(url + "/ping", timeout=30)  # noqa: E731
-    invoke = lambda: requests.post(url + "/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=30)  # noqa: E731
+    ping = lambda: requests.get(url + "/ping", timeout=30)
+    invoke = lambda: requests.post(url + "/invocations", data=image, headers={"Content-Type": "image/jpeg"}, timeout=30)
     rows = {}
     try:
         rows["idle"] = (timed(ping, args.requests), timed(invoke, args.requests))
@@ -90,8 +90,8 @@ def main():
                 connection.close()
     finally:
         backend.teardown(root / "state")
-    ms = lambda values, q: f"{np.percentile(values, q) * 1000:.1f}"  # noqa: E731
-    print(f"| server state | /ping p50 / p95 (ms) | one-image /invocations p50 / p95 (ms) | requests each |")
+    ms = lambda values, q: f"{np.percentile(values, q) * 1000:.1f}"
+    print("| server state | /ping p50 / p95 (ms) | one-image /invocations p50 / p95 (ms) | requests each |")
     print("|---|---|---|---|")
     for state, (pings, invocations) in rows.items():
         print(

@@ -31,8 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from dogbreed import demo_data  # noqa: E402
-from dogbreed.backends.local import LocalBackend, pack_model_dir  # noqa: E402
+from dogbreed import demo_data
+from dogbreed.backends.local import LocalBackend, pack_model_dir
 
 PYTHON = sys.executable
 
@@ -127,7 +127,7 @@ def bench_workflow(tmp, image_size, augment=True):
         subprocess.run(
             [str(Path(PYTHON).parent / "snakemake"), "--cores", "1", "teardown", *args], cwd=work, capture_output=True
         )
-        cell = lambda v: f"{v:.0f}" if v else "–"  # noqa: E731
+        cell = lambda v: f"{v:.0f}" if v else "–"
         print(
             f"| {'on' if cache else 'off'} | {cell(seconds['extract_features'])} | {cell(seconds['tune'])} | "
             f"{cell(seconds['train'])} | {total:.0f} | {accuracy:.3f} |"
@@ -262,7 +262,7 @@ def bench_endpoint(tmp, requests_per_client=40):
             for clients in (1, 4, 16):
                 latencies, lock = [], threading.Lock()
 
-                def client():
+                def client(endpoint=endpoint, lock=lock, latencies=latencies):
                     with requests.Session() as session:
                         for _ in range(requests_per_client):
                             started = time.perf_counter()

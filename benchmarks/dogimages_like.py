@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from dogbreed import demo_data  # noqa: E402
+from dogbreed import demo_data
 
 TOTALS = {"train": 6680, "valid": 835, "test": 836}
 CLASSES = 133

@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Dataset
-
 import classifier
 import image_folders
 import job_contract as contract
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 # the feature cache's file names are the job contract's (the workflow checks a cache in the store by them)
 FEATURES_FILE, INFO_FILE, BACKBONE_FILE = contract.FEATURES_FILE, contract.FEATURES_INFO_FILE, contract.BACKBONE_FILE
@@ -166,10 +165,10 @@ class CachedFeatures(Dataset):
 def check_spec(cache: CachedFeatures, arch, preprocessing):
     """Refuse features made for another model: one line saying which setting differs."""
     theirs, ours = cache.info, {"arch": arch, "preprocessing": preprocessing}
-    for key in ours:
-        if theirs[key] != ours[key]:
+    for key, value in ours.items():
+        if theirs[key] != value:
             sys.exit(
-                f"error: the cached features were made with {key}={theirs[key]}, this job has {key}={ours[key]}: "
+                f"error: the cached features were made with {key}={theirs[key]}, this job has {key}={value}: "
                 f"extract them again (the workflow does) or train on the images"
             )
 

@@ -22,19 +22,18 @@ import math
 import os
 from http import HTTPStatus
 
+import classifier
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
-import classifier
 from job_contract import IMAGE_TYPES, JSON, NPY, error_body  # the endpoint's side of the job contract
+from PIL import Image, UnidentifiedImageError
 
 MAX_BATCH = 256  # requests carrying more inputs than this are refused; split them client side
 TOP_K = int(os.environ.get("TOP_K", "5"))
 # Limits checked before the work they guard: an image's pixel count before it is decoded (a 177-byte PNG
 # header can claim 30000×30000), an npy array's shape and dtype before anything is allocated.
-MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", 40_000_000))
-MAX_INPUT_VALUES = int(os.environ.get("MAX_INPUT_VALUES", 3 * MAX_IMAGE_PIXELS))  # N×3×H×W of one request
+MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", "40000000"))
+MAX_INPUT_VALUES = int(os.environ.get("MAX_INPUT_VALUES", str(3 * MAX_IMAGE_PIXELS)))  # N×3×H×W of one request
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL's own bomb check (it raises at twice this) agrees
 ANSWER_TYPES = {JSON: JSON, NPY: NPY, "application/*": JSON, "*/*": JSON}
 

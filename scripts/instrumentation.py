@@ -18,9 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 import job_contract as contract
+import psutil
 
 
 # --- smdebug on NumPy 2 -------------------------------------------------------------------------
@@ -30,7 +29,7 @@ def patch_smdebug_for_numpy2():
     Swaps make_tensor_proto where smdebug defined it and where its writer imported it. Idempotent.
     """
     import smdebug.core.tfevent.util as tfevent_util
-    import smdebug.core.writer as writer
+    from smdebug.core import writer
     from smdebug.core.tfevent.proto.tensor_pb2 import TensorProto
     from smdebug.core.tfevent.proto.tensor_shape_pb2 import TensorShapeProto
 

@@ -62,8 +62,10 @@ FLAGS = {
     "amp": (
         amp_flag,
         "auto",
-        "mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a "
-        "gradient scaler) | true | false",
+        (
+            "mixed precision: auto (on with CUDA: bf16 where the GPU has it, else fp16 with a "
+            "gradient scaler) | true | false"
+        ),
     ),
     "channels_last": (to_bool, True, "NHWC activations: faster convolutions on tensor cores and on the CPU"),
     "seed": (int, 0, ""),

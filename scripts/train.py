@@ -31,14 +31,13 @@ from pathlib import Path
 # own profiler, not ours): warnings only, unless the caller asks for more (SMDEBUG_LOG_LEVEL=info).
 os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset  # noqa: E402
-
-import classifier  # noqa: E402
-import feature_cache  # noqa: E402
-import instrumentation  # noqa: E402
-import job_contract as contract  # noqa: E402
-from image_folders import ImageFolderByNumber, list_class_folders, loader_options  # noqa: E402
+import classifier
+import feature_cache
+import instrumentation
+import job_contract as contract
+import torch
+from image_folders import ImageFolderByNumber, list_class_folders, loader_options
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 
 class SetupError(RuntimeError):

@@ -2,11 +2,11 @@ import io
 import json
 import os
 import re
-import tarfile
-import zipfile
 import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np

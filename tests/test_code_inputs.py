@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import REPO, VENV_BIN
 from dogbreed import code_inputs, packaging
 
@@ -73,19 +72,19 @@ def filegraph(*args) -> tuple:
         check=True,
     ).stdout
     nodes = {}
-    for node in re.finditer(r"^(\d+) \[ shape=none.*?</table>>", out, re.M | re.S):
+    for node in re.finditer(r"^(\d+) \[ shape=none.*?</table>>", out, re.MULTILINE | re.DOTALL):
         body = node.group(0)
         name = re.search(r'point-size="18">(\w+)</font>', body).group(1)
         inputs = body.split("&#8618; input")[1].split("output &rarr;")[0] if "&#8618; input" in body else ""
         nodes[node.group(1)] = (name, set(re.findall(r'monospace">([^<]+)</font>', inputs)))
-    edges = [(nodes[a][0], nodes[b][0]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", out, re.M)]
+    edges = [(nodes[a][0], nodes[b][0]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", out, re.MULTILINE)]
     return {name: files for name, files in nodes.values()}, edges
 
 
 def rule_scripts() -> dict:
     """{rule: its script's name} from the rule files."""
     text = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
-    return dict(re.findall(r'^rule (\w+):.*?script:\n\s+"\.\./scripts/(\w+)\.py"', text, re.M | re.S))
+    return dict(re.findall(r'^rule (\w+):.*?script:\n\s+"\.\./scripts/(\w+)\.py"', text, re.MULTILINE | re.DOTALL))
 
 
 def imported_files(script, backend) -> set:

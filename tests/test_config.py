@@ -1,5 +1,4 @@
 import pytest
-
 from conftest import REPO, copy_workflow, snakemake
 from dogbreed.config import coerce_command_line
 
@@ -83,10 +82,9 @@ def test_the_sagemaker_backend_needs_an_s3_store(workdir):
 
 def test_the_schemas_hyperparameters_are_train_pys_own_flags():
     """One list of hyperparameters: the schema's, typed as train.py parses them."""
-    import yaml
-
     import job_contract
     import train
+    import yaml
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["$defs"]["hyperparameters"]
     elsewhere = {

@@ -5,9 +5,8 @@ import json
 import multiprocessing
 import shutil
 
-import pytest
-
 import job_contract as contract
+import pytest
 from conftest import REPO, copy_workflow, snakemake
 from dogbreed import store
 

@@ -11,7 +11,6 @@ import time
 
 import psutil
 import pytest
-
 from conftest import REPO
 from dogbreed import profiler_rules, training_artifacts
 from dogbreed.backends import JobFailed
@@ -62,7 +61,7 @@ def test_two_gloo_processes_train_one_model_and_print_each_epoch_once(tiny_chann
     # every rank's step timings, each its share of the steps: 36 images, batch 8 → 4 per rank, 4 steps each
     rank0 = [json.loads(line) for line in (profiler / "steps.jsonl").read_text().splitlines()]
     rank1 = [json.loads(line) for line in (profiler / "steps.rank1.jsonl").read_text().splitlines()]
-    train_steps = lambda steps: [s for s in steps if s["phase"] == "train"]  # noqa: E731
+    train_steps = lambda steps: [s for s in steps if s["phase"] == "train"]
     assert len(train_steps(rank0)) == len(train_steps(rank1)) > 0
     # the profiler rules see both ranks (whether one was slower on this loaded machine is the rule's to say)
     verdict = profiler_rules.load_balancing(training_artifacts.load_profile(profiler))
@@ -169,8 +168,8 @@ def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, m
 def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(
     moto_server, bucket, monkeypatch, tmp_path
 ):
-    from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
     from dogbreed.run_plan import PlanRefused
+    from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     captured = []
@@ -194,7 +193,6 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
     import subprocess
 
     import yaml
-
     from conftest import VENV_BIN
 
     plan = subprocess.run(
@@ -228,7 +226,7 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
         timeout=120,
     ).stdout.split()
     block = (REPO / "Snakefile").read_text().split("localrules:")[1].split("\n\n")[0]
-    local = set(re.findall(r"^\s+(\w+),$", block, re.M))
+    local = set(re.findall(r"^\s+(\w+),$", block, re.MULTILINE))
     assert set(listed) - local == {"extract_features", "tune", "train"}, set(listed) - local
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["rerun-incomplete"] is True
@@ -239,9 +237,8 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
 
 def test_accuracy(model_tar, test_dir, tmp_path) -> float:
     """Test accuracy of a job's model.tar.gz over a channel folder, as the endpoint would preprocess."""
-    import torch
-
     import classifier
+    import torch
     from image_folders import ImageFolderByNumber
 
     folder = tmp_path / model_tar.parent.parent.name

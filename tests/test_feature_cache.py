@@ -10,13 +10,12 @@ import tarfile
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, snakemake, workflow_with_test_config
 
 sys.path.insert(0, str(REPO / "scripts"))
-import classifier  # noqa: E402
-import feature_cache  # noqa: E402
-import image_folders  # noqa: E402
+import classifier
+import feature_cache
+import image_folders
 
 PYTHON = sys.executable
 

@@ -2,14 +2,12 @@ import functools
 import hashlib
 import http.server
 import io
-import json
 import stat
 import threading
 import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import jpeg_bytes
 from dogbreed import fetch
 

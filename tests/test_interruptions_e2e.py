@@ -8,7 +8,6 @@ import time
 import psutil
 import pytest
 import yaml
-
 from conftest import SNAKEMAKE_CORES, VENV_BIN, job_runs, snakemake, workflow_with_test_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]
@@ -57,7 +56,7 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
         trial.suspend()  # it cannot finish on its own before the kill lands, however fast this machine is
         run.send_signal(signal.SIGKILL)
         run.wait(10)
-        gone, alive = psutil.wait_procs(jobs, timeout=60)
+        _gone, alive = psutil.wait_procs(jobs, timeout=60)
         assert not alive, f"left running after Snakemake was killed: {[command_line(p) for p in alive]}"
     finally:
         for process in psutil.Process().children(recursive=True):

@@ -4,7 +4,6 @@ identity that holds every setting that shapes what a job produces or where it ru
 import re
 
 import pytest
-
 from conftest import REPO, full_config
 from dogbreed import jobspec, naming
 

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, VENV_BIN
 
 # The findings left, each justified in a comment beside it (the file and the words of that comment)
@@ -46,6 +45,12 @@ def test_lint_finds_nothing_but_the_justified():
         assert words in (REPO / file).read_text(), (file, words)
 
 
+@pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=["check", "format"])
+def test_the_python_is_ruff_clean(command):
+    result = subprocess.run([str(VENV_BIN / "ruff"), *command], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
 def test_the_rule_files_are_snakefmt_formatted():
     result = subprocess.run(
         [str(VENV_BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"],
@@ -76,7 +81,7 @@ def test_each_conda_env_parses_and_pins_what_requirements_pin(env_file):
 
 def test_every_rule_names_an_env_that_exists():
     rules = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
-    blocks = re.split(r"^rule ", rules, flags=re.M)[1:]
+    blocks = re.split(r"^rule ", rules, flags=re.MULTILINE)[1:]
     for block in blocks:
         name = block.split(":")[0]
         used = re.findall(r'conda:\n\s+env\("(\w+)"\)', block)

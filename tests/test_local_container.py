@@ -15,9 +15,8 @@ import time
 
 import numpy as np
 import pytest
-import yaml
-
 import serving_contract
+import yaml
 from conftest import (
     REPO,
     TINY_CLASSES,
@@ -157,7 +156,7 @@ def test_good_requests_get_the_same_answer_as_from_the_local_server(deployed, lo
 def test_the_sagemaker_sdks_own_clients_get_the_same_answers(deployed, local_endpoint):
     work, _ = deployed
     image = served_image(work)
-    port = lambda url: int(url.rsplit(":", 1)[1])  # noqa: E731
+    port = lambda url: int(url.rsplit(":", 1)[1])
     local = serving_contract.sdk_predictions(port(local_endpoint), image, 64)
     toolkit = serving_contract.sdk_predictions(port(container_url(work)), image, 64)
     assert serving_contract.same_answer(local["json"], toolkit["json"])

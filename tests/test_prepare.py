@@ -3,10 +3,9 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import write_image
 from dogbreed import prepare
+from PIL import Image
 
 
 def read_csv(path):
@@ -83,7 +82,7 @@ def make_unsplit(root, per_class):
 def test_unsplit_source_is_split_stratified_and_deterministically(tmp_path):
     make_unsplit(tmp_path / "src", 20)
     first = prepare.prepare(tmp_path / "src", tmp_path / "a", valid_fraction=0.1, test_fraction=0.2, seed=3)
-    again = prepare.prepare(tmp_path / "src", tmp_path / "b", valid_fraction=0.1, test_fraction=0.2, seed=3)
+    prepare.prepare(tmp_path / "src", tmp_path / "b", valid_fraction=0.1, test_fraction=0.2, seed=3)
     assert first["per_split"] == {"train": 42, "valid": 6, "test": 12}
     a, b = read_csv(tmp_path / "a/manifest.csv"), read_csv(tmp_path / "b/manifest.csv")
     assert [(r["source"], r["split"]) for r in a] == [(r["source"], r["split"]) for r in b]

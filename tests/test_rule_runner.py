@@ -2,6 +2,7 @@
 locks of a killed Snakemake removed only when that run is provably gone."""
 
 import errno
+import itertools
 import json
 import signal
 import subprocess
@@ -10,7 +11,6 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-
 from dogbreed import rule_runner, run_guard
 
 
@@ -22,7 +22,7 @@ def rule(tmp_path):
 
 def chained(*errors):
     """errors[0] raised while handling errors[1], ... as Optuna's assertions bury SQLite's."""
-    for outer, inner in zip(errors, errors[1:]):
+    for outer, inner in itertools.pairwise(errors):
         outer.__context__ = inner
     return errors[0]
 

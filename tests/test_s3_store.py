@@ -5,10 +5,8 @@ import json
 import zipfile
 
 import boto3
-import pytest
-
 import job_contract as contract
-
+import pytest
 from conftest import REPO, copy_workflow, jpeg_bytes, snakemake
 from dogbreed import fetch, store
 from dogbreed.backends.local import LocalBackend

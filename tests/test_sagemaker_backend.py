@@ -11,7 +11,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from conftest import REPO
 from dogbreed.backends import EndpointRefused, JobFailed, get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
@@ -116,7 +115,7 @@ def answer_one_completed_trial(backend):
     )
 
 
-CHANNELS = lambda bucket: {"train": f"s3://{bucket}/data/train", "valid": f"s3://{bucket}/data/valid"}  # noqa: E731
+CHANNELS = lambda bucket: {"train": f"s3://{bucket}/data/train", "valid": f"s3://{bucket}/data/valid"}
 
 
 def test_no_cloud_work_without_confirmation(aws, tmp_path, capsys):
@@ -174,7 +173,7 @@ def test_sagemakers_own_profiler_can_be_switched_on(aws, tmp_path):
     backend.train("train-prof", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     (request,) = sent(captured, "CreateTrainingJob")
     assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
-    assert [r["RuleConfigurationName"] for r in request["ProfilerRuleConfigurations"]][0].startswith("ProfilerReport")
+    assert next(r["RuleConfigurationName"] for r in request["ProfilerRuleConfigurations"]).startswith("ProfilerReport")
 
 
 def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):

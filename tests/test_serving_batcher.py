@@ -5,7 +5,6 @@ import threading
 
 import pytest
 import torch
-
 from dogbreed.serving import Batcher
 
 

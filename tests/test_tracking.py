@@ -4,12 +4,11 @@ store, read back through MLflow's own client. The workflow's runs end to end: co
 import json
 
 import pytest
-from mlflow.tracking import MlflowClient
-
+from conftest import REPO
 from dogbreed import tracking
 from dogbreed.config import ConfigError, check_config
-from conftest import REPO
 from instrumentation import EpochLogger
+from mlflow.tracking import MlflowClient
 
 EPOCHS = [
     {

@@ -4,7 +4,6 @@ healthy job that triggers none, and the rules on synthetic metrics, are in test_
 from pathlib import Path
 
 import pytest
-
 from dogbreed import job_rules, training_artifacts
 from training_lab import BASE, make_channel, run_job, verdicts
 

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO
 from dogbreed import job_rules, profiler_report, profiler_rules, training_artifacts
 from training_lab import BASE, run_job, verdicts
@@ -105,42 +104,40 @@ def write_profile(folder, samples, workers=4, cores=4):
     """Metric files in the format scripts/instrumentation.py records."""
     folder.mkdir(parents=True)
     with open(folder / "system.jsonl", "w") as out:
-        for i, (cpu, gpu, memory, iowait) in enumerate(samples):
-            out.write(
-                json.dumps(
-                    {
-                        "timestamp": 1000 + i * 0.5,
-                        "cpu_percent": [cpu] * cores,
-                        "memory_percent": 20.0,
-                        "memory_used_mb": 1000,
-                        "disk_read_bytes": 0,
-                        "disk_write_bytes": 0,
-                        "net_recv_bytes": 0,
-                        "net_sent_bytes": 0,
-                        "iowait_percent": iowait,
-                        "gpus": [
-                            {"utilization_percent": gpu, "memory_used_mb": memory * 800, "memory_percent": memory}
-                        ],
-                    }
-                )
-                + "\n"
+        out.writelines(
+            json.dumps(
+                {
+                    "timestamp": 1000 + i * 0.5,
+                    "cpu_percent": [cpu] * cores,
+                    "memory_percent": 20.0,
+                    "memory_used_mb": 1000,
+                    "disk_read_bytes": 0,
+                    "disk_write_bytes": 0,
+                    "net_recv_bytes": 0,
+                    "net_sent_bytes": 0,
+                    "iowait_percent": iowait,
+                    "gpus": [{"utilization_percent": gpu, "memory_used_mb": memory * 800, "memory_percent": memory}],
+                }
             )
+            + "\n"
+            for i, (cpu, gpu, memory, iowait) in enumerate(samples)
+        )
     with open(folder / "steps.jsonl", "w") as out:
-        for step in range(50):
-            out.write(
-                json.dumps(
-                    {
-                        "phase": "train",
-                        "epoch": 1,
-                        "step": step,
-                        "start": 1001 + step * 0.1,
-                        "data_wait_s": 0.005,
-                        "compute_s": 0.095,
-                        "end": 1001 + step * 0.1 + 0.1,
-                    }
-                )
-                + "\n"
+        out.writelines(
+            json.dumps(
+                {
+                    "phase": "train",
+                    "epoch": 1,
+                    "step": step,
+                    "start": 1001 + step * 0.1,
+                    "data_wait_s": 0.005,
+                    "compute_s": 0.095,
+                    "end": 1001 + step * 0.1 + 0.1,
+                }
             )
+            + "\n"
+            for step in range(50)
+        )
     (folder / "job.json").write_text(
         json.dumps(
             {
@@ -306,8 +303,9 @@ def test_smdebug_runs_on_setuptools_distutils():
 
 def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
     """The NVML path, with a stand-in for the driver library (this machine has no GPU)."""
-    import types
     import time as clock
+    import types
+
     import instrumentation
 
     fake = types.SimpleNamespace(

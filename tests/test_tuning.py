@@ -5,7 +5,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from dogbreed import metrics, tuning
 from dogbreed.backends import JobFailed
 from dogbreed.backends.local import LocalBackend

@@ -10,9 +10,8 @@ import numpy as np
 import psutil
 import pytest
 import requests
-import yaml
-
 import serving_contract
+import yaml
 from conftest import (
     assert_deployed_outputs,
     endpoint_state_dir,
@@ -30,7 +29,7 @@ def job_counts(out: str) -> dict:
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
 def planned_jobs(workdir, *args):
@@ -296,7 +295,7 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     summary = (redeploy.stdout + redeploy.stderr).split("=== dog-breed run ===")[1]
     assert "test accuracy" in summary and "best hyperparameters" in summary and "report: results/report.html" in summary
     assert "(stop it: snakemake --cores 1 teardown --configfile config/test.yaml)" in summary  # this run's options
-    new_state, new_process = endpoint_process(deployed)
+    new_state, _new_process = endpoint_process(deployed)
     assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
     assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at
     image = next((deployed / "results/data/channels/test/002.Green_Square").iterdir()).read_bytes()
@@ -329,7 +328,7 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     assert job_counts(back.stdout + back.stderr) == {"deploy": 1}
     assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
     assert (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns == evaluated_at
-    revived, process = endpoint_process(deployed)
+    _revived, process = endpoint_process(deployed)
     process.kill()  # died: the same again
     process.wait(10)
     back = snakemake(deployed, "deploy", *ARGS)

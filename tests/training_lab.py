@@ -6,11 +6,10 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from filelock import FileLock
-
 from conftest import REPO, TINY_CLASSES
 from dogbreed import demo_data, job_rules
 from dogbreed.backends.local import LocalBackend
+from filelock import FileLock
 
 # An entry point that plants one fault, then runs the real train.py (which stays free of test hooks).
 FAULTY_TRAIN = textwrap.dedent("""

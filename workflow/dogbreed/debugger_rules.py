@@ -252,7 +252,7 @@ def class_imbalance(
     if imbalance > threshold_imbalance or mispredicted:
         triggered = [int(labels["step"].max())]
     names = debug.get("class_names") or []  # the job's own (job.json), index i → "NNN.Breed_Name"
-    name = lambda c: names[c] if c < len(names) else f"class {c}"  # noqa: E731
+    name = lambda c: names[c] if c < len(names) else f"class {c}"
     return _result(
         triggered,
         {

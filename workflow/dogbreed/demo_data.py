@@ -69,7 +69,7 @@ def generate(root, seed=0, classes=None, per_split=None, corrupt_file=True) -> P
             for i in range(count):
                 draw_example(shape, colour, rng).save(target / f"{breed}_{split}_{i:04d}.jpg", quality=90)
     if corrupt_file:
-        first = sorted((dataset / "train").iterdir())[0]
+        first = min((dataset / "train").iterdir())
         good = next(first.iterdir()).read_bytes()
         (first / "truncated_download.jpg").write_bytes(good[: len(good) // 3])
     return dataset

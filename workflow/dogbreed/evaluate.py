@@ -13,11 +13,11 @@ import json
 import time
 from pathlib import Path
 
+import job_contract as contract
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-import job_contract as contract
 from dogbreed import run_options
 from dogbreed.backends import EndpointGone
 
@@ -169,7 +169,7 @@ def evaluate(
     return {
         "accuracy": round(float((top1 == truth).mean()), 4),
         "top5_accuracy": round(float(in_top5.mean()), 4),
-        "n": int(len(truth)),
+        "n": len(truth),
         "chance_accuracy": round(1 / len(classes), 4),
         "per_class_accuracy": per_class,
         "confusion_matrix": {"classes": names, "matrix": confusion.tolist()},

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import job_contract as contract
+
 from dogbreed import naming, store
 
 CHANNELS = ("train", "valid")

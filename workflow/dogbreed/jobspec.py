@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import job_contract as contract
+
 from dogbreed import metrics, naming, store
 
 # config model: keys that are the workflow's, not job flags

@@ -6,7 +6,7 @@ a job's identity is the job spec's to say (jobspec.py); this module turns an ide
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -69,7 +69,7 @@ def endpoint_name(source_id: str, results_dir) -> str:
 
 
 def _stamp(format_: str) -> str:
-    return datetime.now(timezone.utc).strftime(format_)
+    return datetime.now(UTC).strftime(format_)
 
 
 def model_name(endpoint: str) -> str:

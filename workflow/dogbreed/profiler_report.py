@@ -6,18 +6,18 @@ import base64
 import html
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from dogbreed.debugger_rules import epoch_losses  # noqa: E402
+from dogbreed.debugger_rules import epoch_losses
 
 VERDICT_STYLE = {
     "triggered": "#c0392b",
@@ -63,7 +63,7 @@ def _verdict(verdict) -> str:
 
 
 def _when(timestamp) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else ""
 
 
 def _relative_time(system, column="timestamp"):
@@ -205,7 +205,7 @@ def _plot_classes(debug, profile=None, rule=None, shown=15):
     if names:
         counts = counts.reindex(range(len(names)), fill_value=0).combine_first(counts).astype(int)
     flagged = {int(c) for c in (rule or {}).get("evidence", {}).get("mispredicted_classes", [])}
-    name = lambda i: names[i] if 0 <= i < len(names) else f"class {i}"  # noqa: E731
+    name = lambda i: names[i] if 0 <= i < len(names) else f"class {i}"
     rows, title = [(name(int(i)), int(n), int(i) in flagged) for i, n in counts.items()], None  # by class index
     if len(counts) > 2 * shown + 5:  # by frequency; the classes left out as gaps
         order = counts.sort_values(ascending=False, kind="stable")
@@ -472,7 +472,7 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
 <style>{CSS}</style></head><body>
 <h1>Profiler report</h1>
 <p>Training job <b>{html.escape(str(model_json.get("job_name")))}</b>; rules: {html.escape(summary_counts)}.
-Generated {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
+Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
 (smdebug tensors, system metrics, step timings).</p>
 <h2>Training job summary</h2>
 {_table([{"": k, "value": html.escape(str(v if v is not None else ""))} for k, v in summary_rows])}

@@ -63,8 +63,10 @@ def job_shape_problems(backend: str, settings: dict, processes: int, instances: 
     if backend == "local_container":
         if int(settings.get("instance_count", 1)) > 1:
             return [
-                f"{key}.instance_count is {settings['instance_count']}, but local mode runs each job in one "
-                f"container on this machine: set it to 1 (training.processes > 1 trains with DDP inside that container)"
+                (
+                    f"{key}.instance_count is {settings['instance_count']}, but local mode runs each job in one "
+                    f"container on this machine: set it to 1 (training.processes > 1 trains with DDP inside that container)"
+                )
             ]
         return []
     problems = []
@@ -109,15 +111,17 @@ def local_file_problems(backend: str, hyperparameters: dict) -> list:
     if backend == "local" or weights in ("imagenet", "none"):
         return []
     return [
-        f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container cannot "
-        f"read: use imagenet or none with this backend, or the local backend for that file"
+        (
+            f"model.weights is a file on this machine ({weights}), which a job in a SageMaker container cannot "
+            f"read: use imagenet or none with this backend, or the local backend for that file"
+        )
     ]
 
 
 def placeholder_problems(settings: dict) -> list:
     """{key: value}: a value still holding the shipped placeholder, naming the key."""
     return [
-        f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your own (README: "
+        f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your own (docs/guide.md: "
         f"SageMaker) before anything is sent to AWS"
         for key, value in settings.items()
         if PLACEHOLDER in str(value)
@@ -144,15 +148,19 @@ def tuning_problems(tuning: dict) -> list:
         if combinations is None:
             names = [n for n, p in tuning["parameters"].items() if p["type"] != "categorical"]
             return [
-                f"tuning.strategy Grid needs categorical parameters only (as SageMaker's does); these are not: "
-                f"{', '.join(names)}"
+                (
+                    f"tuning.strategy Grid needs categorical parameters only (as SageMaker's does); these are not: "
+                    f"{', '.join(names)}"
+                )
             ]
         return []
     if combinations is not None and combinations < tuning["max_jobs"]:
         return [
-            f"tuning.max_jobs is {tuning['max_jobs']}, but tuning.parameters has only {combinations} combination(s) "
-            f"of its categorical values (SageMaker refuses that, and the local tuner would repeat them): lower "
-            f"max_jobs to {combinations}, or add values or a continuous range"
+            (
+                f"tuning.max_jobs is {tuning['max_jobs']}, but tuning.parameters has only {combinations} combination(s) "
+                f"of its categorical values (SageMaker refuses that, and the local tuner would repeat them): lower "
+                f"max_jobs to {combinations}, or add values or a continuous range"
+            )
         ]
     return []
 

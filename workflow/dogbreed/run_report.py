@@ -9,14 +9,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
 SPLITS = ["train", "valid", "test"]
 STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
@@ -316,8 +316,10 @@ def headline(evaluation: dict, best: dict, rules: dict) -> list:
         ],
         (
             "best trial",
-            f"{best.get('trial')} ({objective.get('metric')} {_number(objective.get('value'))}, "
-            f"{best.get('trials_completed', '?')} trials completed)",
+            (
+                f"{best.get('trial')} ({objective.get('metric')} {_number(objective.get('value'))}, "
+                f"{best.get('trials_completed', '?')} trials completed)"
+            ),
         ),
         (
             "rules triggered",
@@ -411,13 +413,13 @@ def tracking_section(model: dict) -> str:
                 ("experiment", recorded["experiment"]),
             ]
         )
-        + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (README: Tracking).</p>"
+        + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (docs/guide.md: Tracking).</p>"
     )
 
 
 def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     """files: the run's outputs (paths); figures: the figure paths from make_figures."""
-    read = lambda key: json.loads(Path(files[key]).read_text())  # noqa: E731
+    read = lambda key: json.loads(Path(files[key]).read_text())
     best, model, endpoint, evaluation, rules = (
         read(k) for k in ("best", "model_json", "endpoint", "evaluation", "rules")
     )

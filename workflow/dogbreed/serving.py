@@ -97,7 +97,7 @@ class Batcher:
                     n = len(entry["inputs"])
                     entry["prediction"] = _rows(prediction, start, start + n)
                     start += n
-            except Exception as error:  # noqa: BLE001 - each waiting request answers it
+            except Exception as error:
                 for entry in batch:
                     entry["error"] = error
             for entry in batch:

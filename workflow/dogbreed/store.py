@@ -14,9 +14,8 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 import job_contract as contract
+from tqdm import tqdm
 
 MULTIPART_THRESHOLD = 64 * 2**20
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from dogbreed import endpoint_registry, run_options
-from dogbreed.backends.base import read_endpoint_state
 from dogbreed.backends import rule_backend
+from dogbreed.backends.base import read_endpoint_state
 from dogbreed.rule_runner import run_rule
 
 

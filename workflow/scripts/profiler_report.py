@@ -3,7 +3,6 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-
 from dogbreed import profiler_report, tracking, training_artifacts
 from dogbreed.rule_runner import run_rule
 

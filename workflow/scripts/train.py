@@ -3,11 +3,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
-
 from dogbreed import jobspec, metrics, store, tracking
 from dogbreed.backends import rule_backend
 from dogbreed.rule_runner import run_rule
+from tqdm import tqdm
 
 
 def main(smk):

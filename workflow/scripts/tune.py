@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from dogbreed import jobspec, tracking
 from dogbreed.backends import rule_backend
 from dogbreed.rule_runner import run_rule

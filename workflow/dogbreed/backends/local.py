@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import job_contract as contract
@@ -25,7 +25,7 @@ WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbr
 
 
 def _now():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _tail(path: Path, lines=25) -> str:

@@ -18,10 +18,11 @@ import shutil
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import job_contract as contract
+
 from dogbreed import containers, jobspec, naming, store
 from dogbreed.backends.base import (
     TOOLKIT_SERVING_ENVIRONMENT,
@@ -264,7 +265,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             "image": image,
             "model": str(Path(model_tar).resolve()),
             "log": str(state_dir / "server.log"),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_endpoint_state(state_dir, state)
 

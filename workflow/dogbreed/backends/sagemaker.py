@@ -15,10 +15,11 @@ import shutil
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import job_contract as contract
+
 from dogbreed import jobspec, naming, run_plan, store
 from dogbreed.backends.base import (
     TOOLKIT_SERVING_ENVIRONMENT,
@@ -68,7 +69,7 @@ class SageMakerBackend(Backend):
         if not role:
             raise JobFailed(
                 "backends.sagemaker.role is empty: set it to the ARN of an IAM role SageMaker can assume "
-                "(README: IAM permissions)"
+                "(docs/guide.md: IAM permissions)"
             )
         return role
 
@@ -129,23 +130,23 @@ class SageMakerBackend(Backend):
         distributed = {"torch_distributed": {"enabled": True}} if processes > 1 else None
 
         s = self.settings
-        kwargs = dict(
-            entry_point=entry_point,
-            source_dir=str(source_dir),
-            role=self._role(),
-            framework_version=str(s["framework_version"]),
-            py_version=s["py_version"],
-            instance_type=s["instance_type"],
-            instance_count=instances,
-            volume_size=int(s.get("volume_size_gb", 30)),
-            max_run=int(_hours(s, "max_run_hours", 4) * 3600),
-            hyperparameters=hyperparameters,
-            metric_definitions=s["metric_definitions"],
-            output_path=s["output_s3_uri"],
-            tags=self._tags(),
-            sagemaker_session=self.session,
-            debugger_hook_config=False,
-        )  # train.py runs its own smdebug hook (--debug)
+        kwargs = {
+            "entry_point": entry_point,
+            "source_dir": str(source_dir),
+            "role": self._role(),
+            "framework_version": str(s["framework_version"]),
+            "py_version": s["py_version"],
+            "instance_type": s["instance_type"],
+            "instance_count": instances,
+            "volume_size": int(s.get("volume_size_gb", 30)),
+            "max_run": int(_hours(s, "max_run_hours", 4) * 3600),
+            "hyperparameters": hyperparameters,
+            "metric_definitions": s["metric_definitions"],
+            "output_path": s["output_s3_uri"],
+            "tags": self._tags(),
+            "sagemaker_session": self.session,
+            "debugger_hook_config": False,
+        }  # train.py runs its own smdebug hook (--debug)
         if environment:
             kwargs["environment"] = dict(environment)
         if distributed:
@@ -529,7 +530,7 @@ class SageMakerBackend(Backend):
             "endpoint_name": endpoint_name,
             "url": f"sagemaker://{state['region']}/{endpoint_name}",
             "model": model_uri,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def _wait_for_endpoint(self, endpoint_name):
