@@ -9,6 +9,7 @@ PLACEMENT, the processes — and nothing that does not (poll_seconds, logs, the 
 A backend that finds a job of that name running or done attaches to it: a changed setting is a new name.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,8 @@ def processes(config, kind) -> int:
 
 def placement(config, kind) -> dict:
     settings = backend_settings(config)
-    found = {key: settings.get(key) for key in PLACEMENT[config["backend"]] if key != "instance_count"}
-    if "instance_count" in PLACEMENT[config["backend"]]:
+    found = {key: settings.get(key) for key in PLACEMENT[config["backend"]]}
+    if "instance_count" in found:  # the job's own: trials and the feature extraction run on one instance
         found["instance_count"] = instances(config, kind)
     return found
 
@@ -212,8 +213,6 @@ def job_spec(job: dict, channels: dict, digests: dict, code_files, tuned=None) -
 
 def read_channels(channels_json, names=("train", "valid")) -> tuple:
     """({channel: URI}, {channel: digest}) of an upload.json or features/channels.json."""
-    import json
-
     recorded = json.loads(Path(channels_json).read_text())
     return {n: recorded["channels"][n] for n in names}, {
         n: recorded.get("digests", {}).get(n) for n in names if recorded.get("digests", {}).get(n)
