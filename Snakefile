@@ -19,8 +19,8 @@ sys.path[:0] = [WORKFLOW_CODE, JOB_CODE]
 # (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, JOB_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed import run_guard, run_options, run_plan
-from dogbreed.config import check_config, coerce_command_line
+from dogbreed.runtime import run_guard, run_options, run_plan
+from dogbreed.runtime.config import check_config, coerce_command_line
 
 # the run's --configfile/--config options, for the commands it prints (kept if a parent run set them)
 os.environ.setdefault(run_options.ENV, shlex.join(run_options.from_argv(sys.argv)))
@@ -48,10 +48,13 @@ if "teardown" not in sys.argv[1:]:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
-include: "workflow/rules/tune.smk"
-include: "workflow/rules/train.smk"
+include: "workflow/rules/tuning.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/training_checks.smk"
+include: "workflow/rules/serving.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/deploy.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/reporting.smk"
 
 
 # On a cluster executor (Slurm, Kubernetes: README), only the rules that run training jobs (extract_features, tune
@@ -62,9 +65,9 @@ localrules:
     fetch,
     prepare,
     upload,
-    check_training_rules,
+    check_training,
     profiler_report,
-    training_rules_gate,
+    training_gate,
     package_model,
     start_endpoint,
     evaluate,
@@ -89,7 +92,7 @@ onstart:
 onsuccess:
     run_guard.forget_run()
     # The run in three lines, when the run produced an evaluation.
-    from dogbreed.summary import run_summary
+    from dogbreed.reporting.summary import run_summary
 
     print(run_summary(RESULTS, ENDPOINT_STATE))
 

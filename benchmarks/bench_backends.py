@@ -72,7 +72,7 @@ def main():
             "upload",
             "tune",
             "train",
-            "check_training_rules",
+            "check_training",
             "profiler_report",
             "package_model",
             "start_endpoint",

@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "workflow"), str(REPO / "tests")]
 
 from conftest import TINY_CLASSES
-from dogbreed import demo_data, packaging
 from dogbreed.backends.local import LocalBackend
+from dogbreed.data import demo_data
+from dogbreed.serving import packaging
 
 
 def timed(call, repeats) -> list:

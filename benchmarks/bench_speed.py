@@ -31,8 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from dogbreed import demo_data
 from dogbreed.backends.local import LocalBackend, pack_model_dir
+from dogbreed.data import demo_data
 
 PYTHON = sys.executable
 

@@ -21,7 +21,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from dogbreed import demo_data
+from dogbreed.data import demo_data
 
 
 def run(data, out, image_size, batch_size, extra):

@@ -5,7 +5,7 @@
 133 classes (NNN.Name folders), 6,680 / 835 / 836 train / valid / test images spread over the classes
 unevenly as in dogImages (26–77 training images a class), JPEGs of dogImages' size spread (shorter side
 mostly 300–600 px, a few over 1,500, aspect 0.6–1.7). Each class is one of the demo's shapes in a colour
-of its own (workflow/dogbreed/demo_data.py), drawn at that size. Deterministic for a seed. Then:
+of its own (workflow/dogbreed/data/demo_data.py), drawn at that size. Deterministic for a seed. Then:
     snakemake --cores 2 deploy --configfile config/laptop.yaml --config data_source=/data/dogimages-like/dogImages
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from dogbreed import demo_data
+from dogbreed.data import demo_data
 
 TOTALS = {"train": 6680, "valid": 835, "test": 836}
 CLASSES = 133

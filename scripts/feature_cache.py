@@ -10,7 +10,7 @@ The job reads the image channels and writes under SM_MODEL_DIR (every backend br
   train/features.json  what the features are: arch, weights, preprocessing, views, classes
   valid/features.pt, valid/features.json   (one view, the eval transform)
 The workflow publishes the two folders in the store as the `train` and `valid` channels of the tuning
-trials and the final training (workflow/dogbreed/features.py).
+trials and the final training (workflow/dogbreed/training/features.py).
 
     python feature_cache.py --train <images> --valid <images> --model_dir <out> [--feature_views 3]
 """

@@ -40,7 +40,7 @@ ANSWER_TYPES = {JSON: JSON, NPY: NPY, "application/*": JSON, "*/*": JSON}
 
 try:  # SageMaker's inference toolkit answers a handler error's status only for its own error class
     from sagemaker_inference.errors import BaseInferenceToolkitError as HandlerError
-except ImportError:  # the local server (dogbreed.serving), which reads the same three attributes
+except ImportError:  # the local server (dogbreed.serving.server), which reads the same three attributes
 
     class HandlerError(Exception):
         def __init__(self, status_code, message, phrase):

@@ -76,7 +76,7 @@ TINY_CLASSES = [
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A small dogImages-like tree: 3 classes, {train: 12, valid: 4, test: 4} per class, plus one corrupt file."""
-    from dogbreed import demo_data
+    from dogbreed.data import demo_data
 
     root = tmp_path_factory.mktemp("tiny")
     return demo_data.generate(root, seed=1, classes=TINY_CLASSES, per_split={"train": 12, "valid": 4, "test": 4})
@@ -85,10 +85,10 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_channels(tiny_dataset, tmp_path_factory):
     """The tiny dataset through the prepare stage: (channels folder, prepare output folder)."""
-    from dogbreed import prepare
+    from dogbreed.data import verify_split
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare.prepare(tiny_dataset, out)
+    verify_split.prepare(tiny_dataset, out)
     return out / "channels", out
 
 

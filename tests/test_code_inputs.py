@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 from conftest import REPO, VENV_BIN
-from dogbreed import code_inputs, packaging
+from dogbreed.runtime import code_inputs
+from dogbreed.serving import packaging
 
 # what an edit of each module reruns first, on the demo's DAG (local backend); what depends on those reruns after
 # them (downstream, as for any changed input). serving.py, tuning.py: the local backend imports them (its endpoint
@@ -21,43 +22,70 @@ RERUN_MATRIX = {
     "scripts/image_folders.py": {"train", "tune"},
     "scripts/inference.py": {"package_model"},
     "scripts/instrumentation.py": {"train", "tune"},
-    "scripts/job_contract.py": {*BACKEND_RULES, "check_training_rules", "fetch", "package_model"},
+    "scripts/job_contract.py": {*BACKEND_RULES, "check_training", "fetch", "package_model"},
     "scripts/requirements.txt": {"train", "tune"},
     "scripts/train.py": {"train", "tune"},
     "workflow/dogbreed/__init__.py": {
         *BACKEND_RULES,
         "fetch",
         "prepare",
-        "check_training_rules",
+        "check_training",
         "profiler_report",
         "package_model",
         "report_figures",
         "report",
     },
+    "workflow/dogbreed/backends/registry.py": BACKEND_RULES,
     "workflow/dogbreed/backends/__init__.py": BACKEND_RULES,
+    "workflow/dogbreed/backends/errors.py": BACKEND_RULES,
+    "workflow/dogbreed/checks/__init__.py": {"check_training", "profiler_report"},
+    "workflow/dogbreed/data/__init__.py": {*BACKEND_RULES, "fetch", "prepare"},
+    "workflow/dogbreed/reporting/__init__.py": {"profiler_report", "report", "report_figures"},
+    "workflow/dogbreed/runtime/__init__.py": {
+        *BACKEND_RULES,
+        "fetch",
+        "prepare",
+        "check_training",
+        "profiler_report",
+        "package_model",
+        "report_figures",
+        "report",
+    },
+    "workflow/dogbreed/serving/__init__.py": {*BACKEND_RULES, "package_model"},
+    "workflow/dogbreed/training/__init__.py": BACKEND_RULES,
+    "workflow/dogbreed/tuning/__init__.py": BACKEND_RULES,
     "workflow/dogbreed/backends/base.py": BACKEND_RULES,
     "workflow/dogbreed/backends/local.py": BACKEND_RULES,
-    "workflow/dogbreed/code_inputs.py": {"package_model"},
-    "workflow/dogbreed/debugger_rules.py": {"check_training_rules", "profiler_report"},
-    "workflow/dogbreed/demo_data.py": {"fetch"},
-    "workflow/dogbreed/endpoint_registry.py": {"start_endpoint", "deploy"},
-    "workflow/dogbreed/evaluate.py": {"evaluate"},
-    "workflow/dogbreed/fetch.py": {"fetch"},
-    "workflow/dogbreed/job_rules.py": {"check_training_rules"},
-    "workflow/dogbreed/jobspec.py": BACKEND_RULES,
-    "workflow/dogbreed/metrics.py": BACKEND_RULES,
-    "workflow/dogbreed/naming.py": {*BACKEND_RULES, "check_training_rules", "profiler_report", "report"},
-    "workflow/dogbreed/packaging.py": {"package_model"},
-    "workflow/dogbreed/prepare.py": {"prepare"},
-    "workflow/dogbreed/profiler_report.py": {"profiler_report"},
-    "workflow/dogbreed/profiler_rules.py": {"check_training_rules"},
-    "workflow/dogbreed/run_options.py": {"start_endpoint", "evaluate", "deploy"},
-    "workflow/dogbreed/run_report.py": {"report_figures", "report"},
-    "workflow/dogbreed/serving.py": BACKEND_RULES,
-    "workflow/dogbreed/store.py": {*BACKEND_RULES, "fetch"},
-    "workflow/dogbreed/tracking.py": {"tune", "train", "check_training_rules", "profiler_report", "evaluate", "report"},
-    "workflow/dogbreed/training_artifacts.py": {"check_training_rules", "profiler_report"},
-    "workflow/dogbreed/tuning.py": BACKEND_RULES,
+    "workflow/dogbreed/runtime/code_inputs.py": {"package_model"},
+    "workflow/dogbreed/checks/debugger_checks.py": {"check_training", "profiler_report"},
+    "workflow/dogbreed/data/demo_data.py": {"fetch"},
+    "workflow/dogbreed/serving/endpoint_registry.py": {"start_endpoint", "deploy"},
+    "workflow/dogbreed/serving/evaluation.py": {"evaluate"},
+    "workflow/dogbreed/data/download.py": {"fetch"},
+    "workflow/dogbreed/checks/run_checks.py": {"check_training"},
+    "workflow/dogbreed/training/jobspec.py": BACKEND_RULES,
+    "workflow/dogbreed/training/metrics.py": BACKEND_RULES,
+    "workflow/dogbreed/runtime/naming.py": {*BACKEND_RULES, "check_training", "profiler_report", "report"},
+    "workflow/dogbreed/serving/packaging.py": {"package_model"},
+    "workflow/dogbreed/data/verify_split.py": {"prepare"},
+    "workflow/dogbreed/reporting/profiler_page.py": {"profiler_report"},
+    "workflow/dogbreed/checks/profiler_checks.py": {"check_training"},
+    "workflow/dogbreed/runtime/run_options.py": {"start_endpoint", "evaluate", "deploy"},
+    "workflow/dogbreed/reporting/run_page.py": {"report_figures", "report"},
+    "workflow/dogbreed/serving/server.py": BACKEND_RULES,
+    "workflow/dogbreed/data/store.py": {*BACKEND_RULES, "fetch"},
+    "workflow/dogbreed/runtime/tracking.py": {
+        "tune",
+        "train",
+        "check_training",
+        "profiler_report",
+        "evaluate",
+        "report",
+    },
+    "workflow/dogbreed/checks/artifacts.py": {"check_training", "profiler_report"},
+    "workflow/dogbreed/tuning/optuna_study.py": BACKEND_RULES,
+    "workflow/dogbreed/tuning/trial_jobs.py": BACKEND_RULES,
+    "workflow/dogbreed/tuning/spec.py": BACKEND_RULES,
 }
 
 
@@ -126,7 +154,7 @@ def test_every_rule_scripts_imports_are_among_its_inputs(backend, demo_graph):
         missing = imported_files(script, backend) - inputs[rule]
         assert not missing, (rule, missing)
         # what may be left out (the run's supervision) every rule script imports, through run_rule
-        assert "from dogbreed.rule_runner import run_rule" in script.read_text(), rule
+        assert "from dogbreed.runtime.rule_runner import run_rule" in script.read_text(), rule
 
 
 def test_the_rerun_matrix(demo_graph):

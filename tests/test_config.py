@@ -1,6 +1,6 @@
 import pytest
 from conftest import REPO, copy_workflow, snakemake
-from dogbreed.config import coerce_command_line
+from dogbreed.runtime.config import coerce_command_line
 
 
 def test_command_line_values_are_typed():
@@ -159,7 +159,7 @@ def test_a_config_mistake_is_refused_by_a_dry_run_naming_the_key(workdir, overla
 
 
 def test_printed_commands_repeat_the_runs_options(monkeypatch):
-    from dogbreed import run_options
+    from dogbreed.runtime import run_options
 
     argv = [
         "snakemake",

@@ -8,7 +8,7 @@ import shutil
 import job_contract as contract
 import pytest
 from conftest import REPO, copy_workflow, snakemake
-from dogbreed import store
+from dogbreed.data import store
 
 
 def test_two_results_folders_with_other_data_settings_keep_their_own_channels(tmp_path):

@@ -12,9 +12,9 @@ import time
 import psutil
 import pytest
 from conftest import REPO
-from dogbreed import profiler_rules, training_artifacts
-from dogbreed.backends import JobFailed
+from dogbreed.backends.errors import JobFailed
 from dogbreed.backends.local import LocalBackend
+from dogbreed.checks import artifacts, profiler_checks
 
 HYPERPARAMETERS = {
     "weights": "none",
@@ -64,7 +64,7 @@ def test_two_gloo_processes_train_one_model_and_print_each_epoch_once(tiny_chann
     train_steps = lambda steps: [s for s in steps if s["phase"] == "train"]
     assert len(train_steps(rank0)) == len(train_steps(rank1)) > 0
     # the profiler rules see both ranks (whether one was slower on this loaded machine is the rule's to say)
-    verdict = profiler_rules.load_balancing(training_artifacts.load_profile(profiler))
+    verdict = profiler_checks.load_balancing(artifacts.load_profile(profiler))
     assert verdict["verdict"] in ("ok", "triggered") and set(verdict["evidence"]["median_own_step_s"]) == {"0", "1"}
     assert all("forward_s" in step for step in rank0 + rank1)
 
@@ -86,10 +86,10 @@ def test_load_balancing_triggers_on_a_rank_that_holds_the_others_up():
 
     even = {"rank_steps": {0: steps(0.10), 1: steps(0.12)}}
     straggler = {"rank_steps": {0: steps(0.10), 1: steps(0.11), 2: steps(0.21)}}
-    assert profiler_rules.load_balancing(even)["verdict"] == "ok"
-    result = profiler_rules.load_balancing(straggler)
+    assert profiler_checks.load_balancing(even)["verdict"] == "ok"
+    result = profiler_checks.load_balancing(straggler)
     assert result["verdict"] == "triggered" and result["evidence"]["slower_than_fastest"] == {"2": 1.1}
-    assert profiler_rules.load_balancing({"rank_steps": {}})["verdict"] == "not_applicable"
+    assert profiler_checks.load_balancing({"rank_steps": {}})["verdict"] == "not_applicable"
 
 
 def rank_processes(job_dir, rank: str) -> list:
@@ -168,7 +168,7 @@ def test_more_processes_than_gpus_are_refused_by_name(tiny_channels, tmp_path, m
 def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train_alone(
     moto_server, bucket, monkeypatch, tmp_path
 ):
-    from dogbreed.run_plan import PlanRefused
+    from dogbreed.runtime.run_plan import PlanRefused
     from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
@@ -256,11 +256,11 @@ test_accuracy.__test__ = False  # a helper, not a test
 
 @pytest.mark.long  # two demo trainings (about a minute each here): make test-long
 def test_two_processes_reach_the_single_process_accuracy_on_the_demo_data(tmp_path):
-    from dogbreed import demo_data, prepare
+    from dogbreed.data import demo_data, verify_split
 
     # the demo's train and valid images; 60 test images a class, not 10 (360 in all: a 0.05 gap is 18 images,
     # not 3, so the comparison measures the training rather than a few borderline images)
-    prepare.prepare(
+    verify_split.prepare(
         demo_data.generate(tmp_path / "raw", seed=0, per_split={**demo_data.SPLITS, "test": 60}), tmp_path / "prepared"
     )
     data = tmp_path / "prepared/channels"

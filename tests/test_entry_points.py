@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from dogbreed import packaging, serving
 from dogbreed.backends.local import LocalBackend
+from dogbreed.serving import packaging, server
 from PIL import Image
 
 
@@ -337,7 +337,7 @@ def test_bad_requests_get_a_4xx_with_a_reason(served, body, content_type, status
 def test_the_endpoint_app_serves_the_packed_code(served, trained):
     model_dir, _ = served
     _, channels = trained
-    client = serving.create_app(model_dir).test_client()
+    client = server.create_app(model_dir).test_client()
     assert client.get("/ping").status_code == 200
     path = image_file(channels)
     answer = client.post("/invocations", data=path.read_bytes(), headers={"Content-Type": "image/jpeg"})
@@ -348,7 +348,7 @@ def test_the_endpoint_app_serves_the_packed_code(served, trained):
         "/invocations", data=path.read_bytes(), headers={"Content-Type": "image/jpeg", "Accept": "text/csv"}
     )
     assert not_acceptable.status_code == 406
-    app = serving.create_app(model_dir)
+    app = server.create_app(model_dir)
     app.config["MAX_CONTENT_LENGTH"] = 1000
     too_big = app.test_client().post("/invocations", data=b"0" * 2000, headers={"Content-Type": "application/x-npy"})
     assert too_big.status_code == 413 and "over 1000 bytes" in too_big.json["error"]
@@ -363,7 +363,7 @@ def noise_png(path, side, seed):
 
 
 def test_request_plan_keeps_every_request_within_the_limit(tmp_path):
-    from dogbreed.evaluate import request_plan
+    from dogbreed.serving.evaluation import request_plan
 
     sizes = [100, 2_000_000, 2_000_000, 5_000_000, 100, 100, 1_000_000]
     paths = []
@@ -385,8 +385,8 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
     """Real photos and prepare's lossless PNGs are MBs each: 16 per request would break SageMaker's 6 MB
     limit, which the local server applies too. Requests are built by size; an image too big for JSON goes
     as its input array, preprocessed as the server would, so its answer is the same."""
-    from dogbreed import evaluate
-    from dogbreed.backends import EndpointRefused
+    from dogbreed.backends.errors import EndpointRefused
+    from dogbreed.serving import evaluation
 
     model_dir, model = served
     _, channels = trained
@@ -417,8 +417,8 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
     endpoint = backend.deploy(model_tar, "dogbreed-large", tmp_path / "state")
     try:
         classes = {"0": "Red_Circle", "1": "Green_Square", "2": "Blue_Triangle"}
-        metrics, predictions = evaluate.evaluate(
-            backend, endpoint, manifest, test, classes, batch_size=16, transform=evaluate.served_transform(model_tar)
+        metrics, predictions = evaluation.evaluate(
+            backend, endpoint, manifest, test, classes, batch_size=16, transform=evaluation.served_transform(model_tar)
         )
         assert metrics["n"] == 5 and metrics["largest_request_bytes"] <= 5_000_000  # SageMaker takes 6,291,456
         assert metrics["requests"] == 3 and metrics["images_sent_as_arrays"] == 1  # the big one alone; 2 + 2 the others

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import jpeg_bytes
-from dogbreed import fetch
+from dogbreed.data import download
 
 
 def make_zip(path, members):
@@ -24,7 +24,7 @@ DOG_ZIP = {f"dogImages/{split}/001.Affenpinscher/a_{split}.jpg": jpeg_bytes() fo
 
 def test_zip_is_extracted_and_the_dataset_found(tmp_path):
     archive = make_zip(tmp_path / "dogImages.zip", DOG_ZIP)
-    info = fetch.fetch(str(archive), tmp_path / "raw")
+    info = download.fetch(str(archive), tmp_path / "raw")
     assert info["kind"] == "archive"
     assert (Path(info["root"]) / "dogImages/train/001.Affenpinscher/a_train.jpg").is_file()
 
@@ -32,8 +32,8 @@ def test_zip_is_extracted_and_the_dataset_found(tmp_path):
 @pytest.mark.parametrize("evil", ["../escape.txt", "/abs/escape.txt", "dogImages/../../escape.txt"])
 def test_a_zip_member_escaping_the_folder_refuses_the_archive(tmp_path, evil):
     archive = make_zip(tmp_path / "evil.zip", {**DOG_ZIP, evil: b"x"})
-    with pytest.raises(fetch.FetchError, match="outside the extraction folder"):
-        fetch.fetch(str(archive), tmp_path / "raw" / "deep")
+    with pytest.raises(download.FetchError, match="outside the extraction folder"):
+        download.fetch(str(archive), tmp_path / "raw" / "deep")
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "raw/escape.txt").exists()
     assert not (tmp_path / "raw/deep/extracted").exists()
 
@@ -44,32 +44,32 @@ def test_a_zip_symlink_refuses_the_archive(tmp_path):
         link = zipfile.ZipInfo("dogImages/train/001.A/link.jpg")
         link.external_attr = (stat.S_IFLNK | 0o777) << 16
         bundle.writestr(link, "/etc/passwd")
-    with pytest.raises(fetch.FetchError, match="symbolic link"):
-        fetch.fetch(str(archive), tmp_path / "raw")
+    with pytest.raises(download.FetchError, match="symbolic link"):
+        download.fetch(str(archive), tmp_path / "raw")
 
 
 def test_checksum_is_verified(tmp_path):
     archive = make_zip(tmp_path / "dogImages.zip", DOG_ZIP)
     good = hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert fetch.fetch(str(archive), tmp_path / "raw", data_sha256=good)["kind"] == "archive"
-    with pytest.raises(fetch.FetchError, match="data_sha256"):
-        fetch.fetch(str(archive), tmp_path / "raw2", data_sha256="0" * 64)
+    assert download.fetch(str(archive), tmp_path / "raw", data_sha256=good)["kind"] == "archive"
+    with pytest.raises(download.FetchError, match="data_sha256"):
+        download.fetch(str(archive), tmp_path / "raw2", data_sha256="0" * 64)
 
 
 def test_folder_source_is_used_in_place_and_fingerprinted(tmp_path):
     (tmp_path / "dogs/beagle").mkdir(parents=True)
     (tmp_path / "dogs/beagle/a.jpg").write_bytes(jpeg_bytes())
-    info = fetch.fetch(str(tmp_path / "dogs"), tmp_path / "raw")
+    info = download.fetch(str(tmp_path / "dogs"), tmp_path / "raw")
     assert info == {"source": str(tmp_path / "dogs"), "kind": "folder", "root": str(tmp_path / "dogs")}
-    before = fetch.source_fingerprint(str(tmp_path / "dogs"))
+    before = download.source_fingerprint(str(tmp_path / "dogs"))
     (tmp_path / "dogs/beagle/b.jpg").write_bytes(jpeg_bytes((1, 2, 3)))
-    assert fetch.source_fingerprint(str(tmp_path / "dogs")) != before
-    assert fetch.source_hash(str(tmp_path / "dogs")) == fetch.source_hash(str(tmp_path / "dogs") + "/")
+    assert download.source_fingerprint(str(tmp_path / "dogs")) != before
+    assert download.source_hash(str(tmp_path / "dogs")) == download.source_hash(str(tmp_path / "dogs") + "/")
 
 
 def test_unknown_source_is_a_clear_error(tmp_path):
-    with pytest.raises(fetch.FetchError, match="neither 'demo', a URL"):
-        fetch.fetch(str(tmp_path / "nope.zip"), tmp_path / "raw")
+    with pytest.raises(download.FetchError, match="neither 'demo', a URL"):
+        download.fetch(str(tmp_path / "nope.zip"), tmp_path / "raw")
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def http_server(tmp_path):
 def test_url_is_downloaded_verified_and_extracted(tmp_path, http_server, capsys):
     www, url = http_server
     archive = make_zip(www / "dogImages.zip", DOG_ZIP)
-    info = fetch.fetch(
+    info = download.fetch(
         f"{url}/dogImages.zip", tmp_path / "raw", data_sha256=hashlib.sha256(archive.read_bytes()).hexdigest()
     )
     assert info["kind"] == "url"
@@ -99,14 +99,14 @@ def test_url_is_downloaded_verified_and_extracted(tmp_path, http_server, capsys)
 
 def test_missing_url_and_offline_are_clear_errors(tmp_path, http_server):
     _, url = http_server
-    with pytest.raises(fetch.FetchError, match="HTTP 404"):
-        fetch.fetch(f"{url}/missing.zip", tmp_path / "raw")
-    with pytest.raises(fetch.FetchError, match="offline"):
-        fetch.fetch("http://127.0.0.1:9/dogImages.zip", tmp_path / "raw2")
+    with pytest.raises(download.FetchError, match="HTTP 404"):
+        download.fetch(f"{url}/missing.zip", tmp_path / "raw")
+    with pytest.raises(download.FetchError, match="offline"):
+        download.fetch("http://127.0.0.1:9/dogImages.zip", tmp_path / "raw2")
 
 
 def test_demo_source_generates_a_labelled_set(tmp_path):
-    info = fetch.fetch("demo", tmp_path / "raw")
+    info = download.fetch("demo", tmp_path / "raw")
     root = Path(info["root"])
     assert sorted(p.name for p in root.iterdir()) == ["test", "train", "valid"]
     assert len(list((root / "train").iterdir())) == 6
@@ -123,14 +123,14 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
                 member.write(bytes(1 << 20))
     assert archive.stat().st_size < 1_000_000
     with pytest.raises(
-        fetch.FetchError, match=r"zeros.jpg' unpacks [\d,]+ bytes to 209,715,200 \(over 100x\): a decompression bomb"
+        download.FetchError, match=r"zeros.jpg' unpacks [\d,]+ bytes to 209,715,200 \(over 100x\): a decompression bomb"
     ):
-        fetch.fetch(str(archive), tmp_path / "raw")
+        download.fetch(str(archive), tmp_path / "raw")
     assert not list((tmp_path / "raw").rglob("*.jpg"))  # nothing written
     with pytest.raises(
-        fetch.FetchError, match=r"would unpack to 209,715,200 bytes, over 100,000,000.*max_member_bytes"
+        download.FetchError, match=r"would unpack to 209,715,200 bytes, over 100,000,000.*max_member_bytes"
     ):
-        fetch.fetch(str(archive), tmp_path / "raw", limits={"max_member_bytes": 10**8})
+        download.fetch(str(archive), tmp_path / "raw", limits={"max_member_bytes": 10**8})
 
 
 def test_a_tar_over_the_total_limit_is_refused(tmp_path):
@@ -144,6 +144,6 @@ def test_a_tar_over_the_total_limit_is_refused(tmp_path):
             info.size = len(data)
             bundle.addfile(info, io.BytesIO(data))
     total = sum(len(jpeg_bytes(colour=(i, 0, 0))) for i in range(3))
-    with pytest.raises(fetch.FetchError, match=rf"would unpack to {total:,} bytes, over 1,000.*max_total_bytes"):
-        fetch.fetch(str(archive), tmp_path / "raw", limits={"max_total_bytes": 1000})
-    assert fetch.fetch(str(archive), tmp_path / "raw")["kind"] == "archive"  # the defaults take it
+    with pytest.raises(download.FetchError, match=rf"would unpack to {total:,} bytes, over 1,000.*max_total_bytes"):
+        download.fetch(str(archive), tmp_path / "raw", limits={"max_total_bytes": 1000})
+    assert download.fetch(str(archive), tmp_path / "raw")["kind"] == "archive"  # the defaults take it

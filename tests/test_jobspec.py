@@ -1,11 +1,12 @@
-"""The job spec (workflow/dogbreed/jobspec.py) without Snakemake: one merge of a job's hyperparameters, and an
+"""The job spec (workflow/dogbreed/training/jobspec.py) without Snakemake: one merge of a job's hyperparameters, and an
 identity that holds every setting that shapes what a job produces or where it runs, and nothing else."""
 
 import re
 
 import pytest
 from conftest import REPO, full_config
-from dogbreed import jobspec, naming
+from dogbreed.runtime import naming
+from dogbreed.training import jobspec
 
 CHANNELS = {"train": "s3://b/datasets/x/train", "valid": "s3://b/datasets/x/valid"}
 DIGESTS = {"train": "240:aaaa", "valid": "48:bbbb", "test": "60:cccc"}

@@ -26,11 +26,12 @@ from conftest import (
     recorded_endpoints,
     snakemake,
 )
-from dogbreed import containers, demo_data
-from dogbreed.backends import EndpointGone, JobFailed
+from dogbreed.backends import containers
 from dogbreed.backends.base import ping
+from dogbreed.backends.errors import EndpointGone, JobFailed
 from dogbreed.backends.local import LocalBackend
 from dogbreed.backends.local_container import LocalContainerBackend
+from dogbreed.data import demo_data
 
 pytestmark = pytest.mark.container
 ARGS = ("--configfile", "config/demo.yaml", "config/test.yaml")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_image
-from dogbreed import prepare
+from dogbreed.data import verify_split
 from PIL import Image
 
 
@@ -39,7 +39,7 @@ def test_odd_files_are_used_or_rejected_never_dropped(tmp_path):
     (src / "test/001.Affenpinscher/copy_of_rgb.jpg").write_bytes((src / "train/001.Affenpinscher/rgb.jpg").read_bytes())
 
     out = tmp_path / "out"
-    summary = prepare.prepare(tmp_path / "src", out)  # the wrapper folder dogImages/ is found
+    summary = verify_split.prepare(tmp_path / "src", out)  # the wrapper folder dogImages/ is found
     manifest, rejected = read_csv(out / "manifest.csv"), read_csv(out / "rejected.csv")
 
     visible = [
@@ -81,8 +81,8 @@ def make_unsplit(root, per_class):
 
 def test_unsplit_source_is_split_stratified_and_deterministically(tmp_path):
     make_unsplit(tmp_path / "src", 20)
-    first = prepare.prepare(tmp_path / "src", tmp_path / "a", valid_fraction=0.1, test_fraction=0.2, seed=3)
-    prepare.prepare(tmp_path / "src", tmp_path / "b", valid_fraction=0.1, test_fraction=0.2, seed=3)
+    first = verify_split.prepare(tmp_path / "src", tmp_path / "a", valid_fraction=0.1, test_fraction=0.2, seed=3)
+    verify_split.prepare(tmp_path / "src", tmp_path / "b", valid_fraction=0.1, test_fraction=0.2, seed=3)
     assert first["per_split"] == {"train": 42, "valid": 6, "test": 12}
     a, b = read_csv(tmp_path / "a/manifest.csv"), read_csv(tmp_path / "b/manifest.csv")
     assert [(r["source"], r["split"]) for r in a] == [(r["source"], r["split"]) for r in b]
@@ -90,7 +90,7 @@ def test_unsplit_source_is_split_stratified_and_deterministically(tmp_path):
         splits = [r["split"] for r in a if r["breed"] == breed]
         assert (splits.count("train"), splits.count("valid"), splits.count("test")) == (14, 2, 4)
     assert json.loads((tmp_path / "a/classes.json").read_text()) == {"0": "beagle", "1": "corgi", "2": "pug"}
-    other_seed = prepare.prepare(tmp_path / "src", tmp_path / "c", valid_fraction=0.1, test_fraction=0.2, seed=4)
+    other_seed = verify_split.prepare(tmp_path / "src", tmp_path / "c", valid_fraction=0.1, test_fraction=0.2, seed=4)
     c = read_csv(tmp_path / "c/manifest.csv")
     assert other_seed["per_split"] == first["per_split"]
     assert {r["source"] for r in a if r["split"] == "test"} != {r["source"] for r in c if r["split"] == "test"}
@@ -98,7 +98,7 @@ def test_unsplit_source_is_split_stratified_and_deterministically(tmp_path):
 
 def test_small_classes_still_reach_every_split(tmp_path):
     make_unsplit(tmp_path / "src", 3)
-    summary = prepare.prepare(tmp_path / "src", tmp_path / "out", valid_fraction=0.1, test_fraction=0.1)
+    summary = verify_split.prepare(tmp_path / "src", tmp_path / "out", valid_fraction=0.1, test_fraction=0.1)
     assert summary["per_split"] == {"train": 3, "valid": 3, "test": 3}
 
 
@@ -108,21 +108,21 @@ def test_missing_test_split_is_carved_from_train(tmp_path):
         write_image(tmp_path / f"src/train/002.B/{i}.jpg", colour=(0, i * 20 + 10, 0))
     write_image(tmp_path / "src/valid/001.A/v.jpg", colour=(1, 2, 3))
     write_image(tmp_path / "src/valid/002.B/v.jpg", colour=(3, 2, 1))
-    summary = prepare.prepare(tmp_path / "src", tmp_path / "out", test_fraction=0.2)
+    summary = verify_split.prepare(tmp_path / "src", tmp_path / "out", test_fraction=0.2)
     assert summary["per_split"] == {"train": 16, "valid": 2, "test": 4}
 
 
 def test_conflicting_class_numbers_are_a_clear_error(tmp_path):
     write_image(tmp_path / "src/train/001.A/x.jpg")
     write_image(tmp_path / "src/test/001.B/y.jpg", colour=(0, 0, 0))
-    with pytest.raises(prepare.PrepareError, match="001 names two breeds"):
-        prepare.prepare(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(verify_split.PrepareError, match="001 names two breeds"):
+        verify_split.prepare(tmp_path / "src", tmp_path / "out")
 
 
 def test_a_source_without_class_folders_is_a_clear_error(tmp_path):
     write_image(tmp_path / "src/a.jpg")
-    with pytest.raises(prepare.PrepareError, match="no class folders"):
-        prepare.prepare(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(verify_split.PrepareError, match="no class folders"):
+        verify_split.prepare(tmp_path / "src", tmp_path / "out")
 
 
 def test_one_class_is_refused_naming_a_file_that_exists(tmp_path):
@@ -130,9 +130,9 @@ def test_one_class_is_refused_naming_a_file_that_exists(tmp_path):
         write_image(tmp_path / f"src/beagle/{i}.jpg", colour=(i * 30, 0, 0))
     write_image(tmp_path / "src/pug/tiny.jpg", size=(8, 8))  # its only image is rejected
     with pytest.raises(
-        prepare.PrepareError, match=r"1 class with usable images .*\(beagle\): a classifier needs at least two"
+        verify_split.PrepareError, match=r"1 class with usable images .*\(beagle\): a classifier needs at least two"
     ) as caught:
-        prepare.prepare(tmp_path / "src", tmp_path / "out")
+        verify_split.prepare(tmp_path / "src", tmp_path / "out")
     named = Path(str(caught.value).rsplit("rejected files: ", 1)[1].rstrip(")"))
     assert named.is_file() and "tiny.jpg" in named.read_text()
 
@@ -140,7 +140,7 @@ def test_one_class_is_refused_naming_a_file_that_exists(tmp_path):
 def test_a_class_too_small_for_every_split_is_kept_and_said(tmp_path, capsys):
     make_unsplit(tmp_path / "src", 10)
     write_image(tmp_path / "src/zz_rare/only.jpg", colour=(1, 99, 7))
-    summary = prepare.prepare(tmp_path / "src", tmp_path / "out")
+    summary = verify_split.prepare(tmp_path / "src", tmp_path / "out")
     assert summary["warnings"] == [
         "class zz_rare has no valid and no test images (1 usable): it is not scored on what it lacks"
     ]
@@ -154,7 +154,7 @@ def test_control_characters_large_files_and_huge_images_are_rejected_before_read
     big = tmp_path / "src/beagle/big.jpg"
     big.write_bytes(b"\xff\xd8" + bytes(12000))  # over max_bytes: never opened
     Image.new("L", (3000, 3000)).save(tmp_path / "src/beagle/huge.png")  # 9 MP, a small file
-    prepare.prepare(tmp_path / "src", tmp_path / "out", max_bytes=10_000, max_pixels=1_000_000)
+    verify_split.prepare(tmp_path / "src", tmp_path / "out", max_bytes=10_000, max_pixels=1_000_000)
     reasons = {row["source"]: row["reason"] for row in read_csv(tmp_path / "out/rejected.csv")}
     assert "control character" in reasons["bad\nname/a.jpg"] and "control character" in reasons["beagle/tab\there.jpg"]
     assert reasons["beagle/big.jpg"].startswith("too large a file (12,002 bytes; data.max_image_bytes is 10,000)")

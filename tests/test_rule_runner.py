@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-from dogbreed import rule_runner, run_guard
+from dogbreed.runtime import rule_runner, run_guard
 
 
 def rule(tmp_path):
@@ -78,7 +78,7 @@ def test_stale_locks_go_only_when_their_run_is_dead(tmp_path, monkeypatch):
 
 
 def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
-    from dogbreed.backends import JobFailed
+    from dogbreed.backends.errors import JobFailed
     from dogbreed.backends.local import LocalBackend
 
     source = tmp_path / "source"

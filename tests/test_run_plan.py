@@ -1,4 +1,4 @@
-"""The run plan (workflow/dogbreed/run_plan.py): every refusal from the config alone, before any side effect and
+"""The run plan (workflow/dogbreed/runtime/run_plan.py): every refusal from the config alone, before any side effect and
 before any network request, and the whole run priced, the feature extraction included. AWS points at a local
 port that counts what reaches it: nothing may."""
 
@@ -8,8 +8,8 @@ import threading
 import pytest
 import yaml
 from conftest import REPO, copy_workflow, full_config, snakemake
-from dogbreed import run_plan
-from dogbreed.backends import get_backend
+from dogbreed.backends.registry import get_backend
+from dogbreed.runtime import run_plan
 
 SAGEMAKER = {
     "backend": "sagemaker",

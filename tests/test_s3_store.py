@@ -8,8 +8,8 @@ import boto3
 import job_contract as contract
 import pytest
 from conftest import REPO, copy_workflow, jpeg_bytes, snakemake
-from dogbreed import fetch, store
 from dogbreed.backends.local import LocalBackend
+from dogbreed.data import download, store
 
 
 def make_channel(root, files):
@@ -96,11 +96,11 @@ def test_s3_data_sources_archive_and_prefix(tmp_path, bucket):
     with zipfile.ZipFile(buffer, "w") as bundle:
         bundle.writestr("dogImages/train/001.A/a.jpg", jpeg_bytes())
     s3.put_object(Bucket=bucket, Key="raw/dogImages.zip", Body=buffer.getvalue())
-    info = fetch.fetch(f"s3://{bucket}/raw/dogImages.zip", tmp_path / "raw1")
+    info = download.fetch(f"s3://{bucket}/raw/dogImages.zip", tmp_path / "raw1")
     assert (info["kind"], (tmp_path / "raw1/extracted/dogImages/train/001.A/a.jpg").is_file()) == ("s3", True)
     s3.put_object(Bucket=bucket, Key="folder/beagle/1.jpg", Body=jpeg_bytes())
     s3.put_object(Bucket=bucket, Key="folder/pug/2.jpg", Body=jpeg_bytes((1, 2, 3)))
-    info = fetch.fetch(f"s3://{bucket}/folder", tmp_path / "raw2")
+    info = download.fetch(f"s3://{bucket}/folder", tmp_path / "raw2")
     assert sorted(p.name for p in (tmp_path / "raw2/s3").iterdir()) == ["beagle", "pug"]
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import REPO
-from dogbreed.backends import EndpointRefused, JobFailed, get_backend
-from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data, warm_start_parents
-from dogbreed.containers import ContainerSetupError
-from dogbreed.run_plan import PlanRefused
+from dogbreed.backends.containers import ContainerSetupError
+from dogbreed.backends.errors import EndpointRefused, JobFailed
+from dogbreed.backends.registry import get_backend
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
+from dogbreed.runtime.run_plan import PlanRefused
+from dogbreed.tuning.sagemaker_tuner import warm_start_parents
 
 SETTINGS = {
     "role": "arn:aws:iam::123456789012:role/SageMakerRole",
@@ -577,7 +579,7 @@ def test_a_tuning_jobs_trials_become_runs_after_it_and_a_server_uri_reaches_the_
     """SageMaker's tuner runs the trials: their MLflow runs are logged from its trials table afterwards, once.
     A tracking server (not this machine's SQLite file) reaches the training job through its environment."""
     from conftest import job_runs
-    from dogbreed import tracking
+    from dogbreed.runtime import tracking
 
     captured = []
     backend = backend_for(aws, captured)

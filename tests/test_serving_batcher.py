@@ -1,11 +1,11 @@
-"""The local endpoint's batching (dogbreed/serving.py Batcher), in process: concurrent requests share a
+"""The local endpoint's batching (dogbreed/serving/server.py Batcher), in process: concurrent requests share a
 forward pass, each gets its own rows, a bad or odd-shaped request never holds up or spoils the others."""
 
 import threading
 
 import pytest
 import torch
-from dogbreed.serving import Batcher
+from dogbreed.serving.server import Batcher
 
 
 class CountingModel:
@@ -87,7 +87,7 @@ def test_inputs_of_another_shape_or_over_the_batch_size_go_in_batches_of_their_o
 
 @pytest.mark.parametrize("size", [1, 16])
 def test_rows_are_cut_from_every_batch_sized_tensor(size):
-    from dogbreed.serving import _rows
+    from dogbreed.serving.server import _rows
 
     prediction = {"probabilities": torch.arange(size * 2).view(size, 2), "classes": ["a", "b"]}
     assert _rows(prediction, 0, 1)["probabilities"].tolist() == [[0, 1]] and _rows(prediction, 0, 1)["classes"] == [

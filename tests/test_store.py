@@ -1,4 +1,4 @@
-from dogbreed import store
+from dogbreed.data import store
 
 
 def test_sync_copies_only_what_changed_and_removes_what_is_gone(tmp_path):

@@ -1,12 +1,12 @@
-"""MLflow tracking (workflow/dogbreed/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
+"""MLflow tracking (workflow/dogbreed/runtime/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
 store, read back through MLflow's own client. The workflow's runs end to end: conftest.assert_tracked."""
 
 import json
 
 import pytest
 from conftest import REPO
-from dogbreed import tracking
-from dogbreed.config import ConfigError, check_config
+from dogbreed.runtime import tracking
+from dogbreed.runtime.config import ConfigError, check_config
 from instrumentation import EpochLogger
 from mlflow.tracking import MlflowClient
 

@@ -4,7 +4,7 @@ healthy job that triggers none, and the rules on synthetic metrics, are in test_
 from pathlib import Path
 
 import pytest
-from dogbreed import job_rules, training_artifacts
+from dogbreed.checks import artifacts, run_checks
 from training_lab import BASE, make_channel, run_job, verdicts
 
 pytestmark = pytest.mark.long  # make test-long
@@ -40,12 +40,12 @@ def test_stalled_loads_are_recorded_as_data_wait_and_no_workers_starve_the_loade
         fault="slow_steps",
     )
     output = Path(result["output_dir"]) / "data"
-    steps = training_artifacts.load_profile(output / "profiler")["steps"]
+    steps = artifacts.load_profile(output / "profiler")["steps"]
     stalled = steps[(steps["phase"] == "train") & (steps["data_wait_s"] >= 0.5)]
     # 6 images × 2 epochs = 12 stalls, fewer steps when two share a batch (the seeded shuffle decides)
     assert len(stalled) >= 9 and stalled["data_wait_s"].sum() >= 12 * 0.5, stalled
     assert (stalled["duration_s"] >= stalled["data_wait_s"]).all()
-    rules = {r["rule"]: r for r in job_rules.evaluate(output)["rules"]}
+    rules = {r["rule"]: r for r in run_checks.evaluate(output)["rules"]}
     assert rules["Dataloader"]["verdict"] == "triggered" and rules["Dataloader"]["evidence"]["num_workers"] == 0
     assert rules["StepOutlier"]["verdict"] in ("ok", "triggered")  # evaluated on the recording, whatever the noise
 

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO
-from dogbreed import job_rules, profiler_report, profiler_rules, training_artifacts
+from dogbreed.checks import artifacts, profiler_checks, run_checks
+from dogbreed.reporting import profiler_page
 from training_lab import BASE, run_job, verdicts
 
 ON_CPU = not torch.cuda.is_available()
@@ -52,11 +53,11 @@ def test_a_healthy_job_triggers_nothing(healthy):
 
 def test_the_recording_is_complete_and_small(healthy):
     output = Path(healthy["output_dir"]) / "data"
-    debug = training_artifacts.load_debug(output / "debug")
+    debug = artifacts.load_debug(output / "debug")
     assert set(debug["losses"]["mode"]) == {"TRAIN", "EVAL"}
     assert set(debug["tensors"]["collection"]) == {"weights", "biases", "gradients", "relu_input"}
     assert debug["tensors"]["l2"].notna().all() and len(debug["labels"]) > 0
-    profile = training_artifacts.load_profile(output / "profiler")
+    profile = artifacts.load_profile(output / "profiler")
     assert len(profile["system"]) >= 5 and {"cpu_total", "memory_percent", "disk_read_bytes", "net_recv_bytes"} <= set(
         profile["system"]
     )
@@ -94,7 +95,7 @@ def fixed_step_timings(stalls, stall_s=0.5, steps_per_epoch=60, epochs=4):
 
 @pytest.mark.parametrize("stalls, verdict", [(0, "ok"), (5, "ok"), (12, "triggered")])
 def test_step_outlier_on_fixed_timings(stalls, verdict):
-    result = profiler_rules.step_outlier(fixed_step_timings(stalls))
+    result = profiler_checks.step_outlier(fixed_step_timings(stalls))
     assert result["verdict"] == verdict, result["evidence"]
     assert result["evidence"]["outliers"] >= stalls  # every stall stands out; more than n_outliers=10 trigger
 
@@ -168,7 +169,7 @@ GPU_RULES = ["LowGPUUtilization", "BatchSize", "CPUBottleneck", "IOBottleneck", 
 )
 def test_gpu_rules_on_synthetic_metrics(tmp_path, name, samples, triggered):
     output = write_profile(tmp_path / "data/profiler", samples)
-    results = {r["rule"]: r["verdict"] for r in job_rules.evaluate(output)["rules"]}
+    results = {r["rule"]: r["verdict"] for r in run_checks.evaluate(output)["rules"]}
     assert {rule for rule in GPU_RULES if results[rule] == "triggered"} == triggered
     assert all(results[rule] in ("ok", "triggered") for rule in GPU_RULES)
     assert results["Dataloader"] == "ok"
@@ -176,11 +177,11 @@ def test_gpu_rules_on_synthetic_metrics(tmp_path, name, samples, triggered):
 
 def test_rule_settings_are_checked(tmp_path):
     output = write_profile(tmp_path / "data/profiler", [(60, 95, 80, 0)] * 10)
-    with pytest.raises(job_rules.RuleConfigError, match="unknown rule"):
-        job_rules.evaluate(output, {"NoSuchRule": {}})
-    with pytest.raises(job_rules.RuleConfigError, match="unknown parameter"):
-        job_rules.evaluate(output, {"StepOutlier": {"sigma": 2}})
-    results = job_rules.evaluate(output, {"ClassImbalance": False, "Dataloader": {"max_wait_percent": 2}})
+    with pytest.raises(run_checks.RuleConfigError, match="unknown rule"):
+        run_checks.evaluate(output, {"NoSuchRule": {}})
+    with pytest.raises(run_checks.RuleConfigError, match="unknown parameter"):
+        run_checks.evaluate(output, {"StepOutlier": {"sigma": 2}})
+    results = run_checks.evaluate(output, {"ClassImbalance": False, "Dataloader": {"max_wait_percent": 2}})
     names = {r["rule"]: r for r in results["rules"]}
     assert "ClassImbalance" not in names
     assert names["Dataloader"]["verdict"] == "triggered" and names["Dataloader"]["parameters"]["max_wait_percent"] == 2
@@ -190,14 +191,14 @@ def test_rule_settings_are_checked(tmp_path):
 def test_dataloader_judges_the_measured_wait_not_the_worker_count(stalls, workers, verdict):
     # 0 workers on 4 cores is SageMaker's trigger by itself; here only a loader that holds up the steps is
     profile = {**fixed_step_timings(stalls), "job": {"num_workers": workers, "cpu_count": 4}}
-    result = profiler_rules.dataloader(profile)
+    result = profiler_checks.dataloader(profile)
     assert result["verdict"] == verdict, result["evidence"]
     assert result["evidence"]["workers"] == ("too few" if workers == 0 else "too many")
 
 
 def test_every_rule_says_how_it_differs_from_sagemakers():
-    for name, (kind, function) in job_rules.ALL_RULES.items():
-        description, versus = job_rules.describe(function)
+    for name, (kind, function) in run_checks.ALL_RULES.items():
+        description, versus = run_checks.describe(function)
         assert description and versus and "\n" not in versus, name
 
 
@@ -228,12 +229,12 @@ class Outline(HTMLParser):
 
 def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
     output = Path(healthy["output_dir"]) / "data"
-    rules = job_rules.evaluate(output)
-    page = profiler_report.build_report(
+    rules = run_checks.evaluate(output)
+    page = profiler_page.build_report(
         healthy,
         rules,
-        training_artifacts.load_debug(output / "debug"),
-        training_artifacts.load_profile(output / "profiler"),
+        artifacts.load_debug(output / "debug"),
+        artifacts.load_profile(output / "profiler"),
         pd.DataFrame(healthy["metrics"]),
     )
     outline = Outline()
@@ -245,10 +246,10 @@ def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
         "Rules summary",
         "Rules",
     ]
-    assert outline.ids == set(job_rules.ALL_RULES)  # one section per rule
+    assert outline.ids == set(run_checks.ALL_RULES)  # one section per rule
     assert outline.images >= 10 and outline.external == []  # plots embedded: opens with no network
     summary = page.split("<h2>Rules summary</h2>")[1].split("<h2>Rules</h2>")[0]
-    for rule in job_rules.ALL_RULES:
+    for rule in run_checks.ALL_RULES:
         assert f'href="#{rule}"' in summary
     assert "not_applicable" in summary if ON_CPU else True
 
@@ -325,8 +326,8 @@ def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
         {"utilization_percent": 41, "memory_used_mb": 2048.0, "memory_percent": 25.0},
     ]
     assert len(samples[0]["cpu_percent"]) == os.cpu_count()
-    profile = training_artifacts.load_profile(tmp_path)
-    assert training_artifacts.has_gpu(profile) and profile["system"]["gpu_utilization"].iloc[0] == 40.5
+    profile = artifacts.load_profile(tmp_path)
+    assert artifacts.has_gpu(profile) and profile["system"]["gpu_utilization"].iloc[0] == 40.5
 
 
 # --- the debugger rules on fixed losses: warm-up and single bad windows are not failures ----------
@@ -349,18 +350,18 @@ MEMORISING = ([1.0, 0.4, 0.15, 0.05, 0.02, 0.01], [1.0, 0.8, 0.85, 0.95, 1.1, 1.
 
 
 def test_overfit_skips_warm_up_and_needs_a_widening_gap():
-    from dogbreed import debugger_rules
+    from dogbreed.checks import debugger_checks
 
-    assert debugger_rules.overfit(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
-    result = debugger_rules.overfit(epoch_losses_table(*MEMORISING))
+    assert debugger_checks.overfit(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
+    result = debugger_checks.overfit(epoch_losses_table(*MEMORISING))
     assert result["verdict"] == "triggered" and len(result["triggered_steps"]) >= 3
     # a gap that jumps with the training loss (a too-high learning rate) is not overfitting either
-    assert debugger_rules.overfit(epoch_losses_table([1.5, 1.66, 1.8, 0.8], [24.0, 37.6, 3.1, 0.6]))["verdict"] == "ok"
-    assert debugger_rules.overtraining(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
+    assert debugger_checks.overfit(epoch_losses_table([1.5, 1.66, 1.8, 0.8], [24.0, 37.6, 3.1, 0.6]))["verdict"] == "ok"
+    assert debugger_checks.overtraining(epoch_losses_table(*WARM_UP))["verdict"] == "ok"
 
 
 def test_loss_not_decreasing_needs_a_sustained_climb():
-    from dogbreed import debugger_rules
+    from dogbreed.checks import debugger_checks
 
     def losses(values):  # one window of 10 steps per value
         return {
@@ -369,15 +370,15 @@ def test_loss_not_decreasing_needs_a_sustained_climb():
             )
         }
 
-    assert debugger_rules.loss_not_decreasing(losses([2.5, 3.4, 2.4, 4.4, 2.5, 2.0, 1.4, 1.1]))["verdict"] == "ok"
-    climbing = debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.8, 3.0, 3.2, 2.0, 1.4]))
+    assert debugger_checks.loss_not_decreasing(losses([2.5, 3.4, 2.4, 4.4, 2.5, 2.0, 1.4, 1.1]))["verdict"] == "ok"
+    climbing = debugger_checks.loss_not_decreasing(losses([2.5, 2.4, 2.8, 3.0, 3.2, 2.0, 1.4]))
     assert climbing["verdict"] == "triggered" and climbing["triggered_steps"] == [49]  # the third window in a row
-    assert debugger_rules.loss_not_decreasing(losses([2.5, np.nan, 2.0, 1.0]))["triggered_steps"] == [19]
-    assert debugger_rules.loss_not_decreasing(losses([2.5, 2.4, 2.6, 2.5]))["verdict"] == "triggered"  # never learnt
+    assert debugger_checks.loss_not_decreasing(losses([2.5, np.nan, 2.0, 1.0]))["triggered_steps"] == [19]
+    assert debugger_checks.loss_not_decreasing(losses([2.5, 2.4, 2.6, 2.5]))["verdict"] == "triggered"  # never learnt
 
 
 def test_class_imbalance_blames_the_data_only_for_classes_it_is_short_of():
-    from dogbreed import debugger_rules
+    from dogbreed.checks import debugger_checks
 
     def labels(counts, wrong_class):
         """Two epochs of TRAIN predictions (class `wrong_class` always wrong in the last), an EVAL step between."""
@@ -399,7 +400,7 @@ def test_class_imbalance_blames_the_data_only_for_classes_it_is_short_of():
             rows.append({"step": first_step + 999, "mode": "EVAL", "label": 0, "prediction": 0})
         return {"labels": pd.DataFrame(rows), "class_names": ["001.A", "002.B", "003.C"]}
 
-    balanced = debugger_rules.class_imbalance(labels([20, 20, 20], wrong_class=2))
+    balanced = debugger_checks.class_imbalance(labels([20, 20, 20], wrong_class=2))
     assert balanced["verdict"] == "ok" and balanced["evidence"]["mispredicted_but_not_rare"] == ["003.C"]
-    rare = debugger_rules.class_imbalance(labels([20, 20, 6], wrong_class=2))
+    rare = debugger_checks.class_imbalance(labels([20, 20, 6], wrong_class=2))
     assert rare["verdict"] == "triggered" and rare["evidence"]["mispredicted_breeds"] == ["003.C"]

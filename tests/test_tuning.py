@@ -5,9 +5,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from dogbreed import metrics, tuning
-from dogbreed.backends import JobFailed
+from dogbreed.backends.errors import JobFailed
 from dogbreed.backends.local import LocalBackend
+from dogbreed.training import metrics
+from dogbreed.tuning import optuna_study, trial_jobs
+from dogbreed.tuning import spec as tuning_spec
 
 SPEC = {
     "objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)", "type": "Maximize"},
@@ -62,7 +64,7 @@ def job_env(tmp_path):
 
 
 def runner(env, spec, fixed=None, name="study"):
-    return tuning.trial_runner(env["backend"], spec, fixed or {}, env["channels"], env["jobs"], env["source"], name)
+    return trial_jobs.trial_runner(env["backend"], spec, fixed or {}, env["channels"], env["jobs"], env["source"], name)
 
 
 def test_metric_lines_are_parsed_with_the_regex():
@@ -85,7 +87,7 @@ def test_spec_maps_to_optuna_distributions():
     study = optuna.create_study()
     trial = study.ask()
     for name, parameter in SPEC["parameters"].items():
-        tuning.suggest(trial, name, parameter)
+        optuna_study.suggest(trial, name, parameter)
     distributions = trial.distributions
     assert distributions["lr"] == optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
     assert distributions["batch_size"] == optuna.distributions.CategoricalDistribution([16, 32, 64])
@@ -102,15 +104,15 @@ def test_spec_maps_to_optuna_distributions():
 )
 def test_strategies_map_to_samplers_and_pruners(strategy, early_stopping, sampler, pruner):
     spec = {**SPEC, "strategy": strategy, "early_stopping": early_stopping}
-    assert isinstance(tuning.make_sampler(spec, 0), sampler)
-    assert isinstance(tuning.make_pruner(spec), pruner)
+    assert isinstance(optuna_study.make_sampler(spec, 0), sampler)
+    assert isinstance(optuna_study.make_pruner(spec), pruner)
 
 
 def test_grid_needs_categorical_parameters():
     grid = {**SPEC, "strategy": "Grid", "parameters": {"batch_size": {"type": "categorical", "values": [16, 32]}}}
-    assert isinstance(tuning.make_sampler(grid, 0), optuna.samplers.GridSampler)
-    with pytest.raises(tuning.TuningError, match="Grid needs categorical parameters only.*lr, layers"):
-        tuning.make_sampler({**SPEC, "strategy": "Grid"}, 0)
+    assert isinstance(optuna_study.make_sampler(grid, 0), optuna.samplers.GridSampler)
+    with pytest.raises(tuning_spec.TuningError, match="Grid needs categorical parameters only.*lr, layers"):
+        tuning_spec.check({**SPEC, "strategy": "Grid"})
 
 
 def test_reverse_logarithmic_is_refused_before_any_trial(job_env):
@@ -118,28 +120,32 @@ def test_reverse_logarithmic_is_refused_before_any_trial(job_env):
         **SPEC,
         "parameters": {"lr": {"type": "continuous", "min": 0.1, "max": 0.9, "scaling": "ReverseLogarithmic"}},
     }
-    with pytest.raises(tuning.TuningError, match="ReverseLogarithmic"):
-        tuning.run_study(spec, runner(job_env, spec), job_env["db"], "s", announce=False)
+    with pytest.raises(tuning_spec.TuningError, match="ReverseLogarithmic"):
+        optuna_study.run_study(spec, runner(job_env, spec), job_env["db"], "s", announce=False)
 
 
 def test_study_runs_trials_as_jobs_and_resumes_when_max_jobs_grows(job_env):
-    study = tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "study", announce=False)
-    rows = tuning.trials_table(study, SPEC)
+    study = optuna_study.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "study", announce=False)
+    rows = optuna_study.trials_table(study, SPEC)
     assert [r["status"] for r in rows] == ["Completed"] * 3
     for row in rows:  # the objective is the last value the job printed
         expected = max(0.0, 1 - abs(math.log10(row["lr"]) + 2) / 3)
         assert row["valid_accuracy"] == pytest.approx(expected, abs=1e-4)
         hps = json.loads((job_env["jobs"] / row["job_name"] / "input/config/hyperparameters.json").read_text())
         assert float(hps["lr"]) == pytest.approx(row["lr"])
-    best = tuning.best_trial(study, SPEC)
+    best = optuna_study.best_trial(study, SPEC)
     assert best["objective"]["value"] == max(r["valid_accuracy"] for r in rows)
 
-    grown = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False)
+    grown = optuna_study.run_study(
+        {**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False
+    )
     assert len(grown.trials) == 5  # two new trials, the first three kept
     configurations = {(t.params["lr"], t.params["batch_size"], t.params["layers"]) for t in grown.trials}
     assert len(configurations) == 5  # the resumed study did not replay the first run's draws
     assert sorted(p.name for p in job_env["jobs"].iterdir()) == [f"study-trial-{i:03d}" for i in range(5)]
-    again = tuning.run_study({**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False)
+    again = optuna_study.run_study(
+        {**SPEC, "max_jobs": 5}, runner(job_env, SPEC), job_env["db"], "study", announce=False
+    )
     assert len(again.trials) == 5  # nothing left to do
 
 
@@ -153,8 +159,8 @@ def test_an_interrupted_trial_is_retried_with_its_hyperparameters(job_env):
         }
     )  # left RUNNING, as by a kill
     spec = {**SPEC, "max_jobs": 2}
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "study", announce=False)
-    rows = tuning.trials_table(study, spec)
+    study = optuna_study.run_study(spec, runner(job_env, spec), job_env["db"], "study", announce=False)
+    rows = optuna_study.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
     assert rows[1]["retry_of"] == killed.number and rows[1]["lr"] == killed.params["lr"]
 
@@ -169,24 +175,24 @@ def test_a_trial_stopped_by_ctrl_c_is_retried_under_its_job_name(job_env):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tuning.run_study(
+        optuna_study.run_study(
             spec, lambda trial, hps, report: real(trial, hps, ctrl_c), job_env["db"], "study", announce=False
         )
-    study = tuning.run_study(spec, real, job_env["db"], "study", announce=False)
-    rows = tuning.trials_table(study, spec)
+    study = optuna_study.run_study(spec, real, job_env["db"], "study", announce=False)
+    rows = optuna_study.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed", "Completed", "Completed"]
     assert rows[1]["retry_of"] == 0 and rows[1]["job_name"] == rows[0]["job_name"] == "study-trial-000"
     assert rows[1]["lr"] == rows[0]["lr"] and rows[2]["job_name"] == "study-trial-002"
-    again = tuning.run_study(spec, real, job_env["db"], "study", announce=False)
+    again = optuna_study.run_study(spec, real, job_env["db"], "study", announce=False)
     assert len(again.trials) == 3  # retried once, never again
 
 
 def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
-    spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1]}}}
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "fails", announce=False)
-    assert {r["status"] for r in tuning.trials_table(study, spec)} == {"Failed"}
-    with pytest.raises(tuning.TuningError, match="no tuning trial completed") as caught:
-        tuning.best_trial(study, spec)
+    spec = {**SPEC, "max_jobs": 2, "parameters": {"fail": {"type": "categorical", "values": [1, 2]}}}
+    study = optuna_study.run_study(spec, runner(job_env, spec), job_env["db"], "fails", announce=False)
+    assert {r["status"] for r in optuna_study.trials_table(study, spec)} == {"Failed"}
+    with pytest.raises(optuna_study.NoTrialCompleted, match="no tuning trial completed") as caught:
+        optuna_study.best_trial(study, spec)
     logs = str(caught.value).split("trials' logs (", 1)[1].rstrip(")").split(", ")
     assert len(logs) == 2 and all("planted failure" in Path(log).read_text() for log in logs)  # files that exist
 
@@ -201,8 +207,8 @@ def test_a_failed_trial_is_recorded_and_a_stopped_one_is_killed(job_env):
 
 def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_env, capsys):
     spec = {**SPEC, "max_jobs": 4}
-    with pytest.raises(tuning.StudyStopped) as caught:
-        tuning.run_study(spec, runner(job_env, spec, fixed={"setup_fail": 1}), job_env["db"], "setup")
+    with pytest.raises(optuna_study.StudyStopped) as caught:
+        optuna_study.run_study(spec, runner(job_env, spec, fixed={"setup_fail": 1}), job_env["db"], "setup")
     message = str(caught.value)
     assert (
         "\n" not in message
@@ -213,23 +219,25 @@ def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_e
     assert len(list((job_env["jobs"]).iterdir())) == 1  # one job ran, not four
     assert capsys.readouterr().err.count("Traceback") == 0
     # fixed, the rerun runs all four trials: the one that stopped the study does not count
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "setup", announce=False)
-    rows = tuning.trials_table(study, spec)
+    study = optuna_study.run_study(spec, runner(job_env, spec), job_env["db"], "setup", announce=False)
+    rows = optuna_study.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed"] + ["Completed"] * 4
     assert rows[1]["retry_of"] == 0 and rows[1]["lr"] == rows[0]["lr"]  # the trial it stopped at, run again
 
 
 def test_a_diverged_trial_fails_alone_even_where_the_regex_reads_numbers_only(job_env):
     spec = {**SPEC, "max_jobs": 2}
-    study = tuning.run_study(spec, runner(job_env, spec, fixed={"diverge": 1}), job_env["db"], "nan", announce=False)
+    study = optuna_study.run_study(
+        spec, runner(job_env, spec, fixed={"diverge": 1}), job_env["db"], "nan", announce=False
+    )
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # both ran: not a study stopper
     assert all("valid_accuracy is nan (the training diverged" in t.user_attrs["failure"] for t in study.trials)
 
 
 def test_a_broken_environment_stops_the_study_too(job_env):
     (job_env["source"] / "train.py").write_text("import no_such_module_here\n")
-    with pytest.raises(tuning.StudyStopped, match="ModuleNotFoundError: No module named 'no_such_module_here'"):
-        tuning.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "broken", announce=False)
+    with pytest.raises(optuna_study.StudyStopped, match="ModuleNotFoundError: No module named 'no_such_module_here'"):
+        optuna_study.run_study(SPEC, runner(job_env, SPEC), job_env["db"], "broken", announce=False)
 
 
 def test_one_line_per_finished_trial(job_env, capsys):
@@ -238,7 +246,7 @@ def test_one_line_per_finished_trial(job_env, capsys):
         "max_jobs": 2,
         "parameters": {"fail": {"type": "categorical", "values": [0, 1]}, "lr": SPEC["parameters"]["lr"]},
     }
-    study = tuning.run_study(spec, runner(job_env, spec), job_env["db"], "lines")
+    study = optuna_study.run_study(spec, runner(job_env, spec), job_env["db"], "lines")
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
     assert len(lines) == 2, lines
     for line, trial in zip(lines, study.trials):
@@ -257,13 +265,17 @@ def test_a_failing_job_reports_the_end_of_its_log(job_env):
 
 
 def test_parallel_trials_get_a_gpu_each_or_a_share_of_the_cpu_threads():
-    assert tuning.trial_resources(1, gpus=["0", "1"]) == [{}]  # one trial at a time: the whole machine
-    assert [r["CUDA_VISIBLE_DEVICES"] for r in tuning.trial_resources(2, gpus=["0", "1"], cpus=16)] == ["0", "1"]
-    assert [r["CUDA_VISIBLE_DEVICES"] for r in tuning.trial_resources(3, gpus=["4", "6"], cpus=16)] == ["4", "6", "4"]
-    assert tuning.trial_resources(2, gpus=["0", "1"], cpus=16)[0]["SM_NUM_CPUS"] == "8"
-    on_cpus = tuning.trial_resources(2, gpus=[], cpus=8)
+    assert trial_jobs.trial_resources(1, gpus=["0", "1"]) == [{}]  # one trial at a time: the whole machine
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in trial_jobs.trial_resources(2, gpus=["0", "1"], cpus=16)] == ["0", "1"]
+    assert [r["CUDA_VISIBLE_DEVICES"] for r in trial_jobs.trial_resources(3, gpus=["4", "6"], cpus=16)] == [
+        "4",
+        "6",
+        "4",
+    ]
+    assert trial_jobs.trial_resources(2, gpus=["0", "1"], cpus=16)[0]["SM_NUM_CPUS"] == "8"
+    on_cpus = trial_jobs.trial_resources(2, gpus=[], cpus=8)
     assert on_cpus == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "SM_NUM_CPUS": "4"}] * 2
-    assert tuning.trial_resources(4, gpus=[], cpus=2)[0]["OMP_NUM_THREADS"] == "1"
+    assert trial_jobs.trial_resources(4, gpus=[], cpus=2)[0]["OMP_NUM_THREADS"] == "1"
 
 
 def test_a_trial_holds_its_slot_while_it_runs():
@@ -286,8 +298,8 @@ def test_a_trial_holds_its_slot_while_it_runs():
             return {"status": "Completed", "log": "", "seconds": 0.2}
 
     spec = {"objective": {"metric": "valid_accuracy", "regex": r"valid_accuracy=([0-9.]+)"}}
-    run = tuning.trial_runner(
-        Backend(), spec, {}, {}, "jobs", "src", "study", tuning.trial_resources(2, gpus=["0", "1"])
+    run = trial_jobs.trial_runner(
+        Backend(), spec, {}, {}, "jobs", "src", "study", trial_jobs.trial_resources(2, gpus=["0", "1"])
     )
 
     class Trial:

@@ -91,7 +91,7 @@ def test_snakemakes_report_opens_on_the_headline_numbers(deployed):
 
 
 AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
-AFTER_TRAINING = {"train": 1, "check_training_rules": 1, "profiler_report": 1, **AFTER_DEPLOY}
+AFTER_TRAINING = {"train": 1, "check_training": 1, "profiler_report": 1, **AFTER_DEPLOY}
 
 
 def overlay(workdir, name, settings):
@@ -125,13 +125,13 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     rehearsal = planned_jobs(deployed, *ARGS, "--config", "results_dir=results-rehearsal")
     assert rehearsal == {"prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}  # downloads are shared
 
-    module = deployed / "workflow/dogbreed/evaluate.py"
+    module = deployed / "workflow/dogbreed/serving/evaluation.py"
     original = module.read_text()
     module.write_text(original + "\n# an edit\n")
     assert planned_jobs(deployed, *ARGS) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
     module.write_text(original)  # same content again (newer mtime): nothing to redo
     assert planned_jobs(deployed, *ARGS) == {}
-    module = deployed / "workflow/dogbreed/store.py"  # fetch imports it (an s3:// source): its inputs say so
+    module = deployed / "workflow/dogbreed/data/store.py"  # fetch imports it (an s3:// source): its inputs say so
     original = module.read_text()
     module.write_text(original + "\n# an edit\n")
     assert planned_jobs(deployed, *ARGS) == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
@@ -269,7 +269,7 @@ def test_a_training_rule_can_stop_the_run_and_its_evidence_stays(deployed):
     try:
         (deployed / "config/stop.yaml").write_text(yaml.safe_dump({"profiling": {"stop_on": ["Dataloader"]}}))
         stop = ("--configfile", "config/test.yaml", "config/stop.yaml")
-        assert planned_jobs(deployed, "deploy", *stop) == {"training_rules_gate": 1, "deploy": 1}
+        assert planned_jobs(deployed, "deploy", *stop) == {"training_gate": 1, "deploy": 1}
         result = snakemake(deployed, "deploy", *stop, check=False)
         assert (
             result.returncode != 0

@@ -7,8 +7,9 @@ import textwrap
 from pathlib import Path
 
 from conftest import REPO, TINY_CLASSES
-from dogbreed import demo_data, job_rules
 from dogbreed.backends.local import LocalBackend
+from dogbreed.checks import run_checks
+from dogbreed.data import demo_data
 from filelock import FileLock
 
 # An entry point that plants one fault, then runs the real train.py (which stays free of test hooks).
@@ -115,7 +116,7 @@ def run_job(lab, name, hyperparameters, fault=None, channels=None):
 
 
 def verdicts(result) -> dict:
-    rules = job_rules.evaluate(Path(result["output_dir"]) / "data")
+    rules = run_checks.evaluate(Path(result["output_dir"]) / "data")
     return {r["rule"]: r["verdict"] for r in rules["rules"]}
 
 

@@ -3,8 +3,9 @@
 import os
 from pathlib import Path
 
-from dogbreed import fetch as fetch_module
-from dogbreed import code_inputs, jobspec, naming, run_plan
+from dogbreed.data import download as fetch_module
+from dogbreed.runtime import code_inputs, naming, run_plan
+from dogbreed.training import jobspec
 
 RESULTS = config["results_dir"]
 if config["store"]["endpoint_url"]:

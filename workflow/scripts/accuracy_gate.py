@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from dogbreed import gates
-from dogbreed.rule_runner import run_rule
+from dogbreed.checks import gates
+from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):

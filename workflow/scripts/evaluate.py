@@ -1,16 +1,17 @@
 import json
 from pathlib import Path
 
-from dogbreed import evaluate, tracking
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.runtime import tracking
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.serving import evaluation
 
 
 def main(smk):
     backend = rule_backend(smk)
     endpoint = json.loads(Path(smk.input.endpoint).read_text())
     classes = json.loads(Path(smk.input.classes).read_text())
-    metrics, predictions = evaluate.evaluate(
+    metrics, predictions = evaluation.evaluate(
         backend,
         endpoint,
         smk.input.manifest,
@@ -19,7 +20,7 @@ def main(smk):
         smk.params.batch_size,
         smk.params.results_dir,
         smk.params.max_request_bytes,
-        evaluate.served_transform(smk.input.model),
+        evaluation.served_transform(smk.input.model),
     )
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))

@@ -1,9 +1,9 @@
 import json
 from pathlib import Path
 
-from dogbreed import features, jobspec
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.training import features, jobspec
 
 
 def main(smk):

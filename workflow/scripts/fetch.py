@@ -1,9 +1,9 @@
-from dogbreed import fetch
-from dogbreed.rule_runner import run_rule
+from dogbreed.data import download
+from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
-    info = fetch.fetch(
+    info = download.fetch(
         smk.params.source,
         smk.output[0].rsplit("/", 1)[0],
         smk.params.sha256,
@@ -11,7 +11,7 @@ def main(smk):
         smk.params.extraction_limits,
     )
     print(f"fetched {info['kind']} source into {info['root']}")
-    fetch.write_fetched(info, smk.output[0])
+    download.write_fetched(info, smk.output[0])
 
 
 run_rule(main, snakemake)

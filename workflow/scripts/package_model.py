@@ -1,5 +1,5 @@
-from dogbreed.packaging import package_for_serving
-from dogbreed.rule_runner import run_rule
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.serving.packaging import package_for_serving
 
 
 def main(smk):

@@ -1,12 +1,12 @@
 import json
 
-from dogbreed import prepare
-from dogbreed.rule_runner import run_rule
+from dogbreed.data import verify_split
+from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
     root = json.loads(open(smk.input.fetched).read())["root"]
-    summary = prepare.prepare(
+    summary = verify_split.prepare(
         root,
         smk.output.channels.rsplit("/", 1)[0],
         smk.params.valid_fraction,

@@ -3,16 +3,18 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from dogbreed import profiler_report, tracking, training_artifacts
-from dogbreed.rule_runner import run_rule
+from dogbreed.checks import artifacts
+from dogbreed.reporting import profiler_page
+from dogbreed.runtime import tracking
+from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
-    page = profiler_report.build_report(
+    page = profiler_page.build_report(
         json.loads(Path(smk.input.model_json).read_text()),
         json.loads(Path(smk.input.rules).read_text()),
-        training_artifacts.load_debug_tables(smk.input.tables),
-        training_artifacts.load_profile(f"{smk.input.output}/profiler"),
+        artifacts.load_debug_tables(smk.input.tables),
+        artifacts.load_profile(f"{smk.input.output}/profiler"),
         pd.read_csv(smk.input.metrics),
     )
     Path(smk.output[0]).parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from dogbreed import run_report, tracking
-from dogbreed.rule_runner import run_rule
+from dogbreed.reporting import run_page
+from dogbreed.runtime import tracking
+from dogbreed.runtime.rule_runner import run_rule
 
 FIGURES = [
     "data_summary",
@@ -17,7 +18,7 @@ FIGURES = [
 
 def main(smk):
     figures = {name: smk.input[name] for name in FIGURES}
-    page = run_report.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0])
+    page = run_page.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0])
     Path(smk.output[0]).write_text(page, encoding="utf-8")
     print(f"wrote {smk.output[0]}")
     tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")

@@ -1,9 +1,9 @@
-from dogbreed import run_report
-from dogbreed.rule_runner import run_rule
+from dogbreed.reporting import run_page
+from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
-    run_report.make_figures(
+    run_page.make_figures(
         dict(smk.input.items()), dict(smk.output.items()), smk.params.objective, smk.params.parameters
     )
     print(f"figures in {smk.output.data_summary.rsplit('/', 1)[0]}/")

@@ -1,9 +1,10 @@
 import json
 from pathlib import Path
 
-from dogbreed import endpoint_registry, run_options
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.runtime import run_options
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.serving import endpoint_registry
 
 
 def main(smk):

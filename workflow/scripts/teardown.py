@@ -3,9 +3,9 @@ checkout started that it left running, with the command that stops each."""
 
 from pathlib import Path
 
-from dogbreed import endpoint_registry
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.serving import endpoint_registry
 
 
 def main(smk):

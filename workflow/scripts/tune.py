@@ -2,9 +2,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dogbreed import jobspec, tracking
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.runtime import tracking
+from dogbreed.runtime.rule_runner import run_rule
+from dogbreed.training import jobspec
 
 
 def main(smk):

@@ -1,9 +1,10 @@
 import json
 
 import job_contract as contract
-from dogbreed import naming, store
-from dogbreed.backends import rule_backend
-from dogbreed.rule_runner import run_rule
+from dogbreed.backends.registry import rule_backend
+from dogbreed.data import store
+from dogbreed.runtime import naming
+from dogbreed.runtime.rule_runner import run_rule
 
 SPLITS = ("train", "valid", "test")
 

@@ -1,32 +1,6 @@
-"""Backends by config name: local (Python only), local_container (SageMaker local mode), sagemaker."""
+"""The backends: the only way rules reach a training or serving platform (docs/architecture.md §1).
 
-from dogbreed.backends.base import Backend, EndpointGone, EndpointRefused, JobFailed
-
-
-def get_backend(name: str, settings: dict) -> Backend:
-    """settings: the config's backends.<name> section."""
-    if name == "local":
-        from dogbreed.backends.local import LocalBackend
-
-        return LocalBackend(settings or {})
-    if name == "sagemaker":
-        from dogbreed.backends.sagemaker import SageMakerBackend
-
-        return SageMakerBackend(settings)
-    if name == "local_container":
-        from dogbreed.backends.local_container import LocalContainerBackend
-
-        return LocalContainerBackend(settings)
-    raise ValueError(f"unknown backend {name!r}: local, local_container or sagemaker")
-
-
-def rule_backend(smk):
-    """The backend a rule talks to, from its params. confirm_cloud comes from the config itself: it is
-    permission to spend, not an input of any result, so it is kept out of params (granting it after a
-    refused run must not rerun what already ran)."""
-    return get_backend(
-        smk.params.backend, {**smk.params.backend_settings, "confirm_cloud": bool(smk.config.get("confirm_cloud"))}
-    )
-
-
-__all__ = ["Backend", "EndpointGone", "EndpointRefused", "JobFailed", "get_backend", "rule_backend"]
+registry.py picks one by config name (local, local_container, sagemaker); base.py is the interface they share;
+errors.py the exceptions callers catch, in a module of their own so that code which only catches them (the
+tuner, the evaluation) imports no backend.
+"""

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 import job_contract as contract
 
+from dogbreed.backends.errors import EndpointGone, EndpointRefused
+
 # What a live endpoint is, kept outside Snakemake's outputs (docs/architecture.md §4): deploy writes it before
 # waiting for the endpoint, so teardown can always find what was started.
 STATE_FILE = "state.json"
@@ -16,7 +18,7 @@ STATE_FILE = "state.json"
 # (context.request_processor[0]), sets only the first answer's type, and turns one request's error into
 # an error for the whole batch (it once dropped all but the first: sagemaker-pytorch-inference-toolkit
 # #121). Batching there would let one client's request break another's, so the containers keep batch
-# size 1, said outright; the local server batches safely (dogbreed/serving.py).
+# size 1, said outright; the local server batches safely (dogbreed/serving/server.py).
 TOOLKIT_SERVING_ENVIRONMENT = {"SAGEMAKER_TS_BATCH_SIZE": "1", "SAGEMAKER_TS_MAX_BATCH_DELAY": "100"}
 
 
@@ -58,18 +60,6 @@ def post_invocation(url, body: bytes, content_type: str, accept=contract.JSON) -
             f"({content_type}): {response.text[:500]}"
         )
     return response.content
-
-
-class JobFailed(RuntimeError):
-    """A training job ended in failure; the message carries the end of its log."""
-
-
-class EndpointGone(RuntimeError):
-    """An endpoint that should be serving does not answer."""
-
-
-class EndpointRefused(RuntimeError):
-    """An endpoint answered a request with an error; the message says what was sent and what it said."""
 
 
 class Backend:
@@ -125,21 +115,11 @@ class Backend:
         of this backend, its objective read from the job's log lines. SageMaker overrides it with
         its HyperparameterTuner. tracking (tracking.TrialTracking): every trial an MLflow run.
         """
-        from dogbreed import tuning
+        from dogbreed.tuning import trial_jobs
 
-        run_trial = tuning.trial_runner(
-            self,
-            spec,
-            fixed_hyperparameters,
-            channels,
-            jobs_dir,
-            source_dir,
-            tuning_name,
-            tuning.trial_resources(parallel),
-            tracking,
+        return trial_jobs.tune(
+            self, spec, fixed_hyperparameters, channels, jobs_dir, source_dir, tuning_name, study_db, parallel, tracking
         )
-        study = tuning.run_study(spec, run_trial, study_db, tuning_name, parallel, spec["seed"], tracking=tracking)
-        return tuning.trials_table(study, spec), tuning.best_trial(study, spec)
 
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
         """Bring up an endpoint serving model_tar; returns the endpoint's description."""

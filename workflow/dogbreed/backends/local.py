@@ -18,8 +18,11 @@ from pathlib import Path
 import job_contract as contract
 import psutil
 
-from dogbreed import metrics, serving, store
-from dogbreed.backends.base import HttpEndpointBackend, JobFailed, write_endpoint_state
+from dogbreed.backends.base import HttpEndpointBackend, write_endpoint_state
+from dogbreed.backends.errors import JobFailed
+from dogbreed.data import store
+from dogbreed.serving import server
+from dogbreed.training import metrics
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
 
@@ -228,7 +231,7 @@ class LocalBackend(HttpEndpointBackend):
         port = int(self.settings.get("port", 0)) or _free_port(host)
         url = f"http://{host}:{port}"
         log_path = state_dir / "server.log"
-        # batching: concurrent requests' inputs in one forward pass (dogbreed/serving.py's Batcher); a batch holds
+        # batching: concurrent requests' inputs in one forward pass (dogbreed/serving/server.py's Batcher); a batch holds
         # the requests of at most `threads` threads, so there are at least as many threads as batch places
         batch_size = int(self.settings.get("max_batch_size", 16))
         threads = max(int(self.settings.get("threads", 16)), batch_size)
@@ -259,10 +262,10 @@ class LocalBackend(HttpEndpointBackend):
             f"--channel-timeout={self.settings.get('channel_timeout', 20)}",
             "--cleanup-interval=5",
             f"--connection-limit={self.settings.get('connection_limit', 1000)}",
-            f"--max-request-body-size={2 * serving.MAX_BODY_BYTES}",
+            f"--max-request-body-size={2 * server.MAX_BODY_BYTES}",
             "--no-expose-tracebacks",
             "--call",
-            "dogbreed.serving:create_app",
+            "dogbreed.serving.server:create_app",
         ]
         with open(log_path, "w") as log:
             # A new session: the server outlives this Snakemake job, and is stopped by pid group.

@@ -23,17 +23,13 @@ from pathlib import Path
 
 import job_contract as contract
 
-from dogbreed import containers, jobspec, naming, store
-from dogbreed.backends.base import (
-    TOOLKIT_SERVING_ENVIRONMENT,
-    Backend,
-    EndpointGone,
-    HttpEndpointBackend,
-    JobFailed,
-    ping,
-    write_endpoint_state,
-)
+from dogbreed.backends import containers
+from dogbreed.backends.base import TOOLKIT_SERVING_ENVIRONMENT, Backend, HttpEndpointBackend, ping, write_endpoint_state
+from dogbreed.backends.errors import EndpointGone, JobFailed
 from dogbreed.backends.sagemaker import SageMakerBackend
+from dogbreed.data import store
+from dogbreed.runtime import naming
+from dogbreed.training import jobspec
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}

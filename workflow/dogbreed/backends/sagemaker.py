@@ -20,16 +20,19 @@ from pathlib import Path
 
 import job_contract as contract
 
-from dogbreed import jobspec, naming, run_plan, store
 from dogbreed.backends.base import (
     TOOLKIT_SERVING_ENVIRONMENT,
     Backend,
-    EndpointRefused,
-    JobFailed,
     forget_endpoint_state,
     read_endpoint_state,
     write_endpoint_state,
 )
+from dogbreed.backends.errors import EndpointRefused, JobFailed
+from dogbreed.data import store
+from dogbreed.runtime import naming, run_plan
+from dogbreed.training import jobspec
+from dogbreed.tuning import sagemaker_tuner
+from dogbreed.tuning import spec as tuning_spec
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -326,29 +329,11 @@ class SageMakerBackend(Backend):
         parallel=1,
         tracking=None,
     ):
-        from sagemaker.inputs import TrainingInput
-        from sagemaker.tuner import (
-            CategoricalParameter,
-            ContinuousParameter,
-            HyperparameterTuner,
-            IntegerParameter,
-            WarmStartConfig,
-            WarmStartTypes,
-        )
-
-        run_plan.refuse(run_plan.tuning_problems(spec))  # as the run plan does, before anything is sent
+        """SageMaker's HyperparameterTuner (tuning/sagemaker_tuner.py). A spec that only grew max_jobs keeps its
+        name (tuning_name excludes max_jobs): a new job warm-starts from the finished ones and runs only the
+        missing trials; a job still running is attached to."""
+        run_plan.refuse(tuning_spec.problems(spec, None, "sagemaker"))  # as the run plan does, before anything is sent
         self.refuse_shape(fixed_hyperparameters, processes=1, instances=1)
-        ranges = {}
-        for name, p in spec["parameters"].items():
-            scaling = p.get("scaling", "Auto")
-            if p["type"] == "continuous":
-                ranges[name] = ContinuousParameter(p["min"], p["max"], scaling_type=scaling)
-            elif p["type"] == "integer":
-                ranges[name] = IntegerParameter(p["min"], p["max"], scaling_type=scaling)
-            else:
-                ranges[name] = CategoricalParameter(list(p["values"]))
-        # A spec that only grew max_jobs keeps its name (tuning_name excludes max_jobs): the new job
-        # warm-starts from the finished ones and runs only the missing trials.
         previous = self._tuning_jobs(tuning_name)
         running = [d for d in previous if d["HyperParameterTuningJobStatus"] in ("InProgress", "Stopping")]
         done = [d for d in previous if d["HyperParameterTuningJobStatus"] == "Completed"]
@@ -361,34 +346,7 @@ class SageMakerBackend(Backend):
             print(f"tuning job {job_name} is still running: attaching to it")
         elif not (spec["strategy"] == "Grid" and done) and finished_trials < spec["max_jobs"]:
             job_name = naming.warm_start_name(tuning_name, len(previous))
-            new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
-            self.confirm(
-                [run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)]
-            )
-            tuner = HyperparameterTuner(
-                # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each
-                # trial's checkpoint under its training job's name)
-                self.estimator(fixed_hyperparameters, source_dir, job_name=job_name),
-                spec["objective"]["metric"],
-                ranges,
-                metric_definitions=self.settings["metric_definitions"],
-                strategy=spec["strategy"],
-                objective_type=spec["objective"]["type"],
-                max_jobs=new_trials,
-                max_parallel_jobs=spec["max_parallel_jobs"],
-                early_stopping_type=early_stopping,
-                tags=self._tags(),
-                random_seed=spec.get("seed"),
-                warm_start_config=WarmStartConfig(
-                    WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM,
-                    parents=warm_start_parents(done, spec["objective"]["type"]),
-                )
-                if done
-                else None,
-            )
-            with quota_advice(self.settings, self.session.boto_region_name):
-                tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
-            print(f"launched tuning job {job_name}")
+            self._launch_tuning(spec, fixed_hyperparameters, channels, source_dir, job_name, done, finished_trials)
         else:
             job_name = done[-1]["HyperParameterTuningJobName"]
         self._wait(
@@ -404,6 +362,28 @@ class SageMakerBackend(Backend):
                 [jobspec.merge(fixed_hyperparameters, {n: row[n] for n in spec["parameters"]}) for row in rows],
             )
         return rows, best
+
+    def _launch_tuning(self, spec, fixed_hyperparameters, channels, source_dir, job_name, done, finished_trials):
+        """Confirm the new trials' cost, then start the tuning job (warm-started from the finished ones)."""
+        from sagemaker.inputs import TrainingInput
+
+        new_trials, _ = sagemaker_tuner.api_tuning_limits(spec, finished_trials)
+        self.confirm(
+            [run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)]
+        )
+        tuner = sagemaker_tuner.hyperparameter_tuner(
+            spec,
+            # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each trial's checkpoint
+            # under its training job's name)
+            self.estimator(fixed_hyperparameters, source_dir, job_name=job_name),
+            self.settings["metric_definitions"],
+            finished_trials,
+            warm_start_from=sagemaker_tuner.warm_start_parents(done, spec["objective"]["type"]) if done else (),
+            tags=self._tags(),
+        )
+        with quota_advice(self.settings, self.session.boto_region_name):
+            tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
+        print(f"launched tuning job {job_name}")
 
     def _tuning_jobs(self, tuning_name):
         jobs = []
@@ -456,25 +436,19 @@ class SageMakerBackend(Backend):
                 }
                 row.update(
                     {
-                        name: _typed(spec["parameters"][name], summary["TunedHyperParameters"].get(name))
+                        name: sagemaker_tuner.typed_value(
+                            spec["parameters"][name], summary["TunedHyperParameters"].get(name)
+                        )
                         for name in spec["parameters"]
                     }
                 )
                 row["tuning_job"] = tuning_job
                 rows.append(row)
                 number += 1
-        completed = [r for r in rows if r[objective] is not None]
-        if not completed:
+        best = sagemaker_tuner.best_of(rows, spec)
+        if best is None:
             raise JobFailed(f"no trial of {', '.join(tuning_jobs)} completed; see the SageMaker console")
-        pick = max if spec["objective"]["type"] == "Maximize" else min
-        best = pick(completed, key=lambda r: r[objective])
-        return rows, {
-            "hyperparameters": {n: best[n] for n in spec["parameters"]},
-            "trial": best["trial"],
-            "job_name": best["job_name"],
-            "trials_completed": len(completed),
-            "objective": {"metric": objective, "type": spec["objective"]["type"], "value": best[objective]},
-        }
+        return rows, best
 
     # --- endpoints ------------------------------------------------------------------------------
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
@@ -612,14 +586,6 @@ class SageMakerBackend(Backend):
             return None
 
 
-def api_tuning_limits(spec, finished_trials) -> tuple:
-    """(MaxNumberOfTrainingJobs, TrainingJobEarlyStoppingType) as the API accepts them for the spec.
-    Hyperband stops trials itself: the API requires early stopping Off with it. Grid runs every
-    combination of its categorical values: the job count is theirs (the API refuses any other)."""
-    early_stopping = "Off" if spec["strategy"] == "Hyperband" else spec.get("early_stopping", "Off")
-    return run_plan.max_trials(spec) - (0 if spec["strategy"] == "Grid" else finished_trials), early_stopping
-
-
 def checkpoint_uri(settings, job_name) -> str:
     """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
     container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
@@ -666,31 +632,6 @@ def _not_found(error) -> bool:
         or "not found" in message
         or "could not find" in message
     )
-
-
-def warm_start_parents(tuning_jobs, objective_type, limit=5) -> set:
-    """The names of the `limit` completed tuning jobs with the best objective (the API takes at most 5
-    parents); jobs without a best training job come last."""
-
-    def best(job):
-        value = job.get("BestTrainingJob", {}).get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
-        if value is None:
-            return float("inf")
-        return -value if objective_type == "Maximize" else value
-
-    return {job["HyperParameterTuningJobName"] for job in sorted(tuning_jobs, key=best)[:limit]}
-
-
-def _typed(parameter, value):
-    """SageMaker returns tuned values as strings (categorical ones JSON-quoted): back to the spec's types."""
-    if value is None:
-        return None
-    text = str(value).strip('"')
-    if parameter["type"] == "continuous":
-        return float(text)
-    if parameter["type"] == "integer":
-        return int(float(text))
-    return next((v for v in parameter["values"] if str(v) == text), text)
 
 
 def _extract_output_data(output_tar: Path, target: Path):

@@ -1,0 +1,96 @@
+"""How every rule script runs: output shown on the terminal and kept in the rule's log file, and the
+workflow's own errors (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from dogbreed.runtime import run_guard
+
+
+class Tee:
+    """Writes to every stream; one that fails (the log on a full disk) is dropped, the terminal kept."""
+
+    def __init__(self, *streams):
+        self.streams = list(streams)
+
+    def write(self, text):
+        for stream in list(self.streams):
+            try:
+                stream.write(text)
+                stream.flush()
+            except OSError:
+                self.streams.remove(stream)
+        return len(text)
+
+    def flush(self):
+        for stream in list(self.streams):
+            try:
+                stream.flush()
+            except OSError:
+                self.streams.remove(stream)
+
+    def isatty(self):
+        return False
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def disk_full(error, snakemake=None):
+    """One line for a full disk anywhere in the error's chain (an OSError, or SQLite's "database or
+    disk is full" under Optuna's own assertions), naming the file, or else the rule's output folder,
+    and the space left there; None when the error is something else."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            path = error.filename2 or error.filename  # a copy names its source first, its target second
+            break
+        if "database or disk is full" in str(error):
+            path = None
+            break
+        error = error.__cause__ or error.__context__
+    else:
+        return None
+    if path is None and snakemake is not None:
+        path = os.path.dirname(([*snakemake.output] or [*snakemake.log])[0]) or "."
+    where = Path(path or ".").resolve()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    return (
+        f"no space left on the device holding {path} ({free / 2**20:,.0f} MiB free there): "
+        "free some space, or set results_dir to a bigger disk, and run again"
+    )
+
+
+def run_rule(main, snakemake):
+    # Snakemake stops jobs with SIGTERM: turn it into an exception, so a rule that launched a training
+    # job or a server stops that too instead of leaving it running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    # ...and when Snakemake is killed outright (kill -9), stop as if it had sent that SIGTERM
+    run_guard.stop_when_snakemake_dies()
+    log = open(snakemake.log[0], "w", encoding="utf-8")
+    sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
+    try:
+        main(snakemake)
+    except Exception as error:
+        if (full := disk_full(error, snakemake)) is not None:
+            print(f"error in rule {snakemake.rule}: {full}", file=sys.stderr)
+        elif type(error).__module__.startswith(("dogbreed", "classifier")):
+            print(f"error in rule {snakemake.rule}: {error}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+        sys.stderr.flush()
+        sys.exit(1)
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        with contextlib.suppress(OSError):  # a log on a full disk: what it missed went to the terminal
+            log.close()

@@ -1,0 +1,334 @@
+"""MLflow tracking (docs/architecture.md §8): every tuning trial and the final training is an MLflow run, and
+one workflow run (a results folder's tuning study) holds them as its children, so `mlflow ui` compares trials
+within a run and runs across results folders (one store: tracking.uri).
+
+Where each thing is logged:
+- the per-epoch metrics (train.py's metric line: train_loss, valid_loss, valid_accuracy, ...), by the job itself
+  as each epoch ends, where it can reach the store (the local backend: the store's URI and the run's id go into
+  the job's environment; scripts/instrumentation.py's EpochLogger). A job that cannot (a container, which has
+  neither the store's file nor mlflow; a SageMaker job whose image lacks mlflow) is filled in from here after it
+  ends, from the metrics it recorded, and the rule says so;
+- the runs themselves, their params (the hyperparameters' own names: lr, batch_size, ...), status and tags, by
+  the tune and train rules; the final run's artifacts (the model, the rule verdicts, the evaluation, both HTML
+  reports) by the rule that makes each, so every target leaves what it made in the run.
+
+Settings (config `tracking:`) are read from the config itself, not from rule params: where runs are recorded is
+not an input of any result, so changing it reruns nothing (like confirm_cloud).
+
+Failures: a store that cannot be used when a rule starts is a one-line error (TrackingError); once a job has
+run, tracking is a record of it, never a reason to lose it: what cannot be logged then is said in one line
+(best_effort) and the rule goes on.
+"""
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from dogbreed.runtime import naming
+
+# MLflow asks a server up to 7 times with backoff (minutes for a server that is down): fewer, sooner; and no
+# usage telemetry from this workflow or its jobs
+QUIET_AND_PROMPT = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
+EPOCH_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "epoch_seconds")
+# SageMaker's job status names (the trials table's) → MLflow's run status
+RUN_STATUS = {"Completed": "FINISHED", "Stopped": "KILLED", "Failed": "FAILED"}
+TAG = "dogbreed."  # the workflow's own tags: role, workflow, job_name, trial, status
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names tracking.uri and the way out."""
+
+
+def resolve_uri(uri: str) -> str:
+    """A relative SQLite path made absolute (against the working directory, the checkout's, where Snakemake
+    runs), so the jobs, which run in folders of their own, write into the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def shown(uri: str) -> str:
+    """The URI as it may be printed or recorded: without the user name and password a database URL may carry
+    (a server's credentials go in MLflow's variables; config.py refuses them in an http(s) URI)."""
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return uri
+
+
+@contextlib.contextmanager
+def best_effort(what: str):
+    """Tracking after a job ran: a failure is said in one line, and the rule goes on with its outputs."""
+    try:
+        yield
+    except Exception as error:
+        print(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected", flush=True)
+
+
+def job_reachable(uri: str, backend: str) -> bool:
+    """Whether a job of this backend may reach the store itself (it gets the URI and its run's id): a local job
+    anything this machine reaches; a container's or SageMaker's job a server, not this machine's SQLite file or
+    loopback. (It logs only with mlflow in its image, which the stand-ins and the DLCs lack: the workflow then
+    logs its epochs after it.)"""
+    if backend == "local":
+        return True
+    host = urlsplit(uri).hostname or ""
+    return uri.startswith(("https://", "http://", "arn:")) and host not in ("127.0.0.1", "localhost", "::1")
+
+
+def tracker(config: dict):
+    """The config's Tracker, or None when tracking.enabled is false."""
+    settings = config.get("tracking") or {}
+    if not settings.get("enabled", True):
+        return None
+    return Tracker(settings.get("uri", "sqlite:///mlflow.db"), settings.get("experiment", "dog-breed"))
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = resolve_uri(uri), experiment
+        self._client = self._experiment_id = None
+
+    @property
+    def client(self):
+        """MlflowClient on the store, the experiment there made if new (its artifacts beside a SQLite file)."""
+        if self._client is None:
+            for key, value in QUIET_AND_PROMPT.items():
+                os.environ.setdefault(key, value)
+            from mlflow.tracking import MlflowClient
+
+            try:
+                client = MlflowClient(self.uri)
+                found = client.get_experiment_by_name(self.experiment)
+                if found is None:
+                    try:
+                        self._experiment_id = client.create_experiment(
+                            self.experiment, artifact_location=self._artifacts()
+                        )
+                    except Exception:  # another run made it first (two runs starting on a new store)
+                        if (found := client.get_experiment_by_name(self.experiment)) is None:
+                            raise
+                if found is not None:
+                    self._experiment_id = found.experiment_id
+            except Exception as error:
+                raise TrackingError(
+                    f"the MLflow store tracking.uri={shown(self.uri)} cannot be used: "
+                    f"{_first_line(error)}; fix tracking.uri, or set tracking.enabled: false"
+                ) from None
+            self._client = client
+        return self._client
+
+    def _artifacts(self):
+        """A SQLite store keeps its runs' artifacts in mlartifacts/ beside the file; a server decides for itself."""
+        if self.uri.startswith("sqlite:///"):
+            return (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        return None
+
+    def _find(self, tags: dict, running_only=False):
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        if running_only:
+            query += " and attributes.status = 'RUNNING'"
+        runs = self.client.search_runs(
+            [self._experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        return runs[0].info.run_id if runs else None
+
+    def workflow_run(self, results_dir, study: str, backend: str) -> str:
+        """The workflow run of a results folder's study (found again by a rerun, so its trials and final training
+        gather under one run), made when there is none yet. The rule's first contact with the store: a store
+        that does not answer here is the rule's error (TrackingError), before any job runs."""
+        key = naming.stable_hash([str(Path(results_dir).resolve()), study])
+        try:
+            if (run_id := self._find({TAG + "workflow": key})) is not None:
+                return run_id
+            tags = {
+                TAG + "role": "workflow",
+                TAG + "workflow": key,
+                TAG + "results_dir": str(Path(results_dir).resolve()),
+                TAG + "study": study,
+                TAG + "backend": backend,
+            }
+            return self.client.create_run(
+                self._experiment_id, run_name=f"{Path(results_dir).name} {study}", tags=tags
+            ).info.run_id
+        except TrackingError:
+            raise
+        except Exception as error:
+            raise TrackingError(
+                f"the MLflow store tracking.uri={shown(self.uri)} did not answer: {_first_line(error)}; "
+                f"fix tracking.uri, or set tracking.enabled: false"
+            ) from None
+
+    def job_run(self, job_name: str, parent: str, role: str, params: dict, tags=None) -> str:
+        """The run of a training job under its workflow run. A job that runs again under the same name resumes
+        from its checkpoint: it goes on in the run it had while that run is unfinished, else a new run begins."""
+        from mlflow.entities import Param
+
+        # under this parent only: another results folder with the same settings has the same job names
+        run_id = self._find({TAG + "job_name": job_name, "mlflow.parentRunId": parent}, running_only=True)
+        if run_id is None:
+            run = self.client.create_run(
+                self._experiment_id,
+                run_name=job_name,
+                tags={
+                    "mlflow.parentRunId": parent,
+                    TAG + "role": role,
+                    TAG + "job_name": job_name,
+                    **{TAG + k: str(v) for k, v in (tags or {}).items()},
+                },
+            )
+            run_id = run.info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        return run_id
+
+    def job_environment(self, run_id: str) -> dict:
+        """What a job needs to log its epochs into its run itself."""
+        return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_RUN_ID": run_id, **QUIET_AND_PROMPT}
+
+    def fill_in(self, run_id: str, epochs: list) -> int:
+        """Log the epochs the job did not (it could not reach the store, or had no mlflow); how many."""
+        from mlflow.entities import Metric
+
+        logged = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
+        missing = [e for e in epochs if int(e["epoch"]) not in logged]
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(e[k]), now, int(e["epoch"])) for e in missing for k in EPOCH_METRICS if k in e]
+        for start in range(0, len(values), 1000):  # log_batch takes 1000 metrics at most
+            self.client.log_batch(run_id, metrics=values[start : start + 1000])
+        return len(missing)
+
+    def log(self, run_id: str, metrics=None, tags=None, files=(), artifact_path=None):
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+        for path in files:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end(self, run_id: str, status: str, metrics=None, tags=None, files=()):
+        """End a job's run with the job's status (SageMaker's names: Completed, Stopped, Failed)."""
+        self.log(run_id, metrics=metrics, tags={TAG + "status": status, **(tags or {})}, files=files)
+        self.client.set_terminated(run_id, RUN_STATUS[status])
+
+    def where(self) -> dict:
+        """What model.json and best_hyperparameters.json record of the store, beside a run's id."""
+        return {"uri": shown(self.uri), "experiment": self.experiment}
+
+    def run_link(self, run_id: str) -> str:
+        return f"run {run_id} in {shown(self.uri)} (experiment {self.experiment})"
+
+
+def _first_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+class TrialTracking:
+    """A tuning study's trials as runs under its workflow run (tuning.run_study and tuning.trial_runner)."""
+
+    def __init__(self, tracker: Tracker, parent: str, backend: str):
+        self.tracker, self.parent = tracker, parent
+        self.job_logs = job_reachable(tracker.uri, backend)
+        if not self.job_logs:
+            print(
+                f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
+                f"the workflow after its job",
+                flush=True,
+            )
+
+    def start(self, trial, job_name: str, hyperparameters: dict) -> dict:
+        """The trial's run (its params: the job's hyperparameters, whole); the environment that lets its job log into it."""
+        with best_effort(f"trial {trial.number}'s run"):
+            run_id = self.tracker.job_run(job_name, self.parent, "trial", hyperparameters, tags={"trial": trial.number})
+            trial.set_user_attr("mlflow_run_id", run_id)
+            return self.tracker.job_environment(run_id) if self.job_logs else {}
+        return {}
+
+    def job_done(self, trial, epochs: list):
+        if (run_id := trial.user_attrs.get("mlflow_run_id")) is None:
+            return
+        with best_effort(f"trial {trial.number}'s epochs"):
+            filled = self.tracker.fill_in(run_id, epochs)
+            if filled and self.job_logs:
+                print(
+                    f"mlflow: trial {trial.number}'s job did not log {filled} epoch(s) itself (see its log): "
+                    f"logged from the workflow after it",
+                    flush=True,
+                )
+
+    def log_finished(self, rows: list, spec: dict, hyperparameters: list):
+        """Trials another tuner ran (SageMaker's), from its trials table (and each one's hyperparameters, whole): a
+        run each, once, with the final objective (their per-epoch metrics are in CloudWatch)."""
+        metric, new = spec["objective"]["metric"], 0
+        for row, params in zip(rows, hyperparameters):
+            if self.tracker._find({TAG + "job_name": row["job_name"], "mlflow.parentRunId": self.parent}) is not None:
+                continue
+            run_id = self.tracker.job_run(row["job_name"], self.parent, "trial", params, tags={"trial": row["trial"]})
+            value = row.get(metric)
+            self.tracker.end(
+                run_id,
+                row["status"] if row["status"] in RUN_STATUS else "Failed",
+                metrics={metric: value} if value is not None else None,
+            )
+            new += 1
+        print(
+            f"mlflow: {new} trial(s) of the tuning job logged from the workflow after it "
+            f"({len(rows) - new} were logged before)",
+            flush=True,
+        )
+
+    def end(self, trial, status: str, failure=None):
+        if (run_id := trial.user_attrs.get("mlflow_run_id")) is not None:
+            with best_effort(f"trial {trial.number}'s status"):
+                self.tracker.end(run_id, status, tags={TAG + "failure": failure[:5000]} if failure else None)
+
+
+def final_run(config: dict, model: dict):
+    """(tracker, run id) of the final training recorded in model.json, or (None, None) with the reason said."""
+    recorded = model.get("tracking") or {}
+    tracker_ = tracker(config)
+    if tracker_ is None:
+        return None, None
+    if not recorded.get("run_id"):
+        print(
+            "mlflow: the final training ran with tracking off, so it has no run to log into; "
+            "`snakemake --forcerun train` tracks it"
+        )
+        return None, None
+    if recorded.get("uri") != tracker_.where()["uri"]:
+        print(
+            f"mlflow: the final training's run is in {recorded.get('uri')}, not in tracking.uri={shown(tracker_.uri)}: "
+            f"nothing logged (`snakemake --forcerun train` tracks a new one here)"
+        )
+        return None, None
+    return tracker_, recorded["run_id"]
+
+
+def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None, artifact_path=None):
+    """What a rule made, into the final training's run (the rule verdicts, the evaluation, the reports)."""
+    import json
+
+    tracker_, run_id = final_run(config, json.loads(Path(model_json).read_text()))
+    what = ", ".join(Path(f).name for f in files) or "metrics"
+    if tracker_ is not None:
+        with best_effort(what):
+            tracker_.log(
+                run_id,
+                metrics=metrics,
+                tags=tags,
+                files=[f for f in files if Path(f).exists()],
+                artifact_path=artifact_path,
+            )
+            print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")

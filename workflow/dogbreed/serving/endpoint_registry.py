@@ -1,0 +1,60 @@
+"""Every endpoint this checkout started, whichever options started it (docs/architecture.md §4).
+
+Each endpoint has a folder under ENDPOINTS_DIR (common.smk), named after it: the backend's state.json
+(what runs: pid, container, SageMaker names) and run.json, written before the endpoint starts, saying
+which run started it and the command that stops it. teardown stops its own run's endpoint and names
+the others it left running, with their own commands; deploy finds its endpoint there to check it.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from dogbreed.backends.base import read_endpoint_state
+from dogbreed.runtime import run_options
+
+RUN_FILE = "run.json"
+
+
+def note_run(state_dir, results_dir, backend: str):
+    """Before deploy starts anything: which run this endpoint belongs to, and how to stop it."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    (Path(state_dir) / RUN_FILE).write_text(
+        json.dumps(
+            {"results_dir": str(results_dir), "backend": backend, "stop_it": run_options.command("teardown")}, indent=2
+        )
+    )
+
+
+def forget(state_dir, keep_log_as):
+    """After teardown: nothing of this endpoint runs, so nothing of it is kept but the server's log,
+    which outlives it at keep_log_as (beside the teardown rule's own log)."""
+    if (Path(state_dir) / "server.log").is_file():
+        shutil.copyfile(Path(state_dir) / "server.log", keep_log_as)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def recorded(endpoints_dir) -> list:
+    """[(endpoint name, state, run)] of every endpoint recorded as started and not torn down."""
+    found = []
+    for folder in sorted(Path(endpoints_dir).glob("*/")):
+        state = read_endpoint_state(folder)
+        if state is not None:
+            run_file = folder / RUN_FILE
+            found.append((folder.name, state, json.loads(run_file.read_text()) if run_file.is_file() else {}))
+    return found
+
+
+def not_touched(endpoints_dir, state_dir) -> list:
+    """One line for each recorded endpoint other than this run's: what it is and how to stop it."""
+    lines = []
+    for name, state, run in recorded(endpoints_dir):
+        if Path(endpoints_dir, name).resolve() == Path(state_dir).resolve():
+            continue
+        where = state.get("url") or f"SageMaker, {state.get('region', '?')}"
+        started = f", results in {run['results_dir']}" if run.get("results_dir") else ""
+        lines.append(
+            f"not touched: {name} ({state.get('backend', '?')}, {where}{started}); "
+            f"stop it: {run.get('stop_it', 'snakemake --cores 1 teardown with the options that started it')}"
+        )
+    return lines

@@ -1,0 +1,30 @@
+import json
+from pathlib import Path
+
+from dogbreed.checks import artifacts, run_checks
+from dogbreed.runtime import tracking
+from dogbreed.runtime.rule_runner import run_rule
+
+
+def main(smk):
+    debug = artifacts.load_debug(f"{smk.input.output}/debug")
+    artifacts.save_debug_tables(debug, smk.output.tables)  # the report reads these, not smdebug again
+    result = run_checks.evaluate(smk.input.output, smk.params.rules, debug)
+    Path(smk.output.rules).write_text(json.dumps(result, indent=2, default=str))
+    for rule in result["rules"]:
+        print(
+            f"{rule['rule']:26s} {rule['verdict']}"
+            + (f"  → {rule['recommendation']}" if rule["recommendation"] else "")
+        )
+    # the verdicts into the final training's MLflow run: rules.json, a tag per rule, the count that triggered
+    verdicts = {rule["rule"]: rule["verdict"] for rule in result["rules"]}
+    tracking.log_to_final_run(
+        smk.config,
+        smk.input.model_json,
+        files=[smk.output.rules],
+        metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
+        tags={f"rule.{name}": verdict for name, verdict in verdicts.items()},
+    )
+
+
+run_rule(main, snakemake)
