@@ -26,6 +26,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 # smdebug logs ~70 INFO lines per job (every parameter it registers, and "Profiler is disabled": its
 # own profiler, not ours): warnings only, unless the caller asks for more (SMDEBUG_LOG_LEVEL=info).
@@ -278,239 +279,275 @@ def load_channels(args, spec, check_data=True):
     )
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    processes = Processes()
-    say = processes.say
-    device = processes.device(classifier.pick_device())
-    resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
-    spec = classifier.preprocessing_spec(args.image_size, resize)
-
-    with setting_up():  # a failure before the first step is the same for every hyperparameter
-        train_set, valid_set, found, cached = load_channels(args, spec, check_data=processes.local_rank == 0)
-        classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
-        if not len(train_set) or not len(valid_set):
-            raise SetupError(f"empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
-        # Cached features are a tensor in memory: no workers to feed them.
-        options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
-        # The batch order has a generator of its own, seeded once: the same order with images or cached
-        # features (their other random draws differ), and after a resume (advanced past the epochs done).
-        batch_order = torch.Generator().manual_seed(args.seed)
-        if (
-            processes.world > 1
-        ):  # each rank its share of every batch: a shuffle per epoch (set_epoch), valid split exactly
-            batch_size = max(1, args.batch_size // processes.world)
-            sampler = DistributedSampler(
-                train_set, processes.world, processes.rank, shuffle=True, seed=args.seed, drop_last=True
-            )
-            valid_share = Subset(valid_set, range(processes.rank, len(valid_set), processes.world))
-        else:
-            batch_size, sampler, valid_share = (
-                args.batch_size,
-                RandomSampler(train_set, generator=batch_order),
-                valid_set,
-            )
-        train_loader = DataLoader(
+def load_data(args, spec, processes, device) -> SimpleNamespace:
+    """The channels as loaders: each rank its share of every batch, in an order of its own generator."""
+    train_set, valid_set, found, cached = load_channels(args, spec, check_data=processes.local_rank == 0)
+    classes = [found.get(i, f"class_{i + 1:03d}") for i in range(max(found) + 1)]
+    if not len(train_set) or not len(valid_set):
+        raise SetupError(f"empty channel: train has {len(train_set)} images, valid {len(valid_set)}")
+    # Cached features are a tensor in memory: no workers to feed them.
+    options = {"num_workers": 0} if cached else loader_options(args.num_workers, device)
+    # The batch order has a generator of its own, seeded once: the same order with images or cached
+    # features (their other random draws differ), and after a resume (advanced past the epochs done).
+    batch_order = torch.Generator().manual_seed(args.seed)
+    if processes.world > 1:  # each rank its share of every batch: a shuffle per epoch (set_epoch), valid split exactly
+        batch_size = max(1, args.batch_size // processes.world)
+        sampler = DistributedSampler(
+            train_set, processes.world, processes.rank, shuffle=True, seed=args.seed, drop_last=True
+        )
+        valid_share = Subset(valid_set, range(processes.rank, len(valid_set), processes.world))
+    else:
+        batch_size, sampler, valid_share = args.batch_size, RandomSampler(train_set, generator=batch_order), valid_set
+    return SimpleNamespace(
+        train_set=train_set,
+        valid_set=valid_set,
+        classes=classes,
+        cached=cached,
+        workers=options["num_workers"],
+        sampler=sampler,
+        batch_order=batch_order,
+        train_loader=DataLoader(
             train_set, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > args.batch_size, **options
-        )
-        valid_loader = DataLoader(valid_share, batch_size=batch_size, shuffle=False, **options)
+        ),
+        valid_loader=DataLoader(valid_share, batch_size=batch_size, shuffle=False, **options),
+    )
 
-        try:  # with cached features, the backbone is the one they were computed with
-            model = classifier.build_model(args.arch, len(classes), "none" if cached else args.weights)
-        except classifier.WeightsUnavailable as error:
-            raise SetupError(error) from None
-        if cached:
-            feature_cache.load_backbone(model, args.train)
-        if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad = name.startswith("fc.")
-        compute = Compute(device, args.amp, args.channels_last, spec, images=not cached)
-        model.to(device)
-        if compute.channels_last:
-            model.to(memory_format=torch.channels_last)
-        net = model.fc if cached else model  # what the steps run and the debug hook watches
-        # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
-        train_net = (
-            torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-            )
-            if processes.world > 1
-            else net
-        )
-        loss_fn = torch.nn.CrossEntropyLoss()
-        output_dir = Path(args.output_data_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
 
-        # Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs this
-        # folder to S3 and back; the local backend keeps it until the job succeeds. Only this job's own
-        # checkpoint counts: the trials of a SageMaker tuning job share one checkpoint prefix, so each
-        # keeps its checkpoint under its own name and never resumes from another job's weights.
-        job_name = training_job_name()
-        checkpoint_path = Path(args.checkpoint_dir) / job_name / "checkpoint.pth"
-        record_copy = checkpoint_path.parent / "record"  # the job's record so far, as of the checkpoint
-        start_epoch = 1
-        best = {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch kept with --keep_best
-        checkpoint = (
-            torch.load(checkpoint_path, map_location=device, weights_only=True) if checkpoint_path.is_file() else None
-        )
-        if checkpoint is not None and checkpoint.get("job_name", "") != job_name:
-            say(f"ignoring {checkpoint_path}: it was written by job {checkpoint.get('job_name')!r}, not {job_name!r}")
-            checkpoint = None
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            if checkpoint.get("scaler"):
-                compute.scaler.load_state_dict(checkpoint["scaler"])
-            start_epoch = checkpoint["epoch"] + 1
-            best = checkpoint["best"]
-            # the metrics, step timings and debug tensors of the epochs before: the record covers the whole run
-            debug_step = (checkpoint.get("debug_hook") or {}).get("step")
-            if processes.lead:
-                instrumentation.restore_record(record_copy, output_dir, checkpoint["epoch"], debug_step)
-            for _ in range(
-                checkpoint["epoch"]
-            ):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
-                torch.randperm(len(train_set), generator=batch_order)
-            say(f"{contract.RESUMED}{checkpoint_path} after epoch {checkpoint['epoch']}")
-        processes.barrier()  # rank 0 has put the record back before any rank opens its files in it
+def build_model(args, data, spec, device, processes) -> SimpleNamespace:
+    """The classifier, the part of it the steps run (the head alone on cached features), and how they run."""
+    try:  # with cached features, the backbone is the one they were computed with
+        model = classifier.build_model(args.arch, len(data.classes), "none" if data.cached else args.weights)
+    except classifier.WeightsUnavailable as error:
+        raise SetupError(error) from None
+    if data.cached:
+        feature_cache.load_backbone(model, args.train)
+    if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith("fc.")
+    compute = Compute(device, args.amp, args.channels_last, spec, images=not data.cached)
+    model.to(device)
+    if compute.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model.fc if data.cached else model  # what the steps run and the debug hook watches
+    # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
+    train_net = net
+    if processes.world > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+    optimizer = make_optimizer(args, [p for p in model.parameters() if p.requires_grad])
+    return SimpleNamespace(
+        model=model,
+        net=net,
+        train_net=train_net,
+        compute=compute,
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1)),
+    )
 
-        hook = timer = None
-        if args.profile and not processes.lead:  # every rank's step timings, so a straggler shows
-            timer = instrumentation.StepTimer(output_dir / f"profiler/steps.rank{processes.rank}.jsonl")
-        if args.debug and processes.lead:
-            hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
-            hook.register_module(net)
-            hook.register_loss(loss_fn)
-            if checkpoint is not None and checkpoint.get("debug_hook"):
-                instrumentation.resume_debug_hook(hook, checkpoint["debug_hook"])  # steps go on numbering
-        if args.profile and processes.lead:
-            timer = instrumentation.StepTimer(output_dir / "profiler/steps.jsonl")
-            instrumentation.write_job_info(
-                output_dir / "profiler/job.json",
-                device=device.type,
-                gpu_count=torch.cuda.device_count(),
-                num_workers=options["num_workers"],
-                batch_size=args.batch_size,
-                epochs=args.epochs,
-                arch=args.arch,
-                train_images=len(train_set),
-                started=time.time(),
-                precision=compute.describe(),
-                inputs=contract.INPUTS_FEATURES if cached else contract.INPUTS_IMAGES,
-                class_names=classes,
-                resumed_after_epoch=checkpoint["epoch"] if checkpoint is not None else None,
-                processes=processes.world,
-            )
+
+class Checkpoint:
+    """Resume after an interruption (a spot instance reclaimed, a killed run): SageMaker syncs the checkpoint folder
+    to S3 and back; the local backend keeps it until the job succeeds. Only this job's own checkpoint counts: the
+    trials of a SageMaker tuning job share one checkpoint prefix, so each keeps its checkpoint under its own name and
+    never resumes from another job's weights. Beside it, the job's record so far (metrics, step timings, debug
+    tensors), so the record of a resumed job covers the whole run."""
+
+    def __init__(self, checkpoint_dir, job_name):
+        self.job_name = job_name
+        self.path = Path(checkpoint_dir) / job_name / "checkpoint.pth"
+        self.record_copy = self.path.parent / "record"
+
+    def load(self, device, say):
+        """The saved state, or None when there is none of this job's."""
+        state = torch.load(self.path, map_location=device, weights_only=True) if self.path.is_file() else None
+        if state is not None and state.get("job_name", "") != self.job_name:
+            say(f"ignoring {self.path}: it was written by job {state.get('job_name')!r}, not {self.job_name!r}")
+            return None
+        return state
+
+    def resume(self, state, model, data, processes, output_dir) -> tuple:
+        """Put the state back into the model, optimizer, scheduler and scaler, the record into output_dir and the
+        batch order where it was; (the first epoch to run, the best epoch so far)."""
+        model.model.load_state_dict(state["model"])
+        model.optimizer.load_state_dict(state["optimizer"])
+        model.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            model.compute.scaler.load_state_dict(state["scaler"])
+        debug_step = (state.get("debug_hook") or {}).get("step")
+        if processes.lead:
+            instrumentation.restore_record(self.record_copy, output_dir, state["epoch"], debug_step)
+        for _ in range(state["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
+            torch.randperm(len(data.train_set), generator=data.batch_order)
+        processes.say(f"{contract.RESUMED}{self.path} after epoch {state['epoch']}")
+        return state["epoch"] + 1, state["best"]
+
+    def save(self, model, epoch, best, hook, output_dir):
+        """The record so far, then the state: written aside and renamed, so a kill mid-write leaves the previous
+        one whole."""
+        instrumentation.keep_record(output_dir, self.record_copy)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": model.model.state_dict(),
+            "optimizer": model.optimizer.state_dict(),
+            "scheduler": model.scheduler.state_dict(),
+            "scaler": model.compute.scaler.state_dict(),
+            "epoch": epoch,
+            "best": best,
+            "job_name": self.job_name,
+            "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None,
+        }
+        torch.save(state, self.path.with_suffix(".tmp"))
+        os.replace(self.path.with_suffix(".tmp"), self.path)
+
+    def remove(self):
+        """Done: the checkpoint has served its purpose. Removing it keeps later trials of a tuning job, which share
+        the checkpoint prefix, from copying it into their containers."""
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.record_copy, ignore_errors=True)
+
+
+class Instruments:
+    """What the job records beside its training: the debug hook (smdebug, rank 0), step timings (every rank, so a
+    straggler shows), system metrics (each machine's first process) and the epochs into its MLflow run."""
+
+    def __init__(self, args, processes, output_dir, model, resumed_state, job_info):
+        self.hook = self.timer = None
+        lead = processes.lead
+        if args.profile:
+            steps_file = "steps.jsonl" if lead else f"steps.rank{processes.rank}.jsonl"
+            self.timer = instrumentation.StepTimer(output_dir / "profiler" / steps_file)
+        if args.debug and lead:
+            self.hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
+            self.hook.register_module(model.net)
+            self.hook.register_loss(model.loss_fn)
+            if resumed_state is not None and resumed_state.get("debug_hook"):
+                instrumentation.resume_debug_hook(self.hook, resumed_state["debug_hook"])  # steps go on numbering
+        if args.profile and lead:
+            instrumentation.write_job_info(output_dir / "profiler/job.json", **job_info)
         # into the job's MLflow run, where the workflow made one
-        epoch_logger = instrumentation.EpochLogger() if processes.lead else instrumentation.EpochLogger({})
+        self.epoch_logger = instrumentation.EpochLogger() if lead else instrumentation.EpochLogger({})
         # system metrics once per machine (its first process): rank 0's system.jsonl, another host's its own file
-        system_file = "system.jsonl" if processes.lead else f"system.rank{processes.rank}.jsonl"
-        monitor = (
+        system_file = "system.jsonl" if lead else f"system.rank{processes.rank}.jsonl"
+        self.monitor = (
             instrumentation.SystemMonitor(output_dir / "profiler" / system_file, args.profiler_interval_ms / 1000)
             if args.profile and processes.local_rank == 0
             else contextlib.nullcontext()
         )
 
-        say(
-            f"training {args.arch} on {device}"
-            + (f" × {processes.world} processes" if processes.world > 1 else "")
-            + f": {len(train_set)} train / {len(valid_set)} valid images, "
-            f"{len(classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
-            f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
-            + (
-                f"; the head on cached backbone features ({len(train_set.features)} view(s))"
-                if cached
-                else f"; {options['num_workers']} loader workers"
-            )
-            # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
-            + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
-            + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else "")
-        )
-    with monitor:
-        for epoch in range(start_epoch, args.epochs + 1):
-            started = time.perf_counter()
-            if cached:
-                train_set.set_epoch(epoch, args.seed)
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
-            train_loss, train_accuracy = run_epoch(
-                train_net,
-                train_loader,
-                compute,
-                loss_fn,
-                epoch,
-                optimizer,
-                hook,
-                timer,
-                args.freeze_backbone,
-                processes,
-            )
-            processes.share_buffers(net)  # validate rank 0's model, the one that is saved, on every rank's share
-            valid_loss, valid_accuracy = run_epoch(
-                net, valid_loader, compute, loss_fn, epoch, None, hook, timer, args.freeze_backbone, processes
-            )
-            scheduler.step()
-            epoch_metrics = {
-                "epoch": epoch,
-                "train_loss": round(train_loss, 4),
-                "train_accuracy": round(train_accuracy, 4),
-                "valid_loss": round(valid_loss, 4),
-                "valid_accuracy": round(valid_accuracy, 4),
-                "epoch_seconds": round(time.perf_counter() - started, 1),
-            }
-            if valid_loss < best["valid_loss"]:
-                best = {
-                    "epoch": epoch,
-                    "valid_loss": valid_loss,
-                    "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                }
-            # The epoch's metrics go to the output data (for backends whose logs are far away), the
-            # record so far beside the checkpoint, then the checkpoint, then the epoch's line: an epoch
-            # whose line was printed is never lost to an interruption. The checkpoint is written aside
-            # and renamed, so a kill mid-write leaves the previous one whole. (Rank 0's alone: the ranks' models
-            # are the same; the other ranks keep their step timings.)
-            if timer is not None:
-                timer.flush()
-            processes.barrier()  # every rank's timings of the epoch are on disk before rank 0 keeps the record
-            if not processes.lead:
-                continue
-            with open(output_dir / contract.METRICS_FILE, "a") as metrics_file:
-                metrics_file.write(json.dumps(epoch_metrics) + "\n")
-            if hook is not None:
-                instrumentation.flush_debug_hook(hook)
-            instrumentation.keep_record(output_dir, record_copy)
-            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": compute.scaler.state_dict(),
-                    "epoch": epoch,
-                    "best": best,
-                    "job_name": job_name,
-                    "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None,
-                },
-                checkpoint_path.with_suffix(".tmp"),
-            )
-            os.replace(checkpoint_path.with_suffix(".tmp"), checkpoint_path)
-            epoch_logger.log(epoch_metrics)
-            # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
-            print(contract.format_epoch_line(epoch_metrics), flush=True)
-    if hook is not None:
-        hook.close()
-    if timer is not None:
-        timer.close()
-    processes.close()
-    if not processes.lead:  # the artifact is rank 0's to write
-        return
+    def close(self):
+        if self.hook is not None:
+            self.hook.close()
+        if self.timer is not None:
+            self.timer.close()
 
+
+def job_info(args, device, data, compute, processes, resumed_state) -> dict:
+    """The profiler's record of the job (profiler/job.json)."""
+    return {
+        "device": device.type,
+        "gpu_count": torch.cuda.device_count(),
+        "num_workers": data.workers,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "arch": args.arch,
+        "train_images": len(data.train_set),
+        "started": time.time(),
+        "precision": compute.describe(),
+        "inputs": contract.INPUTS_FEATURES if data.cached else contract.INPUTS_IMAGES,
+        "class_names": data.classes,
+        "resumed_after_epoch": resumed_state["epoch"] if resumed_state is not None else None,
+        "processes": processes.world,
+    }
+
+
+def job_line(args, device, data, compute, processes) -> str:
+    """The job in one line for a person: what trains on what, with which hyperparameters, recording what."""
+    return (
+        f"training {args.arch} on {device}"
+        + (f" × {processes.world} processes" if processes.world > 1 else "")
+        + f": {len(data.train_set)} train / {len(data.valid_set)} valid images, "
+        f"{len(data.classes)} classes, hyperparameters lr={args.lr} batch_size={args.batch_size} "
+        f"epochs={args.epochs} optimizer={args.optimizer}; {compute.describe()}"
+        + (
+            f"; the head on cached backbone features ({len(data.train_set.features)} view(s))"
+            if data.cached
+            else f"; {data.workers} loader workers"
+        )
+        # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
+        + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
+        + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else "")
+    )
+
+
+def train_epochs(args, data, model, instruments, checkpoint, processes, output_dir, start_epoch, best) -> dict:
+    """The training loop, from start_epoch to args.epochs; the best epoch (lowest valid_loss) when it ends."""
+    compute, hook, timer = model.compute, instruments.hook, instruments.timer
+    for epoch in range(start_epoch, args.epochs + 1):
+        started = time.perf_counter()
+        if data.cached:
+            data.train_set.set_epoch(epoch, args.seed)
+        if isinstance(data.sampler, DistributedSampler):
+            data.sampler.set_epoch(epoch)
+        train_loss, train_accuracy = run_epoch(
+            model.train_net,
+            data.train_loader,
+            compute,
+            model.loss_fn,
+            epoch,
+            model.optimizer,
+            hook,
+            timer,
+            args.freeze_backbone,
+            processes,
+        )
+        processes.share_buffers(model.net)  # validate rank 0's model, the one that is saved, on every rank's share
+        valid_loss, valid_accuracy = run_epoch(
+            model.net,
+            data.valid_loader,
+            compute,
+            model.loss_fn,
+            epoch,
+            None,
+            hook,
+            timer,
+            args.freeze_backbone,
+            processes,
+        )
+        model.scheduler.step()
+        epoch_metrics = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 4),
+            "train_accuracy": round(train_accuracy, 4),
+            "valid_loss": round(valid_loss, 4),
+            "valid_accuracy": round(valid_accuracy, 4),
+            "epoch_seconds": round(time.perf_counter() - started, 1),
+        }
+        if valid_loss < best["valid_loss"]:
+            weights = {k: v.detach().cpu().clone() for k, v in model.model.state_dict().items()}
+            best = {"epoch": epoch, "valid_loss": valid_loss, "weights": weights}
+        # The epoch's metrics go to the output data (for backends whose logs are far away), the record so far beside
+        # the checkpoint, then the checkpoint, then the epoch's line: an epoch whose line was printed is never lost
+        # to an interruption. (Rank 0's alone: the ranks' models are the same; the others keep their step timings.)
+        if timer is not None:
+            timer.flush()
+        processes.barrier()  # every rank's timings of the epoch are on disk before rank 0 keeps the record
+        if not processes.lead:
+            continue
+        with open(output_dir / contract.METRICS_FILE, "a") as metrics_file:
+            metrics_file.write(json.dumps(epoch_metrics) + "\n")
+        if hook is not None:
+            instrumentation.flush_debug_hook(hook)
+        checkpoint.save(model, epoch, best, hook, output_dir)
+        instruments.epoch_logger.log(epoch_metrics)
+        # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
+        print(contract.format_epoch_line(epoch_metrics), flush=True)
+    return best
+
+
+def save_artifact(args, model, best, classes, spec):
+    """The model SageMaker packs into model.tar.gz (the best epoch's weights with --keep_best), and the
+    hyperparameters it was trained with."""
     if args.keep_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])
         print(f"{contract.NOTE}keeping epoch {best['epoch']} (lowest valid_loss {best['valid_loss']:.4f})", flush=True)
@@ -518,10 +555,40 @@ def main(argv=None):
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))
     print(f"saved model to {args.model_dir}", flush=True)
-    # Done: the checkpoint has served its purpose. Removing it keeps later trials of a tuning job,
-    # which share the checkpoint prefix, from copying it into their containers.
-    checkpoint_path.unlink(missing_ok=True)
-    shutil.rmtree(record_copy, ignore_errors=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    processes = Processes()
+    device = processes.device(classifier.pick_device())
+    resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
+    spec = classifier.preprocessing_spec(args.image_size, resize)
+
+    with setting_up():  # a failure before the first step is the same for every hyperparameter
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
+        data = load_data(args, spec, processes, device)
+        model = build_model(args, data, spec, device, processes)
+        output_dir = Path(args.output_data_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = Checkpoint(args.checkpoint_dir, training_job_name())
+        state = checkpoint.load(device, processes.say)
+        start_epoch, best = 1, {"epoch": 0, "valid_loss": float("inf"), "weights": None}  # the epoch --keep_best keeps
+        if state is not None:
+            start_epoch, best = checkpoint.resume(state, model, data, processes, output_dir)
+        processes.barrier()  # rank 0 has put the record back before any rank opens its files in it
+        info = job_info(args, device, data, model.compute, processes, state)
+        instruments = Instruments(args, processes, output_dir, model, state, info)
+        processes.say(job_line(args, device, data, model.compute, processes))
+    with instruments.monitor:
+        best = train_epochs(args, data, model, instruments, checkpoint, processes, output_dir, start_epoch, best)
+    instruments.close()
+    processes.close()
+    if not processes.lead:  # the artifact is rank 0's to write
+        return
+    save_artifact(args, model.model, best, data.classes, spec)
+    checkpoint.remove()
 
 
 if __name__ == "__main__":

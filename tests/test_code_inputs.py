@@ -13,7 +13,7 @@ from dogbreed.runtime import code_inputs
 from dogbreed.serving import packaging
 
 # what an edit of each module reruns first, on the demo's DAG (local backend); what depends on those reruns after
-# them (downstream, as for any changed input). serving.py, tuning.py: the local backend imports them (its endpoint
+# them (downstream, as for any changed input). serving/server.py, tuning/: the local backend imports them (its endpoint
 # server, the project's tuner), so every rule that talks to the backend depends on them.
 BACKEND_RULES = {"tune", "train", "upload", "start_endpoint", "evaluate", "deploy"}
 RERUN_MATRIX = {
@@ -72,6 +72,7 @@ RERUN_MATRIX = {
     "workflow/dogbreed/checks/profiler_checks.py": {"check_training"},
     "workflow/dogbreed/runtime/run_options.py": {"start_endpoint", "evaluate", "deploy"},
     "workflow/dogbreed/reporting/run_page.py": {"report_figures", "report"},
+    "workflow/dogbreed/reporting/html_kit.py": {"profiler_report", "report_figures", "report"},
     "workflow/dogbreed/serving/server.py": BACKEND_RULES,
     "workflow/dogbreed/data/store.py": {*BACKEND_RULES, "fetch"},
     "workflow/dogbreed/runtime/tracking.py": {

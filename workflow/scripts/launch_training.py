@@ -19,61 +19,14 @@ def main(smk):
         smk.input.training_code,
         tuned=best["hyperparameters"],
     )
-    job_name, hyperparameters, processes = job.name, job.hyperparameters, job.processes
-    backend = rule_backend(smk)
-    tracker, run_id, job_logs = tracking.tracker(smk.config), None, False
-    if tracker is not None:  # the final training's MLflow run, under the workflow run its tuning made
-        tuned = best.get("tracking") or {}  # the tuning's workflow run, when it is in this store
-        workflow_run = (
-            tuned["workflow_run_id"]
-            if tuned.get("uri") == tracker.where()["uri"]
-            else tracker.workflow_run(
-                Path(smk.output.model).parents[1], best.get("study") or job_name, smk.params.backend
-            )
-        )
-        run_id = tracker.job_run(
-            job_name, workflow_run, "final training", hyperparameters, tags={"tuned_from": best["job_name"]}
-        )
-        job_logs = tracking.job_reachable(tracker.uri, smk.params.backend)
-        print(
-            f"mlflow: the final training is {tracker.run_link(run_id)}"
-            + (
-                ""
-                if job_logs
-                else f"; {smk.params.backend} jobs cannot reach it, so its metrics are logged from "
-                f"the workflow after the job"
-            )
-        )
-    # local: the job's own few lines above the bar (tqdm.write keeps them apart), the rest, smdebug's
-    # chatter included, only in its log; the SDK's backends stream the job's output themselves
-    echoed = smk.params.backend != "local"
-    with tqdm(total=int(hyperparameters.get("epochs", 0)) or None, desc=f"train {job_name}", unit="epoch") as progress:
-
-        def show(line):
-            if not echoed and metrics.worth_showing(line):
-                progress.write(line.rstrip())
-            if metrics.parse_epoch_line(line) is not None:
-                progress.update(1)
-            return False  # never stop the job
-
-        try:
-            result = backend.train(
-                job_name,
-                hyperparameters,
-                job.channels,
-                smk.params.jobs_dir,
-                smk.params.source_dir,
-                on_line=show,
-                echo=False,
-                processes=processes,
-                instances=job.instances,
-                environment=tracker.job_environment(run_id) if job_logs else None,
-            )
-        except Exception as error:
-            if run_id is not None:
-                with tracking.best_effort("the failed training's status"):
-                    tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
-            raise
+    tracker, run_id, job_logs = start_tracking(smk, best, job)
+    try:
+        result = run_job(smk, job, tracker.job_environment(run_id) if job_logs else None)
+    except Exception as error:
+        if run_id is not None:
+            with tracking.best_effort("the failed training's status"):
+                tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
+        raise
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
@@ -89,7 +42,63 @@ def main(smk):
                 )
             tracker.end(run_id, "Completed", files=[smk.output.model, smk.output.metrics])
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
-    print(f"trained {job_name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
+    print(f"trained {job.name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
+
+
+def start_tracking(smk, best, job) -> tuple:
+    """(tracker, the final training's MLflow run, whether the job logs into it itself); (None, None, False) with
+    tracking off. The run goes under the workflow run its tuning made, when that is in this store."""
+    tracker = tracking.tracker(smk.config)
+    if tracker is None:
+        return None, None, False
+    tuned = best.get("tracking") or {}
+    workflow_run = (
+        tuned["workflow_run_id"]
+        if tuned.get("uri") == tracker.where()["uri"]
+        else tracker.workflow_run(Path(smk.output.model).parents[1], best.get("study") or job.name, smk.params.backend)
+    )
+    run_id = tracker.job_run(
+        job.name, workflow_run, "final training", job.hyperparameters, tags={"tuned_from": best["job_name"]}
+    )
+    job_logs = tracking.job_reachable(tracker.uri, smk.params.backend)
+    print(
+        f"mlflow: the final training is {tracker.run_link(run_id)}"
+        + (
+            ""
+            if job_logs
+            else f"; {smk.params.backend} jobs cannot reach it, so its metrics are logged from the workflow after the job"
+        )
+    )
+    return tracker, run_id, job_logs
+
+
+def run_job(smk, job, environment) -> dict:
+    """The training job on the configured backend, an epoch bar on the terminal. Local: the job's own few lines
+    above the bar (tqdm.write keeps them apart), the rest, smdebug's chatter included, only in its log; the SDK's
+    backends stream the job's output themselves."""
+    echoed = smk.params.backend != "local"
+    epochs = int(job.hyperparameters.get("epochs", 0)) or None
+    with tqdm(total=epochs, desc=f"train {job.name}", unit="epoch") as progress:
+
+        def show(line):
+            if not echoed and metrics.worth_showing(line):
+                progress.write(line.rstrip())
+            if metrics.parse_epoch_line(line) is not None:
+                progress.update(1)
+            return False  # never stop the job
+
+        return rule_backend(smk).train(
+            job.name,
+            job.hyperparameters,
+            job.channels,
+            smk.params.jobs_dir,
+            smk.params.source_dir,
+            on_line=show,
+            echo=False,
+            processes=job.processes,
+            instances=job.instances,
+            environment=environment,
+        )
 
 
 run_rule(main, snakemake)

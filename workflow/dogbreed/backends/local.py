@@ -119,83 +119,14 @@ class LocalBackend(HttpEndpointBackend):
         on_line(line) is called for every output line; returning True stops the job (a pruned trial).
         """
         job = Path(jobs_dir).resolve() / job_name
-        for stale in ("model", "output", "code"):
-            shutil.rmtree(job / stale, ignore_errors=True)
-        # checkpoints/ is kept: a rerun of the same job (same name = same inputs) resumes from it.
-        for folder in ("model", "output/data", "checkpoints", "input/config"):
-            (job / folder).mkdir(parents=True, exist_ok=True)
-        # The job runs its own copy of the code, as SageMaker's /opt/ml/code: edits made while a
-        # tuning study runs do not leak into its later trials.
-        shutil.copytree(source_dir, job / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         hps = dict(hyperparameters)
-        # as SageMaker writes it: every value a string
-        (job / "input/config/hyperparameters.json").write_text(
-            json.dumps({k: str(v) for k, v in hps.items()}, indent=2)
-        )
-        env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            SM_MODEL_DIR=str(job / "model"),
-            SM_OUTPUT_DATA_DIR=str(job / "output/data"),
-            SM_CHECKPOINT_DIR=str(job / "checkpoints"),
-            SM_HPS=json.dumps(hps),
-            SM_CHANNELS=json.dumps(sorted(channels)),
-            SM_CURRENT_HOST="algo-1",
-            SM_HOSTS=json.dumps(["algo-1"]),
-            SM_TRAINING_ENV=json.dumps({"job_name": job_name}),
-            **(environment or {}),
-        )
-        for channel, uri in channels.items():
-            if uri.startswith("s3://"):  # as SageMaker's File mode: the channel is copied in first
-                folder = job / "input/data" / channel
-                store.download(uri, folder)
-                env[f"SM_CHANNEL_{channel.upper()}"] = str(folder)
-            else:
-                env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
+        lay_out_job(job, source_dir, hps)
+        env = job_environment(job, job_name, hps, channels, environment)
         command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
         if processes > 1:
             command[1:1] = distributed_launch(processes, env)
-        log_path = job / "log.txt"
         started = time.time()
-        status, epochs = "Completed", []
-        with (
-            open(log_path, "w", buffering=1) as log,
-            subprocess.Popen(  # line by line: `tail -f` works
-                command,
-                cwd=job / "code",
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                bufsize=1,
-                start_new_session=True,
-            ) as process,
-        ):
-            try:
-                for line in process.stdout:
-                    log.write(line)
-                    if echo:
-                        print(line, end="", flush=True)
-                    if (parsed := metrics.parse_epoch_line(line)) is not None:
-                        epochs.append(parsed)
-                    if on_line is not None and on_line(line):
-                        status = "Stopped"
-                        _signal_job(process, signal.SIGTERM)
-                        break
-                process.wait()
-            finally:  # Ctrl-C, Snakemake stopping us, or a torchrun that died: nothing of the job's group outlives it
-                _signal_job(process, signal.SIGKILL)
-        if status != "Stopped" and process.returncode != 0:
-            tail = _tail(log_path)
-            if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines
-                raise JobFailed(
-                    f"training job {job_name} failed: no space left on the device holding "
-                    f"{full.group(1)}; free some space and run again (log: {log_path})"
-                )
-            raise JobFailed(
-                f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
-            )
+        status, epochs = run_job_process(job_name, command, job, env, echo, on_line)
         recorded = job / "output/data" / contract.METRICS_FILE  # the whole run's epochs, also those before a resume
         if status == "Completed" and recorded.is_file():
             epochs = contract.read_metrics_file(recorded)
@@ -203,7 +134,7 @@ class LocalBackend(HttpEndpointBackend):
             "job_name": job_name,
             "backend": self.name,
             "status": status,
-            "log": str(log_path),
+            "log": str(job / "log.txt"),
             "output_dir": str(job / "output"),
             "hyperparameters": hps,
             "metrics": epochs,
@@ -312,3 +243,91 @@ class LocalBackend(HttpEndpointBackend):
         except (psutil.NoSuchProcess, ProcessLookupError):
             pass
         return stopped
+
+
+def lay_out_job(job: Path, source_dir, hyperparameters: dict):
+    """The job folder, laid out like SageMaker's /opt/ml: model/, output/data/, checkpoints/, input/config/ and the
+    job's own copy of the code."""
+    for stale in ("model", "output", "code"):
+        shutil.rmtree(job / stale, ignore_errors=True)
+    # checkpoints/ is kept: a rerun of the same job (same name = same inputs) resumes from it.
+    for folder in ("model", "output/data", "checkpoints", "input/config"):
+        (job / folder).mkdir(parents=True, exist_ok=True)
+    # The job runs its own copy of the code, as SageMaker's /opt/ml/code: edits made while a
+    # tuning study runs do not leak into its later trials.
+    shutil.copytree(source_dir, job / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # as SageMaker writes it: every value a string
+    (job / "input/config/hyperparameters.json").write_text(
+        json.dumps({k: str(v) for k, v in hyperparameters.items()}, indent=2)
+    )
+
+
+def job_environment(job: Path, job_name, hyperparameters: dict, channels: dict, environment=None) -> dict:
+    """The SM_* variables SageMaker's training toolkit sets; an S3 channel is copied in first (File mode)."""
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        SM_MODEL_DIR=str(job / "model"),
+        SM_OUTPUT_DATA_DIR=str(job / "output/data"),
+        SM_CHECKPOINT_DIR=str(job / "checkpoints"),
+        SM_HPS=json.dumps(hyperparameters),
+        SM_CHANNELS=json.dumps(sorted(channels)),
+        SM_CURRENT_HOST="algo-1",
+        SM_HOSTS=json.dumps(["algo-1"]),
+        SM_TRAINING_ENV=json.dumps({"job_name": job_name}),
+        **(environment or {}),
+    )
+    for channel, uri in channels.items():
+        if uri.startswith("s3://"):  # as SageMaker's File mode: the channel is copied in first
+            folder = job / "input/data" / channel
+            store.download(uri, folder)
+            env[f"SM_CHANNEL_{channel.upper()}"] = str(folder)
+        else:
+            env[f"SM_CHANNEL_{channel.upper()}"] = str(store.local_path(uri).resolve())
+    return env
+
+
+def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
+    """Run the job's process in its own session, its lines into job/log.txt (and the terminal when echo);
+    (status, the epochs its lines reported). JobFailed when it fails."""
+    log_path = job / "log.txt"
+    status, epochs = "Completed", []
+    with (
+        open(log_path, "w", buffering=1) as log,
+        subprocess.Popen(  # line by line: `tail -f` works
+            command,
+            cwd=job / "code",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        ) as process,
+    ):
+        try:
+            for line in process.stdout:
+                log.write(line)
+                if echo:
+                    print(line, end="", flush=True)
+                if (parsed := metrics.parse_epoch_line(line)) is not None:
+                    epochs.append(parsed)
+                if on_line is not None and on_line(line):
+                    status = "Stopped"
+                    _signal_job(process, signal.SIGTERM)
+                    break
+            process.wait()
+        finally:  # Ctrl-C, Snakemake stopping us, or a torchrun that died: nothing of the job's group outlives it
+            _signal_job(process, signal.SIGKILL)
+    if status != "Stopped" and process.returncode != 0:
+        tail = _tail(log_path)
+        if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines
+            raise JobFailed(
+                f"training job {job_name} failed: no space left on the device holding "
+                f"{full.group(1)}; free some space and run again (log: {log_path})"
+            )
+        raise JobFailed(
+            f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
+        )
+    return status, epochs

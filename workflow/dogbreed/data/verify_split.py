@@ -152,6 +152,23 @@ def carve(files_by_class: dict, fractions: dict, seed: int) -> dict:
     return out
 
 
+class Rejections:
+    """The files left out and why. When prepare stops, what it rejected so far is written beside the outputs (the
+    message points at it: Snakemake deletes a failed rule's outputs, rejected.csv among them, but not this)."""
+
+    def __init__(self, source_root: Path, out_dir: Path):
+        self.source_root, self.items = source_root, []  # (file, reason)
+        self.so_far = out_dir / "rejected.failed.csv"
+        self.so_far.unlink(missing_ok=True)
+
+    def add(self, file, reason):
+        self.items.append((file, reason))
+
+    def fail(self, message):
+        write_rejected(self.so_far, self.items, self.source_root)
+        raise PrepareError(message)
+
+
 def prepare(
     source_root,
     out_dir,
@@ -166,58 +183,93 @@ def prepare(
     source_root = find_dataset_root(Path(source_root))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rejected = []  # (source, reason)
+    rejected = Rejections(source_root, out_dir)
+    candidates, split_folders = find_candidates(source_root, rejected)
+    index_of, classes = number_classes(candidates, source_root)
+    checks = verify_images([file for file, _, _ in candidates], workers, max_bytes, max_pixels)
+    usable = keep_usable(candidates, checks, index_of, min_size, rejected)
+    usable_classes = sorted({classes[index] for _, _, index, _ in usable})
+    if len(usable_classes) < 2:
+        rejected.fail(
+            f"{len(usable_classes)} class{'es' if len(usable_classes) != 1 else ''} with usable images under "
+            f"{source_root} ({', '.join(usable_classes) or 'none'}): a classifier needs at least two "
+            f"(rejected files: {rejected.so_far})"
+        )
+    fractions = {
+        "train": 0.0,
+        "valid": valid_fraction if "valid" not in split_folders else 0.0,
+        "test": test_fraction if "test" not in split_folders else 0.0,
+    }
+    by_split = assign_splits(usable, split_folders, fractions, seed)
+    rows = write_channels(usable, by_split, classes, out_dir / "channels", source_root)
+    for split in SPLITS:
+        if not any(row["split"] == split for row in rows):
+            rejected.fail(
+                f"the {split} split is empty after preparing {source_root} ({len(rows)} usable images, "
+                f"{len(rejected.items)} rejected: {rejected.so_far})"
+            )
+    warnings = class_warnings(rows, classes)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
+    write_rejected(out_dir / "rejected.csv", rejected.items, source_root)
+    (out_dir / "classes.json").write_text(
+        json.dumps({str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False)
+    )
+    return {
+        "usable": len(rows),
+        "rejected": len(rejected.items),
+        "classes": len(classes),
+        "per_split": {split: len(by_split[split]) for split in SPLITS},
+        "warnings": warnings,
+    }
 
-    # Written when prepare stops: the message points at it, and Snakemake deletes a failed rule's outputs
-    # (rejected.csv among them), not this
-    rejected_so_far = out_dir / "rejected.failed.csv"
-    rejected_so_far.unlink(missing_ok=True)
 
-    def fail(message):
-        write_rejected(rejected_so_far, rejected, source_root)
-        raise PrepareError(message)
-
-    # 1. Layout: split folders, or class folders only.
+def find_candidates(source_root: Path, rejected: Rejections) -> tuple:
+    """([(file, split or None, class folder name)], {split: its folder}) from the layout: split folders, or class
+    folders only. Files outside a class folder, and paths with a control character, are rejected."""
     children = visible_children(source_root)
     split_folders = {
         SPLIT_ALIASES[c.name.lower()]: c for c in children if c.is_dir() and c.name.lower() in SPLIT_ALIASES
     }
-    candidates = []  # (file, split or None, class folder name)
+    candidates = []
     if split_folders:
         for child in children:
             if child.is_dir() and child.name.lower() in SPLIT_ALIASES:
                 continue
             for file in [child] if child.is_file() else visible_files(child):
-                rejected.append((file, "not under a split folder (train/valid/test) although the source is split"))
+                rejected.add(file, "not under a split folder (train/valid/test) although the source is split")
         for split, folder in split_folders.items():
             for child in visible_children(folder):
                 if child.is_file():
-                    rejected.append((child, f"not inside a class folder of {folder.name}/"))
+                    rejected.add(child, f"not inside a class folder of {folder.name}/")
                     continue
                 candidates += [(file, split, child.name) for file in visible_files(child)]
     else:
         for child in children:
             if child.is_file():
-                rejected.append((child, "not inside a class folder"))
+                rejected.add(child, "not inside a class folder")
                 continue
             candidates += [(file, None, child.name) for file in visible_files(child)]
     # A name with a newline or another control character breaks the tables and the jobs downstream.
     named = []
     for file, split, folder in candidates:
         if CONTROL_CHARACTERS.search(str(file.relative_to(source_root))):
-            rejected.append(
-                (file, f"its path holds a control character ({str(file.relative_to(source_root))!r}): rename it")
+            rejected.add(
+                file, f"its path holds a control character ({str(file.relative_to(source_root))!r}): rename it"
             )
         else:
             named.append((file, split, folder))
-    candidates = named
-    if not candidates:
-        fail(
+    if not named:
+        rejected.fail(
             f"no class folders with usable files under {source_root}: expected train/valid/test/<class>/<image> "
-            f"or <class>/<image> (rejected files: {rejected_so_far})"
+            f"or <class>/<image> (rejected files: {rejected.so_far})"
         )
+    return named, split_folders
 
-    # 2. Classes: keep NNN numbering when every folder has it, else number sorted names.
+
+def number_classes(candidates, source_root) -> tuple:
+    """({class folder: index}, {index: breed}): NNN numbering when every folder has it, else sorted names."""
     folder_names = sorted({name for _, _, name in candidates})
     keys = {name: class_key(name) for name in folder_names}
     if all(number is not None for number, _ in keys.values()):
@@ -233,11 +285,13 @@ def prepare(
                 f"class number {index + 1:03d} names two breeds: {classes[index]!r} and {breed!r} "
                 f"(folders under {source_root}); rename one of them"
             )
+    return index_of, classes
 
-    # 3. Verify every candidate (in parallel: decoding thousands of JPEGs is the slow part).
-    files = [file for file, _, _ in candidates]
+
+def verify_images(files, workers, max_bytes, max_pixels) -> list:
+    """inspect_image of every file, in parallel: decoding thousands of JPEGs is the slow part."""
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
-        checks = list(
+        return list(
             tqdm(
                 pool.map(inspect_image, files, [max_bytes] * len(files), [max_pixels] * len(files), chunksize=32),
                 total=len(files),
@@ -246,8 +300,10 @@ def prepare(
             )
         )
 
-    # 4. Reject the unusable; keep the first copy of duplicates (train before valid before test,
-    #    so a test image that also sits in train is rejected rather than leaking into the score).
+
+def keep_usable(candidates, checks, index_of, min_size, rejected: Rejections) -> list:
+    """[(file, split, class index, check)] of the usable images. The first copy of duplicates is kept: train before
+    valid before test, so a test image that also sits in train is rejected rather than leaking into the score."""
     split_order = {"train": 0, "valid": 1, "test": 2, None: 0}
     order = sorted(range(len(candidates)), key=lambda i: (split_order[candidates[i][1]], str(candidates[i][0])))
     first_seen, usable = {}, []
@@ -255,44 +311,34 @@ def prepare(
         file, split, folder = candidates[i]
         check = checks[i]
         if check["error"]:
-            rejected.append((file, check["error"]))
+            rejected.add(file, check["error"])
         elif min(check["width"], check["height"]) < min_size:
-            rejected.append(
-                (file, f"too small ({check['width']}x{check['height']}; data.min_image_size is {min_size})")
-            )
+            rejected.add(file, f"too small ({check['width']}x{check['height']}; data.min_image_size is {min_size})")
         elif check["sha256"] in first_seen:
-            rejected.append((file, f"duplicate of {first_seen[check['sha256']].relative_to(source_root)}"))
+            rejected.add(file, f"duplicate of {first_seen[check['sha256']].relative_to(rejected.source_root)}")
         else:
             first_seen[check["sha256"]] = file
             usable.append((file, split, index_of[folder], check))
+    return usable
 
-    usable_classes = sorted({classes[index] for _, _, index, _ in usable})
-    if len(usable_classes) < 2:
-        fail(
-            f"{len(usable_classes)} class{'es' if len(usable_classes) != 1 else ''} with usable images under "
-            f"{source_root} ({', '.join(usable_classes) or 'none'}): a classifier needs at least two "
-            f"(rejected files: {rejected_so_far})"
-        )
 
-    # 5. Splits: keep the source's; carve missing valid/test out of train, stratified by class.
+def assign_splits(usable, split_folders, fractions, seed) -> dict:
+    """{split: [files]}: the source's splits kept; a missing valid or test split carved out of train, stratified."""
     by_split = {split: [] for split in SPLITS}
     pool_for_carving = {}
-    for file, split, index, check in usable:
+    for file, split, index, _ in usable:
         if split is None or (split == "train" and not ({"valid", "test"} <= split_folders.keys())):
             pool_for_carving.setdefault(index, []).append(file)
         else:
             by_split[split].append(file)
-    fractions = {
-        "train": 0.0,
-        "valid": valid_fraction if "valid" not in split_folders else 0.0,
-        "test": test_fraction if "test" not in split_folders else 0.0,
-    }
     for split, carved in carve(pool_for_carving, fractions, seed).items():
         by_split[split] += carved
-    split_of = {file: split for split, split_files in by_split.items() for file in split_files}
+    return by_split
 
-    # 6. Write the channels and the tables.
-    channels = out_dir / "channels"
+
+def write_channels(usable, by_split, classes, channels: Path, source_root) -> list:
+    """Copy (or convert to RGB) each usable image into channels/<split>/<NNN.Breed>/; the manifest's rows."""
+    split_of = {file: split for split, split_files in by_split.items() for file in split_files}
     shutil.rmtree(channels, ignore_errors=True)
     rows = []
     for file, _, index, check in tqdm(usable, desc="write channels", unit="img"):
@@ -322,13 +368,11 @@ def prepare(
             }
         )
     rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["path"]))
-    for split in SPLITS:
-        if not any(row["split"] == split for row in rows):
-            fail(
-                f"the {split} split is empty after preparing {source_root} ({len(rows)} usable images, "
-                f"{len(rejected)} rejected: {rejected_so_far})"
-            )
-    # A class too small to appear in every split is kept, and said (the run report lists it too).
+    return rows
+
+
+def class_warnings(rows, classes) -> list:
+    """A class too small to appear in every split is kept, and said (the run report lists it too)."""
     warnings = []
     for index in sorted({row["class_index"] for row in rows}):
         missing = [
@@ -339,21 +383,7 @@ def prepare(
                 f"class {classes[index]} has no {' and no '.join(missing)} images "
                 f"({sum(r['class_index'] == index for r in rows)} usable): it is not scored on what it lacks"
             )
-    for warning in warnings:
-        print(f"warning: {warning}")
-
-    write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
-    write_rejected(out_dir / "rejected.csv", rejected, source_root)
-    (out_dir / "classes.json").write_text(
-        json.dumps({str(index): classes[index] for index in sorted(classes)}, indent=2, ensure_ascii=False)
-    )
-    return {
-        "usable": len(rows),
-        "rejected": len(rejected),
-        "classes": len(classes),
-        "per_split": {split: len(by_split[split]) for split in SPLITS},
-        "warnings": warnings,
-    }
+    return warnings
 
 
 def write_rejected(path, rejected, source_root):

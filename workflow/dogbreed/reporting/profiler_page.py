@@ -2,15 +2,10 @@
 SageMaker's ProfilerReport: training job summary, system usage statistics, framework metrics summary,
 rules summary, then one section per rule with its plot and recommendation."""
 
-import base64
 import html
-import io
 import json
 from datetime import UTC, datetime
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,6 +13,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from dogbreed.checks.debugger_checks import epoch_losses
+from dogbreed.reporting import html_kit
 
 VERDICT_STYLE = {
     "triggered": "#c0392b",
@@ -26,34 +22,7 @@ VERDICT_STYLE = {
     "no_data": "#7f8c8d",
     "error": "#b9770e",
 }
-CSS = """
-body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-h1 { border-bottom: 2px solid #333; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd; padding: 4px 10px; text-align: left; }
-th { background: #f4f4f4; } .verdict { color: white; padding: 2px 8px; border-radius: 4px; font-size: 90%; }
-pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 85%; } img { max-width: 100%; }
-.recommendation { background: #fef5e7; border-left: 4px solid #f39c12; padding: 6px 10px; }
-.versus { background: #eef4fb; border-left: 4px solid #2e86c1; padding: 6px 10px; }
-"""
 TRIGGERED = "#c0392b"  # the colour of what a rule flagged, in every plot
-
-
-def _figure_html(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-
-
-def _table(rows, columns=None) -> str:
-    if not rows:
-        return "<p><em>none</em></p>"
-    columns = columns or list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell}</td>" for cell in (row.get(c, "") for c in columns)) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _verdict(verdict) -> str:
@@ -68,12 +37,6 @@ def _when(timestamp) -> str:
 
 def _relative_time(system, column="timestamp"):
     return system[column] - system[column].min()
-
-
-def _legend(axis, **options):
-    """The legend outside the data area, to the right, where it hides no point."""
-    if options.get("handles") or axis.get_legend_handles_labels()[0]:
-        axis.legend(bbox_to_anchor=(1.01, 1), loc="upper left", borderaxespad=0, fontsize=8, **options)
 
 
 def _log_scale_if_wide(axis, values, spread=20):
@@ -125,7 +88,7 @@ def _plot_loss(debug, rule=None):
         )
     _mark_steps(axis, rule.get("triggered_steps", []))
     axis.set(xlabel="step", ylabel="loss", yscale="log" if (losses["loss"] > 0).all() else "linear")
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -140,7 +103,7 @@ def _plot_collection(debug, collection, column, label, log=True):
     axis.set(xlabel="step", ylabel=label)
     if log and (stats["min"] > 0).all():
         axis.set_yscale("log")
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -178,7 +141,7 @@ def _plot_epochs(debug, rule=None):
     axis.set(xlabel="epoch", ylabel="mean loss", xlim=(epochs["epoch"].min() - 0.5, epochs["epoch"].max() + 0.5))
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     _log_scale_if_wide(axis, epochs[columns].to_numpy())
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -231,7 +194,7 @@ def _plot_classes(debug, profile=None, rule=None, shown=15):
     if title:
         axis.set_title(title, fontsize=9)
     if flagged:
-        _legend(
+        html_kit.legend_right(
             axis,
             handles=[
                 Patch(color=TRIGGERED, label="mispredicted too often in the last epoch"),
@@ -250,7 +213,7 @@ def _plot_system(profile, columns, ylabel):
     for column in columns:
         axis.plot(_relative_time(system), system[column], label=column.replace("_", " "))
     axis.set(xlabel="seconds since the first sample", ylabel=ylabel)
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -292,7 +255,7 @@ def _plot_step_durations(profile, rule=None):
                 label=f"above the limit ({len(above)}; triggers above {parameters.get('n_outliers', '?')})",
             )
     axis.set(xlabel="seconds since the first step", ylabel="step duration (s)")
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -304,7 +267,7 @@ def _plot_data_wait(profile, **_):
     shares = steps.groupby("phase")[["data_wait_s", "compute_s"]].sum()
     shares.plot.barh(stacked=True, ax=axis, legend=False)
     axis.set(xlabel="seconds", ylabel="")
-    _legend(axis)
+    html_kit.legend_right(axis)
     return figure
 
 
@@ -386,7 +349,7 @@ def _rule_section(rule, debug, profile) -> str:
         except Exception as error:  # a plot that fails must not cost the report
             figure, parts = None, parts + [f"<p><em>plot failed: {html.escape(str(error))}</em></p>"]
         if figure is not None:
-            parts.append(_figure_html(figure))
+            parts.append(html_kit.figure(figure))
     if rule["triggered_steps"]:
         parts.append(
             f"<p>Triggered at steps: {', '.join(map(str, rule['triggered_steps'][:30]))}"
@@ -401,10 +364,30 @@ def _rule_section(rule, debug, profile) -> str:
 
 
 def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: pd.DataFrame) -> str:
-    job, steps, system = profile["job"], profile["steps"], profile["system"]
+    """The page, in the sections of SageMaker's ProfilerReport."""
+    job_name = html.escape(str(model_json.get("job_name")))
+    summary_counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in rules["summary"].items())
+    body = "\n".join(
+        [
+            f"""<h1>Profiler report</h1>
+<p>Training job <b>{job_name}</b>; rules: {html.escape(summary_counts)}.
+Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
+(smdebug tensors, system metrics, step timings).</p>""",
+            job_summary_section(model_json, profile, epoch_metrics),
+            system_section(profile, rules),
+            framework_section(profile["steps"]),
+            "<h2>Rules summary</h2>\n" + rules_summary_table(rules),
+            "<h2>Rules</h2>\n" + "".join(_rule_section(rule, debug, profile) for rule in rules["rules"]),
+        ]
+    )
+    return html_kit.page(f"Profiler report — {model_json.get('job_name')}", body)
+
+
+def job_summary_section(model_json, profile, epoch_metrics) -> str:
+    job, steps = profile["job"], profile["steps"]
     first_step = float(steps["start"].min()) if len(steps) else None
     last_step = float(steps["end"].max()) if len(steps) else None
-    summary_rows = [
+    rows = [
         ("job name", model_json.get("job_name")),
         ("backend", model_json.get("backend")),
         ("status", model_json.get("status")),
@@ -426,12 +409,30 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
         ("training loop (s)", round(last_step - first_step, 1) if first_step else ""),
         ("job duration (s)", model_json.get("seconds")),
     ]
+    table = html_kit.rows_table([{"": k, "value": html.escape(str(v if v is not None else ""))} for k, v in rows])
+    epochs = html_kit.rows_table(epoch_metrics.round(4).to_dict("records")) if not epoch_metrics.empty else ""
+    return f"<h2>Training job summary</h2>\n{table}\n{epochs}"
+
+
+def system_section(profile, rules) -> str:
+    system = profile["system"]
     usage = next((r for r in rules["rules"] if r["rule"] == "OverallSystemUsage"), None)
     usage_rows = [{"metric": k, **v} for k, v in (usage or {}).get("evidence", {}).get("percentiles", {}).items()]
-    framework_rows = []
+    interval = f", every {round(float(np.median(np.diff(system['timestamp']))), 2)} s" if len(system) > 1 else ""
+    plot = _plot_system(
+        profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%"
+    )
+    return f"""<h2>System usage statistics</h2>
+<p>{len(system)} samples{interval}.</p>
+{html_kit.rows_table(usage_rows)}
+{html_kit.figure(plot) if plot is not None else ""}"""
+
+
+def framework_section(steps) -> str:
+    rows = []
     for phase, part in steps.groupby("phase"):
         total = part["duration_s"].sum()
-        framework_rows.append(
+        rows.append(
             {
                 "phase": phase,
                 "steps": len(part),
@@ -443,51 +444,32 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
                 "compute %": round(100 * part["compute_s"].sum() / total, 1) if total else "",
             }
         )
-    order = {"triggered": 0, "error": 1, "ok": 2, "no_data": 3, "not_applicable": 4}
-    rule_rows = [
-        {
-            "rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>',
-            "kind": r["kind"],
-            "verdict": _verdict(r["verdict"]),
-            "triggered steps": len(r["triggered_steps"]),
-            "recommendation": html.escape(r["recommendation"]),
-        }
-        for r in sorted(rules["rules"], key=lambda r: order.get(r["verdict"], 9))
-    ]
-    histogram = None
+    histogram = ""
     if len(steps):
         figure, axis = plt.subplots(figsize=(8, 3))
         for phase, part in steps.groupby("phase"):
             axis.hist(part["duration_s"], bins=40, alpha=0.6, label=phase)
         axis.set(xlabel="step duration (s)", ylabel="steps")
-        _legend(axis)
-        histogram = _figure_html(figure)
-    system_plot = _plot_system(
-        profile, ["cpu_total", "memory_percent", "iowait_percent", "gpu_utilization", "gpu_memory_percent"], "%"
-    )
-    summary_counts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in rules["summary"].items())
-    epoch_table = _table(epoch_metrics.round(4).to_dict("records")) if not epoch_metrics.empty else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Profiler report — {html.escape(str(model_json.get("job_name")))}</title>
-<style>{CSS}</style></head><body>
-<h1>Profiler report</h1>
-<p>Training job <b>{html.escape(str(model_json.get("job_name")))}</b>; rules: {html.escape(summary_counts)}.
-Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
-(smdebug tensors, system metrics, step timings).</p>
-<h2>Training job summary</h2>
-{_table([{"": k, "value": html.escape(str(v if v is not None else ""))} for k, v in summary_rows])}
-{epoch_table}
-<h2>System usage statistics</h2>
-<p>{len(system)} samples{f", every {round(float(np.median(np.diff(system['timestamp']))), 2)} s" if len(system) > 1 else ""}.</p>
-{_table(usage_rows)}
-{_figure_html(system_plot) if system_plot is not None else ""}
-<h2>Framework metrics summary</h2>
+        html_kit.legend_right(axis)
+        histogram = html_kit.figure(figure)
+    return f"""<h2>Framework metrics summary</h2>
 <p>Each step split into the wait for its batch (data) and the forward/backward pass (compute).</p>
-{_table(framework_rows)}
-{histogram or ""}
-<h2>Rules summary</h2>
-{_table(rule_rows)}
-<h2>Rules</h2>
-{"".join(_rule_section(rule, debug, profile) for rule in rules["rules"])}
-</body></html>
-"""
+{html_kit.rows_table(rows)}
+{histogram}"""
+
+
+def rules_summary_table(rules) -> str:
+    """The rules, the triggered first, each linked to its section."""
+    order = {"triggered": 0, "error": 1, "ok": 2, "no_data": 3, "not_applicable": 4}
+    return html_kit.rows_table(
+        [
+            {
+                "rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>',
+                "kind": r["kind"],
+                "verdict": _verdict(r["verdict"]),
+                "triggered steps": len(r["triggered_steps"]),
+                "recommendation": html.escape(r["recommendation"]),
+            }
+            for r in sorted(rules["rules"], key=lambda r: order.get(r["verdict"], 9))
+        ]
+    )

@@ -1,14 +1,10 @@
 """The run report: figures and tables over a run's outputs (each also a Snakemake report() item), and
 one self-contained HTML page that shows them all. Reads files only; never needs a live endpoint."""
 
-import base64
 import html
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,21 +14,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from dogbreed.reporting import html_kit
+
 SPLITS = ["train", "valid", "test"]
 STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
-
-
-def _legend_above(axis, columns, **options):
-    """A legend in a row over the axes, where it covers no bar or point."""
-    axis.legend(
-        loc="lower left", bbox_to_anchor=(0, 1.01), ncol=columns, borderaxespad=0, frameon=False, fontsize=8, **options
-    )
-
-
-def _save(figure, path):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(figure)
 
 
 def data_summary(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -54,8 +39,8 @@ def plot_data_summary(summary: pd.DataFrame, path):
     axis.invert_yaxis()
     axis.tick_params(axis="y", labelsize=6 if len(summary) > 30 else 9)
     axis.set(xlabel="images")
-    _legend_above(axis, len(SPLITS))
-    _save(figure, path)
+    html_kit.legend_above(axis, len(SPLITS))
+    html_kit.save_figure(figure, path)
 
 
 def _trial_bars(axis, trials, status, value):
@@ -92,7 +77,7 @@ def _trial_bars(axis, trials, status, value):
             axis.text(i, 0.04 * top, state.lower(), rotation=90, ha="center", va="bottom", fontsize=7, color=colour)
     axis.set_xticks(np.arange(len(trials)), trials["trial"].astype(str))
     axis.set(xlabel="trial", ylabel=value.name, ylim=(0, top * 1.25 if top > 0 else 1))
-    _legend_above(
+    html_kit.legend_above(
         axis,
         3,
         handles=[
@@ -170,7 +155,7 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
         pad = (levels[-1] - levels[0]) * 0.15 or 1
         axis.set_yticks(levels)
         axis.set_ylim(levels[0] - pad, levels[-1] + pad)
-    _legend_above(axis, 3)
+    html_kit.legend_above(axis, 3)
 
 
 def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
@@ -192,7 +177,7 @@ def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
         )
     else:
         axes[1].axis("off")
-    _save(figure, path)
+    html_kit.save_figure(figure, path)
 
 
 def plot_training_curves(metrics: pd.DataFrame, path):
@@ -209,7 +194,7 @@ def plot_training_curves(metrics: pd.DataFrame, path):
     axes[1].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     for axis in axes:
         axis.legend()
-    _save(figure, path)
+    html_kit.save_figure(figure, path)
 
 
 def plot_per_class(metrics: dict, path):
@@ -221,8 +206,8 @@ def plot_per_class(metrics: dict, path):
     axis.invert_yaxis()
     axis.tick_params(axis="y", labelsize=6 if len(names) > 30 else 9)
     axis.set(xlabel="test accuracy", xlim=(0, 1))
-    _legend_above(axis, 1)
-    _save(figure, path)
+    html_kit.legend_above(axis, 1)
+    html_kit.save_figure(figure, path)
 
 
 def plot_confusion(metrics: dict, path):
@@ -249,7 +234,7 @@ def plot_confusion(metrics: dict, path):
                     color="white" if normalised[i, j] > 0.5 else "black",
                 )
     axis.set(xlabel="predicted", ylabel="true")
-    _save(figure, path)
+    html_kit.save_figure(figure, path)
 
 
 def top_confusions(evaluation: dict, count=10) -> pd.DataFrame:
@@ -290,7 +275,7 @@ def plot_gallery(worst: pd.DataFrame, channels_dir, path):
         axis.set_title(f"true: {row.true_breed}\npredicted: {row.predicted_breed} ({row.probability:.2f})", fontsize=8)
     if worst.empty:
         axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center")
-    _save(figure, path)
+    html_kit.save_figure(figure, path)
 
 
 def _number(value, digits=4) -> str:
@@ -359,16 +344,6 @@ def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
 
 
 # --- the page -------------------------------------------------------------------------------------
-def _image(path) -> str:
-    return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}">'
-
-
-def _table(frame: pd.DataFrame, max_rows=200) -> str:
-    shown = frame.head(max_rows)
-    more = f"<p><em>{len(frame) - max_rows} more rows in the CSV file</em></p>" if len(frame) > max_rows else ""
-    return shown.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4g}", border=0) + more
-
-
 def hyperparameter_table(hyperparameters: dict, tuned: dict) -> pd.DataFrame:
     """The training job's hyperparameters, one row each; where each came from: tuning or the config."""
     rows = [
@@ -383,30 +358,13 @@ def hyperparameter_table(hyperparameters: dict, tuned: dict) -> pd.DataFrame:
     return frame.sort_values("from", ascending=False, kind="stable")  # the tuned ones first
 
 
-def _definitions(pairs) -> str:
-    return (
-        "<table>"
-        + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
-        + "</table>"
-    )
-
-
-CSS = """
-body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1150px; margin: 2em auto; color: #222; }
-h1 { border-bottom: 2px solid #333; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: .5em 0; font-size: 90%; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
-th { background: #f4f4f4; } img { max-width: 100%; } pre { background: #f7f7f7; padding: 8px; font-size: 85%; overflow-x: auto; }
-.big { font-size: 140%; } .triggered { color: #c0392b; font-weight: bold; } .ok { color: #1e8449; }
-"""
-
-
 def tracking_section(model: dict) -> str:
     """Where the final training's MLflow run is, and the command that opens it."""
     recorded = model.get("tracking") or {}
     if not recorded.get("run_id"):
         return "<p>The final training ran with MLflow tracking off (tracking.enabled).</p>"
     return (
-        _definitions(
+        html_kit.definitions(
             [
                 ("MLflow run of the final training", recorded["run_id"]),
                 ("store", recorded["uri"]),
@@ -423,17 +381,39 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     best, model, endpoint, evaluation, rules = (
         read(k) for k in ("best", "model_json", "endpoint", "evaluation", "rules")
     )
-    rejected = pd.read_csv(files["rejected"])
     summary = pd.read_csv(figures["data_summary_table"])
-    trials = pd.read_csv(files["trials"]).drop(columns=["log"], errors="ignore")
-    metrics = pd.read_csv(files["metrics_csv"])
-    latency = evaluation["latency_ms"]
     profiler_link = Path(files["profiler_report"]).resolve().relative_to(Path(report_path).resolve().parent)
-    rule_rows = "".join(
-        f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
-        f"<td>{html.escape(r['recommendation'])}</td></tr>"
-        for r in rules["rules"]
+    body = "\n".join(
+        [
+            headline_section(config, evaluation, len(summary)),
+            configuration_section(config),
+            data_section(summary, pd.read_csv(files["rejected"]), figures),
+            tuning_section(pd.read_csv(files["trials"]).drop(columns=["log"], errors="ignore"), best, figures),
+            training_section(model, best, pd.read_csv(files["metrics_csv"]), figures),
+            "<h2>Tracking</h2>\n" + tracking_section(model),
+            checks_section(rules, profiler_link),
+            "<h2>Endpoint</h2>\n" + html_kit.definitions(endpoint.items()),
+            evaluation_section(evaluation, figures),
+        ]
     )
+    return html_kit.page("dog-breed run report", body)
+
+
+def headline_section(config, evaluation, classes) -> str:
+    return f"""<h1>dog-breed run report</h1>
+<p class="big">Test accuracy <b>{evaluation["accuracy"]:.4f}</b> (top-5 {evaluation["top5_accuracy"]:.4f}) on \
+{evaluation["n"]} test images, {classes} classes (chance {evaluation["chance_accuracy"]:.4f}); backend \
+<b>{html.escape(config["backend"])}</b>.</p>"""
+
+
+def configuration_section(config) -> str:
+    return f"""<h2>Configuration</h2>
+<details><summary>the run's configuration (backend {html.escape(config["backend"])}, data source \
+{html.escape(str(config["data_source"]))})</summary>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))}</pre></details>"""
+
+
+def data_section(summary, rejected, figures) -> str:
     totals = {split: int(summary[split].sum()) for split in SPLITS}
     # classes too small to appear in every split (prepare warns of them too)
     short = [
@@ -441,96 +421,76 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
         for _, row in summary.iterrows()
         if any(row[split] == 0 for split in SPLITS)
     ]
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>dog-breed run report</title><style>{CSS}</style></head><body>
-<h1>dog-breed run report</h1>
-<p class="big">Test accuracy <b>{evaluation["accuracy"]:.4f}</b> (top-5 {evaluation["top5_accuracy"]:.4f}) on {
-        evaluation["n"]
-    }
-test images, {len(summary)} classes (chance {evaluation["chance_accuracy"]:.4f}); backend <b>{
-        html.escape(config["backend"])
-    }</b>.</p>
-
-<h2>Configuration</h2>
-<details><summary>the run's configuration (backend {html.escape(config["backend"])}, data source {
-        html.escape(str(config["data_source"]))
-    })</summary>
-<pre>{html.escape(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))}</pre></details>
-
-<h2>Data</h2>
-<p>{sum(totals.values())} images used: {totals["train"]} train, {totals["valid"]} valid, {totals["test"]} test;
-{len(rejected)} rejected.</p>
-{
-        f'<p class="triggered">Classes missing from a split (too few images; not scored on what they lack): {html.escape("; ".join(short))}.</p>'
+    missing = (
+        f'<p class="triggered">Classes missing from a split (too few images; not scored on what they lack): '
+        f"{html.escape('; '.join(short))}.</p>"
         if short
         else ""
-    }
-{_image(figures["data_summary"])}
-<details><summary>images per class and split</summary>{_table(summary)}</details>
+    )
+    return f"""<h2>Data</h2>
+<p>{sum(totals.values())} images used: {totals["train"]} train, {totals["valid"]} valid, {totals["test"]} test;
+{len(rejected)} rejected.</p>
+{missing}
+{html_kit.image(figures["data_summary"])}
+<details><summary>images per class and split</summary>{html_kit.frame_table(summary)}</details>
 <h3>Rejected files</h3>
-{_table(rejected) if len(rejected) else "<p>none</p>"}
+{html_kit.frame_table(rejected) if len(rejected) else "<p>none</p>"}"""
 
-<h2>Hyperparameter tuning</h2>
-{_image(figures["trials_plot"])}
-{_table(trials)}
+
+def tuning_section(trials, best, figures) -> str:
+    found = [
+        *best["hyperparameters"].items(),
+        ("trial", best["trial"]),
+        (best["objective"]["metric"], best["objective"]["value"]),
+    ]
+    return f"""<h2>Hyperparameter tuning</h2>
+{html_kit.image(figures["trials_plot"])}
+{html_kit.frame_table(trials)}
 <h3>Best hyperparameters</h3>
-{
-        _definitions(
-            [
-                *best["hyperparameters"].items(),
-                ("trial", best["trial"]),
-                (best["objective"]["metric"], best["objective"]["value"]),
-            ]
-        )
-    }
+{html_kit.definitions(found)}"""
 
-<h2>Training</h2>
-<p>Job {html.escape(str(model.get("job_name")))} ({html.escape(str(model.get("status")))}, {
-        model.get("seconds")
-    } s), with these hyperparameters:</p>
-{_table(hyperparameter_table(model.get("hyperparameters", {}), best["hyperparameters"]))}
-{_image(figures["training_curves"])}
-{_table(metrics)}
 
-<h2>Tracking</h2>
-{tracking_section(model)}
+def training_section(model, best, metrics, figures) -> str:
+    hyperparameters = hyperparameter_table(model.get("hyperparameters", {}), best["hyperparameters"])
+    return f"""<h2>Training</h2>
+<p>Job {html.escape(str(model.get("job_name")))} ({html.escape(str(model.get("status")))}, \
+{model.get("seconds")} s), with these hyperparameters:</p>
+{html_kit.frame_table(hyperparameters)}
+{html_kit.image(figures["training_curves"])}
+{html_kit.frame_table(metrics)}"""
 
-<h2>Debugger and profiler rules</h2>
-<p>The full profiler report: <a href="{html.escape(profiler_link.as_posix())}">{
-        html.escape(profiler_link.as_posix())
-    }</a>.</p>
-<table><tr><th>rule</th><th>kind</th><th>verdict</th><th>recommendation</th></tr>{rule_rows}</table>
 
-<h2>Endpoint</h2>
-{_definitions(endpoint.items())}
+def checks_section(rules, profiler_link) -> str:
+    rows = "".join(
+        f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
+        f"<td>{html.escape(r['recommendation'])}</td></tr>"
+        for r in rules["rules"]
+    )
+    link = html.escape(profiler_link.as_posix())
+    return f"""<h2>Debugger and profiler rules</h2>
+<p>The full profiler report: <a href="{link}">{link}</a>.</p>
+<table><tr><th>rule</th><th>kind</th><th>verdict</th><th>recommendation</th></tr>{rows}</table>"""
 
-<h2>Evaluation</h2>
-{
-        _definitions(
-            [
-                ("accuracy", evaluation["accuracy"]),
-                ("top-5 accuracy", evaluation["top5_accuracy"]),
-                ("test images", evaluation["n"]),
-                ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
-                (
-                    "images per request",
-                    f"at most {evaluation['max_images_per_request']}, within {evaluation['max_request_bytes']:,} bytes"
-                    + (
-                        f"; {evaluation['images_sent_as_arrays']} too large for JSON sent as input arrays"
-                        if evaluation["images_sent_as_arrays"]
-                        else ""
-                    ),
-                ),
-            ]
-        )
-    }
+
+def evaluation_section(evaluation, figures) -> str:
+    latency = evaluation["latency_ms"]
+    per_request = f"at most {evaluation['max_images_per_request']}, within {evaluation['max_request_bytes']:,} bytes"
+    if evaluation["images_sent_as_arrays"]:
+        per_request += f"; {evaluation['images_sent_as_arrays']} too large for JSON sent as input arrays"
+    numbers = [
+        ("accuracy", evaluation["accuracy"]),
+        ("top-5 accuracy", evaluation["top5_accuracy"]),
+        ("test images", evaluation["n"]),
+        ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
+        ("images per request", per_request),
+    ]
+    return f"""<h2>Evaluation</h2>
+{html_kit.definitions(numbers)}
 <h3>Per-class accuracy</h3>
-{_image(figures["per_class"])}
+{html_kit.image(figures["per_class"])}
 <h3>Confusion matrix</h3>
-{_image(figures["confusion"])}
+{html_kit.image(figures["confusion"])}
 <h3>Most frequent confusions</h3>
-{_table(top_confusions(evaluation))}
+{html_kit.frame_table(top_confusions(evaluation))}
 <h3>The most confident mistakes</h3>
-{_image(figures["misclassified"])}
-</body></html>
-"""
+{html_kit.image(figures["misclassified"])}"""

@@ -113,6 +113,44 @@ def trial_line(trial, spec, finished=None, total=None) -> str:
     )
 
 
+def trial_objective(spec, run_trial, tracking=None):
+    """Optuna's objective: the trial's hyperparameters drawn from the spec, its job run by run_trial, its outcome
+    recorded on the trial (and in its MLflow run) the way recover_interrupted and trial_line read it."""
+
+    def end_run(trial, status, failure=None):
+        if tracking is not None:
+            tracking.end(trial, status, failure)
+
+    def objective(trial):
+        hyperparameters = {name: suggest(trial, name, p) for name, p in spec["parameters"].items()}
+
+        def report(step, value):
+            trial.report(value, step)
+            return trial.should_prune()
+
+        try:
+            value = run_trial(trial, hyperparameters, report)
+            if value is not None and not math.isfinite(value):  # a regex that reads "nan" too
+                raise TrialFailed(f"objective is {value} (the training diverged)")
+        except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
+            trial.set_user_attr("interrupted", True)  # (its MLflow run stays RUNNING: the retry goes on in it)
+            raise
+        except TrialFailed as error:
+            trial.set_user_attr("failure", str(error))
+            end_run(trial, "Failed", str(error))
+            raise
+        except Exception as error:
+            trial.set_user_attr("stopped_study", True)
+            end_run(trial, "Failed", str(error))
+            raise
+        end_run(trial, "Stopped" if value is None else "Completed")
+        if value is None:
+            raise optuna.TrialPruned()
+        return value
+
+    return objective
+
+
 def run_study(
     spec: dict, run_trial, storage_path, study_name: str, parallel: int = 1, seed: int = 0, announce=True, tracking=None
 ):
@@ -147,37 +185,7 @@ def run_study(
     ]
     remaining = int(spec["max_jobs"]) - len(finished)
 
-    def objective(trial):
-        hyperparameters = {name: suggest(trial, name, p) for name, p in spec["parameters"].items()}
-
-        def report(step, value):
-            trial.report(value, step)
-            return trial.should_prune()
-
-        try:
-            value = run_trial(trial, hyperparameters, report)
-            if value is not None and not math.isfinite(value):  # a regex that reads "nan" too
-                raise TrialFailed(f"objective is {value} (the training diverged)")
-        except KeyboardInterrupt:  # Ctrl-C, Snakemake's SIGTERM, Snakemake killed: the rerun retries it
-            trial.set_user_attr("interrupted", True)  # (its MLflow run stays RUNNING: the retry goes on in it)
-            raise
-        except TrialFailed as error:
-            trial.set_user_attr("failure", str(error))
-            end_run(trial, "Failed", str(error))
-            raise
-        except Exception as error:
-            trial.set_user_attr("stopped_study", True)
-            end_run(trial, "Failed", str(error))
-            raise
-        end_run(trial, "Stopped" if value is None else "Completed")
-        if value is None:
-            raise optuna.TrialPruned()
-        return value
-
-    def end_run(trial, status, failure=None):
-        if tracking is not None:
-            tracking.end(trial, status, failure)
-
+    objective = trial_objective(spec, run_trial, tracking)
     done = [len(finished)]
 
     def print_trial(study, trial):
