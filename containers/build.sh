@@ -116,7 +116,7 @@ timed "inference image" build pytorch-inference inference.Dockerfile "--build-ar
   requirements-inference.txt dockerd-entrypoint.py
 INFERENCE=$BUILT
 # the URIs the SDK resolves for the configured versions (CPU and GPU: the stand-ins carry CUDA torch)
-uris=$(PYTHONPATH=workflow "$VENV_PYTHON" -m dogbreed.containers image-uris $CONFIG_FILES)
+uris=$(PYTHONPATH=workflow "$VENV_PYTHON" -m dogbreed.backends.containers image-uris $CONFIG_FILES)
 while read -r scope uri; do
   image=$TRAINING; [ "$scope" = inference ] && image=$INFERENCE
   "$DOCKER" tag "$image" "$uri"

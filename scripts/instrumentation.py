@@ -290,7 +290,7 @@ class EpochLogger:
     """Logs each epoch's metrics into the MLflow run the workflow made for this job (MLFLOW_RUN_ID in the store
     at MLFLOW_TRACKING_URI, step = epoch), as the epoch ends. Without those variables it does nothing. Without
     mlflow here (a container image that lacks it), or a store it cannot reach, it says so once and training goes
-    on: the workflow logs what the job could not from metrics.jsonl after the job (workflow/dogbreed/runtime/tracking.py)."""
+    on: the workflow logs what the job could not from metrics.jsonl after the job (dogbreed/runtime/tracking.py)."""
 
     def __init__(self, env=os.environ):
         self.client, self.run_id = None, env.get("MLFLOW_RUN_ID")

@@ -231,3 +231,21 @@ def test_a_refused_run_stops_before_its_first_rule_and_sends_nothing(tmp_path, a
         assert result.returncode != 0 and "backends.sagemaker.instance_count is 2, but training.processes is 1" in out
     assert not (work / "data").exists() and not (work / "results").exists()
     assert aws_listener[1] == []
+
+
+def test_the_tuning_spec_is_checked_once_parameters_at_config_time_the_search_in_the_plan():
+    """tuning/spec.py: each parameter when the config is read (every target, teardown too: a spec is the tuning's to
+    refuse, and a config without the schema's defaults yet must not crash it), the search for its tuner in the plan."""
+    from dogbreed.runtime.config import check_config
+    from dogbreed.tuning import spec as tuning_spec
+
+    schema = REPO / "workflow/schemas/config.schema.yaml"
+    categorical = {"type": "categorical", "values": [16, 32]}
+    search = {"max_jobs": 6, "parameters": {"batch_size": categorical, "lr": {**categorical, "values": [0.01, 0.1]}}}
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["tuning"] = {k: v for k, v in raw["tuning"].items() if k != "strategy"} | search
+    check_config(raw, schema)  # no strategy yet (the schema's default fills it in), a search the plan refuses
+    assert "only 4 combination(s)" in "; ".join(run_plan.refusals(full_config({"tuning": search})))
+    reverse = {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.9, "scaling": "ReverseLogarithmic"}}}
+    assert "no Optuna counterpart" in "; ".join(run_plan.refusals(full_config({"tuning": reverse})))
+    assert tuning_spec.problems(full_config({"tuning": reverse})["tuning"], None, "sagemaker") == []

@@ -1,4 +1,4 @@
-"""MLflow tracking (workflow/dogbreed/runtime/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
+"""MLflow tracking (runtime/tracking.py, scripts/instrumentation.py's EpochLogger) against a real SQLite
 store, read back through MLflow's own client. The workflow's runs end to end: conftest.assert_tracked."""
 
 import json

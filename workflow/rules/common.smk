@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from dogbreed.data import download as fetch_module
+from dogbreed.data import download
 from dogbreed.runtime import code_inputs, naming, run_plan
 from dogbreed.training import jobspec
 
@@ -31,7 +31,7 @@ def results_dir(wildcards, input):
     return str(Path(input.endpoint).parent)
 
 
-SOURCE_ID = fetch_module.source_hash(config["data_source"])
+SOURCE_ID = download.source_hash(config["data_source"])
 RAW_DIR = f"data/raw/{SOURCE_ID}"
 ENDPOINT_NAME = naming.endpoint_name(SOURCE_ID, RESULTS)
 # What a live endpoint is (its process, container or SageMaker names): not a Snakemake output, since a

@@ -14,7 +14,7 @@ rule fetch:
         source=config["data_source"],
         sha256=config["data_sha256"],
         store_endpoint_url=config["store"]["endpoint_url"] if config["data_source"].startswith("s3://") else "",
-        fingerprint=fetch_module.source_fingerprint(config["data_source"]),
+        fingerprint=download.source_fingerprint(config["data_source"]),
         demo_seed=config["data"]["demo_seed"],
         extraction_limits=config["data"]["extraction"],
     script:

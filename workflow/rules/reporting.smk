@@ -13,7 +13,7 @@ rule report_figures:
         evaluation=rules.evaluate.output.metrics,
         predictions=rules.evaluate.output.predictions,
         best=rules.tune.output.best,
-        rules=rules.check_training.output.rules,
+        verdicts=rules.check_training.output.verdicts,
     output:
         headline=report(R("report/headline.tsv"), caption="../report/headline.rst", category="Summary"),
         data_summary=report(R("report/data_summary.png"), caption="../report/data_summary.rst", category="Data"),
@@ -50,7 +50,7 @@ rule report:
         best=rules.tune.output.best,
         model_json=rules.train.output.model_json,
         metrics_csv=rules.train.output.metrics,
-        rules=rules.check_training.output.rules,
+        verdicts=rules.check_training.output.verdicts,
         profiler_report=rules.profiler_report.output[0],
         endpoint=rules.start_endpoint.output[0],
         evaluation=rules.evaluate.output.metrics,

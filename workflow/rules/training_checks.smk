@@ -9,14 +9,14 @@ rule check_training:
         output=rules.train.output.output,
         model_json=rules.train.output.model_json,  # the final training's MLflow run, for the verdicts
     output:
-        rules=R("debugger/rules.json"),
+        verdicts=R("debugger/rules.json"),
         tables=directory(R("debugger/tables")),  # the debug tensors as CSV, read once from smdebug
     log:
         R("logs/check_training.log"),
     conda:
         env("training")
     params:
-        rules=config["profiling"]["rules"],
+        check_settings=config["profiling"]["rules"],
     script:
         "../scripts/check_training.py"
 
@@ -24,7 +24,7 @@ rule check_training:
 rule profiler_report:
     input:
         code("profiler_report"),
-        rules=rules.check_training.output.rules,
+        verdicts=rules.check_training.output.verdicts,
         tables=rules.check_training.output.tables,
         output=rules.train.output.output,
         model_json=rules.train.output.model_json,
@@ -44,7 +44,7 @@ rule training_gate:
     # triggered. A separate rule, so rules.json and the report survive the failure.
     input:
         code("training_gate"),
-        rules=rules.check_training.output.rules,
+        verdicts=rules.check_training.output.verdicts,
     output:
         R("debugger/gate.txt"),
     log:

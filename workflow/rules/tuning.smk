@@ -13,7 +13,7 @@ rule tune:
         R("logs/tune.log"),
     conda:
         env("training")
-    threads: workflow.cores  # shared out between the trials that run at once (tuning.trial_resources)
+    threads: workflow.cores  # shared out between the trials that run at once (tuning/trial_jobs.py: trial_resources)
     resources:
         **job_resources(),
     params:

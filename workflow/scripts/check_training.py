@@ -9,8 +9,8 @@ from dogbreed.runtime.rule_runner import run_rule
 def main(smk):
     debug = artifacts.load_debug(f"{smk.input.output}/debug")
     artifacts.save_debug_tables(debug, smk.output.tables)  # the report reads these, not smdebug again
-    result = run_checks.evaluate(smk.input.output, smk.params.rules, debug)
-    Path(smk.output.rules).write_text(json.dumps(result, indent=2, default=str))
+    result = run_checks.evaluate(smk.input.output, smk.params.check_settings, debug)
+    Path(smk.output.verdicts).write_text(json.dumps(result, indent=2, default=str))
     for rule in result["rules"]:
         print(
             f"{rule['rule']:26s} {rule['verdict']}"
@@ -21,7 +21,7 @@ def main(smk):
     tracking.log_to_final_run(
         smk.config,
         smk.input.model_json,
-        files=[smk.output.rules],
+        files=[smk.output.verdicts],
         metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
         tags={f"rule.{name}": verdict for name, verdict in verdicts.items()},
     )

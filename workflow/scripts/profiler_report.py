@@ -12,7 +12,7 @@ from dogbreed.runtime.rule_runner import run_rule
 def main(smk):
     page = profiler_page.build_report(
         json.loads(Path(smk.input.model_json).read_text()),
-        json.loads(Path(smk.input.rules).read_text()),
+        json.loads(Path(smk.input.verdicts).read_text()),
         artifacts.load_debug_tables(smk.input.tables),
         artifacts.load_profile(f"{smk.input.output}/profiler"),
         pd.read_csv(smk.input.metrics),

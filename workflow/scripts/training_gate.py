@@ -5,7 +5,7 @@ from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
-    Path(smk.output[0]).write_text(gates.training_gate(smk.input.rules, smk.params.stop_on) + "\n")
+    Path(smk.output[0]).write_text(gates.training_gate(smk.input.verdicts, smk.params.stop_on) + "\n")
 
 
 run_rule(main, snakemake)

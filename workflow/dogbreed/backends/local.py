@@ -162,7 +162,7 @@ class LocalBackend(HttpEndpointBackend):
         port = int(self.settings.get("port", 0)) or _free_port(host)
         url = f"http://{host}:{port}"
         log_path = state_dir / "server.log"
-        # batching: concurrent requests' inputs in one forward pass (dogbreed/serving/server.py's Batcher); a batch holds
+        # batching: concurrent requests' inputs in one forward pass (serving/server.py's Batcher); a batch holds
         # the requests of at most `threads` threads, so there are at least as many threads as batch places
         batch_size = int(self.settings.get("max_batch_size", 16))
         threads = max(int(self.settings.get("threads", 16)), batch_size)

@@ -1,6 +1,6 @@
 """SageMaker Debugger's built-in rules, evaluated on the tensors the training job saved (smdebug).
 
-Each rule is a plain function over the tables of training_artifacts.load_debug(), with SageMaker's
+Each rule is a plain function over the tables of artifacts.load_debug(), with SageMaker's
 default thresholds as keyword defaults, returning {"verdict", "triggered_steps", "evidence"}.
 Verdicts: "triggered", "ok", or "no_data" (the job saved nothing the rule can read).
 Where our reading differs from SageMaker's, the docstring says so and why.

@@ -1,6 +1,6 @@
 """SageMaker ProfilerReport's rules, evaluated on the system metrics and step timings the job recorded.
 
-Each rule is a plain function over training_artifacts.load_profile() with SageMaker's default
+Each rule is a plain function over artifacts.load_profile() with SageMaker's default
 thresholds as keyword defaults. GPU rules on a job that saw no GPU answer "not_applicable": they
 neither pass nor fail it. `patience` (samples skipped at the start, as SageMaker does) is applied
 only when the run has more samples than that; a short run is judged on all of its samples

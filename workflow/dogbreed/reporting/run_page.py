@@ -332,7 +332,9 @@ def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
     if "headline" in outputs:
         write_headline(
             headline(
-                evaluation, json.loads(Path(inputs["best"]).read_text()), json.loads(Path(inputs["rules"]).read_text())
+                evaluation,
+                json.loads(Path(inputs["best"]).read_text()),
+                json.loads(Path(inputs["verdicts"]).read_text()),
             ),
             outputs["headline"],
         )
@@ -379,7 +381,7 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     """files: the run's outputs (paths); figures: the figure paths from make_figures."""
     read = lambda key: json.loads(Path(files[key]).read_text())
     best, model, endpoint, evaluation, rules = (
-        read(k) for k in ("best", "model_json", "endpoint", "evaluation", "rules")
+        read(k) for k in ("best", "model_json", "endpoint", "evaluation", "verdicts")
     )
     summary = pd.read_csv(figures["data_summary_table"])
     profiler_link = Path(files["profiler_report"]).resolve().relative_to(Path(report_path).resolve().parent)

@@ -83,7 +83,7 @@ def check_config(config: dict, schema_path) -> dict:
             problems.append(f"{key}: {error.message}")
     if not problems:
         known = schema["$defs"]["hyperparameters"]["properties"]  # the names train.py takes
-        problems = tuning_spec.problems(config.get("tuning", {}), known, config.get("backend", "local"))
+        problems = tuning_spec.parameter_problems(config.get("tuning", {}), known)
     if problems:
         raise ConfigError("config: " + "; ".join(problems))
     return config

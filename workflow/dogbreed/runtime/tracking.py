@@ -236,7 +236,7 @@ def _first_line(error) -> str:
 
 
 class TrialTracking:
-    """A tuning study's trials as runs under its workflow run (tuning.run_study and tuning.trial_runner)."""
+    """A tuning study's trials as runs under its workflow run (optuna_study.run_study and trial_jobs.trial_runner)."""
 
     def __init__(self, tracker: Tracker, parent: str, backend: str):
         self.tracker, self.parent = tracker, parent

@@ -19,15 +19,21 @@ class TuningError(ValueError):
 
 
 def problems(tuning: dict, hyperparameters, backend: str = "local") -> list:
-    """Every problem of the spec, one line each, naming the key. hyperparameters: the names train.py takes.
-    backend: the tuner that will run it (SageMaker's, or the project's Optuna study on the others)."""
+    """Every problem of the spec, one line each, naming the key. hyperparameters: the names train.py takes (None:
+    not checked). backend: the tuner that will run it (SageMaker's, or the project's Optuna study on the others)."""
+    return parameter_problems(tuning, hyperparameters) or search_problems(tuning, backend)
+
+
+def parameter_problems(tuning: dict, hyperparameters) -> list:
+    """Each parameter on its own: a train.py hyperparameter with a range both tuners accept. (The config check, which
+    every target runs, teardown included, asks only this: a spec is the tuning's to refuse, not the endpoint's.)"""
     found = []
     for name, parameter in tuning.get("parameters", {}).items():
-        found += parameter_problems(f"tuning.parameters.{name}", name, parameter, hyperparameters, backend)
-    return found or search_problems(tuning)
+        found += _parameter_problems(f"tuning.parameters.{name}", name, parameter, hyperparameters)
+    return found
 
 
-def parameter_problems(key, name, parameter, hyperparameters, backend) -> list:
+def _parameter_problems(key, name, parameter, hyperparameters) -> list:
     found = []
     if hyperparameters is not None and name not in hyperparameters:
         found.append(f"{key}: {name} is not a hyperparameter of train.py; known: {', '.join(sorted(hyperparameters))}")
@@ -43,16 +49,20 @@ def parameter_problems(key, name, parameter, hyperparameters, backend) -> list:
     scaling = parameter.get("scaling", "Auto")
     if scaling in ("Logarithmic", "ReverseLogarithmic") and low <= 0:
         found.append(f"{key}: {scaling} scaling needs min > 0, got {low}")
-    if scaling == "ReverseLogarithmic" and backend != "sagemaker":
-        found.append(
-            f"{key}: ReverseLogarithmic scaling has no Optuna counterpart (the {backend} backend's tuner): "
-            f"use Linear or Logarithmic"
-        )
     return found
 
 
-def search_problems(tuning: dict) -> list:
-    """The search as a whole: Grid's parameters, and max_jobs against the combinations there are."""
+def search_problems(tuning: dict, backend: str = "local") -> list:
+    """The search as a whole, for the tuner that runs it: scalings it has, Grid's parameters, and max_jobs against
+    the combinations there are. (The run plan asks this, with the schema's defaults filled in.)"""
+    if backend != "sagemaker":
+        reverse = [n for n, p in tuning["parameters"].items() if p.get("scaling") == "ReverseLogarithmic"]
+        if reverse:
+            return [
+                f"tuning.parameters.{name}: ReverseLogarithmic scaling has no Optuna counterpart (the {backend} "
+                f"backend's tuner): use Linear or Logarithmic"
+                for name in reverse
+            ]
     combinations = search_combinations(tuning)
     if tuning["strategy"] == "Grid":
         if combinations is None:
