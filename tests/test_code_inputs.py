@@ -16,6 +16,17 @@ from dogbreed.serving import packaging
 # them (downstream, as for any changed input). serving/server.py, tuning/: the local backend imports them (its endpoint
 # server, the project's tuner), so every rule that talks to the backend depends on them.
 BACKEND_RULES = {"tune", "train", "upload", "start_endpoint", "evaluate", "deploy"}
+# every rule of the demo's DAG: each script imports the package, and runtime/ (run_rule) at least
+EVERY_RULE = {
+    *BACKEND_RULES,
+    "fetch",
+    "prepare",
+    "check_training",
+    "profiler_report",
+    "package_model",
+    "report_figures",
+    "report",
+}
 RERUN_MATRIX = {
     "scripts/classifier.py": {"package_model", "train", "tune"},
     "scripts/feature_cache.py": {"train", "tune"},
@@ -25,32 +36,14 @@ RERUN_MATRIX = {
     "scripts/job_contract.py": {*BACKEND_RULES, "check_training", "fetch", "package_model"},
     "scripts/requirements.txt": {"train", "tune"},
     "scripts/train.py": {"train", "tune"},
-    "workflow/dogbreed/__init__.py": {
-        *BACKEND_RULES,
-        "fetch",
-        "prepare",
-        "check_training",
-        "profiler_report",
-        "package_model",
-        "report_figures",
-        "report",
-    },
+    "workflow/dogbreed/__init__.py": EVERY_RULE,
     "workflow/dogbreed/backends/registry.py": BACKEND_RULES,
     "workflow/dogbreed/backends/__init__.py": BACKEND_RULES,
     "workflow/dogbreed/backends/errors.py": BACKEND_RULES,
     "workflow/dogbreed/checks/__init__.py": {"check_training", "profiler_report"},
     "workflow/dogbreed/data/__init__.py": {*BACKEND_RULES, "fetch", "prepare"},
     "workflow/dogbreed/reporting/__init__.py": {"profiler_report", "report", "report_figures"},
-    "workflow/dogbreed/runtime/__init__.py": {
-        *BACKEND_RULES,
-        "fetch",
-        "prepare",
-        "check_training",
-        "profiler_report",
-        "package_model",
-        "report_figures",
-        "report",
-    },
+    "workflow/dogbreed/runtime/__init__.py": EVERY_RULE,
     "workflow/dogbreed/serving/__init__.py": {*BACKEND_RULES, "package_model"},
     "workflow/dogbreed/training/__init__.py": BACKEND_RULES,
     "workflow/dogbreed/tuning/__init__.py": BACKEND_RULES,
