@@ -433,3 +433,33 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
             backend.invoke(endpoint, body.encode(), "application/json")
     finally:
         backend.teardown(tmp_path / "state")
+
+
+def test_an_artifact_that_cannot_be_served_is_refused_before_anything_is_touched(served, trained, tmp_path):
+    """deploy's check (start_endpoint runs it before the backend stops what serves now): a truncated archive, a model
+    that does not load, a training artifact package_model cannot read — each one line naming the file and the command
+    that makes it again."""
+    result, _ = trained
+    good = tmp_path / "good.tar.gz"
+    packaging.package_for_serving(result["model_uri"][len("file://") :], REPO / "scripts", good)
+    packaging.check_servable(good, "remake-it")  # loads
+
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(packaging.ArtifactError, match=r"truncated.tar.gz cannot be read .*`remake-it`"):
+        packaging.check_servable(truncated, "remake-it")
+
+    broken = tmp_path / "broken.tar.gz"  # whole archive, garbage weights
+    with tarfile.open(good) as source, tarfile.open(broken, "w:gz") as out:
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name == "model.pth":
+                data = b"not a model"
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    with pytest.raises(packaging.ArtifactError, match=r"the model in .*broken.tar.gz does not load"):
+        packaging.check_servable(broken, "remake-it")
+
+    with pytest.raises(packaging.ArtifactError, match=r"truncated.tar.gz cannot be read .*`train-again`"):
+        packaging.package_for_serving(truncated, REPO / "scripts", tmp_path / "out.tar.gz", "train-again")
+    assert not (tmp_path / "out.tar.gz").exists()

@@ -305,6 +305,24 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     assert answer.json()["edited"] is True
 
 
+def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
+    """Deploy is transactional: the new artifact is unpacked and its model loaded before the endpoint serving now is
+    touched; a bad one is one line naming the file and the command that remakes it."""
+    state, process = endpoint_process(deployed)
+    artifact = deployed / "results/deploy/model.tar.gz"
+    whole = artifact.read_bytes()
+    artifact.write_bytes(whole[: len(whole) // 2])
+    bad = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False)
+    output = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "results/deploy/model.tar.gz cannot be read" in output
+    assert "snakemake --cores 1 deploy --forcerun package_model --configfile config/test.yaml" in output
+    assert "Traceback" not in output
+    assert process.is_running() and requests.get(state["url"] + "/ping", timeout=5).status_code == 200
+    # the hinted command makes the artifact again and deploys it
+    snakemake(deployed, "deploy", "--forcerun", "package_model", *ARGS)
+    assert requests.get(json.loads((deployed / "results/endpoint.json").read_text())["url"] + "/ping", timeout=5).ok
+
+
 def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     state, process = endpoint_process(deployed)
     evaluated_at = (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns
