@@ -224,8 +224,8 @@ def keep_record(output_dir, keep_dir):
             ):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target.with_name(target.name + ".tmp"))  # aside, then renamed: a kill leaves it whole
-            os.replace(target.with_name(target.name + ".tmp"), target)
+            with contract.written_whole(target) as partial:  # a kill leaves it whole, a full disk leaves nothing
+                shutil.copy2(path, partial)
 
 
 def _step_of(path: Path):
@@ -245,7 +245,7 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
         else:
             target.unlink(missing_ok=True)
         if (keep_dir / name).is_dir():
-            shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*.tmp"))
+            shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*" + contract.PARTIAL))
         elif (keep_dir / name).is_file():
             shutil.copy2(keep_dir / name, target)
     # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)

@@ -13,6 +13,7 @@ The job code (train.py, feature_cache.py, inference.py) imports this file from i
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -153,7 +154,7 @@ def sha256_file(path) -> str:
 def is_data_file(name: str) -> bool:
     """A channel's data file by its relative name: not hidden (no part starts with "."; the loaders skip those)
     and not an upload in flight (".partial")."""
-    return not any(part.startswith(".") for part in name.split("/")) and not name.endswith(".partial")
+    return not any(part.startswith(".") for part in name.split("/")) and not name.endswith(PARTIAL)
 
 
 def channel_files(folder) -> list:
@@ -270,3 +271,21 @@ def error_body(reason: str) -> str:
 def read_metrics_file(path) -> list:
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+# --- files written whole ---------------------------------------------------------------------------
+PARTIAL = ".partial"  # a file being written: no reader takes it for data (is_data_file), no sync deletes another's
+
+
+@contextlib.contextmanager
+def written_whole(path):
+    """Write a file aside and rename it into place, so no reader (a job, a sync, a resume) ever sees half of it and a
+    write that fails (a full disk, an interruption) leaves nothing behind. Yields the path to write to:
+    <name>.<pid>.partial beside it, this process's own (two writers of one file at once never share one)."""
+    path = Path(path)
+    partial = path.with_name(f"{path.name}.{os.getpid()}{PARTIAL}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

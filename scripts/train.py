@@ -384,7 +384,7 @@ class Checkpoint:
 
     def save(self, model, epoch, best, hook, output_dir):
         """The record so far, then the state: written aside and renamed, so a kill mid-write leaves the previous
-        one whole."""
+        one whole, and a failed write (a full disk) leaves nothing."""
         instrumentation.keep_record(output_dir, self.record_copy)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -397,8 +397,8 @@ class Checkpoint:
             "job_name": self.job_name,
             "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None,
         }
-        torch.save(state, self.path.with_suffix(".tmp"))
-        os.replace(self.path.with_suffix(".tmp"), self.path)
+        with contract.written_whole(self.path) as partial:  # a full disk leaves no half checkpoint behind
+            torch.save(state, partial)
 
     def remove(self):
         """Done: the checkpoint has served its purpose. Removing it keeps later trials of a tuning job, which share

@@ -98,6 +98,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
     assert len(said) == 1 and said[0].startswith(
         f"error in rule prepare: no space left on the device holding {small}/results/"
     ), said
+    assert "or set results_dir to a bigger disk" in said[0]
 
 
 def test_an_error_every_trial_would_hit_stops_tuning_at_once_in_one_line(workdir):

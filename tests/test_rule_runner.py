@@ -57,6 +57,33 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capfd):
     )
 
 
+def test_a_full_disk_names_the_setting_that_moves_the_folder_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import job_contract
+
+    monkeypatch.chdir(tmp_path)
+    smk = SimpleNamespace(**vars(rule(tmp_path)), config={"results_dir": "results", "store": {"uri": "file://store"}})
+    for path, setting in [
+        ("store/datasets/x/train/a.jpg", "store.uri"),
+        ("results/jobs/t/checkpoint.pth", "results_dir"),
+    ]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / path))
+        assert f"or set {setting} to a bigger disk, and run again" in rule_runner.disk_full(full, smk)
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", "/tmp/x")
+    assert "or set" not in rule_runner.disk_full(elsewhere, smk)
+
+    # a write that fails (here: the disk filled mid-write) leaves neither half a file nor its partial copy
+    target = tmp_path / "results/jobs/t/checkpoint.pth"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(OSError), job_contract.written_whole(target) as partial:
+        partial.write_bytes(b"half of")
+        raise OSError(errno.ENOSPC, "No space left on device", str(partial))
+    assert target.read_bytes() == b"the previous checkpoint" and list(target.parent.iterdir()) == [target]
+    with job_contract.written_whole(target) as partial:
+        partial.write_bytes(b"the new checkpoint")
+    assert target.read_bytes() == b"the new checkpoint" and list(target.parent.iterdir()) == [target]
+
+
 def test_stale_locks_go_only_when_their_run_is_dead(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".snakemake/locks").mkdir(parents=True)

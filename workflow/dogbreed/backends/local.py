@@ -2,6 +2,7 @@
 waitress server running the model's own code/inference.py. Python only; uses a GPU when there is one.
 """
 
+import errno
 import json
 import os
 import re
@@ -326,7 +327,7 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
             raise JobFailed(
                 f"training job {job_name} failed: no space left on the device holding "
                 f"{full.group(1)}; free some space and run again (log: {log_path})"
-            )
+            ) from OSError(errno.ENOSPC, "No space left on device", full.group(1))  # (rule_runner.disk_full reads it)
         raise JobFailed(
             f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
         )

@@ -9,7 +9,6 @@ config and credentials files, SSO, instance roles), never from the workflow's co
 """
 
 import contextlib
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,15 +112,12 @@ def _sync_folder(source: Path, target: Path) -> dict:
             skipped += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        # this process's own partial file (two syncs of one dataset at once never share one), renamed at once:
-        # an interrupted sync never leaves a half file under its name
-        partial = dst.with_name(f"{dst.name}.{os.getpid()}.partial")
-        shutil.copyfile(src, partial)
-        os.replace(partial, dst)
+        with contract.written_whole(dst) as partial:  # an interrupted sync never leaves a half file under its name
+            shutil.copyfile(src, partial)
         uploaded += 1
     removed = 0
     for path in sorted(target.rglob("*"), reverse=True):
-        if path.name.endswith(".partial"):  # another sync's file in flight: never this one's to delete
+        if path.name.endswith(contract.PARTIAL):  # another sync's file in flight: never this one's to delete
             continue
         if path.is_file() and path.relative_to(target).as_posix() not in wanted:
             path.unlink()
@@ -252,8 +248,10 @@ class S3Store:
         bucket, key = split_s3_uri(uri)
         try:
             size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-            partial = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.partial")
-            with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress:
+            with (
+                contract.written_whole(path) as partial,
+                tqdm(total=size, unit="B", unit_scale=True, desc=f"download {Path(key).name}") as progress,
+            ):
                 self.client.download_file(bucket, key, str(partial), Callback=progress.update)
         except Exception as error:
             if (
@@ -263,7 +261,6 @@ class S3Store:
             ):
                 return None
             raise self._error(error, uri) from error
-        os.replace(partial, path)
         return Path(path)
 
     def upload_object(self, path, uri):
@@ -295,9 +292,8 @@ class S3Store:
             ):
                 return "unchanged"
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-            self.client.download_file(bucket, _key(prefix, name), str(partial))
-            os.replace(partial, path)
+            with contract.written_whole(path) as partial:
+                self.client.download_file(bucket, _key(prefix, name), str(partial))
             return "downloaded"
 
         try:

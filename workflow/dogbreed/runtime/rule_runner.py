@@ -65,10 +65,22 @@ def disk_full(error, snakemake=None):
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
+    setting = moving_setting(where, getattr(snakemake, "config", None) or {})
     return (
         f"no space left on the device holding {path} ({free / 2**20:,.0f} MiB free there): "
-        "free some space, or set results_dir to a bigger disk, and run again"
+        f"free some space{f', or set {setting} to a bigger disk' if setting else ''}, and run again"
     )
+
+
+def moving_setting(path: Path, config: dict):
+    """The config key whose folder holds path (store.uri for a local store, results_dir), or None."""
+    store = (config.get("store") or {}).get("uri", "")
+    folders = [("store.uri", store.removeprefix("file://"))] if store.startswith("file://") else []
+    folders.append(("results_dir", config.get("results_dir", "results")))
+    for key, folder in folders:
+        if path == Path(folder).resolve() or Path(folder).resolve() in path.parents:
+            return key
+    return None
 
 
 def run_rule(main, snakemake):
