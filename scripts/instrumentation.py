@@ -245,7 +245,7 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
         else:
             target.unlink(missing_ok=True)
         if (keep_dir / name).is_dir():
-            shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*" + contract.PARTIAL))
+            shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*" + contract.PARTIAL, "*.tmp"))
         elif (keep_dir / name).is_file():
             shutil.copy2(keep_dir / name, target)
     # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)

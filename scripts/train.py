@@ -387,6 +387,9 @@ class Checkpoint:
         one whole, and a failed write (a full disk) leaves nothing."""
         instrumentation.keep_record(output_dir, self.record_copy)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # what a process killed mid-write left (kill -9, a reclaimed spot instance; checkpoint.tmp: older versions)
+        for stale in [*self.path.parent.glob(f"{self.path.name}.*{contract.PARTIAL}"), self.path.with_suffix(".tmp")]:
+            stale.unlink(missing_ok=True)
         state = {
             "model": model.model.state_dict(),
             "optimizer": model.optimizer.state_dict(),

@@ -7,6 +7,7 @@ import itertools
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import classifier
 import inference
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO
 from dogbreed.backends.local import LocalBackend
-from dogbreed.serving import packaging, server
+from dogbreed.serving import packaging, servable, server
 from PIL import Image
 
 
@@ -442,12 +443,12 @@ def test_an_artifact_that_cannot_be_served_is_refused_before_anything_is_touched
     result, _ = trained
     good = tmp_path / "good.tar.gz"
     packaging.package_for_serving(result["model_uri"][len("file://") :], REPO / "scripts", good)
-    packaging.check_servable(good, "remake-it")  # loads
+    servable.check_servable(good, "remake-it")  # loads
 
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(packaging.ArtifactError, match=r"truncated.tar.gz cannot be read .*`remake-it`"):
-        packaging.check_servable(truncated, "remake-it")
+    with pytest.raises(servable.ArtifactError, match=r"truncated.tar.gz cannot be read .*`remake-it`"):
+        servable.check_servable(truncated, "remake-it")
 
     broken = tmp_path / "broken.tar.gz"  # whole archive, garbage weights
     with tarfile.open(good) as source, tarfile.open(broken, "w:gz") as out:
@@ -457,9 +458,36 @@ def test_an_artifact_that_cannot_be_served_is_refused_before_anything_is_touched
                 data = b"not a model"
                 member.size = len(data)
             out.addfile(member, io.BytesIO(data) if data is not None else None)
-    with pytest.raises(packaging.ArtifactError, match=r"the model in .*broken.tar.gz does not load"):
-        packaging.check_servable(broken, "remake-it")
+    with pytest.raises(servable.ArtifactError, match=r"the model in .*broken.tar.gz does not load"):
+        servable.check_servable(broken, "remake-it")
 
-    with pytest.raises(packaging.ArtifactError, match=r"truncated.tar.gz cannot be read .*`train-again`"):
+    with pytest.raises(servable.ArtifactError, match=r"truncated.tar.gz cannot be read .*`train-again`"):
         packaging.package_for_serving(truncated, REPO / "scripts", tmp_path / "out.tar.gz", "train-again")
     assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one_and_nothing_else(tmp_path, monkeypatch):
+    """A full disk mid-save (torch.save raising after writing part of the file): the previous checkpoint stays whole
+    and no partial copy is left; a kill's leftover from an earlier save goes at the next one."""
+    import errno
+    from types import SimpleNamespace
+
+    import train
+
+    checkpoint = train.Checkpoint(tmp_path / "checkpoints", "job-1")
+    checkpoint.path.parent.mkdir(parents=True)
+    checkpoint.path.write_bytes(b"epoch 1")
+    (checkpoint.path.parent / "checkpoint.pth.999999.partial").write_bytes(b"a killed save's")  # another pid's
+    (checkpoint.path.parent / "checkpoint.tmp").write_bytes(b"an older version's")
+    state = SimpleNamespace(state_dict=dict)
+    model = SimpleNamespace(model=state, optimizer=state, scheduler=state, compute=SimpleNamespace(scaler=state))
+
+    def full_disk(obj, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(train.torch, "save", full_disk)
+    with pytest.raises(OSError):
+        checkpoint.save(model, 2, {}, None, tmp_path / "output")
+    assert checkpoint.path.read_bytes() == b"epoch 1"
+    assert [p.name for p in checkpoint.path.parent.iterdir()] == ["checkpoint.pth"]

@@ -90,6 +90,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
             f"results_dir={small}/results",
             check=False,
         )
+        assert not list(small.rglob("*.partial"))  # nothing half-written left on the full disk
     finally:
         subprocess.run(["umount", "--lazy", str(small)], check=True)
     out = full.stdout + full.stderr

@@ -117,5 +117,7 @@ def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
     channels = {"train": f"file://{tmp_path}/train", "valid": f"file://{tmp_path}/train"}
     with pytest.raises(JobFailed) as failed:
         LocalBackend({}).train("full", {}, channels, tmp_path / "jobs", source, echo=False)
-    assert "\n" not in str(failed.value)
-    assert "no space left on the device holding /ckpt/job/checkpoint.tmp" in str(failed.value)
+    assert "\n" not in str(failed.value) and "training job full ran out of disk space (log: " in str(failed.value)
+    # the rule's one line: the job, its log, then the path, the space left there and the setting that moves it
+    smk = SimpleNamespace(**vars(rule(tmp_path)), config={"results_dir": "results", "store": {"uri": "file://store"}})
+    assert "no space left on the device holding /ckpt/job/checkpoint.tmp (" in rule_runner.disk_full(failed.value, smk)

@@ -324,10 +324,10 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
     if status != "Stopped" and process.returncode != 0:
         tail = _tail(log_path)
         if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines
-            raise JobFailed(
-                f"training job {job_name} failed: no space left on the device holding "
-                f"{full.group(1)}; free some space and run again (log: {log_path})"
-            ) from OSError(errno.ENOSPC, "No space left on device", full.group(1))  # (rule_runner.disk_full reads it)
+            # the OSError, for rule_runner.disk_full: the space left there and the setting that moves that folder
+            raise JobFailed(f"training job {job_name} ran out of disk space (log: {log_path})") from OSError(
+                errno.ENOSPC, "No space left on device", full.group(1)
+            )
         raise JobFailed(
             f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
         )

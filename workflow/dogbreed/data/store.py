@@ -305,7 +305,7 @@ class S3Store:
             raise self._error(error, uri) from error
         removed = 0
         for name, path in _local_files(target).items():
-            if name not in stored and not name.endswith(".partial"):
+            if name not in stored and not name.endswith(contract.PARTIAL):
                 path.unlink()
                 removed += 1
         return {

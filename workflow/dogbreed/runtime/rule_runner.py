@@ -75,7 +75,8 @@ def disk_full(error, snakemake=None):
 def moving_setting(path: Path, config: dict):
     """The config key whose folder holds path (store.uri for a local store, results_dir), or None."""
     store = (config.get("store") or {}).get("uri", "")
-    folders = [("store.uri", store.removeprefix("file://"))] if store.startswith("file://") else []
+    local_store = store.startswith("file://") or (store and "://" not in store)  # (as store.local_path reads it)
+    folders = [("store.uri", str(Path(store.removeprefix("file://")).expanduser()))] if local_store else []
     folders.append(("results_dir", config.get("results_dir", "results")))
     for key, folder in folders:
         if path == Path(folder).resolve() or Path(folder).resolve() in path.parents:
@@ -94,10 +95,11 @@ def run_rule(main, snakemake):
     try:
         main(snakemake)
     except Exception as error:
-        if (full := disk_full(error, snakemake)) is not None:
+        full = disk_full(error, snakemake)
+        if type(error).__module__.startswith(("dogbreed", "classifier")):  # ours: its own words (a job's name, log)
+            print(f"error in rule {snakemake.rule}: {error}" + (f"; {full}" if full else ""), file=sys.stderr)
+        elif full is not None:
             print(f"error in rule {snakemake.rule}: {full}", file=sys.stderr)
-        elif type(error).__module__.startswith(("dogbreed", "classifier")):
-            print(f"error in rule {snakemake.rule}: {error}", file=sys.stderr)
         else:
             traceback.print_exc()
         sys.stderr.flush()
