@@ -35,6 +35,14 @@ def sagemaker(**settings):
 # (overlay, the words of the refusal)
 REFUSED = [
     (
+        {"backends": {"local": {"host": "0.0.0.0"}}},
+        "backends.local.host is '0.0.0.0': the endpoint would answer anyone",
+    ),
+    (
+        {"backend": "local_container", "backends": {"local_container": {"host": "my-laptop.example"}}},
+        "backends.local_container.host is 'my-laptop.example'",
+    ),
+    (
         {**SAGEMAKER, **sagemaker(instance_count=2)},
         "backends.sagemaker.instance_count is 2, but training.processes is 1: the 2 instances would each train the same model alone",
     ),

@@ -7,6 +7,7 @@ rule, the run's first side effect, shows the plan and on SageMaker its cost, and
 backends refuse a job's shape with the same functions (job_shape_problems) first thing when called directly.
 """
 
+import ipaddress
 from dataclasses import dataclass
 
 from dogbreed.training import jobspec
@@ -128,6 +129,28 @@ def placeholder_problems(settings: dict) -> list:
     ]
 
 
+def exposure_problems(backend: str, settings: dict) -> list:
+    """An endpoint this machine serves answers whoever reaches its address, without authentication: it binds a
+    loopback address only. (The container's inference toolkit gives the handler no request headers to check a token
+    in, so no token is offered in place of that.)"""
+    if backend not in ("local", "local_container"):
+        return []
+    host = str(settings.get("host", "127.0.0.1"))
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, which may resolve to any address
+        loopback = False
+    if loopback:
+        return []
+    return [
+        (
+            f"backends.{backend}.host is {host!r}: the endpoint would answer anyone who reaches that address, and it "
+            f"checks no credentials; keep it on 127.0.0.1 and reach it from elsewhere through an SSH tunnel or a reverse "
+            f"proxy that authenticates (docs/guide.md: Querying the endpoint)"
+        )
+    ]
+
+
 def store_problems(uri: str) -> list:
     if uri.startswith("s3://"):
         return []
@@ -140,6 +163,7 @@ def refusals(config) -> list:
     settings = jobspec.backend_settings(config)
     problems = tuning_spec.problems(config["tuning"], None, backend)
     problems += local_file_problems(backend, jobspec.model_settings(config))
+    problems += exposure_problems(backend, settings)
     if backend == "sagemaker":  # (the shipped placeholders are refused when the plan is approved: a dry run plans)
         problems += store_problems(config["store"]["uri"])
     for kind in ("trial", "features", "train"):
