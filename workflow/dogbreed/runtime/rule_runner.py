@@ -74,12 +74,14 @@ def disk_full(error, snakemake=None):
 
 def moving_setting(path: Path, config: dict):
     """The config key whose folder holds path (store.uri for a local store, results_dir), or None."""
-    store = (config.get("store") or {}).get("uri", "")
-    local_store = store.startswith("file://") or (store and "://" not in store)  # (as store.local_path reads it)
-    folders = [("store.uri", str(Path(store.removeprefix("file://")).expanduser()))] if local_store else []
-    folders.append(("results_dir", config.get("results_dir", "results")))
+    from dogbreed.data import store
+
+    folders = [("results_dir", Path(config.get("results_dir", "results")))]
+    uri = (config.get("store") or {}).get("uri")
+    with contextlib.suppress(store.StoreError):  # an s3:// store fills no local disk
+        folders[:0] = [("store.uri", store.local_path(uri))] if uri else []
     for key, folder in folders:
-        if path == Path(folder).resolve() or Path(folder).resolve() in path.parents:
+        if path == folder.resolve() or folder.resolve() in path.parents:
             return key
     return None
 
