@@ -87,6 +87,8 @@ rule all:
 
 onstart:
     run_guard.record_run()
+    # a signal to Snakemake alone stops the running jobs now, as Ctrl-C does (run_guard.py)
+    run_guard.stop_jobs_on_signals()
 
 
 onsuccess:

@@ -66,6 +66,16 @@ def sagemaker_sdk_quiet(tmp_path_factory):
     os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
 
 
+@pytest.fixture(autouse=True)
+def no_stop_left_over():
+    """A rule script stops once and ends (run_guard.stopping); a test that stops jobs in this process must
+    not leave the next test's jobs stopped before they start."""
+    yield
+    from dogbreed.runtime import run_guard
+
+    run_guard.stopping.clear()
+
+
 TINY_CLASSES = [
     ("001.Red_Circle", "circle", (200, 40, 40)),
     ("002.Green_Square", "square", (40, 170, 60)),

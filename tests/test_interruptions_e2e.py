@@ -1,5 +1,5 @@
-"""Real Snakemake runs interrupted the hard ways: Snakemake killed outright during tuning, a full
-disk, and a setup error every tuning trial would hit. Each in a scratch copy of the workflow (no deployed run needed)."""
+"""Real Snakemake runs interrupted the hard ways: Snakemake killed outright or sent SIGTERM during tuning, a
+full disk, and a setup error every tuning trial would hit. Each in a scratch copy of the workflow (no deployed run needed)."""
 
 import signal
 import subprocess
@@ -74,6 +74,60 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
     # the retry went on in the trial's MLflow run: one run, its epochs from before and after the kill
     ((run, history),) = job_runs(workdir, job.name)
     assert run.info.status == "FINISHED" and [step for step, _ in history["valid_accuracy"]] == [1, 2, 3]
+
+
+def test_sigterm_to_snakemake_alone_stops_parallel_trials_at_once_and_the_rerun_resumes(workdir):
+    """SIGTERM to Snakemake only (what kill, timeout, systemd and docker stop send), while two trials run in
+    parallel: Snakemake and everything it started are gone within 30 s (Snakemake's own handling would let
+    both trials finish and start the next), one line says what stopped, and the rerun resumes both."""
+    stopped = overlay(
+        workdir,
+        "sigterm",
+        {
+            "results_dir": "results-sigterm",
+            "tuning": {"max_jobs": 2, "max_parallel_jobs": 2, "trial_hyperparameters": {"epochs": 3}},
+        },
+    )
+    target = "results-sigterm/best_hyperparameters.json"
+    run = subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), target, "--cores", "2", "--set-threads", "tune=2", *stopped],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 600
+        logs = workdir / "results-sigterm/jobs"
+        while sum("epoch=1 " in log.read_text() for log in logs.glob("*/log.txt")) < 2:
+            assert run.poll() is None and time.time() < deadline, "the two trials never finished their first epoch"
+            time.sleep(0.2)
+        jobs = psutil.Process(run.pid).children(recursive=True)
+        trials = [p for p in jobs if "train.py" in " ".join(command_line(p))]
+        assert len(trials) == 2, [command_line(p) for p in jobs]
+        for trial in trials:  # neither can finish on its own before the signal lands
+            trial.suspend()
+        signalled = time.time()
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=30)
+        _gone, alive = psutil.wait_procs(jobs, timeout=max(1, 30 - (time.time() - signalled)))
+        assert not alive, f"left running after SIGTERM: {[command_line(p) for p in alive]}"
+        assert time.time() - signalled < 30
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            if process.pid == run.pid or run.pid in [parent.pid for parent in process.parents()]:
+                process.kill()
+    assert run.returncode != 0 and "Traceback" not in out, out
+    said = [line for line in out.splitlines() if line.startswith("rule tune stopped")]
+    assert len(said) == 1 and said[0].startswith("rule tune stopped by SIGTERM: stopped training job "), out
+    assert said[0].count("training job ") == 2 and said[0].endswith("run the same command again to resume"), said
+    assert "SIGTERM: stopping the running jobs" in out
+    snakemake(workdir, target, "--set-threads", "tune=2", *stopped)  # no --unlock; both trials retried
+    rows = (workdir / "results-sigterm/tuning/trials.csv").read_text().splitlines()
+    assert sorted(row.split(",")[2] for row in rows[1:]) == ["Completed", "Completed", "Failed", "Failed"], rows
+    for job in (workdir / "results-sigterm/jobs").iterdir():
+        log = (job / "log.txt").read_text()
+        assert "resumed from" in log and "after epoch 1" in log, log
 
 
 def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):

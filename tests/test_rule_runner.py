@@ -1,5 +1,6 @@
-"""How rule scripts end: a full disk in one line (whatever chain of errors it causes), and the stale
-locks of a killed Snakemake removed only when that run is provably gone."""
+"""How rule scripts end: a full disk in one line (whatever chain of errors it causes), a signal in one line
+naming the jobs it stopped, and the stale locks of a killed Snakemake removed only when that run is provably
+gone."""
 
 import errno
 import itertools
@@ -7,6 +8,8 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 from types import SimpleNamespace
 
 import psutil
@@ -43,12 +46,13 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, capfd):
     def main(smk):
         raise chained(AssertionError("Should not reach."), sqlite)
 
-    sigterm = signal.getsignal(signal.SIGTERM)  # run_rule sets its own, for a rule script's process
+    handlers = {s: signal.getsignal(s) for s in run_guard.STOP_SIGNALS}  # run_rule sets its own, for a rule script
     try:
         with pytest.raises(SystemExit):
             rule_runner.run_rule(main, rule(tmp_path))
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     err = capfd.readouterr().err
     assert (
         err.count("\n") == 1
@@ -121,3 +125,47 @@ def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
     # the rule's one line: the job, its log, then the path, the space left there and the setting that moves it
     smk = SimpleNamespace(**vars(rule(tmp_path)), config={"results_dir": "results", "store": {"uri": "file://store"}})
     assert "no space left on the device holding /ckpt/job/checkpoint.tmp (" in rule_runner.disk_full(failed.value, smk)
+
+
+# A rule script (run_rule) whose rule runs a slow training job of the local backend (a real subprocess).
+SLOW_RULE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from types import SimpleNamespace
+    from dogbreed.backends.local import LocalBackend
+    from dogbreed.runtime.rule_runner import run_rule
+
+    here = Path(sys.argv[1])
+    def main(smk):
+        channels = {"train": f"file://{here}/train", "valid": f"file://{here}/train"}
+        LocalBackend({}).train("slow", {}, channels, here / "jobs", here / "source", echo=False)
+
+    run_rule(main, SimpleNamespace(rule="train", output=[str(here / "out")], log=[str(here / "train.log")]))
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_the_rule_and_its_job_in_one_line(tmp_path, signum):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source/train.py").write_text(
+        "import time\nprint('epoch=1 valid_accuracy=0.5', flush=True)\ntime.sleep(600)\n"
+    )
+    (tmp_path / "train").mkdir()
+    (tmp_path / "rule.py").write_text(SLOW_RULE)
+    script = subprocess.Popen(
+        [sys.executable, str(tmp_path / "rule.py"), str(tmp_path)], stderr=subprocess.PIPE, text=True
+    )
+    log = tmp_path / "jobs/slow/log.txt"
+    while not (log.is_file() and "epoch=1" in log.read_text()):
+        assert script.poll() is None, script.stderr.read()
+        time.sleep(0.1)
+    job = psutil.Process(script.pid).children()
+    script.send_signal(signum)
+    err = script.communicate(timeout=60)[1]
+    assert script.returncode == 130 and "Traceback" not in err, err
+    name = signal.Signals(signum).name
+    assert err.strip().splitlines()[-1] == (
+        f"rule train stopped by {name}: stopped training job slow, checkpoints kept; run the same command again to resume"
+    )
+    _gone, alive = psutil.wait_procs(job, timeout=10)
+    assert not alive and (tmp_path / "jobs/slow/checkpoints").is_dir()

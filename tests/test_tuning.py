@@ -1,6 +1,7 @@
 import json
 import math
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -223,6 +224,32 @@ def test_a_failure_no_hyperparameters_would_change_stops_the_study_at_once(job_e
     rows = optuna_study.trials_table(study, spec)
     assert [r["status"] for r in rows] == ["Failed"] + ["Completed"] * 4
     assert rows[1]["retry_of"] == 0 and rows[1]["lr"] == rows[0]["lr"]  # the trial it stopped at, run again
+
+
+def test_the_trials_beside_one_that_stops_the_study_stop_at_once_and_are_retried(job_env):
+    """Optuna waits for the other threads' trials to finish; here they stop with the study (each would train
+    for 5 minutes), are recorded as interrupted, and the rerun retries them under their job names."""
+    spec = {**SPEC, "max_jobs": 2}
+    slow = runner(job_env, spec, fixed={"epochs": 600, "sleep": 0.5}, name="parallel")
+
+    def run_trial(trial, hyperparameters, report):
+        if trial.number == 0:
+            return slow(trial, hyperparameters, report)
+        log = job_env["jobs"] / "parallel-trial-000/log.txt"
+        while not (log.is_file() and "epoch=1 " in log.read_text()):  # trial 0's job is under way
+            time.sleep(0.1)
+        raise optuna_study.StudyStopped("planted: no hyperparameters would help")
+
+    with pytest.raises(optuna_study.StudyStopped, match="planted"):
+        optuna_study.run_study(spec, run_trial, job_env["db"], "parallel", parallel=2, announce=False)
+    assert "epoch=600" not in (job_env["jobs"] / "parallel-trial-000/log.txt").read_text()
+    study = optuna.load_study(study_name="parallel", storage=f"sqlite:///{job_env['db']}")
+    assert study.trials[0].user_attrs.get("interrupted") and study.trials[1].user_attrs.get("stopped_study")
+    rerun = optuna_study.run_study(
+        spec, runner(job_env, spec, name="parallel"), job_env["db"], "parallel", announce=False
+    )
+    retried = {t.user_attrs["retry_of"]: t.user_attrs["job_name"] for t in rerun.trials if "retry_of" in t.user_attrs}
+    assert set(retried) == {0, 1} and retried[0] == "parallel-trial-000"  # resumed under its job name
 
 
 def test_a_diverged_trial_fails_alone_even_where_the_regex_reads_numbers_only(job_env):

@@ -11,3 +11,8 @@ class EndpointGone(RuntimeError):
 
 class EndpointRefused(RuntimeError):
     """An endpoint answered a request with an error; the message says what was sent and what it said."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A job stopped because the rule running it was told to stop (a signal, or the study its trial belonged to
+    stopped); its checkpoint is kept and the rerun resumes it. A KeyboardInterrupt, as the signal's own."""

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,9 @@ import job_contract as contract
 import psutil
 
 from dogbreed.backends.base import HttpEndpointBackend, write_endpoint_state
-from dogbreed.backends.errors import JobFailed
+from dogbreed.backends.errors import JobFailed, JobInterrupted
 from dogbreed.data import store
+from dogbreed.runtime import run_guard
 from dogbreed.serving import server
 from dogbreed.training import metrics
 
@@ -53,6 +55,19 @@ def _signal_job(process, signum):
         os.killpg(process.pid, signum)
     except ProcessLookupError:
         pass
+
+
+def _stop_when_asked(process):
+    """In a thread beside the job: when the rule is told to stop (run_guard.stopping, which a signal reaches
+    only in the main thread), stop the job, also when it runs in another thread (a parallel trial)."""
+    while process.poll() is None:
+        if run_guard.stopping.wait(0.5):
+            _signal_job(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # a job that ignores it (or is suspended): its checkpoint is whole
+                _signal_job(process, signal.SIGKILL)
+            return
 
 
 def distributed_launch(processes: int, env: dict) -> list:
@@ -294,6 +309,7 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
     log_path = job / "log.txt"
     status, epochs = "Completed", []
     with (
+        run_guard.job_running(f"training job {job_name}"),
         open(log_path, "w", buffering=1) as log,
         subprocess.Popen(  # line by line: `tail -f` works
             command,
@@ -307,6 +323,7 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
             start_new_session=True,
         ) as process,
     ):
+        threading.Thread(target=_stop_when_asked, args=(process,), daemon=True).start()
         try:
             for line in process.stdout:
                 log.write(line)
@@ -321,6 +338,8 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
             process.wait()
         finally:  # Ctrl-C, Snakemake stopping us, or a torchrun that died: nothing of the job's group outlives it
             _signal_job(process, signal.SIGKILL)
+        if status != "Stopped" and process.returncode != 0 and run_guard.stopping.is_set():
+            raise JobInterrupted(f"training job {job_name} stopped")  # by _stop_when_asked: its checkpoint kept
     if status != "Stopped" and process.returncode != 0:
         tail = _tail(log_path)
         if full := re.search(r"No space left on device: '([^']+)'", tail):  # the cause, not 25 lines

@@ -17,6 +17,7 @@ store is S3) and telemetry off, so local mode never contacts AWS for a file:// s
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +26,10 @@ import job_contract as contract
 
 from dogbreed.backends import containers
 from dogbreed.backends.base import TOOLKIT_SERVING_ENVIRONMENT, Backend, HttpEndpointBackend, ping, write_endpoint_state
-from dogbreed.backends.errors import EndpointGone, JobFailed
+from dogbreed.backends.errors import EndpointGone, JobFailed, JobInterrupted
 from dogbreed.backends.sagemaker import SageMakerBackend
 from dogbreed.data import store
-from dogbreed.runtime import naming
+from dogbreed.runtime import naming, run_guard
 from dogbreed.training import jobspec
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
@@ -52,10 +53,15 @@ def _remove_job_containers(client, container_root, log_path=None):
         for c in client.containers.list(all=True, filters={"label": COMPOSE_WORKING_DIR})
         if Path(c.labels[COMPOSE_WORKING_DIR]).is_relative_to(container_root)
     ]
+    import docker
+
     if log_path is not None:
         Path(log_path).write_bytes(b"".join(c.logs() for c in found))
     for container in found:
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:  # removed meanwhile (a stopped trial's, by its own watch)
+            pass
 
 
 def _handler_answers(url) -> bool:
@@ -173,22 +179,34 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         estimator.sagemaker_session = self._local_session(container_root)
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        failure = None
-        try:  # the SDK prints the container's output as it comes; log.txt gets it whole afterwards
-            estimator.fit(
-                {k: TrainingInput(uri) for k, uri in channels.items()},
-                job_name=job_name,
-                wait=True,
-                logs=self.settings.get("logs", "All") != "None",
-            )
-        except Exception as error:
-            failure = error
-        finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
-            try:
-                _remove_job_containers(client, container_root, log_path)
-            except Exception as error:  # the engine went away: say so, keep the job's own outcome
-                print(f"could not collect or remove the containers of {job_name}: {error}")
-            shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
+        failure, fitted = None, threading.Event()
+
+        def stop_when_asked():  # a signal reaches only the main thread: a parallel trial's containers stop here
+            while not fitted.is_set():
+                if run_guard.stopping.wait(0.5):
+                    _remove_job_containers(client, container_root)
+                    return
+
+        threading.Thread(target=stop_when_asked, daemon=True).start()
+        with run_guard.job_running(f"local-mode training job {job_name}"):
+            try:  # the SDK prints the container's output as it comes; log.txt gets it whole afterwards
+                estimator.fit(
+                    {k: TrainingInput(uri) for k, uri in channels.items()},
+                    job_name=job_name,
+                    wait=True,
+                    logs=self.settings.get("logs", "All") != "None",
+                )
+            except Exception as error:
+                failure = error
+            finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
+                fitted.set()
+                try:
+                    _remove_job_containers(client, container_root, log_path)
+                except Exception as error:  # the engine went away: say so, keep the job's own outcome
+                    print(f"could not collect or remove the containers of {job_name}: {error}")
+                shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
+            if failure is not None and run_guard.stopping.is_set():
+                raise JobInterrupted(f"local-mode training job {job_name} stopped")
         if failure is not None:
             log = log_path.read_text(errors="replace") if log_path.exists() else ""
             raise JobFailed(

@@ -40,7 +40,20 @@ class Tee:
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    # Once: Ctrl-C reaches this script and Snakemake, which passes it on as SIGTERM; a second signal must not
+    # cut short the stopping of what this script runs (a script stuck in it is killed by run_guard's watch).
+    for each in run_guard.STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    run_guard.stopping.set()  # the jobs in other threads (parallel trials) stop too
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stopped_line(rule, interruption: KeyboardInterrupt) -> str:
+    """The one line an interrupted rule ends with: what stopped it, what it stopped, how to resume."""
+    why = f" by {interruption.args[0]}" if interruption.args else ""
+    stopped = run_guard.stopped_jobs()  # waits for the jobs in other threads to stop
+    what = f": stopped {', '.join(stopped)}, checkpoints kept" if stopped else ""
+    return f"rule {rule} stopped{why}{what}; run the same command again to resume"
 
 
 def disk_full(error, snakemake=None):
@@ -87,15 +100,21 @@ def moving_setting(path: Path, config: dict):
 
 
 def run_rule(main, snakemake):
-    # Snakemake stops jobs with SIGTERM: turn it into an exception, so a rule that launched a training
-    # job or a server stops that too instead of leaving it running.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Snakemake stops jobs with SIGTERM (run_guard passes its own SIGTERM, SIGHUP and SIGINT on that way), Ctrl-C
+    # sends SIGINT: each turns into an exception, so a rule that launched a training job or a server stops that
+    # too instead of leaving it running, and ends with one line, not a traceback.
+    for signum in run_guard.STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
     # ...and when Snakemake is killed outright (kill -9), stop as if it had sent that SIGTERM
     run_guard.stop_when_snakemake_dies()
     log = open(snakemake.log[0], "w", encoding="utf-8")
     sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
     try:
         main(snakemake)
+    except KeyboardInterrupt as interruption:
+        print(stopped_line(snakemake.rule, interruption), file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(130)
     except Exception as error:
         full = disk_full(error, snakemake)
         if type(error).__module__.startswith(("dogbreed", "classifier")):  # ours: its own words (a job's name, log)

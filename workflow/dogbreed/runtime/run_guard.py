@@ -1,4 +1,10 @@
-"""What a killed Snakemake leaves behind, and how the plain rerun still works.
+"""How a stopped Snakemake stops its work, and how the plain rerun resumes it.
+
+A signal to Snakemake alone (SIGTERM from `kill`, `timeout`, systemd or `docker stop`; SIGHUP from a closed
+terminal; SIGINT) is handled like Ctrl-C: Snakemake's own SIGTERM handling would wait for the running jobs to
+finish (a tuning study's next trials included), so stop_jobs_on_signals passes the signal to the rule scripts
+now. A rule script stops what it runs (a training job, a study's parallel trials, a container) through
+`stopping`, keeps the checkpoints, and says in one line what it stopped and how to resume.
 
 `kill -9` of Snakemake (or a closed terminal, the OOM killer) kills only Snakemake: each job runs in a
 shell of its own and goes on without it, writing outputs no one records, and Snakemake's locks stay,
@@ -10,15 +16,100 @@ so the next run refuses to start ("Directory cannot be locked ... --unlock"). He
     next run removes the locks when every recorded run is provably dead, never while one still runs.
 """
 
+import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 RUNS_DIR = Path(".snakemake/dogbreed-runs")  # relative to the working directory, as Snakemake's own
 LOCKS_DIR = Path(".snakemake/locks")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+SHELLS = {"sh", "bash", "dash", "zsh"}  # what Snakemake runs a rule script in
+
+# In a rule script: set when it is told to stop (a signal, or its study stopped). Every job it runs watches
+# it, also those in threads other than the main one (a study's parallel trials), which no signal reaches.
+stopping = threading.Event()
+_jobs = threading.Condition()
+_running, _stopped = set(), []  # the jobs this rule script runs now, and those it stopped
+
+
+@contextlib.contextmanager
+def job_running(what: str):
+    """Around a job this rule script runs: one a stop interrupts (KeyboardInterrupt) is named in the rule's
+    last line, and that line waits for it to end."""
+    with _jobs:
+        _running.add(what)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stopped.append(what)
+        raise
+    finally:
+        with _jobs:
+            _running.discard(what)
+            _jobs.notify_all()
+
+
+def stopped_jobs(timeout=30.0) -> list:
+    """The jobs stopped, once every job still running has ended (a parallel trial stops in its own thread, after
+    the main thread's interruption), or timeout seconds have passed."""
+    with _jobs:
+        _jobs.wait_for(lambda: not _running, timeout)
+    return list(_stopped)
+
+
+def stop_jobs_on_signals():
+    """In Snakemake (onstart: after its scheduler made SIGTERM wait for the running jobs): SIGTERM, SIGHUP and
+    SIGINT pass SIGTERM to the rule scripts, then stop Snakemake as Ctrl-C does (it waits for them to stop, and
+    starts nothing new). A second signal kills what still runs."""
+    try:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _stop_snakemake)
+    except ValueError:  # not the main thread (Snakemake run through its API in a thread): its own handling
+        pass
+
+
+def _rule_scripts() -> list:
+    """The rule scripts this Snakemake runs: its children, or the children of the shell it runs one in."""
+    import psutil
+
+    scripts = []
+    for child in psutil.Process().children():
+        try:
+            scripts += child.children() if child.name() in SHELLS else [child]
+        except psutil.Error:  # ended meanwhile
+            continue
+    return scripts
+
+
+def _stop_snakemake(signum, frame):
+    import psutil
+
+    name = signal.Signals(signum).name
+    if not stopping.is_set():
+        stopping.set()
+        print(
+            f"{name}: stopping the running jobs (their checkpoints are kept) and starting no new one; "
+            f"run the same command again to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        for script in _rule_scripts():
+            try:
+                script.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        raise KeyboardInterrupt(name)  # Snakemake's Ctrl-C path: it waits for its jobs and exits
+    print(f"{name} again: killing what still runs", file=sys.stderr, flush=True)
+    for process in psutil.Process().children(recursive=True):
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
 
 
 def _alive(pid: int, started: float) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from dogbreed.runtime import run_guard
 from dogbreed.tuning import spec as tuning_spec
 
 STATUS = {
@@ -113,9 +114,11 @@ def trial_line(trial, spec, finished=None, total=None) -> str:
     )
 
 
-def trial_objective(spec, run_trial, tracking=None):
+def trial_objective(spec, run_trial, tracking=None, stoppers=None):
     """Optuna's objective: the trial's hyperparameters drawn from the spec, its job run by run_trial, its outcome
-    recorded on the trial (and in its MLflow run) the way recover_interrupted and trial_line read it."""
+    recorded on the trial (and in its MLflow run) the way recover_interrupted and trial_line read it. An error
+    that stops the study is also appended to stoppers (Optuna drops one raised in its last parallel batch)."""
+    stoppers = [] if stoppers is None else stoppers
 
     def end_run(trial, status, failure=None):
         if tracking is not None:
@@ -142,6 +145,10 @@ def trial_objective(spec, run_trial, tracking=None):
         except Exception as error:
             trial.set_user_attr("stopped_study", True)
             end_run(trial, "Failed", str(error))
+            # the trials running beside it stop now (Optuna would wait for them to finish): each is
+            # interrupted, and retried by the rerun
+            stoppers.append(error)
+            run_guard.stopping.set()
             raise
         end_run(trial, "Stopped" if value is None else "Completed")
         if value is None:
@@ -185,7 +192,8 @@ def run_study(
     ]
     remaining = int(spec["max_jobs"]) - len(finished)
 
-    objective = trial_objective(spec, run_trial, tracking)
+    stoppers = []
+    objective = trial_objective(spec, run_trial, tracking, stoppers)
     done = [len(finished)]
 
     def print_trial(study, trial):
@@ -193,13 +201,19 @@ def run_study(
         print(trial_line(trial, spec, done[0], int(spec["max_jobs"])), flush=True)
 
     if remaining > 0:
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            n_jobs=max(1, int(parallel)),
-            catch=(TrialFailed,),
-            callbacks=[print_trial] if announce else [],
-        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                n_jobs=max(1, int(parallel)),
+                catch=(TrialFailed,),
+                callbacks=[print_trial] if announce else [],
+            )
+        finally:  # Optuna has waited for the trials running beside one that stopped the study: they stopped
+            if stoppers:
+                run_guard.stopping.clear()
+        if stoppers:  # raised in the last parallel batch, where Optuna drops it
+            raise stoppers[0]
     return study
 
 

@@ -7,8 +7,8 @@ import os
 import queue
 from pathlib import Path
 
-from dogbreed.backends.errors import JobFailed
-from dogbreed.runtime import naming
+from dogbreed.backends.errors import JobFailed, JobInterrupted
+from dogbreed.runtime import naming, run_guard
 from dogbreed.training import jobspec, metrics
 from dogbreed.tuning import optuna_study
 from dogbreed.tuning.optuna_study import StudyStopped, TrialFailed
@@ -89,6 +89,8 @@ def trial_runner(
             values.append(value)
             return report(len(values), value)
 
+        if run_guard.stopping.is_set():  # the study is stopping: no new job starts
+            raise JobInterrupted(f"{job_name} not started")
         whole = jobspec.merge(fixed_hyperparameters, hyperparameters)  # the job's flags: the study's, then the trial's
         logging_into_run = tracking.start(trial, job_name, whole) if tracking is not None else {}
         environment = slots.get()
