@@ -12,10 +12,17 @@ The job reads the image channels and writes under SM_MODEL_DIR (every backend br
 The workflow publishes the two folders in the store as the `train` and `valid` channels of the tuning
 trials and the final training (workflow/dogbreed/training/features.py).
 
+A stopped job resumes: every minute it keeps the features computed so far under SM_CHECKPOINT_DIR (a
+checkpoint the backends give back to the job's rerun, as for train.py), and the rerun starts from the
+next image. Each image's augmentation is drawn from its own seed (the run's, the view, its index), so a
+resumed cache is the one an uninterrupted job makes, whatever the number of loader workers.
+
     python feature_cache.py --train <images> --valid <images> --model_dir <out> [--feature_views 3]
 """
 
 import argparse
+import functools
+import hashlib
 import json
 import sys
 import time
@@ -25,16 +32,17 @@ import classifier
 import image_folders
 import job_contract as contract
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 # the feature cache's file names are the job contract's (the workflow checks a cache in the store by them)
 FEATURES_FILE, INFO_FILE, BACKBONE_FILE = contract.FEATURES_FILE, contract.FEATURES_INFO_FILE, contract.BACKBONE_FILE
+CHECKPOINT_EVERY_S = 60  # how much work a stop can cost at most
 
 
 def build_parser() -> argparse.ArgumentParser:
     # its flags are the job contract's (job_contract.py): the workflow derives the cache's identity from them
     return contract.build_parser(
-        contract.FEATURE_FLAGS, ("train", "valid", "model_dir"), __doc__, defaults={"batch_size": 64}
+        contract.FEATURE_FLAGS, ("train", "valid", "model_dir", "checkpoint_dir"), __doc__, defaults={"batch_size": 64}
     )
 
 
@@ -43,26 +51,78 @@ def feature_spec(arch, weights, preprocessing) -> dict:
     return {"arch": arch, "weights": weights, "preprocessing": preprocessing}
 
 
-def extract_views(model, dataset, views, seed, device, spec, batch_size, loader_options, channels_last) -> torch.Tensor:
-    """V×N×D: the backbone's features of every image of dataset, once per view. Each view's random
-    augmentation draws are seeded, so the cache is the same on every run."""
+class SeededImages(Dataset):
+    """The images, each transformed with the torch RNG seeded from (view seed, index): an image's random
+    augmentation is the same whichever loader worker draws it, and whether or not the job resumed."""
+
+    def __init__(self, dataset, view_seed: int):
+        self.dataset, self.view_seed = dataset, view_seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        torch.manual_seed(self.view_seed * 1_000_003 + i)
+        return self.dataset[i]
+
+
+class ViewCheckpoint:
+    """The features of one channel's view computed so far, kept whole (job_contract.written_whole) under the
+    job's checkpoint folder; `identity` says which images in which order, so another job's are never taken."""
+
+    def __init__(self, checkpoint_dir, channel, view, identity: str):
+        self.path = Path(checkpoint_dir) / f"features-{channel}-view{view}.pt" if checkpoint_dir else None
+        self.identity, self.saved = identity, time.time()
+
+    def load(self) -> list:
+        """The chunks an earlier run of this job computed ([] when none)."""
+        if self.path is None or not self.path.is_file():
+            return []
+        kept = torch.load(self.path, weights_only=True)
+        return [kept["features"]] if kept["identity"] == self.identity else []
+
+    def save(self, chunks, force=False):
+        if self.path is None or not chunks or not (force or time.time() - self.saved > CHECKPOINT_EVERY_S):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contract.written_whole(self.path) as partial:
+            torch.save({"identity": self.identity, "features": torch.cat(chunks)}, partial)
+        self.saved = time.time()
+
+
+def extract_views(model, dataset, views, seed, device, spec, batch_size, loader_options, channels_last, checkpoints):
+    """V×N×D: the backbone's features of every image of dataset, once per view (SeededImages: the same on
+    every run). checkpoints(view) → that view's ViewCheckpoint: a resumed view starts after its kept images."""
     result = []
     for view in range(views):
-        torch.manual_seed(seed * 1000 + view)  # the DataLoader workers' seeds come from here
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options)
-        started, chunks = time.time(), []
+        checkpoint = checkpoints(view)
+        chunks = checkpoint.load()
+        done = sum(len(chunk) for chunk in chunks)
+        if done:
+            print(f"{contract.NOTE}{contract.RESUMED}{checkpoint.path} at image {done}/{len(dataset)}", flush=True)
+        images = Subset(SeededImages(dataset, seed * 1000 + view), range(done, len(dataset)))
+        loader = DataLoader(images, batch_size=batch_size, shuffle=False, **loader_options)
+        started = time.time()
         with torch.inference_mode():
-            for images, _ in loader:
-                images = classifier.normalise(images.to(device, non_blocking=True), spec, channels_last)
-                chunks.append(classifier.backbone_features(model, images).float().cpu())
+            for batch, _ in loader:
+                batch = classifier.normalise(batch.to(device, non_blocking=True), spec, channels_last)
+                chunks.append(classifier.backbone_features(model, batch).float().cpu())
+                checkpoint.save(chunks)
+        checkpoint.save(chunks, force=True)
         seconds = time.time() - started
         print(
-            f"view {view + 1}/{views}: {len(dataset)} images in {seconds:.1f} s "
-            f"({len(dataset) / max(seconds, 1e-9):.1f} img/s)",
+            f"view {view + 1}/{views}: {len(images)} images in {seconds:.1f} s "
+            f"({len(images) / max(seconds, 1e-9):.1f} img/s)",
             flush=True,
         )
         result.append(torch.cat(chunks))
     return torch.stack(result)
+
+
+def images_identity(dataset, spec, args) -> str:
+    """What a view's checkpoint is valid for: the images in order and what is computed from them."""
+    what = [str(path) for path, _ in dataset.samples] + [json.dumps(spec, sort_keys=True), args.arch, args.weights]
+    return hashlib.sha256("\n".join(what).encode()).hexdigest()
 
 
 def write_channel(folder: Path, features, labels, info):
@@ -97,6 +157,8 @@ def main(argv=None):
         flush=True,
     )
     out = Path(args.model_dir)
+    # run by hand off SageMaker (no /opt/ml): nowhere to keep checkpoints, none kept
+    kept_in = args.checkpoint_dir if Path(args.checkpoint_dir).parent.is_dir() else None
     started = time.time()
     for channel, transform, channel_views in (
         (
@@ -111,8 +173,18 @@ def main(argv=None):
         dataset = image_folders.ImageFolderByNumber(getattr(args, channel), transform)
         if not len(dataset):
             sys.exit(f"error: the {channel} channel ({getattr(args, channel)}) holds no images")
+        identity = images_identity(dataset, spec, args)
         features = extract_views(
-            model, dataset, channel_views, args.seed, device, spec, args.batch_size, options, args.channels_last
+            model,
+            dataset,
+            channel_views,
+            args.seed,
+            device,
+            spec,
+            args.batch_size,
+            options,
+            args.channels_last,
+            functools.partial(ViewCheckpoint, kept_in, channel, identity=identity),
         )
         labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.int64)
         info = {

@@ -153,6 +153,51 @@ def test_augmented_views_are_seeded_and_differ_from_each_other(tiny_channels, tm
     assert json.loads((tmp_path / "a/valid/features.json").read_text())["views"] == 1  # eval transform only
 
 
+def test_a_stopped_extraction_resumes_at_its_next_image_and_makes_the_same_cache(tiny_channels, tmp_path, monkeypatch):
+    """Stopped mid-view (a Ctrl-C while the loader reads image 7), the job's rerun keeps the features it had and
+    computes only the rest; with the augmentation seeded per image, the result is the uninterrupted one's."""
+    channels, _ = tiny_channels
+    monkeypatch.setattr(feature_cache, "CHECKPOINT_EVERY_S", 0)  # a checkpoint after every batch
+    spec = classifier.preprocessing_spec(32, 36)
+    model = classifier.build_model("resnet18", 3, "none").eval()
+    read = []
+
+    def transform(image):
+        read.append(1)
+        if stop_at is not None and len(read) == stop_at:
+            raise KeyboardInterrupt("SIGTERM")
+        return classifier.train_transform(spec, on_device=True)(image)
+
+    def extract_views(checkpoint_dir):
+        read.clear()
+        dataset = image_folders.ImageFolderByNumber(channels / "train", transform)
+        return feature_cache.extract_views(
+            model,
+            dataset,
+            2,
+            0,
+            torch.device("cpu"),
+            spec,
+            2,
+            {"num_workers": 0},
+            False,
+            lambda view: feature_cache.ViewCheckpoint(checkpoint_dir, "train", view, "the same images"),
+        )
+
+    stop_at = None
+    whole = extract_views(tmp_path / "uninterrupted")
+    images = whole.shape[1]
+    stop_at = images + 7  # in the second view, after three batches of two
+    with pytest.raises(KeyboardInterrupt):
+        extract_views(tmp_path / "stopped")
+    stop_at = None
+    resumed = extract_views(tmp_path / "stopped")
+    assert len(read) == images - 6  # the second view's first 6 images came from its checkpoint
+    assert torch.equal(resumed, whole)
+    other = feature_cache.ViewCheckpoint(tmp_path / "stopped", "train", 1, "other images")
+    assert other.load() == []  # another job's checkpoint is never taken
+
+
 def test_features_need_a_frozen_backbone_and_their_own_preprocessing(trained_both_ways, tmp_path):
     _, _, cache, _ = trained_both_ways
     result, _ = train(tmp_path, "unfrozen", cache / "train", cache / "valid")
