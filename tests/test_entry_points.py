@@ -5,8 +5,11 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import shutil
+import signal
 import tarfile
+import threading
 from pathlib import Path
 
 import classifier
@@ -434,6 +437,62 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
             backend.invoke(endpoint, body.encode(), "application/json")
     finally:
         backend.teardown(tmp_path / "state")
+
+
+class FlakyEndpoint(LocalBackend):
+    """The local backend, whose server is killed (a real kill) as the request numbered kill_at is sent, and, with
+    revive_after, brought back at its address that many seconds later: a restarting endpoint, or a dead one."""
+
+    def __init__(self, kill_at=None, revive_after=None, model_tar=None, state_dir=None):
+        super().__init__({"startup_timeout": 60})
+        self.kill_at, self.revive_after, self.model_tar, self.state_dir = kill_at, revive_after, model_tar, state_dir
+        self.requests, self.images_sent = 0, 0
+
+    def invoke(self, endpoint, body, content_type, accept="application/json"):
+        self.requests += 1
+        if self.requests == self.kill_at:
+            os.killpg(json.loads((self.state_dir / "state.json").read_text())["pid"], signal.SIGKILL)
+            if self.revive_after is not None:
+                threading.Timer(self.revive_after, self.revive, (endpoint, self.model_tar, self.state_dir)).start()
+        answer = super().invoke(endpoint, body, content_type, accept)
+        self.images_sent += len(json.loads(body)["instances"])
+        return answer
+
+
+def test_evaluate_rides_out_a_restarting_endpoint_and_resumes_after_a_dead_one(served, tiny_channels, tmp_path, capsys):
+    """Killed as the second request goes out and back 1.5 s later, the endpoint costs retries, not the evaluation;
+    killed for good, it costs one line, and the rerun sends only the images not answered yet."""
+    from dogbreed.backends.errors import EndpointGone
+    from dogbreed.serving import evaluation
+
+    channels, prepared = tiny_channels
+    model_tar, state = served[0].parent / "model.tar.gz", tmp_path / "state"
+    args = (prepared / "manifest.csv", channels, {"0": "Red_Circle", "1": "Green_Square", "2": "Blue_Triangle"}, 2)
+    restarting = FlakyEndpoint(kill_at=2, revive_after=1.5, model_tar=model_tar, state_dir=state)
+    endpoint = restarting.deploy(model_tar, "dogbreed-flaky", state)
+    try:
+        whole, rows = evaluation.evaluate(restarting, endpoint, *args)
+        assert "did not answer (ConnectionError): sending it again in" in capsys.readouterr().out
+        assert restarting.images_sent == whole["n"] > 4  # every image answered once
+
+        answers = evaluation.Answers(tmp_path / "answers.jsonl", "this model, this split")
+        dead = FlakyEndpoint(kill_at=2, state_dir=state)
+        with pytest.raises(EndpointGone) as gone:
+            evaluation.evaluate(dead, endpoint, *args, answers=answers, retry_for_s=1)
+        assert "\n" not in str(gone.value)
+        assert f"still after 1 s of retries (evaluation.retry_for_s); 2 of {whole['n']} images are answered" in str(
+            gone.value
+        )
+        restarting.revive(endpoint, model_tar, state)  # what the rerun's evaluate does first
+        rerun = FlakyEndpoint(state_dir=state)
+        again, rerun_rows = evaluation.evaluate(
+            rerun, endpoint, *args, answers=evaluation.Answers(tmp_path / "answers.jsonl", "this model, this split")
+        )
+        assert rerun.images_sent == whole["n"] - 2 and again["accuracy"] == whole["accuracy"]
+        assert rerun_rows["predicted_index"].tolist() == rows["predicted_index"].tolist()
+        assert evaluation.Answers(tmp_path / "answers.jsonl", "another model").predictions == {}  # never mixed
+    finally:
+        restarting.teardown(state)
 
 
 def test_an_artifact_that_cannot_be_served_is_refused_before_anything_is_touched(served, trained, tmp_path):

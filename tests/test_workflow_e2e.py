@@ -356,20 +356,14 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
     assert job_counts(back.stdout + back.stderr) == {"deploy": 1}  # it alone ran
 
-    # evaluate itself finding the endpoint dead says how to start a new one, and that command works
+    # evaluate itself finding the endpoint dead brings it back at its address first, then evaluates
     endpoint_process(deployed)[1].kill()
-    dead = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate", check=False)
-    assert dead.returncode != 0
-    assert "does not answer /ping" in dead.stdout + dead.stderr
-    hint = "snakemake --cores 1 deploy --forcerun start_endpoint --configfile config/test.yaml"
-    assert hint in dead.stdout + dead.stderr
-    snakemake(deployed, *hint.split()[3:])
-    assert (
-        requests.get(
-            json.loads((deployed / "results/endpoint.json").read_text())["url"] + "/ping", timeout=5
-        ).status_code
-        == 200
-    )
+    again = snakemake(deployed, "deploy", *ARGS, "--forcerun", "evaluate")
+    said = again.stdout + again.stderr
+    assert f"{state['endpoint_name']} at {state['url']} does not answer: bringing it back" in said
+    assert job_counts(said)["evaluate"] == 1 and "Traceback" not in said
+    assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
+    assert not (deployed / "results/evaluation/answers-so-far.jsonl").exists()  # kept only until it is complete
 
 
 def test_teardown_finds_the_endpoint_after_results_are_deleted(deployed):

@@ -22,7 +22,9 @@ rule evaluate:
         backend_settings=backend_settings(),
         batch_size=config["evaluation"]["batch_size"],
         max_request_bytes=config["evaluation"]["max_request_bytes"],
+        retry_for_s=config["evaluation"]["retry_for_s"],
         results_dir=results_dir,
+        state_dir=ENDPOINT_STATE,  # where the endpoint is recorded: evaluate brings back one that died
     script:
         "../scripts/evaluate.py"
 

@@ -9,7 +9,7 @@ from dogbreed.backends.base import read_endpoint_state
 from dogbreed.backends.registry import rule_backend
 from dogbreed.runtime import run_options
 from dogbreed.runtime.rule_runner import run_rule
-from dogbreed.serving import endpoint_registry, servable
+from dogbreed.serving import endpoint_registry
 
 
 def main(smk):
@@ -25,9 +25,9 @@ def main(smk):
         f"endpoint {name} at {endpoint['url']} {why}: bringing it back from {smk.input.model} "
         f"(its evaluation, {smk.input.evaluation}, is of this same artifact and stands)"
     )
-    servable.check_servable(smk.input.model, run_options.command("deploy --forcerun package_model"))
-    endpoint_registry.note_run(smk.params.state_dir, smk.params.results_dir, smk.params.backend)
-    revived = backend.revive(endpoint, smk.input.model, smk.params.state_dir)
+    revived = endpoint_registry.bring_back(
+        backend, endpoint, smk.input.model, smk.params.state_dir, smk.params.results_dir, smk.params.backend
+    )
     print(f"endpoint {name} serving again at {revived['url']} (stop it: {stop_it})")
 
 

@@ -4,13 +4,23 @@ from pathlib import Path
 from dogbreed.backends.registry import rule_backend
 from dogbreed.runtime import tracking
 from dogbreed.runtime.rule_runner import run_rule
-from dogbreed.serving import evaluation
+from dogbreed.serving import endpoint_registry, evaluation
 
 
 def main(smk):
     backend = rule_backend(smk)
     endpoint = json.loads(Path(smk.input.endpoint).read_text())
     classes = json.loads(Path(smk.input.classes).read_text())
+    if not backend.healthy(endpoint):  # stopped, or died during an earlier evaluation: back at its address first
+        print(f"endpoint {endpoint['endpoint_name']} at {endpoint['url']} does not answer: bringing it back")
+        endpoint_registry.bring_back(
+            backend, endpoint, smk.input.model, smk.params.state_dir, smk.params.results_dir, smk.params.backend
+        )
+    # the answers so far, kept beside the outputs: a rerun after a failure sends only the rest
+    identity = evaluation.answers_identity(
+        smk.input.model, smk.input.manifest, smk.params.batch_size, smk.params.max_request_bytes
+    )
+    answers = evaluation.Answers(Path(smk.output.metrics).parent / "answers-so-far.jsonl", identity)
     metrics, predictions = evaluation.evaluate(
         backend,
         endpoint,
@@ -18,10 +28,12 @@ def main(smk):
         smk.input.channels,
         classes,
         smk.params.batch_size,
-        smk.params.results_dir,
         smk.params.max_request_bytes,
         evaluation.served_transform(smk.input.model),
+        answers,
+        smk.params.retry_for_s,
     )
+    answers.done()
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     tracking.log_to_final_run(

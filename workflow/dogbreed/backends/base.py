@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import job_contract as contract
 
-from dogbreed.backends.errors import EndpointGone, EndpointRefused
+from dogbreed.backends.errors import EndpointGone, EndpointRefused, EndpointUnavailable
 
 # What a live endpoint is, kept outside Snakemake's outputs (docs/architecture.md §4): deploy writes it before
 # waiting for the endpoint, so teardown can always find what was started.
@@ -47,13 +47,23 @@ def ping(url) -> bool:
         return False
 
 
+# what a busy or (re)starting server answers (TorchServe's 503 while its worker loads the model, a proxy's 502/504)
+BUSY_STATUSES = (429, 502, 503, 504)
+
+
 def post_invocation(url, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
-    """POST /invocations; a non-200 answer raises with its status and the start of its body."""
+    """POST /invocations; a non-200 answer raises with its status and the start of its body: EndpointUnavailable
+    when sending it again may work (no connection, a busy or restarting server), else EndpointRefused."""
     import requests
 
-    response = requests.post(
-        url + "/invocations", data=body, timeout=300, headers={"Content-Type": content_type, "Accept": accept}
-    )
+    try:
+        response = requests.post(
+            url + "/invocations", data=body, timeout=300, headers={"Content-Type": content_type, "Accept": accept}
+        )
+    except (requests.ConnectionError, requests.Timeout) as error:
+        raise EndpointUnavailable(f"endpoint {url} did not answer ({type(error).__name__})") from None
+    if response.status_code in BUSY_STATUSES:
+        raise EndpointUnavailable(f"endpoint {url} answered {response.status_code} ({response.text[:200].strip()})")
     if response.status_code != 200:
         raise EndpointRefused(
             f"endpoint {url} answered {response.status_code} to a request of {len(body):,} bytes "

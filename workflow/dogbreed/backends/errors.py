@@ -9,6 +9,11 @@ class EndpointGone(RuntimeError):
     """An endpoint that should be serving does not answer."""
 
 
+class EndpointUnavailable(RuntimeError):
+    """The endpoint cannot take a request now but may when it is sent again: the connection refused or reset,
+    a 429/502/503/504 from a busy or (re)starting server, SageMaker's throttling or ModelNotReadyException."""
+
+
 class EndpointRefused(RuntimeError):
     """An endpoint answered a request with an error; the message says what was sent and what it said."""
 

@@ -27,12 +27,22 @@ from dogbreed.backends.base import (
     read_endpoint_state,
     write_endpoint_state,
 )
-from dogbreed.backends.errors import EndpointRefused, JobFailed
+from dogbreed.backends.errors import EndpointRefused, EndpointUnavailable, JobFailed
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_plan
 from dogbreed.training import jobspec
 from dogbreed.tuning import sagemaker_tuner
 from dogbreed.tuning import spec as tuning_spec
+
+# sagemaker-runtime's answers that sending the request again may fix: throttled, the model still loading, a
+# passing service fault (botocore's own retries are spent by the time one reaches us)
+BUSY_ERROR_CODES = {
+    "ThrottlingException",
+    "ModelNotReadyException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalDependencyException",
+}
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
@@ -530,6 +540,8 @@ class SageMakerBackend(Backend):
         return self._endpoint_status(endpoint["endpoint_name"]) == "InService"
 
     def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
+        import botocore.exceptions
+
         runtime = self.session.sagemaker_runtime_client
         try:
             response = runtime.invoke_endpoint(
@@ -546,6 +558,12 @@ class SageMakerBackend(Backend):
                 f"endpoint {endpoint['endpoint_name']} answered an error to a request of "
                 f"{len(body):,} bytes ({content_type}): {error}"
             ) from None
+        except botocore.exceptions.ClientError as error:
+            if error.response["Error"].get("Code") not in BUSY_ERROR_CODES:
+                raise
+            raise EndpointUnavailable(f"endpoint {endpoint['endpoint_name']}: {error}") from None
+        except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as error:
+            raise EndpointUnavailable(f"endpoint {endpoint['endpoint_name']} did not answer: {error}") from None
         return response["Body"].read()
 
     def teardown(self, state_dir) -> list:

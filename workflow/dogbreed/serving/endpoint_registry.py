@@ -26,6 +26,16 @@ def note_run(state_dir, results_dir, backend: str):
     )
 
 
+def bring_back(backend, endpoint: dict, model_tar, state_dir, results_dir, backend_name: str) -> dict:
+    """A recorded endpoint that no longer serves (stopped, crashed, rebooted away), back under its name at its
+    address from the same served artifact, checked first; its description. deploy and evaluate call it."""
+    from dogbreed.serving import servable
+
+    servable.check_servable(model_tar, run_options.command("deploy --forcerun package_model"))
+    note_run(state_dir, results_dir, backend_name)
+    return backend.revive(endpoint, model_tar, state_dir)
+
+
 def forget(state_dir, keep_log_as):
     """After teardown: nothing of this endpoint runs, so nothing of it is kept but the server's log,
     which outlives it at keep_log_as (beside the teardown rule's own log)."""

@@ -5,9 +5,15 @@ Requests are built by size: SageMaker's real-time endpoints refuse a body over 6
 (the local server takes the same), and a few large photos, or the lossless
 PNGs prepare writes for converted images, reach that in far fewer than 16 images. An image too big to
 go alone is sent as the model's input array instead (the same preprocessing the server would apply).
+
+An endpoint may be briefly unable to answer (a restarting server, throttling, a model still loading): such a
+request is sent again with backoff (tenacity) for up to evaluation.retry_for_s. Every answer is kept as it
+comes (Answers), so an endpoint that died for good costs one line, and the rerun, which brings the endpoint
+back first (scripts/evaluate.py), sends only the images not answered yet.
 """
 
 import base64
+import hashlib
 import io
 import json
 import time
@@ -16,12 +22,13 @@ from pathlib import Path
 import job_contract as contract
 import numpy as np
 import pandas as pd
+import tenacity
 from tqdm import tqdm
 
-from dogbreed.backends.errors import EndpointGone
-from dogbreed.runtime import run_options
+from dogbreed.backends.errors import EndpointGone, EndpointUnavailable
 
 MAX_REQUEST_BYTES = 5_000_000  # evaluation.max_request_bytes' default: well under SageMaker's 6,291,456
+RETRY_FOR_S = 120  # evaluation.retry_for_s' default
 JSON_FRAME = len('{"instances": []}')
 
 
@@ -29,8 +36,73 @@ class RequestTooLarge(ValueError):
     pass
 
 
-def restart_hint(results_dir) -> str:
-    return f"bring it back with: {run_options.command('deploy --forcerun start_endpoint')} (results_dir={results_dir})"
+class Answers:
+    """The endpoint's answers so far, one JSON line per request beside the evaluation's outputs (not one of
+    them: Snakemake deletes a failed job's outputs), so a rerun sends only the rest. The first line says what
+    they are answers to (identity: the served artifact, the test split, the request sizes); answers to
+    anything else are dropped. A line cut short by a kill is ignored."""
+
+    def __init__(self, path=None, identity=""):
+        self.path, self.identity = Path(path) if path else None, identity  # no path: kept in memory only
+        self.predictions, self.sent_as, self.latencies, self.largest = {}, {}, [], 0
+        if self.path is None:
+            return
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        if not lines or _json_or_none(lines[0]) != {"identity": identity}:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"identity": identity}) + "\n")
+            return
+        for line in lines[1:]:
+            if (request := _json_or_none(line)) is not None:
+                self._take(request)
+
+    def _take(self, request):
+        for image, prediction in zip(request["images"], request["predictions"]):
+            self.predictions[image], self.sent_as[image] = prediction, request["sent_as"]
+        self.latencies.append(request["latency_ms"])
+        self.largest = max(self.largest, request["bytes"])
+
+    def record(self, images, predictions, sent_as, latency_ms, size):
+        request = {"images": images, "predictions": predictions, "sent_as": sent_as, "latency_ms": latency_ms}
+        request["bytes"] = size
+        if self.path is not None:
+            with open(self.path, "a") as journal:
+                journal.write(json.dumps(request) + "\n")
+        self._take(request)
+
+    def done(self):
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _json_or_none(line):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def answers_identity(model_tar, manifest_csv, batch_size, max_bytes) -> str:
+    digest = hashlib.sha256()
+    for path in (model_tar, manifest_csv):
+        digest.update(Path(path).read_bytes())
+    digest.update(f"{batch_size} {max_bytes}".encode())
+    return digest.hexdigest()
+
+
+def send(backend, endpoint, body, content_type, retry_for_s) -> bytes:
+    """One request, sent again with exponential backoff (0.5 s doubling, at most 15 s apart) while the endpoint
+    cannot take it now (EndpointUnavailable), for up to retry_for_s; then that error."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(EndpointUnavailable),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=15),
+        stop=tenacity.stop_after_delay(retry_for_s),
+        reraise=True,
+        before_sleep=lambda attempt: print(
+            f"{attempt.outcome.exception()}: sending it again in {attempt.next_action.sleep:.1f} s", flush=True
+        ),
+    )
+    return retrying(backend.invoke, endpoint, body, content_type)
 
 
 def json_instance(path) -> str:
@@ -89,26 +161,43 @@ def served_transform(model_tar):
     return classifier.eval_transform(info["preprocessing"])
 
 
-def predict_all(backend, endpoint, image_paths, batch_size, max_bytes=MAX_REQUEST_BYTES, transform=None):
+def predict_all(
+    backend,
+    endpoint,
+    image_paths,
+    batch_size,
+    max_bytes=MAX_REQUEST_BYTES,
+    transform=None,
+    answers: Answers = None,
+    retry_for_s=RETRY_FOR_S,
+):
     """Returns (top-k prediction lists, per-request latencies in ms, per-image request content type,
-    the largest request's size in bytes)."""
-    predictions, latencies = [None] * len(image_paths), []
-    sent_as, largest = [None] * len(image_paths), 0
-    for content_type, indices in tqdm(
-        request_plan(image_paths, batch_size, max_bytes), desc="evaluate", unit="request"
-    ):
-        body = request_body(content_type, [image_paths[i] for i in indices], transform, max_bytes)
-        largest = max(largest, len(body))
+    the largest request's size in bytes). answers: those kept by an earlier run (they are not sent again),
+    and where the new ones are kept."""
+    answers = answers or Answers()
+    todo = [path for path in image_paths if path not in answers.predictions]
+    if len(todo) < len(image_paths):
+        print(f"{len(image_paths) - len(todo)} of {len(image_paths)} images were answered before: sending the rest")
+    for content_type, indices in tqdm(request_plan(todo, batch_size, max_bytes), desc="evaluate", unit="request"):
+        images = [todo[i] for i in indices]
+        body = request_body(content_type, images, transform, max_bytes)
         sent = time.perf_counter()
-        answer = json.loads(backend.invoke(endpoint, body, content_type))
-        latencies.append((time.perf_counter() - sent) * 1000)
+        try:
+            answer = json.loads(send(backend, endpoint, body, content_type, retry_for_s))
+        except EndpointUnavailable as error:
+            raise EndpointGone(
+                f"{error}, still after {retry_for_s:g} s of retries (evaluation.retry_for_s); "
+                f"{len(answers.predictions)} of {len(image_paths)} images are answered, kept in {answers.path}: "
+                f"run the same command again, which brings the endpoint back at its address and sends the rest"
+            ) from None
+        latency = (time.perf_counter() - sent) * 1000
         if len(answer["predictions"]) != len(indices):
             raise RuntimeError(
                 f"the endpoint answered {len(answer['predictions'])} predictions for {len(indices)} images"
             )
-        for i, prediction in zip(indices, answer["predictions"]):
-            predictions[i], sent_as[i] = prediction, content_type
-    return predictions, latencies, sent_as, largest
+        answers.record(images, answer["predictions"], content_type, latency, len(body))
+    predictions = [answers.predictions[path] for path in image_paths]
+    return predictions, answers.latencies, [answers.sent_as[path] for path in image_paths], answers.largest
 
 
 def evaluate(
@@ -118,21 +207,18 @@ def evaluate(
     channels_dir,
     classes: dict,
     batch_size=16,
-    results_dir="results",
     max_request_bytes=MAX_REQUEST_BYTES,
     transform=None,
+    answers: Answers = None,
+    retry_for_s=RETRY_FOR_S,
 ):
-    """transform: the served model's eval preprocessing, for images too big to send as JSON."""
-    if not backend.healthy(endpoint):
-        raise EndpointGone(
-            f"the endpoint {endpoint.get('endpoint_name')} at {endpoint.get('url')} does not answer "
-            f"/ping: it was stopped (teardown, reboot) or crashed; {restart_hint(results_dir)}"
-        )
+    """transform: the served model's eval preprocessing, for images too big to send as JSON; answers: kept
+    from an earlier run and for the next (predict_all)."""
     manifest = pd.read_csv(manifest_csv)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     paths = [str(Path(channels_dir) / p) for p in test["path"]]
     predictions, latencies, sent_as, largest = predict_all(
-        backend, endpoint, paths, batch_size, max_request_bytes, transform
+        backend, endpoint, paths, batch_size, max_request_bytes, transform, answers, retry_for_s
     )
 
     top1 = np.array([p[0]["index"] for p in predictions])
