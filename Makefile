@@ -3,15 +3,38 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-long teardown clean container-images container-stop container-clean test-container mlflow-ui optuna-dashboard
+.PHONY: demo test test-long lock teardown clean container-images container-stop container-clean test-container mlflow-ui optuna-dashboard
 # no AWS client here ever asks the instance-metadata address for credentials
 export AWS_EC2_METADATA_DISABLED := true
 
-$(BIN)/.installed: requirements.txt
+# The environment installs from requirements.lock: every package of requirements.txt and below, pinned, with
+# the hashes of its files, which uv checks on install (`make lock` writes it again after requirements.txt
+# changes; tests/test_lock.py checks the two agree). uv reads no pip configuration: it is handed the indexes
+# and wheel folders pip is set up with here (none set: PyPI alone). A version may come from any of them
+# (unsafe-best-match), which the hashes make safe: no file other than the locked one installs.
+UV_VERSION := 0.13.8
+PIP_INDEXES := $(strip $(PIP_EXTRA_INDEX_URL) $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null))
+PIP_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_SOURCES := $(foreach url,$(PIP_INDEXES),--extra-index-url $(url)) $(foreach dir,$(PIP_LINKS),--find-links $(dir)) \
+	--index-strategy unsafe-best-match
+# what the lock is resolved for: this project's machines and images (Linux x86_64, CPython 3.11)
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header
+
+$(BIN)/.installed: requirements.lock requirements-uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
+	$(BIN)/uv pip install --python $(BIN)/python --require-hashes $(UV_SOURCES) -r requirements.lock
 	touch $@
+
+# requirements.txt (and the images' containers/requirements-*.txt) → the lock files, hashes and all
+lock: $(BIN)/.installed
+	echo "uv==$(UV_VERSION)" | $(BIN)/uv pip compile - --generate-hashes --no-header $(UV_SOURCES) -o requirements-uv.lock
+	$(BIN)/uv pip compile requirements.txt $(LOCK_TARGET) $(UV_SOURCES) -o requirements.lock
+	sed -E 's/\[[^]]*\]//' requirements.txt | grep -v '^protobuf==' >containers/constraints.txt
+	for layer in base training inference; do \
+	  $(BIN)/uv pip compile containers/requirements-$$layer.txt -c containers/constraints.txt $(LOCK_TARGET) \
+	    $(UV_SOURCES) -o containers/requirements-$$layer.lock || exit 1; \
+	done
 
 demo: $(BIN)/.installed
 	$(BIN)/snakemake --cores 1 deploy report --configfile config/demo.yaml

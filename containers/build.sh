@@ -62,20 +62,21 @@ base_image() {  # Debian 12 from Debian's package mirror: no container registry 
   rm -rf "$root"
 }
 
-wheelhouse() {  # every wheel the images install, fetched or built once by the host's pip
-  local stamp; stamp=$(cat requirements.txt containers/requirements-*.txt | sha256sum | cut -c1-16)
+wheelhouse() {  # every wheel the images install, fetched (each file checked against its lock's hash) or built once
+  local stamp; stamp=$(cat containers/constraints.txt containers/requirements-*.lock | sha256sum | cut -c1-16)
   [ -f "$STATE/wheelhouse/.stamp-$stamp" ] && { echo "wheelhouse is up to date"; return; }
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "the wheelhouse needs Python 3.11 (the images' Python): set PYTHON=python3.11" >&2; exit 1; }
   rm -rf "$STATE/wheelhouse" && mkdir -p "$STATE/wheelhouse"
-  # the project's pins (requirements.txt) hold in the images too; pip takes no extras in constraints. Not its
-  # protobuf pin: that is smdebug's 3.20.3 held beside mlflow-skinny on the host; the training toolkit's layer
-  # takes the protobuf it needs, as the DLC does (the images have no mlflow)
-  sed -E 's/\[[^]]*\]//' requirements.txt | grep -v '^protobuf==' >"$STATE/wheelhouse/constraints.txt"
-  # one resolution per layer, as the images install them (training's protobuf differs from base's)
+  # the project's pins (requirements.txt) hold in the images too (containers/constraints.txt, which `make lock`
+  # writes: no extras, which pip takes in no constraints; not the protobuf pin, smdebug's 3.20.3 held beside
+  # mlflow-skinny on the host: the training toolkit's layer takes the protobuf it needs, as the DLC does)
+  cp containers/constraints.txt "$STATE/wheelhouse/constraints.txt"
+  # one lock per layer, as the images install them (training's protobuf differs from base's), resolved by
+  # `make lock` under those constraints
   for layer in base training inference; do
-    "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" -c "$STATE/wheelhouse/constraints.txt" \
-      -r "containers/requirements-$layer.txt" >"$STATE/pip-$layer.log" 2>&1 \
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" --require-hashes --no-deps \
+      -r "containers/requirements-$layer.lock" >"$STATE/pip-$layer.log" 2>&1 \
       || { grep -v "is neither a file nor a directory" "$STATE/pip-$layer.log" >&2; echo "pip could not fetch the $layer wheels" >&2; exit 1; }
   done
   touch "$STATE/wheelhouse/.stamp-$stamp"
@@ -83,7 +84,7 @@ wheelhouse() {  # every wheel the images install, fetched or built once by the h
 
 build() {  # build NAME DOCKERFILE FROM_ARG FILES...: skipped when an image of the same inputs exists
   local name=$1 dockerfile=$2 from=$3 hash; shift 3
-  hash=$( (echo "$from"; cd containers && cat "$dockerfile" ../requirements.txt "$@") | sha256sum | cut -c1-12)
+  hash=$( (echo "$from"; cd containers && cat "$dockerfile" constraints.txt "$@") | sha256sum | cut -c1-12)
   BUILT=$PREFIX/$name:$hash
   have_image "$BUILT" && { echo "$BUILT is there"; return; }
   "$DOCKER" build --quiet --network host --build-arg "WHEELS=http://127.0.0.1:$WHEEL_PORT/" $from \
@@ -107,13 +108,14 @@ timed "engine" engine
 timed "base image (debootstrap)" base_image
 timed "wheelhouse (host pip)" wheelhouse
 serve_wheels
-timed "python layer (torch)" build pytorch-base base.Dockerfile "--build-arg BASE_IMAGE=$BASE" requirements-base.txt
+timed "python layer (torch)" build pytorch-base base.Dockerfile "--build-arg BASE_IMAGE=$BASE" requirements-base.txt \
+  requirements-base.lock
 PYTHON_IMAGE=$BUILT
 timed "training image" build pytorch-training training.Dockerfile "--build-arg PYTHON_IMAGE=$PYTHON_IMAGE" \
-  requirements-training.txt
+  requirements-training.txt requirements-training.lock
 TRAINING=$BUILT
 timed "inference image" build pytorch-inference inference.Dockerfile "--build-arg PYTHON_IMAGE=$PYTHON_IMAGE" \
-  requirements-inference.txt dockerd-entrypoint.py
+  requirements-inference.txt requirements-inference.lock dockerd-entrypoint.py
 INFERENCE=$BUILT
 # the URIs the SDK resolves for the configured versions (CPU and GPU: the stand-ins carry CUDA torch)
 uris=$(PYTHONPATH=workflow "$VENV_PYTHON" -m dogbreed.backends.containers image-uris $CONFIG_FILES)
