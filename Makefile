@@ -9,14 +9,17 @@ export AWS_EC2_METADATA_DISABLED := true
 
 # The environment installs from requirements.lock: every package of requirements.txt and below, pinned, with
 # the hashes of its files, which uv checks on install (`make lock` writes it again after requirements.txt
-# changes; tests/test_lock.py checks the two agree). uv reads no pip configuration: it is handed the indexes
-# and wheel folders pip is set up with here (none set: PyPI alone). A version may come from any of them
-# (unsafe-best-match), which the hashes make safe: no file other than the locked one installs.
+# changes; tests/test_lock.py checks the two agree). uv reads no pip configuration: it is handed the index, the
+# extra indexes and the wheel folders pip is set up with here (none set: PyPI alone), and trusts the system's
+# certificates, as pip here does. A version may come from any of the indexes (unsafe-best-match), which the
+# hashes make safe: no file other than the locked one installs.
 UV_VERSION := 0.13.8
-PIP_INDEXES := $(strip $(PIP_EXTRA_INDEX_URL) $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null))
-PIP_LINKS := $(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_SOURCES := $(foreach url,$(PIP_INDEXES),--extra-index-url $(url)) $(foreach dir,$(PIP_LINKS),--find-links $(dir)) \
-	--index-strategy unsafe-best-match
+pip_setting = $(or $($(1)),$(shell $(PYTHON) -m pip config get global.$(2) 2>/dev/null))
+PIP_INDEX := $(call pip_setting,PIP_INDEX_URL,index-url)
+PIP_INDEXES := $(call pip_setting,PIP_EXTRA_INDEX_URL,extra-index-url)
+PIP_LINKS := $(call pip_setting,PIP_FIND_LINKS,find-links)
+UV_SOURCES := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach url,$(PIP_INDEXES),--extra-index-url $(url)) \
+	$(foreach dir,$(PIP_LINKS),--find-links $(dir)) --index-strategy unsafe-best-match --native-tls
 # what the lock is resolved for: this project's machines and images (Linux x86_64, CPython 3.11)
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header
 

@@ -10,4 +10,4 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHON
     PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 COPY requirements-base.txt /tmp/requirements-base.txt
-RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}constraints.txt -r /tmp/requirements-base.txt
+RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}base-pins.txt -r /tmp/requirements-base.txt

@@ -68,16 +68,19 @@ wheelhouse() {  # every wheel the images install, fetched (each file checked aga
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "the wheelhouse needs Python 3.11 (the images' Python): set PYTHON=python3.11" >&2; exit 1; }
   rm -rf "$STATE/wheelhouse" && mkdir -p "$STATE/wheelhouse"
-  # the project's pins (requirements.txt) hold in the images too (containers/constraints.txt, which `make lock`
-  # writes: no extras, which pip takes in no constraints; not the protobuf pin, smdebug's 3.20.3 held beside
-  # mlflow-skinny on the host: the training toolkit's layer takes the protobuf it needs, as the DLC does)
-  cp containers/constraints.txt "$STATE/wheelhouse/constraints.txt"
-  # one lock per layer, as the images install them (training's protobuf differs from base's), resolved by
-  # `make lock` under those constraints
+  # One lock per layer, as the images install them (training's protobuf differs from base's), which `make lock`
+  # resolves under the project's pins (containers/constraints.txt: requirements.txt less extras, which pip takes
+  # in no constraints, and less the protobuf pin, smdebug's 3.20.3 held beside mlflow-skinny on the host: the
+  # training toolkit's layer takes the protobuf it needs, as the DLC does)
   for layer in base training inference; do
     "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" --require-hashes --no-deps \
       -r "containers/requirements-$layer.lock" >"$STATE/pip-$layer.log" 2>&1 \
       || { grep -v "is neither a file nor a directory" "$STATE/pip-$layer.log" >&2; echo "pip could not fetch the $layer wheels" >&2; exit 1; }
+  done
+  # each image installs its layer's locked versions and no others (the wheelhouse holds every layer's): the
+  # lock less its hashes, which a wheel built here from a locked sdist would not match
+  for layer in base training inference; do
+    sed -E '/^[[:space:]]+--hash=/d; s/ \\$//' "containers/requirements-$layer.lock" >"$STATE/wheelhouse/$layer-pins.txt"
   done
   touch "$STATE/wheelhouse/.stamp-$stamp"
 }

@@ -8,7 +8,7 @@ ARG WHEELS
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements-inference.txt /tmp/requirements-inference.txt
-RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}constraints.txt -r /tmp/requirements-inference.txt
+RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}inference-pins.txt -r /tmp/requirements-inference.txt
 COPY dockerd-entrypoint.py /usr/local/bin/dockerd-entrypoint.py
 ENV TEMP=/home/model-server/tmp
 RUN useradd -m model-server && mkdir -p /home/model-server/tmp /opt/ml/model \

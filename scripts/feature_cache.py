@@ -12,9 +12,8 @@ The job reads the image channels and writes under SM_MODEL_DIR (every backend br
 The workflow publishes the two folders in the store as the `train` and `valid` channels of the tuning
 trials and the final training (workflow/dogbreed/training/features.py).
 
-A stopped job resumes: every minute it keeps the features computed so far under SM_CHECKPOINT_DIR (a
-checkpoint the backends give back to the job's rerun, as for train.py), and the rerun starts from the
-next image. Each image's augmentation is drawn from its own seed (the run's, the view, its index), so a
+A stopped job resumes: every minute it keeps the features computed so far under SM_CHECKPOINT_DIR, and
+a rerun that gets that folder back (the local backend's, as for train.py) starts from the next image. Each image's augmentation is drawn from its own seed (the run's, the view, its index), so a
 resumed cache is the one an uninterrupted job makes, whatever the number of loader workers.
 
     python feature_cache.py --train <images> --valid <images> --model_dir <out> [--feature_views 3]

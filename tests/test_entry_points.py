@@ -495,6 +495,41 @@ def test_evaluate_rides_out_a_restarting_endpoint_and_resumes_after_a_dead_one(s
         restarting.teardown(state)
 
 
+def test_a_busy_or_restarting_endpoints_answers_are_sent_again_and_a_client_error_is_not():
+    """A real HTTP server on 127.0.0.1 answering 503 (TorchServe while its worker loads), then 502, then the
+    answer: evaluate's request gets through. A 400 is the client's mistake: said at once, never retried."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dogbreed.backends.errors import EndpointRefused
+    from dogbreed.serving import evaluation
+
+    statuses = [503, 502, 200, 400]
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status = statuses.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server_ = ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server_.serve_forever, daemon=True).start()
+    endpoint = {"url": f"http://127.0.0.1:{server_.server_port}"}
+    try:
+        assert evaluation.send(LocalBackend({}), endpoint, b"{}", "application/json", retry_for_s=60) == b"{}"
+        assert statuses == [400]
+        with pytest.raises(EndpointRefused, match="answered 400"):
+            evaluation.send(LocalBackend({}), endpoint, b"{}", "application/json", retry_for_s=60)
+    finally:
+        server_.shutdown()
+        server_.server_close()
+
+
 def test_an_artifact_that_cannot_be_served_is_refused_before_anything_is_touched(served, trained, tmp_path):
     """deploy's check (start_endpoint runs it before the backend stops what serves now): a truncated archive, a model
     that does not load, a training artifact package_model cannot read — each one line naming the file and the command

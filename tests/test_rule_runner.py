@@ -169,3 +169,23 @@ def test_a_signal_stops_the_rule_and_its_job_in_one_line(tmp_path, signum):
     )
     _gone, alive = psutil.wait_procs(job, timeout=10)
     assert not alive and (tmp_path / "jobs/slow/checkpoints").is_dir()
+
+
+def test_a_signal_the_run_was_started_ignoring_stops_nothing(tmp_path):
+    """Under nohup (SIGHUP ignored from the start), a closed terminal's SIGHUP leaves the rule running."""
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source/train.py").write_text("import time\nprint('epoch=1', flush=True)\ntime.sleep(600)\n")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "rule.py").write_text(SLOW_RULE)
+    script = subprocess.Popen(
+        ["nohup", sys.executable, str(tmp_path / "rule.py"), str(tmp_path)], stderr=subprocess.PIPE, text=True
+    )
+    log = tmp_path / "jobs/slow/log.txt"
+    while not (log.is_file() and "epoch=1" in log.read_text()):
+        assert script.poll() is None, script.stderr.read()
+        time.sleep(0.1)
+    script.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        script.wait(timeout=2)  # still running: nothing stopped it
+    script.send_signal(signal.SIGTERM)
+    assert "stopped by SIGTERM" in script.communicate(timeout=60)[1]

@@ -10,13 +10,15 @@ import tarfile
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import pytest
 from conftest import REPO
 from dogbreed.backends.containers import ContainerSetupError
-from dogbreed.backends.errors import EndpointRefused, JobFailed
+from dogbreed.backends.errors import EndpointGone, EndpointRefused, JobFailed
 from dogbreed.backends.registry import get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
 from dogbreed.runtime.run_plan import PlanRefused
+from dogbreed.serving import evaluation
 from dogbreed.tuning.sagemaker_tuner import warm_start_parents
 
 SETTINGS = {
@@ -272,6 +274,36 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
         backend.invoke(endpoint, b"0" * 7_000_000, "application/json")
     runtime.meta.events.unregister(invoke_event, unique_id="too-large")
     body = json.dumps({"predictions": [[{"index": 0, "breed": "Red_Circle", "probability": 0.9}]]}).encode()
+
+    # throttled, then the model not ready yet: evaluate sends it again (with backoff) until it is answered
+    error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+    failures = [
+        botocore.exceptions.ClientError(error, "InvokeEndpoint"),
+        runtime.exceptions.ModelNotReadyException(
+            {"Error": {"Code": "ModelNotReadyException", "Message": "Model is not ready"}}, "InvokeEndpoint"
+        ),
+    ]
+
+    def flaky(**_):
+        if failures:
+            raise failures.pop(0)
+        return (type("HTTP", (), {"status_code": 200, "headers": {}})(), {"Body": io.BytesIO(body)})
+
+    runtime.meta.events.register(invoke_event, flaky, unique_id="flaky")
+    assert evaluation.send(backend, endpoint, b"{}", "application/json", retry_for_s=60) == body
+    assert failures == []
+    runtime.meta.events.unregister(invoke_event, unique_id="flaky")
+
+    def deleted(**_):  # what the runtime answers for an endpoint deleted meanwhile
+        raise runtime.exceptions.ValidationError(
+            {"Error": {"Code": "ValidationError", "Message": "Endpoint dogbreed-test of account 1 not found."}},
+            "InvokeEndpoint",
+        )
+
+    runtime.meta.events.register(invoke_event, deleted, unique_id="deleted")
+    with pytest.raises(EndpointGone, match=r"^endpoint dogbreed-test no longer exists: run the same command again"):
+        evaluation.send(backend, endpoint, b"{}", "application/json", retry_for_s=60)
+    runtime.meta.events.unregister(invoke_event, unique_id="deleted")
     answer(
         runtime, "InvokeEndpoint", {"Body": io.BytesIO(body), "ContentType": "application/json"}
     )  # moto: placeholder

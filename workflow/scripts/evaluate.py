@@ -33,7 +33,6 @@ def main(smk):
         answers,
         smk.params.retry_for_s,
     )
-    answers.done()
     predictions.to_csv(smk.output.predictions, index=False)
     Path(smk.output.metrics).write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     tracking.log_to_final_run(
@@ -47,6 +46,7 @@ def main(smk):
             "latency_p99_ms": metrics["latency_ms"]["p99"],
         },
     )
+    answers.done()  # only now: a failure above reruns evaluate, which then sends nothing again
     print(
         f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
         f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request"

@@ -14,6 +14,7 @@ Nothing here needs an AWS account: the session gets a region, placeholder creden
 store is S3) and telemetry off, so local mode never contacts AWS for a file:// store.
 """
 
+import contextlib
 import shutil
 import tarfile
 import tempfile
@@ -182,10 +183,10 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         failure, fitted = None, threading.Event()
 
         def stop_when_asked():  # a signal reaches only the main thread: a parallel trial's containers stop here
-            while not fitted.is_set():
-                if run_guard.stopping.wait(0.5):
-                    _remove_job_containers(client, container_root)
-                    return
+            while not fitted.wait(0.5):
+                if run_guard.stopping.is_set():  # again until fit returns: compose may not have made them yet
+                    with contextlib.suppress(Exception):  # the engine busy or gone: the next round, or fit's end
+                        _remove_job_containers(client, container_root)
 
         threading.Thread(target=stop_when_asked, daemon=True).start()
         with run_guard.job_running(f"local-mode training job {job_name}"):

@@ -27,9 +27,9 @@ from dogbreed.backends.base import (
     read_endpoint_state,
     write_endpoint_state,
 )
-from dogbreed.backends.errors import EndpointRefused, EndpointUnavailable, JobFailed
+from dogbreed.backends.errors import EndpointGone, EndpointRefused, EndpointUnavailable, JobFailed
 from dogbreed.data import store
-from dogbreed.runtime import naming, run_plan
+from dogbreed.runtime import naming, run_guard, run_plan
 from dogbreed.training import jobspec
 from dogbreed.tuning import sagemaker_tuner
 from dogbreed.tuning import spec as tuning_spec
@@ -213,13 +213,16 @@ class SageMakerBackend(Backend):
     def _pause(self):
         time.sleep(float(self.settings.get("poll_seconds", 30)))
 
-    def _wait(self, wait, stop):
-        try:
-            wait()
-        except KeyboardInterrupt:  # Ctrl-C, or Snakemake's SIGTERM through rule_runner
-            print("interrupted: stopping the SageMaker job it launched")
-            stop()
-            raise
+    def _wait(self, what, wait, stop):
+        """wait() for the job `what`; stopped when the rule is (documented choice: a stopped rule leaves no job
+        billing, and the rerun launches the next attempt), and named in the rule's last line."""
+        with run_guard.job_running(what):
+            try:
+                wait()
+            except KeyboardInterrupt:  # Ctrl-C, or a signal through rule_runner
+                print(f"interrupted: stopping {what}")
+                stop()
+                raise
 
     def train(
         self,
@@ -260,7 +263,11 @@ class SageMakerBackend(Backend):
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
             print(f"launched training job {name}")
-        self._wait(lambda: self._follow_logs(name), lambda: self.client.stop_training_job(TrainingJobName=name))
+        self._wait(
+            f"SageMaker training job {name}",
+            lambda: self._follow_logs(name),
+            lambda: self.client.stop_training_job(TrainingJobName=name),
+        )
         description = self._describe_job(name)
         if description["TrainingJobStatus"] != "Completed":
             raise JobFailed(
@@ -360,6 +367,7 @@ class SageMakerBackend(Backend):
         else:
             job_name = done[-1]["HyperParameterTuningJobName"]
         self._wait(
+            f"SageMaker tuning job {job_name}",
             lambda: self._wait_for_tuning(job_name),
             lambda: self.client.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name),
         )
@@ -548,6 +556,11 @@ class SageMakerBackend(Backend):
                 EndpointName=endpoint["endpoint_name"], Body=body, ContentType=content_type, Accept=accept
             )
         except runtime.exceptions.ValidationError as error:  # e.g. a body over the 6,291,456-byte limit
+            if "not found" in str(error):  # deleted (teardown, the console) while a client still used it
+                raise EndpointGone(
+                    f"endpoint {endpoint['endpoint_name']} no longer exists: run the same command again, which "
+                    f"brings it back"
+                ) from None
             raise EndpointRefused(
                 f"endpoint {endpoint['endpoint_name']} refused a request of {len(body):,} bytes "
                 f"({content_type}): {error.response['Error'].get('Message', error)}; real-time endpoints "

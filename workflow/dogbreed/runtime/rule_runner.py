@@ -41,8 +41,8 @@ class Tee:
 
 def _interrupt(signum, frame):
     # Once: Ctrl-C reaches this script and Snakemake, which passes it on as SIGTERM; a second signal must not
-    # cut short the stopping of what this script runs (a script stuck in it is killed by run_guard's watch).
-    for each in run_guard.STOP_SIGNALS:
+    # cut short the stopping of what this script runs (a second signal to Snakemake kills a script stuck in it).
+    for each in run_guard.handled_signals():
         signal.signal(each, signal.SIG_IGN)
     run_guard.stopping.set()  # the jobs in other threads (parallel trials) stop too
     raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -103,7 +103,7 @@ def run_rule(main, snakemake):
     # Snakemake stops jobs with SIGTERM (run_guard passes its own SIGTERM, SIGHUP and SIGINT on that way), Ctrl-C
     # sends SIGINT: each turns into an exception, so a rule that launched a training job or a server stops that
     # too instead of leaving it running, and ends with one line, not a traceback.
-    for signum in run_guard.STOP_SIGNALS:
+    for signum in run_guard.handled_signals():  # not one it was started ignoring (nohup's SIGHUP)
         signal.signal(signum, _interrupt)
     # ...and when Snakemake is killed outright (kill -9), stop as if it had sent that SIGTERM
     run_guard.stop_when_snakemake_dies()

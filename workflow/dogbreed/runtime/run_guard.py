@@ -67,10 +67,16 @@ def stop_jobs_on_signals():
     SIGINT pass SIGTERM to the rule scripts, then stop Snakemake as Ctrl-C does (it waits for them to stop, and
     starts nothing new). A second signal kills what still runs."""
     try:
-        for signum in STOP_SIGNALS:
+        for signum in handled_signals():
             signal.signal(signum, _stop_snakemake)
     except ValueError:  # not the main thread (Snakemake run through its API in a thread): its own handling
         pass
+
+
+def handled_signals() -> list:
+    """STOP_SIGNALS less those this process was started ignoring: under `nohup`, a closed terminal's SIGHUP
+    stops nothing."""
+    return [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
 
 
 def _rule_scripts() -> list:
@@ -92,24 +98,29 @@ def _stop_snakemake(signum, frame):
     name = signal.Signals(signum).name
     if not stopping.is_set():
         stopping.set()
-        print(
-            f"{name}: stopping the running jobs (their checkpoints are kept) and starting no new one; "
-            f"run the same command again to resume",
-            file=sys.stderr,
-            flush=True,
-        )
         for script in _rule_scripts():
             try:
                 script.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
+        _say(
+            f"{name}: stopping the running jobs (their checkpoints are kept) and starting no new one; run the same "
+            f"command again to resume"
+        )
         raise KeyboardInterrupt(name)  # Snakemake's Ctrl-C path: it waits for its jobs and exits
-    print(f"{name} again: killing what still runs", file=sys.stderr, flush=True)
     for process in psutil.Process().children(recursive=True):
         try:
             process.kill()
         except psutil.Error:
             pass
+    _say(f"{name} again: killed the rule scripts and the processes they started")
+
+
+def _say(line):
+    try:  # the terminal that sent SIGHUP is gone: nothing to tell, and nothing to fail on
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _alive(pid: int, started: float) -> bool:

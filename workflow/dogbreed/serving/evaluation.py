@@ -49,12 +49,13 @@ class Answers:
             return
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
         if not lines or _json_or_none(lines[0]) != {"identity": identity}:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"identity": identity}) + "\n")
-            return
-        for line in lines[1:]:
-            if (request := _json_or_none(line)) is not None:
-                self._take(request)
+            lines = [json.dumps({"identity": identity})]
+        kept = [lines[0]] + [line for line in lines[1:] if _json_or_none(line) is not None]
+        for line in kept[1:]:
+            self._take(json.loads(line))
+        # written again whole: a line a kill cut short is dropped, not joined to the next one appended
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(kept) + "\n")
 
     def _take(self, request):
         for image, prediction in zip(request["images"], request["predictions"]):

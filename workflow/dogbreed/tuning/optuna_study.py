@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from dogbreed.backends.errors import JobInterrupted
 from dogbreed.runtime import run_guard
 from dogbreed.tuning import spec as tuning_spec
 
@@ -209,10 +210,13 @@ def run_study(
                 catch=(TrialFailed,),
                 callbacks=[print_trial] if announce else [],
             )
+        except JobInterrupted:  # a trial stopped beside the stopper, raised first by Optuna (no signal's own)
+            if not stoppers:
+                raise
         finally:  # Optuna has waited for the trials running beside one that stopped the study: they stopped
             if stoppers:
                 run_guard.stopping.clear()
-        if stoppers:  # raised in the last parallel batch, where Optuna drops it
+        if stoppers:  # also where Optuna dropped it (its last parallel batch) or raised a stopped trial's first
             raise stoppers[0]
     return study
 
