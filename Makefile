@@ -19,9 +19,10 @@ PIP_INDEX := $(call pip_setting,PIP_INDEX_URL,index-url)
 PIP_INDEXES := $(call pip_setting,PIP_EXTRA_INDEX_URL,extra-index-url)
 PIP_LINKS := $(call pip_setting,PIP_FIND_LINKS,find-links)
 UV_SOURCES := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach url,$(PIP_INDEXES),--extra-index-url $(url)) \
-	$(foreach dir,$(PIP_LINKS),--find-links $(dir)) --index-strategy unsafe-best-match --native-tls
-# what the lock is resolved for: this project's machines and images (Linux x86_64, CPython 3.11)
-LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header
+	$(foreach dir,$(PIP_LINKS),--find-links $(dir)) --index-strategy unsafe-best-match --system-certs
+# what the lock is resolved for: this project's machines and images (Linux x86_64, CPython 3.11); afresh
+# (--upgrade: the newest versions requirements.txt allows, whatever the lock being replaced held)
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --upgrade
 
 $(BIN)/.installed: requirements.lock requirements-uv.lock
 	$(PYTHON) -m venv $(VENV)
