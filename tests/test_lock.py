@@ -4,6 +4,7 @@ change to a requirements file, `make lock` writes them again."""
 
 import importlib.metadata
 import re
+import sysconfig
 
 import pytest
 from conftest import REPO
@@ -48,7 +49,11 @@ def test_this_environment_is_the_lock():
     """make installs the venv from the lock: every locked version is the one installed (a venv from anything
     else, or a lock written after the install, fails here)."""
     lock = locked("requirements.lock")
-    installed = {canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # what the environment's site-packages hold (on sys.path, a package's vendored copies may show too)
+    site_packages = sysconfig.get_paths()["purelib"]
+    installed = {
+        canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[site_packages])
+    }
     assert {name: installed.get(name) for name in lock} == {name: version for name, (version, _, _) in lock.items()}
 
 

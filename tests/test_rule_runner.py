@@ -189,3 +189,30 @@ def test_a_signal_the_run_was_started_ignoring_stops_nothing(tmp_path):
         script.wait(timeout=2)  # still running: nothing stopped it
     script.send_signal(signal.SIGTERM)
     assert "stopped by SIGTERM" in script.communicate(timeout=60)[1]
+
+
+def test_a_recorded_process_is_found_again_after_a_clock_step_and_a_reused_pid_is_not(tmp_path):
+    """The local endpoint's server and Snakemake's runs are recorded as (pid, start time); psutil reckons start
+    times from the wall clock, so a clock step since (a VM resumed, NTP) moves them. Teardown must still stop
+    its server, and never a process that was given the pid since."""
+    from dogbreed.backends.local import LocalBackend
+
+    server = subprocess.Popen(  # stands in for the server: what teardown checks is its pid and command line
+        [sys.executable, "-c", "import time; time.sleep(600)", "--listen=127.0.0.1:59999"], start_new_session=True
+    )
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        started = psutil.Process(server.pid).create_time()
+        state = {"endpoint_name": "e", "url": "http://127.0.0.1:59999", "pid_started": started - 3600}
+        assert run_guard.is_recorded_process(server.pid, started - 3600, "--listen=127.0.0.1:59999")
+        assert not run_guard.is_recorded_process(other.pid, started - 3600, "--listen=127.0.0.1:59999")
+        assert LocalBackend({}).stop_server({**state, "pid": other.pid}, tmp_path) == []  # not ours: untouched
+        assert other.poll() is None
+        assert LocalBackend({}).stop_server({**state, "pid": server.pid}, tmp_path) == [
+            f"e (http://127.0.0.1:59999, pid {server.pid})"
+        ]
+        assert server.wait(10) is not None
+    finally:
+        for process in (server, other):
+            process.kill()
+            process.wait()

@@ -16,6 +16,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import job_contract as contract
 import psutil
@@ -249,7 +250,8 @@ class LocalBackend(HttpEndpointBackend):
         try:
             process = psutil.Process(state["pid"])
             # The pid must still be our server: pids are reused after a reboot or a long time.
-            if abs(process.create_time() - state["pid_started"]) < 1:
+            listening = f"--listen={urlsplit(state['url']).netloc}"
+            if run_guard.is_recorded_process(state["pid"], state["pid_started"], listening):
                 os.killpg(state["pid"], signal.SIGTERM)
                 try:
                     process.wait(timeout=15)

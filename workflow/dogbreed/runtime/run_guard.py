@@ -123,15 +123,24 @@ def _say(line):
         pass
 
 
-def _alive(pid: int, started: float) -> bool:
+def is_recorded_process(pid: int, started: float, command_has: str) -> bool:
+    """Whether the process recorded as (pid, psutil start time) still runs: not a zombie its parent has yet to
+    reap, and the same process, not another one given its pid since. Same: started then (within 1 s), or
+    running a command line with `command_has` in it, since psutil reckons start times from the wall clock,
+    which a clock step since the record moves."""
     import psutil
 
     try:
         process = psutil.Process(pid)
-        # the same process (pids are reused), and not a zombie its parent has yet to reap
-        return abs(process.create_time() - started) < 1 and process.status() != psutil.STATUS_ZOMBIE
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - started) < 1 or command_has in " ".join(process.cmdline())
     except psutil.Error:
         return False
+
+
+def _alive(pid: int, started: float) -> bool:
+    return is_recorded_process(pid, started, "snakemake")
 
 
 def record_run():
