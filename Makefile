@@ -24,10 +24,12 @@ UV_SOURCES := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach url,$(PIP_IN
 # (--upgrade: the newest versions requirements.txt allows, whatever the lock being replaced held)
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --upgrade
 
+# --compile-bytecode: uv leaves that to the first import, which never writes it where PYTHONDONTWRITEBYTECODE is
+# set, and then every job pays seconds of compiling torch again (pip compiles at install)
 $(BIN)/.installed: requirements.lock requirements-uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
-	$(BIN)/uv pip install --python $(BIN)/python --require-hashes $(UV_SOURCES) -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
 	touch $@
 
 # requirements.txt (and the images' containers/requirements-*.txt) → the lock files, hashes and all
