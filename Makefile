@@ -25,11 +25,13 @@ UV_SOURCES := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach url,$(PIP_IN
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --upgrade
 
 # --compile-bytecode: uv leaves that to the first import, which never writes it where PYTHONDONTWRITEBYTECODE is
-# set, and then every job pays seconds of compiling torch again (pip compiles at install)
+# set, and then every job pays seconds of compiling torch again (pip compiles at install). The .pth file puts the
+# workflow's logger plugin (profiles/default) on the venv's path, where Snakemake's plugin registry looks.
 $(BIN)/.installed: requirements.lock requirements-uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
 	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
+	echo "$(CURDIR)/workflow/plugins" >"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/dogbreed-plugins.pth"
 	touch $@
 
 # requirements.txt (and the images' containers/requirements-*.txt) → the lock files, hashes and all
@@ -42,8 +44,9 @@ lock: $(BIN)/.installed
 	    $(UV_SOURCES) -o containers/requirements-$$layer.lock || exit 1; \
 	done
 
+# VERBOSE=1: Snakemake's full output and the rules' own progress on screen (profiles/verbose)
 demo: $(BIN)/.installed
-	$(BIN)/snakemake --cores 1 deploy report --configfile config/demo.yaml
+	$(BIN)/snakemake deploy report --configfile config/demo.yaml $(if $(VERBOSE),--workflow-profile profiles/verbose)
 
 # two workers (pytest-xdist), each test file on one of them, in order (its tests share the runs its
 # fixtures build); one compute thread per job (tests/conftest.py), so two jobs never fight for the cores
@@ -73,12 +76,12 @@ optuna-dashboard: $(UI_VENV)/.installed
 	$(UI_VENV)/bin/optuna-dashboard sqlite:///$(STUDY) --host 127.0.0.1 --port 8081
 
 teardown: $(BIN)/.installed
-	$(BIN)/snakemake --cores 1 teardown --configfile config/demo.yaml
+	$(BIN)/snakemake teardown --configfile config/demo.yaml
 
 # stop the demo's endpoint first (teardown lists any other run's it leaves running); the endpoint records in
 # .dogbreed/endpoints/ stay, so a teardown of another run still finds its server after this
 clean: teardown
-	rm -rf results .snakemake store data/raw
+	rm -rf results results-demo .snakemake store data/raw
 
 # SageMaker local mode (backend: local_container): a Docker engine and stand-ins for AWS's PyTorch
 # training and inference containers, tagged with the ECR URIs the SDK resolves (docs/guide.md: local mode).

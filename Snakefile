@@ -19,9 +19,20 @@ sys.path[:0] = [WORKFLOW_CODE, JOB_CODE]
 # (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, JOB_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed.runtime import run_guard, run_options, run_plan
-from dogbreed.runtime.config import check_config, coerce_command_line
+from dogbreed.runtime import rule_runner, run_guard, run_options, run_plan, run_record
+from dogbreed.runtime.config import ConfigError, check_config, coerce_command_line
 
+# A refusal of the command line, the config or the run plan is its own words (one line per problem) and exit
+# status 1, not an exception with Snakemake's pointers into this file.
+REFUSALS = (run_options.TwoConfigfileFlags, ConfigError, run_plan.PlanRefused)
+try:
+    run_options.check_one_configfile_flag(sys.argv)
+except REFUSALS as refusal:
+    sys.exit(str(refusal))
+# Under the workflow's quiet logger (profiles/default), the rule scripts keep their output to their logs and say
+# one line per job; under profiles/verbose, everything they print is shown too.
+QUIET = "dogbreed" in (workflow.output_settings.log_handler_settings or {})
+os.environ[rule_runner.TERMINAL] = "quiet" if QUIET else "full"
 # the run's --configfile/--config options, for the commands it prints (kept if a parent run set them)
 os.environ.setdefault(run_options.ENV, shlex.join(run_options.from_argv(sys.argv)))
 
@@ -36,13 +47,16 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"  # the landing page of `snakemake --report report.html`
 
 
-coerce_command_line(config)
-check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
-validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
-# Every refusal of the run plan, before any rule runs or anything is sent anywhere; but teardown stops what an
-# earlier run started, whatever this config asks for now, and is never refused.
-if "teardown" not in sys.argv[1:]:
-    run_plan.check(config)
+try:
+    coerce_command_line(config)
+    check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
+    validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
+    # Every refusal of the run plan, before any rule runs or anything is sent anywhere; but teardown stops what
+    # an earlier run started, whatever this config asks for now, and is never refused.
+    if "teardown" not in sys.argv[1:]:
+        run_plan.check(config)
+except REFUSALS as refusal:
+    sys.exit(str(refusal))
 
 
 include: "workflow/rules/common.smk"
@@ -64,6 +78,7 @@ localrules:
     all,
     fetch,
     prepare,
+    sample_image,
     upload,
     check_training,
     profiler_report,
@@ -87,6 +102,10 @@ rule all:
 
 onstart:
     run_guard.record_run()
+    # first, if this run redoes a finished run of another data source or backend in its folder
+    redo = [job for job in workflow.dag.needrun_jobs() if job.rule.name != "all"]
+    if replacing := run_record.replacing(RESULTS, config, len(redo)):
+        print(replacing, file=sys.stderr)
     # a signal to Snakemake alone stops the running jobs now, as Ctrl-C does (run_guard.py)
     run_guard.stop_jobs_on_signals()
 
@@ -97,6 +116,8 @@ onsuccess:
     from dogbreed.reporting.summary import run_summary
 
     print(run_summary(RESULTS, ENDPOINT_STATE))
+    if "teardown" not in sys.argv[1:] and os.path.exists(f"{RESULTS}/evaluation/metrics.json"):
+        run_record.remember(RESULTS, config)
 
 
 onerror:

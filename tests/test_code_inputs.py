@@ -20,6 +20,7 @@ BACKEND_RULES = {"tune", "train", "upload", "start_endpoint", "evaluate", "deplo
 EVERY_RULE = {
     *BACKEND_RULES,
     "fetch",
+    "sample_image",
     "prepare",
     "check_training",
     "profiler_report",

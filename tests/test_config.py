@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from conftest import REPO, copy_workflow, snakemake
 from dogbreed.runtime.config import coerce_command_line
@@ -43,7 +45,7 @@ def test_dry_run_plans_the_whole_chain(workdir):
         "evaluate",
         "accuracy_gate",
     ):
-        assert f"rule {rule}:" in out
+        assert re.search(rf"^{rule}\s+1$", out, re.MULTILINE), out  # the plan's job table
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,7 @@ def test_cloud_overlays_plan_without_touching_aws(workdir, overlay):
     }
     result = snakemake(workdir, "-n", "deploy", "--configfile", overlay, env=env)
     for rule in ("upload", "tune", "train", "start_endpoint", "evaluate"):
-        assert f"rule {rule}:" in result.stdout
+        assert re.search(rf"^{rule}\s+1$", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_the_sagemaker_backend_needs_an_s3_store(workdir):
@@ -126,7 +128,7 @@ def test_the_schemas_hyperparameters_are_train_pys_own_flags():
         ({"hyperparameters": {"epochs": "ten"}}, "hyperparameters.epochs: 'ten' is not of type 'integer'"),
         (
             {"hyperparameters": {"epoch": 1}},
-            "hyperparameters.epoch is not a known setting; known here: amp, augment, batch_size, channels_last, epochs",
+            "hyperparameters.epoch is not a known setting; did you mean epochs?",
         ),
         (
             {"tuning": {"trial_hyperparameters": {"lr": -1}}},
@@ -189,6 +191,6 @@ def test_printed_commands_repeat_the_runs_options(monkeypatch):
 
     monkeypatch.setenv(run_options.ENV, shlex.join(options))
     assert run_options.command("teardown") == (
-        "snakemake --cores 1 teardown --configfile config/demo.yaml config/sagemaker.yaml "
+        "snakemake teardown --configfile config/demo.yaml config/sagemaker.yaml "
         "--config results_dir=results-cloud confirm_cloud=true --config=min_accuracy=0.5"
     )

@@ -198,6 +198,8 @@ def test_the_job_rules_declare_what_a_cluster_schedules_and_the_rest_stay_local(
     plan = subprocess.run(
         [
             str(VENV_BIN / "snakemake"),
+            "--workflow-profile",  # Snakemake's full output: each job's block with its resources
+            "profiles/verbose",
             "-n",
             "--forceall",
             "deploy",

@@ -46,6 +46,22 @@ rule prepare:
         "../scripts/prepare.py"
 
 
+rule sample_image:
+    # one test image at a fixed path, for the endpoint examples of the docs (curl … @results-demo/sample.jpg)
+    input:
+        code("sample_image"),
+        manifest=rules.prepare.output.manifest,
+        channels=rules.prepare.output.channels,
+    output:
+        R("sample.jpg"),
+    log:
+        R("logs/sample_image.log"),
+    conda:
+        env("workflow")
+    script:
+        "../scripts/sample_image.py"
+
+
 rule upload:
     input:
         code("upload"),

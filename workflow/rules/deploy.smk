@@ -6,8 +6,7 @@ rule deploy:
     # endpoint and brings back one that was stopped or died, without rerunning evaluate.
     input:
         code("deploy"),
-        rules.start_endpoint.output,
-        rules.evaluate.output,
+        rules.sample_image.output,
         [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
         rules.check_training.output,
         rules.profiler_report.output,

@@ -5,7 +5,9 @@ from dogbreed.runtime.rule_runner import run_rule
 
 
 def main(smk):
-    Path(smk.output[0]).write_text(gates.accuracy_gate(smk.input.metrics, smk.params.min_accuracy) + "\n")
+    verdict = gates.accuracy_gate(smk.input.metrics, smk.params.min_accuracy)
+    Path(smk.output[0]).write_text(verdict + "\n")
+    return verdict
 
 
 run_rule(main, snakemake)

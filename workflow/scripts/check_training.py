@@ -25,6 +25,10 @@ def main(smk):
         metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
         tags={f"rule.{name}": verdict for name, verdict in verdicts.items()},
     )
+    triggered = [name for name, verdict in verdicts.items() if verdict == "triggered"]
+    return f"{len(verdicts)} training checks, " + (
+        f"triggered: {', '.join(triggered)}" if triggered else "none triggered"
+    )
 
 
 run_rule(main, snakemake)

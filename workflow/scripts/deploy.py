@@ -18,8 +18,7 @@ def main(smk):
     name, stop_it = endpoint["endpoint_name"], run_options.command("teardown")
     state = read_endpoint_state(smk.params.state_dir)
     if state is not None and state.get("endpoint_name") == name and backend.healthy(endpoint):
-        print(f"endpoint {name} is serving at {endpoint['url']} (stop it: {stop_it})")
-        return
+        return f"endpoint {name} is serving at {endpoint['url']} (stop it: {stop_it})"
     why = "was torn down" if state is None else "does not answer"
     print(
         f"endpoint {name} at {endpoint['url']} {why}: bringing it back from {smk.input.model} "
@@ -28,7 +27,7 @@ def main(smk):
     revived = endpoint_registry.bring_back(
         backend, endpoint, smk.input.model, smk.params.state_dir, smk.params.results_dir, smk.params.backend
     )
-    print(f"endpoint {name} serving again at {revived['url']} (stop it: {stop_it})")
+    return f"endpoint {name} brought back at {revived['url']} (stop it: {stop_it})"
 
 
 run_rule(main, snakemake)

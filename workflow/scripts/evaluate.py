@@ -47,7 +47,7 @@ def main(smk):
         },
     )
     answers.done()  # only now: a failure above reruns evaluate, which then sends nothing again
-    print(
+    return (
         f"test accuracy {metrics['accuracy']:.4f} (top-5 {metrics['top5_accuracy']:.4f}, n={metrics['n']}, "
         f"chance {metrics['chance_accuracy']:.4f}); latency p50 {metrics['latency_ms']['p50']} ms per request"
     )

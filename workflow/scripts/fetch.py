@@ -10,8 +10,8 @@ def main(smk):
         smk.params.demo_seed,
         smk.params.extraction_limits,
     )
-    print(f"fetched {info['kind']} source into {info['root']}")
     download.write_fetched(info, smk.output[0])
+    return f"fetched {info['kind']} source into {info['root']}"
 
 
 run_rule(main, snakemake)

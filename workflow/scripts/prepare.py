@@ -17,8 +17,8 @@ def main(smk):
         max_bytes=smk.params.max_image_bytes,
         max_pixels=smk.params.max_image_pixels,
     )
-    print(
-        f"prepared {summary['usable']} images of {summary['classes']} classes {summary['per_split']}; "
+    return (
+        f"{summary['usable']} images of {summary['classes']} classes {summary['per_split']}; "
         f"rejected {summary['rejected']} (see {smk.output.rejected})"
     )
 

@@ -19,14 +19,15 @@ def main(smk):
     )
     Path(smk.output[0]).parent.mkdir(parents=True, exist_ok=True)
     Path(smk.output[0]).write_text(page, encoding="utf-8")
-    print(f"wrote {smk.output[0]}")
+    done = f"wrote {smk.output[0]}"
     tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
     theirs = Path(smk.input.output) / "sagemaker-profiler-report"
     if theirs.is_dir():  # SageMaker's own ProfilerReport, where the account still runs Debugger rules
         target = Path(smk.output[0]).parent / "sagemaker"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(theirs, target)
-        print(f"SageMaker's own profiler report: {target}/")
+        done += f" (and SageMaker's own, {target}/)"
+    return done
 
 
 run_rule(main, snakemake)

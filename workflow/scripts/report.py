@@ -20,8 +20,8 @@ def main(smk):
     figures = {name: smk.input[name] for name in FIGURES}
     page = run_page.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0])
     Path(smk.output[0]).write_text(page, encoding="utf-8")
-    print(f"wrote {smk.output[0]}")
     tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
+    return f"wrote {smk.output[0]}"
 
 
 run_rule(main, snakemake)

@@ -6,7 +6,7 @@ def main(smk):
     run_page.make_figures(
         dict(smk.input.items()), dict(smk.output.items()), smk.params.objective, smk.params.parameters
     )
-    print(f"figures in {smk.output.data_summary.rsplit('/', 1)[0]}/")
+    return f"figures in {smk.output.data_summary.rsplit('/', 1)[0]}/"
 
 
 run_rule(main, snakemake)

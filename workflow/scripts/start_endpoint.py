@@ -16,9 +16,7 @@ def main(smk):
     # which training this endpoint serves, as MLflow knows it (None: trained with tracking off)
     endpoint["mlflow_run_id"] = (json.loads(Path(smk.input.model_json).read_text()).get("tracking") or {}).get("run_id")
     Path(smk.output[0]).write_text(json.dumps(endpoint, indent=2))
-    print(
-        f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']} (stop it: {run_options.command('teardown')})"
-    )
+    return f"endpoint {endpoint['endpoint_name']} serving at {endpoint['url']}"
 
 
 run_rule(main, snakemake)

@@ -30,6 +30,8 @@ def main(smk):
         json.dump(
             {"backend": smk.params.backend, "channels": channels, "digests": digests, "sync": report}, out, indent=2
         )
+    uploaded = sum(result["uploaded"] for result in report.values())
+    return f"{uploaded} files uploaded to {store.join(smk.params.store_uri, prefix)}"
 
 
 run_rule(main, snakemake)

@@ -30,6 +30,7 @@ from dogbreed.backends.base import (
 from dogbreed.backends.errors import EndpointGone, EndpointRefused, EndpointUnavailable, JobFailed
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_guard, run_plan
+from dogbreed.runtime.rule_runner import say
 from dogbreed.training import jobspec
 from dogbreed.tuning import sagemaker_tuner
 from dogbreed.tuning import spec as tuning_spec
@@ -96,17 +97,17 @@ class SageMakerBackend(Backend):
         run_plan.refuse(
             run_plan.placeholder_problems({"store.uri": store_uri})
         )  # the settings' own: confirm() checks them
-        print(plan)
+        say(plan)
         self.confirm(costs)
 
     def confirm(self, lines):
         """Print the estimate; refuse unless confirm_cloud is true, and any setting still a placeholder."""
         run_plan.refuse(run_plan.placeholder_problems({f"backends.sagemaker.{k}": v for k, v in self.settings.items()}))
         total = sum(d for d, _ in lines if d is not None)
-        print("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
+        say("cost estimate (prices from backends.sagemaker.prices_per_hour; check your region's prices):")
         for _, line in lines:
-            print(f"  {line}")
-        print(
+            say(f"  {line}")
+        say(
             f"  total of the above: ${total:,.2f}"
             + (" plus unpriced items" if any(d is None for d, _ in lines) else "")
         )

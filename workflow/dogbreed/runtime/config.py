@@ -1,8 +1,15 @@
 """Config handling that the schema cannot do by itself."""
 
+import difflib
+
 import job_contract as contract
 
 from dogbreed.tuning import spec as tuning_spec
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot run with; the message names the key, the value and what to do."""
+
 
 # Keys meant for the command line. Snakemake may hand `--config key=value` over as a string.
 COMMAND_LINE_TYPES = {
@@ -19,7 +26,7 @@ def _to_bool(key, value):
     try:
         return contract.to_bool(value)  # the jobs' own reading of a boolean
     except Exception as error:  # argparse's ArgumentTypeError: the words the jobs would refuse
-        raise ValueError(f"config key {key}: {error}") from None
+        raise ConfigError(f"config key {key}: {error}") from None
 
 
 def coerce_command_line(config: dict) -> dict:
@@ -37,18 +44,20 @@ def coerce_command_line(config: dict) -> dict:
                 try:
                     config[key] = float(value)
                 except ValueError:
-                    raise ValueError(f"config key {key}: {value!r} is not a number") from None
+                    raise ConfigError(f"config key {key}: {value!r} is not a number") from None
         else:
             config[key] = str(value)
     return config
 
 
-class ConfigError(ValueError):
-    """A config value the workflow cannot run with; the message names the key, the value and what to do."""
-
-
 def _key(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _suggest(name, known) -> str:
+    """ "did you mean …" for a misspelt key (the closest known one), else the keys known there."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else f"known here: {', '.join(known)}"
 
 
 def check_config(config: dict, schema_path) -> dict:
@@ -66,8 +75,7 @@ def check_config(config: dict, schema_path) -> dict:
             known = sorted(error.schema.get("properties", {}))
             unknown = sorted(set(error.instance) - set(known))
             problems += [
-                f"{_key([*error.path, name])} is not a known setting; known here: {', '.join(known)}"
-                for name in unknown
+                f"{_key([*error.path, name])} is not a known setting; {_suggest(name, known)}" for name in unknown
             ]
         elif key == "tracking.uri" and error.validator == "not":
             problems.append(
@@ -85,5 +93,5 @@ def check_config(config: dict, schema_path) -> dict:
         known = schema["$defs"]["hyperparameters"]["properties"]  # the names train.py takes
         problems = tuning_spec.parameter_problems(config.get("tuning", {}), known)
     if problems:
-        raise ConfigError("config: " + "; ".join(problems))
+        raise ConfigError("\n".join(f"config: {problem}" for problem in problems))  # one line each
     return config

@@ -1,5 +1,6 @@
-"""How every rule script runs: output shown on the terminal and kept in the rule's log file, and the
-workflow's own errors (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
+"""How every rule script runs: its output kept in the rule's log file (and shown on the terminal too when Snakemake's
+output is verbose), one line per job on the terminal (what it did, how long it took), and the workflow's own errors
+(bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
 
 import contextlib
 import errno
@@ -7,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -99,7 +101,25 @@ def moving_setting(path: Path, config: dict):
     return None
 
 
+# Set by the Snakefile: "quiet" under the workflow's logger (profiles/default), where the terminal gets one line per
+# job and the rest goes to the rule's log only; otherwise the rule's whole output is shown as it is written.
+TERMINAL = "DOGBREED_TERMINAL"
+
+
+_terminal = None  # while run_rule runs: the terminal and the rule's log
+
+
+def say(text: str) -> None:
+    """A line the user must see on the quiet terminal too: a run plan, a cost estimate, what teardown left running."""
+    print(text, file=_terminal or sys.stdout)
+
+
+def _seconds(elapsed: float) -> str:
+    return f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.1f} min"
+
+
 def run_rule(main, snakemake):
+    """Runs main(snakemake); what it returns (a short line: what the job did) goes on the job's line."""
     # Snakemake stops jobs with SIGTERM (run_guard passes its own SIGTERM, SIGHUP and SIGINT on that way), Ctrl-C
     # sends SIGINT: each turns into an exception, so a rule that launched a training job or a server stops that
     # too instead of leaving it running, and ends with one line, not a traceback.
@@ -108,24 +128,34 @@ def run_rule(main, snakemake):
     # ...and when Snakemake is killed outright (kill -9), stop as if it had sent that SIGTERM
     run_guard.stop_when_snakemake_dies()
     log = open(snakemake.log[0], "w", encoding="utf-8")
-    sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
+    quiet, started = os.environ.get(TERMINAL) == "quiet", time.monotonic()
+    if quiet:  # the rule's output to its log only; the terminal gets the lines below
+        sys.stdout, sys.stderr = Tee(log), Tee(log)
+    else:
+        sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
+    # the job's line, the reason it failed, what it stopped: on the terminal (once) and in the log
+    global _terminal
+    said = _terminal = Tee(sys.__stderr__, log)
     try:
-        main(snakemake)
+        done = main(snakemake)
+        took = _seconds(time.monotonic() - started)
+        print(f"✓ {snakemake.rule} ({took})" + (f": {done}" if done else ""), file=said)
     except KeyboardInterrupt as interruption:
-        print(stopped_line(snakemake.rule, interruption), file=sys.stderr)
-        sys.stderr.flush()
+        print(stopped_line(snakemake.rule, interruption), file=said)
         sys.exit(130)
     except Exception as error:
         full = disk_full(error, snakemake)
         if type(error).__module__.startswith(("dogbreed", "classifier")):  # ours: its own words (a job's name, log)
-            print(f"error in rule {snakemake.rule}: {error}" + (f"; {full}" if full else ""), file=sys.stderr)
+            print(f"error in rule {snakemake.rule}: {error}" + (f"; {full}" if full else ""), file=said)
         elif full is not None:
-            print(f"error in rule {snakemake.rule}: {full}", file=sys.stderr)
+            print(f"error in rule {snakemake.rule}: {full}", file=said)
         else:
-            traceback.print_exc()
-        sys.stderr.flush()
+            traceback.print_exc()  # to the log, and to the terminal when it is verbose
+            if quiet:
+                last = traceback.format_exception_only(type(error), error)[-1].strip()
+                print(f"error in rule {snakemake.rule}: {last} (the traceback is in its log)", file=sys.__stderr__)
         sys.exit(1)
     finally:
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        sys.stdout, sys.stderr, _terminal = sys.__stdout__, sys.__stderr__, None
         with contextlib.suppress(OSError):  # a log on a full disk: what it missed went to the terminal
             log.close()

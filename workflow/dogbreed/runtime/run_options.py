@@ -26,7 +26,32 @@ def from_argv(argv) -> list:
     return options
 
 
+class TwoConfigfileFlags(ValueError):
+    """Snakemake keeps only the last of several --configfile flags, silently: the first overlay would be lost."""
+
+
+def check_one_configfile_flag(argv):
+    """Refuse a second --configfile flag: Snakemake's parser keeps the last one only, so
+    `--configfile config/demo.yaml --configfile mine.yaml` would plan the real run (the 1.1 GB download)."""
+    flags, files, taking = 0, [], False
+    for word in argv[1:]:
+        flag, _, value = word.partition("=")
+        if flag in ("--configfile", "--configfiles"):
+            flags += 1
+            files += [value] if value else []
+            taking = not value
+        elif taking and not word.startswith("-"):
+            files.append(word)
+        else:
+            taking = False
+    if flags > 1:
+        raise TwoConfigfileFlags(
+            f"--configfile is given {flags} times, and Snakemake would keep only the last one's files: give "
+            f"them all to one flag, later files winning: --configfile {' '.join(files)}"
+        )
+
+
 def command(what: str) -> str:
-    """`snakemake --cores 1 <what>` with this run's config options."""
+    """`snakemake <what>` with this run's config options (the workflow profile gives --cores)."""
     options = os.environ.get(ENV, "")
-    return f"snakemake --cores 1 {what}" + (f" {options}" if options else "")
+    return f"snakemake {what}" + (f" {options}" if options else "")

@@ -7,6 +7,7 @@ the others it left running, with their own commands; deploy finds its endpoint t
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,21 @@ def bring_back(backend, endpoint: dict, model_tar, state_dir, results_dir, backe
 
     servable.check_servable(model_tar, run_options.command("deploy --forcerun package_model"))
     note_run(state_dir, results_dir, backend_name)
-    return backend.revive(endpoint, model_tar, state_dir)
+    revived = backend.revive(endpoint, model_tar, state_dir)
+    _note_restart(Path(results_dir) / "endpoint.json", revived)
+    return revived
+
+
+def _note_restart(description_path: Path, revived: dict) -> None:
+    """endpoint.json says when the endpoint serving now started. Its time stamp stays: start_endpoint's output
+    is the same endpoint, and a newer file would make Snakemake rerun the evaluation for nothing."""
+    if not description_path.is_file():
+        return
+    before = description_path.stat()
+    description = json.loads(description_path.read_text())
+    description.update({key: revived[key] for key in ("url", "started_at") if key in revived})
+    description_path.write_text(json.dumps(description, indent=2))
+    os.utime(description_path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def forget(state_dir, keep_log_as):
