@@ -137,9 +137,12 @@ def copy_workflow(target: Path) -> Path:
 SNAKEMAKE_CORES = ("--set-threads", "tune=1", "train=1", "extract_features=1", "--cores", "2")
 
 
-def snakemake(workdir, *args, check=True, timeout=900, env=None):
+def snakemake(workdir, *args, check=True, timeout=900, env=None, quiet=False):
+    """A Snakemake run in workdir. Tests read what the rules print, so the terminal is the verbose one
+    (profiles/verbose) unless quiet: the default profile's one line per job, what a user sees."""
+    verbose = () if quiet else ("--workflow-profile", "profiles/verbose")
     result = subprocess.run(
-        [str(VENV_BIN / "snakemake"), *SNAKEMAKE_CORES, *args],
+        [str(VENV_BIN / "snakemake"), *verbose, *SNAKEMAKE_CORES, *args],
         cwd=workdir,
         capture_output=True,
         text=True,

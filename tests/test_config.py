@@ -194,3 +194,36 @@ def test_printed_commands_repeat_the_runs_options(monkeypatch):
         "snakemake teardown --configfile config/demo.yaml config/sagemaker.yaml "
         "--config results_dir=results-cloud confirm_cloud=true --config=min_accuracy=0.5"
     )
+
+
+def test_a_second_configfile_flag_is_refused_in_one_line(workdir):
+    """Snakemake keeps only the last --configfile flag's files: the demo overlay would be dropped silently."""
+    result = snakemake(
+        workdir, "-n", "deploy", "--configfile", "config/demo.yaml", "--configfile", "config/laptop.yaml", check=False
+    )
+    said = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1 and said[-1] == (
+        "--configfile is given 2 times, and Snakemake would keep only the last one's files: give them all to one "
+        "flag, later files winning: --configfile config/demo.yaml config/laptop.yaml"
+    )
+    assert not (workdir / "results-demo").exists() and not (workdir / "results").exists()
+
+
+def test_config_mistakes_come_one_per_line_with_the_closest_key(workdir):
+    result = snakemake(
+        workdir,
+        "-n",
+        "deploy",
+        "--configfile",
+        "config/demo.yaml",
+        "--config",
+        "backendd=local",
+        "modle=1",
+        check=False,
+    )
+    said = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1 and said[-2:] == [
+        "config: backendd is not a known setting; did you mean backend?",
+        "config: modle is not a known setting; did you mean model?",
+    ]
+    assert "Traceback" not in result.stderr and "File " not in result.stderr

@@ -58,8 +58,22 @@ def endpoint_process(workdir):
 
 @pytest.fixture(scope="module")
 def deployed(workdir):
-    snakemake(workdir, *ARGS)  # the default target: deploy + report
+    # the default target (deploy + report) with the default, quiet terminal: what a user sees, kept for a test
+    run = snakemake(workdir, *ARGS, quiet=True)
+    (workdir / "terminal.txt").write_text(run.stdout + run.stderr)
     return workdir
+
+
+def test_the_terminal_says_one_line_per_job(deployed):
+    lines = (deployed / "terminal.txt").read_text().splitlines()
+    jobs = [line for line in lines if line.startswith("✓ ")]
+    said = {line.split()[1] for line in jobs}
+    assert len(said) == len(jobs) and {"prepare", "tune", "train", "evaluate", "deploy", "report"} <= said, lines
+    assert len(lines) < 40 and max(map(len, lines)) <= 200, lines  # no banner, input lists, params dumps
+    assert not any(word in line for line in lines for word in ("input:", "Job stats", "Select jobs", "Building DAG"))
+    assert "[job] epoch" not in "\n".join(lines)  # the rules' own progress: in their logs
+    assert "epoch=" in (deployed / "results/logs/train.log").read_text()
+    assert (deployed / "results/sample.jpg").read_bytes()[:2] == b"\xff\xd8"  # the examples' image, a JPEG
 
 
 def test_deploy_writes_every_output(deployed):
@@ -316,11 +330,15 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
     whole = artifact.read_bytes()
     artifact.write_bytes(whole[: len(whole) // 2])
     try:
-        bad = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False)
+        bad = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False, quiet=True)
         output = bad.stdout + bad.stderr
         assert bad.returncode != 0 and "results/deploy/model.tar.gz cannot be read" in output
         assert "snakemake deploy --forcerun package_model --configfile config/test.yaml" in output
         assert "Traceback" not in output
+        # the rule's reason and its log are the last lines on screen: no restatement by Snakemake after them
+        last = bad.stderr.strip().splitlines()[-2:]
+        assert last[0].startswith("error in rule start_endpoint: results/deploy/model.tar.gz cannot be read"), last
+        assert last[1] == "rule start_endpoint failed; its log: results/logs/start_endpoint.log", last
         assert process.is_running() and requests.get(state["url"] + "/ping", timeout=5).status_code == 200
     finally:
         # the hinted remake, with the default target: the run whole again (its report too) for the tests after this
@@ -331,6 +349,8 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
 def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     state, process = endpoint_process(deployed)
     evaluated_at = (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns
+    description = deployed / "results/endpoint.json"
+    described = (json.loads(description.read_text())["started_at"], description.stat().st_mtime_ns)
     other = snakemake(deployed, "teardown", *ARGS, "--config", "results_dir=results-other")  # another run's options
     assert "no endpoint of this run" in other.stdout + other.stderr and process.is_running()
     assert (
@@ -351,6 +371,9 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
     assert job_counts(back.stdout + back.stderr) == {"deploy": 1}
     assert requests.get(state["url"] + "/ping", timeout=5).status_code == 200
     assert (deployed / "results/evaluation/metrics.json").stat().st_mtime_ns == evaluated_at
+    # endpoint.json says when the endpoint serving now started, its time stamp kept (nothing reruns for it)
+    assert json.loads(description.read_text())["started_at"] > described[0]
+    assert description.stat().st_mtime_ns == described[1]
     _revived, process = endpoint_process(deployed)
     process.kill()  # died: the same again
     process.wait(10)
