@@ -1,5 +1,5 @@
 # The Python layer both stand-in images share: Debian 12's Python 3.11 in a venv, PyTorch and what
-# scripts/requirements.txt lists. AWS's DLCs use Ubuntu, conda and Python 3.12 (docs/guide.md: stand-ins).
+# scripts/requirements.txt lists. AWS's DLCs use Ubuntu, conda and Python 3.12 (docs/local-mode.md: the images).
 # Wheels come from a wheelhouse the host filled with its own pip (containers/build.sh), served on
 # 127.0.0.1 during the build: no index, certificate or credential enters the image.
 ARG BASE_IMAGE

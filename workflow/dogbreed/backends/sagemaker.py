@@ -83,7 +83,7 @@ class SageMakerBackend(Backend):
         if not role:
             raise JobFailed(
                 "backends.sagemaker.role is empty: set it to the ARN of an IAM role SageMaker can assume "
-                "(docs/guide.md: IAM permissions)"
+                "(docs/sagemaker.md: IAM)"
             )
         return role
 

@@ -373,7 +373,7 @@ def tracking_section(model: dict) -> str:
                 ("experiment", recorded["experiment"]),
             ]
         )
-        + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (docs/guide.md: Tracking).</p>"
+        + "<p>Its trials and this run side by side: <code>make mlflow-ui</code> (docs/tracking.md).</p>"
     )
 
 

@@ -122,8 +122,8 @@ def local_file_problems(backend: str, hyperparameters: dict) -> list:
 def placeholder_problems(settings: dict) -> list:
     """{key: value}: a value still holding the shipped placeholder, naming the key."""
     return [
-        f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your own (docs/guide.md: "
-        f"SageMaker) before anything is sent to AWS"
+        f"{key} is still the placeholder {value!r} from config/sagemaker.yaml: set it to your own (docs/sagemaker.md) "
+        f"before anything is sent to AWS"
         for key, value in settings.items()
         if PLACEHOLDER in str(value)
     ]
@@ -146,7 +146,7 @@ def exposure_problems(backend: str, settings: dict) -> list:
         (
             f"backends.{backend}.host is {host!r}: the endpoint would answer anyone who reaches that address, and it "
             f"checks no credentials; keep it on 127.0.0.1 and reach it from elsewhere through an SSH tunnel or a reverse "
-            f"proxy that authenticates (docs/guide.md: Querying the endpoint)"
+            f"proxy that authenticates (docs/endpoint.md: who can reach it)"
         )
     ]
 
