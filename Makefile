@@ -58,6 +58,15 @@ test: $(BIN)/.installed
 test-long: $(BIN)/.installed
 	$(BIN)/pytest -n 2 --dist loadfile -m long
 
+# The documentation site (mkdocs.yml, docs/): built into site/ with --strict, so a broken link or anchor fails
+# (tests/test_docs.py builds it too in make test); docs-serve rebuilds it as pages change, on 127.0.0.1:8000
+.PHONY: docs docs-serve
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
 # The UIs, in an environment of their own (requirements-ui.txt: full mlflow cannot live beside smdebug's protobuf
 # pin), on 127.0.0.1. MLflow: every results folder's runs (tracking.uri's default store); Optuna: one study DB.
 UI_VENV := .venv-ui
