@@ -93,7 +93,7 @@ clean: teardown
 	rm -rf results results-demo .snakemake store data/raw
 
 # SageMaker local mode (backend: local_container): a Docker engine and stand-ins for AWS's PyTorch
-# training and inference containers, tagged with the ECR URIs the SDK resolves (docs/guide.md: local mode).
+# training and inference containers, tagged with the ECR URIs the SDK resolves (docs/local-mode.md).
 container-images: $(BIN)/.installed
 	bash containers/build.sh
 
