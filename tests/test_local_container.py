@@ -49,7 +49,7 @@ def deployed(tmp_path_factory):
     before = running_containers()
     # the demo's data and settings (make demo), on local_container
     work = copy_workflow(tmp_path_factory.mktemp("container-workflow"))
-    (work / "config/test.yaml").write_text(yaml.safe_dump({"backend": "local_container"}))
+    (work / "config/test.yaml").write_text(yaml.safe_dump({"backend": "local_container", "results_dir": "results"}))
     try:
         run = snakemake(work, *ARGS, timeout=1800)
         yield work, run

@@ -237,7 +237,7 @@ def test_a_refused_run_stops_before_its_first_rule_and_sends_nothing(tmp_path, a
         )
         out = result.stdout + result.stderr
         assert result.returncode != 0 and "backends.sagemaker.instance_count is 2, but training.processes is 1" in out
-    assert not (work / "data").exists() and not (work / "results").exists()
+    assert not (work / "data").exists() and not (work / "results-demo").exists()
     assert aws_listener[1] == []
 
 

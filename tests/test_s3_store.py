@@ -130,7 +130,7 @@ def test_the_workflow_uploads_to_s3(tmp_path, bucket, tiny_dataset, moto_server)
         f"data_source={tiny_dataset}",
         f"store={{uri: 's3://{bucket}/store', endpoint_url: '{moto_server}'}}",
     )
-    upload = json.loads((work / "results/upload.json").read_text())
+    upload = json.loads((work / "results-demo/upload.json").read_text())
     assert upload["channels"]["train"].startswith(f"s3://{bucket}/store/datasets/")
     assert upload["sync"]["train"]["uploaded"] == 36 and "AWS_SECRET" not in result.stdout + result.stderr
 

@@ -68,7 +68,7 @@ def test_the_terminal_says_one_line_per_job(deployed):
     lines = (deployed / "terminal.txt").read_text().splitlines()
     jobs = [line for line in lines if line.startswith("✓ ")]
     said = {line.split()[1] for line in jobs}
-    assert len(said) == len(jobs) and {"prepare", "tune", "train", "evaluate", "deploy", "report"} <= said, lines
+    assert len(said) == len(jobs) and {"prepare", "tune", "train", "evaluate", "report"} <= said, lines
     assert len(lines) < 40 and max(map(len, lines)) <= 200, lines  # no banner, input lists, params dumps
     assert not any(word in line for line in lines for word in ("input:", "Job stats", "Select jobs", "Building DAG"))
     assert "[job] epoch" not in "\n".join(lines)  # the rules' own progress: in their logs
@@ -136,11 +136,11 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     cloud = overlay(deployed, "cloud", {"backend": "sagemaker", "store": {"uri": "s3://bucket/dog-breed"}})
     assert planned_jobs(deployed, *cloud) == {"upload": 1, "tune": 1, **AFTER_TRAINING}
     everything = planned_jobs(deployed, *ARGS, "--config", "data_source=demo")
-    assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
+    assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "sample_image": 1, "tune": 1, **AFTER_TRAINING}
     tracking = overlay(deployed, "tracking", {"tracking": {"enabled": False, "uri": "sqlite:///elsewhere.db"}})
     assert planned_jobs(deployed, *tracking) == {}  # where runs are recorded is no input of any result
     rehearsal = planned_jobs(deployed, *ARGS, "--config", "results_dir=results-rehearsal")
-    assert rehearsal == {"prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}  # downloads are shared
+    assert rehearsal == {"prepare": 1, "upload": 1, "sample_image": 1, "tune": 1, **AFTER_TRAINING}  # downloads: shared
 
     module = deployed / "workflow/dogbreed/serving/evaluation.py"
     original = module.read_text()
@@ -151,7 +151,14 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     module = deployed / "workflow/dogbreed/data/store.py"  # fetch imports it (an s3:// source): its inputs say so
     original = module.read_text()
     module.write_text(original + "\n# an edit\n")
-    assert planned_jobs(deployed, *ARGS) == {"fetch": 1, "prepare": 1, "upload": 1, "tune": 1, **AFTER_TRAINING}
+    assert planned_jobs(deployed, *ARGS) == {
+        "fetch": 1,
+        "prepare": 1,
+        "upload": 1,
+        "sample_image": 1,
+        "tune": 1,
+        **AFTER_TRAINING,
+    }
     module.write_text(original)
 
 

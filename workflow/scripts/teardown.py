@@ -15,7 +15,7 @@ def main(smk):
     for line in endpoint_registry.not_touched(smk.params.endpoints_dir, state_dir):
         say(line)
     return (
-        "stopped " + ", ".join(stopped)
+        "stopped: " + ", ".join(stopped)
         if stopped
         else f"no endpoint of this run ({smk.params.endpoint_name}) is running"
     )
