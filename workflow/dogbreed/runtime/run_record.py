@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-NAME = "run.json"  # <results_dir>/run.json
+NAME = "finished-run.json"  # <results_dir>/finished-run.json
 
 
 def _what(record: dict) -> str:
