@@ -30,7 +30,7 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --g
 $(BIN)/.installed: requirements.lock requirements-uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
-	$(BIN)/uv pip install --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
 	echo "$(CURDIR)/workflow/plugins" >"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/dogbreed-plugins.pth"
 	touch $@
 
@@ -46,7 +46,7 @@ lock: $(BIN)/.installed
 
 # VERBOSE=1: Snakemake's full output and the rules' own progress on screen (profiles/verbose)
 demo: $(BIN)/.installed
-	$(BIN)/snakemake deploy report --configfile config/demo.yaml $(if $(VERBOSE),--workflow-profile profiles/verbose)
+	$(BIN)/snakemake deploy report --configfile config/demo.yaml $(if $(filter 1 yes true,$(VERBOSE)),--workflow-profile profiles/verbose)
 
 # two workers (pytest-xdist), each test file on one of them, in order (its tests share the runs its
 # fixtures build); one compute thread per job (tests/conftest.py), so two jobs never fight for the cores
@@ -87,10 +87,11 @@ optuna-dashboard: $(UI_VENV)/.installed
 teardown: $(BIN)/.installed
 	$(BIN)/snakemake teardown --configfile config/demo.yaml
 
-# stop the demo's endpoint first (teardown lists any other run's it leaves running); the endpoint records in
+# the demo's outputs and what every run shares (.snakemake, the store, downloads); the real run's results/ stays.
+# Stops the demo's endpoint first (teardown lists any other run's it leaves running); the endpoint records in
 # .dogbreed/endpoints/ stay, so a teardown of another run still finds its server after this
 clean: teardown
-	rm -rf results results-demo .snakemake store data/raw
+	rm -rf results-demo .snakemake store data/raw
 
 # SageMaker local mode (backend: local_container): a Docker engine and stand-ins for AWS's PyTorch
 # training and inference containers, tagged with the ECR URIs the SDK resolves (docs/local-mode.md).

@@ -5,6 +5,7 @@
 import os
 import shlex
 import sys
+import time
 
 from snakemake.utils import min_version, validate
 
@@ -19,12 +20,14 @@ sys.path[:0] = [WORKFLOW_CODE, JOB_CODE]
 # (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, JOB_CODE, os.environ.get("PYTHONPATH")] if p)
 
-from dogbreed.runtime import rule_runner, run_guard, run_options, run_plan, run_record
+from dogbreed.runtime import rule_runner, run_guard, run_options, run_plan, finished_run
 from dogbreed.runtime.config import ConfigError, check_config, coerce_command_line
 
 # A refusal of the command line, the config or the run plan is its own words (one line per problem) and exit
 # status 1, not an exception with Snakemake's pointers into this file.
 REFUSALS = (run_options.TwoConfigfileFlags, ConfigError, run_plan.PlanRefused)
+STARTED = time.time()  # finished-run.json is this run's only when it made the evaluation (finished_run.py)
+TEARDOWN = "teardown" in sys.argv[1:]  # stops what an earlier run started: never refused, replaces nothing
 try:
     run_options.check_one_configfile_flag(sys.argv)
 except REFUSALS as refusal:
@@ -53,10 +56,13 @@ try:
     validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
     # Every refusal of the run plan, before any rule runs or anything is sent anywhere; but teardown stops what
     # an earlier run started, whatever this config asks for now, and is never refused.
-    if "teardown" not in sys.argv[1:]:
+    if not TEARDOWN:
         run_plan.check(config)
 except REFUSALS as refusal:
     sys.exit(str(refusal))
+# a dry run has no onstart: its plan's first line says it too, without the count (the plan lists the jobs)
+if workflow.output_settings.dryrun and not TEARDOWN and (replacing := finished_run.replacing(config["results_dir"], config)):
+    print(replacing, file=sys.stderr)
 
 
 include: "workflow/rules/common.smk"
@@ -104,7 +110,7 @@ onstart:
     run_guard.record_run()
     # first, if this run redoes a finished run of another data source or backend in its folder
     redo = [job for job in workflow.dag.needrun_jobs() if job.rule.name != "all"]
-    if replacing := run_record.replacing(RESULTS, config, len(redo)):
+    if not TEARDOWN and (replacing := finished_run.replacing(RESULTS, config, len(redo))):
         print(replacing, file=sys.stderr)
     # a signal to Snakemake alone stops the running jobs now, as Ctrl-C does (run_guard.py)
     run_guard.stop_jobs_on_signals()
@@ -112,12 +118,12 @@ onstart:
 
 onsuccess:
     run_guard.forget_run()
+    if not TEARDOWN and finished_run.evaluated_since(RESULTS, STARTED):
+        finished_run.remember(RESULTS, config)
     # The run in three lines, when the run produced an evaluation.
     from dogbreed.reporting.summary import run_summary
 
     print(run_summary(RESULTS, ENDPOINT_STATE))
-    if "teardown" not in sys.argv[1:] and os.path.exists(f"{RESULTS}/evaluation/metrics.json"):
-        run_record.remember(RESULTS, config)
 
 
 onerror:

@@ -14,6 +14,8 @@ import requests
 import serving_contract
 import yaml
 from conftest import (
+    REPO,
+    VENV_BIN,
     assert_deployed_outputs,
     endpoint_state_dir,
     recorded_endpoints,
@@ -160,6 +162,20 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
         **AFTER_TRAINING,
     }
     module.write_text(original)
+
+
+def test_the_readmes_first_screen_gets_a_prediction(deployed):
+    """The README's first commands, as written, against this run (its folder for the demo's; make is the run)."""
+    import subprocess
+
+    readme = (REPO / "README.md").read_text()
+    commands = readme.split("```bash\n", 1)[1].split("```", 1)[0].replace("results-demo/", "results/")
+    script = "\n".join(line for line in commands.splitlines() if not line.startswith(("make ", "source ")))
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    said = subprocess.run(["bash", "-euc", script], cwd=deployed, capture_output=True, text=True, env=env, timeout=60)
+    assert said.returncode == 0, said.stderr
+    assert {p["index"] for p in json.loads(said.stdout)["predictions"][0]} == {0, 1, 2}
+    assert "make demo" in commands and "make teardown" in commands and "curl --fail-with-body" in commands
 
 
 def test_the_live_endpoint_answers(deployed):

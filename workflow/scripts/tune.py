@@ -55,7 +55,10 @@ def main(smk):
     best["study"] = study_name
     Path(smk.output.best).write_text(json.dumps(best, indent=2))
     print(f"best: {best['hyperparameters']} ({best['objective']['metric']}={best['objective']['value']})")
-    tuned = ", ".join(f"{name}={value:.3g}" for name, value in best["hyperparameters"].items())
+    tuned = ", ".join(
+        f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"  # a categorical may be a string
+        for name, value in best["hyperparameters"].items()
+    )
     return f"{len(rows)} trials, best {tuned} ({best['objective']['metric']} {best['objective']['value']:.4g})"
 
 

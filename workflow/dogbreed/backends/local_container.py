@@ -31,6 +31,7 @@ from dogbreed.backends.errors import EndpointGone, JobFailed, JobInterrupted
 from dogbreed.backends.sagemaker import SageMakerBackend
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_guard
+from dogbreed.runtime.rule_runner import say
 from dogbreed.training import jobspec
 
 # The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
@@ -204,7 +205,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
                 try:
                     _remove_job_containers(client, container_root, log_path)
                 except Exception as error:  # the engine went away: say so, keep the job's own outcome
-                    print(f"could not collect or remove the containers of {job_name}: {error}")
+                    say(f"could not collect or remove the containers of {job_name}: {error}")
                 shutil.rmtree(container_root, ignore_errors=True)  # what the containers wrote as root may stay
             if failure is not None and run_guard.stopping.is_set():
                 raise JobInterrupted(f"local-mode training job {job_name} stopped")

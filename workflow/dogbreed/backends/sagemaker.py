@@ -221,7 +221,7 @@ class SageMakerBackend(Backend):
             try:
                 wait()
             except KeyboardInterrupt:  # Ctrl-C, or a signal through rule_runner
-                print(f"interrupted: stopping {what}")
+                say(f"interrupted: stopping {what}")
                 stop()
                 raise
 
@@ -263,7 +263,7 @@ class SageMakerBackend(Backend):
             )
             with quota_advice(self.settings, self.session.boto_region_name):
                 estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
-            print(f"launched training job {name}")
+            say(f"launched training job {name}")
         self._wait(
             f"SageMaker training job {name}",
             lambda: self._follow_logs(name),
@@ -402,7 +402,7 @@ class SageMakerBackend(Backend):
         )
         with quota_advice(self.settings, self.session.boto_region_name):
             tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
-        print(f"launched tuning job {job_name}")
+        say(f"launched tuning job {job_name}")
 
     def _tuning_jobs(self, tuning_name):
         jobs = []
@@ -423,10 +423,9 @@ class SageMakerBackend(Backend):
             counters = {k: n for k, n in (description.get("TrainingJobStatusCounters") or {}).items() if n}
             if counters != seen:  # a line whenever a trial starts or ends, not a still bar for an hour
                 seen = counters
-                print(
+                say(
                     f"tuning job {job_name}: {status}; trials "
-                    + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started"),
-                    flush=True,
+                    + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started")
                 )
             if status not in ("InProgress", "Stopping"):
                 if status != "Completed":

@@ -23,6 +23,8 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from dogbreed.runtime.rule_runner import say
+
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {
     "train": "train",
@@ -210,7 +212,7 @@ def prepare(
             )
     warnings = class_warnings(rows, classes)
     for warning in warnings:
-        print(f"warning: {warning}")
+        say(f"warning: {warning}")
     write_csv(out_dir / "manifest.csv", MANIFEST_COLUMNS, rows)
     write_rejected(out_dir / "rejected.csv", rejected.items, source_root)
     (out_dir / "classes.json").write_text(

@@ -157,5 +157,5 @@ def run_rule(main, snakemake):
         sys.exit(1)
     finally:
         sys.stdout, sys.stderr, _terminal = sys.__stdout__, sys.__stderr__, None
-        with contextlib.suppress(OSError):  # a log on a full disk: what it missed went to the terminal
+        with contextlib.suppress(OSError):  # a log on a full disk: what it missed was said on the terminal (verbose)
             log.close()

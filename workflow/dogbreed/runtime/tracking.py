@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from dogbreed.runtime import naming
+from dogbreed.runtime.rule_runner import say
 
 # MLflow asks a server up to 7 times with backoff (minutes for a server that is down): fewer, sooner; and no
 # usage telemetry from this workflow or its jobs
@@ -70,7 +71,7 @@ def best_effort(what: str):
     try:
         yield
     except Exception as error:
-        print(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected", flush=True)
+        say(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected")
 
 
 def job_reachable(uri: str, backend: str) -> bool:

@@ -11,6 +11,7 @@ is formatted as Snakemake formats it. `--workflow-profile profiles/verbose` runs
 Found by Snakemake's plugin registry as a package named snakemake_logger_plugin_*: the Makefile puts this folder
 on the venv's path (a .pth file)."""
 
+import re
 import sys
 from logging import INFO, LogRecord
 
@@ -48,10 +49,20 @@ CHATTER = (
 RULE_PROCESS_FAILED = "CalledProcessError in file"
 # after a failed job: Snakemake's restatement of it, which would push the rule's own line off the screen
 AFTER_FAILURE = (
+    "Removing output files of failed job",
     "Shutting down, this might take some time",
     "Exiting because a job execution failed",
     "At least one job did not complete successfully",
 )
+
+
+def _how_it_died(message: str) -> str:
+    """' (killed by SIGKILL)' or ' (exit status 139)' from the CalledProcessError of a rule's process, when it did
+    not end through the rule script's own error handling (exit status 1, or 130 when a signal stopped it)."""
+    if signal := re.search(r"died with <Signals\.(\w+)", message):
+        return f" (killed by {signal.group(1)})"
+    status = re.search(r"exit status (-?\d+)", message)
+    return f" (exit status {status.group(1)})" if status and status.group(1) not in ("1", "130") else ""
 
 
 class LogHandler(LogHandlerBase):
@@ -63,6 +74,7 @@ class LogHandler(LogHandlerBase):
             settings.quiet, settings.debug_dag, settings.verbose, settings.dryrun, settings.printshellcmds
         )
         self.a_job_failed = False
+        self.how_it_died = ""  # a rule's process killed (OOM, a signal) never said why itself
 
     def emit(self, record: LogRecord) -> None:
         event = get_event(record)
@@ -70,16 +82,20 @@ class LogHandler(LogHandlerBase):
             # the rule script has printed its reason; the log is where the rest is
             self.a_job_failed = True
             logs = ", ".join(str(log) for log in getattr(record, "log", None) or [])
-            self._write(f"rule {record.rule_name} failed" + (f"; its log: {logs}" if logs else ""))
+            died, self.how_it_died = self.how_it_died, ""
+            self._write(f"rule {record.rule_name} failed{died}" + (f"; its log: {logs}" if logs else ""))
             return
         if event in SILENT_EVENTS and not (self.common_settings.dryrun and event == LogEvent.RUN_INFO):
             return
         if not self.default_filter.filter(record):
             return
         message = str(record.msg)
+        if RULE_PROCESS_FAILED in message:
+            self.how_it_died = _how_it_died(message)
+            return
         if event is None and record.levelno <= INFO and message.startswith(CHATTER):
             return
-        if RULE_PROCESS_FAILED in message or (self.a_job_failed and any(part in message for part in AFTER_FAILURE)):
+        if self.a_job_failed and any(part in message for part in AFTER_FAILURE):
             return
         text = self.format(record)
         if text.strip():
