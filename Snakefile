@@ -61,7 +61,11 @@ try:
 except REFUSALS as refusal:
     sys.exit(str(refusal))
 # a dry run has no onstart: its plan's first line says it too, without the count (the plan lists the jobs)
-if workflow.output_settings.dryrun and not TEARDOWN and (replacing := finished_run.replacing(config["results_dir"], config)):
+if (
+    workflow.output_settings.dryrun
+    and not TEARDOWN
+    and (replacing := finished_run.replacing(config["results_dir"], config))
+):
     print(replacing, file=sys.stderr)
 
 
