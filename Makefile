@@ -28,11 +28,12 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --g
 # set, and then every job pays seconds of compiling torch again (pip compiles at install). The .pth file puts the
 # workflow's logger plugin (profiles/default) on the venv's path, where Snakemake's plugin registry looks.
 $(BIN)/.installed: requirements.lock requirements-uv.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
-	echo "$(CURDIR)/workflow/plugins" >"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/dogbreed-plugins.pth"
-	touch $@
+	@echo "installing $(VENV)/ from requirements.lock (uv, every hash checked)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --require-hashes -r requirements-uv.lock
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode $(UV_SOURCES) -r requirements.lock
+	@echo "$(CURDIR)/workflow/plugins" >"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/dogbreed-plugins.pth"
+	@touch $@
 
 # requirements.txt (and the images' containers/requirements-*.txt) → the lock files, hashes and all
 lock: $(BIN)/.installed
