@@ -197,43 +197,99 @@ def plot_training_curves(metrics: pd.DataFrame, path):
     html_kit.save_figure(figure, path)
 
 
+# above this many classes a chart or matrix with every class name stops being readable on a page
+NAMED_CLASSES = 30
+
+
+def per_class_table(metrics: dict) -> pd.DataFrame:
+    """Every class, worst first: its accuracy, its test images and what it is most often taken for."""
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    names = metrics["confusion_matrix"]["classes"]
+    rows = []
+    for name, row in metrics["per_class_accuracy"].items():
+        i = names.index(name)
+        wrong = matrix[i].copy()
+        wrong[i] = 0
+        rows.append(
+            {
+                "breed": name,
+                "accuracy": row["accuracy"],
+                "test images": row["n"],
+                "most often taken for": f"{names[wrong.argmax()]} ({wrong.max()})" if wrong.any() else "",
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["accuracy", "test images"], ascending=[True, False], kind="stable")
+
+
 def plot_per_class(metrics: dict, path):
-    per_class = metrics["per_class_accuracy"]
-    names = list(per_class)
-    figure, axis = plt.subplots(figsize=(9, max(2.5, 0.16 * len(names))))
-    axis.barh(names, [per_class[n]["accuracy"] for n in names])
+    """Accuracy per class, sorted (worst first), each bar named with its count; above NAMED_CLASSES classes the
+    worst and the best half of that each, the whole list being the table under it."""
+    table, total = per_class_table(metrics), len(metrics["per_class_accuracy"])
+    shown = "test accuracy per class, worst first (n: its test images)"
+    if total > NAMED_CLASSES:
+        half = NAMED_CLASSES // 2
+        table = pd.concat([table.head(half), table.tail(half)])
+        shown += f"; the worst {half} and the best {half} of {total}"
+    labels = [f"{breed} (n={n})" for breed, n in zip(table["breed"], table["test images"])]
+    figure, axis = plt.subplots(figsize=(9, max(2.5, 0.26 * len(labels))))
+    axis.barh(labels, table["accuracy"])
     axis.axvline(metrics["accuracy"], color="black", linestyle="--", label=f"overall {metrics['accuracy']:.3f}")
     axis.invert_yaxis()
-    axis.tick_params(axis="y", labelsize=6 if len(names) > 30 else 9)
-    axis.set(xlabel="test accuracy", xlim=(0, 1))
+    axis.tick_params(axis="y", labelsize=9)
+    axis.set(xlabel=shown, xlim=(0, 1))
     html_kit.legend_above(axis, 1)
     html_kit.save_figure(figure, path)
 
 
-def plot_confusion(metrics: dict, path):
-    matrix = np.array(metrics["confusion_matrix"]["matrix"], dtype=float)
+def most_confused_classes(metrics: dict, count=NAMED_CLASSES) -> list:
+    """The classes in the most mix-ups (as true or predicted class), most first: the rows and columns of a
+    confusion matrix that can carry names at 133 classes."""
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
     names = metrics["confusion_matrix"]["classes"]
-    rows = matrix.sum(axis=1, keepdims=True)
+    if len(names) <= count:
+        return list(names)
+    wrong = matrix - np.diag(np.diag(matrix))
+    involved = wrong.sum(axis=0) + wrong.sum(axis=1)
+    order = np.argsort(-involved, kind="stable")[:count]
+    return [names[i] for i in sorted(order, key=lambda i: (-involved[i], i)) if involved[i] > 0] or list(names[:count])
+
+
+def _matrix_axis(figure, axis, matrix, names, labelled, rows=None):
+    """rows: each true class's images (its row total in the whole matrix, when this is a part of it)."""
+    rows = matrix.sum(axis=1, keepdims=True) if rows is None else rows
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    size = min(14, 3 + 0.09 * len(names))
-    figure, axis = plt.subplots(figsize=(size + 1.5, size))
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=axis, label="share of the true class")
-    if len(names) <= 30:
+    figure.colorbar(image, ax=axis, label="share of the true class", shrink=0.8)
+    if labelled:
         axis.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
         axis.set_yticks(range(len(names)), names, fontsize=8)
         for (i, j), value in np.ndenumerate(matrix):
             if value:
-                axis.text(
-                    j,
-                    i,
-                    int(value),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if normalised[i, j] > 0.5 else "black",
-                )
+                colour = "white" if normalised[i, j] > 0.5 else "black"
+                axis.text(j, i, int(value), ha="center", va="center", fontsize=7, color=colour)
     axis.set(xlabel="predicted", ylabel="true")
+
+
+def plot_confusion(metrics: dict, path):
+    """The confusion matrix with class names; above NAMED_CLASSES classes, the most confused classes' own
+    matrix with their names (share of each true class, over all its images) beside the whole one unnamed."""
+    matrix = np.array(metrics["confusion_matrix"]["matrix"], dtype=float)
+    names = metrics["confusion_matrix"]["classes"]
+    if len(names) <= NAMED_CLASSES:
+        size = 3 + 0.3 * len(names)
+        figure, axis = plt.subplots(figsize=(size + 1.5, size))
+        _matrix_axis(figure, axis, matrix, names, labelled=True)
+        html_kit.save_figure(figure, path)
+        return
+    confused = most_confused_classes(metrics)
+    index = [names.index(name) for name in confused]
+    figure, (whole, named) = plt.subplots(1, 2, figsize=(22, 11), gridspec_kw={"width_ratios": [1, 1.2]})
+    _matrix_axis(figure, whole, matrix, names, labelled=False)
+    whole.set_title(f"all {len(names)} classes, in folder order")
+    part = matrix[np.ix_(index, index)]
+    rows = matrix[index].sum(axis=1, keepdims=True)  # shares of all each class's images, not of the part's
+    _matrix_axis(figure, named, part, confused, labelled=True, rows=rows)
+    named.set_title(f"the {len(confused)} classes in the most mix-ups")
     html_kit.save_figure(figure, path)
 
 
@@ -490,6 +546,9 @@ def evaluation_section(evaluation, figures) -> str:
 {html_kit.definitions(numbers)}
 <h3>Per-class accuracy</h3>
 {html_kit.image(figures["per_class"])}
+<details><summary>Every class, worst first</summary>
+{html_kit.frame_table(per_class_table(evaluation))}
+</details>
 <h3>Confusion matrix</h3>
 {html_kit.image(figures["confusion"])}
 <h3>Most frequent confusions</h3>
