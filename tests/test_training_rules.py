@@ -252,6 +252,7 @@ def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
     for rule in run_checks.ALL_RULES:
         assert f'href="#{rule}"' in summary
     assert "not_applicable" in summary if ON_CPU else True
+    assert "(the job ran on one process)" in summary  # each not_applicable says why
 
 
 def test_the_numpy2_shim():

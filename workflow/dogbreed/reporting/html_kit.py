@@ -89,3 +89,9 @@ def legend_above(axis, columns, **options):
     axis.legend(
         loc="lower left", bbox_to_anchor=(0, 1.01), ncol=columns, borderaxespad=0, frameon=False, fontsize=8, **options
     )
+
+
+def why_not_applicable(rule) -> str:
+    """Beside a training check's not_applicable verdict, its reason (the check's evidence: no GPU, one process)."""
+    reason = (rule.get("evidence") or {}).get("reason") if rule["verdict"] == "not_applicable" else None
+    return f" ({html.escape(reason)})" if reason else ""

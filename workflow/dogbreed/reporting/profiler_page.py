@@ -466,7 +466,7 @@ def rules_summary_table(rules) -> str:
             {
                 "rule": f'<a href="#{r["rule"]}">{r["rule"]}</a>',
                 "kind": r["kind"],
-                "verdict": _verdict(r["verdict"]),
+                "verdict": _verdict(r["verdict"]) + html_kit.why_not_applicable(r),
                 "triggered steps": len(r["triggered_steps"]),
                 "recommendation": html.escape(r["recommendation"]),
             }

@@ -520,7 +520,7 @@ def training_section(model, best, metrics, figures) -> str:
 
 def checks_section(rules, profiler_link) -> str:
     rows = "".join(
-        f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
+        f'<tr><td>{r["rule"]}</td><td>{r["kind"]}</td><td class="{r["verdict"]}">{r["verdict"]}{html_kit.why_not_applicable(r)}</td>'
         f"<td>{html.escape(r['recommendation'])}</td></tr>"
         for r in rules["rules"]
     )
