@@ -28,10 +28,6 @@ from dogbreed.runtime.config import ConfigError, check_config, coerce_command_li
 REFUSALS = (run_options.TwoConfigfileFlags, ConfigError, run_plan.PlanRefused)
 STARTED = time.time()  # finished-run.json is this run's only when it made the evaluation (finished_run.py)
 TEARDOWN = "teardown" in sys.argv[1:]  # stops what an earlier run started: never refused, replaces nothing
-try:
-    run_options.check_one_configfile_flag(sys.argv)
-except REFUSALS as refusal:
-    sys.exit(str(refusal))
 # Under the workflow's quiet logger (profiles/default), the rule scripts keep their output to their logs and say
 # one line per job; under profiles/verbose, everything they print is shown too.
 QUIET = "dogbreed" in (workflow.output_settings.log_handler_settings or {})
@@ -51,6 +47,7 @@ report: "workflow/report/workflow.rst"  # the landing page of `snakemake --repor
 
 
 try:
+    run_options.check_one_configfile_flag(sys.argv)
     coerce_command_line(config)
     check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))  # names the key
     validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults

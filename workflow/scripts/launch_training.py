@@ -42,8 +42,7 @@ def main(smk):
                 )
             tracker.end(run_id, "Completed", files=[smk.output.model, smk.output.metrics])
     Path(smk.output.model_json).write_text(json.dumps(result, indent=2))
-    print(f"trained {job.name} in {result['seconds']} s: {result['model_uri']}; its whole log: {result['log']}")
-    return f"trained {job.name} (its log: {result['log']})"
+    return f"trained {job.name} in {result['seconds']} s (its log: {result['log']})"
 
 
 def start_tracking(smk, best, job) -> tuple:

@@ -54,7 +54,6 @@ def main(smk):
     print(table.drop(columns=["log"], errors="ignore").to_string(index=False))
     best["study"] = study_name
     Path(smk.output.best).write_text(json.dumps(best, indent=2))
-    print(f"best: {best['hyperparameters']} ({best['objective']['metric']}={best['objective']['value']})")
     tuned = ", ".join(
         f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"  # a categorical may be a string
         for name, value in best["hyperparameters"].items()

@@ -201,21 +201,24 @@ def plot_training_curves(metrics: pd.DataFrame, path):
 NAMED_CLASSES = 30
 
 
+def _mix_ups(metrics: dict) -> tuple:
+    """(the confusion matrix without its diagonal: the wrong answers only, the class names)."""
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    return matrix - np.diag(np.diag(matrix)), metrics["confusion_matrix"]["classes"]
+
+
 def per_class_table(metrics: dict) -> pd.DataFrame:
     """Every class, worst first: its accuracy, its test images and what it is most often taken for."""
-    matrix = np.array(metrics["confusion_matrix"]["matrix"])
-    names = metrics["confusion_matrix"]["classes"]
+    wrong, names = _mix_ups(metrics)
     rows = []
     for name, row in metrics["per_class_accuracy"].items():
-        i = names.index(name)
-        wrong = matrix[i].copy()
-        wrong[i] = 0
+        taken_for = wrong[names.index(name)]
         rows.append(
             {
                 "breed": name,
                 "accuracy": row["accuracy"],
                 "test images": row["n"],
-                "most often taken for": f"{names[wrong.argmax()]} ({wrong.max()})" if wrong.any() else "",
+                "most often taken for": f"{names[taken_for.argmax()]} ({taken_for.max()})" if taken_for.any() else "",
             }
         )
     return pd.DataFrame(rows).sort_values(["accuracy", "test images"], ascending=[True, False], kind="stable")
@@ -244,14 +247,12 @@ def plot_per_class(metrics: dict, path):
 def most_confused_classes(metrics: dict, count=NAMED_CLASSES) -> list:
     """The classes in the most mix-ups (as true or predicted class), most first: the rows and columns of a
     confusion matrix that can carry names at 133 classes."""
-    matrix = np.array(metrics["confusion_matrix"]["matrix"])
-    names = metrics["confusion_matrix"]["classes"]
+    wrong, names = _mix_ups(metrics)
     if len(names) <= count:
         return list(names)
-    wrong = matrix - np.diag(np.diag(matrix))
     involved = wrong.sum(axis=0) + wrong.sum(axis=1)
-    order = np.argsort(-involved, kind="stable")[:count]
-    return [names[i] for i in sorted(order, key=lambda i: (-involved[i], i)) if involved[i] > 0] or list(names[:count])
+    most = np.argsort(-involved, kind="stable")[:count]  # ties in folder order
+    return [names[i] for i in most if involved[i] > 0] or list(names[:count])
 
 
 def _matrix_axis(figure, axis, matrix, names, labelled, rows=None):
