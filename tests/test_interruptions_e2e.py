@@ -1,9 +1,11 @@
 """Real Snakemake runs interrupted the hard ways: Snakemake killed outright or sent SIGTERM during tuning, a
 full disk, and a setup error every tuning trial would hit. Each in a scratch copy of the workflow (no deployed run needed)."""
 
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -31,13 +33,41 @@ def command_line(process) -> list:
         return []
 
 
+def suspend_each_trial_after_its_first_epoch(run, count) -> list:
+    """Suspend each training process as soon as its log shows its first epoch, and return them once `count` are.
+    train.py checkpoints an epoch before printing its line, so each has a checkpoint to resume from, and with
+    epochs to go none can finish on its own before the signal lands, however fast or loaded the machine."""
+    suspended = {}
+    deadline = time.time() + 600
+    while len(suspended) < count:
+        assert run.poll() is None and time.time() < deadline, "the trials never finished their first epoch"
+        for process in psutil.Process(run.pid).children(recursive=True):
+            if process.pid in suspended or "train.py" not in " ".join(command_line(process)):
+                continue
+            try:
+                log = Path(process.cwd()).parent / "log.txt"  # a local job runs in <job>/code
+            except psutil.Error:  # ended meanwhile
+                continue
+            if log.exists() and "epoch=1 " in log.read_text():
+                process.suspend()
+                suspended[process.pid] = process
+        time.sleep(0.05)
+    return list(suspended.values())
+
+
+def resumed_from_a_checkpoint(log: str) -> bool:
+    """The retry's log says it went on from an epoch its interrupted try had checkpointed (the first, or a later
+    one the try reached before it was suspended)."""
+    return re.search(r"^\[job\] resumed from \S+ after epoch [1-9]", log, re.MULTILINE) is not None
+
+
 def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(workdir):
     """kill -9 of Snakemake while a tuning trial runs: the tune script and its trial stop too, and the
     plain rerun (no --unlock) retries the trial as the same job, resuming from its checkpoint."""
     killed = overlay(
         workdir,
         "killed",
-        {"results_dir": "results-killed", "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 3}}},
+        {"results_dir": "results-killed", "tuning": {"max_jobs": 1, "trial_hyperparameters": {"epochs": 5}}},
     )
     target = "results-killed/best_hyperparameters.json"
     run = subprocess.Popen(
@@ -47,13 +77,8 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 600
-        while not any("epoch=1 " in log.read_text() for log in (workdir / "results-killed/jobs").glob("*/log.txt")):
-            assert run.poll() is None and time.time() < deadline, "the trial never finished its first epoch"
-            time.sleep(0.2)
-        jobs = psutil.Process(run.pid).children(recursive=True)  # 2 epochs to go: the trial still runs
-        trial = next(p for p in jobs if "train.py" in " ".join(command_line(p)))
-        trial.suspend()  # it cannot finish on its own before the kill lands, however fast this machine is
+        suspend_each_trial_after_its_first_epoch(run, 1)
+        jobs = psutil.Process(run.pid).children(recursive=True)
         run.send_signal(signal.SIGKILL)
         run.wait(10)
         _gone, alive = psutil.wait_procs(jobs, timeout=60)
@@ -70,10 +95,10 @@ def test_a_killed_snakemake_takes_its_jobs_with_it_and_the_plain_rerun_resumes(w
     assert statuses == ["Failed", "Completed"], rows
     (job,) = (workdir / "results-killed/jobs").iterdir()
     log = (job / "log.txt").read_text()
-    assert "resumed from" in log and "after epoch 1" in log
+    assert resumed_from_a_checkpoint(log), log
     # the retry went on in the trial's MLflow run: one run, its epochs from before and after the kill
     ((run, history),) = job_runs(workdir, job.name)
-    assert run.info.status == "FINISHED" and [step for step, _ in history["valid_accuracy"]] == [1, 2, 3]
+    assert run.info.status == "FINISHED" and [step for step, _ in history["valid_accuracy"]] == [1, 2, 3, 4, 5]
 
 
 def test_sigterm_to_snakemake_alone_stops_parallel_trials_at_once_and_the_rerun_resumes(workdir):
@@ -85,7 +110,7 @@ def test_sigterm_to_snakemake_alone_stops_parallel_trials_at_once_and_the_rerun_
         "sigterm",
         {
             "results_dir": "results-sigterm",
-            "tuning": {"max_jobs": 2, "max_parallel_jobs": 2, "trial_hyperparameters": {"epochs": 3}},
+            "tuning": {"max_jobs": 2, "max_parallel_jobs": 2, "trial_hyperparameters": {"epochs": 5}},
         },
     )
     target = "results-sigterm/best_hyperparameters.json"
@@ -97,16 +122,8 @@ def test_sigterm_to_snakemake_alone_stops_parallel_trials_at_once_and_the_rerun_
         text=True,
     )
     try:
-        deadline = time.time() + 600
-        logs = workdir / "results-sigterm/jobs"
-        while sum("epoch=1 " in log.read_text() for log in logs.glob("*/log.txt")) < 2:
-            assert run.poll() is None and time.time() < deadline, "the two trials never finished their first epoch"
-            time.sleep(0.2)
+        suspend_each_trial_after_its_first_epoch(run, 2)
         jobs = psutil.Process(run.pid).children(recursive=True)
-        trials = [p for p in jobs if "train.py" in " ".join(command_line(p))]
-        assert len(trials) == 2, [command_line(p) for p in jobs]
-        for trial in trials:  # neither can finish on its own before the signal lands
-            trial.suspend()
         signalled = time.time()
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=30)
@@ -127,7 +144,7 @@ def test_sigterm_to_snakemake_alone_stops_parallel_trials_at_once_and_the_rerun_
     assert sorted(row.split(",")[2] for row in rows[1:]) == ["Completed", "Completed", "Failed", "Failed"], rows
     for job in (workdir / "results-sigterm/jobs").iterdir():
         log = (job / "log.txt").read_text()
-        assert "resumed from" in log and "after epoch 1" in log, log
+        assert resumed_from_a_checkpoint(log), log
 
 
 def test_a_full_disk_ends_in_one_line_naming_the_path(workdir, tmp_path):
