@@ -241,6 +241,8 @@ def metric_regex(name: str) -> str:
 # --- the files a job writes --------------------------------------------------------------------------
 
 METRICS_FILE = "metrics.jsonl"  # under output data: one epoch's EPOCH_KEYS a line, the whole run's
+# under output data: the epoch whose weights the model holds, {"epoch": N, "why": "..."} (the report marks it)
+KEPT_EPOCH_FILE = "kept_epoch.json"
 JOB_INFO_FILE = "profiler/job.json"
 # profiler/job.json's "inputs": what the job trained on
 INPUTS_IMAGES = "images"

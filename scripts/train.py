@@ -551,11 +551,14 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
 def save_artifact(args, model, best, classes, spec):
     """The model SageMaker packs into model.tar.gz (the best epoch's weights with --keep_best), and the
     hyperparameters it was trained with."""
+    kept = {"epoch": args.epochs, "why": "the last epoch"}
     if args.keep_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])
-        print(f"{contract.NOTE}keeping epoch {best['epoch']} (lowest valid_loss {best['valid_loss']:.4f})", flush=True)
+        kept = {"epoch": best["epoch"], "why": f"lowest valid_loss {best['valid_loss']:.4f}"}
+        print(f"{contract.NOTE}keeping epoch {kept['epoch']} ({kept['why']})", flush=True)
     classifier.save_model(args.model_dir, model.cpu(), args.arch, classes, spec)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_data_dir) / contract.KEPT_EPOCH_FILE).write_text(json.dumps(kept))
     (Path(args.output_data_dir) / "hyperparameters.json").write_text(json.dumps(vars(args), indent=2))
     print(f"saved model to {args.model_dir}", flush=True)
 

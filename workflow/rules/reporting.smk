@@ -10,6 +10,8 @@ rule report_figures:
         channels=rules.prepare.output.channels,
         trials=rules.tune.output.trials,
         metrics_csv=rules.train.output.metrics,
+        model_json=rules.train.output.model_json,
+        model=rules.package_model.output[0],
         evaluation=rules.evaluate.output.metrics,
         predictions=rules.evaluate.output.predictions,
         best=rules.tune.output.best,
@@ -36,7 +38,7 @@ rule report_figures:
         env("workflow")
     params:
         objective=config["tuning"]["objective"]["metric"],
-        parameters=list(config["tuning"]["parameters"]),
+        parameters=config["tuning"]["parameters"],
     script:
         "../scripts/report_figures.py"
 

@@ -2,6 +2,7 @@ import json
 import shutil
 from pathlib import Path
 
+import job_contract as contract
 import pandas as pd
 from dogbreed.backends.registry import rule_backend
 from dogbreed.data import store
@@ -31,6 +32,8 @@ def main(smk):
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
     epochs = result.pop("metrics")
+    kept = Path(smk.output.output) / contract.KEPT_EPOCH_FILE  # the epoch whose weights the model holds
+    result["kept_epoch"] = json.loads(kept.read_text()) if kept.is_file() else None
     pd.DataFrame(epochs).to_csv(smk.output.metrics, index=False)
     result["tuned_from"] = {"trial": best["trial"], "job_name": best["job_name"], "study": best.get("study")}
     if run_id is not None:

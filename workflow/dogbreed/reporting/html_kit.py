@@ -21,14 +21,42 @@ th { background: #f4f4f4; } img { max-width: 100%; } pre { background: #f7f7f7; 
 .verdict { color: white; padding: 2px 8px; border-radius: 4px; font-size: 90%; }
 .recommendation { background: #fef5e7; border-left: 4px solid #f39c12; padding: 6px 10px; }
 .versus { background: #eef4fb; border-left: 4px solid #2e86c1; padding: 6px 10px; }
+
+table.sortable th { cursor: pointer; } table.sortable th:after { content: " \\2195"; color: #999; }
+"""
+# A click on a header of a table with class "sortable" sorts its rows by that column (numbers as numbers), a second
+# click the other way: the page stays one file that opens anywhere, so no library is fetched for this.
+SORTING = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("thead th").forEach(function (header, column) {
+    header.title = "sort by " + header.textContent;
+    header.addEventListener("click", function () {
+      var ascending = header.dataset.order !== "ascending";
+      header.dataset.order = ascending ? "ascending" : "descending";
+      var key = function (row) {
+        var text = row.cells[column].textContent.trim();
+        return /^[-+]?[0-9.]+(e[-+]?[0-9]+)?$/i.test(text) ? parseFloat(text) : text.toLowerCase();
+      };
+      var rows = Array.from(table.tBodies[0].rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        var order = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : typeof x === "number" ? -1 : 1;
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { table.tBodies[0].appendChild(row); });
+    });
+  });
+});
 """
 
 
 def page(title: str, body: str) -> str:
-    """A self-contained HTML document: the style sheet inline, every figure embedded."""
+    """A self-contained HTML document: the style sheet inline, every figure embedded (and the table sorting,
+    when a table is sortable)."""
+    script = f"<script>{SORTING}</script>" if 'class="dataframe sortable"' in body else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+        f"<style>{CSS}</style></head><body>\n{body}\n{script}</body></html>\n"
     )
 
 
@@ -65,11 +93,22 @@ def rows_table(rows: list, columns=None) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def frame_table(frame, max_rows=200) -> str:
-    """A pandas frame as a table (text escaped, numbers to 4 significant digits); the rest said to be in its CSV."""
+def frame_table(frame, max_rows=200, sortable=False) -> str:
+    """A pandas frame as a table (text escaped, numbers to 4 significant digits); the rest said to be in its CSV.
+    sortable: its rows sort by the column whose header is clicked (page() adds the script)."""
     shown = frame.head(max_rows)
     more = f"<p><em>{len(frame) - max_rows} more rows in the CSV file</em></p>" if len(frame) > max_rows else ""
-    return shown.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.4g}", border=0) + more
+    return (
+        shown.to_html(
+            index=False,
+            escape=True,
+            na_rep="",
+            float_format=lambda v: f"{v:.4g}",
+            border=0,
+            classes="sortable" if sortable else None,
+        )
+        + more
+    )
 
 
 def definitions(pairs) -> str:

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from dogbreed.reporting import html_kit
+from dogbreed.serving import servable
 
 SPLITS = ["train", "valid", "test"]
 STATUS_COLOURS = {"Completed": "tab:green", "Stopped": "tab:orange", "Failed": "tab:red"}
@@ -91,9 +92,34 @@ def _trial_bars(axis, trials, status, value):
     )
 
 
-def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
+def _search_bounds(axis, spec: dict, vertical: bool):
+    """The searched range of one hyperparameter as dashed lines at its min and max (a categorical one: its values
+    as the ticks, in trials.csv or not), so what the trials tried can be seen against what they could have."""
+    if spec.get("type") == "categorical":
+        values = sorted(v for v in spec.get("values", []) if isinstance(v, (int, float)))
+        if values:
+            pad = (values[-1] - values[0]) * 0.15 or 1
+            (axis.set_xticks if vertical else axis.set_yticks)(values)
+            (axis.set_xlim if vertical else axis.set_ylim)(values[0] - pad, values[-1] + pad)
+        return
+    if "min" not in spec or "max" not in spec:
+        return
+    line = axis.axvline if vertical else axis.axhline
+    for bound in (spec["min"], spec["max"]):
+        line(bound, color="grey", linestyle="--", linewidth=1, zorder=1)
+    low, high = (axis.get_xlim if vertical else axis.get_ylim)()
+    logarithmic = (axis.get_xscale if vertical else axis.get_yscale)() == "log"
+    span = (spec["max"] / spec["min"]) ** 0.05 if logarithmic and spec["min"] > 0 else None
+    margin = (spec["max"] - spec["min"]) * 0.05
+    lower = spec["min"] / span if span else spec["min"] - margin
+    upper = spec["max"] * span if span else spec["max"] + margin
+    (axis.set_xlim if vertical else axis.set_ylim)(min(low, lower), max(high, upper))
+
+
+def _trial_scatter(figure, axis, trials, status, value, objective, x, y, bounds):
     """Every trial over hyperparameters x and y (y None: over x and the objective), the marker
-    saying how it ended; completed trials coloured by the objective, all labelled with their number."""
+    saying how it ended; completed trials coloured by the objective, all labelled with their number;
+    bounds: the tuning's parameter specs (config tuning.parameters), drawn as the searched range."""
     placed = trials[x].notna() & (trials[y].notna() if y else True)
     heights = trials[y] if y else value.fillna(0)
     completed, stopped = placed & (status == "Completed"), placed & (status == "Stopped")
@@ -143,11 +169,11 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
             fontsize=7,
         )
     xs = trials.loc[placed, x]
-    axis.set(
-        xlabel=x,
-        ylabel=y or f"{objective} (stopped: last reported)",
-        xscale="log" if (xs > 0).all() and xs.max() / xs.min() > 20 else "linear",
+    searched = bounds.get(x, {})
+    logarithmic = str(searched.get("scaling", "")).lower().startswith("log") or (
+        (xs > 0).all() and xs.max() / xs.min() > 20
     )
+    axis.set(xlabel=x, ylabel=y or f"{objective} (stopped: last reported)", xscale="log" if logarithmic else "linear")
     if axis.get_xscale() == "linear":  # a narrow range of small values: few ticks, or their labels collide
         axis.xaxis.set_major_locator(MaxNLocator(4))
     levels = sorted(trials.loc[placed, y].unique()) if y else []
@@ -155,11 +181,17 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y):
         pad = (levels[-1] - levels[0]) * 0.15 or 1
         axis.set_yticks(levels)
         axis.set_ylim(levels[0] - pad, levels[-1] + pad)
-    html_kit.legend_above(axis, 3)
+    _search_bounds(axis, searched, vertical=True)
+    if y:
+        _search_bounds(axis, bounds.get(y, {}), vertical=False)
+    if searched.get("type") != "categorical" and {"min", "max"} <= searched.keys():
+        axis.plot([], [], color="grey", linestyle="--", linewidth=1, label="search bounds")
+    html_kit.legend_above(axis, 4)
 
 
-def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
-    """Left: the objective per trial. Right: every trial over the first two numeric hyperparameters."""
+def plot_trials(trials: pd.DataFrame, objective: str, parameters: dict, path):
+    """Left: the objective per trial. Right: every trial over the first two numeric hyperparameters, within the
+    bounds they were searched in. parameters: config tuning.parameters (name: its spec)."""
     trials = trials.reset_index(drop=True)
     status = trials["status"].fillna("unknown").astype(str)
     reached = pd.to_numeric(trials["last_reported"], errors="coerce") if "last_reported" in trials else np.nan
@@ -173,27 +205,44 @@ def plot_trials(trials: pd.DataFrame, objective: str, parameters: list, path):
     ]
     if numeric:
         _trial_scatter(
-            figure, axes[1], trials, status, value, objective, numeric[0], numeric[1] if len(numeric) > 1 else None
+            figure,
+            axes[1],
+            trials,
+            status,
+            value,
+            objective,
+            numeric[0],
+            numeric[1] if len(numeric) > 1 else None,
+            parameters,
         )
     else:
         axes[1].axis("off")
     html_kit.save_figure(figure, path)
 
 
-def plot_training_curves(metrics: pd.DataFrame, path):
+def plot_training_curves(metrics: pd.DataFrame, path, kept=None):
+    """Loss and accuracy per epoch; kept: the epoch whose weights the model holds (model.json's kept_epoch,
+    as train.py recorded it), marked on both."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for column in ("train_loss", "valid_loss"):
-        if column in metrics:
-            axes[0].plot(metrics["epoch"], metrics[column], "o-", label=column.replace("_", " "))
-    for column in ("train_accuracy", "valid_accuracy"):
-        if column in metrics:
-            axes[1].plot(metrics["epoch"], metrics[column], "o-", label=column.replace("_", " "))
+    for axis, columns in zip(axes, [("train_loss", "valid_loss"), ("train_accuracy", "valid_accuracy")]):
+        for column in columns:
+            if column in metrics:
+                axis.plot(metrics["epoch"], metrics[column], "o-", label=column.replace("_", " "))
+        if kept and kept["epoch"] in set(metrics["epoch"]) and columns[1] in metrics:
+            at = metrics.loc[metrics["epoch"] == kept["epoch"], columns[1]].iloc[0]
+            axis.axvline(kept["epoch"], color="black", linestyle=":", linewidth=1)
+            axis.plot(
+                kept["epoch"], at, "*", color="black", markersize=14, zorder=3, label=f"kept: epoch {kept['epoch']}"
+            )
     losses = metrics[[c for c in ("train_loss", "valid_loss") if c in metrics]].to_numpy(dtype=float)
     spread = np.nanmax(losses) / max(np.nanmin(losses), 1e-12) if losses.size else 1
     axes[0].set(xlabel="epoch", ylabel="loss", yscale="log" if spread > 50 else "linear")
     axes[1].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
+    if kept:
+        figure.suptitle(f"the model keeps epoch {kept['epoch']} ({kept['why']})", fontsize=10)
     html_kit.save_figure(figure, path)
 
 
@@ -320,16 +369,54 @@ def worst_misclassified(predictions: pd.DataFrame, count=12) -> pd.DataFrame:
     return predictions[~predictions["correct"]].sort_values("probability", ascending=False).head(count)
 
 
-def plot_gallery(worst: pd.DataFrame, channels_dir, path):
-    columns = 4
-    rows = max(1, -(-len(worst) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+def crop_box(size: tuple, preprocessing: dict) -> tuple:
+    """(the resized image's size, the centre crop's box in it): what torchvision's Resize(resize) and
+    CenterCrop(crop), classifier.eval_transform's steps, do to a PIL image of this size (a test holds them equal)."""
+    width, height = size
+    resize, crop = preprocessing["resize"], preprocessing["crop"]
+    resized = (resize, int(resize * height / width)) if width <= height else (int(resize * width / height), resize)
+    left, top = round((resized[0] - crop) / 2.0), round((resized[1] - crop) / 2.0)
+    return resized, (left, top, left + crop, top + crop)
+
+
+def model_input(image: Image.Image, preprocessing: dict) -> Image.Image:
+    """The image as the model saw it (before normalising): the shorter side resized, then the centre crop."""
+    resized, box = crop_box(image.size, preprocessing)
+    return image.resize(resized, Image.BILINEAR).crop(box)
+
+
+def plot_gallery(worst: pd.DataFrame, channels_dir, path, preprocessing=None):
+    """Each mistake as the file is, the part the model saw outlined, and beside it that part as the model saw
+    it (preprocessing: the served model's, from its model_info.json; None: the file alone)."""
+    panels = 2 if preprocessing else 1
+    per_row = 6 // panels
+    rows = max(1, -(-len(worst) // per_row))
+    figure, axes = plt.subplots(rows, per_row * panels, figsize=(2.3 * per_row * panels, 2.9 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, row in zip(axes.flat, worst.itertuples()):
+    for k, row in enumerate(worst.itertuples()):
+        original = axes[k // per_row, (k % per_row) * panels]
         with Image.open(Path(channels_dir) / row.path) as image:
-            axis.imshow(image.convert("RGB"))
-        axis.set_title(f"true: {row.true_breed}\npredicted: {row.predicted_breed} ({row.probability:.2f})", fontsize=8)
+            image = image.convert("RGB")
+        original.imshow(image)
+        title = f"true: {row.true_breed}\npredicted: {row.predicted_breed} ({row.probability:.2f})"
+        original.set_title(title, fontsize=7, loc="left")
+        if preprocessing:
+            resized, (left, top, right, bottom) = crop_box(image.size, preprocessing)
+            scale = image.size[0] / resized[0]
+            original.add_patch(
+                Rectangle(
+                    (left * scale, top * scale),
+                    (right - left) * scale,
+                    (bottom - top) * scale,
+                    fill=False,
+                    edgecolor="yellow",
+                    linewidth=1.5,
+                )
+            )
+            seen = axes[k // per_row, (k % per_row) * panels + 1]
+            seen.imshow(model_input(image, preprocessing))
+            seen.set_title(f"the model's input\n({preprocessing['crop']} px)", fontsize=7, loc="left")
     if worst.empty:
         axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center")
     html_kit.save_figure(figure, path)
@@ -376,15 +463,17 @@ def write_headline(rows: list, path):
     Path(path).write_text("item\tvalue\n" + "".join(f"{item}\t{value}\n" for item, value in rows), encoding="utf-8")
 
 
-def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
-    """inputs: manifest, trials, metrics_csv, evaluation, predictions, channels, best, rules;
-    outputs: figure and table paths, and headline (the run's numbers, TSV)."""
+def make_figures(inputs: dict, outputs: dict, objective: str, parameters: dict):
+    """inputs: manifest, trials, metrics_csv, model_json, model (the served artifact), evaluation, predictions,
+    channels, best, verdicts; outputs: figure and table paths, and headline (the run's numbers, TSV);
+    parameters: config tuning.parameters."""
     manifest = pd.read_csv(inputs["manifest"])
     summary = data_summary(manifest)
     summary.to_csv(outputs["data_summary_table"], index=False)
     plot_data_summary(summary, outputs["data_summary"])
     plot_trials(pd.read_csv(inputs["trials"]), objective, parameters, outputs["trials_plot"])
-    plot_training_curves(pd.read_csv(inputs["metrics_csv"]), outputs["training_curves"])
+    kept = json.loads(Path(inputs["model_json"]).read_text()).get("kept_epoch")
+    plot_training_curves(pd.read_csv(inputs["metrics_csv"]), outputs["training_curves"], kept)
     evaluation = json.loads(Path(inputs["evaluation"]).read_text())
     if "headline" in outputs:
         write_headline(
@@ -399,7 +488,8 @@ def make_figures(inputs: dict, outputs: dict, objective: str, parameters: list):
     plot_confusion(evaluation, outputs["confusion"])
     worst = worst_misclassified(pd.read_csv(inputs["predictions"]))
     worst.to_csv(outputs["misclassified_table"], index=False)
-    plot_gallery(worst, inputs["channels"], outputs["misclassified"])
+    preprocessing = servable.model_info(inputs["model"])["preprocessing"] if inputs.get("model") else None
+    plot_gallery(worst, inputs["channels"], outputs["misclassified"], preprocessing)
 
 
 # --- the page -------------------------------------------------------------------------------------
@@ -434,8 +524,9 @@ def tracking_section(model: dict) -> str:
     )
 
 
-def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
-    """files: the run's outputs (paths); figures: the figure paths from make_figures."""
+def build_page(config: dict, files: dict, figures: dict, report_path, earlier=None) -> str:
+    """files: the run's outputs (paths); figures: the figure paths from make_figures; earlier: the tracking store's
+    earlier final run on the same data (tracking.earlier_final_run), shown beside this one."""
     read = lambda key: json.loads(Path(files[key]).read_text())
     best, model, endpoint, evaluation, rules = (
         read(k) for k in ("best", "model_json", "endpoint", "evaluation", "verdicts")
@@ -445,6 +536,7 @@ def build_page(config: dict, files: dict, figures: dict, report_path) -> str:
     body = "\n".join(
         [
             headline_section(config, evaluation, len(summary)),
+            comparison_section(evaluation, model, earlier),
             configuration_section(config),
             data_section(summary, pd.read_csv(files["rejected"]), figures),
             tuning_section(pd.read_csv(files["trials"]).drop(columns=["log"], errors="ignore"), best, figures),
@@ -463,6 +555,43 @@ def headline_section(config, evaluation, classes) -> str:
 <p class="big">Test accuracy <b>{evaluation["accuracy"]:.4f}</b> (top-5 {evaluation["top5_accuracy"]:.4f}) on \
 {evaluation["n"]} test images, {classes} classes (chance {evaluation["chance_accuracy"]:.4f}); backend \
 <b>{html.escape(config["backend"])}</b>.</p>"""
+
+
+# (the metric the evaluation logs into the final run, its name here, where this run's value is in metrics.json)
+COMPARED = [
+    ("test_accuracy", "test accuracy", ("accuracy",)),
+    ("test_top5_accuracy", "top-5 accuracy", ("top5_accuracy",)),
+    ("latency_p50_ms", "latency p50 (ms per request)", ("latency_ms", "p50")),
+    ("latency_p99_ms", "latency p99 (ms per request)", ("latency_ms", "p99")),
+]
+
+
+def comparison_table(evaluation: dict, model: dict, earlier: dict) -> pd.DataFrame:
+    """This run's headline numbers beside the earlier run's, then the hyperparameters that differ."""
+    rows = []
+    for metric, name, keys in COMPARED:
+        this = evaluation
+        for key in keys:
+            this = this.get(key) if isinstance(this, dict) else None
+        if metric in earlier["metrics"] and this is not None:
+            rows.append({"": name, "this run": this, "earlier run": earlier["metrics"][metric]})
+    now = {name: str(value) for name, value in model.get("hyperparameters", {}).items()}
+    for name in sorted((now.keys() | earlier["hyperparameters"].keys()) - {"expect_data"}):  # the same data, by choice
+        if now.get(name) != earlier["hyperparameters"].get(name):
+            rows.append(
+                {"": name, "this run": now.get(name, ""), "earlier run": earlier["hyperparameters"].get(name, "")}
+            )
+    return pd.DataFrame(rows, columns=["", "this run", "earlier run"])
+
+
+def comparison_section(evaluation, model, earlier) -> str:
+    if not earlier:
+        return ""
+    return f"""<h2>Compared with the earlier run</h2>
+<p class="versus">The tracking store's last earlier final run on the same data: \
+<b>{html.escape(str(earlier["run_name"]))}</b>, started {html.escape(str(earlier["started"]))} \
+({html.escape(str(earlier["link"]))}). Its numbers, and the hyperparameters that differ:</p>
+{html_kit.frame_table(comparison_table(evaluation, model, earlier))}"""
 
 
 def configuration_section(config) -> str:
@@ -511,9 +640,11 @@ def tuning_section(trials, best, figures) -> str:
 
 def training_section(model, best, metrics, figures) -> str:
     hyperparameters = hyperparameter_table(model.get("hyperparameters", {}), best["hyperparameters"])
+    kept = model.get("kept_epoch")
+    kept = f"; the model keeps epoch {kept['epoch']} ({html.escape(kept['why'])})" if kept else ""
     return f"""<h2>Training</h2>
 <p>Job {html.escape(str(model.get("job_name")))} ({html.escape(str(model.get("status")))}, \
-{model.get("seconds")} s), with these hyperparameters:</p>
+{model.get("seconds")} s{kept}), with these hyperparameters:</p>
 {html_kit.frame_table(hyperparameters)}
 {html_kit.image(figures["training_curves"])}
 {html_kit.frame_table(metrics)}"""
@@ -547,8 +678,8 @@ def evaluation_section(evaluation, figures) -> str:
 {html_kit.definitions(numbers)}
 <h3>Per-class accuracy</h3>
 {html_kit.image(figures["per_class"])}
-<details><summary>Every class, worst first</summary>
-{html_kit.frame_table(per_class_table(evaluation))}
+<details><summary>Every class, worst first (a click on a column's header sorts by it)</summary>
+{html_kit.frame_table(per_class_table(evaluation), sortable=True)}
 </details>
 <h3>Confusion matrix</h3>
 {html_kit.image(figures["confusion"])}

@@ -26,6 +26,7 @@ import tenacity
 from tqdm import tqdm
 
 from dogbreed.backends.errors import EndpointGone, EndpointUnavailable
+from dogbreed.serving import servable
 
 MAX_REQUEST_BYTES = 5_000_000  # evaluation.max_request_bytes' default: well under SageMaker's 6,291,456
 RETRY_FOR_S = 120  # evaluation.retry_for_s' default
@@ -154,12 +155,11 @@ def served_transform(model_tar):
     import tempfile
 
     with tarfile.open(model_tar) as archive, tempfile.TemporaryDirectory() as code:
-        info = json.load(archive.extractfile("model_info.json"))
         (Path(code) / "classifier.py").write_bytes(archive.extractfile("code/classifier.py").read())
         spec = importlib.util.spec_from_file_location("served_classifier", Path(code) / "classifier.py")
         classifier = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(classifier)
-    return classifier.eval_transform(info["preprocessing"])
+    return classifier.eval_transform(servable.model_info(model_tar)["preprocessing"])
 
 
 def predict_all(

@@ -2,6 +2,7 @@
 start_endpoint and deploy's revive check it, then the backend stops the old endpoint and starts the new one."""
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,12 @@ LOAD = "import sys; sys.path.insert(0, sys.argv[1] + '/code'); import inference;
 
 class ArtifactError(RuntimeError):
     """A model artifact that cannot be served; the message names the file and the command that remakes it."""
+
+
+def model_info(model_tar) -> dict:
+    """The artifact's model_info.json (classifier.save_model writes it): arch, classes, preprocessing."""
+    with tarfile.open(model_tar) as archive:
+        return json.load(archive.extractfile("model_info.json"))
 
 
 def reading_error(error) -> str:
