@@ -2,6 +2,8 @@
 store, read back through MLflow's own client. The workflow's runs end to end: conftest.assert_tracked."""
 
 import json
+import time
+from datetime import UTC, datetime
 
 import pytest
 from conftest import REPO
@@ -163,3 +165,73 @@ def test_a_running_job_run_is_resumed_only_under_its_own_workflow_run(tracker, t
     second = tracker.workflow_run(tmp_path / "results-b", "tune-abc", "local")
     run = tracker.job_run("tune-abc-trial-000", first, "trial", {"lr": 0.01})
     assert tracker.job_run("tune-abc-trial-000", second, "trial", {"lr": 0.01}) != run
+
+
+def test_the_experiment_opens_in_mlflows_model_training_view(tracker, tmp_path):
+    """MLflow 3's UI opens an experiment without mlflow.experimentKind in its GenAI view (traces): a new
+    experiment is made with the tag, and one made before without it gets it."""
+    tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
+    assert (
+        tracker.client.get_experiment_by_name("dog-breed").tags["mlflow.experimentKind"] == "custom_model_development"
+    )
+    client = MlflowClient(tracker.uri)
+    older = client.create_experiment("made-before")  # as an older workflow (or mlflow itself) made it
+    assert "mlflow.experimentKind" not in client.get_experiment(older).tags
+    tracking.Tracker(tracker.uri, "made-before").workflow_run(tmp_path / "results", "tune-abc", "local")
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def final_training(tracker, parent, name, data, metrics=None, status="Completed", lr=0.01):
+    """A final training's run as train and evaluate leave it (params with expect_data, evaluate's metrics)."""
+    time.sleep(0.01)  # each run starts in a millisecond of its own: "earlier" is by start time
+    run = tracker.job_run(name, parent, "final training", {"lr": lr, "batch_size": 16, "expect_data": data})
+    if metrics:
+        tracker.log(run, metrics=metrics)
+    if status:
+        tracker.end(run, status)
+    return run
+
+
+def test_an_earlier_final_run_on_the_same_data_is_found_to_compare_with(tracker, tmp_path, capsys):
+    same, other = "train=240:aaaa,valid=48:bbbb", "train=240:cccc,valid=48:bbbb"
+    scored = {"test_accuracy": 0.8, "test_top5_accuracy": 1.0, "latency_p50_ms": 30.0}
+    first = tracker.workflow_run(tmp_path / "results", "tune-a", "local")
+    final_training(tracker, first, "train-oldest", same, {"test_accuracy": 0.5})  # not the most recent
+    earlier = final_training(tracker, first, "train-earlier", same, scored, lr=0.003)
+    trial = tracker.job_run("tune-a-trial-000", first, "trial", {"lr": 0.1, "expect_data": same})
+    tracker.end(trial, "Completed", metrics={"test_accuracy": 0.99})  # a trial, not a final training
+    other_data = final_training(tracker, first, "train-other-data", other, {"test_accuracy": 0.9})
+    final_training(tracker, first, "train-unfinished", same, {"test_accuracy": 0.9}, status=None)
+    final_training(tracker, first, "train-failed", same, {"test_accuracy": 0.9}, status="Failed")
+    final_training(tracker, first, "train-unevaluated", same)
+    second = tracker.workflow_run(tmp_path / "results-b", "tune-b", "local")  # another results folder, same store
+    this = final_training(tracker, second, "train-this", same, status=None)
+    final_training(tracker, second, "train-later", same, {"test_accuracy": 0.95})
+    config = {"tracking": {"enabled": True, "uri": tracker.uri, "experiment": "dog-breed"}}
+
+    def model(run_id):
+        return {"tracking": {"run_id": run_id, **tracker.where()}}
+
+    found = tracking.earlier_final_run(config, model(this))
+    stored = tracker.client.get_run(earlier)
+    assert found == {
+        "run_id": earlier,
+        "run_name": "train-earlier",
+        "started": datetime.fromtimestamp(stored.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
+        "link": tracker.run_link(earlier),
+        "metrics": scored,
+        "hyperparameters": {"batch_size": "16", "lr": "0.003"},
+    }
+    # trained on other data: the earlier run on those, or none
+    on_other = final_training(tracker, second, "train-on-other-data", other, status=None)
+    assert tracking.earlier_final_run(config, model(on_other))["run_id"] == other_data
+    new_data = final_training(tracker, second, "train-on-new-data", "train=240:dddd,valid=48:bbbb", status=None)
+    assert tracking.earlier_final_run(config, model(new_data)) is None
+    # tracking off, an untracked training, another store, a store that went away: None, and nothing said
+    assert tracking.earlier_final_run({"tracking": {"enabled": False}}, model(this)) is None
+    assert tracking.earlier_final_run(config, {}) is None
+    elsewhere = {"tracking": {**config["tracking"], "uri": f"sqlite:///{tmp_path}/other.db"}}
+    assert tracking.earlier_final_run(elsewhere, model(this)) is None and not (tmp_path / "other.db").exists()
+    (tmp_path / "mlflow.db").write_bytes(b"not a database any more")
+    assert tracking.earlier_final_run(config, model(this)) is None
+    assert capsys.readouterr().out == ""

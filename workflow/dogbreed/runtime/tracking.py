@@ -12,6 +12,10 @@ Where each thing is logged:
   the tune and train rules; the final run's artifacts (the model, the rule verdicts, the evaluation, both HTML
   reports) by the rule that makes each, so every target leaves what it made in the run.
 
+The experiment carries MLflow's `mlflow.experimentKind` = `custom_model_development`, set when it is made (or
+later, where it lacks it), so MLflow 3's UI opens it on its runs, not on its GenAI view (traces). A final training is
+compared with the latest earlier one on the same data (earlier_final_run).
+
 Settings (config `tracking:`) are read from the config itself, not from rule params: where runs are recorded is
 not an input of any result, so changing it reruns nothing (like confirm_cloud).
 
@@ -23,6 +27,7 @@ run, tracking is a record of it, never a reason to lose it: what cannot be logge
 import contextlib
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +46,12 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
 # SageMaker's job status names (the trials table's) → MLflow's run status
 RUN_STATUS = {"Completed": "FINISHED", "Stopped": "KILLED", "Failed": "FAILED"}
 TAG = "dogbreed."  # the workflow's own tags: role, workflow, job_name, trial, status
+# The experiment's tag that opens it in MLflow 3's UI as model training (runs, metrics, Compare): without it the UI
+# opens an experiment in its GenAI view (traces, "Detect issues"). MLflow's own values: custom_model_development,
+# genai_development
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# what a final run's comparison with an earlier one shows of its metrics (evaluate's)
+COMPARED_METRICS = ("test_accuracy", "test_top5_accuracy", "latency_p50_ms", "latency_p99_ms")
 
 
 class TrackingError(RuntimeError):
@@ -112,13 +123,16 @@ class Tracker:
                 if found is None:
                     try:
                         self._experiment_id = client.create_experiment(
-                            self.experiment, artifact_location=self._artifacts()
+                            self.experiment, artifact_location=self._artifacts(), tags=dict([EXPERIMENT_KIND])
                         )
                     except Exception:  # another run made it first (two runs starting on a new store)
                         if (found := client.get_experiment_by_name(self.experiment)) is None:
                             raise
                 if found is not None:
                     self._experiment_id = found.experiment_id
+                    if EXPERIMENT_KIND[0] not in found.tags:  # made before the workflow set it, or by someone else
+                        with best_effort("the experiment's model-training view (its tag mlflow.experimentKind)"):
+                            client.set_experiment_tag(self._experiment_id, *EXPERIMENT_KIND)
             except Exception as error:
                 raise TrackingError(
                     f"the MLflow store tracking.uri={shown(self.uri)} cannot be used: "
@@ -333,3 +347,54 @@ def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None
                 artifact_path=artifact_path,
             )
             print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")
+
+
+def earlier_final_run(config: dict, model: dict) -> dict | None:
+    """The final training to compare this one with (model: training/model.json): the most recent final-training
+    run that started before it in the same store and experiment, on the same data (its `expect_data` param, the
+    uploaded channels' digests), finished, with a `test_accuracy`. None when there is none, tracking is off, this
+    training was not tracked (or in another store) or the store does not answer: quiet, never raising, as what uses
+    it goes on without it."""
+    recorded = model.get("tracking") or {}
+    try:
+        tracker_ = tracker(config)
+        if tracker_ is None or not recorded.get("run_id") or recorded.get("uri") != tracker_.where()["uri"]:
+            return None
+        this = tracker_.client.get_run(recorded["run_id"])
+        if (data := this.data.params.get("expect_data")) is None:
+            return None
+        query = (
+            f"tags.`{TAG}role` = 'final training' and attributes.status = 'FINISHED'"
+            f" and attributes.start_time < {this.info.start_time} and metrics.test_accuracy >= 0"
+        )
+        if "'" not in data:  # narrowed in the store; compared here in any case
+            query += f" and params.expect_data = '{data}'"
+        token = None
+        for _page in range(10):
+            runs = tracker_.client.search_runs(
+                [this.info.experiment_id],
+                query,
+                max_results=100,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
+            for run in runs:
+                if run.data.params.get("expect_data") == data and "test_accuracy" in run.data.metrics:
+                    return _compared(tracker_, run)
+            if not (token := runs.token):
+                return None
+    except Exception:
+        return None
+    return None
+
+
+def _compared(tracker_: Tracker, run) -> dict:
+    started = datetime.fromtimestamp(run.info.start_time / 1000, UTC)
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "started": started.isoformat(timespec="seconds"),
+        "link": tracker_.run_link(run.info.run_id),
+        "metrics": {name: run.data.metrics[name] for name in COMPARED_METRICS if name in run.data.metrics},
+        "hyperparameters": {k: v for k, v in sorted(run.data.params.items()) if k != "expect_data"},
+    }
