@@ -46,15 +46,15 @@ def test_the_gallery_shows_each_mistake_beside_the_models_input(tmp_path, monkey
     figure_path = tmp_path / "misclassified.png"
     shown = drawn(monkeypatch)
     run_page.plot_gallery(worst, tmp_path, figure_path, classifier.preprocessing_spec(64, 73))
-    titled = [axis.get_title(loc="left") for axis in shown["figure"].axes if axis.get_title(loc="left")]
-    assert titled == [
+    mistakes = [mistake for mistake in shown["figure"].subfigs if mistake.axes]
+    assert [mistake._suptitle.get_text() for mistake in mistakes] == [
         "true: A\npredicted: B (0.90)",
-        "the model's input\n(64 px)",
         "true: B\npredicted: A (0.80)",
-        "the model's input\n(64 px)",
     ]
-    outlined = [axis.patches[0].get_width() for axis in shown["figure"].axes if axis.patches]
-    assert outlined == pytest.approx([160 * 64 / 73] * 2)  # the crop's square on the file, in its pixels
+    for mistake in mistakes:
+        file, seen = mistake.axes
+        assert seen.get_title() == "the model's input (64 px)" and seen.images[0].get_array().shape == (64, 64, 3)
+        assert file.patches[0].get_width() == pytest.approx(160 * 64 / 73)  # the crop's square, in the file's pixels
     assert figure_path.stat().st_size > 0
 
 

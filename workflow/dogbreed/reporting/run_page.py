@@ -37,6 +37,7 @@ def plot_data_summary(summary: pd.DataFrame, path):
     for split in SPLITS:
         axis.barh(summary["breed"], summary[split], left=left, label=split)
         left += summary[split].to_numpy()
+    axis.margins(y=0.5 / len(summary))  # half a bar above the first and below the last, however many classes
     axis.invert_yaxis()
     axis.tick_params(axis="y", labelsize=6 if len(summary) > 30 else 9)
     axis.set(xlabel="images")
@@ -387,24 +388,28 @@ def model_input(image: Image.Image, preprocessing: dict) -> Image.Image:
 
 def plot_gallery(worst: pd.DataFrame, channels_dir, path, preprocessing=None):
     """Each mistake as the file is, the part the model saw outlined, and beside it that part as the model saw
-    it (preprocessing: the served model's, from its model_info.json; None: the file alone)."""
+    it (preprocessing: the served model's, from its model_info.json; None: the file alone). Each mistake is a
+    subfigure, its title over both of its panels, so that long breed names never run into the next one."""
     panels = 2 if preprocessing else 1
-    per_row = 6 // panels
+    per_row = 3 if preprocessing else 4
     rows = max(1, -(-len(worst) // per_row))
-    figure, axes = plt.subplots(rows, per_row * panels, figsize=(2.3 * per_row * panels, 2.9 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for k, row in enumerate(worst.itertuples()):
-        original = axes[k // per_row, (k % per_row) * panels]
+    figure = plt.figure(figsize=(2.6 * per_row * panels, 3.1 * rows))
+    mistakes = figure.subfigures(rows, per_row, squeeze=False).flat
+    for mistake, row in zip(mistakes, worst.itertuples()):
+        axes = mistake.subplots(1, panels, squeeze=False).flat
+        mistake.subplots_adjust(top=0.76)  # room for the two-line title above the panels' own
+        for axis in axes:
+            axis.axis("off")
         with Image.open(Path(channels_dir) / row.path) as image:
             image = image.convert("RGB")
-        original.imshow(image)
-        title = f"true: {row.true_breed}\npredicted: {row.predicted_breed} ({row.probability:.2f})"
-        original.set_title(title, fontsize=7, loc="left")
+        axes[0].imshow(image)
+        mistake.suptitle(
+            f"true: {row.true_breed}\npredicted: {row.predicted_breed} ({row.probability:.2f})", fontsize=8
+        )
         if preprocessing:
             resized, (left, top, right, bottom) = crop_box(image.size, preprocessing)
             scale = image.size[0] / resized[0]
-            original.add_patch(
+            axes[0].add_patch(
                 Rectangle(
                     (left * scale, top * scale),
                     (right - left) * scale,
@@ -414,11 +419,11 @@ def plot_gallery(worst: pd.DataFrame, channels_dir, path, preprocessing=None):
                     linewidth=1.5,
                 )
             )
-            seen = axes[k // per_row, (k % per_row) * panels + 1]
-            seen.imshow(model_input(image, preprocessing))
-            seen.set_title(f"the model's input\n({preprocessing['crop']} px)", fontsize=7, loc="left")
+            axes[0].set_title("the file", fontsize=7)
+            axes[1].imshow(model_input(image, preprocessing))
+            axes[1].set_title(f"the model's input ({preprocessing['crop']} px)", fontsize=7)
     if worst.empty:
-        axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center")
+        figure.text(0.5, 0.5, "no misclassified test images", ha="center")
     html_kit.save_figure(figure, path)
 
 
@@ -647,7 +652,7 @@ def training_section(model, best, metrics, figures) -> str:
 {model.get("seconds")} s{kept}), with these hyperparameters:</p>
 {html_kit.frame_table(hyperparameters)}
 {html_kit.image(figures["training_curves"])}
-{html_kit.frame_table(metrics)}"""
+<details><summary>every epoch's numbers</summary>{html_kit.frame_table(metrics)}</details>"""
 
 
 def checks_section(rules, profiler_link) -> str:
