@@ -68,19 +68,47 @@ docs: $(BIN)/.installed
 docs-serve: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
-# The UIs, in an environment of their own (requirements-ui.txt: full mlflow cannot live beside smdebug's protobuf
-# pin), on 127.0.0.1. MLflow: every results folder's runs (tracking.uri's default store); Optuna: one study DB.
+# The UIs, in an environment of their own (requirements-ui.txt: full mlflow resolves beside the workflow's pins, but
+# would add ~420 MB and a third to every install of .venv/ for a UI that only some open), on 127.0.0.1. MLflow: every
+# results folder's runs (tracking.uri's default store); Optuna: one study DB.
 UI_VENV := .venv-ui
 STUDY ?= results/tuning/study.sqlite
 TRACKING_URI ?= sqlite:///mlflow.db
+EXPERIMENT ?= dog-breed
 $(UI_VENV)/.installed: requirements-ui.txt
 	$(PYTHON) -m venv $(UI_VENV)
 	$(UI_VENV)/bin/pip install --quiet --upgrade pip
 	$(UI_VENV)/bin/pip install -r requirements-ui.txt
 	touch $@
 
+# The link mlflow-ui prints: the experiment's trials and final trainings in one list with a chart of each metric
+# (per epoch) across them, in the UI's model-training view. Sorted by valid_accuracy, as the UI nests child runs
+# under their workflow run (collapsed) only when they are sorted by time; workflowType, as MLflow 3.17's UI opens
+# experiments in the GenAI view the browser last chose (GenAI at first) otherwise.
+define RUNS_LINK
+import os, sys, urllib.parse
+uri, name = sys.argv[1:3]
+if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+    found = None  # no store yet: the UI makes it
+else:
+    from mlflow.tracking import MlflowClient
+    found = MlflowClient(uri).get_experiment_by_name(name)
+view = {"workflowType": "machine_learning"}
+if found is not None:
+    view |= {"searchFilter": "tags.dogbreed.role != 'workflow'", "orderByKey": "metrics.`valid_accuracy`",
+             "orderByAsc": "false", "compareRunsMode": "CHART"}
+path = f"experiments/{found.experiment_id}/runs" if found is not None else "experiments"
+link = f"http://127.0.0.1:5000/#/{path}?{urllib.parse.urlencode(view, quote_via=urllib.parse.quote)}"
+print(f"trials and final trainings compared: {link}", flush=True)
+endef
+export RUNS_LINK
+
+# One uvicorn worker, and no job runner (MLflow's background jobs serve its GenAI features: judges, issue detection):
+# two processes, not 15 (BENCHMARKS.md). No access log, so the link stays on screen.
 mlflow-ui: $(UI_VENV)/.installed
-	MLFLOW_DISABLE_TELEMETRY=true $(UI_VENV)/bin/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000
+	@MLFLOW_DISABLE_TELEMETRY=true $(UI_VENV)/bin/python -c "$$RUNS_LINK" '$(TRACKING_URI)' '$(EXPERIMENT)' 2>/dev/null || true
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UI_VENV)/bin/mlflow ui \
+	  --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port 5000 --workers 1 --uvicorn-opts=--no-access-log
 
 optuna-dashboard: $(UI_VENV)/.installed
 	$(UI_VENV)/bin/optuna-dashboard sqlite:///$(STUDY) --host 127.0.0.1 --port 8081

@@ -168,8 +168,8 @@ def test_a_running_job_run_is_resumed_only_under_its_own_workflow_run(tracker, t
 
 
 def test_the_experiment_opens_in_mlflows_model_training_view(tracker, tmp_path):
-    """MLflow 3's UI opens an experiment without mlflow.experimentKind in its GenAI view (traces): a new
-    experiment is made with the tag, and one made before without it gets it."""
+    """The experiment is marked as model training with MLflow's own tag (mlflow.experimentKind), not GenAI: a new
+    experiment is made with it, and one made before without it gets it."""
     tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
     assert (
         tracker.client.get_experiment_by_name("dog-breed").tags["mlflow.experimentKind"] == "custom_model_development"

@@ -12,9 +12,9 @@ Where each thing is logged:
   the tune and train rules; the final run's artifacts (the model, the rule verdicts, the evaluation, both HTML
   reports) by the rule that makes each, so every target leaves what it made in the run.
 
-The experiment carries MLflow's `mlflow.experimentKind` = `custom_model_development`, set when it is made (or
-later, where it lacks it), so MLflow 3's UI opens it on its runs, not on its GenAI view (traces). A final training is
-compared with the latest earlier one on the same data (earlier_final_run).
+The experiment carries MLflow's `mlflow.experimentKind` = `custom_model_development` (a model-training experiment, not
+a GenAI one), set when it is made or later where it lacks it. A final training is compared with the latest earlier
+one on the same data (earlier_final_run).
 
 Settings (config `tracking:`) are read from the config itself, not from rule params: where runs are recorded is
 not an input of any result, so changing it reruns nothing (like confirm_cloud).
@@ -46,9 +46,9 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy",
 # SageMaker's job status names (the trials table's) → MLflow's run status
 RUN_STATUS = {"Completed": "FINISHED", "Stopped": "KILLED", "Failed": "FAILED"}
 TAG = "dogbreed."  # the workflow's own tags: role, workflow, job_name, trial, status
-# The experiment's tag that opens it in MLflow 3's UI as model training (runs, metrics, Compare): without it the UI
-# opens an experiment in its GenAI view (traces, "Detect issues"). MLflow's own values: custom_model_development,
-# genai_development
+# MLflow's mark of a model-training experiment (its values: custom_model_development, genai_development), which MLflow
+# 3's UI reads to open an experiment on its runs rather than its GenAI view (traces, "Detect issues") where its
+# GenAI / Model training switch is off; in 3.17 the switch decides (make mlflow-ui's link sets it: docs/tracking.md)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # what a final run's comparison with an earlier one shows of its metrics (evaluate's)
 COMPARED_METRICS = ("test_accuracy", "test_top5_accuracy", "latency_p50_ms", "latency_p99_ms")
