@@ -302,7 +302,9 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
     assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
     kept = json.loads((results / "training/model.json").read_text())["kept_epoch"]  # as train.py recorded it
-    assert 1 <= kept["epoch"] <= epochs and f"the model keeps epoch {kept['epoch']} ({kept['why']})" in page
+    curves = pd.read_csv(results / "training/metrics.csv")
+    assert kept["epoch"] == curves.epoch[curves.valid_loss.idxmin()]  # keep_best: the lowest validation loss
+    assert f"the model keeps epoch {kept['epoch']} ({kept['why']})" in page
     assert 'class="dataframe sortable"' in page and "<script>" in page  # the per-class table sorts
     assert_tracked(results, epochs, trials, job_logs=backend == "local")
     return metrics

@@ -103,25 +103,65 @@ def test_the_tuning_scatter_shows_the_searched_range():
     plt.close(figure)
 
 
+@pytest.mark.parametrize(
+    "x, spec, tried, scale, lines",
+    [
+        # a linear range from 0: the spec's scale, not log because the tried values span over 20×
+        (
+            "weight_decay",
+            {"type": "continuous", "min": 0.0, "max": 0.1, "scaling": "Linear"},
+            [0.001, 0.09],
+            "linear",
+            [0.0, 0.1],
+        ),
+        # Auto: log for a positive range the trials spread over
+        ("lr", {"type": "continuous", "min": 0.001, "max": 0.3, "scaling": "Auto"}, [0.002, 0.2], "log", [0.001, 0.3]),
+        # categorical on x: its values as ticks, no bounds lines
+        ("batch_size", {"type": "categorical", "values": [16, 64, 256, 512]}, [16, 512], "log", []),
+    ],
+)
+def test_the_searched_range_follows_the_specs_scale(x, spec, tried, scale, lines, recwarn):
+    trials = pd.DataFrame({"trial": [0, 1], "status": ["Completed"] * 2, "valid_accuracy": [0.5, 0.6], x: tried})
+    figure, axis = plt.subplots()
+    run_page._trial_scatter(
+        figure, axis, trials, trials["status"], trials["valid_accuracy"], "valid_accuracy", x, None, {x: spec}
+    )
+    assert axis.get_xscale() == scale
+    assert (
+        sorted(line.get_xdata()[0] for line in axis.lines if line.get_linestyle() == "--" and len(line.get_xdata()))
+        == lines
+    )
+    low, high = axis.get_xlim()
+    assert low < min(tried) and high > max(tried) and (scale == "linear" or low > 0)
+    if spec["type"] == "categorical":
+        assert list(axis.get_xticks()) == spec["values"]
+    assert not [w for w in recwarn if "xlim" in str(w.message)]  # no limit matplotlib refuses
+    plt.close(figure)
+
+
 def test_the_earlier_run_is_shown_beside_this_one():
-    evaluation = {"accuracy": 0.85, "top5_accuracy": 0.99, "latency_ms": {"p50": 12.0, "p99": 30.0}}
-    model = {"hyperparameters": {"lr": "0.007", "batch_size": "16", "epochs": "6", "expect_data": "train=1:ab"}}
+    """tracking.earlier_final_run's answer (tests/test_tracking.py makes it from a real store) as the page shows it."""
     earlier = {
         "run_name": "train-abc",
         "started": "2026-12-01T10:00:00+00:00",
-        "link": "runs:/0123",
-        "metrics": {"test_accuracy": 0.80, "latency_p50_ms": 14.0},
+        "link": "run 0123 in sqlite:///mlflow.db",
+        "metrics": {"test_accuracy": 0.80, "latency_p50_ms": 14.0, "latency_p99_ms": 50.0},
         "hyperparameters": {"lr": "0.01", "batch_size": "16", "epochs": "6"},
+        "this": {
+            "metrics": {"test_accuracy": 0.85, "test_top5_accuracy": 0.99, "latency_p50_ms": 12.0},
+            "hyperparameters": {"lr": "0.007", "batch_size": "16", "epochs": "6", "augment": "False"},
+        },
     }
-    table = run_page.comparison_table(evaluation, model, earlier)
+    table = run_page.comparison_table(earlier)
     assert table.values.tolist() == [
-        ["test accuracy", 0.85, 0.80],
-        ["latency p50 (ms per request)", 12.0, 14.0],
-        ["lr", "0.007", "0.01"],  # only the hyperparameters that differ; expect_data is the same data by choice
+        ["test accuracy", 0.85, 0.80],  # the numbers both runs have
+        ["latency p50 ms", 12.0, 14.0],
+        ["augment", "False", ""],  # only the hyperparameters that differ, or that one run lacks
+        ["lr", "0.007", "0.01"],
     ]
-    section = run_page.comparison_section(evaluation, model, earlier)
+    section = run_page.comparison_section(earlier)
     assert "<h2>Compared with the earlier run</h2>" in section and "train-abc" in section
-    assert run_page.comparison_section(evaluation, model, None) == ""
+    assert run_page.comparison_section(None) == ""
 
 
 def test_the_per_class_table_sorts_in_the_page():
@@ -129,3 +169,19 @@ def test_the_per_class_table_sorts_in_the_page():
     page = html_kit.page("report", table)
     assert 'class="dataframe sortable"' in table and "<script>" in page and "table.sortable" in page
     assert "<script>" not in html_kit.page("report", html_kit.frame_table(pd.DataFrame({"a": [1]})))
+
+
+def test_an_artifact_without_its_model_info_is_one_line_naming_it(tmp_path):
+    import tarfile
+
+    from dogbreed.serving import servable
+
+    garbage, bare = tmp_path / "garbage.tar.gz", tmp_path / "bare.tar.gz"
+    garbage.write_bytes(b"not an archive")
+    with tarfile.open(bare, "w:gz") as archive:
+        archive.add(__file__, arcname="model.pth")
+    for artifact in (garbage, bare):
+        with pytest.raises(
+            servable.ArtifactError, match=f"^{artifact} has no readable model_info.json .*package_model"
+        ):
+            servable.model_info(artifact)

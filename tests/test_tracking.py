@@ -167,9 +167,10 @@ def test_a_running_job_run_is_resumed_only_under_its_own_workflow_run(tracker, t
     assert tracker.job_run("tune-abc-trial-000", second, "trial", {"lr": 0.01}) != run
 
 
-def test_the_experiment_opens_in_mlflows_model_training_view(tracker, tmp_path):
+def test_the_experiment_is_marked_as_model_training(tracker, tmp_path):
     """The experiment is marked as model training with MLflow's own tag (mlflow.experimentKind), not GenAI: a new
-    experiment is made with it, and one made before without it gets it."""
+    experiment is made with it, and one made before without it gets it. (MLflow 3.17's UI follows its own switch,
+    which make mlflow-ui's link sets; the tag is for the versions that read it.)"""
     tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
     assert (
         tracker.client.get_experiment_by_name("dog-breed").tags["mlflow.experimentKind"] == "custom_model_development"
@@ -214,6 +215,7 @@ def test_an_earlier_final_run_on_the_same_data_is_found_to_compare_with(tracker,
 
     found = tracking.earlier_final_run(config, model(this))
     stored = tracker.client.get_run(earlier)
+    this_run = found.pop("this")
     assert found == {
         "run_id": earlier,
         "run_name": "train-earlier",
@@ -222,6 +224,8 @@ def test_an_earlier_final_run_on_the_same_data_is_found_to_compare_with(tracker,
         "metrics": scored,
         "hyperparameters": {"batch_size": "16", "lr": "0.003"},
     }
+    # this run as the store has it: its params beside the earlier run's, in the same form
+    assert this_run["run_id"] == this and this_run["hyperparameters"] == {"batch_size": "16", "lr": "0.01"}
     # trained on other data: the earlier run on those, or none
     on_other = final_training(tracker, second, "train-on-other-data", other, status=None)
     assert tracking.earlier_final_run(config, model(on_other))["run_id"] == other_data
@@ -235,3 +239,14 @@ def test_an_earlier_final_run_on_the_same_data_is_found_to_compare_with(tracker,
     (tmp_path / "mlflow.db").write_bytes(b"not a database any more")
     assert tracking.earlier_final_run(config, model(this)) is None
     assert capsys.readouterr().out == ""
+
+
+def test_the_evaluations_numbers_go_to_mlflow_under_one_set_of_names():
+    evaluation = {"accuracy": 0.85, "top5_accuracy": 1.0, "latency_ms": {"p50": 12.5, "p99": 40.0}, "n": 60}
+    assert tracking.evaluation_metrics(evaluation) == {
+        "test_accuracy": 0.85,
+        "test_top5_accuracy": 1.0,
+        "latency_p50_ms": 12.5,
+        "latency_p99_ms": 40.0,
+    }
+    assert tracking.evaluation_metrics({"accuracy": 0.5}) == {"test_accuracy": 0.5}

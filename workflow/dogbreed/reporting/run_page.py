@@ -93,28 +93,48 @@ def _trial_bars(axis, trials, status, value):
     )
 
 
-def _search_bounds(axis, spec: dict, vertical: bool):
+def _scale(spec: dict, values: pd.Series) -> str:
+    """The axis scale of a hyperparameter: its spec's scaling (Logarithmic, ReverseLogarithmic, Linear); for Auto or
+    none, log where the tried values are positive and span more than 20×, as a learning rate's do."""
+    scaling = str(spec.get("scaling", "Auto")).lower()
+    if scaling in ("logarithmic", "reverselogarithmic"):
+        return "log"
+    if scaling == "linear":
+        return "linear"
+    low = min([*values, *[spec[k] for k in ("min", "max") if isinstance(spec.get(k), (int, float))]], default=0)
+    return "log" if low > 0 and values.max() / values.min() > 20 else "linear"
+
+
+def _pad(low, high, logarithmic) -> tuple:
+    """Limits a little wider than [low, high]: by a factor on a log axis (never below zero), else by a margin."""
+    if logarithmic and low > 0:
+        factor = (high / low) ** 0.08 if high > low else 2
+        return low / factor, high * factor
+    margin = (high - low) * 0.1 or 1
+    return low - margin, high + margin
+
+
+def _search_bounds(axis, spec: dict, vertical: bool) -> bool:
     """The searched range of one hyperparameter as dashed lines at its min and max (a categorical one: its values
-    as the ticks, in trials.csv or not), so what the trials tried can be seen against what they could have."""
+    as the ticks, in trials.csv or not), so what the trials tried can be seen against what they could have;
+    whether lines were drawn."""
+    limits, set_limits = (axis.get_xlim, axis.set_xlim) if vertical else (axis.get_ylim, axis.set_ylim)
+    logarithmic = (axis.get_xscale if vertical else axis.get_yscale)() == "log"
     if spec.get("type") == "categorical":
         values = sorted(v for v in spec.get("values", []) if isinstance(v, (int, float)))
-        if values:
-            pad = (values[-1] - values[0]) * 0.15 or 1
+        if values and (values[0] > 0 or not logarithmic):
             (axis.set_xticks if vertical else axis.set_yticks)(values)
-            (axis.set_xlim if vertical else axis.set_ylim)(values[0] - pad, values[-1] + pad)
-        return
-    if "min" not in spec or "max" not in spec:
-        return
-    line = axis.axvline if vertical else axis.axhline
-    for bound in (spec["min"], spec["max"]):
-        line(bound, color="grey", linestyle="--", linewidth=1, zorder=1)
-    low, high = (axis.get_xlim if vertical else axis.get_ylim)()
-    logarithmic = (axis.get_xscale if vertical else axis.get_yscale)() == "log"
-    span = (spec["max"] / spec["min"]) ** 0.05 if logarithmic and spec["min"] > 0 else None
-    margin = (spec["max"] - spec["min"]) * 0.05
-    lower = spec["min"] / span if span else spec["min"] - margin
-    upper = spec["max"] * span if span else spec["max"] + margin
-    (axis.set_xlim if vertical else axis.set_ylim)(min(low, lower), max(high, upper))
+            set_limits(*_pad(values[0], values[-1], logarithmic))
+        return False
+    low, high = spec.get("min"), spec.get("max")
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or (logarithmic and low <= 0):
+        return False
+    for bound in (low, high):
+        (axis.axvline if vertical else axis.axhline)(bound, color="grey", linestyle="--", linewidth=1, zorder=1)
+    padded = _pad(low, high, logarithmic)
+    shown = limits()
+    set_limits(min(shown[0], padded[0]), max(shown[1], padded[1]))
+    return True
 
 
 def _trial_scatter(figure, axis, trials, status, value, objective, x, y, bounds):
@@ -170,11 +190,7 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y, bounds)
             fontsize=7,
         )
     xs = trials.loc[placed, x]
-    searched = bounds.get(x, {})
-    logarithmic = str(searched.get("scaling", "")).lower().startswith("log") or (
-        (xs > 0).all() and xs.max() / xs.min() > 20
-    )
-    axis.set(xlabel=x, ylabel=y or f"{objective} (stopped: last reported)", xscale="log" if logarithmic else "linear")
+    axis.set(xlabel=x, ylabel=y or f"{objective} (stopped: last reported)", xscale=_scale(bounds.get(x, {}), xs))
     if axis.get_xscale() == "linear":  # a narrow range of small values: few ticks, or their labels collide
         axis.xaxis.set_major_locator(MaxNLocator(4))
     levels = sorted(trials.loc[placed, y].unique()) if y else []
@@ -182,10 +198,10 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y, bounds)
         pad = (levels[-1] - levels[0]) * 0.15 or 1
         axis.set_yticks(levels)
         axis.set_ylim(levels[0] - pad, levels[-1] + pad)
-    _search_bounds(axis, searched, vertical=True)
+    drawn = [_search_bounds(axis, bounds.get(x, {}), vertical=True)]
     if y:
-        _search_bounds(axis, bounds.get(y, {}), vertical=False)
-    if searched.get("type") != "categorical" and {"min", "max"} <= searched.keys():
+        drawn.append(_search_bounds(axis, bounds.get(y, {}), vertical=False))
+    if any(drawn):
         axis.plot([], [], color="grey", linestyle="--", linewidth=1, label="search bounds")
     html_kit.legend_above(axis, 4)
 
@@ -221,6 +237,11 @@ def plot_trials(trials: pd.DataFrame, objective: str, parameters: dict, path):
     html_kit.save_figure(figure, path)
 
 
+def kept_epoch_line(kept: dict) -> str:
+    """model.json's kept_epoch in words: over the curves and in the training section."""
+    return f"the model keeps epoch {kept['epoch']} ({kept['why']})"
+
+
 def plot_training_curves(metrics: pd.DataFrame, path, kept=None):
     """Loss and accuracy per epoch; kept: the epoch whose weights the model holds (model.json's kept_epoch,
     as train.py recorded it), marked on both."""
@@ -243,7 +264,7 @@ def plot_training_curves(metrics: pd.DataFrame, path, kept=None):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
     if kept:
-        figure.suptitle(f"the model keeps epoch {kept['epoch']} ({kept['why']})", fontsize=10)
+        figure.suptitle(kept_epoch_line(kept), fontsize=10)
     html_kit.save_figure(figure, path)
 
 
@@ -541,7 +562,7 @@ def build_page(config: dict, files: dict, figures: dict, report_path, earlier=No
     body = "\n".join(
         [
             headline_section(config, evaluation, len(summary)),
-            comparison_section(evaluation, model, earlier),
+            comparison_section(earlier),
             configuration_section(config),
             data_section(summary, pd.read_csv(files["rejected"]), figures),
             tuning_section(pd.read_csv(files["trials"]).drop(columns=["log"], errors="ignore"), best, figures),
@@ -562,41 +583,33 @@ def headline_section(config, evaluation, classes) -> str:
 <b>{html.escape(config["backend"])}</b>.</p>"""
 
 
-# (the metric the evaluation logs into the final run, its name here, where this run's value is in metrics.json)
-COMPARED = [
-    ("test_accuracy", "test accuracy", ("accuracy",)),
-    ("test_top5_accuracy", "top-5 accuracy", ("top5_accuracy",)),
-    ("latency_p50_ms", "latency p50 (ms per request)", ("latency_ms", "p50")),
-    ("latency_p99_ms", "latency p99 (ms per request)", ("latency_ms", "p99")),
-]
-
-
-def comparison_table(evaluation: dict, model: dict, earlier: dict) -> pd.DataFrame:
-    """This run's headline numbers beside the earlier run's, then the hyperparameters that differ."""
-    rows = []
-    for metric, name, keys in COMPARED:
-        this = evaluation
-        for key in keys:
-            this = this.get(key) if isinstance(this, dict) else None
-        if metric in earlier["metrics"] and this is not None:
-            rows.append({"": name, "this run": this, "earlier run": earlier["metrics"][metric]})
-    now = {name: str(value) for name, value in model.get("hyperparameters", {}).items()}
-    for name in sorted((now.keys() | earlier["hyperparameters"].keys()) - {"expect_data"}):  # the same data, by choice
-        if now.get(name) != earlier["hyperparameters"].get(name):
-            rows.append(
-                {"": name, "this run": now.get(name, ""), "earlier run": earlier["hyperparameters"].get(name, "")}
-            )
+def comparison_table(earlier: dict) -> pd.DataFrame:
+    """This run's evaluation numbers beside the earlier run's, then the hyperparameters that differ: both sides as
+    the tracking store has them (tracking.earlier_final_run), so they are named and formatted alike on every
+    backend."""
+    this = earlier["this"]
+    rows = [
+        {"": name.replace("_", " "), "this run": this["metrics"][name], "earlier run": value}
+        for name, value in earlier["metrics"].items()
+        if name in this["metrics"]
+    ]
+    now, then = this["hyperparameters"], earlier["hyperparameters"]
+    rows += [
+        {"": name, "this run": now.get(name, ""), "earlier run": then.get(name, "")}
+        for name in sorted(now.keys() | then.keys())
+        if now.get(name) != then.get(name)
+    ]
     return pd.DataFrame(rows, columns=["", "this run", "earlier run"])
 
 
-def comparison_section(evaluation, model, earlier) -> str:
+def comparison_section(earlier) -> str:
     if not earlier:
         return ""
     return f"""<h2>Compared with the earlier run</h2>
 <p class="versus">The tracking store's last earlier final run on the same data: \
 <b>{html.escape(str(earlier["run_name"]))}</b>, started {html.escape(str(earlier["started"]))} \
 ({html.escape(str(earlier["link"]))}). Its numbers, and the hyperparameters that differ:</p>
-{html_kit.frame_table(comparison_table(evaluation, model, earlier))}"""
+{html_kit.frame_table(comparison_table(earlier))}"""
 
 
 def configuration_section(config) -> str:
@@ -646,7 +659,7 @@ def tuning_section(trials, best, figures) -> str:
 def training_section(model, best, metrics, figures) -> str:
     hyperparameters = hyperparameter_table(model.get("hyperparameters", {}), best["hyperparameters"])
     kept = model.get("kept_epoch")
-    kept = f"; the model keeps epoch {kept['epoch']} ({html.escape(kept['why'])})" if kept else ""
+    kept = f"; {html.escape(kept_epoch_line(kept))}" if kept else ""
     return f"""<h2>Training</h2>
 <p>Job {html.escape(str(model.get("job_name")))} ({html.escape(str(model.get("status")))}, \
 {model.get("seconds")} s{kept}), with these hyperparameters:</p>

@@ -50,8 +50,26 @@ TAG = "dogbreed."  # the workflow's own tags: role, workflow, job_name, trial, s
 # 3's UI reads to open an experiment on its runs rather than its GenAI view (traces, "Detect issues") where its
 # GenAI / Model training switch is off; in 3.17 the switch decides (make mlflow-ui's link sets it: docs/tracking.md)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# what a final run's comparison with an earlier one shows of its metrics (evaluate's)
-COMPARED_METRICS = ("test_accuracy", "test_top5_accuracy", "latency_p50_ms", "latency_p99_ms")
+# the evaluation's numbers the final run gets (evaluate logs them; a comparison with an earlier run shows them):
+# their MLflow names, and where each is in evaluation/metrics.json
+EVALUATION_METRICS = {
+    "test_accuracy": ("accuracy",),
+    "test_top5_accuracy": ("top5_accuracy",),
+    "latency_p50_ms": ("latency_ms", "p50"),
+    "latency_p99_ms": ("latency_ms", "p99"),
+}
+
+
+def evaluation_metrics(evaluation: dict) -> dict:
+    """evaluation/metrics.json's numbers under their MLflow names (EVALUATION_METRICS)."""
+    found = {}
+    for name, keys in EVALUATION_METRICS.items():
+        value = evaluation
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            found[name] = value
+    return found
 
 
 class TrackingError(RuntimeError):
@@ -352,7 +370,8 @@ def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None
 def earlier_final_run(config: dict, model: dict) -> dict | None:
     """The final training to compare this one with (model: training/model.json): the most recent final-training
     run that started before it in the same store and experiment, on the same data (its `expect_data` param, the
-    uploaded channels' digests), finished, with a `test_accuracy`. None when there is none, tracking is off, this
+    uploaded channels' digests), finished, with a `test_accuracy`; under "this", this run as the store has it (its
+    params and metrics are compared with the earlier run's: the same names, the same formatting, on every backend). None when there is none, tracking is off, this
     training was not tracked (or in another store) or the store does not answer: quiet, never raising, as what uses
     it goes on without it."""
     recorded = model.get("tracking") or {}
@@ -380,7 +399,7 @@ def earlier_final_run(config: dict, model: dict) -> dict | None:
             )
             for run in runs:
                 if run.data.params.get("expect_data") == data and "test_accuracy" in run.data.metrics:
-                    return _compared(tracker_, run)
+                    return {**_compared(tracker_, run), "this": _compared(tracker_, this)}
             if not (token := runs.token):
                 return None
     except Exception:
@@ -395,6 +414,6 @@ def _compared(tracker_: Tracker, run) -> dict:
         "run_name": run.info.run_name,
         "started": started.isoformat(timespec="seconds"),
         "link": tracker_.run_link(run.info.run_id),
-        "metrics": {name: run.data.metrics[name] for name in COMPARED_METRICS if name in run.data.metrics},
+        "metrics": {name: run.data.metrics[name] for name in EVALUATION_METRICS if name in run.data.metrics},
         "hyperparameters": {k: v for k, v in sorted(run.data.params.items()) if k != "expect_data"},
     }

@@ -20,14 +20,25 @@ class ArtifactError(RuntimeError):
     """A model artifact that cannot be served; the message names the file and the command that remakes it."""
 
 
-def model_info(model_tar) -> dict:
-    """The artifact's model_info.json (classifier.save_model writes it): arch, classes, preprocessing."""
-    with tarfile.open(model_tar) as archive:
-        return json.load(archive.extractfile("model_info.json"))
-
-
 def reading_error(error) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else f"{type(error).__name__}: truncated"
+    """The error in one line (tarfile's says what each compression method found, a line each)."""
+    return (
+        f"{type(error).__name__}: {' '.join(str(error).split())}"
+        if str(error)
+        else f"{type(error).__name__}: truncated"
+    )
+
+
+def model_info(model_tar, remake="rerun the package_model rule") -> dict:
+    """The artifact's model_info.json (classifier.save_model writes it): arch, classes, preprocessing.
+    ArtifactError, naming the file and what to do, when it cannot be read."""
+    try:
+        with tarfile.open(model_tar) as archive:
+            return json.load(archive.extractfile("model_info.json"))
+    except (*UNREADABLE, KeyError, ValueError) as error:  # KeyError: no model_info.json; ValueError: not JSON
+        raise ArtifactError(
+            f"{model_tar} has no readable model_info.json ({reading_error(error)}): make it again with `{remake}`"
+        ) from None
 
 
 def check_servable(model_tar, remake="rerun the package_model rule", timeout=300):
