@@ -1,0 +1,152 @@
+"""The demo against its own arithmetic, and where the rest of its time goes: one command, two tables.
+
+    .venv/bin/python benchmarks/bench_demo.py [--skip-arithmetic]
+
+1. The arithmetic alone: what the demo computes (config/demo.yaml: ResNet18 from scratch at 64 px, 6 classes;
+   3 tuning trials of 2 epochs and a final training of 6, each epoch 240 training images at batch 16 and a
+   48-image validation pass; the 60 test images once) in one process on random tensors, with as many threads as
+   the demo's jobs get (the CPUs).
+2. The demo's run as `make demo` makes it (`snakemake deploy report --configfile config/demo.yaml`, all cores)
+   from empty results, into a scratch results folder, store and tracking store: its wall time beside the
+   arithmetic's, then every job's start and end as Snakemake's own log has them (its verbose profile), and for
+   the final training the job's own timeline (process start, first and last step, from its profiler/job.json).
+Numbers go into BENCHMARKS.md with the machine and date; nothing here is asserted.
+"""
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+from dogbreed.checks import artifacts
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+
+def arithmetic(image_size=64, classes=6, train=240, valid=48, test=60, batch=16, trials=3, trial_epochs=2, epochs=6):
+    """Seconds for the demo's forward and backward passes alone (random tensors, no loader, no recording)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.set_num_threads(torch.get_num_threads())  # the default: one per CPU, as a job with workflow.cores gets
+    images = torch.randn(train, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, classes, (train,))
+    held_out = torch.randn(max(valid, test), 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+
+    def one_job(job_epochs):
+        model = torchvision.models.resnet18(num_classes=classes).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        for _ in range(job_epochs):
+            model.train()
+            for start in range(0, train, batch):
+                loss = torch.nn.functional.cross_entropy(
+                    model(images[start : start + batch]), labels[start : start + batch]
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            model.eval()
+            with torch.inference_mode():
+                for start in range(0, valid, batch):
+                    model(held_out[start : start + batch])
+        return model
+
+    started = time.perf_counter()
+    for _ in range(trials):
+        one_job(trial_epochs)
+    model = one_job(epochs)
+    with torch.inference_mode():
+        for start in range(0, test, batch):
+            model(held_out[start : start + batch])
+    return time.perf_counter() - started
+
+
+# Snakemake's verbose log: a timestamp line, then the job it starts ("rule tune:") or ends ("Finished jobid: 5
+# (Rule: tune)"); its format, not the workflow's.
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+STARTS = re.compile(r"^(?:local)?rule (\w+):$")
+ENDS = re.compile(r"^Finished jobid: \d+ \(Rule: (\w+)\)$")
+
+
+def job_times(log: str) -> dict:
+    """{rule: (start, end)} in seconds from the run's first timestamp."""
+    stamp, first, times = None, None, {}
+    for line in log.splitlines():
+        line = line.strip()
+        if found := STAMP.match(line):
+            stamp = datetime.strptime(found.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+            first = stamp if first is None else first
+        elif (found := STARTS.match(line)) and stamp is not None:
+            times[found.group(1)] = [stamp - first, None]
+        elif (found := ENDS.match(line)) and stamp is not None and found.group(1) in times:
+            times[found.group(1)][1] = stamp - first
+    return times
+
+
+def demo_run(scratch: Path) -> tuple:
+    """(wall seconds, Snakemake's log, results folder) of the demo from empty results."""
+    overlay = scratch / "bench.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "results_dir": str(scratch / "results-demo"),
+                "store": {"uri": (scratch / "store").as_uri()},
+                "tracking": {"uri": f"sqlite:///{scratch / 'mlflow.db'}"},
+            }
+        )
+    )
+    configs = ["--configfile", "config/demo.yaml", str(overlay)]
+    started = time.perf_counter()
+    run = subprocess.run(
+        [str(SNAKEMAKE), "deploy", "report", *configs, "--workflow-profile", "profiles/verbose"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    subprocess.run([str(SNAKEMAKE), "teardown", *configs], cwd=REPO, capture_output=True)
+    if run.returncode:
+        sys.exit(f"the demo failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return wall, run.stdout + run.stderr, scratch / "results-demo"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-arithmetic", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
+    )
+    alone = None if args.skip_arithmetic else arithmetic()
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
+        wall, log, results = demo_run(Path(scratch))
+        accuracy = json.loads((results / "evaluation/metrics.json").read_text())["accuracy"]
+        profile = artifacts.load_profile(results / "training/output/profiler")
+    print("\n| | seconds |\n|---|---|")
+    if alone is not None:
+        print(f"| the demo's arithmetic alone | {alone:.1f} |")
+    ratio = f" ({wall / alone:.1f}× its arithmetic)" if alone else ""
+    print(f"| `make demo`'s run, empty results | {wall:.1f}{ratio}; test accuracy {accuracy:.3f} |")
+    print("\n| job | starts at (s) | takes (s) |\n|---|---|---|")
+    for rule, (start, end) in sorted(job_times(log).items(), key=lambda item: item[1][0]):
+        print(f"| {rule} | {start:.0f} | {'' if end is None else f'{end - start:.0f}'} |")
+    started, steps = profile["job"]["process_started"], profile["steps"]
+    print(
+        f"\nthe final training's own timeline, seconds from its process start: first step "
+        f"{steps['start'].min() - started:.1f}, last step ends {steps['end'].max() - started:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
