@@ -38,8 +38,7 @@ def arithmetic(image_size=64, classes=6, train=240, valid=48, test=60, batch=16,
     """Seconds for the demo's forward and backward passes alone (random tensors, no loader, no recording)."""
     import torchvision
 
-    torch.manual_seed(0)
-    torch.set_num_threads(torch.get_num_threads())  # the default: one per CPU, as a job with workflow.cores gets
+    torch.manual_seed(0)  # torch's default threads: one per CPU, as a job with workflow.cores gets
     images = torch.randn(train, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, classes, (train,))
     held_out = torch.randn(max(valid, test), 3, image_size, image_size).contiguous(memory_format=torch.channels_last)

@@ -114,6 +114,13 @@ def _pad(low, high, logarithmic) -> tuple:
     return low - margin, high + margin
 
 
+def _tick_each(axis, values: list, vertical: bool):
+    """A tick at each of a few values (batch sizes, a categorical hyperparameter's), and the axis just wider."""
+    logarithmic = (axis.get_xscale if vertical else axis.get_yscale)() == "log"
+    (axis.set_xticks if vertical else axis.set_yticks)(values)
+    (axis.set_xlim if vertical else axis.set_ylim)(*_pad(values[0], values[-1], logarithmic))
+
+
 def _search_bounds(axis, spec: dict, vertical: bool) -> bool:
     """The searched range of one hyperparameter as dashed lines at its min and max (a categorical one: its values
     as the ticks, in trials.csv or not), so what the trials tried can be seen against what they could have;
@@ -123,8 +130,7 @@ def _search_bounds(axis, spec: dict, vertical: bool) -> bool:
     if spec.get("type") == "categorical":
         values = sorted(v for v in spec.get("values", []) if isinstance(v, (int, float)))
         if values and (values[0] > 0 or not logarithmic):
-            (axis.set_xticks if vertical else axis.set_yticks)(values)
-            set_limits(*_pad(values[0], values[-1], logarithmic))
+            _tick_each(axis, values, vertical)
         return False
     low, high = spec.get("min"), spec.get("max")
     if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or (logarithmic and low <= 0):
@@ -194,10 +200,8 @@ def _trial_scatter(figure, axis, trials, status, value, objective, x, y, bounds)
     if axis.get_xscale() == "linear":  # a narrow range of small values: few ticks, or their labels collide
         axis.xaxis.set_major_locator(MaxNLocator(4))
     levels = sorted(trials.loc[placed, y].unique()) if y else []
-    if 0 < len(levels) <= 6:  # categorical, as batch sizes are: a tick per value
-        pad = (levels[-1] - levels[0]) * 0.15 or 1
-        axis.set_yticks(levels)
-        axis.set_ylim(levels[0] - pad, levels[-1] + pad)
+    if 0 < len(levels) <= 6:  # categorical, as batch sizes are: a tick per value (every searched one, below)
+        _tick_each(axis, levels, vertical=False)
     drawn = [_search_bounds(axis, bounds.get(x, {}), vertical=True)]
     if y:
         drawn.append(_search_bounds(axis, bounds.get(y, {}), vertical=False))
