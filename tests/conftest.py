@@ -306,7 +306,7 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert kept["epoch"] == curves.epoch[curves.valid_loss.idxmin()]  # keep_best: the lowest validation loss
     assert f"the model keeps epoch {kept['epoch']} ({kept['why']})" in page
     assert 'class="dataframe sortable"' in page and "<script>" in page  # the per-class table sorts
-    assert_tracked(results, epochs, trials, job_logs=backend == "local")
+    assert_tracked(results, epochs, trials, live=backend == "local")
     return metrics
 
 
@@ -328,7 +328,7 @@ def job_runs(work: Path, job_name: str) -> list:
     ]
 
 
-def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
+def assert_tracked(results: Path, epochs: int, trials: int, live: bool):
     """The run as MLflow has it (read back through its client): the trials and the final training as runs
     under one workflow run, params under the hyperparameters' names, each epoch's metrics, the final run's
     artifacts and evaluation; its id in model.json, endpoint.json and the run report."""
@@ -376,11 +376,13 @@ def assert_tracked(results: Path, epochs: int, trials: int, job_logs: bool):
     } <= artifacts
     assert json.loads((results / "endpoint.json").read_text())["mlflow_run_id"] == final.info.run_id
     assert final.info.run_id in (results / "report.html").read_text()
-    # a local job logs its epochs itself, as they end (the workflow found none to fill in); a container's are
-    # logged after it, and the rule says so
+    # a local job's epochs are logged by its rule as each ends (their own times; the workflow found none to fill
+    # in); a container's after it, at once, and the rule says so
     after = "logged from the workflow after"
-    assert (after in (results / "logs/train.log").read_text()) is not job_logs
-    assert (after in (results / "logs/tune.log").read_text()) is not job_logs
+    assert (after in (results / "logs/train.log").read_text()) is not live
+    assert (after in (results / "logs/tune.log").read_text()) is not live
+    logged_at = {m.timestamp for m in history}
+    assert len(logged_at) == (epochs if live else 1), logged_at
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,14 @@ def test_a_relative_sqlite_store_is_made_absolute_and_credentials_are_never_show
 
 
 def test_who_logs_a_jobs_epochs():
-    assert tracking.job_reachable("sqlite:////abs/m.db", "local")
-    assert not tracking.job_reachable("sqlite:////abs/m.db", "local_container")  # not this machine's file
-    assert tracking.job_reachable("https://mlflow.example.com", "local_container")
-    assert not tracking.job_reachable("sqlite:////abs/m.db", "sagemaker")
-    assert not tracking.job_reachable("http://127.0.0.1:5000", "sagemaker")  # this machine, not the cloud's
-    assert tracking.job_reachable("https://mlflow.example.com", "sagemaker")
+    # a local job never: its rule reads its lines as they come and logs each epoch (no MLflow in the job)
+    assert not tracking.job_logs_itself("sqlite:////abs/m.db", "local")
+    assert not tracking.job_logs_itself("https://mlflow.example.com", "local")
+    assert not tracking.job_logs_itself("sqlite:////abs/m.db", "local_container")  # not this machine's file
+    assert tracking.job_logs_itself("https://mlflow.example.com", "local_container")
+    assert not tracking.job_logs_itself("sqlite:////abs/m.db", "sagemaker")
+    assert not tracking.job_logs_itself("http://127.0.0.1:5000", "sagemaker")  # this machine, not the cloud's
+    assert tracking.job_logs_itself("https://mlflow.example.com", "sagemaker")
 
 
 def test_tracking_can_be_switched_off_and_the_file_store_is_refused_by_name():

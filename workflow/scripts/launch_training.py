@@ -22,7 +22,7 @@ def main(smk):
     )
     tracker, run_id, job_logs = start_tracking(smk, best, job)
     try:
-        result = run_job(smk, job, tracker.job_environment(run_id) if job_logs else None)
+        result = run_job(smk, job, tracker, run_id, job_logs)
     except Exception as error:
         if run_id is not None:
             with tracking.best_effort("the failed training's status"):
@@ -63,22 +63,23 @@ def start_tracking(smk, best, job) -> tuple:
     run_id = tracker.job_run(
         job.name, workflow_run, "final training", job.hyperparameters, tags={"tuned_from": best["job_name"]}
     )
-    job_logs = tracking.job_reachable(tracker.uri, smk.params.backend)
+    job_logs = tracking.job_logs_itself(tracker.uri, smk.params.backend)
     print(
         f"mlflow: the final training is {tracker.run_link(run_id)}"
         + (
             ""
-            if job_logs
+            if job_logs or smk.params.backend == "local"
             else f"; {smk.params.backend} jobs cannot reach it, so its metrics are logged from the workflow after the job"
         )
     )
     return tracker, run_id, job_logs
 
 
-def run_job(smk, job, environment) -> dict:
-    """The training job on the configured backend, an epoch bar on the terminal. Local: the job's own few lines
-    above the bar (tqdm.write keeps them apart), the rest, smdebug's chatter included, only in its log; the SDK's
-    backends stream the job's output themselves."""
+def run_job(smk, job, tracker, run_id, job_logs) -> dict:
+    """The training job on the configured backend, an epoch bar on the terminal, each epoch into the job's MLflow
+    run as its line is read (unless the job logs itself). Local: the job's own few lines above the bar
+    (tqdm.write keeps them apart), the rest, smdebug's chatter included, only in its log; the SDK's backends
+    stream the job's output themselves."""
     echoed = smk.params.backend != "local"
     epochs = int(job.hyperparameters.get("epochs", 0)) or None
     with tqdm(total=epochs, desc=f"train {job.name}", unit="epoch") as progress:
@@ -86,8 +87,10 @@ def run_job(smk, job, environment) -> dict:
         def show(line):
             if not echoed and metrics.worth_showing(line):
                 progress.write(line.rstrip())
-            if metrics.parse_epoch_line(line) is not None:
+            if (epoch := metrics.parse_epoch_line(line)) is not None:
                 progress.update(1)
+                if tracker is not None:
+                    tracker.live_epoch(run_id, job_logs, epoch)
             return False  # never stop the job
 
         return rule_backend(smk).train(
@@ -100,7 +103,7 @@ def run_job(smk, job, environment) -> dict:
             echo=False,
             processes=job.processes,
             instances=job.instances,
-            environment=environment,
+            environment=tracker.job_environment(run_id) if job_logs else None,
         )
 
 

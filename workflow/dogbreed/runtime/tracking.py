@@ -3,11 +3,12 @@ one workflow run (a results folder's tuning study) holds them as its children, s
 within a run and runs across results folders (one store: tracking.uri).
 
 Where each thing is logged:
-- the per-epoch metrics (train.py's metric line: train_loss, valid_loss, valid_accuracy, ...), by the job itself
-  as each epoch ends, where it can reach the store (the local backend: the store's URI and the run's id go into
-  the job's environment; scripts/instrumentation.py's EpochLogger). A job that cannot (a container, which has
-  neither the store's file nor mlflow; a SageMaker job whose image lacks mlflow) is filled in from here after it
-  ends, from the metrics it recorded, and the rule says so;
+- the per-epoch metrics (train.py's metric line: train_loss, valid_loss, valid_accuracy, ...) as each epoch ends:
+  a local job's by the rule that runs it, which reads the job's lines as they come (live_epoch), so no job
+  imports MLflow or opens its store (seconds a job); a container's or SageMaker's job by the job itself where it
+  can reach a server (the store's URI and the run's id in its environment; scripts/instrumentation.py's
+  EpochLogger, when its image has mlflow). What a job did not log (its image lacks mlflow, it cannot reach the
+  store) is filled in from here after it ends, from the metrics it recorded, and the rule says so;
 - the runs themselves, their params (the hyperparameters' own names: lr, batch_size, ...), status and tags, by
   the tune and train rules; the final run's artifacts (the model, the rule verdicts, the evaluation, both HTML
   reports) by the rule that makes each, so every target leaves what it made in the run.
@@ -103,13 +104,14 @@ def best_effort(what: str):
         say(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected")
 
 
-def job_reachable(uri: str, backend: str) -> bool:
-    """Whether a job of this backend may reach the store itself (it gets the URI and its run's id): a local job
-    anything this machine reaches; a container's or SageMaker's job a server, not this machine's SQLite file or
-    loopback. (It logs only with mlflow in its image, which the stand-ins and the DLCs lack: the workflow then
-    logs its epochs after it.)"""
+def job_logs_itself(uri: str, backend: str) -> bool:
+    """Whether a job of this backend logs its epochs into its run itself (it gets the URI and its run's id): a
+    container's or SageMaker's job that can reach a server, not this machine's SQLite file or loopback. (It logs
+    only with mlflow in its image, which the stand-ins and the DLCs lack: the workflow then logs its epochs after
+    it.) Never a local job: the rule reads its lines as they come and logs each epoch (live_epoch), which spares
+    the job MLflow's import and store opening, seconds that would be most of a small job."""
     if backend == "local":
-        return True
+        return False
     host = urlsplit(uri).hostname or ""
     return uri.startswith(("https://", "http://", "arn:")) and host not in ("127.0.0.1", "localhost", "::1")
 
@@ -226,17 +228,28 @@ class Tracker:
         """What a job needs to log its epochs into its run itself."""
         return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_RUN_ID": run_id, **QUIET_AND_PROMPT}
 
-    def fill_in(self, run_id: str, epochs: list) -> int:
-        """Log the epochs the job did not (it could not reach the store, or had no mlflow); how many."""
+    def log_epochs(self, run_id: str, epochs: list):
+        """Epochs (train.py's metric lines, parsed) into the run, each at its epoch's step."""
         from mlflow.entities import Metric
 
-        logged = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
-        missing = [e for e in epochs if int(e["epoch"]) not in logged]
         now = int(time.time() * 1000)
-        values = [Metric(k, float(e[k]), now, int(e["epoch"])) for e in missing for k in EPOCH_METRICS if k in e]
+        values = [Metric(k, float(e[k]), now, int(e["epoch"])) for e in epochs for k in EPOCH_METRICS if k in e]
         for start in range(0, len(values), 1000):  # log_batch takes 1000 metrics at most
             self.client.log_batch(run_id, metrics=values[start : start + 1000])
+
+    def fill_in(self, run_id: str, epochs: list) -> int:
+        """Log the epochs nobody logged as they ended (the job could not reach the store, or had no mlflow); how many."""
+        logged = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
+        missing = [e for e in epochs if int(e["epoch"]) not in logged]
+        self.log_epochs(run_id, missing)
         return len(missing)
+
+    def live_epoch(self, run_id: str | None, logs_itself: bool, epoch: dict):
+        """An epoch line the rule just read from a job that does not log itself, into the job's run as it ends. A
+        store that fails here is said once per epoch and left to fill_in, after the job."""
+        if run_id is not None and not logs_itself:
+            with best_effort(f"epoch {epoch.get('epoch')}'s metrics"):
+                self.log_epochs(run_id, [epoch])
 
     def log(self, run_id: str, metrics=None, tags=None, files=(), artifact_path=None):
         from mlflow.entities import Metric, RunTag
@@ -273,8 +286,8 @@ class TrialTracking:
 
     def __init__(self, tracker: Tracker, parent: str, backend: str):
         self.tracker, self.parent = tracker, parent
-        self.job_logs = job_reachable(tracker.uri, backend)
-        if not self.job_logs:
+        self.job_logs = job_logs_itself(tracker.uri, backend)
+        if not self.job_logs and backend != "local":
             print(
                 f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
                 f"the workflow after its job",
@@ -288,6 +301,10 @@ class TrialTracking:
             trial.set_user_attr("mlflow_run_id", run_id)
             return self.tracker.job_environment(run_id) if self.job_logs else {}
         return {}
+
+    def epoch(self, trial, epoch: dict):
+        """One epoch of the trial's job, as its line is read."""
+        self.tracker.live_epoch(trial.user_attrs.get("mlflow_run_id"), self.job_logs, epoch)
 
     def job_done(self, trial, epochs: list):
         if (run_id := trial.user_attrs.get("mlflow_run_id")) is None:

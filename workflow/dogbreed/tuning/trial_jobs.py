@@ -82,6 +82,8 @@ def trial_runner(
         def on_line(line):
             if (epoch := metrics.parse_epoch_line(line)) is None:
                 return False
+            if tracking is not None:
+                tracking.epoch(trial, epoch)
             value = metrics.read_metric(regex, line)
             if value is None:  # a regex for numbers misses "nan": the training diverged, the regex is fine
                 diverged.extend([epoch[metric]] if not math.isfinite(epoch.get(metric, 0.0)) else [])
