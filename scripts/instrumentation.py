@@ -2,8 +2,11 @@
 
 SageMaker Debugger is closed to new customers and its profiler is ending, so the job writes its own
 evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
-  debug/                    smdebug tensors: losses (full), weights / biases / gradients / ReLU inputs
-                            (reductions only: full tensors would be hundreds of MB), labels, predictions
+  debug/                    smdebug tensors every save_interval steps: weights / biases / gradients / ReLU
+                            inputs (reductions only: full tensors would be hundreds of MB)
+  debug/batches.jsonl       one line per step: its smdebug step number, mode, loss, labels and predictions
+                            (every step, so the loss rules compare real windows and ClassImbalance sees
+                            the whole class mix; a line costs microseconds, an smdebug step tens of ms)
   profiler/system.jsonl     one line per sampling interval: CPU per core, memory, disk and network I/O,
                             GPU utilisation and memory (NVML) when there is a GPU
   profiler/steps.jsonl      one line per step: phase, epoch, start, data-wait and compute seconds
@@ -49,7 +52,8 @@ def patch_smdebug_for_numpy2():
 
 
 def create_debug_hook(out_dir, save_interval: int):
-    """An smdebug hook saving what the Debugger rules read, at a size a long run can afford."""
+    """An smdebug hook saving what the Debugger rules read of the network, at a size a long run can afford: its
+    steps' losses, labels and predictions go into BatchRecord instead (a file line a step, not an smdebug step)."""
     patch_smdebug_for_numpy2()
     import smdebug.pytorch as smd
     from smdebug.core.reduction_config import ReductionConfig
@@ -58,7 +62,7 @@ def create_debug_hook(out_dir, save_interval: int):
     hook = smd.Hook(
         out_dir=str(out_dir),
         save_config=SaveConfig(save_interval=save_interval),
-        include_collections=["losses", "weights", "biases", "gradients", "relu_input", "labels", "predictions"],
+        include_collections=["weights", "biases", "gradients", "relu_input"],
     )
     reductions = ReductionConfig(
         reductions=["mean", "max", "min", "variance"], abs_reductions=["mean", "max"], norms=["l2"]
@@ -66,16 +70,35 @@ def create_debug_hook(out_dir, save_interval: int):
     for name in ("weights", "biases", "gradients", "relu_input"):
         hook.get_collection(name).reduction_config = reductions
     hook.get_collection("relu_input").include(r".*relu_input_0")
-    full = ReductionConfig(save_raw_tensor=True)
-    for name in ("losses", "labels", "predictions"):
-        hook.get_collection(name).reduction_config = full
-    # losses, labels and predictions are tiny: every step, so the loss rules compare real windows
-    # and ClassImbalance sees the whole class mix
-    for name in ("labels", "predictions"):
-        hook.get_collection(name).include(f"^{name}$")
-    for name in ("losses", "labels", "predictions"):
-        hook.get_collection(name).save_config = SaveConfig(save_interval=1)
     return hook
+
+
+class BatchRecord:
+    """debug/batches.jsonl: each step's smdebug step number, mode (TRAIN, EVAL), loss, labels and predictions, kept
+    in memory and written at each epoch's end (flush), with the hook's tensors."""
+
+    def __init__(self, debug_dir):
+        self.path = Path(debug_dir) / contract.BATCHES_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lines = []
+
+    def add(self, step: int, training: bool, loss: float, labels, predictions):
+        self.lines.append(
+            json.dumps(
+                {
+                    "step": step,
+                    "mode": "TRAIN" if training else "EVAL",
+                    "loss": loss,
+                    "labels": labels.tolist(),
+                    "predictions": predictions.tolist(),
+                }
+            )
+        )
+
+    def flush(self):
+        with open(self.path, "a") as out:
+            out.writelines(line + "\n" for line in self.lines)
+        self.lines = []
 
 
 # --- system metrics ------------------------------------------------------------------------------
@@ -255,6 +278,14 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
                 line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch
             ]
             log.write_text("".join(line + "\n" for line in lines))
+    batches = output_dir / "debug" / contract.BATCHES_FILE
+    if batches.is_file():
+        lines = [
+            line
+            for line in batches.read_text().splitlines()
+            if line.strip() and debug_step is not None and json.loads(line)["step"] <= debug_step
+        ]
+        batches.write_text("".join(line + "\n" for line in lines))
     debug = output_dir / "debug"
     if debug.is_dir():
         for path in [p for p in debug.rglob("*") if p.is_file()]:

@@ -243,6 +243,9 @@ def metric_regex(name: str) -> str:
 METRICS_FILE = "metrics.jsonl"  # under output data: one epoch's EPOCH_KEYS a line, the whole run's
 # under output data: the epoch whose weights the model holds, {"epoch": N, "why": "..."} (the report marks it)
 KEPT_EPOCH_FILE = "kept_epoch.json"
+# under output data's debug/, beside smdebug's tensors: one step a line (its smdebug step, mode, loss, labels,
+# predictions), which the debugger rules read
+BATCHES_FILE = "batches.jsonl"
 JOB_INFO_FILE = "profiler/job.json"
 # profiler/job.json's "inputs": what the job trained on
 INPUTS_IMAGES = "images"

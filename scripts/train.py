@@ -194,12 +194,23 @@ def set_mode(net, training: bool, freeze_backbone: bool):
 
 
 def run_epoch(
-    net, loader, compute, loss_fn, epoch, optimizer=None, hook=None, timer=None, freeze_backbone=False, processes=None
+    net,
+    loader,
+    compute,
+    loss_fn,
+    epoch,
+    optimizer=None,
+    hook=None,
+    timer=None,
+    freeze_backbone=False,
+    processes=None,
+    batch_record=None,
 ):
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
 
     net is what the job trains: the whole model, or only its head on cached backbone features. With a
-    debug hook, it sees the loss, the labels and the predictions; with a timer, each step is split
+    debug hook, each step's loss, labels and predictions go into batch_record (under the hook's step number, so the
+    rules line them up with its tensors); with a timer, each step is split
     into the wait for its batch and the compute (synchronised on a GPU, which runs async).
     """
     training = optimizer is not None
@@ -229,10 +240,10 @@ def run_epoch(
             if training:
                 compute.step(loss, optimizer)
             predictions = logits.argmax(1)
-            if hook is not None:
-                hook.save_tensor("labels", labels, "labels")
-                hook.save_tensor("predictions", predictions, "predictions")
-            total_loss += loss.item() * len(labels)  # .item() waits for the GPU, so timings are real
+            step_loss = loss.item()  # waits for the GPU, so timings are real
+            if batch_record is not None:
+                batch_record.add(hook.step, training, step_loss, labels, predictions)
+            total_loss += step_loss * len(labels)
             correct += (predictions == labels).sum().item()
             seen += len(labels)
             if timer is not None:
@@ -377,8 +388,10 @@ class Checkpoint:
         debug_step = (state.get("debug_hook") or {}).get("step")
         if processes.lead:
             instrumentation.restore_record(self.record_copy, output_dir, state["epoch"], debug_step)
-        for _ in range(state["epoch"]):  # RandomSampler draws one permutation an epoch (DistributedSampler: set_epoch)
-            torch.randperm(len(data.train_set), generator=data.batch_order)
+        if not isinstance(data.sampler, DistributedSampler):  # which orders by set_epoch, drawing nothing
+            for _ in range(state["epoch"]):  # the epochs' draws, as many as RandomSampler makes (two permutations)
+                for _ in data.sampler:
+                    pass
         processes.say(f"{contract.RESUMED}{self.path} after epoch {state['epoch']}")
         return state["epoch"] + 1, state["best"]
 
@@ -415,7 +428,7 @@ class Instruments:
     straggler shows), system metrics (each machine's first process) and the epochs into its MLflow run."""
 
     def __init__(self, args, processes, output_dir, model, resumed_state, job_info):
-        self.hook = self.timer = None
+        self.hook = self.timer = self.batch_record = None
         lead = processes.lead
         if args.profile:
             steps_file = "steps.jsonl" if lead else f"steps.rank{processes.rank}.jsonl"
@@ -423,7 +436,7 @@ class Instruments:
         if args.debug and lead:
             self.hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
             self.hook.register_module(model.net)
-            self.hook.register_loss(model.loss_fn)
+            self.batch_record = instrumentation.BatchRecord(output_dir / "debug")
             if resumed_state is not None and resumed_state.get("debug_hook"):
                 instrumentation.resume_debug_hook(self.hook, resumed_state["debug_hook"])  # steps go on numbering
         if args.profile and lead:
@@ -503,6 +516,7 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             timer,
             args.freeze_backbone,
             processes,
+            instruments.batch_record,
         )
         processes.share_buffers(model.net)  # validate rank 0's model, the one that is saved, on every rank's share
         valid_loss, valid_accuracy = run_epoch(
@@ -516,6 +530,7 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             timer,
             args.freeze_backbone,
             processes,
+            instruments.batch_record,
         )
         model.scheduler.step()
         epoch_metrics = {
@@ -541,6 +556,7 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             metrics_file.write(json.dumps(epoch_metrics) + "\n")
         if hook is not None:
             instrumentation.flush_debug_hook(hook)
+            instruments.batch_record.flush()
         checkpoint.save(model, epoch, best, hook, output_dir)
         instruments.epoch_logger.log(epoch_metrics)
         # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.

@@ -1,6 +1,6 @@
 """Reading what a training job recorded about itself (scripts/instrumentation.py) into tables.
 
-debug/    → load_debug(): losses, tensor reductions, labels and predictions (via an smdebug trial)
+debug/    → load_debug(): tensor reductions (via an smdebug trial), each step's loss, labels and predictions
 profiler/ → load_profile(): system samples, step timings, job info
 """
 
@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import job_contract as contract
 import numpy as np
 import pandas as pd
 
@@ -29,52 +30,38 @@ def _mode_name(mode) -> str:
 
 def load_debug(debug_dir) -> dict:
     """{"losses": (step, mode, loss), "tensors": (step, mode, collection, tensor, reductions…),
-    "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors."""
+    "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors. The tensors through
+    an smdebug trial; the steps' losses, labels and predictions from the job's batches.jsonl (instrumentation.py)."""
     debug_dir = Path(debug_dir)
     empty = {
         "losses": pd.DataFrame(columns=["step", "mode", "loss"]),
         "tensors": pd.DataFrame(columns=["step", "mode", "collection", "tensor", *REDUCTION_COLUMNS]),
         "labels": pd.DataFrame(columns=["step", "mode", "label", "prediction"]),
     }
-    if not (debug_dir / "index").exists():
-        return empty
-    os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # its INFO lines ("Loading trial …") are noise here
-    from smdebug.trials import create_trial
-
-    trial = create_trial(str(debug_dir))
-    mode_of = {}
-
-    def mode(step):
-        if step not in mode_of:
-            mode_of[step] = _mode_name(trial.mode(step))
-        return mode_of[step]
-
-    losses = []
-    for name in trial.tensor_names(collection="losses"):
-        tensor = trial.tensor(name)
-        for step in tensor.steps():
-            losses.append({"step": step, "mode": mode(step), "loss": float(np.mean(tensor.value(step)))})
-
+    losses, labels = [], []
+    for batch in _read_jsonl(debug_dir / contract.BATCHES_FILE):
+        losses.append({"step": batch["step"], "mode": batch["mode"], "loss": float(batch["loss"])})
+        labels.extend(
+            {"step": batch["step"], "mode": batch["mode"], "label": int(label), "prediction": int(prediction)}
+            for label, prediction in zip(batch["labels"], batch["predictions"])
+        )
     tensors = []
-    for collection in ("weights", "biases", "gradients", "relu_input"):
-        for name in trial.tensor_names(collection=collection):
-            tensor = trial.tensor(name)
-            for step in tensor.steps():
-                row = {"step": step, "mode": mode(step), "collection": collection, "tensor": name}
-                for column, (reduction, absolute) in zip(REDUCTION_COLUMNS, REDUCTIONS):
-                    try:
-                        row[column] = float(tensor.reduction_value(step, reduction, abs=absolute))
-                    except Exception:  # that reduction was not saved for this tensor
-                        row[column] = np.nan
-                tensors.append(row)
+    if (debug_dir / "index").exists():
+        os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # its INFO lines ("Loading trial …") are noise here
+        from smdebug.trials import create_trial
 
-    labels = []
-    if trial.has_tensor("labels") and trial.has_tensor("predictions"):
-        label_tensor, prediction_tensor = trial.tensor("labels"), trial.tensor("predictions")
-        for step in sorted(set(label_tensor.steps()) & set(prediction_tensor.steps())):
-            for label, prediction in zip(np.ravel(label_tensor.value(step)), np.ravel(prediction_tensor.value(step))):
-                labels.append({"step": step, "mode": mode(step), "label": int(label), "prediction": int(prediction)})
-
+        trial = create_trial(str(debug_dir))
+        for collection in ("weights", "biases", "gradients", "relu_input"):
+            for name in trial.tensor_names(collection=collection):
+                tensor = trial.tensor(name)
+                for step in tensor.steps():
+                    row = {"step": step, "mode": _mode_name(trial.mode(step)), "collection": collection, "tensor": name}
+                    for column, (reduction, absolute) in zip(REDUCTION_COLUMNS, REDUCTIONS):
+                        try:
+                            row[column] = float(tensor.reduction_value(step, reduction, abs=absolute))
+                        except Exception:  # that reduction was not saved for this tensor
+                            row[column] = np.nan
+                    tensors.append(row)
     return {
         "losses": pd.DataFrame(losses, columns=empty["losses"].columns).sort_values("step", ignore_index=True),
         "tensors": pd.DataFrame(tensors, columns=empty["tensors"].columns),
