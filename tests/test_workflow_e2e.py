@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import tarfile
 
 import numpy as np
 import psutil
@@ -363,6 +364,32 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
         assert last[0].startswith("error in rule start_endpoint: results/deploy/model.tar.gz cannot be read"), last
         assert last[1] == "rule start_endpoint failed; its log: results/logs/start_endpoint.log", last
         assert process.is_running() and requests.get(state["url"] + "/ping", timeout=5).status_code == 200
+        # with nothing serving, the check runs beside the new server's start: the same line, and no server left
+        snakemake(deployed, "teardown", *ARGS)
+        again = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False, quiet=True)
+        assert again.returncode != 0 and "Traceback" not in again.stdout + again.stderr
+        assert (
+            again.stderr.strip()
+            .splitlines()[-2]
+            .startswith("error in rule start_endpoint: results/deploy/model.tar.gz cannot be read")
+        )
+        assert not (endpoint_state_dir(deployed) / "state.json").exists()
+        # a model that does not load (the artifact reads, its weights do not fit): the server it started is stopped
+        with tarfile.open(fileobj=io.BytesIO(whole)) as archive, tarfile.open(artifact, "w:gz") as broken:
+            for member in archive.getmembers():
+                data = archive.extractfile(member) if member.isfile() else None
+                if member.name == "model.pth":
+                    data, member.size = io.BytesIO(b"not weights"), len(b"not weights")
+                broken.addfile(member, data)
+        again = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False, quiet=True)
+        assert again.returncode != 0 and "Traceback" not in again.stdout + again.stderr
+        assert "results/deploy/model.tar.gz does not load with its code/inference.py" in again.stderr
+        assert not (endpoint_state_dir(deployed) / "state.json").exists()
+        assert not [
+            p
+            for p in psutil.process_iter(["cmdline", "cwd"])
+            if "waitress" in " ".join(p.info["cmdline"] or []) and str(deployed) in (p.info["cwd"] or "")
+        ]
     finally:
         # the hinted remake, with the default target: the run whole again (its report too) for the tests after this
         snakemake(deployed, "--forcerun", "package_model", *ARGS)

@@ -13,6 +13,7 @@ back first (scripts/evaluate.py), sends only the images not answered yet.
 """
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -149,17 +150,23 @@ def request_body(content_type, paths, transform, max_bytes) -> bytes:
 
 def served_transform(model_tar):
     """The served model's eval-time preprocessing, built by the classifier.py packed in its code/ from
-    its model_info.json: exactly what the endpoint does to an image it receives."""
-    import importlib.util
-    import tarfile
-    import tempfile
+    its model_info.json: exactly what the endpoint does to an image it receives. Built at its first image (one too
+    big for JSON), so an evaluation that sends JSON alone never imports torch (seconds)."""
 
-    with tarfile.open(model_tar) as archive, tempfile.TemporaryDirectory() as code:
-        (Path(code) / "classifier.py").write_bytes(archive.extractfile("code/classifier.py").read())
-        spec = importlib.util.spec_from_file_location("served_classifier", Path(code) / "classifier.py")
-        classifier = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(classifier)
-    return classifier.eval_transform(servable.model_info(model_tar)["preprocessing"])
+    @functools.cache
+    def build():
+        import importlib.util
+        import tarfile
+        import tempfile
+
+        with tarfile.open(model_tar) as archive, tempfile.TemporaryDirectory() as code:
+            (Path(code) / "classifier.py").write_bytes(archive.extractfile("code/classifier.py").read())
+            spec = importlib.util.spec_from_file_location("served_classifier", Path(code) / "classifier.py")
+            classifier = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(classifier)
+        return classifier.eval_transform(servable.model_info(model_tar)["preprocessing"])
+
+    return lambda image: build()(image)
 
 
 def predict_all(
