@@ -1,9 +1,16 @@
-"""The model and its preprocessing, shared by train.py and inference.py.
+"""The model and its preprocessing, shared by train.py, feature_cache.py and inference.py.
 
-One definition of the network and of the eval-time image transform, so training, evaluation
-and serving cannot drift apart (the seed project normalised differently in each place).
+One definition of the network, of its head and of the eval-time image transform, so training, feature
+extraction, evaluation and serving cannot drift apart (the seed project normalised differently in each place).
+
+Any classification model torchvision knows is a backbone (`torchvision.models.list_models`): built by name
+(`get_model`), with its own ImageNet weights and their preprocessing (`get_model_weights(arch).DEFAULT`), and its
+head — the model's last `nn.Linear`: ResNet's `fc`, `classifier[-1]`, ViT's `heads.head`, Swin's `head` — replaced
+by a fresh one. `head_name` is the one place that knows where a model's head is: the frozen backbone, the
+feature cache and the saved backbone all ask it.
 """
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -12,46 +19,136 @@ import torch
 import torchvision
 from torchvision import transforms
 
-# ImageNet statistics: the pretrained backbone expects them, and they are a sound default
-# for a network trained from scratch on photos too.
+# ImageNet statistics: what torchvision's ImageNet weights expect (nearly all of them: the spec takes each
+# model's own), and a sound default for a network trained from scratch on photos too.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
-ARCHITECTURES = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2),
-}
-
 MODEL_INFO_FILE = "model_info.json"
 WEIGHTS_FILE = "model.pth"
+
+# Networks built for one input size (their position embeddings, their attention grids): the constructor argument
+# that sets it, by the module of torchvision that holds the model. They take exactly their weights' min_size.
+FIXED_SIZE_ARGUMENT = {"vision_transformer": "image_size", "maxvit": "input_size"}
+# Networks with auxiliary classifiers: built without them (in training mode they return a tuple of logits, and their
+# heads are not the model's); torchvision drops them after loading the ImageNet weights.
+AUXILIARY_LOGITS = ("inception_v3", "googlenet")
+# Classification models whose output layer is not a last nn.Linear (SqueezeNet's is a 1×1 convolution followed by
+# ReLU and pooling: the features before it are 13×13 maps, not a vector a head and a feature cache can take).
+NO_LINEAR_HEAD = ("squeezenet1_0", "squeezenet1_1")
 
 
 class WeightsUnavailable(RuntimeError):
     pass
 
 
+def architectures() -> list:
+    """The classification models this torchvision knows, less those without a linear head."""
+    return sorted(
+        name for name in torchvision.models.list_models(module=torchvision.models) if name not in NO_LINEAR_HEAD
+    )
+
+
+def check_arch(arch: str):
+    """ValueError in one line, with the closest names, for a name that is not a backbone here."""
+    if arch in NO_LINEAR_HEAD:
+        raise ValueError(
+            f"arch {arch!r} ends in a convolution, not a linear layer: no head to replace or features to cache; "
+            f"choose another torchvision classifier (e.g. mobilenet_v3_small)"
+        )
+    known = architectures()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"torchvision's classifiers: {', '.join(known)}"
+        raise ValueError(f"unknown arch {arch!r}: not a torchvision classification model; {hint}")
+
+
+def imagenet_weights(arch: str):
+    """torchvision's default ImageNet weights of arch (their transforms and meta say what the network expects)."""
+    return torchvision.models.get_model_weights(arch).DEFAULT
+
+
+def _family(arch: str) -> str:
+    return torchvision.models.get_model_builder(arch).__module__.rsplit(".", 1)[-1]
+
+
+def input_size(arch: str) -> tuple:
+    """(the smallest image side the network takes, whether it takes only that size): the ImageNet weights'
+    min_size, exact for the networks built for one size (ViT, MaxViT)."""
+    smallest = imagenet_weights(arch).meta["min_size"][0]
+    return smallest, _family(arch) in FIXED_SIZE_ARGUMENT
+
+
+def check_input_size(arch: str, image_size: int):
+    """ValueError in one line when arch cannot take image_size × image_size images."""
+    smallest, exact = input_size(arch)
+    if exact and image_size != smallest:
+        raise ValueError(f"{arch} takes {smallest}×{smallest} px images only: set model.image_size to {smallest}")
+    if image_size < smallest:
+        raise ValueError(f"{arch} takes images of at least {smallest} px: set model.image_size to {smallest} or more")
+
+
+def _constructor_arguments(arch: str, weights) -> dict:
+    arguments = {}
+    if arch in AUXILIARY_LOGITS:
+        arguments["aux_logits"] = False
+        if weights is None:
+            arguments["init_weights"] = True  # torchvision's own initialisation (and no warning that it will change)
+    if (size_argument := FIXED_SIZE_ARGUMENT.get(_family(arch))) is not None:
+        # the same network with or without the weights: built for their size
+        smallest = imagenet_weights(arch).meta["min_size"][0]
+        arguments[size_argument] = smallest if size_argument == "image_size" else (smallest, smallest)
+    return arguments
+
+
+def head_name(model: torch.nn.Module) -> str:
+    """The dotted name of the model's output layer: its last nn.Linear (ResNet's `fc`, VGG, MobileNet,
+    EfficientNet and ConvNeXt's `classifier.<last>`, DenseNet's `classifier`, ViT's `heads.head`, Swin's
+    `head`); "" when the model is that layer itself (the head trained alone on cached features)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no linear layer to serve as its head")
+    return names[-1]
+
+
+def _set_submodule(model, name, module):
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, module)
+
+
+def replace_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+    """A fresh num_classes-way head in place of the model's own (in place; the model returned)."""
+    name = head_name(model)
+    head = model.get_submodule(name)
+    _set_submodule(model, name, torch.nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+    return model
+
+
+def is_head_parameter(name: str, head: str) -> bool:
+    """Whether the state-dict or parameter name belongs to the head called `head` (head_name)."""
+    return name.startswith(head + ".")
+
+
 def build_model(arch: str, num_classes: int, weights: str = "none") -> torch.nn.Module:
-    """A torchvision ResNet with a fresh `num_classes`-way head.
+    """A torchvision classifier with a fresh `num_classes`-way head.
 
     weights: "imagenet" (torchvision's download, cached under $TORCH_HOME), "none" (random init),
     or a path to a state dict (an ImageNet checkpoint or one of our own model.pth files).
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    constructor, imagenet_weights = ARCHITECTURES[arch]
+    check_arch(arch)
     if weights == "imagenet":
+        imagenet = imagenet_weights(arch)
         try:
-            model = constructor(weights=imagenet_weights)
+            model = torchvision.models.get_model(arch, weights=imagenet, **_constructor_arguments(arch, imagenet))
         except Exception as error:  # offline, proxy, corrupt cache: all end here
             cache = Path(torch.hub.get_dir()) / "checkpoints"
             raise WeightsUnavailable(
                 f"could not get the ImageNet weights for {arch} ({error}). Either download "
-                f"{imagenet_weights.url} on a machine with internet and place it in {cache}/, "
+                f"{imagenet.url} on a machine with internet and place it in {cache}/, "
                 f"or set model.weights to the path of that file, or to 'none' to train from scratch."
             ) from error
     else:
-        model = constructor(weights=None)
+        model = torchvision.models.get_model(arch, weights=None, **_constructor_arguments(arch, None))
         if weights not in ("none", "", None):
             path = Path(weights).expanduser()
             if not path.is_file():
@@ -61,12 +158,23 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> torch.nn.
             own = model.state_dict()
             state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
             model.load_state_dict(state, strict=False)
-    model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
-    return model
+    return replace_head(model, num_classes)
 
 
-def preprocessing_spec(image_size: int, resize: int) -> dict:
-    return {"resize": resize, "crop": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+def preprocessing_spec(image_size: int, resize: int = 0, arch: str = "resnet18") -> dict:
+    """The eval transform's numbers: the shorter side resized to `resize` (0: image_size scaled as the arch's
+    ImageNet weights scale their crop, 224 → 256 for ResNet18), the centre image_size crop, the weights' mean and
+    std, and their interpolation where it is not bilinear (the spec of a bilinear model is as it always was)."""
+    recipe = imagenet_weights(arch).transforms()
+    resize = resize or round(image_size * recipe.resize_size[0] / recipe.crop_size[0])
+    spec = {"resize": resize, "crop": image_size, "mean": list(recipe.mean), "std": list(recipe.std)}
+    if recipe.interpolation != transforms.InterpolationMode.BILINEAR:
+        spec["interpolation"] = recipe.interpolation.value
+    return spec
+
+
+def _interpolation(spec):
+    return transforms.InterpolationMode(spec.get("interpolation", "bilinear"))
 
 
 def eval_transform(spec: dict, on_device=False):
@@ -75,12 +183,15 @@ def eval_transform(spec: dict, on_device=False):
     on_device: stop at the resized, cropped uint8 tensor; `normalise` finishes it on the training
     device (a quarter of the bytes through the DataLoader and to the GPU, the arithmetic there).
     """
-    steps = [transforms.Resize(spec["resize"]), transforms.CenterCrop(spec["crop"])]
+    steps = [transforms.Resize(spec["resize"], _interpolation(spec)), transforms.CenterCrop(spec["crop"])]
     return transforms.Compose(steps + _finish(spec, on_device))
 
 
 def train_transform(spec: dict, on_device=False):
-    steps = [transforms.RandomResizedCrop(spec["crop"], scale=(0.5, 1.0)), transforms.RandomHorizontalFlip()]
+    steps = [
+        transforms.RandomResizedCrop(spec["crop"], scale=(0.5, 1.0), interpolation=_interpolation(spec)),
+        transforms.RandomHorizontalFlip(),
+    ]
     return transforms.Compose(steps + _finish(spec, on_device))
 
 
@@ -100,12 +211,20 @@ def normalise(batch: torch.Tensor, spec: dict, channels_last=False) -> torch.Ten
 
 
 def backbone_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """What a ResNet's head sees: the pooled, flattened output of everything before `fc`."""
-    head, model.fc = model.fc, torch.nn.Identity()
+    """What the model's head sees: the output of everything before it (ResNet's pooled, flattened features)."""
+    name = head_name(model)
+    head = model.get_submodule(name)
+    _set_submodule(model, name, torch.nn.Identity())
     try:
         return model(images)
     finally:
-        model.fc = head
+        _set_submodule(model, name, head)
+
+
+def backbone_state(model: torch.nn.Module) -> dict:
+    """The model's weights less its head's: what the feature cache keeps beside the features."""
+    head = head_name(model)
+    return {k: v.cpu() for k, v in model.state_dict().items() if not is_head_parameter(k, head)}
 
 
 def save_model(model_dir, model, arch, classes, spec):

@@ -137,8 +137,12 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     device = classifier.pick_device()
     torch.backends.cudnn.benchmark = True  # one input shape throughout: let cuDNN pick its fastest kernels
-    resize = args.resize or round(args.image_size * 8 / 7)
-    spec = classifier.preprocessing_spec(args.image_size, resize)
+    try:
+        classifier.check_arch(args.arch)
+        classifier.check_input_size(args.arch, args.image_size)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    spec = classifier.preprocessing_spec(args.image_size, args.resize, args.arch)
     views = args.feature_views if args.augment else 1
     found = image_folders.list_class_folders(args.train, args.valid)
     classes = {str(i): name for i, name in sorted(found.items())}
@@ -197,8 +201,7 @@ def main(argv=None):
             "files": [path.relative_to(getattr(args, channel)).as_posix() for path, _ in dataset.samples],
         }
         write_channel(out / channel, features, labels, info)
-    backbone = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    torch.save(backbone, out / "train" / BACKBONE_FILE)
+    torch.save(classifier.backbone_state(model), out / "train" / BACKBONE_FILE)
     print(f"features written to {out} in {time.time() - started:.1f} s", flush=True)
 
 
@@ -248,7 +251,8 @@ def load_backbone(model, folder):
     """The weights the features were computed with, into the model whose head is trained on them."""
     state = torch.load(Path(folder) / BACKBONE_FILE, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not name.startswith("fc.") for name in missing):
+    head = classifier.head_name(model)
+    if unexpected or any(not classifier.is_head_parameter(name, head) for name in missing):
         sys.exit(
             f"error: {Path(folder) / BACKBONE_FILE} does not fit the model: missing {missing}, unexpected {unexpected}"
         )

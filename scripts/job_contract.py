@@ -41,8 +41,6 @@ def amp_flag(value):
     return "auto" if str(value).strip().lower() == "auto" else to_bool(value)
 
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50")  # classifier.ARCHITECTURES builds each (a test checks)
-
 # name: (type, default, help). Underscore names, as SageMaker passes them; the dashed spelling works too.
 FLAGS = {
     # hyperparameters
@@ -52,11 +50,15 @@ FLAGS = {
     "optimizer": (str, "sgd", "sgd | adam | adamw"),
     "momentum": (float, 0.9, ""),
     "weight_decay": (float, 0.0, ""),
-    "arch": (str, "resnet18", " | ".join(ARCHITECTURES)),
+    "arch": (str, "resnet18", "a torchvision classification model: resnet18, mobilenet_v3_large, vit_b_16 …"),
     "weights": (str, "imagenet", "imagenet | none | path to a state dict"),
     "freeze_backbone": (to_bool, False, "train the new head only"),
     "image_size": (int, 224, ""),
-    "resize": (int, 0, "shorter side before the centre crop (default: image_size × 8/7)"),
+    "resize": (
+        int,
+        0,
+        "shorter side before the centre crop (0: as the arch's ImageNet recipe, image_size × 8/7 for a ResNet18)",
+    ),
     "augment": (to_bool, True, "random crops and flips of the training images"),
     "feature_views": (int, 3, "augmented views per training image (one, the eval transform, without --augment)"),
     "num_workers": (int, -1, "DataLoader workers; -1: the CPUs per GPU (SM_NUM_CPUS / GPUs), at most 8"),
@@ -83,7 +85,7 @@ FLAGS = {
         "channel=<files>:<digest>,... as the workflow uploaded them (channel_digest); empty: no check",
     ),
 }
-CHOICES = {"optimizer": ("sgd", "adam", "adamw"), "arch": ARCHITECTURES}
+CHOICES = {"optimizer": ("sgd", "adam", "adamw")}  # arch: any torchvision classifier (classifier.check_arch)
 
 # Which flags each entry point takes. The cached features depend on the feature job's flags but its loader's
 # (FEATURE_LOADER_FLAGS) and the data check: the workflow derives what a tuned setting may not change from this.

@@ -188,9 +188,9 @@ def set_mode(net, training: bool, freeze_backbone: bool):
     training it on images or its head on cached features is the same model."""
     net = getattr(net, "module", net)  # DistributedDataParallel's model
     net.train(training)
-    if freeze_backbone and hasattr(net, "fc"):
+    if freeze_backbone:  # (on cached features net is the head alone: head_name is "", the head itself)
         net.eval()
-        net.fc.train(training)
+        net.get_submodule(classifier.head_name(net)).train(training)
 
 
 def run_epoch(
@@ -332,14 +332,15 @@ def build_model(args, data, spec, device, processes) -> SimpleNamespace:
         raise SetupError(error) from None
     if data.cached:
         feature_cache.load_backbone(model, args.train)
+    head = classifier.head_name(model)
     if args.freeze_backbone:  # train the new head only: fast, and enough when the backbone is pretrained
         for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.startswith("fc.")
+            parameter.requires_grad = classifier.is_head_parameter(name, head)
     compute = Compute(device, args.amp, args.channels_last, spec, images=not data.cached)
     model.to(device)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model.fc if data.cached else model  # what the steps run and the debug hook watches
+    net = model.get_submodule(head) if data.cached else model  # what the steps run and the debug hook watches
     # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
     train_net = net
     if processes.world > 1:
@@ -584,10 +585,14 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     processes = Processes()
     device = processes.device(classifier.pick_device())
-    resize = args.resize or round(args.image_size * 8 / 7)  # 224 → 256, as torchvision's recipes
-    spec = classifier.preprocessing_spec(args.image_size, resize)
 
     with setting_up():  # a failure before the first step is the same for every hyperparameter
+        try:
+            classifier.check_arch(args.arch)
+            classifier.check_input_size(args.arch, args.image_size)
+        except ValueError as error:
+            raise SetupError(error) from None
+        spec = classifier.preprocessing_spec(args.image_size, args.resize, args.arch)  # the arch's own recipe
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one input shape throughout: cuDNN picks its fastest kernels
         data = load_data(args, spec, processes, device)

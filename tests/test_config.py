@@ -150,6 +150,10 @@ def test_the_schemas_hyperparameters_are_train_pys_own_flags():
             {"tuning": {"parameters": {"learning_rate": {"type": "continuous", "min": 0.01, "max": 0.1}}}},
             "tuning.parameters.learning_rate: learning_rate is not a hyperparameter of train.py",
         ),
+        (
+            {"model": {"arch": "resnet19"}},
+            "config: model.arch: 'resnet19' is not a torchvision classification model; did you mean resnet18",
+        ),
     ],
 )
 def test_a_config_mistake_is_refused_by_a_dry_run_naming_the_key(workdir, overlay, message):

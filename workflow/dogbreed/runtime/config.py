@@ -4,6 +4,7 @@ import difflib
 
 import job_contract as contract
 
+from dogbreed.training import backbones
 from dogbreed.tuning import spec as tuning_spec
 
 
@@ -62,7 +63,8 @@ def _suggest(name, known) -> str:
 
 def check_config(config: dict, schema_path) -> dict:
     """The schema's verdict as one line per problem, naming the key (Snakemake's validate prints
-    the schema's internals), then what a schema cannot say: a tuning spec that can run (tuning/spec.py)."""
+    the schema's internals), then what a schema cannot say: a tuning spec that can run (tuning/spec.py), a
+    backbone torchvision has at an image size it takes (training/backbones.py)."""
     import jsonschema
     import yaml
 
@@ -92,6 +94,11 @@ def check_config(config: dict, schema_path) -> dict:
     if not problems:
         known = schema["$defs"]["hyperparameters"]["properties"]  # the names train.py takes
         problems = tuning_spec.parameter_problems(config.get("tuning", {}), known)
+        model = {  # the schema's defaults where the config sets none (they are filled in after this check)
+            key: config.get("model", {}).get(key, value.get("default"))
+            for key, value in schema["properties"]["model"]["properties"].items()
+        }
+        problems += backbones.arch_problems(model["arch"], model["image_size"])  # a name, a size: torchvision's
     if problems:
         raise ConfigError("\n".join(f"config: {problem}" for problem in problems))  # one line each
     return config

@@ -10,7 +10,7 @@ backends refuse a job's shape with the same functions (job_shape_problems) first
 import ipaddress
 from dataclasses import dataclass
 
-from dogbreed.training import jobspec
+from dogbreed.training import backbones, jobspec
 from dogbreed.tuning import spec as tuning_spec
 
 # PyTorch 2.8's CUDA builds no longer run on Volta (sm_70): the V100s of ml.p3.* cannot train with them.
@@ -164,6 +164,8 @@ def refusals(config) -> list:
     problems = tuning_spec.problems(config["tuning"], None, backend)
     problems += local_file_problems(backend, jobspec.model_settings(config))
     problems += exposure_problems(backend, settings)
+    arch = config.get("model", {}).get("arch", "resnet18")
+    problems += backbones.image_problems(backend, settings, arch)  # what the framework images' torchvision builds
     if backend == "sagemaker":  # (the shipped placeholders are refused when the plan is approved: a dry run plans)
         problems += store_problems(config["store"]["uri"])
     for kind in ("trial", "features", "train"):
