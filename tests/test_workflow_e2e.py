@@ -350,6 +350,7 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
     """Deploy is transactional: the new artifact is unpacked and its model loaded before the endpoint serving now is
     touched; a bad one is one line naming the file and the command that remakes it."""
     state, process = endpoint_process(deployed)
+    state_dir = endpoint_state_dir(deployed)
     artifact = deployed / "results/deploy/model.tar.gz"
     whole = artifact.read_bytes()
     artifact.write_bytes(whole[: len(whole) // 2])
@@ -373,7 +374,7 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
             .splitlines()[-2]
             .startswith("error in rule start_endpoint: results/deploy/model.tar.gz cannot be read")
         )
-        assert not (endpoint_state_dir(deployed) / "state.json").exists()
+        assert not (state_dir / "state.json").exists()
         # a model that does not load (the artifact reads, its weights do not fit): the server it started is stopped
         with tarfile.open(fileobj=io.BytesIO(whole)) as archive, tarfile.open(artifact, "w:gz") as broken:
             for member in archive.getmembers():
@@ -384,7 +385,7 @@ def test_a_corrupt_artifact_leaves_the_live_endpoint_serving(deployed):
         again = snakemake(deployed, "deploy", "--forcerun", "start_endpoint", *ARGS, check=False, quiet=True)
         assert again.returncode != 0 and "Traceback" not in again.stdout + again.stderr
         assert "results/deploy/model.tar.gz does not load with its code/inference.py" in again.stderr
-        assert not (endpoint_state_dir(deployed) / "state.json").exists()
+        assert not (state_dir / "state.json").exists()
         assert not [
             p
             for p in psutil.process_iter(["cmdline", "cwd"])
