@@ -26,6 +26,7 @@ from dogbreed.backends.errors import JobFailed, JobInterrupted
 from dogbreed.data import store
 from dogbreed.runtime import run_guard
 from dogbreed.serving import server
+from dogbreed.serving.servable import writing_model_tar
 from dogbreed.training import metrics
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package
@@ -45,7 +46,7 @@ def _tail(path: Path, lines=25) -> str:
 def pack_model_dir(model_dir: Path, tar_path: Path):
     """model/ → model.tar.gz with the files at the archive root, as SageMaker packs SM_MODEL_DIR."""
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path, "w:gz") as archive:
+    with writing_model_tar(tar_path) as archive:
         for path in sorted(model_dir.rglob("*")):
             archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
 

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 from dogbreed.runtime import code_inputs
-from dogbreed.serving.servable import UNREADABLE, ArtifactError, reading_error
+from dogbreed.serving.servable import UNREADABLE, ArtifactError, reading_error, writing_model_tar
 
 # inference.py and what it imports from the job code (no requirements.txt: see above)
 SERVING_CODE = tuple(Path(p).name for p in code_inputs.job_code("inference.py", requirements=False))
@@ -25,7 +25,7 @@ def package_for_serving(model_tar, source_dir, out_tar, remake="rerun the train 
             raise FileNotFoundError(f"{source_dir}/{name} is missing: the endpoint needs it")
     Path(out_tar).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(model_tar) as model, tarfile.open(out_tar, "w:gz") as out:
+        with tarfile.open(model_tar) as model, writing_model_tar(out_tar) as out:
             for member in model.getmembers():
                 if member.name.startswith("code/"):
                     continue  # a stale code/ would shadow the current one
