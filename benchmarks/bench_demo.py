@@ -28,7 +28,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
+sys.path[:0] = [str(REPO / "workflow"), str(REPO / "scripts")]
 from dogbreed.checks import artifacts
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"

@@ -64,11 +64,19 @@ def create_debug_hook(out_dir, save_interval: int):
         save_config=SaveConfig(save_interval=save_interval),
         include_collections=["weights", "biases", "gradients", "relu_input"],
     )
-    reductions = ReductionConfig(
-        reductions=["mean", "max", "min", "variance"], abs_reductions=["mean", "max"], norms=["l2"]
-    )
-    for name in ("weights", "biases", "gradients", "relu_input"):
-        hook.get_collection(name).reduction_config = reductions
+    # Each reduction is a pass over the tensor and an event of its own at every saved step: only those a rule or
+    # a report reads (dogbreed/checks). max, min and l2 everywhere: ExplodingTensor (a NaN or an infinity
+    # anywhere shows in them); |max| its evidence; variance of the weights PoorWeightInitialization's; the ReLU
+    # inputs' range (max - min) its trigger; mean |gradient| VanishingGradient's.
+    for name, reductions, abs_reductions in (
+        ("weights", ["max", "min", "variance"], ["max"]),
+        ("biases", ["max", "min"], ["max"]),
+        ("gradients", ["max", "min"], ["mean", "max"]),
+        ("relu_input", ["max", "min"], []),
+    ):
+        hook.get_collection(name).reduction_config = ReductionConfig(
+            reductions=reductions, abs_reductions=abs_reductions, norms=["l2"]
+        )
     hook.get_collection("relu_input").include(r".*relu_input_0")
     return hook
 
