@@ -124,7 +124,7 @@ onsuccess:
     # The run in three lines, when the run produced an evaluation.
     from dogbreed.reporting.summary import run_summary
 
-    print(run_summary(RESULTS, ENDPOINT_STATE))
+    print(run_summary(RESULTS, ENDPOINT_STATE, time.time() - STARTED))
 
 
 onerror:

@@ -1,6 +1,6 @@
 """What the training job's self-recording costs, per job kind: one command, one table.
 
-    .venv/bin/python benchmarks/bench_recording.py [--only demo,finetune,head] [--repeats 2]
+    .venv/bin/python benchmarks/bench_recording.py [--only demo,finetune,head] [--repeats 2] [--code DIR]
 
 For each job kind it runs scripts/train.py (in a process of its own, as the workflow does) with recording off,
 with the profiler (system metrics + step timings), and with the profiler and the debug hook at the workflow's
@@ -13,7 +13,9 @@ checkpoint), from the loop's first step to its last epoch's end. The job kinds:
   head      a frozen backbone's head on cached features (the feature cache's channels), 3,000 feature rows of
             133 classes, batch 32, 10 epochs
 Repeats alternate the recordings (off, profiler, both, off, ...) so a machine's drift spreads over all three;
-the table has each one's fastest run. Numbers go into BENCHMARKS.md with the machine and date.
+the table has each one's fastest run. --code times another checkout's job code (its scripts/ folder, e.g. a
+`git worktree` of an older commit), for a before/after on the same data. Numbers go into BENCHMARKS.md with the
+machine and date.
 """
 
 import argparse
@@ -97,11 +99,11 @@ def job_kinds(scratch: Path) -> dict:
     }
 
 
-def run(train, valid, flags, recording, out: Path) -> float:
+def run(code, train, valid, flags, recording, out: Path) -> float:
     command = [
         sys.executable,
         "-c",
-        TIMED_JOB.format(scripts=str(REPO / "scripts")),
+        TIMED_JOB.format(scripts=str(code)),
         f"--train={train}",
         f"--valid={valid}",
         f"--model_dir={out}/model",
@@ -123,10 +125,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="demo,finetune,head")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--code", type=Path, default=REPO / "scripts", help="the job code to time (a scripts/ folder)")
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}; job code {args.code}"
     )
     print("\n| job kind | off (s) | profiler (s) | profiler + debug (s) | recording's cost |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as scratch:
@@ -138,7 +141,7 @@ def main():
             best = {}
             for repeat in range(args.repeats):
                 for recording in RECORDINGS:
-                    seconds = run(train, valid, flags, recording, scratch / f"{kind}-{recording}-{repeat}")
+                    seconds = run(args.code, train, valid, flags, recording, scratch / f"{kind}-{recording}-{repeat}")
                     best[recording] = min(best.get(recording, seconds), seconds)
             off = best["off"]
             print(

@@ -7,7 +7,8 @@ from dogbreed.backends.base import read_endpoint_state
 from dogbreed.runtime import run_options
 
 
-def run_summary(results_dir, endpoint_state_dir) -> str:
+def run_summary(results_dir, endpoint_state_dir, seconds=None) -> str:
+    """seconds: the run's wall time, from Snakemake reading the workflow to now (said when the run did anything)."""
     results = Path(results_dir)
     lines = []
     metrics, best, endpoint = (
@@ -35,4 +36,5 @@ def run_summary(results_dir, endpoint_state_dir) -> str:
     for name in ("report.html", "profiler/profiler-report.html"):
         if (results / name).exists():
             lines.append(f"{'report' if name == 'report.html' else 'profiler report'}: {results / name}")
-    return "\n".join(["", "=== dog-breed run ===", *lines]) if lines else ""
+    took = f" ({seconds:.0f} s)" if seconds is not None else ""
+    return "\n".join(["", f"=== dog-breed run{took} ===", *lines]) if lines else ""
