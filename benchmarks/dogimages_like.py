@@ -47,28 +47,37 @@ def draw(task):
     small.resize(size, Image.BILINEAR).save(path, quality=88)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
+def generate(root, seed=0, workers=2, scale=1.0) -> Path:
+    """The set under root/dogImages; scale < 1 keeps every class with fewer images (at least one a split)."""
+    rng = random.Random(seed)
     tasks = []
     bounds = {"train": (26, 77), "valid": (3, 9), "test": (3, 10)}
     for split, total in TOTALS.items():
-        for index, count in enumerate(spread(total, rng, *bounds[split])):
+        low, high = (max(1, round(bound * scale)) for bound in bounds[split])
+        total = min(max(round(total * scale), CLASSES * low), CLASSES * high)
+        for index, count in enumerate(spread(total, rng, low, high)):
             name = f"{index + 1:03d}.Breed_{index + 1:03d}_{SHAPES[index % 6].title()}"
             colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(index / CLASSES, 0.75, 0.85))
-            folder = Path(args.root) / "dogImages" / split / name
+            folder = Path(root) / "dogImages" / split / name
             folder.mkdir(parents=True, exist_ok=True)
             tasks += [
                 (folder / f"{name}_{split}_{i:04d}.jpg", SHAPES[index % 6], colour, rng.getrandbits(32))
                 for i in range(count)
             ]
-    with ProcessPoolExecutor(args.workers) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         list(pool.map(draw, tasks, chunksize=64))
-    print(f"{len(tasks)} images under {Path(args.root) / 'dogImages'}")
+    print(f"{len(tasks)} images under {Path(root) / 'dogImages'}")
+    return Path(root) / "dogImages"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=1.0, help="a fraction of the images (benchmarks/gpu_check.py)")
+    args = parser.parse_args()
+    generate(args.root, args.seed, args.workers, args.scale)
 
 
 if __name__ == "__main__":
