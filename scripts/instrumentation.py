@@ -327,7 +327,9 @@ def resume_debug_hook(hook, state):
 # --- MLflow: the epochs into the job's run, as they end ---------------------------------------------
 class EpochLogger:
     """Logs each epoch's metrics into the MLflow run the workflow made for this job (MLFLOW_RUN_ID in the store
-    at MLFLOW_TRACKING_URI, step = epoch), as the epoch ends. Without those variables it does nothing. Without
+    at MLFLOW_TRACKING_URI, step = epoch), as the epoch ends: a container's or SageMaker's job that can reach a
+    server (a local job gets neither variable: its rule logs its epochs as it reads their lines, and the job never
+    pays MLflow's import). Without those variables it does nothing. Without
     mlflow here (a container image that lacks it), or a store it cannot reach, it says so once and training goes
     on: the workflow logs what the job could not from metrics.jsonl after the job (dogbreed/runtime/tracking.py)."""
 
