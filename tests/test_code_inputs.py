@@ -34,7 +34,7 @@ RERUN_MATRIX = {
     "scripts/image_folders.py": {"train", "tune"},
     "scripts/inference.py": {"package_model"},
     "scripts/instrumentation.py": {"train", "tune"},
-    "scripts/job_contract.py": {*BACKEND_RULES, "check_training", "fetch", "package_model"},
+    "scripts/job_contract.py": {*BACKEND_RULES, "check_training", "fetch", "package_model", "profiler_report"},
     "scripts/requirements.txt": {"train", "tune"},
     "scripts/train.py": {"train", "tune"},
     "workflow/dogbreed/__init__.py": EVERY_RULE,
@@ -61,6 +61,7 @@ RERUN_MATRIX = {
     "workflow/dogbreed/training/metrics.py": BACKEND_RULES,
     "workflow/dogbreed/runtime/naming.py": {*BACKEND_RULES, "check_training", "profiler_report", "report"},
     "workflow/dogbreed/serving/packaging.py": {"package_model"},
+    "workflow/dogbreed/serving/model_archive.py": {*BACKEND_RULES, "package_model"},
     # report_figures reads the served model's preprocessing (servable.model_info) for the gallery's crops
     "workflow/dogbreed/serving/servable.py": {
         "package_model",

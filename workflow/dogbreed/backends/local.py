@@ -26,7 +26,7 @@ from dogbreed.backends.errors import JobFailed, JobInterrupted
 from dogbreed.data import store
 from dogbreed.runtime import run_guard
 from dogbreed.serving import server
-from dogbreed.serving.servable import writing_model_tar
+from dogbreed.serving.model_archive import writing_model_tar
 from dogbreed.training import metrics
 
 WORKFLOW_DIR = Path(__file__).resolve().parents[2]  # workflow/: holds the dogbreed package

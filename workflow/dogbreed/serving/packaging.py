@@ -10,7 +10,8 @@ import tarfile
 from pathlib import Path
 
 from dogbreed.runtime import code_inputs
-from dogbreed.serving.servable import UNREADABLE, ArtifactError, reading_error, writing_model_tar
+from dogbreed.serving.model_archive import writing_model_tar
+from dogbreed.serving.servable import UNREADABLE, ArtifactError, reading_error
 
 # inference.py and what it imports from the job code (no requirements.txt: see above)
 SERVING_CODE = tuple(Path(p).name for p in code_inputs.job_code("inference.py", requirements=False))

@@ -16,13 +16,6 @@ UNREADABLE = (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile)
 LOAD = "import sys; sys.path.insert(0, sys.argv[1] + '/code'); import inference; inference.model_fn(sys.argv[1])"
 
 
-def writing_model_tar(path):
-    """A model.tar.gz open for writing, as SageMaker reads it (a gzip'd tar), its gzip storing rather than compressing:
-    a network's weights shrink by some 7 % at any level, which costs over a second per 45 MB (ResNet18), each time
-    an artifact is packed."""
-    return tarfile.open(path, "w:gz", compresslevel=0)
-
-
 class ArtifactError(RuntimeError):
     """A model artifact that cannot be served; the message names the file and the command that remakes it."""
 
