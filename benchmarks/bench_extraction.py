@@ -41,10 +41,10 @@ WORTH = 1.5  # the issue's bar: a runtime at least this much faster, its set-up 
 
 
 def backbone(arch: str) -> torch.nn.Module:
-    """The frozen backbone as feature_cache.py runs it: eval mode, the head replaced by its input."""
+    """The frozen backbone as feature_cache.py runs it: eval mode, the head (classifier.head_name) replaced by its
+    input."""
     model = classifier.build_model(arch, 133, "none")  # random weights: the same network, the same time
-    model.fc = torch.nn.Identity()
-    return model.eval().to(memory_format=torch.channels_last)
+    return classifier.replace_head_with_identity(model).eval().to(memory_format=torch.channels_last)
 
 
 def batches(images: torch.Tensor, batch_size: int):
@@ -108,10 +108,10 @@ class OnnxRuntime:
         return torch.from_numpy(self.session.run(["features"], {"images": images})[0])
 
 
-def demo_test_set(folder, image_size) -> torch.Tensor:
+def demo_test_set(folder, image_size, arch) -> torch.Tensor:
     """The demo's 60 test images (6 classes x 10), as the job's eval transform makes them (uint8)."""
     root = demo_data.generate(folder, corrupt_file=False)
-    spec = classifier.preprocessing_spec(image_size, round(image_size * 8 / 7))
+    spec = classifier.preprocessing_spec(image_size, 0, arch)
     dataset = ImageFolderByNumber(root / "test", classifier.eval_transform(spec, on_device=True))
     return torch.stack([dataset[i][0] for i in range(len(dataset))])
 
@@ -152,13 +152,13 @@ def main():
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-extraction-inductor-")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = classifier.preprocessing_spec(args.image_size, round(args.image_size * 8 / 7))
+    spec = classifier.preprocessing_spec(args.image_size, 0, args.arch)
     model = backbone(args.arch)
     # the batch sizes the laptop rehearsal's extraction calls the backbone with: full ones and each channel's last
     sizes = sorted({args.batch_size, 6680 % args.batch_size or args.batch_size, 835 % args.batch_size})
     kinds = {"eager": Eager, "compile": Compiled, "compile-frozen": CompiledFrozen, "onnx": OnnxRuntime}
     with tempfile.TemporaryDirectory(prefix="bench-extraction-") as tmp:
-        test = demo_test_set(f"{tmp}/demo", args.image_size)
+        test = demo_test_set(f"{tmp}/demo", args.image_size, args.arch)
         runtimes, setup = {}, {}
         for key in args.runtimes.split(","):
             started = time.perf_counter()

@@ -70,10 +70,8 @@ def head_channels(folder: Path) -> tuple:
         info = {**feature_cache.feature_spec("resnet18", "none", spec), "views": views, "classes": classes}
         labels = torch.arange(rows) % 133
         feature_cache.write_channel(folder / split, torch.randn(views, rows, 512), labels, info)
-    backbone = classifier.build_model("resnet18", 133, "none").state_dict()
-    torch.save(
-        {k: v for k, v in backbone.items() if not k.startswith("fc.")}, folder / "train" / feature_cache.BACKBONE_FILE
-    )
+    backbone = classifier.backbone_state(classifier.build_model("resnet18", 133, "none"))
+    torch.save(backbone, folder / "train" / feature_cache.BACKBONE_FILE)
     return str(folder / "train"), str(folder / "valid")
 
 

@@ -105,7 +105,7 @@ def sizes(quick: bool, cuda: bool) -> Sizes:
 
 def machine() -> str:
     gpus = torch.cuda.device_count()
-    device = f"{gpus}× {torch.cuda.get_device_name(0)}" if gpus else "no GPU"
+    device = f"{gpus} GPU(s): {torch.cuda.get_device_name(0)}" if gpus else "no GPU"
     return f"{device}, {os.cpu_count()} CPUs ({platform.machine()}); torch {torch.__version__}"
 
 
@@ -210,7 +210,7 @@ def finetune_rows(table, data, scratch, s, cuda, quick) -> dict:
 
 def loader_alone(data: Path, s: Sizes, device) -> tuple:
     """(images/s, workers) of train.py's training loader alone: decoding and augmenting, no model."""
-    spec = classifier.preprocessing_spec(s.image_size, round(s.image_size * 8 / 7))
+    spec = classifier.preprocessing_spec(s.image_size)  # resnet18's recipe
     dataset = image_folders.ImageFolderByNumber(data / "train", classifier.train_transform(spec, on_device=True))
     options = image_folders.loader_options(-1, device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, drop_last=True, **options)

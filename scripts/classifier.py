@@ -91,8 +91,11 @@ def check_input_size(arch: str, image_size: int):
 def _constructor_arguments(arch: str, weights) -> dict:
     arguments = {}
     if arch in AUXILIARY_LOGITS:
-        arguments["aux_logits"] = False
-        if weights is None:
+        # the ImageNet weights expect torchvision's own input transform, which it switches on with them: on always, so
+        # the network is the same with or without them (training, the feature cache, serving)
+        arguments["transform_input"] = True
+        if weights is None:  # (with weights torchvision insists on building the auxiliary heads: dropped after)
+            arguments["aux_logits"] = False
             arguments["init_weights"] = True  # torchvision's own initialisation (and no warning that it will change)
     if (size_argument := FIXED_SIZE_ARGUMENT.get(_family(arch))) is not None:
         # the same network with or without the weights: built for their size
@@ -140,13 +143,18 @@ def build_model(arch: str, num_classes: int, weights: str = "none") -> torch.nn.
         imagenet = imagenet_weights(arch)
         try:
             model = torchvision.models.get_model(arch, weights=imagenet, **_constructor_arguments(arch, imagenet))
-        except Exception as error:  # offline, proxy, corrupt cache: all end here
+        except (OSError, RuntimeError) as error:  # offline, proxy, corrupt cache: all end here
             cache = Path(torch.hub.get_dir()) / "checkpoints"
             raise WeightsUnavailable(
                 f"could not get the ImageNet weights for {arch} ({error}). Either download "
                 f"{imagenet.url} on a machine with internet and place it in {cache}/, "
                 f"or set model.weights to the path of that file, or to 'none' to train from scratch."
             ) from error
+        if arch in AUXILIARY_LOGITS:  # the auxiliary heads, as the network without weights is built
+            model.aux_logits = False
+            for auxiliary in ("AuxLogits", "aux1", "aux2"):
+                if hasattr(model, auxiliary):
+                    setattr(model, auxiliary, None)
     else:
         model = torchvision.models.get_model(arch, weights=None, **_constructor_arguments(arch, None))
         if weights not in ("none", "", None):
@@ -219,6 +227,12 @@ def backbone_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Ten
         return model(images)
     finally:
         _set_submodule(model, name, head)
+
+
+def replace_head_with_identity(model: torch.nn.Module) -> torch.nn.Module:
+    """The model less its head: its output is what the head would see (in place; the model returned)."""
+    _set_submodule(model, head_name(model), torch.nn.Identity())
+    return model
 
 
 def backbone_state(model: torch.nn.Module) -> dict:

@@ -23,7 +23,7 @@ def test_the_quick_check_prints_every_row_with_a_number():
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     header = re.search(r"^gpu check \(quick\) on (.+): (\d+) s$", done.stdout, re.MULTILINE)
-    assert header and ("GPU" in header.group(1)), done.stdout  # the device is named: "1× NVIDIA …" or "no GPU"
+    assert header and ("GPU" in header.group(1)), done.stdout  # the device is named: "1 GPU(s): NVIDIA …" or "no GPU"
     rows = {}
     for line in done.stdout.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]

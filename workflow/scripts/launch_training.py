@@ -89,8 +89,8 @@ def run_job(smk, job, tracker, run_id, job_logs) -> dict:
                 progress.write(line.rstrip())
             if (epoch := metrics.parse_epoch_line(line)) is not None:
                 progress.update(1)
-                if tracker is not None:
-                    tracker.live_epoch(run_id, job_logs, epoch)
+                if tracker is not None and tracking.live_logging(smk.params.backend):
+                    tracker.live_epoch(run_id, epoch)
             return False  # never stop the job
 
         return rule_backend(smk).train(

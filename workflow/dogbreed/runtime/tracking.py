@@ -104,6 +104,12 @@ def best_effort(what: str):
         say(f"mlflow: {what} was not recorded ({_first_line(error)}); the results are unaffected")
 
 
+def live_logging(backend: str) -> bool:
+    """Whether the rule logs each epoch of its job as the job prints it: a local job's lines come as they are
+    printed; a container's or SageMaker job's epochs reach the rule after the job (logged then, by fill_in)."""
+    return backend == "local"
+
+
 def job_logs_itself(uri: str, backend: str) -> bool:
     """Whether a job of this backend logs its epochs into its run itself (it gets the URI and its run's id): a
     container's or SageMaker's job that can reach a server, not this machine's SQLite file or loopback. (It logs
@@ -128,6 +134,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = resolve_uri(uri), experiment
         self._client = self._experiment_id = None
+        self._not_live = set()  # runs whose live logging failed once: fill_in logs their epochs after the job
 
     @property
     def client(self):
@@ -244,12 +251,15 @@ class Tracker:
         self.log_epochs(run_id, missing)
         return len(missing)
 
-    def live_epoch(self, run_id: str | None, logs_itself: bool, epoch: dict):
-        """An epoch line the rule just read from a job that does not log itself, into the job's run as it ends. A
-        store that fails here is said once per epoch and left to fill_in, after the job."""
-        if run_id is not None and not logs_itself:
-            with best_effort(f"epoch {epoch.get('epoch')}'s metrics"):
-                self.log_epochs(run_id, [epoch])
+    def live_epoch(self, run_id: str | None, epoch: dict):
+        """An epoch line the rule just read from a local job (live_logging), into the job's run as the epoch ends. A
+        store that fails here is said once, and the run's epochs are left to fill_in, after the job."""
+        if run_id is None or run_id in self._not_live:
+            return
+        with best_effort(f"epoch {epoch.get('epoch')}'s metrics (the rest are logged after the job)"):
+            self._not_live.add(run_id)
+            self.log_epochs(run_id, [epoch])
+            self._not_live.discard(run_id)
 
     def log(self, run_id: str, metrics=None, tags=None, files=(), artifact_path=None):
         from mlflow.entities import Metric, RunTag
@@ -286,7 +296,7 @@ class TrialTracking:
 
     def __init__(self, tracker: Tracker, parent: str, backend: str):
         self.tracker, self.parent = tracker, parent
-        self.job_logs = job_logs_itself(tracker.uri, backend)
+        self.job_logs, self.live = job_logs_itself(tracker.uri, backend), live_logging(backend)
         if not self.job_logs and backend != "local":
             print(
                 f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
@@ -304,7 +314,8 @@ class TrialTracking:
 
     def epoch(self, trial, epoch: dict):
         """One epoch of the trial's job, as its line is read."""
-        self.tracker.live_epoch(trial.user_attrs.get("mlflow_run_id"), self.job_logs, epoch)
+        if self.live:
+            self.tracker.live_epoch(trial.user_attrs.get("mlflow_run_id"), epoch)
 
     def job_done(self, trial, epochs: list):
         if (run_id := trial.user_attrs.get("mlflow_run_id")) is None:
