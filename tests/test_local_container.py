@@ -220,7 +220,7 @@ def tiny_channels_on_disk(tmp_path_factory):
 def test_a_failing_job_says_why_and_leaves_no_container(tmp_path, tiny_channels_on_disk):
     before = running_containers()
     backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
-    with pytest.raises(JobFailed, match=r"(?s)failed.*invalid choice: 'no-such-net'"):
+    with pytest.raises(JobFailed, match=r"(?s)failed.*unknown arch 'no-such-net'"):
         backend.train(
             "failing", {"arch": "no-such-net", "epochs": 1}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts"
         )
