@@ -16,6 +16,7 @@ Numbers go into BENCHMARKS.md with the machine; nothing here is asserted.
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -29,8 +30,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
+sys.path[:0] = [str(REPO / "workflow"), str(REPO / "scripts")]
 sys.path.insert(0, str(REPO / "benchmarks"))
+# the endpoint's server imports the job contract from scripts/, as the Snakefile's jobs do
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "scripts"), os.environ.get("PYTHONPATH")] if p)
 from dogbreed.backends.local import LocalBackend, pack_model_dir
 from dogbreed.data import demo_data
 
@@ -218,7 +221,6 @@ def bench_finetune(tmp, image_size):
 
 
 def bench_endpoint(tmp, requests_per_client=40):
-    import requests
 
     data = demo_data.generate(f"{tmp}/endpoint-data", per_split={"train": 2, "valid": 2}, corrupt_file=False)
     model_dir = Path(tmp) / "endpoint-model"
@@ -260,29 +262,9 @@ def bench_endpoint(tmp, requests_per_client=40):
         endpoint = backend.deploy(Path(tmp) / "model.tar.gz", "bench", state)
         try:
             for clients in (1, 4, 16):
-                latencies, lock = [], threading.Lock()
-
-                def client(endpoint=endpoint, lock=lock, latencies=latencies):
-                    with requests.Session() as session:
-                        for _ in range(requests_per_client):
-                            started = time.perf_counter()
-                            answer = session.post(
-                                endpoint["url"] + "/invocations",
-                                data=image,
-                                headers={"Content-Type": "image/jpeg"},
-                                timeout=60,
-                            )
-                            answer.raise_for_status()
-                            with lock:
-                                latencies.append(time.perf_counter() - started)
-
-                threads = [threading.Thread(target=client) for _ in range(clients)]
-                started = time.perf_counter()
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                seconds = time.perf_counter() - started
+                latencies, seconds = drive_endpoint(
+                    endpoint["url"] + "/invocations", image, clients, requests_per_client=requests_per_client
+                )
                 latencies.sort()
                 p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
                 print(
@@ -291,6 +273,34 @@ def bench_endpoint(tmp, requests_per_client=40):
                 )
         finally:
             backend.teardown(state)
+
+
+def drive_endpoint(url, image: bytes, clients: int, requests_per_client=None, seconds=None) -> tuple:
+    """(each request's latency in s, the wall time) of `clients` threads posting the JPEG `image` to `url`, each
+    `requests_per_client` times or for `seconds`."""
+    import requests
+
+    latencies, lock = [], threading.Lock()
+    until = time.perf_counter() + seconds if seconds is not None else None
+
+    def client():
+        with requests.Session() as session:
+            sent = 0
+            while (sent < requests_per_client) if until is None else (time.perf_counter() < until):
+                started = time.perf_counter()
+                answer = session.post(url, data=image, headers={"Content-Type": "image/jpeg"}, timeout=60)
+                answer.raise_for_status()
+                sent += 1
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - started
 
 
 def main():

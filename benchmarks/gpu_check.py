@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import classifier
 import dogimages_like
 import image_folders
 from bench_demo import job_times
+from bench_speed import drive_endpoint
 from dogbreed.backends.local import LocalBackend, pack_model_dir
 
 PYTHON = sys.executable
@@ -337,8 +337,6 @@ def ddp_rows(table, data, scratch, s, finetuned, quick):
 
 def endpoint_rows(table, scratch, image: bytes, finetuned, s):
     """The fine-tuned model behind the local endpoint (batching on: the backend's defaults)."""
-    import requests
-
     keys = [("endpoint", "1 client"), ("endpoint", "16 clients")]
     if not finetuned:
         table.failed(keys, "no fine-tuned model to serve")
@@ -350,24 +348,7 @@ def endpoint_rows(table, scratch, image: bytes, finetuned, s):
     try:
         url = backend.deploy(scratch / "model.tar.gz", "gpu-check", state)["url"] + "/invocations"
         for key, clients in zip(keys, (1, 16), strict=True):
-            latencies, lock, until = [], threading.Lock(), time.perf_counter() + s.endpoint_seconds
-
-            def client(latencies=latencies, lock=lock, until=until):
-                with requests.Session() as session:
-                    while time.perf_counter() < until:
-                        started = time.perf_counter()
-                        answer = session.post(url, data=image, headers={"Content-Type": "image/jpeg"}, timeout=60)
-                        answer.raise_for_status()
-                        with lock:
-                            latencies.append(time.perf_counter() - started)
-
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            seconds = time.perf_counter() - started
+            latencies, seconds = drive_endpoint(url, image, clients, seconds=s.endpoint_seconds)
             note = (
                 f"{len(latencies)} requests, p50 {1000 * statistics.median(latencies):.0f} ms, {s.image_size} px model"
             )

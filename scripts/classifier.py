@@ -99,7 +99,7 @@ def _constructor_arguments(arch: str, weights) -> dict:
             arguments["init_weights"] = True  # torchvision's own initialisation (and no warning that it will change)
     if (size_argument := FIXED_SIZE_ARGUMENT.get(_family(arch))) is not None:
         # the same network with or without the weights: built for their size
-        smallest = imagenet_weights(arch).meta["min_size"][0]
+        smallest = input_size(arch)[0]
         arguments[size_argument] = smallest if size_argument == "image_size" else (smallest, smallest)
     return arguments
 

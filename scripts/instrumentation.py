@@ -279,21 +279,10 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
             shutil.copytree(keep_dir / name, target, ignore=shutil.ignore_patterns("*" + contract.PARTIAL, "*.tmp"))
         elif (keep_dir / name).is_file():
             shutil.copy2(keep_dir / name, target)
-    # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too)
+    # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too); the steps' values
     for log in (output_dir / contract.METRICS_FILE, *sorted(output_dir.glob("profiler/steps*.jsonl"))):
-        if log.is_file():
-            lines = [
-                line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epoch
-            ]
-            log.write_text("".join(line + "\n" for line in lines))
-    batches = output_dir / "debug" / contract.BATCHES_FILE
-    if batches.is_file():
-        lines = [
-            line
-            for line in batches.read_text().splitlines()
-            if line.strip() and debug_step is not None and json.loads(line)["step"] <= debug_step
-        ]
-        batches.write_text("".join(line + "\n" for line in lines))
+        _keep_lines(log, "epoch", epoch)
+    _keep_lines(output_dir / "debug" / contract.BATCHES_FILE, "step", debug_step)
     debug = output_dir / "debug"
     if debug.is_dir():
         for path in [p for p in debug.rglob("*") if p.is_file()]:
@@ -302,6 +291,17 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
                 path.unlink()
         for marker in ("training_job_end.ts", "claim.smd"):  # smdebug's: the job's end, the writing process
             (debug / marker).unlink(missing_ok=True)
+
+
+def _keep_lines(log: Path, key: str, last):
+    """A JSON-lines file without its lines whose `key` is past `last` (None: past everything)."""
+    if log.is_file():
+        lines = [
+            line
+            for line in log.read_text().splitlines()
+            if line.strip() and last is not None and json.loads(line)[key] <= last
+        ]
+        log.write_text("".join(line + "\n" for line in lines))
 
 
 def debug_hook_state(hook):

@@ -68,7 +68,7 @@ def start_tracking(smk, best, job) -> tuple:
         f"mlflow: the final training is {tracker.run_link(run_id)}"
         + (
             ""
-            if job_logs or smk.params.backend == "local"
+            if job_logs or tracking.live_logging(smk.params.backend)
             else f"; {smk.params.backend} jobs cannot reach it, so its metrics are logged from the workflow after the job"
         )
     )
@@ -76,8 +76,8 @@ def start_tracking(smk, best, job) -> tuple:
 
 
 def run_job(smk, job, tracker, run_id, job_logs) -> dict:
-    """The training job on the configured backend, an epoch bar on the terminal, each epoch into the job's MLflow
-    run as its line is read (unless the job logs itself). Local: the job's own few lines above the bar
+    """The training job on the configured backend, an epoch bar on the terminal, a local job's each epoch into its
+    MLflow run as its line is read (tracking.live_logging). Local: the job's own few lines above the bar
     (tqdm.write keeps them apart), the rest, smdebug's chatter included, only in its log; the SDK's backends
     stream the job's output themselves."""
     echoed = smk.params.backend != "local"

@@ -256,10 +256,12 @@ class Tracker:
         store that fails here is said once, and the run's epochs are left to fill_in, after the job."""
         if run_id is None or run_id in self._not_live:
             return
+        logged = False
         with best_effort(f"epoch {epoch.get('epoch')}'s metrics (the rest are logged after the job)"):
-            self._not_live.add(run_id)
             self.log_epochs(run_id, [epoch])
-            self._not_live.discard(run_id)
+            logged = True
+        if not logged:
+            self._not_live.add(run_id)
 
     def log(self, run_id: str, metrics=None, tags=None, files=(), artifact_path=None):
         from mlflow.entities import Metric, RunTag
@@ -297,7 +299,7 @@ class TrialTracking:
     def __init__(self, tracker: Tracker, parent: str, backend: str):
         self.tracker, self.parent = tracker, parent
         self.job_logs, self.live = job_logs_itself(tracker.uri, backend), live_logging(backend)
-        if not self.job_logs and backend != "local":
+        if not (self.job_logs or self.live):
             print(
                 f"mlflow: {backend} jobs cannot reach {shown(tracker.uri)}: each trial's metrics are logged from "
                 f"the workflow after its job",
