@@ -1,3 +1,4 @@
+import collections
 import json
 import math
 import textwrap
@@ -341,3 +342,24 @@ def test_a_trial_holds_its_slot_while_it_runs():
     for thread in threads:
         thread.join()
     assert sorted(set(seen)) == ["0", "1"] and len(seen) == 6
+
+
+def test_parallel_threads_never_take_the_same_retried_trial(tmp_path):
+    """Eight interrupted trials retried four at a time: each retry runs once. Optuna's threads take a queued
+    trial by reading it WAITING and writing it RUNNING; on SQLite two of them could take the same one (and run
+    its job twice in one folder) unless the storage serialises that change."""
+    db = tmp_path / "study.sqlite"
+    left = optuna.create_study(study_name="retried", storage=f"sqlite:///{db}", direction="maximize")
+    for number in range(8):  # a killed tune's trials: RUNNING, each with its job name
+        trial = left.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
+        trial.set_user_attr("job_name", f"retried-trial-{number:03d}")
+    ran = collections.Counter()
+
+    def run_trial(trial, hyperparameters, report):
+        ran[trial.user_attrs["job_name"]] += 1
+        time.sleep(0.05)  # the threads overlap while each job runs
+        return hyperparameters["lr"]
+
+    spec = {**SPEC, "max_jobs": 8, "parameters": {"lr": SPEC["parameters"]["lr"]}}
+    optuna_study.run_study(spec, run_trial, db, "retried", parallel=4, announce=False)
+    assert ran == {f"retried-trial-{number:03d}": 1 for number in range(8)}

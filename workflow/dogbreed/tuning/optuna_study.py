@@ -9,6 +9,7 @@ new trials. Trials carry SageMaker's status names, so both tuners' tables read a
 """
 
 import math
+import threading
 from pathlib import Path
 
 import optuna
@@ -25,6 +26,21 @@ STATUS = {
     TrialState.RUNNING: "InProgress",
     TrialState.WAITING: "Pending",
 }
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """Optuna's SQLite storage, with its trial-state changes made one at a time in this process.
+
+    Parallel trials are threads that each take the next queued trial (a retried one) by reading it WAITING
+    and writing it RUNNING; SQLite has no SELECT ... FOR UPDATE, so two threads could both take the same
+    trial and run one job twice in one folder (optuna/optuna#4002). Only one tune runs per results folder
+    (Snakemake's lock), so a lock in this process is enough."""
+
+    _changing_state = threading.Lock()
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        with self._changing_state:
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 class TrialFailed(RuntimeError):
@@ -176,7 +192,7 @@ def run_study(
     direction = spec["objective"]["type"].lower()
     study = optuna.create_study(
         study_name=study_name,
-        storage=f"sqlite:///{storage_path}",
+        storage=StudyStorage(f"sqlite:///{storage_path}"),
         load_if_exists=True,
         direction=direction,
         pruner=make_pruner(spec),
