@@ -39,7 +39,7 @@ $(BIN)/.installed: requirements.lock requirements-uv.lock
 lock: $(BIN)/.installed
 	echo "uv==$(UV_VERSION)" | $(BIN)/uv pip compile - --generate-hashes --no-header $(UV_SOURCES) -o requirements-uv.lock
 	$(BIN)/uv pip compile requirements.txt $(LOCK_TARGET) $(UV_SOURCES) -o requirements.lock
-	sed -E 's/\[[^]]*\]//' requirements.txt | grep -v '^protobuf==' >containers/constraints.txt
+	sed -E 's/\[[^]]*\]//' requirements.txt >containers/constraints.txt
 	for layer in base training inference; do \
 	  $(BIN)/uv pip compile containers/requirements-$$layer.txt -c containers/constraints.txt $(LOCK_TARGET) \
 	    $(UV_SOURCES) -o containers/requirements-$$layer.lock || exit 1; \

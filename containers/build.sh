@@ -68,10 +68,8 @@ wheelhouse() {  # every wheel the images install, fetched (each file checked aga
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || { echo "the wheelhouse needs Python 3.11 (the images' Python): set PYTHON=python3.11" >&2; exit 1; }
   rm -rf "$STATE/wheelhouse" && mkdir -p "$STATE/wheelhouse"
-  # One lock per layer, as the images install them (training's protobuf differs from base's), which `make lock`
-  # resolves under the project's pins (containers/constraints.txt: requirements.txt less extras, which pip takes
-  # in no constraints, and less the protobuf pin, smdebug's 3.20.3 held beside mlflow-skinny on the host: the
-  # training toolkit's layer takes the protobuf it needs, as the DLC does)
+  # One lock per layer, as the images install them, which `make lock` resolves under the project's pins
+  # (containers/constraints.txt: requirements.txt less extras, which pip takes in no constraints)
   for layer in base training inference; do
     "$PYTHON" -m pip wheel --quiet --wheel-dir "$STATE/wheelhouse" --require-hashes --no-deps \
       -r "containers/requirements-$layer.lock" >"$STATE/pip-$layer.log" 2>&1 \

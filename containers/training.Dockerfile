@@ -4,10 +4,7 @@ ARG PYTHON_IMAGE
 FROM ${PYTHON_IMAGE}
 ARG WHEELS
 COPY requirements-training.txt /tmp/requirements-training.txt
-# The toolkit asks protobuf >= 5.28.1 (for Pipe mode's RecordIO, unused here); smdebug's generated code
-# needs 3.20.3, which smdebug pins: put it back afterwards (pip warns), as the DLC's smdebug layer does.
-RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}training-pins.txt -r /tmp/requirements-training.txt \
-    && pip install --no-index --find-links ${WHEELS} protobuf==3.20.3
+RUN pip install --no-index --find-links ${WHEELS} -c ${WHEELS}training-pins.txt -r /tmp/requirements-training.txt
 # As in the DLC: the toolkit's `train` hands the job to the PyTorch layer (distribution, then the script).
 ENV SAGEMAKER_TRAINING_MODULE=sagemaker_pytorch_container.training:main
 WORKDIR /

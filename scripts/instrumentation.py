@@ -2,11 +2,10 @@
 
 SageMaker Debugger is closed to new customers and its profiler is ending, so the job writes its own
 evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
-  debug/                    smdebug tensors every save_interval steps: weights / biases / gradients / ReLU
-                            inputs (reductions only: full tensors would be hundreds of MB)
-  debug/batches.jsonl       one line per step: its smdebug step number, mode, loss, labels and predictions
-                            (every step, so the loss rules compare real windows and ClassImbalance sees
-                            the whole class mix; a line costs microseconds, an smdebug step tens of ms)
+  debug/batches.jsonl       one line per step: its step number, mode, loss, labels and predictions (every
+                            step, so the loss rules compare real windows and ClassImbalance sees the whole class mix)
+  debug/tensors.jsonl       one line per saved step (every save_interval steps): reductions of the weights,
+                            biases, gradients and ReLU inputs (reductions only: full tensors would be hundreds of MB)
   profiler/system.jsonl     one line per sampling interval: CPU per core, memory, disk and network I/O,
                             GPU utilisation and memory (NVML) when there is a GPU
   profiler/steps.jsonl      one line per step: phase, epoch, start, data-wait and compute seconds
@@ -15,7 +14,6 @@ evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
 
 import json
 import os
-import re
 import shutil
 import threading
 import time
@@ -25,88 +23,128 @@ import job_contract as contract
 import psutil
 
 
-# --- smdebug on NumPy 2 -------------------------------------------------------------------------
-def patch_smdebug_for_numpy2():
-    """smdebug 1.0.34 serialises tensors with ndarray.tostring(), which NumPy 2 removed; use tobytes().
+# --- the debug record --------------------------------------------------------------------------
+class DebugRecord:
+    """debug/: what the Debugger rules read of the training, as SageMaker Debugger's hook would save it, written
+    by the job itself at a cost a long run can afford.
 
-    Swaps make_tensor_proto where smdebug defined it and where its writer imported it. Idempotent.
+    Steps are numbered as smdebug numbers them: one global count over every forward pass (training and
+    validation), and a count per mode (TRAIN, EVAL). Every step gives one line of batches.jsonl (its loss, labels
+    and predictions). Every `save_interval`-th step of a mode is a saved step: one line of tensors.jsonl with the
+    reductions of the network's weights and biases (before its forward pass), its ReLU inputs (as each ReLU runs)
+    and, in training, its gradients (as the backward pass makes them), each tensor named as smdebug names it.
+    A step that is not saved costs a counter and a line: the hooks exist during saved steps only, and each
+    collection's reductions are those a rule or report reads (job_contract.TENSOR_REDUCTIONS), computed where
+    the tensors are and read back once a step. Both files are kept in memory and appended at each epoch's end
+    (flush), beside the checkpoint, which holds the step counts (state / resume).
     """
-    import smdebug.core.tfevent.util as tfevent_util
-    from smdebug.core import writer
-    from smdebug.core.tfevent.proto.tensor_pb2 import TensorProto
-    from smdebug.core.tfevent.proto.tensor_shape_pb2 import TensorShapeProto
 
-    def make_tensor_proto(nparray_data, tag):
-        is_number, dtype = tfevent_util._get_proto_dtype(nparray_data.dtype)
-        shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=d, name=f"{tag}_{d}") for d in nparray_data.shape])
-        if is_number:
-            return TensorProto(dtype=dtype, tensor_content=nparray_data.tobytes(), tensor_shape=shape)
-        proto = TensorProto(tensor_shape=shape)
-        for value in nparray_data:
-            proto.string_val.append(bytes(value, encoding="utf-8"))
-        return proto
+    def __init__(self, debug_dir, net, save_interval: int):
+        import torch
 
-    make_tensor_proto.numpy2_shim = True
-    tfevent_util.make_tensor_proto = make_tensor_proto
-    writer.make_tensor_proto = make_tensor_proto
+        debug_dir = Path(debug_dir)
+        debug_dir.mkdir(parents=True, exist_ok=True)
+        self.batches_path, self.tensors_path = debug_dir / contract.BATCHES_FILE, debug_dir / contract.TENSORS_FILE
+        self.net, self.save_interval = net, save_interval
+        self.prefix = net._get_name() + "_"  # smdebug's parameter names: the watched module's class, then the path
+        self.relus = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.ReLU)]
+        self.step, self.mode_steps, self.mode = -1, {"TRAIN": -1, "EVAL": -1}, "TRAIN"
+        self.batch_lines, self.tensor_lines = [], []
+        self.saving, self.hooks = None, []
 
+    def begin_step(self, training: bool):
+        """Before the step's forward pass: count it; on a saved step reduce the weights and hook the ReLU inputs
+        and (training) the gradients."""
+        self.mode = "TRAIN" if training else "EVAL"
+        self.step += 1
+        self.mode_steps[self.mode] += 1
+        if self.mode_steps[self.mode] % self.save_interval:
+            return
+        self.saving = {}
+        for name, parameter in self.net.named_parameters():
+            collection = "biases" if "bias" in name else "weights" if "weight" in name else None
+            if collection is not None:  # as smdebug: a parameter named neither (a ViT's class token) is not saved
+                self._keep(self.prefix + name, collection, parameter.detach())
+            if training and parameter.requires_grad:
+                self.hooks.append(parameter.register_hook(self._gradient_hook("gradient/" + self.prefix + name)))
+        for name, module in self.relus:
+            self.hooks.append(module.register_forward_pre_hook(self._relu_input_hook(f"{name}_input_0")))
 
-def create_debug_hook(out_dir, save_interval: int):
-    """An smdebug hook saving what the Debugger rules read of the network, at a size a long run can afford: its
-    steps' losses, labels and predictions go into BatchRecord instead (a file line a step, not an smdebug step)."""
-    patch_smdebug_for_numpy2()
-    import smdebug.pytorch as smd
-    from smdebug.core.reduction_config import ReductionConfig
-    from smdebug.core.save_config import SaveConfig
+    def _keep(self, tensor_name, collection, tensor):
+        # the first value a step sees: a block's one ReLU runs twice a pass (smdebug saves its first input too);
+        # reduced at once, since an in-place ReLU overwrites its input
+        if tensor_name not in self.saving:
+            self.saving[tensor_name] = (collection, reductions(collection, tensor))
 
-    hook = smd.Hook(
-        out_dir=str(out_dir),
-        save_config=SaveConfig(save_interval=save_interval),
-        include_collections=["weights", "biases", "gradients", "relu_input"],
-    )
-    # Each reduction is a pass over the tensor and an event of its own at every saved step: only those a rule or
-    # a report reads (dogbreed/checks). max, min and l2 everywhere: ExplodingTensor (a NaN or an infinity
-    # anywhere shows in them); |max| its evidence; variance of the weights PoorWeightInitialization's; the ReLU
-    # inputs' range (max - min) its trigger; mean |gradient| VanishingGradient's.
-    for name, reductions, abs_reductions in (
-        ("weights", ["max", "min", "variance"], ["max"]),
-        ("biases", ["max", "min"], ["max"]),
-        ("gradients", ["max", "min"], ["mean", "max"]),
-        ("relu_input", ["max", "min"], []),
-    ):
-        hook.get_collection(name).reduction_config = ReductionConfig(
-            reductions=reductions, abs_reductions=abs_reductions, norms=["l2"]
-        )
-    hook.get_collection("relu_input").include(r".*relu_input_0")
-    return hook
+    def _gradient_hook(self, tensor_name):
+        def keep(gradient):
+            self._keep(tensor_name, "gradients", gradient.detach())
 
+        return keep
 
-class BatchRecord:
-    """debug/batches.jsonl: each step's smdebug step number, mode (TRAIN, EVAL), loss, labels and predictions, kept
-    in memory and written at each epoch's end (flush), with the hook's tensors."""
+    def _relu_input_hook(self, tensor_name):
+        def keep(module, inputs):
+            self._keep(tensor_name, "relu_input", inputs[0].detach())
 
-    def __init__(self, debug_dir):
-        self.path = Path(debug_dir) / contract.BATCHES_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lines = []
+        return keep
 
-    def add(self, step: int, training: bool, loss: float, labels, predictions):
-        self.lines.append(
+    def end_step(self, loss: float, labels, predictions):
+        """After the step: its line, and a saved step's tensors into theirs."""
+        self.batch_lines.append(
             json.dumps(
                 {
-                    "step": step,
-                    "mode": "TRAIN" if training else "EVAL",
+                    "step": self.step,
+                    "mode": self.mode,
                     "loss": loss,
                     "labels": labels.tolist(),
                     "predictions": predictions.tolist(),
                 }
             )
         )
+        if self.saving is None:
+            return
+        for hook in self.hooks:
+            hook.remove()
+        tensors = {}
+        if self.saving:
+            import torch
+
+            values = iter(torch.stack([v for _, kept in self.saving.values() for v in kept.values()]).tolist())
+            for name, (collection, kept) in self.saving.items():
+                tensors[name] = {"collection": collection, **{reduction: next(values) for reduction in kept}}
+        self.tensor_lines.append(json.dumps({"step": self.step, "mode": self.mode, "tensors": tensors}))
+        self.saving, self.hooks = None, []
 
     def flush(self):
-        with open(self.path, "a") as out:
-            out.writelines(line + "\n" for line in self.lines)
-        self.lines = []
+        for path, lines in ((self.batches_path, self.batch_lines), (self.tensors_path, self.tensor_lines)):
+            with open(path, "a") as out:
+                out.writelines(line + "\n" for line in lines)
+            lines.clear()
+
+    def state(self) -> dict:
+        """The step counts, kept in the checkpoint: a resumed job numbers its steps on from them."""
+        return {"step": self.step, "mode_steps": dict(self.mode_steps)}
+
+    def resume(self, state: dict):
+        self.step, self.mode_steps = state["step"], {**self.mode_steps, **state["mode_steps"]}
+
+
+def reductions(collection: str, tensor) -> dict:
+    """The collection's reductions of a tensor (job_contract.TENSOR_REDUCTIONS), as 0-d tensors where it is (no
+    wait for a GPU). A NaN or an infinity anywhere shows in max, min and l2 (ExplodingTensor reads them)."""
+    import torch
+
+    tensor = tensor.float()
+    absolute = tensor.abs() if any(name.startswith("abs_") for name in contract.TENSOR_REDUCTIONS[collection]) else None
+    compute = {
+        "max": lambda: tensor.max(),
+        "min": lambda: tensor.min(),
+        "variance": lambda: tensor.var(correction=0),  # NumPy's var, as smdebug's
+        "abs_mean": lambda: absolute.mean(),
+        "abs_max": lambda: absolute.max(),
+        "l2": lambda: torch.linalg.vector_norm(tensor),
+    }
+    return {name: compute[name]() for name in contract.TENSOR_REDUCTIONS[collection]}
 
 
 # --- system metrics ------------------------------------------------------------------------------
@@ -244,14 +282,10 @@ def keep_record(output_dir, keep_dir):
         source = output_dir / name
         for path in [source] if source.is_file() else sorted(source.rglob("*")) if source.is_dir() else []:
             target = keep_dir / path.relative_to(output_dir)
-            if (
-                not path.is_file()
-                or path.name == "claim.smd"
-                or (
-                    target.is_file()
-                    and target.stat().st_size == path.stat().st_size
-                    and target.stat().st_mtime_ns == path.stat().st_mtime_ns
-                )
+            if not path.is_file() or (
+                target.is_file()
+                and target.stat().st_size == path.stat().st_size
+                and target.stat().st_mtime_ns == path.stat().st_mtime_ns
             ):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,15 +293,9 @@ def keep_record(output_dir, keep_dir):
                 shutil.copy2(path, partial)
 
 
-def _step_of(path: Path):
-    """The global step an smdebug file belongs to (events/000000000042/000000000042_worker_0.tfevents)."""
-    match = re.match(r"(\d{12})_", path.name)
-    return int(match.group(1)) if match else None
-
-
 def restore_record(keep_dir, output_dir, epoch: int, debug_step):
     """Put the record kept at epoch `epoch`'s checkpoint back into output_dir, without what was
-    written after that checkpoint: epochs after it, debug steps after `debug_step`."""
+    written after that checkpoint: epochs after it, debug steps after `debug_step` (None: no debug steps)."""
     keep_dir, output_dir = Path(keep_dir), Path(output_dir)
     for name in RECORD:
         target = output_dir / name
@@ -282,15 +310,8 @@ def restore_record(keep_dir, output_dir, epoch: int, debug_step):
     # the epochs' metrics and every rank's step timings (a DDP job's steps.rank<N>.jsonl too); the steps' values
     for log in (output_dir / contract.METRICS_FILE, *sorted(output_dir.glob("profiler/steps*.jsonl"))):
         _keep_lines(log, "epoch", epoch)
-    _keep_lines(output_dir / "debug" / contract.BATCHES_FILE, "step", debug_step)
-    debug = output_dir / "debug"
-    if debug.is_dir():
-        for path in [p for p in debug.rglob("*") if p.is_file()]:
-            step = _step_of(path)
-            if step is not None and (debug_step is None or step > debug_step):
-                path.unlink()
-        for marker in ("training_job_end.ts", "claim.smd"):  # smdebug's: the job's end, the writing process
-            (debug / marker).unlink(missing_ok=True)
+    for debug_log in (contract.BATCHES_FILE, contract.TENSORS_FILE):
+        _keep_lines(output_dir / "debug" / debug_log, "step", debug_step)
 
 
 def _keep_lines(log: Path, key: str, last):
@@ -302,26 +323,6 @@ def _keep_lines(log: Path, key: str, last):
             if line.strip() and last is not None and json.loads(line)[key] <= last
         ]
         log.write_text("".join(line + "\n" for line in lines))
-
-
-def debug_hook_state(hook):
-    """Where the hook's step counters stand, as smdebug itself keeps them across a restart."""
-    return {"step": hook.step, "mode_steps": {mode.name: step for mode, step in hook.mode_steps.items()}}
-
-
-def flush_debug_hook(hook):
-    """Write out the step in progress: smdebug keeps a step's file open until the next step starts."""
-    hook._close_writers()
-
-
-def resume_debug_hook(hook, state):
-    """Continue the step numbering of a hook saved with debug_hook_state (smdebug does the same when
-    SageMaker hands it its checkpoint config): the next step after the resume is state["step"] + 1."""
-    from smdebug.core.modes import ModeKeys
-
-    hook.init_step = hook.step = state["step"]
-    hook.mode_steps = {ModeKeys[mode]: step for mode, step in state["mode_steps"].items()}
-    hook.mode_steps[ModeKeys.GLOBAL] = state["step"]
 
 
 # --- MLflow: the epochs into the job's run, as they end ---------------------------------------------

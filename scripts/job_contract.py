@@ -74,7 +74,7 @@ FLAGS = {
     "seed": (int, 0, ""),
     "keep_best": (to_bool, True, "save the weights of the epoch with the lowest validation loss, not the last epoch's"),
     # what the job records about itself (off for tuning trials, on for the final training)
-    "debug": (to_bool, False, "smdebug tensors into <output>/debug"),
+    "debug": (to_bool, False, "debug tensors into <output>/debug"),
     "profile": (to_bool, False, "system metrics and step timings into <output>/profiler"),
     "save_interval": (int, 10, "debug tensors every N steps"),
     "profiler_interval_ms": (int, 500, ""),
@@ -245,9 +245,20 @@ def metric_regex(name: str) -> str:
 METRICS_FILE = "metrics.jsonl"  # under output data: one epoch's EPOCH_KEYS a line, the whole run's
 # under output data: the epoch whose weights the model holds, {"epoch": N, "why": "..."} (the report marks it)
 KEPT_EPOCH_FILE = "kept_epoch.json"
-# under output data's debug/, beside smdebug's tensors: one step a line (its smdebug step, mode, loss, labels,
-# predictions), which the debugger rules read
+# under output data's debug/ (instrumentation.DebugRecord writes them, the debugger rules read them): one step a
+# line (its step, mode, loss, labels, predictions), and one saved step a line (its tensors' reductions)
 BATCHES_FILE = "batches.jsonl"
+TENSORS_FILE = "tensors.jsonl"
+# Each collection's reductions in TENSORS_FILE: those a rule or report reads (dogbreed/checks), as each is a pass
+# over the tensor at every saved step. max, min and l2 everywhere: ExplodingTensor's (a NaN or an infinity anywhere
+# shows in them); abs_max its evidence; the weights' variance PoorWeightInitialization's; the ReLU inputs' range
+# (max - min) its trigger; the gradients' abs_mean VanishingGradient's.
+TENSOR_REDUCTIONS = {
+    "weights": ("max", "min", "variance", "abs_max", "l2"),
+    "biases": ("max", "min", "abs_max", "l2"),
+    "gradients": ("max", "min", "abs_mean", "abs_max", "l2"),
+    "relu_input": ("max", "min", "l2"),
+}
 JOB_INFO_FILE = "profiler/job.json"
 # profiler/job.json's "inputs": what the job trained on
 INPUTS_IMAGES = "images"

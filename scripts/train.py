@@ -28,10 +28,6 @@ import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
-# smdebug logs ~70 INFO lines per job (every parameter it registers, and "Profiler is disabled": its
-# own profiler, not ours): warnings only, unless the caller asks for more (SMDEBUG_LOG_LEVEL=info).
-os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
-
 import classifier
 import feature_cache
 import instrumentation
@@ -200,25 +196,20 @@ def run_epoch(
     loss_fn,
     epoch,
     optimizer=None,
-    hook=None,
+    record=None,
     timer=None,
     freeze_backbone=False,
     processes=None,
-    batch_record=None,
 ):
     """One pass over `loader`; trains when an optimizer is given. Returns (mean loss, accuracy).
 
-    net is what the job trains: the whole model, or only its head on cached backbone features. With a
-    debug hook, each step's loss, labels and predictions go into batch_record (under the hook's step number, so the
-    rules line them up with its tensors); with a timer, each step is split
+    net is what the job trains: the whole model, or only its head on cached backbone features. With a debug record
+    (instrumentation.DebugRecord), each step's loss, labels and predictions go into it, and every save_interval
+    steps the network's tensors; with a timer, each step is split
     into the wait for its batch and the compute (synchronised on a GPU, which runs async).
     """
     training = optimizer is not None
     set_mode(net, training, freeze_backbone)
-    if hook is not None:
-        import smdebug.pytorch as smd
-
-        hook.set_mode(smd.modes.TRAIN if training else smd.modes.EVAL)
     total_loss, correct, seen = 0.0, 0, 0
     batches = iter(loader)
     step = 0
@@ -231,6 +222,8 @@ def run_epoch(
                 break
             data_ready = time.time()
             inputs, labels = compute.inputs(inputs), labels.to(compute.device, non_blocking=True)
+            if record is not None:
+                record.begin_step(training)
             with compute.autocast():
                 logits = net(inputs)
                 loss = loss_fn(logits.float(), labels)
@@ -241,8 +234,8 @@ def run_epoch(
                 compute.step(loss, optimizer)
             predictions = logits.argmax(1)
             step_loss = loss.item()  # waits for the GPU, so timings are real
-            if batch_record is not None:
-                batch_record.add(hook.step, training, step_loss, labels, predictions)
+            if record is not None:
+                record.end_step(step_loss, labels, predictions)
             total_loss += step_loss * len(labels)
             correct += (predictions == labels).sum().item()
             seen += len(labels)
@@ -340,7 +333,7 @@ def build_model(args, data, spec, device, processes) -> SimpleNamespace:
     model.to(device)
     if compute.channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model.get_submodule(head) if data.cached else model  # what the steps run and the debug hook watches
+    net = model.get_submodule(head) if data.cached else model  # what the steps run and the debug record watches
     # what the training steps run: across processes, DDP averages the gradients (frozen parameters aside)
     train_net = net
     if processes.world > 1:
@@ -386,7 +379,7 @@ class Checkpoint:
         model.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             model.compute.scaler.load_state_dict(state["scaler"])
-        debug_step = (state.get("debug_hook") or {}).get("step")
+        debug_step = (state.get("debug_steps") or {}).get("step")
         if processes.lead:
             instrumentation.restore_record(self.record_copy, output_dir, state["epoch"], debug_step)
         if not isinstance(data.sampler, DistributedSampler):  # which orders by set_epoch, drawing nothing
@@ -396,7 +389,7 @@ class Checkpoint:
         processes.say(f"{contract.RESUMED}{self.path} after epoch {state['epoch']}")
         return state["epoch"] + 1, state["best"]
 
-    def save(self, model, epoch, best, hook, output_dir):
+    def save(self, model, epoch, best, record, output_dir):
         """The record so far, then the state: written aside and renamed, so a kill mid-write leaves the previous
         one whole, and a failed write (a full disk) leaves nothing."""
         instrumentation.keep_record(output_dir, self.record_copy)
@@ -412,7 +405,7 @@ class Checkpoint:
             "epoch": epoch,
             "best": best,
             "job_name": self.job_name,
-            "debug_hook": instrumentation.debug_hook_state(hook) if hook is not None else None,
+            "debug_steps": record.state() if record is not None else None,
         }
         with contract.written_whole(self.path) as partial:  # a full disk leaves no half checkpoint behind
             torch.save(state, partial)
@@ -425,21 +418,19 @@ class Checkpoint:
 
 
 class Instruments:
-    """What the job records beside its training: the debug hook (smdebug, rank 0), step timings (every rank, so a
+    """What the job records beside its training: the debug record (rank 0), step timings (every rank, so a
     straggler shows), system metrics (each machine's first process) and the epochs into its MLflow run."""
 
     def __init__(self, args, processes, output_dir, model, resumed_state, job_info):
-        self.hook = self.timer = self.batch_record = None
+        self.record = self.timer = None
         lead = processes.lead
         if args.profile:
             steps_file = "steps.jsonl" if lead else f"steps.rank{processes.rank}.jsonl"
             self.timer = instrumentation.StepTimer(output_dir / "profiler" / steps_file)
         if args.debug and lead:
-            self.hook = instrumentation.create_debug_hook(output_dir / "debug", args.save_interval)
-            self.hook.register_module(model.net)
-            self.batch_record = instrumentation.BatchRecord(output_dir / "debug")
-            if resumed_state is not None and resumed_state.get("debug_hook"):
-                instrumentation.resume_debug_hook(self.hook, resumed_state["debug_hook"])  # steps go on numbering
+            self.record = instrumentation.DebugRecord(output_dir / "debug", model.net, args.save_interval)
+            if resumed_state is not None and resumed_state.get("debug_steps"):
+                self.record.resume(resumed_state["debug_steps"])  # steps go on numbering
         if args.profile and lead:
             instrumentation.write_job_info(output_dir / "profiler/job.json", **job_info)
         # into the job's MLflow run, where the workflow made one
@@ -453,8 +444,6 @@ class Instruments:
         )
 
     def close(self):
-        if self.hook is not None:
-            self.hook.close()
         if self.timer is not None:
             self.timer.close()
 
@@ -491,7 +480,7 @@ def job_line(args, device, data, compute, processes) -> str:
             if data.cached
             else f"; {data.workers} loader workers"
         )
-        # what the job records (smdebug's own "Profiler is disabled" is about its profiler, not ours)
+        # what the job records
         + (f"; debug tensors every {args.save_interval} steps" if args.debug else "")
         + (f"; system metrics every {args.profiler_interval_ms} ms and step timings" if args.profile else "")
     )
@@ -499,7 +488,7 @@ def job_line(args, device, data, compute, processes) -> str:
 
 def train_epochs(args, data, model, instruments, checkpoint, processes, output_dir, start_epoch, best) -> dict:
     """The training loop, from start_epoch to args.epochs; the best epoch (lowest valid_loss) when it ends."""
-    compute, hook, timer = model.compute, instruments.hook, instruments.timer
+    compute, record, timer = model.compute, instruments.record, instruments.timer
     for epoch in range(start_epoch, args.epochs + 1):
         started = time.perf_counter()
         if data.cached:
@@ -513,11 +502,10 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             model.loss_fn,
             epoch,
             model.optimizer,
-            hook,
+            record,
             timer,
             args.freeze_backbone,
             processes,
-            instruments.batch_record,
         )
         processes.share_buffers(model.net)  # validate rank 0's model, the one that is saved, on every rank's share
         valid_loss, valid_accuracy = run_epoch(
@@ -527,11 +515,10 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             model.loss_fn,
             epoch,
             None,
-            hook,
+            record,
             timer,
             args.freeze_backbone,
             processes,
-            instruments.batch_record,
         )
         model.scheduler.step()
         epoch_metrics = {
@@ -555,10 +542,9 @@ def train_epochs(args, data, model, instruments, checkpoint, processes, output_d
             continue
         with open(output_dir / contract.METRICS_FILE, "a") as metrics_file:
             metrics_file.write(json.dumps(epoch_metrics) + "\n")
-        if hook is not None:
-            instrumentation.flush_debug_hook(hook)
-            instruments.batch_record.flush()
-        checkpoint.save(model, epoch, best, hook, output_dir)
+        if record is not None:
+            record.flush()
+        checkpoint.save(model, epoch, best, record, output_dir)
         instruments.epoch_logger.log(epoch_metrics)
         # The one metric line per epoch: tuners (local and SageMaker) parse it with a regex.
         print(contract.format_epoch_line(epoch_metrics), flush=True)

@@ -283,7 +283,7 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert len(predictions) == 1 + n
     rules = json.loads((results / "debugger/rules.json").read_text())
     assert len(rules["rules"]) == 17 and all(r["verdict"] != "error" for r in rules["rules"])
-    assert (results / "training/output/debug/index").is_dir() and (
+    assert (results / "training/output/debug/tensors.jsonl").is_file() and (
         results / "training/output/profiler/system.jsonl"
     ).is_file()
     report = (results / "profiler/profiler-report.html").read_text()

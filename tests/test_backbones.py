@@ -236,7 +236,7 @@ def test_the_frozen_backbone_the_feature_cache_and_serving_take_other_heads(arch
     on_images = tmp_path / "images"
     run(train.main, train_args(channels / "train", channels / "valid", on_images, arch))
     on_features = tmp_path / "features"
-    # the head alone, with the recording on (smdebug watches the head, the profiler the steps)
+    # the head alone, with the recording on (the debug record watches the head, the profiler the steps)
     log = run(
         train.main,
         train_args(cache / "train", cache / "valid", on_features, arch, "--debug", "true", "--profile", "true"),

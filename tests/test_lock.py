@@ -65,11 +65,11 @@ def test_uv_is_installed_from_its_own_hashed_lock():
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_each_image_layer_is_locked_under_the_project_pins(layer):
-    """containers/constraints.txt: requirements.txt's pins less extras and protobuf (build.sh says why); each
-    layer's lock keeps them and its own requirements' pins, and hashes every file its wheelhouse fetches."""
+    """containers/constraints.txt: requirements.txt's pins less extras (build.sh says why); each layer's lock keeps
+    them and its own requirements' pins, and hashes every file its wheelhouse fetches."""
     project = pins("requirements.txt")
     constraints = pins("containers/constraints.txt")
-    assert constraints == {name: v for name, v in project.items() if name != "protobuf"}, fix()
+    assert constraints == project, fix()
     lock = locked(f"containers/requirements-{layer}.lock")
     own = pins(f"containers/requirements-{layer}.txt")
     asked = {canonical(line.split("==")[0].split("[")[0].strip()) for line in _requirement_lines(layer)}

@@ -1,12 +1,11 @@
 """A healthy real (tiny) training job triggers no Debugger/ProfilerReport rule, and what it records is
 complete and small; StepOutlier and the GPU rules are checked on synthetic metric files in the recorded
-format; the report's sections; smdebug's environment fixes. Planted faults: test_training_rule_faults.py."""
+format; the report's sections; the job's debug record. Planted faults: test_training_rule_faults.py."""
 
 import json
+import math
 import os
-import subprocess
 import sys
-import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
 from dogbreed.checks import artifacts, profiler_checks, run_checks
 from dogbreed.reporting import profiler_page
 from training_lab import BASE, run_job, verdicts
@@ -255,52 +253,66 @@ def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
     assert "(the job ran on one process)" in summary  # each not_applicable says why
 
 
-def test_the_numpy2_shim():
-    """Without the shim smdebug cannot write a tensor on NumPy 2; with it the tensor reads back."""
-    script = textwrap.dedent("""
-        import sys, numpy as np
-        from smdebug.core.tfevent.util import make_tensor_proto
-        try:
-            make_tensor_proto(np.ones(3, dtype=np.float32), "t")
-        except AttributeError as error:
-            print("unpatched:", error)
-        import instrumentation
-        instrumentation.patch_smdebug_for_numpy2()
-        instrumentation.patch_smdebug_for_numpy2()  # idempotent
-        import smdebug.core.writer as writer, smdebug.core.tfevent.util as util
-        proto = util.make_tensor_proto(np.arange(6, dtype=np.float32).reshape(2, 3), "t")
-        assert writer.make_tensor_proto is util.make_tensor_proto
-        print("patched:", np.frombuffer(proto.tensor_content, dtype=np.float32).tolist(), [d.size for d in proto.tensor_shape.dim])
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO / "scripts", capture_output=True, text=True, check=True
-    ).stdout
-    assert "unpatched:" in out and "tostring" in out
-    assert "patched: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [2, 3]" in out
+def test_the_debug_record_saves_every_nth_step_of_each_mode_as_smdebug_names_it(tmp_path):
+    """Steps numbered over both modes; every save_interval-th step of a mode saved: weights before the forward pass,
+    the ReLU inputs as they come in (before an in-place ReLU overwrites them), gradients in training only; and no
+    hook left on the network between saved steps (what keeps a step that is not saved cheap)."""
+    import instrumentation
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    record = instrumentation.DebugRecord(tmp_path / "debug", net, save_interval=2)
+    inputs, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    weights_before, relu_input_min, hooked = [], [], []
+    for training in (True, True, True, False, False):
+        weights_before.append(net[0].weight.detach().clone())
+        record.begin_step(training)
+        with torch.set_grad_enabled(training):
+            hidden = net[0](inputs)
+            relu_input_min.append(float(hidden.detach().min()))
+            logits = net[2](net[1](hidden))
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            if training:
+                optimizer.zero_grad()
+                loss.backward()
+                gradient_max = float(net[2].weight.grad.max())
+                optimizer.step()
+        record.end_step(loss.item(), labels, logits.argmax(1))
+        hooked.append(bool(net[1]._forward_pre_hooks) or any(p._backward_hooks for p in net.parameters()))
+    record.flush()
+    assert not any(hooked)
+    debug = artifacts.load_debug(tmp_path / "debug")
+    assert debug["losses"]["step"].tolist() == [0, 1, 2, 3, 4] and debug["labels"]["step"].nunique() == 5
+    tensors = debug["tensors"]
+    saved = tensors.groupby(["step", "mode"])["collection"].apply(lambda c: sorted(set(c))).to_dict()
+    assert saved == {  # TRAIN steps 0 and 2 of their mode, EVAL step 0 (global step 3)
+        (0, "TRAIN"): ["biases", "gradients", "relu_input", "weights"],
+        (2, "TRAIN"): ["biases", "gradients", "relu_input", "weights"],
+        (3, "EVAL"): ["biases", "relu_input", "weights"],
+    }
+    assert {"Sequential_0.weight", "Sequential_2.bias", "gradient/Sequential_2.weight", "1_input_0"} <= set(
+        tensors["tensor"]
+    )
+    row = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "Sequential_0.weight")].iloc[0]
+    assert row["max"] == pytest.approx(float(weights_before[2].max()))
+    assert row["variance"] == pytest.approx(float(weights_before[2].var(correction=0)))
+    assert row["l2"] == pytest.approx(float(weights_before[2].norm()))
+    relu = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "1_input_0")].iloc[0]
+    assert relu["min"] == pytest.approx(relu_input_min[2]) and relu["min"] < 0  # the input, not the ReLU's output
+    gradient = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "gradient/Sequential_2.weight")].iloc[0]
+    assert gradient["max"] == pytest.approx(gradient_max) and gradient["abs_mean"] > 0
+    assert record.state() == {"step": 4, "mode_steps": {"TRAIN": 2, "EVAL": 1}}
 
 
-def test_smdebug_runs_on_setuptools_distutils():
-    """smdebug imports distutils.util.strtobool; Python 3.12 (the SageMaker PyTorch 2.8 image's) has no
-    distutils of its own, and setuptools (in scripts/requirements.txt) stands in. Here (3.11) the
-    standard library's copy is hidden the way 3.12 lacks it, so the hook is built on setuptools' one."""
-    script = textwrap.dedent("""
-        import distutils, tempfile
-        assert "setuptools" in distutils.__file__, distutils.__file__
-        import instrumentation
-        instrumentation.create_debug_hook(tempfile.mkdtemp(), 5)
-        import smdebug.profiler.utils, smdebug.core.config_validator
-        print("smdebug on", distutils.__file__)
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO / "scripts",
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "SETUPTOOLS_USE_DISTUTILS": "local"},
-    ).stdout
-    assert "smdebug on" in out and "setuptools/_distutils" in out
-    assert "setuptools" in (REPO / "scripts/requirements.txt").read_text()
+def test_a_nan_anywhere_in_a_tensor_shows_in_its_reductions():
+    import instrumentation
+    import torch
+
+    values = instrumentation.reductions("weights", torch.tensor([1.0, float("nan"), -2.0]))
+    assert set(values) == {"max", "min", "variance", "abs_max", "l2"}
+    assert all(math.isnan(float(values[name])) for name in ("max", "min", "l2"))
 
 
 def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
@@ -333,7 +345,7 @@ def test_the_sampler_records_gpus_through_nvml(tmp_path, monkeypatch):
 
 # --- the debugger rules on fixed losses: warm-up and single bad windows are not failures ----------
 def epoch_losses_table(train, valid, steps=10):
-    """Saved losses as smdebug records them: `steps` TRAIN steps at train[i], then 2 EVAL steps at valid[i]."""
+    """Saved losses as the debug record keeps them: `steps` TRAIN steps at train[i], then 2 EVAL steps at valid[i]."""
     rows, step = [], 0
     for train_loss, valid_loss in zip(train, valid):
         for _ in range(steps):

@@ -10,7 +10,7 @@ rule check_training:
         model_json=rules.train.output.model_json,  # the final training's MLflow run, for the verdicts
     output:
         verdicts=R("debugger/rules.json"),
-        tables=directory(R("debugger/tables")),  # the debug tensors as CSV, read once from smdebug
+        tables=directory(R("debugger/tables")),  # the debug record as CSV tables, read once
     log:
         R("logs/check_training.log"),
     conda:

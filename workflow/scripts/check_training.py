@@ -8,7 +8,7 @@ from dogbreed.runtime.rule_runner import run_rule
 
 def main(smk):
     debug = artifacts.load_debug(f"{smk.input.output}/debug")
-    artifacts.save_debug_tables(debug, smk.output.tables)  # the report reads these, not smdebug again
+    artifacts.save_debug_tables(debug, smk.output.tables)  # the report reads these, not the job's files again
     result = run_checks.evaluate(smk.input.output, smk.params.check_settings, debug)
     Path(smk.output.verdicts).write_text(json.dumps(result, indent=2, default=str))
     for rule in result["rules"]:

@@ -78,7 +78,7 @@ def start_tracking(smk, best, job) -> tuple:
 def run_job(smk, job, tracker, run_id, job_logs) -> dict:
     """The training job on the configured backend, an epoch bar on the terminal, a local job's each epoch into its
     MLflow run as its line is read (tracking.live_logging). Local: the job's own few lines above the bar
-    (tqdm.write keeps them apart), the rest, smdebug's chatter included, only in its log; the SDK's backends
+    (tqdm.write keeps them apart), the rest only in its log; the SDK's backends
     stream the job's output themselves."""
     echoed = smk.params.backend != "local"
     epochs = int(job.hyperparameters.get("epochs", 0)) or None

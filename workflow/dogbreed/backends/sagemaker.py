@@ -160,7 +160,7 @@ class SageMakerBackend(Backend):
             "tags": self._tags(),
             "sagemaker_session": self.session,
             "debugger_hook_config": False,
-        }  # train.py runs its own smdebug hook (--debug)
+        }  # train.py keeps its own debug record (--debug)
         if environment:
             kwargs["environment"] = dict(environment)
         if distributed:

@@ -1,38 +1,25 @@
 """Reading what a training job recorded about itself (scripts/instrumentation.py) into tables.
 
-debug/    → load_debug(): tensor reductions (via an smdebug trial), each step's loss, labels and predictions
+debug/    → load_debug(): tensor reductions at the saved steps, each step's loss, labels and predictions
 profiler/ → load_profile(): system samples, step timings, job info
 """
 
 import json
-import os
 from pathlib import Path
 
 import job_contract as contract
 import numpy as np
 import pandas as pd
 
-# the reductions a job saves (instrumentation.create_debug_hook: each collection those its rules read; a column a
-# collection lacks is NaN)
-REDUCTIONS = [
-    ("max", False),
-    ("min", False),
-    ("variance", False),
-    ("mean", True),
-    ("max", True),
-    ("l2", False),
-]
-REDUCTION_COLUMNS = ["max", "min", "variance", "abs_mean", "abs_max", "l2"]
-
-
-def _mode_name(mode) -> str:
-    return getattr(mode, "name", str(mode)).upper()
+# one column per reduction a job saves (job_contract.TENSOR_REDUCTIONS: each collection those its rules read; a
+# column a collection lacks is NaN)
+REDUCTION_COLUMNS = list(dict.fromkeys(r for reductions in contract.TENSOR_REDUCTIONS.values() for r in reductions))
 
 
 def load_debug(debug_dir) -> dict:
     """{"losses": (step, mode, loss), "tensors": (step, mode, collection, tensor, reductions…),
-    "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors. The tensors through
-    an smdebug trial; the steps' losses, labels and predictions from the job's batches.jsonl (instrumentation.py)."""
+    "labels": (step, mode, label, prediction)}; empty tables when the job saved no tensors. From the job's
+    tensors.jsonl and batches.jsonl (instrumentation.DebugRecord)."""
     debug_dir = Path(debug_dir)
     empty = {
         "losses": pd.DataFrame(columns=["step", "mode", "loss"]),
@@ -46,23 +33,11 @@ def load_debug(debug_dir) -> dict:
             {"step": batch["step"], "mode": batch["mode"], "label": int(label), "prediction": int(prediction)}
             for label, prediction in zip(batch["labels"], batch["predictions"])
         )
-    tensors = []
-    if (debug_dir / "index").exists():
-        os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")  # its INFO lines ("Loading trial …") are noise here
-        from smdebug.trials import create_trial
-
-        trial = create_trial(str(debug_dir))
-        for collection in ("weights", "biases", "gradients", "relu_input"):
-            for name in trial.tensor_names(collection=collection):
-                tensor = trial.tensor(name)
-                for step in tensor.steps():
-                    row = {"step": step, "mode": _mode_name(trial.mode(step)), "collection": collection, "tensor": name}
-                    for column, (reduction, absolute) in zip(REDUCTION_COLUMNS, REDUCTIONS):
-                        try:
-                            row[column] = float(tensor.reduction_value(step, reduction, abs=absolute))
-                        except Exception:  # that reduction was not saved for this tensor
-                            row[column] = np.nan
-                    tensors.append(row)
+    tensors = [
+        {"step": saved["step"], "mode": saved["mode"], "tensor": name, **values}
+        for saved in _read_jsonl(debug_dir / contract.TENSORS_FILE)
+        for name, values in saved["tensors"].items()
+    ]
     return {
         "losses": pd.DataFrame(losses, columns=empty["losses"].columns).sort_values("step", ignore_index=True),
         "tensors": pd.DataFrame(tensors, columns=empty["tensors"].columns),
@@ -71,8 +46,8 @@ def load_debug(debug_dir) -> dict:
 
 
 def save_debug_tables(debug: dict, folder):
-    """The tables load_debug() made, as CSV: reading smdebug's files is slow, so the rules check
-    reads them once and the profiler report reads these."""
+    """The tables load_debug() made, as CSV: the rules check reads the job's files once and the profiler report
+    reads these."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     for name, table in debug.items():
         table.to_csv(Path(folder) / f"{name}.csv", index=False)

@@ -1,4 +1,4 @@
-"""SageMaker Debugger's built-in rules, evaluated on the tensors the training job saved (smdebug).
+"""SageMaker Debugger's built-in rules, evaluated on the tensors the training job saved (its debug record).
 
 Each rule is a plain function over the tables of artifacts.load_debug(), with SageMaker's
 default thresholds as keyword defaults, returning {"verdict", "triggered_steps", "evidence"}.

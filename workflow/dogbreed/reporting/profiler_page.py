@@ -372,7 +372,7 @@ def build_report(model_json: dict, rules: dict, debug, profile, epoch_metrics: p
             f"""<h1>Profiler report</h1>
 <p>Training job <b>{job_name}</b>; rules: {html.escape(summary_counts)}.
 Generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} from the job's own artifacts
-(smdebug tensors, system metrics, step timings).</p>""",
+(debug tensors, system metrics, step timings).</p>""",
             job_summary_section(model_json, profile, epoch_metrics),
             system_section(profile, rules),
             framework_section(profile["steps"]),

@@ -4,7 +4,7 @@ inference.py therefore redeploys without retraining.
 
 Only those files: a requirements.txt in code/ would make SageMaker's inference toolkit pip-install it
 when the endpoint starts (network needed, slower start, and a pip failure fails the endpoint), and the
-training requirements (smdebug, its protobuf pin) have no business on an endpoint."""
+training requirements (the GPU metrics library) have no business on an endpoint."""
 
 import tarfile
 from pathlib import Path
