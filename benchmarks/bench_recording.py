@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_recording.py [--only demo,finetune,head] [--repeats 2] [--code DIR]
 
 For each job kind it runs scripts/train.py (in a process of its own, as the workflow does) with recording off,
-with the profiler (system metrics + step timings), and with the profiler and the debug hook at the workflow's
+with the profiler (system metrics + step timings), and with the profiler and the debug record at the workflow's
 defaults (profiling: save_interval 10, sampling_interval_ms 500), and prints the training loop's wall time:
 every epoch's steps, validation included, and what the job does at each epoch's end (its record flushed, the
 checkpoint), from the loop's first step to its last epoch's end. The job kinds:

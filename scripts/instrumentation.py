@@ -21,6 +21,7 @@ from pathlib import Path
 
 import job_contract as contract
 import psutil
+import torch
 
 
 # --- the debug record --------------------------------------------------------------------------
@@ -31,30 +32,32 @@ class DebugRecord:
     Steps are numbered as smdebug numbers them: one global count over every forward pass (training and
     validation), and a count per mode (TRAIN, EVAL). Every step gives one line of batches.jsonl (its loss, labels
     and predictions). Every `save_interval`-th step of a mode is a saved step: one line of tensors.jsonl with the
-    reductions of the network's weights and biases (before its forward pass), its ReLU inputs (as each ReLU runs)
-    and, in training, its gradients (as the backward pass makes them), each tensor named as smdebug names it.
-    A step that is not saved costs a counter and a line: the hooks exist during saved steps only, and each
-    collection's reductions are those a rule or report reads (job_contract.TENSOR_REDUCTIONS), computed where
-    the tensors are and read back once a step. Both files are kept in memory and appended at each epoch's end
-    (flush), beside the checkpoint, which holds the step counts (state / resume).
+    reductions of the network's weights and biases (before its forward pass), the inputs of its modules named
+    `relu` (as each runs: the tensors smdebug's relu_input collection held) and, in training, its gradients
+    (after the optimizer step, unscaled by AMP's GradScaler), each tensor named as smdebug names it. A step that
+    is not saved costs a counter and a line: the ReLU hooks exist during saved steps only, and each collection's
+    reductions are those a rule or report reads (job_contract.TENSOR_REDUCTIONS), computed where the tensors are
+    and read back once a step. Both files are kept in memory and appended at each epoch's end (flush), beside the
+    checkpoint, which holds the step counts (state / resume).
     """
 
     def __init__(self, debug_dir, net, save_interval: int):
-        import torch
-
         debug_dir = Path(debug_dir)
         debug_dir.mkdir(parents=True, exist_ok=True)
         self.batches_path, self.tensors_path = debug_dir / contract.BATCHES_FILE, debug_dir / contract.TENSORS_FILE
         self.net, self.save_interval = net, save_interval
         self.prefix = net._get_name() + "_"  # smdebug's parameter names: the watched module's class, then the path
-        self.relus = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.ReLU)]
+        # smdebug's relu_input collection: the inputs of modules named relu (ResNet's); PoorWeightInitialization
+        # matches these names (.*relu_input)
+        self.relus = [(name, m) for name, m in net.named_modules() if name.split(".")[-1] == "relu"]
         self.step, self.mode_steps, self.mode = -1, {"TRAIN": -1, "EVAL": -1}, "TRAIN"
         self.batch_lines, self.tensor_lines = [], []
         self.saving, self.hooks = None, []
 
     def begin_step(self, training: bool):
-        """Before the step's forward pass: count it; on a saved step reduce the weights and hook the ReLU inputs
-        and (training) the gradients."""
+        """Before the step's forward pass: count it; on a saved step reduce the weights and hook the ReLU inputs."""
+        self._remove_hooks()  # a step that raised before its end_step left them (and its saving)
+        self.saving = None
         self.mode = "TRAIN" if training else "EVAL"
         self.step += 1
         self.mode_steps[self.mode] += 1
@@ -65,8 +68,6 @@ class DebugRecord:
             collection = "biases" if "bias" in name else "weights" if "weight" in name else None
             if collection is not None:  # as smdebug: a parameter named neither (a ViT's class token) is not saved
                 self._keep(self.prefix + name, collection, parameter.detach())
-            if training and parameter.requires_grad:
-                self.hooks.append(parameter.register_hook(self._gradient_hook("gradient/" + self.prefix + name)))
         for name, module in self.relus:
             self.hooks.append(module.register_forward_pre_hook(self._relu_input_hook(f"{name}_input_0")))
 
@@ -75,12 +76,6 @@ class DebugRecord:
         # reduced at once, since an in-place ReLU overwrites its input
         if tensor_name not in self.saving:
             self.saving[tensor_name] = (collection, reductions(collection, tensor))
-
-    def _gradient_hook(self, tensor_name):
-        def keep(gradient):
-            self._keep(tensor_name, "gradients", gradient.detach())
-
-        return keep
 
     def _relu_input_hook(self, tensor_name):
         def keep(module, inputs):
@@ -103,17 +98,25 @@ class DebugRecord:
         )
         if self.saving is None:
             return
-        for hook in self.hooks:
-            hook.remove()
+        self._remove_hooks()
+        if self.mode == "TRAIN":
+            # this step's gradients (zero_grad sets them to None first; a frozen parameter has none), after the
+            # optimizer step: GradScaler has unscaled them there, so they are the gradients the step applied
+            for name, parameter in self.net.named_parameters():
+                if parameter.grad is not None:
+                    self._keep("gradient/" + self.prefix + name, "gradients", parameter.grad.detach())
         tensors = {}
         if self.saving:
-            import torch
-
             values = iter(torch.stack([v for _, kept in self.saving.values() for v in kept.values()]).tolist())
             for name, (collection, kept) in self.saving.items():
                 tensors[name] = {"collection": collection, **{reduction: next(values) for reduction in kept}}
         self.tensor_lines.append(json.dumps({"step": self.step, "mode": self.mode, "tensors": tensors}))
-        self.saving, self.hooks = None, []
+        self.saving = None
+
+    def _remove_hooks(self):
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
 
     def flush(self):
         for path, lines in ((self.batches_path, self.batch_lines), (self.tensors_path, self.tensor_lines)):
@@ -131,15 +134,13 @@ class DebugRecord:
 
 def reductions(collection: str, tensor) -> dict:
     """The collection's reductions of a tensor (job_contract.TENSOR_REDUCTIONS), as 0-d tensors where it is (no
-    wait for a GPU). A NaN or an infinity anywhere shows in max, min and l2 (ExplodingTensor reads them)."""
-    import torch
-
+    wait for a GPU)."""
     tensor = tensor.float()
     absolute = tensor.abs() if any(name.startswith("abs_") for name in contract.TENSOR_REDUCTIONS[collection]) else None
     compute = {
         "max": lambda: tensor.max(),
         "min": lambda: tensor.min(),
-        "variance": lambda: tensor.var(correction=0),  # NumPy's var, as smdebug's
+        "variance": lambda: tensor.double().var(correction=0),  # population variance, as np.var (in float64)
         "abs_mean": lambda: absolute.mean(),
         "abs_max": lambda: absolute.max(),
         "l2": lambda: torch.linalg.vector_norm(tensor),

@@ -75,8 +75,7 @@ def test_each_conda_env_parses_and_pins_what_requirements_pin(env_file):
     assert theirs and all(theirs[name] == required.get(name) for name in theirs), {
         n: (v, required.get(n)) for n, v in theirs.items()
     }
-    unpinned = [p for p in pip if "==" not in p]
-    assert unpinned == ["setuptools"] * len(unpinned)  # what scripts/requirements.txt leaves to the image too
+    assert [p for p in pip if "==" not in p] == []
 
 
 def test_every_rule_names_an_env_that_exists():

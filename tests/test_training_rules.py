@@ -255,32 +255,43 @@ def test_the_report_has_sagemakers_sections_and_every_rule(healthy):
 
 def test_the_debug_record_saves_every_nth_step_of_each_mode_as_smdebug_names_it(tmp_path):
     """Steps numbered over both modes; every save_interval-th step of a mode saved: weights before the forward pass,
-    the ReLU inputs as they come in (before an in-place ReLU overwrites them), gradients in training only; and no
-    hook left on the network between saved steps (what keeps a step that is not saved cheap)."""
+    the inputs of modules named relu as they come in (before an in-place ReLU overwrites them), gradients in
+    training only and unscaled by AMP's GradScaler; no hook left on the network between saved steps (what keeps a
+    step that is not saved cheap), nor after a step that raised."""
     import instrumentation
-    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.relu, self.fc2 = torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc2(self.relu(self.fc1(x)))
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3))
+    net = Net()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # gradients 1024× until unscaled
     record = instrumentation.DebugRecord(tmp_path / "debug", net, save_interval=2)
     inputs, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
-    weights_before, relu_input_min, hooked = [], [], []
+    weights_before, relu_input_min, gradient_max, hooked = [], [], [], []
     for training in (True, True, True, False, False):
-        weights_before.append(net[0].weight.detach().clone())
+        weights_before.append(net.fc1.weight.detach().clone())
         record.begin_step(training)
         with torch.set_grad_enabled(training):
-            hidden = net[0](inputs)
+            hidden = net.fc1(inputs)
             relu_input_min.append(float(hidden.detach().min()))
-            logits = net[2](net[1](hidden))
+            logits = net.fc2(net.relu(hidden))
             loss = torch.nn.functional.cross_entropy(logits, labels)
             if training:
-                optimizer.zero_grad()
-                loss.backward()
-                gradient_max = float(net[2].weight.grad.max())
-                optimizer.step()
+                (gradient,) = torch.autograd.grad(loss, net.fc2.weight, retain_graph=True)
+                gradient_max.append(float(gradient.max()))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
         record.end_step(loss.item(), labels, logits.argmax(1))
-        hooked.append(bool(net[1]._forward_pre_hooks) or any(p._backward_hooks for p in net.parameters()))
+        hooked.append(bool(net.relu._forward_pre_hooks))
     record.flush()
     assert not any(hooked)
     debug = artifacts.load_debug(tmp_path / "debug")
@@ -292,18 +303,25 @@ def test_the_debug_record_saves_every_nth_step_of_each_mode_as_smdebug_names_it(
         (2, "TRAIN"): ["biases", "gradients", "relu_input", "weights"],
         (3, "EVAL"): ["biases", "relu_input", "weights"],
     }
-    assert {"Sequential_0.weight", "Sequential_2.bias", "gradient/Sequential_2.weight", "1_input_0"} <= set(
-        tensors["tensor"]
-    )
-    row = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "Sequential_0.weight")].iloc[0]
+    assert {"Net_fc1.weight", "Net_fc2.bias", "gradient/Net_fc2.weight", "relu_input_0"} <= set(tensors["tensor"])
+    row = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "Net_fc1.weight")].iloc[0]
     assert row["max"] == pytest.approx(float(weights_before[2].max()))
-    assert row["variance"] == pytest.approx(float(weights_before[2].var(correction=0)))
+    assert row["variance"] == pytest.approx(float(weights_before[2].double().var(correction=0)))
     assert row["l2"] == pytest.approx(float(weights_before[2].norm()))
-    relu = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "1_input_0")].iloc[0]
+    relu = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "relu_input_0")].iloc[0]
     assert relu["min"] == pytest.approx(relu_input_min[2]) and relu["min"] < 0  # the input, not the ReLU's output
-    gradient = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "gradient/Sequential_2.weight")].iloc[0]
-    assert gradient["max"] == pytest.approx(gradient_max) and gradient["abs_mean"] > 0
+    grad = tensors[(tensors["step"] == 2) & (tensors["tensor"] == "gradient/Net_fc2.weight")].iloc[0]
+    assert grad["max"] == pytest.approx(gradient_max[2]) and grad["abs_mean"] > 0  # unscaled
     assert record.state() == {"step": 4, "mode_steps": {"TRAIN": 2, "EVAL": 1}}
+
+    record.begin_step(True)  # TRAIN step 3 of its mode: not saved
+    record.begin_step(True)  # step 4, saved; its forward pass raises: the hooks stay until the next step begins
+    assert net.relu._forward_pre_hooks
+    record.begin_step(True)  # step 5, not saved
+    assert not net.relu._forward_pre_hooks
+    record.end_step(0.5, labels, labels)
+    record.flush()
+    assert max(json.loads(line)["step"] for line in (tmp_path / "debug/tensors.jsonl").read_text().splitlines()) == 3
 
 
 def test_a_nan_anywhere_in_a_tensor_shows_in_its_reductions():

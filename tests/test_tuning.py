@@ -345,12 +345,12 @@ def test_a_trial_holds_its_slot_while_it_runs():
 
 
 def test_parallel_threads_never_take_the_same_retried_trial(tmp_path):
-    """Eight interrupted trials retried four at a time: each retry runs once. Optuna's threads take a queued
+    """Sixteen interrupted trials retried eight at a time: each retry runs once. Optuna's threads take a queued
     trial by reading it WAITING and writing it RUNNING; on SQLite two of them could take the same one (and run
     its job twice in one folder) unless the storage serialises that change."""
     db = tmp_path / "study.sqlite"
     left = optuna.create_study(study_name="retried", storage=f"sqlite:///{db}", direction="maximize")
-    for number in range(8):  # a killed tune's trials: RUNNING, each with its job name
+    for number in range(16):  # a killed tune's trials: RUNNING, each with its job name
         trial = left.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
         trial.set_user_attr("job_name", f"retried-trial-{number:03d}")
     ran = collections.Counter()
@@ -360,6 +360,6 @@ def test_parallel_threads_never_take_the_same_retried_trial(tmp_path):
         time.sleep(0.05)  # the threads overlap while each job runs
         return hyperparameters["lr"]
 
-    spec = {**SPEC, "max_jobs": 8, "parameters": {"lr": SPEC["parameters"]["lr"]}}
-    optuna_study.run_study(spec, run_trial, db, "retried", parallel=4, announce=False)
-    assert ran == {f"retried-trial-{number:03d}": 1 for number in range(8)}
+    spec = {**SPEC, "max_jobs": 16, "parameters": {"lr": SPEC["parameters"]["lr"]}}
+    optuna_study.run_study(spec, run_trial, db, "retried", parallel=8, announce=False)
+    assert ran == {f"retried-trial-{number:03d}": 1 for number in range(16)}
