@@ -80,7 +80,9 @@ def input_size(arch: str) -> tuple:
 
 
 def check_input_size(arch: str, image_size: int):
-    """ValueError in one line when arch cannot take image_size × image_size images."""
+    """ValueError in one line when arch is not a backbone here (check_arch) or cannot take image_size × image_size
+    images: the job's whole check of its backbone, before anything is built."""
+    check_arch(arch)
     smallest, exact = input_size(arch)
     if exact and image_size != smallest:
         raise ValueError(f"{arch} takes {smallest}×{smallest} px images only: set model.image_size to {smallest}")

@@ -138,7 +138,6 @@ def main(argv=None):
     device = classifier.pick_device()
     torch.backends.cudnn.benchmark = True  # one input shape throughout: let cuDNN pick its fastest kernels
     try:
-        classifier.check_arch(args.arch)
         classifier.check_input_size(args.arch, args.image_size)
     except ValueError as error:
         sys.exit(f"error: {error}")

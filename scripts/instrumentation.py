@@ -4,8 +4,9 @@ SageMaker Debugger is closed to new customers and its profiler is ending, so the
 evidence under SM_OUTPUT_DATA_DIR (which SageMaker returns in output.tar.gz):
   debug/batches.jsonl       one line per step: its step number, mode, loss, labels and predictions (every
                             step, so the loss rules compare real windows and ClassImbalance sees the whole class mix)
-  debug/tensors.jsonl       one line per saved step (every save_interval steps): reductions of the weights,
-                            biases, gradients and ReLU inputs (reductions only: full tensors would be hundreds of MB)
+  debug/tensors.jsonl       one line per saved step (every save_interval-th step of training and of validation):
+                            reductions of the weights, biases, gradients and ReLU inputs (reductions only: full
+                            tensors would be hundreds of MB)
   profiler/system.jsonl     one line per sampling interval: CPU per core, memory, disk and network I/O,
                             GPU utilisation and memory (NVML) when there is a GPU
   profiler/steps.jsonl      one line per step: phase, epoch, start, data-wait and compute seconds
@@ -85,15 +86,10 @@ class DebugRecord:
 
     def end_step(self, loss: float, labels, predictions):
         """After the step: its line, and a saved step's tensors into theirs."""
+        labels, predictions = torch.stack((labels, predictions)).tolist()  # one read back from the device, not two
         self.batch_lines.append(
             json.dumps(
-                {
-                    "step": self.step,
-                    "mode": self.mode,
-                    "loss": loss,
-                    "labels": labels.tolist(),
-                    "predictions": predictions.tolist(),
-                }
+                {"step": self.step, "mode": self.mode, "loss": loss, "labels": labels, "predictions": predictions}
             )
         )
         if self.saving is None:

@@ -574,7 +574,6 @@ def main(argv=None):
 
     with setting_up():  # a failure before the first step is the same for every hyperparameter
         try:
-            classifier.check_arch(args.arch)
             classifier.check_input_size(args.arch, args.image_size)
         except ValueError as error:
             raise SetupError(error) from None
