@@ -1,6 +1,6 @@
 """The demo against its own arithmetic, and where the rest of its time goes: one command, two tables.
 
-    .venv/bin/python benchmarks/bench_demo.py [--skip-arithmetic]
+    .venv/bin/python benchmarks/bench_demo.py [--skip-arithmetic] [--repeats N]
 
 1. The arithmetic alone: what the demo computes (config/demo.yaml: ResNet18 from scratch at 64 px, 6 classes;
    3 tuning trials of 2 epochs and a final training of 6, each epoch 240 training images at batch 16 and a
@@ -10,13 +10,16 @@
    from empty results, into a scratch results folder, store and tracking store: its wall time beside the
    arithmetic's, then every job's start and end as Snakemake's own log has them (its verbose profile), and for
    the final training the job's own timeline (process start, first and last step, from its profiler/job.json).
-Numbers go into BENCHMARKS.md with the machine and date; nothing here is asserted.
+With --repeats N, the arithmetic and the demo take turns N times: a small machine's speed drifts from minute to
+minute (the arithmetic alone has ranged over ±15 % between runs), and the ratio is of the two medians. The job
+table is the last run's. Numbers go into BENCHMARKS.md with the machine and date; nothing here is asserted.
 """
 
 import argparse
 import json
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,20 +126,31 @@ def demo_run(scratch: Path) -> tuple:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-arithmetic", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="arithmetic and demo runs, taking turns")
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
     )
-    alone = None if args.skip_arithmetic else arithmetic()
-    with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
-        wall, log, results = demo_run(Path(scratch))
-        accuracy = json.loads((results / "evaluation/metrics.json").read_text())["accuracy"]
-        profile = artifacts.load_profile(results / "training/output/profiler")
+    alone, walls, accuracies = [], [], []
+    for _ in range(args.repeats):
+        if not args.skip_arithmetic:
+            alone.append(arithmetic())
+        with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
+            wall, log, results = demo_run(Path(scratch))
+            walls.append(wall)
+            accuracies.append(json.loads((results / "evaluation/metrics.json").read_text())["accuracy"])
+            profile = artifacts.load_profile(results / "training/output/profiler")
+
+    def shown(values):
+        runs = f" (runs: {', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.1f}{runs}"
+
     print("\n| | seconds |\n|---|---|")
-    if alone is not None:
-        print(f"| the demo's arithmetic alone | {alone:.1f} |")
-    ratio = f" ({wall / alone:.1f}× its arithmetic)" if alone else ""
-    print(f"| `make demo`'s run, empty results | {wall:.1f}{ratio}; test accuracy {accuracy:.3f} |")
+    if alone:
+        print(f"| the demo's arithmetic alone | {shown(alone)} |")
+    ratio = f", {statistics.median(walls) / statistics.median(alone):.1f}× its arithmetic" if alone else ""
+    accuracy = ", ".join(sorted({f"{a:.3f}" for a in accuracies}))
+    print(f"| `make demo`'s run, empty results | {shown(walls)}{ratio}; test accuracy {accuracy} |")
     print("\n| job | starts at (s) | takes (s) |\n|---|---|---|")
     for rule, (start, end) in sorted(job_times(log).items(), key=lambda item: item[1][0]):
         print(f"| {rule} | {start:.0f} | {'' if end is None else f'{end - start:.0f}'} |")

@@ -50,6 +50,7 @@ RERUN_MATRIX = {
     "workflow/dogbreed/tuning/__init__.py": BACKEND_RULES,
     "workflow/dogbreed/backends/base.py": BACKEND_RULES,
     "workflow/dogbreed/backends/local.py": BACKEND_RULES,
+    "workflow/dogbreed/backends/job_launcher.py": BACKEND_RULES,
     "workflow/dogbreed/runtime/code_inputs.py": {"package_model"},
     "workflow/dogbreed/checks/debugger_checks.py": {"check_training", "profiler_report"},
     "workflow/dogbreed/data/demo_data.py": {"fetch"},

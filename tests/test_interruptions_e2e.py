@@ -42,13 +42,14 @@ def suspend_each_trial_after_its_first_epoch(run, count) -> list:
     while len(suspended) < count:
         assert run.poll() is None and time.time() < deadline, "the trials never finished their first epoch"
         for process in psutil.Process(run.pid).children(recursive=True):
-            if process.pid in suspended or "train.py" not in " ".join(command_line(process)):
+            if process.pid in suspended:
                 continue
-            try:
-                log = Path(process.cwd()).parent / "log.txt"  # a local job runs in <job>/code
+            try:  # a local job runs in <job>/code (forked by the job launcher, its command line is the launcher's)
+                folder = Path(process.cwd())
             except psutil.Error:  # ended meanwhile
                 continue
-            if log.exists() and "epoch=1 " in log.read_text():
+            log = folder.parent / "log.txt"
+            if folder.name == "code" and log.exists() and "epoch=1 " in log.read_text():
                 process.suspend()
                 suspended[process.pid] = process
         time.sleep(0.05)

@@ -142,6 +142,8 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     assert everything == {"fetch": 1, "prepare": 1, "upload": 1, "sample_image": 1, "tune": 1, **AFTER_TRAINING}
     tracking = overlay(deployed, "tracking", {"tracking": {"enabled": False, "uri": "sqlite:///elsewhere.db"}})
     assert planned_jobs(deployed, *tracking) == {}  # where runs are recorded is no input of any result
+    fresh = overlay(deployed, "fresh", {"backends": {"local": {"preload": False}}})
+    assert planned_jobs(deployed, *fresh) == {}  # how a job starts is no input of any result either
     rehearsal = planned_jobs(deployed, *ARGS, "--config", "results_dir=results-rehearsal")
     assert rehearsal == {"prepare": 1, "upload": 1, "sample_image": 1, "tune": 1, **AFTER_TRAINING}  # downloads: shared
 

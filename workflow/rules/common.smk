@@ -72,9 +72,8 @@ def job_resources():
 
 
 def reported_config():
-    """The config the run report shows: less what is no input of any result (permission to spend, where runs are
-    tracked; the report's Tracking section says where the final run is), so changing those reruns nothing."""
-    return {k: v for k, v in config.items() if k not in ("confirm_cloud", "tracking")}
+    """The config the run report shows: less what is no input of any result (jobspec.result_config)."""
+    return jobspec.result_config(config)
 
 
 def job_backend_settings():

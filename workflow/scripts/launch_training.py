@@ -20,9 +20,11 @@ def main(smk):
         smk.input.training_code,
         tuned=best["hyperparameters"],
     )
+    backend = rule_backend(smk)
+    backend.prepare_jobs()  # the local backend's job launcher imports torch meanwhile
     tracker, run_id, job_logs = start_tracking(smk, best, job)
     try:
-        result = run_job(smk, job, tracker, run_id, job_logs)
+        result = run_job(smk, backend, job, tracker, run_id, job_logs)
     except Exception as error:
         if run_id is not None:
             with tracking.best_effort("the failed training's status"):
@@ -75,7 +77,7 @@ def start_tracking(smk, best, job) -> tuple:
     return tracker, run_id, job_logs
 
 
-def run_job(smk, job, tracker, run_id, job_logs) -> dict:
+def run_job(smk, backend, job, tracker, run_id, job_logs) -> dict:
     """The training job on the configured backend, an epoch bar on the terminal, a local job's each epoch into its
     MLflow run as its line is read (tracking.live_logging). Local: the job's own few lines above the bar
     (tqdm.write keeps them apart), the rest only in its log; the SDK's backends
@@ -93,7 +95,7 @@ def run_job(smk, job, tracker, run_id, job_logs) -> dict:
                     tracker.live_epoch(run_id, epoch)
             return False  # never stop the job
 
-        return rule_backend(smk).train(
+        return backend.train(
             job.name,
             job.hyperparameters,
             job.channels,

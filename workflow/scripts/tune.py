@@ -16,6 +16,7 @@ def main(smk):
     study_name, fixed = study.name, study.hyperparameters
     Path(smk.params.study_db).parent.mkdir(parents=True, exist_ok=True)
     backend = rule_backend(smk)
+    backend.prepare_jobs()  # the local backend's job launcher imports torch meanwhile
     parallel = min(spec["max_parallel_jobs"], smk.threads)
     print(
         f"tuning {study_name} on {smk.params.backend}: {spec['strategy']}, max_jobs={spec['max_jobs']}, "

@@ -84,6 +84,10 @@ class Backend:
         """Mirror a local folder to the store; returns {"uri", "uploaded", "unchanged", "removed"}."""
         raise NotImplementedError
 
+    def prepare_jobs(self):
+        """Called by a rule that will run jobs, before its own setup: start what its jobs need, so the two overlap
+        (the local backend's job launcher imports torch meanwhile). Nothing by default."""
+
     def train(
         self,
         job_name,

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import job_contract as contract
 import psutil
 
+from dogbreed.backends import job_launcher
 from dogbreed.backends.base import HttpEndpointBackend, write_endpoint_state
 from dogbreed.backends.errors import JobFailed, JobInterrupted
 from dogbreed.data import store
@@ -117,6 +118,14 @@ class LocalBackend(HttpEndpointBackend):
         return store.sync(local_dir, uri)
 
     # --- training jobs -----------------------------------------------------------------------
+    def launcher(self):
+        """The launcher this process's jobs are forked from (job_launcher.py), or None: backends.local.preload is
+        off, or not on Linux."""
+        return job_launcher.shared() if self.settings.get("preload", True) and sys.platform == "linux" else None
+
+    def prepare_jobs(self):
+        self.launcher()  # it imports torch now, while the rule sets up (its MLflow run)
+
     def train(
         self,
         job_name,
@@ -141,10 +150,12 @@ class LocalBackend(HttpEndpointBackend):
         lay_out_job(job, source_dir, hps)
         env = job_environment(job, job_name, hps, channels, environment)
         command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
+        launcher = self.launcher()
         if processes > 1:
             command[1:1] = distributed_launch(processes, env)
+            launcher = None  # torchrun starts the processes
         started = time.time()
-        status, epochs = run_job_process(job_name, command, job, env, echo, on_line)
+        status, epochs = run_job_process(job_name, command, job, env, echo, on_line, launcher)
         recorded = job / "output/data" / contract.METRICS_FILE  # the whole run's epochs, also those before a resume
         if status == "Completed" and recorded.is_file():
             epochs = contract.read_metrics_file(recorded)
@@ -306,25 +317,36 @@ def job_environment(job: Path, job_name, hyperparameters: dict, channels: dict, 
     return env
 
 
-def run_job_process(job_name, command, job: Path, env, echo, on_line) -> tuple:
-    """Run the job's process in its own session, its lines into job/log.txt (and the terminal when echo);
+def start_job_process(command, cwd, env, launcher=None):
+    """The job's process in its own session, stdout and stderr one pipe of text: forked by the launcher when there
+    is one and the job's environment lets it (job_launcher.forkable), else a fresh Python."""
+    if launcher is not None and job_launcher.forkable(launcher.environment, env):
+        try:
+            return launcher.start(command, cwd, env)
+        except job_launcher.LauncherUnavailable:
+            pass  # (it said why on the rule's log) the job starts the slow way
+    return subprocess.Popen(  # line by line: `tail -f` works
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+
+
+def run_job_process(job_name, command, job: Path, env, echo, on_line, launcher=None) -> tuple:
+    """Run the job's process (start_job_process), its lines into job/log.txt (and the terminal when echo);
     (status, the epochs its lines reported). JobFailed when it fails."""
     log_path = job / "log.txt"
     status, epochs = "Completed", []
     with (
         run_guard.job_running(f"training job {job_name}"),
         open(log_path, "w", buffering=1) as log,
-        subprocess.Popen(  # line by line: `tail -f` works
-            command,
-            cwd=job / "code",
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        ) as process,
+        start_job_process(command, job / "code", env, launcher) as process,
     ):
         threading.Thread(target=_stop_when_asked, args=(process,), daemon=True).start()
         try:

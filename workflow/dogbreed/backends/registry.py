@@ -4,6 +4,7 @@ Each is imported only when it is configured (code_inputs.py follows only the con
 """
 
 from dogbreed.backends.base import Backend
+from dogbreed.training import jobspec
 
 
 def get_backend(name: str, settings: dict) -> Backend:
@@ -24,9 +25,15 @@ def get_backend(name: str, settings: dict) -> Backend:
 
 
 def rule_backend(smk):
-    """The backend a rule talks to, from its params. confirm_cloud comes from the config itself: it is
-    permission to spend, not an input of any result, so it is kept out of params (granting it after a
-    refused run must not rerun what already ran)."""
+    """The backend a rule talks to, from its params. confirm_cloud and the run settings (jobspec.RUN_SETTINGS) come
+    from the config itself: permission to spend, and how fast a job starts, are inputs of no result, so they are
+    kept out of params (granting permission after a refused run must not rerun what already ran)."""
+    section = smk.config.get("backends", {}).get(smk.params.backend) or {}
     return get_backend(
-        smk.params.backend, {**smk.params.backend_settings, "confirm_cloud": bool(smk.config.get("confirm_cloud"))}
+        smk.params.backend,
+        {
+            **smk.params.backend_settings,
+            **{key: section[key] for key in jobspec.RUN_SETTINGS if key in section},
+            "confirm_cloud": bool(smk.config.get("confirm_cloud")),
+        },
     )

@@ -63,6 +63,9 @@ ENDPOINT_SETTINGS = {
     "inference_framework_version",
     "endpoint_instance_count",
 }
+# backend settings that change how fast a job starts, never what it makes: out of every rule's params (changing one
+# reruns nothing); rule_backend gives them to the backend from the config
+RUN_SETTINGS = {"preload"}
 
 
 def merge(*layers) -> dict:
@@ -76,12 +79,26 @@ def merge(*layers) -> dict:
 
 def backend_settings(config) -> dict:
     """The backend's config section, plus what the cloud backends derive from the rest of the config. Not
-    confirm_cloud: it is permission, not an input, so granting it reruns nothing (rule_runner reads it)."""
-    settings = dict(config["backends"].get(config["backend"], {}))
+    confirm_cloud: it is permission, not an input, so granting it reruns nothing (rule_runner reads it); nor the
+    RUN_SETTINGS (rule_backend reads them)."""
+    settings = {k: v for k, v in config["backends"].get(config["backend"], {}).items() if k not in RUN_SETTINGS}
     if config["backend"] in ("sagemaker", "local_container"):
         settings["metric_definitions"] = metrics.metric_definitions(config["tuning"]["objective"])
         settings["output_s3_uri"] = settings.get("output_s3_uri") or store.join(config["store"]["uri"], "jobs")
     return settings
+
+
+def result_config(config) -> dict:
+    """The config less what is no input of any result: permission to spend, where runs are tracked (the report's
+    Tracking section says where the final run is) and the backends' RUN_SETTINGS. The run report shows it as its
+    param, so changing those reruns nothing."""
+    kept = {k: v for k, v in config.items() if k not in ("confirm_cloud", "tracking")}
+    if "backends" in kept:
+        kept["backends"] = {
+            name: {k: v for k, v in (section or {}).items() if k not in RUN_SETTINGS}
+            for name, section in kept["backends"].items()
+        }
+    return kept
 
 
 def job_backend_settings(config) -> dict:

@@ -1,0 +1,355 @@
+"""Local jobs started from a Python that has imported torch already.
+
+`python train.py` spends about 3 s importing torch and torchvision before its first step: most of a small job's
+fixed cost, paid again by every tuning trial. The launcher is a process that imports them once, then forks one
+child per job. The child becomes the job as `python <entry point> <flags>` would: its own session, working folder,
+argv, environment, thread count, stdout and stderr into the job's pipe, stdin from /dev/null. It then runs the entry
+point as __main__, and its exit code and a traceback are those of a fresh Python.
+
+This file is both sides:
+- the launcher, run as a script (`python job_launcher.py <fd> torch torchvision`). It imports nothing of the
+  workflow's package, so a job sees only its own copy of the code;
+- JobLauncher, the local backend's side. JobLauncher.start returns a ForkedJob, which the backend uses like a
+  subprocess.Popen.
+
+The launcher runs no torch code itself, so no thread pool exists when it forks. It is used on Linux only: there
+fork after these imports is what torch's own DataLoader workers do. The two sides talk over a socket pair of
+messages: JSON requests, each with the job's output pipe attached, and JSON replies (started, exited).
+"""
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+# what a job imports that takes seconds (torchvision imports PIL and torch._dynamo with it)
+PRELOAD = ("torch", "torchvision")
+MAX_MESSAGE = 1 << 20  # a request: the job's argv, folder and environment
+
+# Variables a library may read while it is being imported (thread pools, allocators, the interpreter's own), so
+# a job whose value differs from the launcher's starts a fresh Python. The job contract's own variables differ
+# from job to job and are read when the job runs; OMP_NUM_THREADS (with MKL_NUM_THREADS) is applied in the child.
+IMPORT_TIME_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "LD_", "PYTHON", "TORCH", "PYTORCH_", "CUDA_")
+SET_IN_CHILD = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES"}
+
+
+class LauncherUnavailable(RuntimeError):
+    """The launcher has exited (it could not import what it preloads, or it was killed): start a fresh Python."""
+
+
+def forkable(launcher_env: dict, job_env: dict) -> bool:
+    """Whether a child of a launcher started with launcher_env runs as a fresh Python with job_env would."""
+    for key in launcher_env.keys() | job_env.keys():
+        if (
+            key.startswith(IMPORT_TIME_PREFIXES)
+            and key not in SET_IN_CHILD
+            and launcher_env.get(key) != job_env.get(key)
+        ):
+            return False
+    threads = job_env.get("OMP_NUM_THREADS")
+    return job_env.get("MKL_NUM_THREADS") in (None, threads)  # torch.set_num_threads sets both to one number
+
+
+# --- the launcher (the script) ---------------------------------------------------------------------------
+
+
+def serve(channel: socket.socket, preload):
+    """Import preload, then fork a job per request until the other side closes the channel."""
+    import importlib
+
+    os.close(os.pidfd_open(os.getpid()))  # a kernel without pidfds fails here, before any job is forked
+    for name in preload:
+        importlib.import_module(name)
+    running = {}  # pidfd → pid
+    while True:
+        readable, _, _ = select.select([channel, *running], [], [])
+        for ready in readable:
+            if ready is channel:
+                message, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 1)
+                if not message:  # the backend's process has ended
+                    return
+                request = json.loads(message)
+                pid = os.fork()
+                if pid == 0:
+                    channel.close()
+                    for fd in running:
+                        os.close(fd)
+                    become_job(request, fds[0])  # never returns
+                os.close(fds[0])
+                try:
+                    running[os.pidfd_open(pid)] = pid
+                    channel.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+                except BaseException:  # a job the backend never hears of must not run (it would start it again)
+                    os.kill(pid, signal.SIGKILL)
+                    raise
+            else:
+                pid = running.pop(ready)
+                os.close(ready)
+                _, status = os.waitpid(pid, 0)
+                channel.send(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def become_job(request: dict, output_fd: int):
+    """In the forked child: the job's process as a fresh `python <argv[1:]>` in its own session would be, then its
+    entry point run as __main__ (run_as_main), then its exit as a script's (never returns)."""
+    import io
+
+    os.setsid()  # as subprocess's start_new_session: the backend stops the job by its process group
+    # the launcher ignores these (the backend's rule stops its jobs itself); a fresh Python's own handlers
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    encoding = sys.stdout.encoding
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding, sys.stdout.errors, line_buffering=True, write_through=unbuffered
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding, "backslashreplace", line_buffering=True, write_through=True
+    )
+    if "torch" in sys.modules and os.environ.get("OMP_NUM_THREADS"):
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if "numpy" in sys.modules:  # every child would draw numpy's unseeded numbers from the launcher's one state
+        sys.modules["numpy"].random.seed()
+    script, *arguments = request["argv"][1:]
+    sys.argv = [script, *arguments]
+    script = os.path.abspath(script)  # a script's __file__, as Python gives it
+    sys.path[0] = os.path.dirname(script)  # where `python script` looks first
+    try:
+        run_as_main(script)
+        code = 0
+    except SystemExit as exit:
+        code = exit_code(exit)
+    except BaseException as error:
+        print_traceback(error, script)
+        code = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
+    os._exit(script_exit(code))
+
+
+def run_as_main(script: str):
+    """Run the script as Python runs `python script`: a new __main__ module (the launcher's own is replaced for good)
+    with the script's __file__ and loader, its code compiled as the interpreter would (its encoding line)."""
+    import importlib.machinery
+    import types
+
+    loader = importlib.machinery.SourceFileLoader("__main__", script)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=script, __loader__=loader, __builtins__=__builtins__, __cached__=None)
+    sys.modules["__main__"] = main
+    exec(loader.get_code("__main__"), main.__dict__)  # noqa: S102 (running the job's script is the point)
+
+
+def exit_code(exit: SystemExit) -> int:
+    """The exit code Python gives sys.exit(value): None 0, an int itself, anything else printed and 1."""
+    if exit.code is None:
+        return 0
+    if isinstance(exit.code, int):
+        return exit.code
+    print(exit.code, file=sys.stderr)
+    return 1
+
+
+def print_traceback(error: BaseException, script: str):
+    """The traceback a fresh Python prints: from the script's own frames (not the launcher's or runpy's)."""
+    import traceback
+
+    frames = error.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename != script:
+        frames = frames.tb_next
+    traceback.print_exception(type(error), error, frames or error.__traceback__)
+
+
+def script_exit(code: int) -> int:
+    """What Python does when a script ends, less tearing down its modules (about 1 s once torch is imported, with
+    nothing to show for it): non-daemon threads joined, atexit handlers run, the standard streams flushed. A negative
+    code (KeyboardInterrupt) ends the process by that signal, as Python does."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # the interpreter's own step at exit: wait for the non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code & 0xFF
+
+
+def main():
+    # The backend's rule stops its jobs itself, and needs the launcher until they have exited (their exit codes);
+    # the launcher ends when the rule's process does (the channel closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    channel = socket.socket(fileno=int(sys.argv[1]))
+    serve(channel, sys.argv[2:])
+
+
+# --- the backend's side ----------------------------------------------------------------------------------
+
+
+class ForkedJob:
+    """A job the launcher forked, with what the local backend uses of a subprocess.Popen: pid, stdout (text,
+    line by line), poll(), wait(timeout), returncode, and `with` (closes stdout, waits)."""
+
+    def __init__(self, pid: int, stdout_fd: int, args):
+        self.pid, self.args, self.returncode = pid, args, None
+        self.stdout = open(stdout_fd, encoding=None)  # the locale's, as Popen(text=True)
+        self._ended = threading.Event()
+
+    def _exited(self, returncode: int):
+        self.returncode = returncode
+        self._ended.set()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stdout.close()
+        self.wait()
+
+
+def kill_job(pid: int):
+    """SIGKILL to the job's process group, or to the job alone if it has not made its session yet."""
+    for kill in (os.killpg, os.kill):
+        try:
+            return kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
+_shared, _shared_lock = None, threading.Lock()
+
+
+def shared() -> "JobLauncher":
+    """This process's launcher, started on first use: the rule's jobs (a tuning study's trials) share it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = JobLauncher()
+        return _shared
+
+
+class JobLauncher:
+    """The launcher process, started with this process's environment, and its replies read by a thread."""
+
+    def __init__(self, preload=PRELOAD):
+        self.environment = dict(os.environ)
+        self._channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), str(theirs.fileno()), *preload],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=self.environment,
+        )
+        theirs.close()
+        self._lock = threading.Lock()
+        self._next_id, self._starting, self._jobs, self._gone = 0, {}, {}, False
+        threading.Thread(target=self._read_replies, name="job-launcher", daemon=True).start()
+        atexit.register(self.close)
+
+    def start(self, argv: list, cwd, env: dict) -> ForkedJob:
+        """Fork the job `argv` (sys.executable first) in cwd with env. LauncherUnavailable when the launcher has
+        exited: the caller starts a fresh Python instead."""
+        read_end, write_end = os.pipe()
+        try:
+            with self._lock:
+                if self._gone:
+                    raise LauncherUnavailable("the job launcher has exited")
+                request_id, self._next_id = self._next_id, self._next_id + 1
+                started = self._starting[request_id] = {"event": threading.Event(), "stdout": read_end, "args": argv}
+                request = {"id": request_id, "argv": [str(a) for a in argv], "cwd": str(cwd), "env": env}
+                try:
+                    socket.send_fds(self._channel, [json.dumps(request).encode()], [write_end])
+                except OSError as error:
+                    self._starting.pop(request_id)
+                    raise LauncherUnavailable(f"the job launcher has exited ({error})") from None
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        try:
+            started["event"].wait()
+        except BaseException:  # Ctrl-C while the launcher forks: the job, when it comes, is stopped at once
+            if started["event"].wait(30) and "job" in started:
+                kill_job(started["job"].pid)
+            raise
+        if "job" not in started:
+            os.close(read_end)
+            raise LauncherUnavailable("the job launcher exited before it started the job")
+        return started["job"]
+
+    def _read_replies(self):
+        while True:
+            try:
+                message = self._channel.recv(MAX_MESSAGE)
+            except OSError:
+                message = b""
+            if not message:
+                break
+            reply = json.loads(message)
+            with self._lock:
+                if "id" in reply:
+                    started = self._starting.pop(reply["id"])
+                    started["job"] = self._jobs[reply["pid"]] = ForkedJob(
+                        reply["pid"], started["stdout"], started["args"]
+                    )
+                    started["event"].set()
+                else:
+                    self._jobs.pop(reply["pid"])._exited(reply["returncode"])
+        self._launcher_gone()
+
+    def _launcher_gone(self):
+        """No more replies: a job not yet started never will be, and a running one's exit code cannot be known; it is
+        killed (its process group) and ends as killed."""
+        with self._lock:
+            self._gone = True
+            for started in self._starting.values():
+                started["event"].set()
+            self._starting.clear()
+            for job in self._jobs.values():
+                kill_job(job.pid)
+                job._exited(-signal.SIGKILL)
+            self._jobs.clear()
+
+    def close(self):
+        """End the launcher (it exits when its channel closes); its jobs are the backend's to stop."""
+        try:
+            self._channel.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._channel.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+if __name__ == "__main__":
+    main()
