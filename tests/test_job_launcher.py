@@ -39,6 +39,8 @@ PROBE = textwrap.dedent(
         raise KeyboardInterrupt
     if how == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
+    if how == "exit-1":
+        sys.exit(-1)
     if how == "sleep":
         print("sleeping", flush=True)
         child = __import__("subprocess").Popen(["sleep", "60"])  # in the job's process group
@@ -46,7 +48,7 @@ PROBE = textwrap.dedent(
         time.sleep(60)
     """
 )
-ENDINGS = ["ok", "thread", "exit3", "message", "raise", "interrupt", "sigterm"]
+ENDINGS = ["ok", "thread", "exit3", "exit-1", "message", "raise", "interrupt", "sigterm"]
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +81,30 @@ def fresh(command, cwd, env):
 
 @pytest.mark.parametrize("how", ENDINGS)
 def test_a_forked_job_starts_and_ends_as_a_fresh_python(launcher, probe, how):
-    command, env = [sys.executable, "probe.py", how], job_env(OMP_NUM_THREADS="1")
-    assert job_launcher.forkable(launcher.environment, env)
+    # 2 threads where the launcher has 1 (conftest.py): the child sets the job's own
+    command, env = [sys.executable, "probe.py", how], job_env(OMP_NUM_THREADS="2")
+    assert launcher.environment["OMP_NUM_THREADS"] == "1" and job_launcher.forkable(launcher.environment, env)
     forked = launcher.start(command, probe, env)
     assert isinstance(forked, job_launcher.ForkedJob)
     assert run(forked) == run(fresh(command, probe, env))
 
 
-def test_a_variable_unset_for_the_job_is_unset_in_it(launcher, probe, monkeypatch):
-    env = job_env()
-    env.pop("Y", None)
-    monkeypatch.setenv("Y", "the rule's")  # in the launcher's environment only when it started later; not the job's
-    _, output = run(launcher.start([sys.executable, "probe.py", "ok"], probe, env))
+@pytest.mark.parametrize("script", ["missing.py", "broken.py"])
+def test_a_script_that_cannot_run_fails_as_in_a_fresh_python(launcher, probe, script):
+    (probe / "broken.py").write_text("print('never')\nif True print('a syntax error')\n")
+    command, env = [sys.executable, script], job_env()
+    assert run(launcher.start(command, probe, env)) == run(fresh(command, probe, env))
+
+
+def test_a_variable_the_launcher_has_and_the_job_not_is_unset_in_it(probe, monkeypatch):
+    monkeypatch.setenv("Y", "the rule's")
+    launcher = job_launcher.JobLauncher()
+    try:
+        env = job_env()
+        env.pop("Y")
+        _, output = run(launcher.start([sys.executable, "probe.py", "ok"], probe, env))
+    finally:
+        launcher.close()
     assert "X x Y None" in output
 
 
@@ -135,6 +149,8 @@ def test_a_variable_read_while_torch_imports_means_a_fresh_python(probe):
     assert not job_launcher.forkable(launched, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"})
     assert not job_launcher.forkable(launched, {"OMP_NUM_THREADS": "2"})  # unset for the job
     assert not job_launcher.forkable({}, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"})
+    assert not job_launcher.forkable({"OMP_NUM_THREADS": "1"}, {})  # a fresh Python would take every core
+    assert not job_launcher.forkable({"LANG": "C.UTF-8"}, {"LANG": "C"})
     backend_launcher = type("Launcher", (), {"environment": launched, "start": lambda *a: pytest.fail("forked")})()
     process = local.start_job_process(
         [sys.executable, "probe.py", "ok"], probe, job_env(OMP_WAIT_POLICY="PASSIVE"), backend_launcher
@@ -148,12 +164,42 @@ def test_a_launcher_that_died_kills_its_jobs_and_the_next_starts_fresh(probe):
     assert next(iter(job.stdout)).startswith("argv")
     launcher._process.kill()
     assert job.wait(timeout=30) == -signal.SIGKILL  # its exit code could not be known: it is killed, not left
+    assert "job launcher exited" in job.ended_by
     job.stdout.close()
     with pytest.raises(job_launcher.LauncherUnavailable):
         launcher.start([sys.executable, "probe.py", "ok"], probe, job_env())
     process = local.start_job_process([sys.executable, "probe.py", "ok"], probe, job_env(), launcher)
     assert isinstance(process, subprocess.Popen) and run(process)[0] == 0
     launcher.close()
+
+
+def test_a_killed_rule_process_takes_its_forked_jobs_with_it(probe):
+    """kill -9 of the process that started the launcher (a rule script the OOM killer picked): its jobs end too."""
+    rule_script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from dogbreed.backends import job_launcher
+        job = job_launcher.JobLauncher().start([sys.executable, "probe.py", "sleep"], ".", dict(os.environ))
+        print(job.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    rule = subprocess.Popen(
+        [sys.executable, "-c", rule_script],
+        cwd=probe,
+        env=dict(os.environ, PYTHONPATH=str(REPO / "workflow")),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    job = int(rule.stdout.readline())
+    assert rule.wait(60) == -signal.SIGKILL
+    for _ in range(300):
+        try:
+            os.kill(job, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail("the forked job outlived the process that started it")
 
 
 def model_digest(result) -> str:
@@ -163,7 +209,6 @@ def model_digest(result) -> str:
 
 def test_a_training_job_forked_or_fresh_makes_the_same_model(tiny_channels, tmp_path, monkeypatch):
     channels, _ = tiny_channels
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     job = (
         {
             "weights": "none",
@@ -184,7 +229,12 @@ def test_a_training_job_forked_or_fresh_makes_the_same_model(tiny_channels, tmp_
     results = {}
     for preload in (False, True):
         results[preload] = LocalBackend({"preload": preload}).train(
-            "same", *job, tmp_path / str(preload), REPO / "scripts", echo=False
+            "same",
+            *job,
+            tmp_path / str(preload),
+            REPO / "scripts",
+            echo=False,
+            environment={"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},  # not the launcher's 1
         )
     fresh_run, forked = results[False], results[True]
 

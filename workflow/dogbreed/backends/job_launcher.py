@@ -1,7 +1,7 @@
 """Local jobs started from a Python that has imported torch already.
 
-`python train.py` spends about 3 s importing torch and torchvision before its first step: most of a small job's
-fixed cost, paid again by every tuning trial. The launcher is a process that imports them once, then forks one
+`python train.py` spends seconds importing torch and torchvision before its first step (BENCHMARKS.md: the demo
+against its arithmetic): most of a small job's fixed cost, paid again by every tuning trial. The launcher is a process that imports them once, then forks one
 child per job. The child becomes the job as `python <entry point> <flags>` would: its own session, working folder,
 argv, environment, thread count, stdout and stderr into the job's pipe, stdin from /dev/null. It then runs the entry
 point as __main__, and its exit code and a traceback are those of a fresh Python.
@@ -12,8 +12,10 @@ This file is both sides:
 - JobLauncher, the local backend's side. JobLauncher.start returns a ForkedJob, which the backend uses like a
   subprocess.Popen.
 
-The launcher runs no torch code itself, so no thread pool exists when it forks. It is used on Linux only: there
-fork after these imports is what torch's own DataLoader workers do. The two sides talk over a socket pair of
+The launcher runs no torch code itself, so torch's thread pools do not exist yet when it forks; the one thread the
+imports start (OpenBLAS's, loaded by numpy) is made safe across fork by OpenBLAS's own fork handlers, and numpy's
+matrix products in a job keep the launcher's OpenBLAS threads. It is used on Linux only: there fork after these
+imports is what torch's own DataLoader workers do. The two sides talk over a socket pair of
 messages: JSON requests, each with the job's output pipe attached, and JSON replies (started, exited).
 """
 
@@ -34,7 +36,10 @@ MAX_MESSAGE = 1 << 20  # a request: the job's argv, folder and environment
 # Variables a library may read while it is being imported (thread pools, allocators, the interpreter's own), so
 # a job whose value differs from the launcher's starts a fresh Python. The job contract's own variables differ
 # from job to job and are read when the job runs; OMP_NUM_THREADS (with MKL_NUM_THREADS) is applied in the child.
-IMPORT_TIME_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "LD_", "PYTHON", "TORCH", "PYTORCH_", "CUDA_")
+IMPORT_TIME_PREFIXES = (
+    *("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "LD_", "PYTHON", "TORCH", "PYTORCH_", "CUDA_"),
+    *("LANG", "LC_"),  # the encodings of stdout and of open()
+)
 SET_IN_CHILD = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES"}
 
 
@@ -51,8 +56,12 @@ def forkable(launcher_env: dict, job_env: dict) -> bool:
             and launcher_env.get(key) != job_env.get(key)
         ):
             return False
+    # the child sets torch's threads to the job's OMP_NUM_THREADS (both torch's OpenMP and MKL); a job without one
+    # would keep the launcher's where a fresh Python takes every core
     threads = job_env.get("OMP_NUM_THREADS")
-    return job_env.get("MKL_NUM_THREADS") in (None, threads)  # torch.set_num_threads sets both to one number
+    if threads is None:
+        return all(launcher_env.get(key) == job_env.get(key) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    return job_env.get("MKL_NUM_THREADS") in (None, threads)
 
 
 # --- the launcher (the script) ---------------------------------------------------------------------------
@@ -71,7 +80,9 @@ def serve(channel: socket.socket, preload):
         for ready in readable:
             if ready is channel:
                 message, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 1)
-                if not message:  # the backend's process has ended
+                if not message:  # the backend's process has ended (killed, if a job still runs): so do its jobs
+                    for pid in running.values():
+                        kill_job(pid)
                     return
                 request = json.loads(message)
                 pid = os.fork()
@@ -96,7 +107,41 @@ def serve(channel: socket.socket, preload):
 
 def become_job(request: dict, output_fd: int):
     """In the forked child: the job's process as a fresh `python <argv[1:]>` in its own session would be, then its
-    entry point run as __main__ (run_as_main), then its exit as a script's (never returns)."""
+    entry point run as __main__ (run_as_main), then its exit as a script's. Never returns, whatever fails."""
+    code, interrupted = 1, False
+    try:
+        set_up_as_fresh(request, output_fd)
+        script, *arguments = request["argv"][1:]
+        sys.argv = [script, *arguments]
+        script = os.path.abspath(script)  # a script's __file__, as Python gives it
+        if not os.path.isfile(script):
+            print(f"{sys.executable}: can't open file {script!r}: [Errno 2] No such file or directory", file=sys.stderr)
+            code = 2
+            return
+        sys.path[0] = os.path.dirname(script)  # where `python script` looks first
+        try:
+            run_as_main(script)
+            code = 0
+        except SystemExit as exit:
+            code = exit_code(exit)
+        except BaseException as error:
+            print_traceback(error, script)
+            interrupted = isinstance(error, KeyboardInterrupt)
+        script_end()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        if interrupted:  # as Python ends after an unhandled KeyboardInterrupt: by SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        os._exit(code & 0xFF)
+
+
+def set_up_as_fresh(request: dict, output_fd: int):
+    """The process a fresh Python started by subprocess (start_new_session, stdin from /dev/null, stdout and stderr
+    into one pipe) would be, with the job's folder, environment and thread count."""
     import io
 
     os.setsid()  # as subprocess's start_new_session: the backend stops the job by its process group
@@ -112,31 +157,19 @@ def become_job(request: dict, output_fd: int):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # a pipe: block-buffered stdout unless PYTHONUNBUFFERED, line-buffered stderr (Python's own choices)
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     encoding = sys.stdout.encoding
     sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding, sys.stdout.errors, line_buffering=True, write_through=unbuffered
+        io.FileIO(1, "w", closefd=False), encoding, sys.stdout.errors, write_through=unbuffered
     )
     sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False), encoding, "backslashreplace", line_buffering=True, write_through=True
+        io.FileIO(2, "w", closefd=False), encoding, "backslashreplace", line_buffering=True, write_through=unbuffered
     )
     if "torch" in sys.modules and os.environ.get("OMP_NUM_THREADS"):
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if "numpy" in sys.modules:  # every child would draw numpy's unseeded numbers from the launcher's one state
         sys.modules["numpy"].random.seed()
-    script, *arguments = request["argv"][1:]
-    sys.argv = [script, *arguments]
-    script = os.path.abspath(script)  # a script's __file__, as Python gives it
-    sys.path[0] = os.path.dirname(script)  # where `python script` looks first
-    try:
-        run_as_main(script)
-        code = 0
-    except SystemExit as exit:
-        code = exit_code(exit)
-    except BaseException as error:
-        print_traceback(error, script)
-        code = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
-    os._exit(script_exit(code))
 
 
 def run_as_main(script: str):
@@ -163,33 +196,35 @@ def exit_code(exit: SystemExit) -> int:
 
 
 def print_traceback(error: BaseException, script: str):
-    """The traceback a fresh Python prints: from the script's own frames (not the launcher's or runpy's)."""
+    """The traceback a fresh Python prints: from the script's own frames (not the launcher's, nor importlib's for a
+    SyntaxError in the script, which Python shows as its file and line alone)."""
     import traceback
 
     frames = error.__traceback__
     while frames is not None and frames.tb_frame.f_code.co_filename != script:
         frames = frames.tb_next
-    traceback.print_exception(type(error), error, frames or error.__traceback__)
+    if frames is None and not isinstance(error, SyntaxError):
+        frames = error.__traceback__
+    traceback.print_exception(type(error), error, frames)
 
 
-def script_exit(code: int) -> int:
-    """What Python does when a script ends, less tearing down its modules (about 1 s once torch is imported, with
-    nothing to show for it): non-daemon threads joined, atexit handlers run, the standard streams flushed. A negative
-    code (KeyboardInterrupt) ends the process by that signal, as Python does."""
+def script_end():
+    """What Python does when a script ends, less tearing down its modules (about a second once torch is imported,
+    with nothing to show for it): non-daemon threads joined, atexit handlers run, the script's own objects freed
+    (a file it left open is flushed and closed), the standard streams flushed."""
     import atexit
+    import gc
     import threading
 
     threading._shutdown()  # the interpreter's own step at exit: wait for the non-daemon threads
     atexit._run_exitfuncs()
+    sys.modules["__main__"].__dict__.clear()
+    gc.collect()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    return code & 0xFF
 
 
 def main():
@@ -198,7 +233,10 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = socket.socket(fileno=int(sys.argv[1]))
-    serve(channel, sys.argv[2:])
+    try:
+        serve(channel, sys.argv[2:])
+    except Exception as error:  # before its first job (an import that fails): the backend starts fresh Pythons
+        sys.exit(f"job launcher: {type(error).__name__}: {error}; jobs start as fresh Pythons")
 
 
 # --- the backend's side ----------------------------------------------------------------------------------
@@ -211,10 +249,11 @@ class ForkedJob:
     def __init__(self, pid: int, stdout_fd: int, args):
         self.pid, self.args, self.returncode = pid, args, None
         self.stdout = open(stdout_fd, encoding=None)  # the locale's, as Popen(text=True)
+        self.ended_by = None  # what ended it, when not its own code: said beside its exit code
         self._ended = threading.Event()
 
-    def _exited(self, returncode: int):
-        self.returncode = returncode
+    def _exited(self, returncode: int, ended_by=None):
+        self.returncode, self.ended_by = returncode, ended_by
         self._ended.set()
 
     def poll(self):
@@ -295,9 +334,12 @@ class JobLauncher:
             os.close(write_end)
         try:
             started["event"].wait()
-        except BaseException:  # Ctrl-C while the launcher forks: the job, when it comes, is stopped at once
-            if started["event"].wait(30) and "job" in started:
-                kill_job(started["job"].pid)
+        except BaseException:  # Ctrl-C while the launcher forks: the job is stopped when it comes (_read_replies)
+            with self._lock:
+                started["cancelled"] = True
+                if "job" in started:
+                    kill_job(started["job"].pid)
+                    started["job"].stdout.close()
             raise
         if "job" not in started:
             os.close(read_end)
@@ -319,6 +361,9 @@ class JobLauncher:
                     started["job"] = self._jobs[reply["pid"]] = ForkedJob(
                         reply["pid"], started["stdout"], started["args"]
                     )
+                    if started.get("cancelled"):  # its start was interrupted: no one reads or waits for it
+                        kill_job(reply["pid"])
+                        started["job"].stdout.close()
                     started["event"].set()
                 else:
                     self._jobs.pop(reply["pid"])._exited(reply["returncode"])
@@ -334,7 +379,7 @@ class JobLauncher:
             self._starting.clear()
             for job in self._jobs.values():
                 kill_job(job.pid)
-                job._exited(-signal.SIGKILL)
+                job._exited(-signal.SIGKILL, "killed: its job launcher exited, so its exit code could not be known")
             self._jobs.clear()
 
     def close(self):

@@ -372,7 +372,8 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line, launcher=N
             raise JobFailed(f"training job {job_name} ran out of disk space (log: {log_path})") from OSError(
                 errno.ENOSPC, "No space left on device", full.group(1)
             )
+        why = f", {process.ended_by}" if getattr(process, "ended_by", None) else ""
         raise JobFailed(
-            f"training job {job_name} failed (exit code {process.returncode}); last lines of {log_path}:\n{tail}"
+            f"training job {job_name} failed (exit code {process.returncode}{why}); last lines of {log_path}:\n{tail}"
         )
     return status, epochs
