@@ -186,6 +186,22 @@ def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train
     assert os.environ.get("AWS_EC2_METADATA_DISABLED") == "true"
 
 
+@pytest.mark.parametrize("version, image, python", [("2.7", "2.7.1", "py312"), ("2.5", "2.5.1", "py311")])
+def test_torch_distributed_takes_the_sdks_own_full_version(
+    moto_server, bucket, monkeypatch, tmp_path, version, image, python
+):
+    """The SDK checks torch_distributed against full versions: "2.7" is its alias for 2.7.1, not "2.7.0"."""
+    from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    captured = []
+    backend = backend_for(bucket, captured, instance_count=2, framework_version=version, py_version=python)
+    put_job_outputs(bucket, f"train-{image}")
+    backend.train(f"train-{image}", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2, instances=2)
+    (request,) = sent(captured, "CreateTrainingJob")
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"/pytorch-training:{image}-gpu-{python}")
+
+
 # --- Snakemake on a cluster ------------------------------------------------------------------------
 
 

@@ -217,6 +217,17 @@ def test_the_plan_prices_every_job_the_extraction_included():
     assert "feature-extraction" not in run_plan.describe(full_config(SAGEMAKER))  # fine-tuning: no cache
 
 
+def test_a_spot_job_is_priced_by_its_billable_time_not_its_wait():
+    """SageMaker bills a spot job's training time, which max_run bounds; the wait for capacity (max_wait) is free."""
+    shipped = yaml.safe_load((REPO / "config/sagemaker.yaml").read_text())
+    config = full_config(shipped, {"store": {"uri": "s3://bucket/dog-breed"}})
+    settings = config["backends"]["sagemaker"]
+    assert settings["use_spot"] and settings["max_wait_hours"] > settings["max_run_hours"] == 2
+    lines = [line for _, line in run_plan.costs(config)]
+    assert all(" × up to 2 h " in line for line in lines[:-1]), lines
+    assert round(sum(dollars for dollars, _ in run_plan.costs(config)), 2) == 13.06  # config/sagemaker.yaml's comment
+
+
 def test_a_refused_run_stops_before_its_first_rule_and_sends_nothing(tmp_path, aws_listener, tiny_dataset):
     """The real workflow: a dry run and a run of the cloud backend with instance_count 2 and one process are refused
     when the workflow is read, naming the settings; nothing is fetched, nothing reaches AWS."""

@@ -182,7 +182,7 @@ def test_sagemakers_own_profiler_can_be_switched_on(aws, tmp_path):
 
 def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
     captured = []
-    backend = backend_for(aws, captured)
+    backend = backend_for(aws, captured, logs="All")  # interrupted while the SDK streams its logs
     answer(backend.client, "StopTrainingJob", {})  # moto: not implemented
     stops = []
     backend.client.meta.events.register(
@@ -374,6 +374,89 @@ def test_output_data_reads_the_same_from_both_archive_layouts(tmp_path, layout):
         "profiler",
         "profiler/steps.jsonl",
     ]
+
+
+def test_a_warm_start_with_one_trial_left_runs_one_at_a_time(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured)
+    answer_one_completed_trial(backend)
+    backend.tune({**SPEC, "max_jobs": 1}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-one", None)
+    backend.tune({**SPEC, "max_jobs": 2}, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-one", None)
+    limits = [
+        r["HyperParameterTuningJobConfig"]["ResourceLimits"] for r in sent(captured, "CreateHyperParameterTuningJob")
+    ]
+    # the API refuses MaxParallelTrainingJobs above MaxNumberOfTrainingJobs
+    assert limits == [{"MaxNumberOfTrainingJobs": 1, "MaxParallelTrainingJobs": 1}] * 2
+
+
+def test_a_failed_tuning_job_says_why(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured)
+    original = backend.client.describe_hyper_parameter_tuning_job
+
+    def failed(**kwargs):  # moto's tuning jobs complete at once
+        reason = "ResourceLimitExceeded: the account-level service limit 'ml.g4dn.xlarge for training' is 0"
+        return {**original(**kwargs), "HyperParameterTuningJobStatus": "Failed", "FailureReason": reason}
+
+    backend.client.describe_hyper_parameter_tuning_job = failed
+    with pytest.raises(JobFailed, match=r"tuning job tune-fail ended Failed: ResourceLimitExceeded: the account"):
+        backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-fail", None)
+
+
+def test_ended_trials_leave_no_checkpoints_for_the_next_ones(aws, tmp_path):
+    """With spot the trials share the tuning job's checkpoint prefix, copied into every trial at its start: a trial
+    stopped early or failed loses its checkpoint as soon as the tuner ends it; a running one keeps its own."""
+    captured = []
+    backend = backend_for(aws, captured, use_spot=True)
+    s3 = boto3.client("s3")
+    for trial in ("tune-ck-001-a", "tune-ck-002-b", "tune-ck-003-c"):
+        s3.put_object(Bucket=aws, Key=f"jobs/checkpoints/tune-ck/{trial}/checkpoint.pth", Body=b"state")
+    summaries = [
+        {
+            "TrainingJobName": name,
+            "TrainingJobArn": "arn",
+            "CreationTime": i,
+            "TrainingJobStatus": status,
+            "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+            **(
+                {"FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5}}
+                if status == "Completed"
+                else {}
+            ),
+        }
+        for i, (name, status) in enumerate(
+            [
+                ("tune-ck-001-a", "Stopped"),
+                ("tune-ck-002-b", "Failed"),
+                ("tune-ck-003-c", "InProgress"),
+                ("tune-ck-004-d", "Completed"),
+            ]
+        )
+    ]
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries})
+    backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-ck", None)
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=aws, Prefix="jobs/checkpoints/tune-ck/").get("Contents", [])]
+    assert left == ["jobs/checkpoints/tune-ck/tune-ck-003-c/checkpoint.pth"]
+
+
+@pytest.mark.parametrize("logs", ["None", "Rules"])
+def test_logs_none_streams_no_log_and_says_the_jobs_status(aws, tmp_path, monkeypatch, capsys, logs):
+    """The SDK's log streaming ignores its log_type for the logs themselves: logs None and Rules stream nothing."""
+    captured = []
+    backend = backend_for(aws, captured, logs=logs)
+    monkeypatch.setattr(backend.session, "logs_for_job", lambda *a, **k: pytest.fail("the job's logs were streamed"))
+    put_job_outputs(aws, "train-quiet")
+    backend.train("train-quiet", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert "training job train-quiet: Completed" in capsys.readouterr().out
+
+
+def test_logs_all_streams_the_jobs_logs(aws, tmp_path, monkeypatch):
+    captured, streamed = [], []
+    backend = backend_for(aws, captured, logs="All")
+    monkeypatch.setattr(backend.session, "logs_for_job", lambda name, **k: streamed.append(name))
+    put_job_outputs(aws, "train-loud")
+    backend.train("train-loud", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert streamed == ["train-loud"]
 
 
 def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):

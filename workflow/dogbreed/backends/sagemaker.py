@@ -164,7 +164,7 @@ class SageMakerBackend(Backend):
         if environment:
             kwargs["environment"] = dict(environment)
         if distributed:
-            # the SDK checks torch_distributed against full versions ("2.8.0"); the image is the same
+            # the SDK checks torch_distributed against full versions ("2.7.1"); the image is the same
             kwargs.update(distribution=distributed, framework_version=full_version(s["framework_version"]))
         if s["output_s3_uri"].startswith("s3://"):
             # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
@@ -278,14 +278,33 @@ class SageMakerBackend(Backend):
         return self._collect(name, description, Path(jobs_dir), on_line, keep_model, started)
 
     def _follow_logs(self, name):
-        """Print the job's logs until it ends. The SDK raises its own UnexpectedStatusException for a job
-        that failed or stopped: the caller says why, from the job's description, instead."""
-        from sagemaker.exceptions import UnexpectedStatusException
+        """Wait until the job ends. logs: All streams its logs (the SDK's); None says only its status as it changes,
+        and Rules its rules' statuses too. (The SDK's log_type picks only the rules' lines: it streams the logs
+        whatever it says.) The caller says why a job failed or stopped, from its description."""
+        if self.settings.get("logs", "All") == "All":
+            from sagemaker.exceptions import UnexpectedStatusException
 
-        try:
-            self.session.logs_for_job(name, wait=True, log_type=self.settings.get("logs", "All"))
-        except UnexpectedStatusException:
-            pass
+            try:
+                self.session.logs_for_job(name, wait=True)
+            except UnexpectedStatusException:  # the SDK's own words for a failed job: the caller has ours
+                pass
+            return
+        said = None
+        while True:
+            description = self._describe_job(name)
+            status = description["TrainingJobStatus"]
+            now = [f"{status} ({description.get('SecondaryStatus', status)})"]
+            if self.settings.get("logs") == "Rules":
+                now += [
+                    f"{rule['RuleConfigurationName']} {rule['RuleEvaluationStatus']}"
+                    for rule in description.get("ProfilerRuleEvaluationStatuses", [])
+                ]
+            if now != said:
+                say(f"training job {name}: {', '.join(now)}")
+                said = now
+            if status not in ("InProgress", "Stopping"):
+                return
+            self._pause()
 
     def _collect(self, name, description, jobs_dir, on_line, keep_model, started):
         """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
@@ -416,7 +435,7 @@ class SageMakerBackend(Backend):
         return jobs
 
     def _wait_for_tuning(self, job_name):
-        seen = None
+        seen, cleaned = None, set()
         while True:
             description = self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)
             status = description["HyperParameterTuningJobStatus"]
@@ -427,24 +446,45 @@ class SageMakerBackend(Backend):
                     f"tuning job {job_name}: {status}; trials "
                     + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started")
                 )
+                self._remove_ended_trials_checkpoints(job_name, cleaned)
             if status not in ("InProgress", "Stopping"):
-                if status != "Completed":
-                    raise JobFailed(f"tuning job {job_name} ended {status}")
+                if status != "Completed":  # its reason: a trial quota, a bad definition, … (none when stopped)
+                    reason = description.get("FailureReason")
+                    raise JobFailed(f"tuning job {job_name} ended {status}" + (f": {reason}" if reason else ""))
                 return
             self._pause()
+
+    def _trial_summaries(self, tuning_job) -> list:
+        paginator = self.client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+        return [
+            summary
+            for page in paginator.paginate(HyperParameterTuningJobName=tuning_job)
+            for summary in page["TrainingJobSummaries"]
+        ]
+
+    def _remove_ended_trials_checkpoints(self, tuning_job, cleaned: set):
+        """With spot, the trials share the tuning job's checkpoint prefix, and SageMaker copies all of it into every
+        trial's container at its start. A trial that completed removed its own checkpoint (train.py); one stopped
+        early or failed cannot resume (a spot interruption keeps a job InProgress), so its checkpoint goes now,
+        before later trials copy it. Best effort: a store that refuses says so once, and the tuning goes on."""
+        if not self.settings.get("use_spot") or GAVE_UP in cleaned:
+            return
+        try:
+            for summary in self._trial_summaries(tuning_job):
+                trial = summary["TrainingJobName"]
+                if summary["TrainingJobStatus"] in ("Stopped", "Failed") and trial not in cleaned:
+                    store.S3Store().remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
+                    cleaned.add(trial)
+        except Exception as error:
+            say(f"the checkpoints of ended trials of {tuning_job} stay (removing them failed: {error})")
+            cleaned.add(GAVE_UP)  # said once: not tried again
 
     def _trials(self, spec, tuning_jobs):
         """Trials table and best trial from the tuning jobs' training jobs (the SDK's analytics calls)."""
         objective = spec["objective"]["metric"]
         rows, number = [], 0
         for tuning_job in tuning_jobs:
-            paginator = self.client.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
-            summaries = [
-                s
-                for page in paginator.paginate(HyperParameterTuningJobName=tuning_job)
-                for s in page["TrainingJobSummaries"]
-            ]
-            for summary in sorted(summaries, key=lambda s: s.get("CreationTime", 0)):
+            for summary in sorted(self._trial_summaries(tuning_job), key=lambda s: s.get("CreationTime", 0)):
                 value = summary.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
                 row = {
                     "trial": number,
@@ -617,6 +657,9 @@ class SageMakerBackend(Backend):
             return None
 
 
+GAVE_UP = "*"  # among the trials whose checkpoints were removed: removing failed once, so it is not tried again
+
+
 def checkpoint_uri(settings, job_name) -> str:
     """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
     container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
@@ -625,9 +668,13 @@ def checkpoint_uri(settings, job_name) -> str:
 
 
 def full_version(version) -> str:
-    """ "2.8" → "2.8.0", as the SDK's torch_distributed list spells versions."""
-    parts = str(version).split(".")
-    return ".".join(parts + ["0"] * (3 - len(parts)))
+    """The full version the SDK's torch_distributed list spells ("2.7" → "2.7.1", "2.8" → "2.8.0"), by the SDK's own
+    aliases for the PyTorch training images (padding with zeros would name releases that have no image); a
+    version without an alias as given."""
+    from sagemaker import image_uris
+
+    aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
+    return aliases.get(str(version), str(version))
 
 
 @contextlib.contextmanager

@@ -226,10 +226,7 @@ class S3Store:
                     )
                 )
             stale = [_key(prefix, name) for name in stored if name not in wanted]
-            for start in range(0, len(stale), 1000):  # DeleteObjects takes 1000 keys at a time
-                self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start : start + 1000]], "Quiet": True}
-                )
+            self._delete(bucket, stale)
         except StoreError:
             raise
         except Exception as error:
@@ -240,6 +237,22 @@ class S3Store:
             "unchanged": outcomes.count("unchanged"),
             "removed": len(stale),
         }
+
+    def _delete(self, bucket, keys):
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys at a time
+            self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
+            )
+
+    def remove(self, uri) -> int:
+        """Delete every object under the folder uri; how many there were."""
+        bucket, prefix = split_s3_uri(uri.rstrip("/"))
+        try:
+            keys = [_key(prefix, name) for name in self.list_objects(bucket, prefix)]
+            self._delete(bucket, keys)
+        except Exception as error:
+            raise self._error(error, uri) from error
+        return len(keys)
 
     def download_object(self, uri, path, missing_ok=False):
         """One object (an archive, a model) to path, with a progress bar; None if missing and missing_ok."""

@@ -228,8 +228,9 @@ def cost_line(what, instance_type, count, hours, prices) -> tuple:
 
 
 def training_cost(settings, what, jobs=1, instances=1) -> tuple:
-    """An upper bound: each job at max_wait_hours with spot (it may wait that long), max_run_hours without."""
-    hours = float(settings.get("max_wait_hours", 8) if settings.get("use_spot") else settings.get("max_run_hours", 4))
+    """An upper bound: each job at max_run_hours, on-demand prices. SageMaker bills a job's training time, which
+    max_run bounds with spot too (the wait for spot capacity, up to max_wait, is not billed; spot bills less)."""
+    hours = float(settings.get("max_run_hours", 4))
     return cost_line(what, settings["instance_type"], instances * jobs, hours, settings.get("prices_per_hour", {}))
 
 

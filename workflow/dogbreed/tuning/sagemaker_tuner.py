@@ -50,7 +50,7 @@ def hyperparameter_tuner(spec, estimator, metric_definitions, finished_trials, w
         strategy=spec["strategy"],
         objective_type=spec["objective"]["type"],
         max_jobs=new_trials,
-        max_parallel_jobs=spec["max_parallel_jobs"],
+        max_parallel_jobs=min(spec["max_parallel_jobs"], new_trials),  # a warm start may leave fewer trials
         early_stopping_type=early_stopping,
         tags=tags,
         random_seed=spec.get("seed"),
