@@ -92,6 +92,14 @@ REFUSED = [
         {**SAGEMAKER, **sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), "training": {"processes": 4}},
         "set training.processes to 8",
     ),
+    (  # the SDK's alias for 2.4 is 2.4.0; its torch_distributed launcher takes 2.4.1 only
+        {
+            **SAGEMAKER,
+            **sagemaker(instance_type="ml.g4dn.12xlarge", framework_version="2.4"),
+            "training": {"processes": 4},
+        },
+        "SageMaker's torch_distributed launcher does not take backends.sagemaker.framework_version 2.4",
+    ),
     (
         {"backend": "local_container", "backends": {"local_container": {"instance_count": 2}}},
         "backends.local_container.instance_count is 2, but local mode runs each job in one container",

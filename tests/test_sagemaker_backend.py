@@ -17,6 +17,7 @@ from dogbreed.backends.containers import ContainerSetupError
 from dogbreed.backends.errors import EndpointGone, EndpointRefused, JobFailed
 from dogbreed.backends.registry import get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
+from dogbreed.data.store import S3Store, StoreError
 from dogbreed.runtime.run_plan import PlanRefused
 from dogbreed.serving import evaluation
 from dogbreed.tuning.sagemaker_tuner import warm_start_parents
@@ -405,12 +406,21 @@ def test_a_failed_tuning_job_says_why(aws, tmp_path):
 
 def test_ended_trials_leave_no_checkpoints_for_the_next_ones(aws, tmp_path):
     """With spot the trials share the tuning job's checkpoint prefix, copied into every trial at its start: a trial
-    stopped early or failed loses its checkpoint as soon as the tuner ends it; a running one keeps its own."""
+    that ended (completed, stopped early, failed) loses its checkpoint folder while the tuning runs; a running
+    trial, a trial whose name only begins like an ended one's, and another tuning job keep theirs."""
     captured = []
     backend = backend_for(aws, captured, use_spot=True)
     s3 = boto3.client("s3")
-    for trial in ("tune-ck-001-a", "tune-ck-002-b", "tune-ck-003-c"):
-        s3.put_object(Bucket=aws, Key=f"jobs/checkpoints/tune-ck/{trial}/checkpoint.pth", Body=b"state")
+    kept = [
+        "jobs/checkpoints/tune-ck/tune-ck-003-c/checkpoint.pth",  # running
+        "jobs/checkpoints/tune-ck/tune-ck-001-ab/checkpoint.pth",  # tune-ck-001-a's name and more
+        "jobs/checkpoints/tune-ck-w1/tune-ck-001-a/checkpoint.pth",  # another tuning job's
+    ]
+    ended = [f"jobs/checkpoints/tune-ck/{trial}/checkpoint.pth" for trial in ("tune-ck-001-a", "tune-ck-002-b")]
+    ended.append("jobs/checkpoints/tune-ck/tune-ck-004-d/checkpoint.pth")
+    for key in kept + ended:
+        s3.put_object(Bucket=aws, Key=key, Body=b"state")
+    trials = [("tune-ck-001-a", "Stopped"), ("tune-ck-002-b", "Failed"), ("tune-ck-003-c", "InProgress")]
     summaries = [
         {
             "TrainingJobName": name,
@@ -424,19 +434,14 @@ def test_ended_trials_leave_no_checkpoints_for_the_next_ones(aws, tmp_path):
                 else {}
             ),
         }
-        for i, (name, status) in enumerate(
-            [
-                ("tune-ck-001-a", "Stopped"),
-                ("tune-ck-002-b", "Failed"),
-                ("tune-ck-003-c", "InProgress"),
-                ("tune-ck-004-d", "Completed"),
-            ]
-        )
+        for i, (name, status) in enumerate([*trials, ("tune-ck-004-d", "Completed")])
     ]
     answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries})
     backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-ck", None)
-    left = [o["Key"] for o in s3.list_objects_v2(Bucket=aws, Prefix="jobs/checkpoints/tune-ck/").get("Contents", [])]
-    assert left == ["jobs/checkpoints/tune-ck/tune-ck-003-c/checkpoint.pth"]
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=aws, Prefix="jobs/checkpoints/").get("Contents", []))
+    assert left == sorted(kept)
+    with pytest.raises(StoreError, match="refusing to remove"):
+        S3Store().remove(f"s3://{aws}/")
 
 
 @pytest.mark.parametrize("logs", ["None", "Rules"])

@@ -55,6 +55,21 @@ def image_uri(settings: dict, scope: str, gpu: bool) -> str:
     )
 
 
+def torch_distributed_version(framework_version) -> tuple:
+    """(the full version SageMaker's torch_distributed launcher takes for framework_version, the full versions it
+    takes): "2.7" → "2.7.1" by the SDK's own aliases for the PyTorch training images (padding with zeros would name
+    releases without an image); the version is None when the SDK's launcher does not take it ("2.4" is 2.4.0, but
+    the launcher takes only 2.4.1)."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    from sagemaker import fw_utils, image_uris
+
+    aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
+    full = aliases.get(str(framework_version), str(framework_version))
+    supported = list(fw_utils.TORCH_DISTRIBUTED_GPU_SUPPORTED_FRAMEWORK_VERSIONS)
+    return (full if full in supported else None), supported
+
+
 def docker_client():
     """A client of a running engine, or ContainerSetupError saying how to start one."""
     import docker

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import job_contract as contract
 
+from dogbreed.backends import containers
 from dogbreed.backends.base import (
     TOOLKIT_SERVING_ENVIRONMENT,
     Backend,
@@ -165,7 +166,8 @@ class SageMakerBackend(Backend):
             kwargs["environment"] = dict(environment)
         if distributed:
             # the SDK checks torch_distributed against full versions ("2.7.1"); the image is the same
-            kwargs.update(distribution=distributed, framework_version=full_version(s["framework_version"]))
+            version, _ = containers.torch_distributed_version(s["framework_version"])  # the run plan refused None
+            kwargs.update(distribution=distributed, framework_version=version or str(s["framework_version"]))
         if s["output_s3_uri"].startswith("s3://"):
             # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
             # root, where a policy scoped to the store's prefix would deny the upload
@@ -289,9 +291,15 @@ class SageMakerBackend(Backend):
             except UnexpectedStatusException:  # the SDK's own words for a failed job: the caller has ours
                 pass
             return
-        said = None
+        said, unseen = None, 0
         while True:
             description = self._describe_job(name)
+            if description is None:  # just created, not yet listed: as the SDK's own wait does, look again
+                unseen += 1
+                if unseen > 10:
+                    raise JobFailed(f"training job {name} was launched but SageMaker does not list it")
+                self._pause()
+                continue
             status = description["TrainingJobStatus"]
             now = [f"{status} ({description.get('SecondaryStatus', status)})"]
             if self.settings.get("logs") == "Rules":
@@ -435,7 +443,7 @@ class SageMakerBackend(Backend):
         return jobs
 
     def _wait_for_tuning(self, job_name):
-        seen, cleaned = None, set()
+        seen, cleaning = None, TrialCheckpoints()
         while True:
             description = self.client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name)
             status = description["HyperParameterTuningJobStatus"]
@@ -446,7 +454,7 @@ class SageMakerBackend(Backend):
                     f"tuning job {job_name}: {status}; trials "
                     + (", ".join(f"{n} {k}" for k, n in counters.items()) or "none started")
                 )
-                self._remove_ended_trials_checkpoints(job_name, cleaned)
+                self._remove_ended_trials_checkpoints(job_name, cleaning)
             if status not in ("InProgress", "Stopping"):
                 if status != "Completed":  # its reason: a trial quota, a bad definition, … (none when stopped)
                     reason = description.get("FailureReason")
@@ -462,22 +470,23 @@ class SageMakerBackend(Backend):
             for summary in page["TrainingJobSummaries"]
         ]
 
-    def _remove_ended_trials_checkpoints(self, tuning_job, cleaned: set):
+    def _remove_ended_trials_checkpoints(self, tuning_job, cleaning: "TrialCheckpoints"):
         """With spot, the trials share the tuning job's checkpoint prefix, and SageMaker copies all of it into every
-        trial's container at its start. A trial that completed removed its own checkpoint (train.py); one stopped
-        early or failed cannot resume (a spot interruption keeps a job InProgress), so its checkpoint goes now,
-        before later trials copy it. Best effort: a store that refuses says so once, and the tuning goes on."""
-        if not self.settings.get("use_spot") or GAVE_UP in cleaned:
+        trial's container at its start. A trial that ended (completed, stopped early, failed) never resumes (a spot
+        interruption keeps a job InProgress), so its checkpoint folder goes now, before later trials copy it.
+        Best effort: a store that denies it says so once and is not asked again; the tuning goes on."""
+        if not self.settings.get("use_spot") or cleaning.denied:
             return
         try:
             for summary in self._trial_summaries(tuning_job):
                 trial = summary["TrainingJobName"]
-                if summary["TrainingJobStatus"] in ("Stopped", "Failed") and trial not in cleaned:
+                if summary["TrainingJobStatus"] in ("Completed", "Stopped", "Failed") and trial not in cleaning.done:
                     store.S3Store().remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
-                    cleaned.add(trial)
-        except Exception as error:
-            say(f"the checkpoints of ended trials of {tuning_job} stay (removing them failed: {error})")
-            cleaned.add(GAVE_UP)  # said once: not tried again
+                    cleaning.done.add(trial)
+        except Exception as error:  # throttled or unreachable: tried again when the trial counts next change
+            cleaning.denied = "AccessDenied" in str(error) or "403" in str(error)
+            if cleaning.denied:
+                say(f"the checkpoints of ended trials of {tuning_job} stay: removing them was denied ({error})")
 
     def _trials(self, spec, tuning_jobs):
         """Trials table and best trial from the tuning jobs' training jobs (the SDK's analytics calls)."""
@@ -657,7 +666,11 @@ class SageMakerBackend(Backend):
             return None
 
 
-GAVE_UP = "*"  # among the trials whose checkpoints were removed: removing failed once, so it is not tried again
+class TrialCheckpoints:
+    """A tuning job's ended trials whose checkpoint folders are removed (done), and whether the store denied it."""
+
+    def __init__(self):
+        self.done, self.denied = set(), False
 
 
 def checkpoint_uri(settings, job_name) -> str:
@@ -665,16 +678,6 @@ def checkpoint_uri(settings, job_name) -> str:
     container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
     base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
     return store.join(base, job_name) + "/"
-
-
-def full_version(version) -> str:
-    """The full version the SDK's torch_distributed list spells ("2.7" → "2.7.1", "2.8" → "2.8.0"), by the SDK's own
-    aliases for the PyTorch training images (padding with zeros would name releases that have no image); a
-    version without an alias as given."""
-    from sagemaker import image_uris
-
-    aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
-    return aliases.get(str(version), str(version))
 
 
 @contextlib.contextmanager

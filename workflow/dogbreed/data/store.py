@@ -247,6 +247,8 @@ class S3Store:
     def remove(self, uri) -> int:
         """Delete every object under the folder uri; how many there were."""
         bucket, prefix = split_s3_uri(uri.rstrip("/"))
+        if not prefix:
+            raise StoreError(f"refusing to remove {uri}: it is a whole bucket, not a folder")
         try:
             keys = [_key(prefix, name) for name in self.list_objects(bucket, prefix)]
             self._delete(bucket, keys)

@@ -103,6 +103,16 @@ def job_shape_problems(backend: str, settings: dict, processes: int, instances: 
             f"GPU(s), and SageMaker's torch_distributed starts one process per GPU: set training.processes "
             f"to {gpus * instances}" + (", or choose instances with more GPUs" if gpus * instances == 1 else "")
         )
+    if processes > 1:
+        from dogbreed.backends import containers  # the SDK's own lists (imported only for a DDP job on SageMaker)
+
+        full, supported = containers.torch_distributed_version(settings.get("framework_version", ""))
+        if full is None:
+            problems.append(
+                f"training.processes is {processes}, but SageMaker's torch_distributed launcher does not take "
+                f"{key}.framework_version {settings.get('framework_version')}: set it to one it takes "
+                f"({', '.join(supported)})"
+            )
     return problems
 
 
