@@ -171,6 +171,20 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
     assert len(sent(captured, "CreateTrainingJob")) == 1 and again["job_name"] == "train-abc"
 
 
+def test_the_backend_sends_no_telemetry_itself(aws, tmp_path, monkeypatch):
+    """The SDK's telemetry (an sts:GetCallerIdentity and a request to AWS for each job) is off in the backend's own
+    SDK config, not only in the one the tests give the SDK (conftest.py)."""
+    import sagemaker.telemetry.telemetry_logging as telemetry
+
+    monkeypatch.delenv("SAGEMAKER_USER_CONFIG_OVERRIDE")
+    reported = []
+    monkeypatch.setattr(telemetry, "_send_telemetry_request", lambda *args, **kwargs: reported.append(args))
+    backend = backend_for(aws, [])
+    put_job_outputs(aws, "train-untold")
+    backend.train("train-untold", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert reported == []
+
+
 def test_sagemakers_own_profiler_can_be_switched_on(aws, tmp_path):
     captured = []
     backend = backend_for(aws, captured, sagemaker_profiler=True)

@@ -72,7 +72,7 @@ class SageMakerBackend(Backend):
             import sagemaker
 
             boto_session = boto3.session.Session(region_name=self.settings.get("region") or None)
-            self._session = sagemaker.Session(boto_session=boto_session)
+            self._session = sagemaker.Session(boto_session=boto_session, sagemaker_config=sdk_config())
         return self._session
 
     @property
@@ -664,6 +664,18 @@ class SageMakerBackend(Backend):
             return (client or self.client).describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"]
         except Exception:
             return None
+
+
+def sdk_config() -> dict:
+    """The SDK's defaults config as the user keeps it (~/.config/sagemaker/config.yaml and the like: subnets, KMS keys
+    for their jobs), with its telemetry off: the SDK would otherwise call sts:GetCallerIdentity and send a request
+    to AWS about each job it launches."""
+    from sagemaker.config import load_sagemaker_config
+
+    config = load_sagemaker_config() or {}
+    config.setdefault("SchemaVersion", "1.0")
+    config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
+    return config
 
 
 class TrialCheckpoints:
