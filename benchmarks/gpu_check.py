@@ -296,6 +296,10 @@ def workflow_row(table, key, work: Path, configfile: str, overlay: dict, targets
 
 
 def end_to_end_rows(table, scratch, dogimages, s, cuda, quick):
+    if not SNAKEMAKE.exists():  # a Python with torch but not the workflow's environment (gpu_check.sh makes it)
+        for key in ROWS[6:8]:
+            table.skip(key, f"no Snakemake beside {PYTHON}: run benchmarks/gpu_check.sh, which installs the venv")
+        return
     tiny = s.workflow_overlay
     workflow_row(table, ROWS[6], workflow_copy(scratch / "demo/work"), "config/demo.yaml", tiny, s.demo_targets, s)
     key = ROWS[7]
