@@ -7,9 +7,10 @@
 Rows (ROWS), each bounded by its images or seconds, on a dogImages-shaped generated set
 (benchmarks/dogimages_like.py: real JPEG sizes, so the loader decodes what the real run's does):
 - fine-tuning images/s at 224 px: fp32 (NCHW) vs AMP vs AMP + channels_last (train.py's --amp and
-  --channels_last), one epoch of a per-class subset; the note holds the steps' compute alone and their data wait;
-- the input pipeline: the training loader alone (JPEG decode + augmentation, train.py's workers) against the
-  fastest setting's compute alone: loader-bound or compute-bound;
+  --channels_last), one epoch of the whole training set on a GPU (a per-class subset without one); the note holds
+  the steps' compute alone and their data wait;
+- the input pipeline: the training loader alone (JPEG decode + augmentation, train.py's workers) over the same
+  epoch against the fastest setting's compute alone: loader-bound or compute-bound;
 - extraction images/s: scripts/feature_cache.py (the frozen backbone, one view) as a job;
 - end to end: the demo (`make demo`'s run, config/demo.yaml) and the laptop rehearsal (config/laptop.yaml with
   `augment: true`, 3 views) from empty results, in a scratch copy of the workflow: seconds, the stages that
@@ -80,10 +81,10 @@ FINETUNE = {
 class Sizes:
     image_size: int  # fine-tuning, extraction, the served model
     scale: float  # of dogImages' 8,351 images, for the rehearsal and the subsets
-    per_class: int  # training images a class in the fine-tuning and extraction jobs (133 classes)
+    per_class: int | None  # training images a class in the fine-tuning and extraction jobs (133 classes); None: all
     batch_size: int
     endpoint_seconds: float  # each client count's run
-    loader_batches: int
+    loader_batches: int | None  # the loader alone, batches after its first; None: a whole epoch
     cores: str  # Snakemake's
     demo_targets: tuple
     rehearsal_targets: tuple
@@ -100,7 +101,11 @@ def sizes(quick: bool, cuda: bool) -> Sizes:
         }
         return Sizes(32, 0.02, 1, 32, 1.0, 2, "2", ("upload",), ("tune",), tiny, 300)
     whole = ("deploy", "report")
-    return Sizes(224, 1.0, 24 if cuda else 1, 64 if cuda else 16, 10.0, 20, "all", whole, whole, {}, 600)
+    # on a GPU every training image (6,680): a shorter epoch rides on the batches the loader prefetched while its first
+    # step warmed up, and looks compute-bound when it is not (BENCHMARKS.md: the GPU check)
+    return Sizes(
+        224, 1.0, None if cuda else 1, 64 if cuda else 16, 10.0, None if cuda else 20, "all", whole, whole, {}, 600
+    )
 
 
 def machine() -> str:
@@ -149,8 +154,9 @@ def run(command, timeout, cwd=None, env=None) -> str:
     return done.stdout + done.stderr
 
 
-def subset(split: Path, out: Path, per_class: int) -> Path:
-    """The first per_class images of every class of split, linked under out (train.py reads class folders)."""
+def subset(split: Path, out: Path, per_class: int | None) -> Path:
+    """The first per_class images (None: all) of every class of split, linked under out (train.py reads class
+    folders)."""
     for folder in sorted(p for p in split.iterdir() if p.is_dir()):
         (out / folder.name).mkdir(parents=True)
         for image in sorted(folder.iterdir())[:per_class]:
@@ -215,7 +221,7 @@ def loader_alone(data: Path, s: Sizes, device) -> tuple:
     options = image_folders.loader_options(-1, device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, drop_last=True, **options)
     batches, images, started = iter(loader), 0, None
-    for index in range(min(s.loader_batches + 1, len(loader))):
+    for index in range(len(loader) if s.loader_batches is None else min(s.loader_batches + 1, len(loader))):
         batch, _ = next(batches)
         if index == 0:  # the workers' start is not the loader's speed
             started = time.perf_counter()
@@ -380,7 +386,7 @@ def main(argv=None):
         scratch = Path(tmp)
         dogimages = dogimages_like.generate(scratch / "dogimages-like", workers=os.cpu_count(), scale=s.scale)
         data = scratch / "subset"
-        for split, per_class in (("train", s.per_class), ("valid", max(1, s.per_class // 8))):
+        for split, per_class in (("train", s.per_class), ("valid", s.per_class and max(1, s.per_class // 8))):
             subset(dogimages / split, data / split, per_class)
         finetuned = finetune_rows(table, data, scratch, s, cuda, args.quick)
         pipeline_rows(table, data, s, device, finetuned)
