@@ -34,14 +34,19 @@ def local_mode_settings(settings: dict) -> dict:
     return {**{k: v["default"] for k, v in properties.items() if "default" in v}, **(settings or {})}
 
 
+def _quiet_sdk():
+    """Before the SDK's first import here: no v2 deprecation banner, no line on where it found no defaults."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+
+
 def image_uri(settings: dict, scope: str, gpu: bool) -> str:
     """The image local mode runs for scope "training" or "inference": the configured one, else the
     SDK's ECR URI for the configured framework and Python versions."""
     configured = settings.get(f"{scope}_image")
     if configured:
         return configured
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # it prints where it found no defaults
+    _quiet_sdk()
     from sagemaker import image_uris
 
     version = settings["framework_version" if scope == "training" else "inference_framework_version"]
@@ -60,8 +65,7 @@ def torch_distributed_version(framework_version) -> tuple:
     takes): "2.7" → "2.7.1" by the SDK's own aliases for the PyTorch training images (padding with zeros would name
     releases without an image); the version is None when the SDK's launcher does not take it ("2.4" is 2.4.0, but
     the launcher takes only 2.4.1)."""
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    _quiet_sdk()
     from sagemaker import fw_utils, image_uris
 
     aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]

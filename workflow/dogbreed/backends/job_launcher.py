@@ -1,8 +1,8 @@
 """Local jobs started from a Python that has imported torch already.
 
 `python train.py` spends seconds importing torch and torchvision before its first step (BENCHMARKS.md: the demo
-against its arithmetic): most of a small job's fixed cost, paid again by every tuning trial. The launcher is a process that imports them once, then forks one
-child per job. The child becomes the job as `python <entry point> <flags>` would: its own session, working folder,
+against its arithmetic): most of a small job's fixed cost, paid again by every tuning trial. The launcher is a
+process that imports them once, then forks one child per job. The child becomes the job as `python <entry point> <flags>` would: its own session, working folder,
 argv, environment, thread count, stdout and stderr into the job's pipe, stdin from /dev/null. It then runs the entry
 point as __main__, and its exit code and a traceback are those of a fresh Python.
 
@@ -212,9 +212,7 @@ def script_end():
     """What Python does when a script ends, less tearing down its modules (about a second once torch is imported,
     with nothing to show for it): non-daemon threads joined, atexit handlers run, the script's own objects freed
     (a file it left open is flushed and closed), the standard streams flushed."""
-    import atexit
     import gc
-    import threading
 
     threading._shutdown()  # the interpreter's own step at exit: wait for the non-daemon threads
     atexit._run_exitfuncs()
@@ -272,13 +270,18 @@ class ForkedJob:
         self.wait()
 
 
-def kill_job(pid: int):
-    """SIGKILL to the job's process group, or to the job alone if it has not made its session yet."""
-    for kill in (os.killpg, os.kill):
+def signal_job(pid: int, signum: int):
+    """signum to the job's process group (torchrun's workers, a loader's, with it), or to the job alone if it has not
+    made its session yet (just forked); nothing if it has ended."""
+    for send in (os.killpg, os.kill):
         try:
-            return kill(pid, signal.SIGKILL)
+            return send(pid, signum)
         except ProcessLookupError:
             continue
+
+
+def kill_job(pid: int):
+    signal_job(pid, signal.SIGKILL)
 
 
 _shared, _shared_lock = None, threading.Lock()

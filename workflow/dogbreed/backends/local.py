@@ -54,10 +54,7 @@ def pack_model_dir(model_dir: Path, tar_path: Path):
 
 def _signal_job(process, signum):
     """The job's whole process group (its own session): torchrun's workers with it, not only torchrun."""
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass
+    job_launcher.signal_job(process.pid, signum)
 
 
 def _stop_when_asked(process):
@@ -150,10 +147,9 @@ class LocalBackend(HttpEndpointBackend):
         lay_out_job(job, source_dir, hps)
         env = job_environment(job, job_name, hps, channels, environment)
         command = [sys.executable, entry_point] + [f"--{k}={v}" for k, v in hps.items()]
-        launcher = self.launcher()
+        launcher = None if processes > 1 else self.launcher()  # torchrun starts DDP's processes
         if processes > 1:
             command[1:1] = distributed_launch(processes, env)
-            launcher = None  # torchrun starts the processes
         started = time.time()
         status, epochs = run_job_process(job_name, command, job, env, echo, on_line, launcher)
         recorded = job / "output/data" / contract.METRICS_FILE  # the whole run's epochs, also those before a resume

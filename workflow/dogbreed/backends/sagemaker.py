@@ -478,13 +478,18 @@ class SageMakerBackend(Backend):
         if not self.settings.get("use_spot") or cleaning.denied:
             return
         try:
-            for summary in self._trial_summaries(tuning_job):
-                trial = summary["TrainingJobName"]
-                if summary["TrainingJobStatus"] in ("Completed", "Stopped", "Failed") and trial not in cleaning.done:
-                    store.S3Store().remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
-                    cleaning.done.add(trial)
+            ended = [
+                summary["TrainingJobName"]
+                for summary in self._trial_summaries(tuning_job)
+                if summary["TrainingJobStatus"] in ("Completed", "Stopped", "Failed")
+                and summary["TrainingJobName"] not in cleaning.done
+            ]
+            s3 = store.S3Store() if ended else None
+            for trial in ended:
+                s3.remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
+                cleaning.done.add(trial)
         except Exception as error:  # throttled or unreachable: tried again when the trial counts next change
-            cleaning.denied = "AccessDenied" in str(error) or "403" in str(error)
+            cleaning.denied = isinstance(error, store.StoreAccessDenied) or _denied(error)
             if cleaning.denied:
                 say(f"the checkpoints of ended trials of {tuning_job} stay: removing them was denied ({error})")
 
@@ -714,6 +719,11 @@ def quota_advice(settings, region):
             f"--desired-value 1`; meanwhile choose an instance type you have quota for"
             f"{' or use_spot: false' if settings.get('use_spot') else ''} in backends.sagemaker"
         ) from None
+
+
+def _denied(error) -> bool:
+    """A ClientError that means "not allowed" (SageMaker's AccessDeniedException, S3's AccessDenied)."""
+    return getattr(error, "response", {}).get("Error", {}).get("Code", "").startswith("AccessDenied")
 
 
 def _not_found(error) -> bool:

@@ -23,6 +23,10 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreAccessDenied(StoreError):
+    """The credentials may not do that there: asking again will not help."""
+
+
 def local_path(uri: str) -> Path:
     """file:///abs/path, file://relative/path or a plain path → Path."""
     if uri.startswith("file://"):
@@ -169,7 +173,7 @@ class S3Store:
             if code in ("404", "NoSuchKey"):
                 return StoreError(f"nothing at {uri}")
             if code in ("AccessDenied", "403"):
-                return StoreError(
+                return StoreAccessDenied(
                     f"access to {uri} denied: the credentials need s3:ListBucket, s3:GetObject, "
                     f"s3:PutObject and s3:DeleteObject on it"
                 )

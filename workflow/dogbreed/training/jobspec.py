@@ -77,11 +77,15 @@ def merge(*layers) -> dict:
     return merged
 
 
+def _without_run_settings(section) -> dict:
+    return {k: v for k, v in (section or {}).items() if k not in RUN_SETTINGS}
+
+
 def backend_settings(config) -> dict:
     """The backend's config section, plus what the cloud backends derive from the rest of the config. Not
     confirm_cloud: it is permission, not an input, so granting it reruns nothing (rule_runner reads it); nor the
     RUN_SETTINGS (rule_backend reads them)."""
-    settings = {k: v for k, v in config["backends"].get(config["backend"], {}).items() if k not in RUN_SETTINGS}
+    settings = _without_run_settings(config["backends"].get(config["backend"], {}))
     if config["backend"] in ("sagemaker", "local_container"):
         settings["metric_definitions"] = metrics.metric_definitions(config["tuning"]["objective"])
         settings["output_s3_uri"] = settings.get("output_s3_uri") or store.join(config["store"]["uri"], "jobs")
@@ -94,10 +98,7 @@ def result_config(config) -> dict:
     param, so changing those reruns nothing."""
     kept = {k: v for k, v in config.items() if k not in ("confirm_cloud", "tracking")}
     if "backends" in kept:
-        kept["backends"] = {
-            name: {k: v for k, v in (section or {}).items() if k not in RUN_SETTINGS}
-            for name, section in kept["backends"].items()
-        }
+        kept["backends"] = {name: _without_run_settings(section) for name, section in kept["backends"].items()}
     return kept
 
 
