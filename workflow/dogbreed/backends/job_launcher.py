@@ -235,6 +235,9 @@ def main():
         serve(channel, sys.argv[2:])
     except Exception as error:  # before its first job (an import that fails): the backend starts fresh Pythons
         sys.exit(f"job launcher: {type(error).__name__}: {error}; jobs start as fresh Pythons")
+    # its jobs are over, and it has nothing to flush: ended without tearing down torch's modules (about a second
+    # the rule would wait for, as it waits for the launcher's exit)
+    os._exit(0)
 
 
 # --- the backend's side ----------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 output is verbose), one line per job on the terminal (what it did, how long it took), and the workflow's own errors
 (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
 
+import atexit
 import contextlib
 import errno
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -136,13 +138,14 @@ def run_rule(main, snakemake):
     # the job's line, the reason it failed, what it stopped: on the terminal (once) and in the log
     global _terminal
     said = _terminal = Tee(sys.__stderr__, log)
+    code = 0
     try:
         done = main(snakemake)
         took = _seconds(time.monotonic() - started)
         print(f"✓ {snakemake.rule} ({took})" + (f": {done}" if done else ""), file=said)
     except KeyboardInterrupt as interruption:
         print(stopped_line(snakemake.rule, interruption), file=said)
-        sys.exit(130)
+        code = 130
     except Exception as error:
         full = disk_full(error, snakemake)
         if type(error).__module__.startswith(("dogbreed", "classifier")):  # ours: its own words (a job's name, log)
@@ -154,8 +157,24 @@ def run_rule(main, snakemake):
             if quiet:
                 last = traceback.format_exception_only(type(error), error)[-1].strip()
                 print(f"error in rule {snakemake.rule}: {last} (the traceback is in its log)", file=sys.__stderr__)
-        sys.exit(1)
+        code = 1
     finally:
         sys.stdout, sys.stderr, _terminal = sys.__stdout__, sys.__stderr__, None
         with contextlib.suppress(OSError):  # a log on a full disk: what it missed was said on the terminal (verbose)
             log.close()
+    if getattr(main, "__module__", None) == "__main__":  # the rule script itself: its process ends here
+        end_process(code)
+    if code:  # called from other code (a test): its exit status, as before
+        sys.exit(code)
+
+
+def end_process(code: int):
+    """Exit as Python does at the end of a script, less tearing down its modules: half a second with MLflow or
+    pandas imported, more with torch, and nothing to show for it (the rule's outputs are closed files by now).
+    Non-daemon threads are joined and atexit handlers run (logging's flush, a job launcher's close), as at any exit."""
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -13,7 +13,11 @@ from pathlib import Path
 
 # what reading a truncated or corrupt gzip'd tar raises (a failed write is not among them: it says so itself)
 UNREADABLE = (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile)
-LOAD = "import sys; sys.path.insert(0, sys.argv[1] + '/code'); import inference; inference.model_fn(sys.argv[1])"
+# the model loaded, the check is done: its process ends without tearing down torch's modules (about a second)
+LOAD = (
+    "import os, sys; sys.path.insert(0, sys.argv[1] + '/code'); import inference; inference.model_fn(sys.argv[1]);"
+    " sys.stdout.flush(); os._exit(0)"
+)
 
 
 class ArtifactError(RuntimeError):
