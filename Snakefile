@@ -74,6 +74,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/training_checks.smk"
 include: "workflow/rules/serving.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/tracking.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/reporting.smk"
 
@@ -94,6 +95,7 @@ localrules:
     start_endpoint,
     evaluate,
     accuracy_gate,
+    track_results,
     deploy,
     teardown,
     report_figures,

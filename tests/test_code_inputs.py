@@ -27,6 +27,7 @@ EVERY_RULE = {
     "package_model",
     "report_figures",
     "report",
+    "track_results",
 }
 RERUN_MATRIX = {
     "scripts/classifier.py": {"package_model", "train", "tune"},
@@ -60,7 +61,7 @@ RERUN_MATRIX = {
     "workflow/dogbreed/checks/run_checks.py": {"check_training"},
     "workflow/dogbreed/training/jobspec.py": BACKEND_RULES,
     "workflow/dogbreed/training/metrics.py": BACKEND_RULES,
-    "workflow/dogbreed/runtime/naming.py": {*BACKEND_RULES, "check_training", "profiler_report", "report"},
+    "workflow/dogbreed/runtime/naming.py": {*BACKEND_RULES, "report", "track_results"},
     "workflow/dogbreed/serving/packaging.py": {"package_model"},
     "workflow/dogbreed/serving/model_archive.py": {*BACKEND_RULES, "package_model"},
     # report_figures reads the served model's preprocessing (servable.model_info) for the gallery's crops
@@ -80,14 +81,7 @@ RERUN_MATRIX = {
     "workflow/dogbreed/reporting/html_kit.py": {"profiler_report", "report_figures", "report"},
     "workflow/dogbreed/serving/server.py": BACKEND_RULES,
     "workflow/dogbreed/data/store.py": {*BACKEND_RULES, "fetch"},
-    "workflow/dogbreed/runtime/tracking.py": {
-        "tune",
-        "train",
-        "check_training",
-        "profiler_report",
-        "evaluate",
-        "report",
-    },
+    "workflow/dogbreed/runtime/tracking.py": {"tune", "train", "track_results", "report"},
     "workflow/dogbreed/checks/artifacts.py": {"check_training", "profiler_report"},
     "workflow/dogbreed/tuning/optuna_study.py": BACKEND_RULES,
     "workflow/dogbreed/tuning/trial_jobs.py": BACKEND_RULES,
@@ -179,7 +173,7 @@ def test_the_rerun_matrix(demo_graph):
             if upstream == rule and downstream not in after:
                 after.add(downstream)
                 todo.append(downstream)
-    assert after == {"report_figures", "report", "deploy"}
+    assert after == {"track_results", "report_figures", "report", "deploy"}
 
 
 def test_the_job_code_sets_are_the_entry_points_imports():

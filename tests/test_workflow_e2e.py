@@ -110,7 +110,8 @@ def test_snakemakes_report_opens_on_the_headline_numbers(deployed):
         assert item in page
 
 
-AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, "evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+AFTER_EVALUATION = {"evaluate": 1, "track_results": 1, "report_figures": 1, "report": 1, "all": 1}
+AFTER_DEPLOY = {"package_model": 1, "start_endpoint": 1, **AFTER_EVALUATION}
 AFTER_TRAINING = {"train": 1, "check_training": 1, "profiler_report": 1, **AFTER_DEPLOY}
 
 
@@ -121,19 +122,13 @@ def overlay(workdir, name, settings):
 
 def test_reruns_redo_exactly_what_a_change_touches(deployed):
     evaluation = overlay(deployed, "eval", {"evaluation": {"batch_size": 5}})
-    assert planned_jobs(deployed, *evaluation) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+    assert planned_jobs(deployed, *evaluation) == AFTER_EVALUATION
     space = overlay(
         deployed, "space", {"tuning": {"parameters": {"lr": {"type": "continuous", "min": 0.01, "max": 0.1}}}}
     )
     assert planned_jobs(deployed, *space) == {"tune": 1, **AFTER_TRAINING}
     server = overlay(deployed, "server", {"backends": {"local": {"threads": 2}}})  # the endpoint's alone
-    assert planned_jobs(deployed, *server) == {
-        "start_endpoint": 1,
-        "evaluate": 1,
-        "report_figures": 1,
-        "report": 1,
-        "all": 1,
-    }
+    assert planned_jobs(deployed, *server) == {"start_endpoint": 1, **AFTER_EVALUATION}
     more_trials = overlay(deployed, "more", {"tuning": {"max_jobs": 3}})
     assert planned_jobs(deployed, *more_trials) == {"tune": 1, **AFTER_TRAINING}
     cloud = overlay(deployed, "cloud", {"backend": "sagemaker", "store": {"uri": "s3://bucket/dog-breed"}})
@@ -150,7 +145,7 @@ def test_reruns_redo_exactly_what_a_change_touches(deployed):
     module = deployed / "workflow/dogbreed/serving/evaluation.py"
     original = module.read_text()
     module.write_text(original + "\n# an edit\n")
-    assert planned_jobs(deployed, *ARGS) == {"evaluate": 1, "report_figures": 1, "report": 1, "all": 1}
+    assert planned_jobs(deployed, *ARGS) == AFTER_EVALUATION
     module.write_text(original)  # same content again (newer mtime): nothing to redo
     assert planned_jobs(deployed, *ARGS) == {}
     module = deployed / "workflow/dogbreed/data/store.py"  # fetch imports it (an s3:// source): its inputs say so

@@ -10,6 +10,7 @@ rule deploy:
         [rules.accuracy_gate.output] if config["min_accuracy"] is not None else [],
         rules.check_training.output,
         rules.profiler_report.output,
+        rules.track_results.output,
         [rules.training_gate.output] if config["profiling"]["stop_on"] else [],
         endpoint=rules.start_endpoint.output[0],
         model=rules.package_model.output[0],

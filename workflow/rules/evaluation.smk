@@ -5,7 +5,6 @@ rule evaluate:
     input:
         code("evaluate"),
         endpoint=rules.start_endpoint.output[0],
-        model_json=rules.train.output.model_json,  # the final training's MLflow run, for the evaluation
         model=rules.package_model.output[0],
         manifest=rules.prepare.output.manifest,
         classes=rules.prepare.output.classes,

@@ -56,6 +56,7 @@ rule report:
         profiler_report=rules.profiler_report.output[0],
         endpoint=rules.start_endpoint.output[0],
         evaluation=rules.evaluate.output.metrics,
+        tracked=rules.track_results.output[0],  # the comparison with an earlier run reads this one's metrics
     output:
         R("report.html"),
     log:

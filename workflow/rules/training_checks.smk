@@ -7,7 +7,6 @@ rule check_training:
     input:
         code("check_training"),
         output=rules.train.output.output,
-        model_json=rules.train.output.model_json,  # the final training's MLflow run, for the verdicts
     output:
         verdicts=R("debugger/rules.json"),
         tables=directory(R("debugger/tables")),  # the debug record as CSV tables, read once

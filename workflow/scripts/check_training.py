@@ -2,7 +2,6 @@ import json
 from pathlib import Path
 
 from dogbreed.checks import artifacts, run_checks
-from dogbreed.runtime import tracking
 from dogbreed.runtime.rule_runner import run_rule
 
 
@@ -16,15 +15,7 @@ def main(smk):
             f"{rule['rule']:26s} {rule['verdict']}"
             + (f"  → {rule['recommendation']}" if rule["recommendation"] else "")
         )
-    # the verdicts into the final training's MLflow run: rules.json, a tag per rule, the count that triggered
     verdicts = {rule["rule"]: rule["verdict"] for rule in result["rules"]}
-    tracking.log_to_final_run(
-        smk.config,
-        smk.input.model_json,
-        files=[smk.output.verdicts],
-        metrics={"rules_triggered": sum(v == "triggered" for v in verdicts.values())},
-        tags={f"rule.{name}": verdict for name, verdict in verdicts.items()},
-    )
     triggered = [name for name, verdict in verdicts.items() if verdict == "triggered"]
     return f"{len(verdicts)} training checks, " + (
         f"triggered: {', '.join(triggered)}" if triggered else "none triggered"

@@ -5,7 +5,6 @@ from pathlib import Path
 import pandas as pd
 from dogbreed.checks import artifacts
 from dogbreed.reporting import profiler_page
-from dogbreed.runtime import tracking
 from dogbreed.runtime.rule_runner import run_rule
 
 
@@ -20,7 +19,6 @@ def main(smk):
     Path(smk.output[0]).parent.mkdir(parents=True, exist_ok=True)
     Path(smk.output[0]).write_text(page, encoding="utf-8")
     done = f"wrote {smk.output[0]}"
-    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
     theirs = Path(smk.input.output) / "sagemaker-profiler-report"
     if theirs.is_dir():  # SageMaker's own ProfilerReport, where the account still runs Debugger rules
         target = Path(smk.output[0]).parent / "sagemaker"

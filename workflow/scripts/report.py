@@ -23,7 +23,7 @@ def main(smk):
     earlier = tracking.earlier_final_run(smk.config, model)  # None: tracking off, or no earlier run on this data
     page = run_page.build_page(smk.params.config, dict(smk.input.items()), figures, smk.output[0], earlier)
     Path(smk.output[0]).write_text(page, encoding="utf-8")
-    tracking.log_to_final_run(smk.config, smk.input.model_json, files=[smk.output[0]], artifact_path="reports")
+    tracking.log_to_final_run(smk.config, smk.input.model_json, reports=[smk.output[0]])
     return f"wrote {smk.output[0]}" + (f", beside the earlier run {earlier['run_name']}" if earlier else "")
 
 

@@ -10,8 +10,9 @@ Where each thing is logged:
   EpochLogger, when its image has mlflow). What a job did not log (its image lacks mlflow, it cannot reach the
   store) is filled in from here after it ends, from the metrics it recorded, and the rule says so;
 - the runs themselves, their params (the hyperparameters' own names: lr, batch_size, ...), status and tags, by
-  the tune and train rules; the final run's artifacts (the model, the rule verdicts, the evaluation, both HTML
-  reports) by the rule that makes each, so every target leaves what it made in the run.
+  the tune and train rules; the final run's artifacts: the model by train, the rule verdicts, the evaluation and
+  the profiler report by one rule after them (track_results: MLflow's import and store once, not in each rule
+  that makes one), the run report by report.
 
 The experiment carries MLflow's `mlflow.experimentKind` = `custom_model_development` (a model-training experiment, not
 a GenAI one), set when it is made or later where it lacks it. A final training is compared with the latest earlier
@@ -267,11 +268,12 @@ class Tracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        if metrics or tags:
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            )
         for path in files:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
@@ -379,22 +381,22 @@ def final_run(config: dict, model: dict):
     return tracker_, recorded["run_id"]
 
 
-def log_to_final_run(config: dict, model_json, files=(), metrics=None, tags=None, artifact_path=None):
-    """What a rule made, into the final training's run (the rule verdicts, the evaluation, the reports)."""
+def log_to_final_run(config: dict, model_json, files=(), reports=(), metrics=None, tags=None) -> str | None:
+    """What the rules made, into the final training's run: files at its top (the rule verdicts, the evaluation),
+    reports under reports/ (the HTML reports), metrics and tags. The run's id when it was logged, else None (tracking
+    off, the training untracked or tracked elsewhere: said; a store that fails: said, and the rule goes on)."""
     import json
 
     tracker_, run_id = final_run(config, json.loads(Path(model_json).read_text()))
-    what = ", ".join(Path(f).name for f in files) or "metrics"
-    if tracker_ is not None:
-        with best_effort(what):
-            tracker_.log(
-                run_id,
-                metrics=metrics,
-                tags=tags,
-                files=[f for f in files if Path(f).exists()],
-                artifact_path=artifact_path,
-            )
-            print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")
+    what = ", ".join(Path(f).name for f in (*files, *reports)) or "metrics"
+    if tracker_ is None:
+        return None
+    with best_effort(what):
+        tracker_.log(run_id, metrics=metrics, tags=tags, files=[f for f in files if Path(f).exists()])
+        tracker_.log(run_id, files=[f for f in reports if Path(f).exists()], artifact_path="reports")
+        print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")
+        return run_id
+    return None
 
 
 def earlier_final_run(config: dict, model: dict) -> dict | None:
