@@ -458,6 +458,52 @@ def test_ended_trials_leave_no_checkpoints_for_the_next_ones(aws, tmp_path):
         S3Store().remove(f"s3://{aws}/")
 
 
+def test_a_denied_checkpoint_removal_is_said_once_and_the_tuning_goes_on(aws, tmp_path, monkeypatch, capsys):
+    """S3 answers a DeleteObjects it may not carry out with 200 and the keys it kept (each AccessDenied): the clean-up
+    says so once, does not ask again, and the tuning ends as usual with every checkpoint where it was."""
+    captured, deletes = [], []
+    backend = backend_for(aws, captured, use_spot=True)
+    s3 = boto3.client("s3")
+    checkpoints = [f"jobs/checkpoints/tune-deny/tune-deny-00{i}-x/checkpoint.pth" for i in (1, 2)]
+    for key in checkpoints:
+        s3.put_object(Bucket=aws, Key=key, Body=b"state")
+
+    def denied(**_):  # each key it was asked to delete, kept
+        kept = [{"Key": o["Key"], "Code": "AccessDenied", "Message": "Access Denied"} for o in deletes[-1]]
+        return (type("HTTP", (), {"status_code": 200, "headers": {}})(), {"Errors": kept})
+
+    made = S3Store.__init__
+
+    def with_denial(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        events = self.client.meta.events
+        events.register(
+            "provide-client-params.s3.DeleteObjects", lambda params, **_: deletes.append(params["Delete"]["Objects"])
+        )
+        events.register("before-call.s3.DeleteObjects", denied)
+
+    monkeypatch.setattr(S3Store, "__init__", with_denial)
+    summaries = [
+        {
+            "TrainingJobName": f"tune-deny-00{i}-x",
+            "TrainingJobArn": "arn",
+            "CreationTime": i,
+            "TrainingJobStatus": "Completed",
+            "TunedHyperParameters": {"lr": "0.01", "batch_size": '"32"'},
+            "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_accuracy", "Value": 0.5 + i / 10},
+        }
+        for i in (1, 2)
+    ]
+    answer(backend.client, "ListTrainingJobsForHyperParameterTuningJob", {"TrainingJobSummaries": summaries})
+    best = backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-deny", None)[1]
+    assert best["job_name"] == "tune-deny-002-x"
+    assert len(deletes) == 1  # denied once: not asked again
+    said = capsys.readouterr().out
+    assert said.count("removing them was denied") == 1 and "access to s3://" in said
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=aws, Prefix="jobs/checkpoints/")["Contents"])
+    assert left == checkpoints
+
+
 @pytest.mark.parametrize("logs", ["None", "Rules"])
 def test_logs_none_streams_no_log_and_says_the_jobs_status(aws, tmp_path, monkeypatch, capsys, logs):
     """The SDK's log streaming ignores its log_type for the logs themselves: logs None and Rules stream nothing."""

@@ -243,10 +243,17 @@ class S3Store:
         }
 
     def _delete(self, bucket, keys):
+        from botocore.exceptions import ClientError
+
         for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys at a time
-            self.client.delete_objects(
+            answer = self.client.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True}
             )
+            # S3 answers 200 with a list of the keys it did not delete (AccessDenied, for one): an error like any other
+            if errors := answer.get("Errors"):
+                first = errors[0]
+                message = f"{first.get('Message', '')} ({first.get('Key')}, {len(errors)} key(s) not deleted)"
+                raise ClientError({"Error": {"Code": first.get("Code", ""), "Message": message}}, "DeleteObjects")
 
     def remove(self, uri) -> int:
         """Delete every object under the folder uri; how many there were."""
