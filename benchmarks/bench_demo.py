@@ -147,7 +147,7 @@ def main():
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
     )
-    alone, walls, accuracies = [], [], []
+    alone, walls, accuracies, verdicts = [], [], [], set()
     for _ in range(args.repeats):
         if not args.skip_arithmetic:
             alone.append(arithmetic())
@@ -155,6 +155,8 @@ def main():
             wall, log, results = demo_run(Path(scratch), args.set)
             walls.append(wall)
             accuracies.append(json.loads((results / "evaluation/metrics.json").read_text())["accuracy"])
+            rules = json.loads((results / "debugger/rules.json").read_text())["rules"]
+            verdicts.add(", ".join(rule["rule"] for rule in rules if rule["verdict"] == "triggered") or "none")
             profile = artifacts.load_profile(results / "training/output/profiler")
 
     def shown(values):
@@ -166,7 +168,10 @@ def main():
         print(f"| the demo's arithmetic alone | {shown(alone)} |")
     ratio = f", {statistics.median(walls) / statistics.median(alone):.1f}× its arithmetic" if alone else ""
     accuracy = ", ".join(sorted({f"{a:.3f}" for a in accuracies}))
-    print(f"| `make demo`'s run, empty results | {shown(walls)}{ratio}; test accuracy {accuracy} |")
+    triggered = " / ".join(sorted(verdicts))  # one entry when every run's rules said the same
+    print(
+        f"| `make demo`'s run, empty results | {shown(walls)}{ratio}; test accuracy {accuracy}; rules triggered: {triggered} |"
+    )
     print("\n| job | starts at (s) | takes (s) |\n|---|---|---|")
     for rule, (start, end) in sorted(job_times(log).items(), key=lambda item: item[1][0]):
         print(f"| {rule} | {start:.0f} | {'' if end is None else f'{end - start:.0f}'} |")

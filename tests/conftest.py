@@ -374,6 +374,9 @@ def assert_tracked(results: Path, epochs: int, trials: int, live: bool):
         "reports/profiler-report.html",
         "reports/report.html",
     } <= artifacts
+    record = json.loads((results / "tracking/final_run.json").read_text())  # track_results: what it logged, where
+    assert record["run_id"] == final.info.run_id
+    assert record["logged"] == ["rules.json", "metrics.json", "reports/profiler-report.html"]
     assert json.loads((results / "endpoint.json").read_text())["mlflow_run_id"] == final.info.run_id
     assert final.info.run_id in (results / "report.html").read_text()
     # a local job's epochs are logged by its rule as each ends (their own times; the workflow found none to fill

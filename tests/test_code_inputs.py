@@ -176,6 +176,15 @@ def test_the_rerun_matrix(demo_graph):
     assert after == {"track_results", "report_figures", "report", "deploy"}
 
 
+def test_the_gates_wait_for_the_tracking():
+    """What makes a gate fail (the rule verdicts, the evaluation) is in the final training's MLflow run before the
+    failure stops the run (track_results, which logs them, comes first)."""
+    _, edges = filegraph(
+        "--configfile", "config/demo.yaml", "--config", "min_accuracy=0.5", "profiling={stop_on: [Overfit]}"
+    )
+    assert {("track_results", "training_gate"), ("track_results", "accuracy_gate")} <= set(edges)
+
+
 def test_the_job_code_sets_are_the_entry_points_imports():
     for entry, requirements in (("train.py", True), ("feature_cache.py", True), ("inference.py", False)):
         finder = modulefinder.ModuleFinder(path=[str(REPO / "scripts")])

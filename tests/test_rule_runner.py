@@ -5,6 +5,7 @@ gone."""
 import errno
 import itertools
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,42 @@ def test_a_training_job_that_fills_the_disk_fails_in_one_line(tmp_path):
     # the rule's one line: the job, its log, then the path, the space left there and the setting that moves it
     smk = SimpleNamespace(**vars(rule(tmp_path)), config={"results_dir": "results", "store": {"uri": "file://store"}})
     assert "no space left on the device holding /ckpt/job/checkpoint.tmp (" in rule_runner.disk_full(failed.value, smk)
+
+
+# A rule script whose process ends as run_rule ends it (without the modules' teardown): what Python's own end does
+# must still happen.
+ENDING_RULE = textwrap.dedent("""
+    import atexit, sys, threading, time
+    from pathlib import Path
+    from types import SimpleNamespace
+    from dogbreed.runtime.rule_runner import run_rule
+
+    here = Path(sys.argv[1])
+    left_open = open(here / "left-open.txt", "w")  # never closed by the script
+
+    def main(smk):
+        left_open.write("kept")
+        threading.Thread(target=lambda: (time.sleep(0.5), (here / "thread.txt").write_text("joined"))).start()
+        atexit.register(lambda: (here / "atexit.txt").write_text("ran"))
+        if sys.argv[2] == "fail":
+            raise ValueError("a bad value")
+        return "done"
+
+    run_rule(main, SimpleNamespace(rule="check", output=[], log=[str(here / "check.log")]))
+""")
+
+
+@pytest.mark.parametrize("outcome, status", [("succeed", 0), ("fail", 1)])
+def test_a_rule_scripts_process_ends_with_its_status_and_loses_nothing(tmp_path, outcome, status):
+    (tmp_path / "rule.py").write_text(ENDING_RULE)
+    ended = subprocess.run(
+        [sys.executable, str(tmp_path / "rule.py"), str(tmp_path), outcome], capture_output=True, text=True, timeout=120
+    )
+    assert ended.returncode == status, ended.stderr
+    assert (tmp_path / "left-open.txt").read_text() == "kept"  # flushed and closed at the script's end
+    assert (tmp_path / "thread.txt").read_text() == "joined" and (tmp_path / "atexit.txt").read_text() == "ran"
+    said = r"✓ check \(\d+ s\): done" if status == 0 else "ValueError: a bad value"
+    assert re.search(said, ended.stderr) and re.search(said, (tmp_path / "check.log").read_text())
 
 
 # A rule script (run_rule) whose rule runs a slow training job of the local backend (a real subprocess).

@@ -119,7 +119,7 @@ def test_a_job_without_the_variables_logs_nothing_and_one_that_loses_the_store_s
     assert out.count("could not log epoch") == 1 and "the workflow logs the rest after the job" in out
 
 
-def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, capsys):
+def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, capsys, monkeypatch):
     parent = tracker.workflow_run(tmp_path / "results", "tune-abc", "local")
     run = tracker.job_run("train-1", parent, "final training", {"lr": 0.01})
     model_json = tmp_path / "model.json"
@@ -127,15 +127,37 @@ def test_the_final_runs_artifacts_go_where_model_json_says(tracker, tmp_path, ca
     verdicts = tmp_path / "rules.json"
     verdicts.write_text("{}")
     config = {"tracking": {"enabled": True, "uri": tracker.uri, "experiment": "dog-breed"}}
-    tracking.log_to_final_run(
-        config, model_json, files=[verdicts], metrics={"rules_triggered": 1}, tags={"rule.Overfit": "ok"}
+    page = tmp_path / "profiler-report.html"
+    page.write_text("<html></html>")
+    logged = tracking.log_to_final_run(
+        config,
+        model_json,
+        files=[verdicts],
+        reports=[page],
+        metrics={"rules_triggered": 1},
+        tags={"rule.Overfit": "ok"},
     )
+    assert logged == ["rules.json", "reports/profiler-report.html"]
     stored = tracker.client.get_run(run)
     assert stored.data.metrics["rules_triggered"] == 1 and stored.data.tags["rule.Overfit"] == "ok"
-    assert [a.path for a in tracker.client.list_artifacts(run)] == ["rules.json"]
+    assert [a.path for a in tracker.client.list_artifacts(run)] == ["reports", "rules.json"]
+    assert [a.path for a in tracker.client.list_artifacts(run, "reports")] == ["reports/profiler-report.html"]
+    # the reports cannot be logged: what was logged before is said, and returned, beside the failure
+    log_artifact = MlflowClient.log_artifact
+
+    def reports_fail(self, run_id, path, artifact_path=None):
+        if artifact_path == "reports":
+            raise OSError("disk full")
+        return log_artifact(self, run_id, path, artifact_path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "log_artifact", reports_fail)
+        logged = tracking.log_to_final_run(config, model_json, files=[verdicts], reports=[page])
+    out = capsys.readouterr().out
+    assert logged == ["rules.json"] and "was not recorded (disk full)" in out and "mlflow: logged rules.json" in out
     # trained with tracking off: said, and nothing else happens
     model_json.write_text(json.dumps({}))
-    tracking.log_to_final_run(config, model_json, files=[verdicts])
+    assert tracking.log_to_final_run(config, model_json, files=[verdicts]) == []
     assert "ran with tracking off" in capsys.readouterr().out
     # tracking.uri changed since: said, and nothing goes into either store
     moved = {"tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/other.db", "experiment": "dog-breed"}}

@@ -58,6 +58,9 @@ def code(script):
 TRAINING_CODE = code_inputs.job_code("train.py")
 FEATURE_CODE = code_inputs.job_code("feature_cache.py")
 SERVING_CODE = code_inputs.job_code("inference.py", requirements=False)
+# track_results' output (tracking.smk), named here because the gates, defined before it, wait for it: what made a
+# gate fail is in the final training's MLflow run before the failure stops the run
+FINAL_RUN_RECORD = R("tracking/final_run.json")
 
 
 def backend_settings():

@@ -34,6 +34,7 @@ rule accuracy_gate:
     input:
         code("accuracy_gate"),
         metrics=rules.evaluate.output.metrics,
+        tracked=FINAL_RUN_RECORD,  # the evaluation in MLflow before a failure stops the run
     output:
         R("evaluation/accuracy_gate.txt"),
     log:

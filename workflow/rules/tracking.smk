@@ -12,7 +12,7 @@ rule track_results:
         profiler_report=rules.profiler_report.output[0],
         evaluation=rules.evaluate.output.metrics,
     output:
-        R("tracking/final_run.json"),
+        FINAL_RUN_RECORD,
     log:
         R("logs/track_results.log"),
     conda:

@@ -44,6 +44,7 @@ rule training_gate:
     input:
         code("training_gate"),
         verdicts=rules.check_training.output.verdicts,
+        tracked=FINAL_RUN_RECORD,  # the verdicts in MLflow before a failure stops the run
     output:
         R("debugger/gate.txt"),
     log:

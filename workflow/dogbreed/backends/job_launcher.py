@@ -7,8 +7,9 @@ argv, environment, thread count, stdout and stderr into the job's pipe, stdin fr
 point as __main__, and its exit code and a traceback are those of a fresh Python.
 
 This file is both sides:
-- the launcher, run as a script (`python job_launcher.py <fd> torch torchvision`). It imports nothing of the
-  workflow's package, so a job sees only its own copy of the code;
+- the launcher, run as a script (`python job_launcher.py <fd> torch torchvision`). Of the workflow's package it
+  imports only runtime/script_end.py (standard library alone: how a job's process ends), and none of the job
+  code, so a job sees only its own copy of that;
 - JobLauncher, the local backend's side. JobLauncher.start returns a ForkedJob, which the backend uses like a
   subprocess.Popen.
 
@@ -208,29 +209,14 @@ def print_traceback(error: BaseException, script: str):
     traceback.print_exception(type(error), error, frames)
 
 
-def script_end():
-    """What Python does when a script ends, less tearing down its modules (about a second once torch is imported,
-    with nothing to show for it): non-daemon threads joined, atexit handlers run, the script's own objects freed
-    (a file it left open is flushed and closed), the standard streams flushed."""
-    import gc
-
-    threading._shutdown()  # the interpreter's own step at exit: wait for the non-daemon threads
-    atexit._run_exitfuncs()
-    sys.modules["__main__"].__dict__.clear()
-    gc.collect()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def main():
     # The backend's rule stops its jobs itself, and needs the launcher until they have exited (their exit codes);
     # the launcher ends when the rule's process does (the channel closes).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = socket.socket(fileno=int(sys.argv[1]))
+    global script_end
+    script_end = _script_end()
     try:
         serve(channel, sys.argv[2:])
     except Exception as error:  # before its first job (an import that fails): the backend starts fresh Pythons
@@ -238,6 +224,20 @@ def main():
     # its jobs are over, and it has nothing to flush: ended without tearing down torch's modules (about a second
     # the rule would wait for, as it waits for the launcher's exit)
     os._exit(0)
+
+
+def _script_end():
+    """runtime/script_end.py's script_end, how the launcher's jobs end (as a rule script does), imported from the
+    package's folder whatever PYTHONPATH says; the folder is not left on sys.path, which the jobs inherit."""
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        from dogbreed.runtime.script_end import script_end
+    finally:
+        sys.path.pop()
+    return script_end
+
+
+script_end = None  # set by main, in the launcher's process
 
 
 # --- the backend's side ----------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ editing a module reruns exactly the rules whose results it can change.
 A rule's code inputs are the workflow modules its script imports, transitively, package __init__ files
 included, and the job-contract module it shares with the job code (scripts/job_contract.py). Two things are
 left out: the other backends (dogbreed/backends/registry.py imports each one only when it is configured), and
-the modules that only supervise a rule (SUPERVISION: output to log and terminal, signals, stale locks), which
-every rule script imports through run_rule. A job's code (what it runs in its container) is its entry point's
+the modules that only supervise a rule (SUPERVISION: output to log and terminal, signals, stale locks, how its
+process ends), which every rule script imports through run_rule. A job's code (what it runs in its container) is its entry point's
 imports among scripts/, and requirements.txt, which the container installs.
 """
 
@@ -22,7 +22,7 @@ BACKENDS = {
     "sagemaker": "dogbreed.backends.sagemaker",
 }
 BACKEND_REGISTRY = WORKFLOW / "dogbreed" / "backends" / "registry.py"
-SUPERVISION = ("dogbreed.runtime.rule_runner", "dogbreed.runtime.run_guard")
+SUPERVISION = ("dogbreed.runtime.rule_runner", "dogbreed.runtime.run_guard", "dogbreed.runtime.script_end")
 
 
 @functools.cache  # every rule's closure reads the same files: each is parsed once a run

@@ -2,19 +2,17 @@
 output is verbose), one line per job on the terminal (what it did, how long it took), and the workflow's own errors
 (bad input, failed job, dead endpoint) reported as one clear line, not a traceback."""
 
-import atexit
 import contextlib
 import errno
 import os
 import shutil
 import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
-from dogbreed.runtime import run_guard
+from dogbreed.runtime import run_guard, script_end
 
 
 class Tee:
@@ -163,18 +161,6 @@ def run_rule(main, snakemake):
         with contextlib.suppress(OSError):  # a log on a full disk: what it missed was said on the terminal (verbose)
             log.close()
     if getattr(main, "__module__", None) == "__main__":  # the rule script itself: its process ends here
-        end_process(code)
+        script_end.exit_now(code)
     if code:  # called from other code (a test): its exit status, as before
         sys.exit(code)
-
-
-def end_process(code: int):
-    """Exit as Python does at the end of a script, less tearing down its modules: half a second with MLflow or
-    pandas imported, more with torch, and nothing to show for it (the rule's outputs are closed files by now).
-    Non-daemon threads are joined and atexit handlers run (logging's flush, a job launcher's close), as at any exit."""
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)

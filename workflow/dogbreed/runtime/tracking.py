@@ -381,22 +381,26 @@ def final_run(config: dict, model: dict):
     return tracker_, recorded["run_id"]
 
 
-def log_to_final_run(config: dict, model_json, files=(), reports=(), metrics=None, tags=None) -> str | None:
-    """What the rules made, into the final training's run: files at its top (the rule verdicts, the evaluation),
-    reports under reports/ (the HTML reports), metrics and tags. The run's id when it was logged, else None (tracking
-    off, the training untracked or tracked elsewhere: said; a store that fails: said, and the rule goes on)."""
+def log_to_final_run(config: dict, model_json, files=(), reports=(), metrics=None, tags=None) -> list:
+    """What the rules made, into the final training's run: files at its top (the rule verdicts, the evaluation) with
+    the metrics and tags, reports under reports/ (the HTML reports). What was logged (artifact paths, "metrics" for
+    metrics and tags alone); nothing when tracking is off, the training was not tracked or is tracked elsewhere
+    (said), or the store fails (said, and the rule goes on, with what was logged before the failure)."""
     import json
 
     tracker_, run_id = final_run(config, json.loads(Path(model_json).read_text()))
-    what = ", ".join(Path(f).name for f in (*files, *reports)) or "metrics"
+    files, reports = [f for f in files if Path(f).exists()], [f for f in reports if Path(f).exists()]
+    logged = []
     if tracker_ is None:
-        return None
-    with best_effort(what):
-        tracker_.log(run_id, metrics=metrics, tags=tags, files=[f for f in files if Path(f).exists()])
-        tracker_.log(run_id, files=[f for f in reports if Path(f).exists()], artifact_path="reports")
-        print(f"mlflow: logged {what} into {tracker_.run_link(run_id)}")
-        return run_id
-    return None
+        return logged
+    with best_effort(", ".join(Path(f).name for f in (*files, *reports)) or "metrics"):
+        tracker_.log(run_id, metrics=metrics, tags=tags, files=files)
+        logged += [Path(f).name for f in files] or (["metrics"] if metrics or tags else [])
+        tracker_.log(run_id, files=reports, artifact_path="reports")
+        logged += [f"reports/{Path(f).name}" for f in reports]
+    if logged:
+        print(f"mlflow: logged {', '.join(logged)} into {tracker_.run_link(run_id)}")
+    return logged
 
 
 def earlier_final_run(config: dict, model: dict) -> dict | None:
