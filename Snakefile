@@ -20,6 +20,7 @@ sys.path[:0] = [WORKFLOW_CODE, JOB_CODE]
 # (--lint asks for an envvars: assertion; this one is set here, for the children, not asked of the user.)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [WORKFLOW_CODE, JOB_CODE, os.environ.get("PYTHONPATH")] if p)
 
+from dogbreed.backends import job_launcher
 from dogbreed.runtime import rule_runner, run_guard, run_options, run_plan, finished_run
 from dogbreed.runtime.config import ConfigError, check_config, coerce_command_line
 
@@ -121,6 +122,7 @@ onstart:
 
 onsuccess:
     run_guard.forget_run()
+    job_launcher.end_run_launcher()  # the local jobs' launcher, if a rule started one (job_launcher.py)
     if not TEARDOWN and finished_run.evaluated_since(RESULTS, STARTED):
         finished_run.remember(RESULTS, config)
     # The run in three lines, when the run produced an evaluation.
@@ -131,3 +133,4 @@ onsuccess:
 
 onerror:
     run_guard.forget_run()
+    job_launcher.end_run_launcher()

@@ -379,13 +379,14 @@ def assert_tracked(results: Path, epochs: int, trials: int, live: bool):
     assert record["logged"] == ["rules.json", "metrics.json", "reports/profiler-report.html"]
     assert json.loads((results / "endpoint.json").read_text())["mlflow_run_id"] == final.info.run_id
     assert final.info.run_id in (results / "report.html").read_text()
-    # a local job's epochs are logged by its rule as each ends (their own times; the workflow found none to fill
-    # in); a container's after it, at once, and the rule says so
+    # a local job's epochs are logged by its rule as it reads them (the final training's first ones may wait for
+    # MLflow's set-up, which runs beside the job's first seconds); a container's after the job, at once, and the
+    # rule says so
     after = "logged from the workflow after"
     assert (after in (results / "logs/train.log").read_text()) is not live
     assert (after in (results / "logs/tune.log").read_text()) is not live
-    logged_at = {m.timestamp for m in history}
-    assert len(logged_at) == (epochs if live else 1), logged_at
+    if not live:
+        assert len({m.timestamp for m in history}) == 1
 
 
 @pytest.fixture(scope="module")

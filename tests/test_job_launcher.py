@@ -1,9 +1,12 @@
 """The local backend's job launcher (dogbreed/backends/job_launcher.py): a job forked from a Python that imported torch
 runs, ends and is stopped as the same job in a fresh Python would be, and makes the same model."""
 
+import contextlib
 import hashlib
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -11,6 +14,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 from conftest import REPO
 from dogbreed.backends import job_launcher, local
@@ -171,6 +175,52 @@ def test_a_launcher_that_died_kills_its_jobs_and_the_next_starts_fresh(probe):
     process = local.start_job_process([sys.executable, "probe.py", "ok"], probe, job_env(), launcher)
     assert isinstance(process, subprocess.Popen) and run(process)[0] == 0
     launcher.close()
+
+
+def launcher_pid(client: job_launcher.JobLauncher) -> int:
+    return struct.unpack("3i", client._channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+
+
+@pytest.fixture
+def snakemake_run():
+    """A process standing for a Snakemake run, and the address of its launcher."""
+    run = subprocess.Popen(["sleep", "600"])
+    yield run, job_launcher.run_address(run.pid, psutil.Process(run.pid).create_time())
+    run.kill()
+    run.wait()
+
+
+def test_the_runs_rules_share_one_launcher_which_ends_after_the_run_and_its_last_rule(probe, snakemake_run):
+    run, address = snakemake_run
+    tune, train = job_launcher.JobLauncher(run=address), job_launcher.JobLauncher(run=address)  # two rules' processes
+    jobs = [rule.start([sys.executable, "probe.py", "sleep"], probe, job_env()) for rule in (tune, train)]
+    assert launcher_pid(tune) == launcher_pid(train) == psutil.Process(jobs[0].pid).ppid()  # one launcher, torch once
+    for job in jobs:  # each has started its sleep
+        assert "sleeping\n" in iter(job.stdout.readline, "")
+    # a rule's process that ends takes its own jobs with it, not another rule's
+    tune.close()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(jobs[0].pid).wait(30)  # TimeoutExpired: it outlived its rule
+    assert psutil.Process(jobs[1].pid).status() != psutil.STATUS_ZOMBIE
+    # the run ends: no new rule gets this launcher, and it serves the rule still connected until that one ends
+    run.kill()
+    run.wait()
+    launcher = psutil.Process(launcher_pid(train))
+    job_launcher.kill_job(jobs[1].pid)
+    assert jobs[1].wait(30) == -signal.SIGKILL  # the launcher still reaps it and says so
+    train.close()
+    launcher.wait(30)
+
+
+def test_the_runs_end_ends_its_launcher(probe, snakemake_run):
+    _, address = snakemake_run
+    rule = job_launcher.JobLauncher(run=address)
+    assert run(rule.start([sys.executable, "probe.py", "ok"], probe, job_env()))[0] == 0
+    launcher = psutil.Process(launcher_pid(rule))
+    rule.close()
+    job_launcher.end_run_launcher(address)  # the run's onsuccess: the launcher has exited when it returns
+    assert launcher.wait(0) == 0
+    job_launcher.end_run_launcher(address)  # none any more: nothing to do
 
 
 def test_a_killed_rule_process_takes_its_forked_jobs_with_it(probe):

@@ -6,7 +6,8 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from conftest import REPO
+import yaml
+from conftest import REPO, snakemake, workflow_with_test_config
 from dogbreed.runtime import tracking
 from dogbreed.runtime.config import ConfigError, check_config
 from instrumentation import EpochLogger
@@ -78,6 +79,26 @@ def test_a_store_that_cannot_be_used_is_one_line_naming_the_key(tmp_path):
         match=r"tracking.uri=sqlite:///.*a-file/mlflow.db cannot be used: .*tracking.enabled: false",
     ):
         broken.workflow_run(tmp_path / "results", "tune-x", "local")
+
+
+def test_a_store_that_fails_as_the_final_training_starts_is_the_rules_error_and_keeps_nothing(tiny_dataset, tmp_path):
+    """A local job starts beside MLflow's set-up (its import and store, seconds): a store that cannot be used then
+    is still the train rule's one-line error, and no model is kept untracked."""
+    (tmp_path / "work").mkdir()
+    work = workflow_with_test_config(tiny_dataset, tmp_path / "work")
+    (work / "config/off.yaml").write_text(yaml.safe_dump({"tracking": {"enabled": False}}))
+    snakemake(work, "tune", "--configfile", "config/test.yaml", "config/off.yaml")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    (work / "config/blocked.yaml").write_text(yaml.safe_dump({"tracking": {"uri": f"sqlite:///{blocked}/mlflow.db"}}))
+    failed = snakemake(work, "train", "--configfile", "config/test.yaml", "config/blocked.yaml", check=False)
+    said = failed.stdout + failed.stderr
+    log = (work / "results/logs/train.log").read_text()
+    assert failed.returncode != 0 and "error in rule train: the MLflow store tracking.uri=sqlite:///" in said, log[
+        -3000:
+    ]
+    assert "cannot be used" in said and not (work / "results/training/model.tar.gz").exists()
+    assert [job.name for job in (work / "results/jobs").iterdir() if job.name.startswith("train-")]  # it had started
 
 
 def test_runs_group_under_one_workflow_run_and_a_resumed_job_goes_on_in_its_run(tracker, tmp_path):

@@ -1,5 +1,6 @@
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import job_contract as contract
@@ -21,15 +22,26 @@ def main(smk):
         tuned=best["hyperparameters"],
     )
     backend = rule_backend(smk)
-    backend.prepare_jobs()  # the local backend's job launcher imports torch meanwhile
-    tracker, run_id, job_logs = start_tracking(smk, best, job)
-    try:
-        result = run_job(smk, backend, job, tracker, run_id, job_logs)
-    except Exception as error:
-        if run_id is not None:
-            with tracking.best_effort("the failed training's status"):
-                tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
-        raise
+    backend.prepare_jobs()  # the local backend's job launcher, started if need be, imports torch meanwhile
+    with ThreadPoolExecutor(1) as aside:
+        # A local job needs nothing of MLflow to start (this rule reads its lines and logs them): MLflow's set-up,
+        # its import and store (seconds), runs beside the job's first seconds, and a store that does not answer
+        # stops the job then (run_job). A container's or SageMaker's job may log into its run itself, and costs
+        # money: it starts once the store has answered.
+        tracking_ready = aside.submit(start_tracking, smk, best, job)
+        if not tracking.live_logging(smk.params.backend):
+            tracking_ready.result()
+        try:
+            result = run_job(smk, backend, job, tracking_ready)
+        except Exception as error:
+            tracker, run_id, _ = _set_up(tracking_ready)
+            if run_id is not None:
+                with tracking.best_effort("the failed training's status"):
+                    tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
+            raise
+        # a store that did not answer is the rule's error, as if it had been asked first: its job was stopped then
+        # (or, shorter than MLflow's set-up, had ended; it is not kept, so the rerun tracks it)
+        tracker, run_id, job_logs = tracking_ready.result()
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
@@ -77,23 +89,46 @@ def start_tracking(smk, best, job) -> tuple:
     return tracker, run_id, job_logs
 
 
-def run_job(smk, backend, job, tracker, run_id, job_logs) -> dict:
+def _job_environment(tracking_ready):
+    """The variables that let a job log into its run itself (a container's or SageMaker's, whose set-up is done)."""
+    if not tracking_ready.done():  # a local job: never logs itself
+        return None
+    tracker, run_id, job_logs = tracking_ready.result()
+    return tracker.job_environment(run_id) if job_logs else None
+
+
+def _set_up(tracking_ready) -> tuple:
+    """start_tracking's (tracker, run id, job logs), or (None, None, False) where it failed."""
+    try:
+        return tracking_ready.result()
+    except Exception:
+        return None, None, False
+
+
+def run_job(smk, backend, job, tracking_ready) -> dict:
     """The training job on the configured backend, an epoch bar on the terminal, a local job's each epoch into its
-    MLflow run as its line is read (tracking.live_logging). Local: the job's own few lines above the bar
-    (tqdm.write keeps them apart), the rest only in its log; the SDK's backends
-    stream the job's output themselves."""
+    MLflow run as its line is read (tracking.live_logging), those read before MLflow was set up with the next
+    line after (the rest, after the job: fill_in); a store that did not answer stops a local job. Local: the job's own few lines above the
+    bar (tqdm.write keeps them apart), the rest only in its log; the SDK's backends stream the job's output
+    themselves."""
     echoed = smk.params.backend != "local"
     epochs = int(job.hyperparameters.get("epochs", 0)) or None
+    unlogged = []  # a local job's epochs read before MLflow was set up: logged as soon as it is
     with tqdm(total=epochs, desc=f"train {job.name}", unit="epoch") as progress:
 
         def show(line):
             if not echoed and metrics.worth_showing(line):
                 progress.write(line.rstrip())
+            if tracking_ready.done() and tracking_ready.exception() is not None:
+                return True  # stop the job: the rule ends with the store's error
             if (epoch := metrics.parse_epoch_line(line)) is not None:
                 progress.update(1)
-                if tracker is not None and tracking.live_logging(smk.params.backend):
-                    tracker.live_epoch(run_id, epoch)
-            return False  # never stop the job
+                unlogged.append(epoch)
+            tracker, run_id, _ = _set_up(tracking_ready) if tracking_ready.done() else (None, None, False)
+            if tracker is not None and tracking.live_logging(smk.params.backend):
+                while unlogged:
+                    tracker.live_epoch(run_id, unlogged.pop(0))
+            return False
 
         return backend.train(
             job.name,
@@ -105,7 +140,7 @@ def run_job(smk, backend, job, tracker, run_id, job_logs) -> dict:
             echo=False,
             processes=job.processes,
             instances=job.instances,
-            environment=tracker.job_environment(run_id) if job_logs else None,
+            environment=_job_environment(tracking_ready),
         )
 
 

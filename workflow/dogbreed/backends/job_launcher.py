@@ -21,14 +21,18 @@ messages: JSON requests, each with the job's output pipe attached, and JSON repl
 """
 
 import atexit
+import contextlib
+import errno
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 
 # what a job imports that takes seconds (torchvision imports PIL and torch._dynamo with it)
 PRELOAD = ("torch", "torchvision")
@@ -68,42 +72,95 @@ def forkable(launcher_env: dict, job_env: dict) -> bool:
 # --- the launcher (the script) ---------------------------------------------------------------------------
 
 
-def serve(channel: socket.socket, preload):
-    """Import preload, then fork a job per request until the other side closes the channel."""
+def serve(preload, channel=None, listener=None, owner=None):
+    """Import preload, then fork a job per request: on its one channel until the other side closes it (a rule's own
+    launcher), or on every channel the listener accepts (the run's launcher, shared by its rules) until the run has
+    ended (owner, the Snakemake process's pidfd, or an "end" request) and no rule is connected any more."""
     import importlib
 
+    # what a job's environment is compared with: the one the launcher started with (an import may set variables)
+    hello = json.dumps({"environment": dict(os.environ)}).encode()
     os.close(os.pidfd_open(os.getpid()))  # a kernel without pidfds fails here, before any job is forked
     for name in preload:
         importlib.import_module(name)
-    running = {}  # pidfd → pid
-    while True:
-        readable, _, _ = select.select([channel, *running], [], [])
+    channels = {}  # channel → the pidfds of the jobs it started that still run
+    running = {}  # pidfd → (pid, the channel that started it)
+
+    def connected(new):
+        channels[new] = set()
+        with contextlib.suppress(OSError):  # its rule ended at once (an "end" request): its EOF comes next
+            new.send(hello)
+
+    if channel is not None:
+        connected(channel)
+    while channels or listener is not None:
+        watched = [*channels, *running, *([listener, owner] if listener is not None else [])]
+        readable, _, _ = select.select(watched, [], [])
         for ready in readable:
-            if ready is channel:
-                message, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 1)
-                if not message:  # the backend's process has ended (killed, if a job still runs): so do its jobs
-                    for pid in running.values():
-                        kill_job(pid)
-                    return
+            if listener is not None and ready is listener:
+                accepted, _ = listener.accept()
+                if same_user(accepted):
+                    connected(accepted)
+                else:
+                    accepted.close()
+            elif owner is not None and ready == owner:
+                # the run has ended: no new rule; the connected ones stop their jobs themselves, then end
+                listener, owner = stop_listening(listener, owner)
+            elif ready in channels:
+                message, fds, _, _ = socket.recv_fds(ready, MAX_MESSAGE, 1)
+                if not message:  # that rule's process has ended (killed, if a job still runs): so do its jobs
+                    for pidfd in channels.pop(ready):
+                        kill_job(running[pidfd][0])
+                    ready.close()
+                    continue
                 request = json.loads(message)
+                if request.get("end"):
+                    listener, owner = stop_listening(listener, owner)
+                    continue
                 pid = os.fork()
                 if pid == 0:
-                    channel.close()
+                    for other in channels:
+                        other.close()
                     for fd in running:
                         os.close(fd)
+                    stop_listening(listener, owner)
                     become_job(request, fds[0])  # never returns
                 os.close(fds[0])
                 try:
-                    running[os.pidfd_open(pid)] = pid
-                    channel.send(json.dumps({"id": request["id"], "pid": pid}).encode())
-                except BaseException:  # a job the backend never hears of must not run (it would start it again)
+                    pidfd = os.pidfd_open(pid)
+                except BaseException:  # a job the launcher cannot watch must not run
                     os.kill(pid, signal.SIGKILL)
                     raise
-            else:
-                pid = running.pop(ready)
+                running[pidfd] = (pid, ready)
+                channels[ready].add(pidfd)
+                try:
+                    ready.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+                except OSError:
+                    kill_job(pid)  # its rule has just ended: a job it never hears of must not run (it would rerun it)
+            elif ready in running:  # a job has ended (what else was ready may have been closed meanwhile)
+                pid, started_by = running.pop(ready)
                 os.close(ready)
                 _, status = os.waitpid(pid, 0)
-                channel.send(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
+                if started_by in channels:
+                    channels[started_by].discard(ready)
+                    with contextlib.suppress(OSError):  # its rule has just ended: its EOF comes next
+                        started_by.send(
+                            json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode()
+                        )
+
+
+def stop_listening(listener, owner) -> tuple:
+    """The run's launcher takes no new rule: its socket and its watch on the run closed; (None, None)."""
+    if listener is not None:
+        listener.close()
+        os.close(owner)
+    return None, None
+
+
+def same_user(connection: socket.socket) -> bool:
+    """Whether the process at the other end runs as this one's user (an abstract socket has no file permissions)."""
+    _pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return uid == os.getuid()
 
 
 def become_job(request: dict, output_fd: int):
@@ -210,15 +267,25 @@ def print_traceback(error: BaseException, script: str):
 
 
 def main():
-    # The backend's rule stops its jobs itself, and needs the launcher until they have exited (their exit codes);
-    # the launcher ends when the rule's process does (the channel closes).
+    # A rule stops its jobs itself, and needs the launcher until they have exited (their exit codes); the launcher
+    # ends when its rules' processes do (their channels close).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    channel = socket.socket(fileno=int(sys.argv[1]))
     global script_end
     script_end = _script_end()
     try:
-        serve(channel, sys.argv[2:])
+        if sys.argv[1] == "--run":  # the run's launcher: job_launcher.py --run <address> <Snakemake's pid> <preload>
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                listener.bind("\0" + sys.argv[2])
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:  # another rule started this run's launcher at the same moment
+                    os._exit(0)
+                raise
+            listener.listen()
+            serve(sys.argv[4:], listener=listener, owner=os.pidfd_open(int(sys.argv[3])))
+        else:  # a rule's own: job_launcher.py <the channel's fd> <preload>
+            serve(sys.argv[2:], channel=socket.socket(fileno=int(sys.argv[1])))
     except Exception as error:  # before its first job (an import that fails): the backend starts fresh Pythons
         sys.exit(f"job launcher: {type(error).__name__}: {error}; jobs start as fresh Pythons")
     # its jobs are over, and it has nothing to flush: ended without tearing down torch's modules (about a second
@@ -291,31 +358,108 @@ _shared, _shared_lock = None, threading.Lock()
 
 
 def shared() -> "JobLauncher":
-    """This process's launcher, started on first use: the rule's jobs (a tuning study's trials) share it."""
+    """This process's launcher, on first use: the Snakemake run's, which its rules share (the tuning's trials, then
+    the final training, find torch imported), started by the first rule that needs it; outside a Snakemake run (by
+    hand, a test), a launcher of this process's own."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = JobLauncher()
+            from dogbreed.runtime import run_guard
+
+            snakemake = run_guard.snakemake_process()
+            _shared = JobLauncher(run=run_address(snakemake.pid, snakemake.create_time()) if snakemake else None)
         return _shared
 
 
-class JobLauncher:
-    """The launcher process, started with this process's environment, and its replies read by a thread."""
+def run_address(pid: int, started: float) -> tuple:
+    """(the abstract socket's name, the run's pid) of the launcher of the Snakemake run with that pid and start time
+    (psutil's create_time): one name per run, for this user alone (same_user checks who connects)."""
+    return f"dogbreed-job-launcher-{os.getuid()}-{pid}-{round(started * 1000)}", pid
 
-    def __init__(self, preload=PRELOAD):
-        self.environment = dict(os.environ)
-        self._channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(theirs.fileno()), *preload],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            env=self.environment,
-        )
-        theirs.close()
-        self._lock = threading.Lock()
-        self._next_id, self._starting, self._jobs, self._gone = 0, {}, {}, False
+
+def end_run_launcher(address=None, timeout=10.0):
+    """At the end of the Snakemake run (its onsuccess / onerror, in its own process: address None): its launcher, if
+    one was started, takes no more rules and exits once none is connected (by then, none); waited for, so nothing of
+    the run outlives it."""
+    if address is None:
+        import psutil
+
+        me = psutil.Process()
+        address = run_address(me.pid, me.create_time())
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        channel.connect("\0" + address[0])
+    except OSError:  # none was started (no local job ran), or it has gone
+        channel.close()
+        return
+    pid, _uid, _gid = struct.unpack("3i", channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    try:
+        ended = os.pidfd_open(pid)
+    except ProcessLookupError:
+        ended = None
+    with contextlib.suppress(OSError):
+        channel.send(json.dumps({"end": True}).encode())
+    channel.close()
+    if ended is not None:
+        select.select([ended], [], [], timeout)
+        os.close(ended)
+
+
+def _connect(address: tuple, preload) -> socket.socket:
+    """A channel to the run's launcher at address, which is started first when there is none yet. It binds its
+    name before its imports, so this waits milliseconds; LauncherUnavailable when it cannot start."""
+    name, owner = address
+    starting, deadline = None, time.monotonic() + 30
+    while True:
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            channel.connect("\0" + name)
+            return channel
+        except (ConnectionRefusedError, FileNotFoundError):
+            channel.close()
+        if starting is None:
+            starting = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--run", name, str(owner), *preload],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # it outlives the rule that starts it, and no signal to the rule reaches it
+            )
+        elif (starting.poll() is not None and starting.returncode != 0) or time.monotonic() > deadline:
+            raise LauncherUnavailable("the run's job launcher did not start")
+        time.sleep(0.01)  # it exited 0 when another rule's launcher bound the name first: that one answers
+
+
+class JobLauncher:
+    """A launcher process and its replies, read by a thread: the Snakemake run's at run (run_address), started if
+    need be; else one of this process's own, started with this process's environment, which ends with it."""
+
+    def __init__(self, preload=PRELOAD, run=None):
+        self._process = None
+        if run is None:
+            self._channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._process = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), str(theirs.fileno()), *preload],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ),
+            )
+            theirs.close()
+        else:
+            self._channel = _connect(run, preload)
+        self._lock, self._ready = threading.Lock(), threading.Event()
+        self._environment, self._next_id, self._starting, self._jobs, self._gone = None, 0, {}, {}, False
         threading.Thread(target=self._read_replies, name="job-launcher", daemon=True).start()
         atexit.register(self.close)
+
+    @property
+    def environment(self) -> dict:
+        """The launcher's environment (a job whose own differs where it matters starts fresh: forkable), once its
+        imports are done. LauncherUnavailable when it exited before."""
+        self._ready.wait()
+        if self._environment is None:
+            raise LauncherUnavailable("the job launcher exited before it was ready")
+        return self._environment
 
     def start(self, argv: list, cwd, env: dict) -> ForkedJob:
         """Fork the job `argv` (sys.executable first) in cwd with env. LauncherUnavailable when the launcher has
@@ -362,7 +506,10 @@ class JobLauncher:
                 break
             reply = json.loads(message)
             with self._lock:
-                if "id" in reply:
+                if "environment" in reply:  # its imports are done
+                    self._environment = reply["environment"]
+                    self._ready.set()
+                elif "id" in reply:
                     started = self._starting.pop(reply["id"])
                     started["job"] = self._jobs[reply["pid"]] = ForkedJob(
                         reply["pid"], started["stdout"], started["args"]
@@ -380,6 +527,7 @@ class JobLauncher:
         killed (its process group) and ends as killed."""
         with self._lock:
             self._gone = True
+            self._ready.set()
             for started in self._starting.values():
                 started["event"].set()
             self._starting.clear()
@@ -389,12 +537,13 @@ class JobLauncher:
             self._jobs.clear()
 
     def close(self):
-        """End the launcher (it exits when its channel closes); its jobs are the backend's to stop."""
-        try:
+        """This process's end of the channel: its jobs still running are killed (they are the backend's to stop
+        first). A launcher of its own then exits, and is waited for; the run's goes on for the other rules."""
+        with contextlib.suppress(OSError):
             self._channel.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._channel.close()
+        if self._process is None:
+            return
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -316,11 +316,12 @@ def job_environment(job: Path, job_name, hyperparameters: dict, channels: dict, 
 def start_job_process(command, cwd, env, launcher=None):
     """The job's process in its own session, stdout and stderr one pipe of text: forked by the launcher when there
     is one and the job's environment lets it (job_launcher.forkable), else a fresh Python."""
-    if launcher is not None and job_launcher.forkable(launcher.environment, env):
+    if launcher is not None:
         try:
-            return launcher.start(command, cwd, env)
+            if job_launcher.forkable(launcher.environment, env):
+                return launcher.start(command, cwd, env)
         except job_launcher.LauncherUnavailable:
-            pass  # (it said why on the rule's log) the job starts the slow way
+            pass  # the job starts the slow way (a launcher of the rule's own said why in its log)
     return subprocess.Popen(  # line by line: `tail -f` works
         command,
         cwd=cwd,

@@ -179,7 +179,7 @@ def remove_stale_locks():
     return f"removed the locks left by a Snakemake run that was killed (pid {pids}): no Snakemake runs here now"
 
 
-def _snakemake_process():
+def snakemake_process():
     """The Snakemake process that started this rule script (its parent, or above it through a shell)."""
     import psutil
 
@@ -198,7 +198,7 @@ def stop_when_snakemake_dies(poll_seconds=1.0, grace_seconds=20.0):
     then, if it still runs after grace_seconds, kill what it started and exit."""
     import psutil
 
-    snakemake = _snakemake_process()
+    snakemake = snakemake_process()
     if snakemake is None:  # run by hand, or by a test
         return None
 
