@@ -1,13 +1,14 @@
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import job_contract as contract
 import pandas as pd
 from dogbreed.backends.registry import rule_backend
 from dogbreed.data import store
-from dogbreed.runtime import tracking
+from dogbreed.runtime import run_guard, tracking
 from dogbreed.runtime.rule_runner import run_rule
 from dogbreed.training import jobspec, metrics
 from tqdm import tqdm
@@ -23,25 +24,28 @@ def main(smk):
     )
     backend = rule_backend(smk)
     backend.prepare_jobs()  # the local backend's job launcher, started if need be, imports torch meanwhile
-    with ThreadPoolExecutor(1) as aside:
-        # A local job needs nothing of MLflow to start (this rule reads its lines and logs them): MLflow's set-up,
-        # its import and store (seconds), runs beside the job's first seconds, and a store that does not answer
-        # stops the job then (run_job). A container's or SageMaker's job may log into its run itself, and costs
-        # money: it starts once the store has answered.
-        tracking_ready = aside.submit(start_tracking, smk, best, job)
-        if not tracking.live_logging(smk.params.backend):
-            tracking_ready.result()
-        try:
-            result = run_job(smk, backend, job, tracking_ready)
-        except Exception as error:
+    # A local job needs nothing of MLflow to start (this rule reads its lines and logs them): MLflow's set-up, its
+    # import and store (seconds), runs beside the job's first seconds. A container's or SageMaker's job may log into
+    # its run itself, and costs money; a job that resumes from a checkpoint must not be stopped for the store: they
+    # start once the store has answered.
+    tracking_ready = set_up_aside(smk, best, job)
+    resuming = any((Path(smk.params.jobs_dir) / job.name / "checkpoints").glob("*"))
+    if not tracking.live_logging(smk.params.backend) or resuming:
+        tracking_ready.result()  # TrackingError: the rule's error, before any job runs
+    try:
+        result = run_job(smk, backend, job, tracking_ready)
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt) and tracking_ready.done() and tracking_ready.exception():
+            raise tracking_ready.exception() from None  # the job was stopped for the store: its error is the rule's
+        if isinstance(error, Exception):
             tracker, run_id, _ = _set_up(tracking_ready)
             if run_id is not None:
                 with tracking.best_effort("the failed training's status"):
                     tracker.end(run_id, "Failed", tags={tracking.TAG + "failure": str(error)[:5000]})
-            raise
-        # a store that did not answer is the rule's error, as if it had been asked first: its job was stopped then
-        # (or, shorter than MLflow's set-up, had ended; it is not kept, so the rerun tracks it)
-        tracker, run_id, job_logs = tracking_ready.result()
+        raise
+    # a job shorter than a set-up that then failed is not kept either: the store's error is the rule's, and the
+    # rerun trains and tracks it
+    tracker, run_id, job_logs = tracking_ready.result()
     # a local copy of the artifact, wherever the job ran
     shutil.copyfile(store.local_path(result["model_uri"]), smk.output.model)
     shutil.copytree(Path(result["output_dir"]) / "data", smk.output.output)  # debug tensors, profiler files
@@ -89,6 +93,22 @@ def start_tracking(smk, best, job) -> tuple:
     return tracker, run_id, job_logs
 
 
+def set_up_aside(smk, best, job) -> Future:
+    """start_tracking in a thread of its own (a daemon: a rule that is stopped does not wait for MLflow): its Future.
+    A store that cannot be used stops the rule's job as Ctrl-C would (run_guard.stopping), its checkpoint kept."""
+    ready = Future()
+
+    def set_up():
+        try:
+            ready.set_result(start_tracking(smk, best, job))
+        except BaseException as error:
+            ready.set_exception(error)
+            run_guard.stopping.set()
+
+    threading.Thread(target=set_up, name="mlflow-set-up", daemon=True).start()
+    return ready
+
+
 def _job_environment(tracking_ready):
     """The variables that let a job log into its run itself (a container's or SageMaker's, whose set-up is done)."""
     if not tracking_ready.done():  # a local job: never logs itself
@@ -108,7 +128,7 @@ def _set_up(tracking_ready) -> tuple:
 def run_job(smk, backend, job, tracking_ready) -> dict:
     """The training job on the configured backend, an epoch bar on the terminal, a local job's each epoch into its
     MLflow run as its line is read (tracking.live_logging), those read before MLflow was set up with the next
-    line after (the rest, after the job: fill_in); a store that did not answer stops a local job. Local: the job's own few lines above the
+    line after (the rest, after the job: fill_in). Local: the job's own few lines above the
     bar (tqdm.write keeps them apart), the rest only in its log; the SDK's backends stream the job's output
     themselves."""
     echoed = smk.params.backend != "local"
@@ -119,8 +139,6 @@ def run_job(smk, backend, job, tracking_ready) -> dict:
         def show(line):
             if not echoed and metrics.worth_showing(line):
                 progress.write(line.rstrip())
-            if tracking_ready.done() and tracking_ready.exception() is not None:
-                return True  # stop the job: the rule ends with the store's error
             if (epoch := metrics.parse_epoch_line(line)) is not None:
                 progress.update(1)
                 unlogged.append(epoch)
@@ -128,7 +146,7 @@ def run_job(smk, backend, job, tracking_ready) -> dict:
             if tracker is not None and tracking.live_logging(smk.params.backend):
                 while unlogged:
                     tracker.live_epoch(run_id, unlogged.pop(0))
-            return False
+            return False  # never stop the job
 
         return backend.train(
             job.name,

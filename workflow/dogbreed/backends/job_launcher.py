@@ -2,22 +2,25 @@
 
 `python train.py` spends seconds importing torch and torchvision before its first step (BENCHMARKS.md: the demo
 against its arithmetic): most of a small job's fixed cost, paid again by every tuning trial. The launcher is a
-process that imports them once, then forks one child per job. The child becomes the job as `python <entry point> <flags>` would: its own session, working folder,
-argv, environment, thread count, stdout and stderr into the job's pipe, stdin from /dev/null. It then runs the entry
-point as __main__, and its exit code and a traceback are those of a fresh Python.
+process that imports them once, then forks one child per job. The child becomes the job as `python <entry point>
+<flags>` would: its own session, working folder, argv, environment, thread count, stdout and stderr into the job's
+pipe, stdin from /dev/null. It then runs the entry point as __main__, and its exit code and a traceback are those of
+a fresh Python.
 
 This file is both sides:
-- the launcher, run as a script (`python job_launcher.py <fd> torch torchvision`). Of the workflow's package it
-  imports only runtime/script_end.py (standard library alone: how a job's process ends), and none of the job
-  code, so a job sees only its own copy of that;
+- the launcher, run as a script: the Snakemake run's (`python job_launcher.py --run <address> <Snakemake's pid>
+  torch torchvision`), which the run's rules share, each over a channel of its own to an abstract Unix socket; or
+  a process's own (`python job_launcher.py <fd> torch torchvision`, over a socket pair), outside a Snakemake run.
+  Of the workflow's package it imports only runtime/script_end.py (standard library alone: how a job's process
+  ends), and none of the job code, so a job sees only its own copy of that;
 - JobLauncher, the local backend's side. JobLauncher.start returns a ForkedJob, which the backend uses like a
   subprocess.Popen.
 
 The launcher runs no torch code itself, so torch's thread pools do not exist yet when it forks; the one thread the
 imports start (OpenBLAS's, loaded by numpy) is made safe across fork by OpenBLAS's own fork handlers, and numpy's
 matrix products in a job keep the launcher's OpenBLAS threads. It is used on Linux only: there fork after these
-imports is what torch's own DataLoader workers do. The two sides talk over a socket pair of
-messages: JSON requests, each with the job's output pipe attached, and JSON replies (started, exited).
+imports is what torch's own DataLoader workers do. The messages are JSON: a hello (the launcher's environment, once
+its imports are done), requests, each with the job's output pipe attached, and replies (started or refused, exited).
 """
 
 import atexit
@@ -37,6 +40,7 @@ import time
 # what a job imports that takes seconds (torchvision imports PIL and torch._dynamo with it)
 PRELOAD = ("torch", "torchvision")
 MAX_MESSAGE = 1 << 20  # a request: the job's argv, folder and environment
+READY_S = 300  # torch's import on a loaded machine, with room: a launcher not ready by then is not waited for
 
 # Variables a library may read while it is being imported (thread pools, allocators, the interpreter's own), so
 # a job whose value differs from the launcher's starts a fresh Python. The job contract's own variables differ
@@ -98,14 +102,16 @@ def serve(preload, channel=None, listener=None, owner=None):
         readable, _, _ = select.select(watched, [], [])
         for ready in readable:
             if listener is not None and ready is listener:
-                accepted, _ = listener.accept()
-                if same_user(accepted):
-                    connected(accepted)
-                else:
-                    accepted.close()
+                with contextlib.suppress(OSError):  # out of file descriptors: that rule starts fresh Pythons
+                    accepted, _ = listener.accept()
+                    if peer(accepted)[1] == os.getuid():  # an abstract socket has no file permissions
+                        connected(accepted)
+                    else:
+                        accepted.close()
             elif owner is not None and ready == owner:
                 # the run has ended: no new rule; the connected ones stop their jobs themselves, then end
                 listener, owner = stop_listening(listener, owner)
+                break  # the closed pidfd's number may come back as a job's: select again
             elif ready in channels:
                 message, fds, _, _ = socket.recv_fds(ready, MAX_MESSAGE, 1)
                 if not message:  # that rule's process has ended (killed, if a job still runs): so do its jobs
@@ -113,30 +119,18 @@ def serve(preload, channel=None, listener=None, owner=None):
                         kill_job(running[pidfd][0])
                     ready.close()
                     continue
-                request = json.loads(message)
+                try:
+                    request = json.loads(message)
+                except ValueError:  # not this file's client: that channel goes, the other rules' jobs run on
+                    for fd in fds:
+                        os.close(fd)
+                    channels.pop(ready)
+                    ready.close()
+                    continue
                 if request.get("end"):
                     listener, owner = stop_listening(listener, owner)
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    for other in channels:
-                        other.close()
-                    for fd in running:
-                        os.close(fd)
-                    stop_listening(listener, owner)
-                    become_job(request, fds[0])  # never returns
-                os.close(fds[0])
-                try:
-                    pidfd = os.pidfd_open(pid)
-                except BaseException:  # a job the launcher cannot watch must not run
-                    os.kill(pid, signal.SIGKILL)
-                    raise
-                running[pidfd] = (pid, ready)
-                channels[ready].add(pidfd)
-                try:
-                    ready.send(json.dumps({"id": request["id"], "pid": pid}).encode())
-                except OSError:
-                    kill_job(pid)  # its rule has just ended: a job it never hears of must not run (it would rerun it)
+                    break
+                start_job(request, fds, ready, channels, running, listener, owner)
             elif ready in running:  # a job has ended (what else was ready may have been closed meanwhile)
                 pid, started_by = running.pop(ready)
                 os.close(ready)
@@ -149,6 +143,40 @@ def serve(preload, channel=None, listener=None, owner=None):
                         )
 
 
+def start_job(request, fds, channel, channels, running, listener, owner):
+    """Fork the requested job, watch it (a pidfd) and tell its rule; a job that cannot be started (fork fails: out
+    of memory or processes) is refused to that rule alone, which starts it as a fresh Python."""
+    try:
+        if len(fds) != 1:
+            raise OSError("the request came without the job's output pipe")
+        pid = os.fork()
+    except OSError as error:
+        for fd in fds:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            channel.send(json.dumps({"id": request.get("id"), "refused": str(error)}).encode())
+        return
+    if pid == 0:
+        for other in channels:
+            other.close()
+        for fd in running:
+            os.close(fd)
+        stop_listening(listener, owner)
+        become_job(request, fds[0])  # never returns
+    os.close(fds[0])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except BaseException:  # a job the launcher cannot watch must not run
+        os.kill(pid, signal.SIGKILL)
+        raise
+    running[pidfd] = (pid, channel)
+    channels[channel].add(pidfd)
+    try:
+        channel.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+    except OSError:
+        kill_job(pid)  # its rule has just ended: a job it never hears of must not run (it would start it again)
+
+
 def stop_listening(listener, owner) -> tuple:
     """The run's launcher takes no new rule: its socket and its watch on the run closed; (None, None)."""
     if listener is not None:
@@ -157,10 +185,10 @@ def stop_listening(listener, owner) -> tuple:
     return None, None
 
 
-def same_user(connection: socket.socket) -> bool:
-    """Whether the process at the other end runs as this one's user (an abstract socket has no file permissions)."""
-    _pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return uid == os.getuid()
+def peer(connection: socket.socket) -> tuple:
+    """(pid, uid) of the process at the other end of a Unix socket, as the kernel knows it."""
+    pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid
 
 
 def become_job(request: dict, output_fd: int):
@@ -268,13 +296,14 @@ def print_traceback(error: BaseException, script: str):
 
 def main():
     # A rule stops its jobs itself, and needs the launcher until they have exited (their exit codes); the launcher
-    # ends when its rules' processes do (their channels close).
+    # ends when its rules' processes do (their channels close), the run's once the run has ended too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     global script_end
-    script_end = _script_end()
     try:
+        script_end = _script_end()
         if sys.argv[1] == "--run":  # the run's launcher: job_launcher.py --run <address> <Snakemake's pid> <preload>
+            owner = os.pidfd_open(int(sys.argv[3]))  # no pidfds, or the run has ended: no launcher (fresh Pythons)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 listener.bind("\0" + sys.argv[2])
@@ -283,10 +312,10 @@ def main():
                     os._exit(0)
                 raise
             listener.listen()
-            serve(sys.argv[4:], listener=listener, owner=os.pidfd_open(int(sys.argv[3])))
-        else:  # a rule's own: job_launcher.py <the channel's fd> <preload>
+            serve(sys.argv[4:], listener=listener, owner=owner)
+        else:  # a process's own: job_launcher.py <the channel's fd> <preload>
             serve(sys.argv[2:], channel=socket.socket(fileno=int(sys.argv[1])))
-    except Exception as error:  # before its first job (an import that fails): the backend starts fresh Pythons
+    except Exception as error:  # an import that fails, mostly: the backend starts fresh Pythons
         sys.exit(f"job launcher: {type(error).__name__}: {error}; jobs start as fresh Pythons")
     # its jobs are over, and it has nothing to flush: ended without tearing down torch's modules (about a second
     # the rule would wait for, as it waits for the launcher's exit)
@@ -367,7 +396,10 @@ def shared() -> "JobLauncher":
             from dogbreed.runtime import run_guard
 
             snakemake = run_guard.snakemake_process()
-            _shared = JobLauncher(run=run_address(snakemake.pid, snakemake.create_time()) if snakemake else None)
+            try:
+                _shared = JobLauncher(run=run_address(snakemake.pid, snakemake.create_time()) if snakemake else None)
+            except LauncherUnavailable:  # the run's could not start, or is not this user's: one of this process's
+                _shared = JobLauncher()
         return _shared
 
 
@@ -379,8 +411,8 @@ def run_address(pid: int, started: float) -> tuple:
 
 def end_run_launcher(address=None, timeout=10.0):
     """At the end of the Snakemake run (its onsuccess / onerror, in its own process: address None): its launcher, if
-    one was started, takes no more rules and exits once none is connected (by then, none); waited for, so nothing of
-    the run outlives it."""
+    one was started, takes no more rules and exits once none is connected (by then, none); its exit is waited for,
+    up to timeout seconds, so that the run's end is the launcher's too."""
     if address is None:
         import psutil
 
@@ -392,7 +424,10 @@ def end_run_launcher(address=None, timeout=10.0):
     except OSError:  # none was started (no local job ran), or it has gone
         channel.close()
         return
-    pid, _uid, _gid = struct.unpack("3i", channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    pid, uid = peer(channel)
+    if uid != os.getuid():
+        channel.close()
+        return
     try:
         ended = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -407,16 +442,21 @@ def end_run_launcher(address=None, timeout=10.0):
 
 def _connect(address: tuple, preload) -> socket.socket:
     """A channel to the run's launcher at address, which is started first when there is none yet. It binds its
-    name before its imports, so this waits milliseconds; LauncherUnavailable when it cannot start."""
+    name before its imports, so this waits milliseconds; LauncherUnavailable when it cannot start, or when what
+    answers is not this user's."""
     name, owner = address
     starting, deadline = None, time.monotonic() + 30
-    while True:
+    while time.monotonic() < deadline:
         channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             channel.connect("\0" + name)
-            return channel
         except (ConnectionRefusedError, FileNotFoundError):
             channel.close()
+        else:
+            if peer(channel)[1] == os.getuid():  # the job's environment (credentials) goes to this process
+                return channel
+            channel.close()
+            raise LauncherUnavailable(f"the socket {name!r} is another user's")
         if starting is None:
             starting = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--run", name, str(owner), *preload],
@@ -425,9 +465,12 @@ def _connect(address: tuple, preload) -> socket.socket:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # it outlives the rule that starts it, and no signal to the rule reaches it
             )
-        elif (starting.poll() is not None and starting.returncode != 0) or time.monotonic() > deadline:
-            raise LauncherUnavailable("the run's job launcher did not start")
-        time.sleep(0.01)  # it exited 0 when another rule's launcher bound the name first: that one answers
+        elif starting.poll() is not None:
+            if starting.returncode != 0:
+                raise LauncherUnavailable("the run's job launcher could not start")
+            starting = None  # it lost to another rule's, which answers next (or, gone since, is started anew)
+        time.sleep(0.01)
+    raise LauncherUnavailable("the run's job launcher did not answer within 30 s")
 
 
 class JobLauncher:
@@ -455,10 +498,9 @@ class JobLauncher:
     @property
     def environment(self) -> dict:
         """The launcher's environment (a job whose own differs where it matters starts fresh: forkable), once its
-        imports are done. LauncherUnavailable when it exited before."""
-        self._ready.wait()
-        if self._environment is None:
-            raise LauncherUnavailable("the job launcher exited before it was ready")
+        imports are done. LauncherUnavailable when it exited before, or is not ready within READY_S."""
+        if not self._ready.wait(READY_S) or self._environment is None:
+            raise LauncherUnavailable("the job launcher was not ready")
         return self._environment
 
     def start(self, argv: list, cwd, env: dict) -> ForkedJob:
@@ -493,7 +535,7 @@ class JobLauncher:
             raise
         if "job" not in started:
             os.close(read_end)
-            raise LauncherUnavailable("the job launcher exited before it started the job")
+            raise LauncherUnavailable(started.get("refused") or "the job launcher exited before it started the job")
         return started["job"]
 
     def _read_replies(self):
@@ -509,6 +551,10 @@ class JobLauncher:
                 if "environment" in reply:  # its imports are done
                     self._environment = reply["environment"]
                     self._ready.set()
+                elif "refused" in reply:  # it could not fork this one: the backend starts it as a fresh Python
+                    started = self._starting.pop(reply["id"])
+                    started["refused"] = reply["refused"]
+                    started["event"].set()
                 elif "id" in reply:
                     started = self._starting.pop(reply["id"])
                     started["job"] = self._jobs[reply["pid"]] = ForkedJob(
