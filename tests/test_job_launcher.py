@@ -198,11 +198,12 @@ def test_the_runs_rules_share_one_launcher_which_ends_after_the_run_and_its_last
     for job in jobs:  # each has started its sleep
         assert "sleeping\n" in iter(job.stdout.readline, "")
     # a client that is not this file's (a request it cannot read) loses its channel, and no rule's job goes
-    stranger = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    stranger.connect("\0" + address[0])
-    stranger.send(b"not a request")
-    assert stranger.recv(1 << 20).startswith(b'{"environment"') and stranger.recv(16) == b""  # hello, then closed
-    stranger.close()
+    for unreadable in (b"not a request", b"[]", b'{"argv": []}'):
+        stranger = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stranger.connect("\0" + address[0])
+        stranger.send(unreadable)
+        assert stranger.recv(1 << 20).startswith(b'{"environment"') and stranger.recv(16) == b""  # hello, closed
+        stranger.close()
     # a rule's process that ends takes its own jobs with it, not another rule's
     tune.close()
     with contextlib.suppress(psutil.NoSuchProcess):

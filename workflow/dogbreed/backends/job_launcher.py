@@ -102,12 +102,15 @@ def serve(preload, channel=None, listener=None, owner=None):
         readable, _, _ = select.select(watched, [], [])
         for ready in readable:
             if listener is not None and ready is listener:
-                with contextlib.suppress(OSError):  # out of file descriptors: that rule starts fresh Pythons
+                try:
                     accepted, _ = listener.accept()
-                    if peer(accepted)[1] == os.getuid():  # an abstract socket has no file permissions
-                        connected(accepted)
-                    else:
-                        accepted.close()
+                except OSError:  # out of file descriptors: no new rule (each starts a launcher of its own)
+                    listener, owner = stop_listening(listener, owner)
+                    break
+                if peer(accepted)[1] == os.getuid():  # an abstract socket has no file permissions
+                    connected(accepted)
+                else:
+                    accepted.close()
             elif owner is not None and ready == owner:
                 # the run has ended: no new rule; the connected ones stop their jobs themselves, then end
                 listener, owner = stop_listening(listener, owner)
@@ -121,10 +124,13 @@ def serve(preload, channel=None, listener=None, owner=None):
                     continue
                 try:
                     request = json.loads(message)
-                except ValueError:  # not this file's client: that channel goes, the other rules' jobs run on
+                    if not isinstance(request, dict) or not (request.get("end") or {"id", "argv"} <= request.keys()):
+                        raise ValueError(request)
+                except ValueError:  # not this file's client: that channel and its jobs go, the other rules' run on
                     for fd in fds:
                         os.close(fd)
-                    channels.pop(ready)
+                    for pidfd in channels.pop(ready):
+                        kill_job(running[pidfd][0])
                     ready.close()
                     continue
                 if request.get("end"):
@@ -166,9 +172,12 @@ def start_job(request, fds, channel, channels, running, listener, owner):
     os.close(fds[0])
     try:
         pidfd = os.pidfd_open(pid)
-    except BaseException:  # a job the launcher cannot watch must not run
+    except OSError as error:  # a job the launcher cannot watch must not run: refused like a failed fork
         os.kill(pid, signal.SIGKILL)
-        raise
+        os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            channel.send(json.dumps({"id": request["id"], "refused": str(error)}).encode())
+        return
     running[pidfd] = (pid, channel)
     channels[channel].add(pidfd)
     try:
@@ -386,10 +395,10 @@ def kill_job(pid: int):
 _shared, _shared_lock = None, threading.Lock()
 
 
-def shared() -> "JobLauncher":
+def shared() -> "JobLauncher | None":
     """This process's launcher, on first use: the Snakemake run's, which its rules share (the tuning's trials, then
     the final training, find torch imported), started by the first rule that needs it; outside a Snakemake run (by
-    hand, a test), a launcher of this process's own."""
+    hand, a test), a launcher of this process's own. None when no launcher can be started: jobs start fresh."""
     global _shared
     with _shared_lock:
         if _shared is None:
@@ -398,14 +407,15 @@ def shared() -> "JobLauncher":
             snakemake = run_guard.snakemake_process()
             try:
                 _shared = JobLauncher(run=run_address(snakemake.pid, snakemake.create_time()) if snakemake else None)
-            except LauncherUnavailable:  # the run's could not start, or is not this user's: one of this process's
-                _shared = JobLauncher()
+            except (LauncherUnavailable, OSError):  # the run's could not start, or is not this user's: one of its own
+                with contextlib.suppress(OSError):
+                    _shared = JobLauncher()
         return _shared
 
 
 def run_address(pid: int, started: float) -> tuple:
     """(the abstract socket's name, the run's pid) of the launcher of the Snakemake run with that pid and start time
-    (psutil's create_time): one name per run, for this user alone (same_user checks who connects)."""
+    (psutil's create_time): one name per run, for this user alone (peer's uid is checked on both sides)."""
     return f"dogbreed-job-launcher-{os.getuid()}-{pid}-{round(started * 1000)}", pid
 
 
@@ -500,6 +510,8 @@ class JobLauncher:
         """The launcher's environment (a job whose own differs where it matters starts fresh: forkable), once its
         imports are done. LauncherUnavailable when it exited before, or is not ready within READY_S."""
         if not self._ready.wait(READY_S) or self._environment is None:
+            with self._lock:
+                self._gone = True  # not waited for again: every later job starts fresh
             raise LauncherUnavailable("the job launcher was not ready")
         return self._environment
 
@@ -552,9 +564,11 @@ class JobLauncher:
                     self._environment = reply["environment"]
                     self._ready.set()
                 elif "refused" in reply:  # it could not fork this one: the backend starts it as a fresh Python
-                    started = self._starting.pop(reply["id"])
-                    started["refused"] = reply["refused"]
-                    started["event"].set()
+                    if (started := self._starting.pop(reply.get("id"), None)) is not None:
+                        started["refused"] = reply["refused"]
+                        if started.get("cancelled"):  # no start() waits for it any more
+                            os.close(started["stdout"])
+                        started["event"].set()
                 elif "id" in reply:
                     started = self._starting.pop(reply["id"])
                     started["job"] = self._jobs[reply["pid"]] = ForkedJob(

@@ -321,7 +321,7 @@ def start_job_process(command, cwd, env, launcher=None):
             if job_launcher.forkable(launcher.environment, env):
                 return launcher.start(command, cwd, env)
         except job_launcher.LauncherUnavailable:
-            pass  # the job starts the slow way (a launcher of the rule's own said why in its log)
+            pass  # the job starts the slow way (a launcher of the rule's own says why in its log)
     return subprocess.Popen(  # line by line: `tail -f` works
         command,
         cwd=cwd,
