@@ -340,6 +340,8 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line, launcher=N
     (status, the epochs its lines reported). JobFailed when it fails."""
     log_path = job / "log.txt"
     status, epochs = "Completed", []
+    if run_guard.stopping.is_set():  # told to stop before it started (a signal, a tracking store that failed)
+        raise JobInterrupted(f"training job {job_name} stopped before it started")
     with (
         run_guard.job_running(f"training job {job_name}"),
         open(log_path, "w", buffering=1) as log,
