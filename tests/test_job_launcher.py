@@ -147,7 +147,7 @@ def test_the_backend_stops_a_forked_job_with_its_process_group(launcher, probe):
     job.stdout.close()
 
 
-def test_a_variable_read_while_torch_imports_means_a_fresh_python(probe):
+def test_a_variable_read_while_torch_imports_means_a_fresh_python(probe, capsys):
     launched = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"}
     assert job_launcher.forkable(launched, {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1", "SM_HPS": "{}"})
     assert not job_launcher.forkable(launched, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"})
@@ -155,11 +155,13 @@ def test_a_variable_read_while_torch_imports_means_a_fresh_python(probe):
     assert not job_launcher.forkable({}, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1"})
     assert not job_launcher.forkable({"OMP_NUM_THREADS": "1"}, {})  # a fresh Python would take every core
     assert not job_launcher.forkable({"LANG": "C.UTF-8"}, {"LANG": "C"})
+    assert job_launcher.unforkable({"LANG": "C.UTF-8"}, {"LANG": "C"}).startswith("LANG, read while torch")
     backend_launcher = type("Launcher", (), {"environment": launched, "start": lambda *a: pytest.fail("forked")})()
     process = local.start_job_process(
         [sys.executable, "probe.py", "ok"], probe, job_env(OMP_WAIT_POLICY="PASSIVE"), backend_launcher
     )
     assert isinstance(process, subprocess.Popen) and run(process)[0] == 0
+    assert "starts as a fresh Python, seconds slower: " in capsys.readouterr().out  # and why, by name
 
 
 def test_a_launcher_that_died_kills_its_jobs_and_the_next_starts_fresh(probe):

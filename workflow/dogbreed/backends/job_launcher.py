@@ -56,21 +56,31 @@ class LauncherUnavailable(RuntimeError):
     """The launcher has exited (it could not import what it preloads, or it was killed): start a fresh Python."""
 
 
-def forkable(launcher_env: dict, job_env: dict) -> bool:
-    """Whether a child of a launcher started with launcher_env runs as a fresh Python with job_env would."""
-    for key in launcher_env.keys() | job_env.keys():
+def unforkable(launcher_env: dict, job_env: dict) -> str | None:
+    """Why a child of a launcher started with launcher_env would not run as a fresh Python with job_env would (the
+    variable, by name only: values may be paths), or None when it would."""
+    for key in sorted(launcher_env.keys() | job_env.keys()):
         if (
             key.startswith(IMPORT_TIME_PREFIXES)
             and key not in SET_IN_CHILD
             and launcher_env.get(key) != job_env.get(key)
         ):
-            return False
+            return f"{key}, read while torch is imported, differs between the job and the launcher"
     # the child sets torch's threads to the job's OMP_NUM_THREADS (both torch's OpenMP and MKL); a job without one
     # would keep the launcher's where a fresh Python takes every core
     threads = job_env.get("OMP_NUM_THREADS")
     if threads is None:
-        return all(launcher_env.get(key) == job_env.get(key) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-    return job_env.get("MKL_NUM_THREADS") in (None, threads)
+        if any(launcher_env.get(key) != job_env.get(key) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+            return "the job sets no OMP_NUM_THREADS, and the launcher's would not be a fresh Python's"
+        return None
+    if job_env.get("MKL_NUM_THREADS") not in (None, threads):
+        return "the job's MKL_NUM_THREADS is not its OMP_NUM_THREADS"
+    return None
+
+
+def forkable(launcher_env: dict, job_env: dict) -> bool:
+    """Whether a child of a launcher started with launcher_env runs as a fresh Python with job_env would."""
+    return unforkable(launcher_env, job_env) is None
 
 
 # --- the launcher (the script) ---------------------------------------------------------------------------

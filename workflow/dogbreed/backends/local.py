@@ -318,8 +318,9 @@ def start_job_process(command, cwd, env, launcher=None):
     is one and the job's environment lets it (job_launcher.forkable), else a fresh Python."""
     if launcher is not None:
         try:
-            if job_launcher.forkable(launcher.environment, env):
+            if (why := job_launcher.unforkable(launcher.environment, env)) is None:
                 return launcher.start(command, cwd, env)
+            print(f"job launcher: this job starts as a fresh Python, seconds slower: {why}", flush=True)
         except job_launcher.LauncherUnavailable:
             pass  # the job starts the slow way (a launcher of the rule's own says why in its log)
     return subprocess.Popen(  # line by line: `tail -f` works
