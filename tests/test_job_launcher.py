@@ -6,7 +6,6 @@ import hashlib
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tarfile
@@ -134,7 +133,7 @@ def test_the_backend_stops_a_forked_job_with_its_process_group(launcher, probe):
     while not (line := next(lines)).startswith("child"):
         pass
     grandchild = int(line.split()[1])
-    local._signal_job(job, signal.SIGTERM)
+    job_launcher.signal_job(job.pid, signal.SIGTERM)
     assert job.wait(timeout=30) == -signal.SIGTERM
     for _ in range(100):  # the job's own child went with it (its group), as with a fresh Python's
         try:
@@ -180,7 +179,7 @@ def test_a_launcher_that_died_kills_its_jobs_and_the_next_starts_fresh(probe):
 
 
 def launcher_pid(client: job_launcher.JobLauncher) -> int:
-    return struct.unpack("3i", client._channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    return job_launcher.peer(client._channel)[0]
 
 
 @pytest.fixture

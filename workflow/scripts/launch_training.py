@@ -133,6 +133,7 @@ def run_job(smk, backend, job, tracking_ready) -> dict:
     themselves."""
     echoed = smk.params.backend != "local"
     epochs = int(job.hyperparameters.get("epochs", 0)) or None
+    live = tracking.live_logging(smk.params.backend)
     unlogged = []  # a local job's epochs read before MLflow was set up: logged as soon as it is
     with tqdm(total=epochs, desc=f"train {job.name}", unit="epoch") as progress:
 
@@ -141,9 +142,10 @@ def run_job(smk, backend, job, tracking_ready) -> dict:
                 progress.write(line.rstrip())
             if (epoch := metrics.parse_epoch_line(line)) is not None:
                 progress.update(1)
-                unlogged.append(epoch)
-            tracker, run_id, _ = _set_up(tracking_ready) if tracking_ready.done() else (None, None, False)
-            if tracker is not None and tracking.live_logging(smk.params.backend):
+                if live:
+                    unlogged.append(epoch)
+            if unlogged and tracking_ready.done() and (run := _set_up(tracking_ready))[0] is not None:
+                tracker, run_id, _ = run
                 while unlogged:
                     tracker.live_epoch(run_id, unlogged.pop(0))
             return False  # never stop the job

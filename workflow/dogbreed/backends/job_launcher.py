@@ -127,16 +127,10 @@ def serve(preload, channel=None, listener=None, owner=None):
                 break  # the closed pidfd's number may come back as a job's: select again
             elif ready in channels:
                 message, fds, _, _ = socket.recv_fds(ready, MAX_MESSAGE, 1)
-                if not message:  # that rule's process has ended (killed, if a job still runs): so do its jobs
-                    for pidfd in channels.pop(ready):
-                        kill_job(running[pidfd][0])
-                    ready.close()
-                    continue
-                try:
-                    request = json.loads(message)
-                    if not isinstance(request, dict) or not (request.get("end") or {"id", "argv"} <= request.keys()):
-                        raise ValueError(request)
-                except ValueError:  # not this file's client: that channel and its jobs go, the other rules' run on
+                request = readable_request(message)
+                if request is None:
+                    # its rule's process has ended (killed, if a job still runs), or it is not this file's client:
+                    # that channel and its jobs go, the other rules' run on
                     for fd in fds:
                         os.close(fd)
                     for pidfd in channels.pop(ready):
@@ -157,6 +151,18 @@ def serve(preload, channel=None, listener=None, owner=None):
                         started_by.send(
                             json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode()
                         )
+
+
+def readable_request(message: bytes) -> dict | None:
+    """A request of this file's client (a job to start, or the run's end), or None: the channel has closed (an empty
+    message), or what came is not one."""
+    try:
+        request = json.loads(message) if message else None
+    except ValueError:
+        return None
+    if isinstance(request, dict) and (request.get("end") or {"id", "argv"} <= request.keys()):
+        return request
+    return None
 
 
 def start_job(request, fds, channel, channels, running, listener, owner):
@@ -438,18 +444,14 @@ def end_run_launcher(address=None, timeout=10.0):
 
         me = psutil.Process()
         address = run_address(me.pid, me.create_time())
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        channel.connect("\0" + address[0])
-    except OSError:  # none was started (no local job ran), or it has gone
-        channel.close()
+        channel = _dial(address[0])
+    except (OSError, LauncherUnavailable):  # not this user's, or no answer: nothing of this run's to end
         return
-    pid, uid = peer(channel)
-    if uid != os.getuid():
-        channel.close()
+    if channel is None:  # none was started (no local job ran), or it has gone
         return
     try:
-        ended = os.pidfd_open(pid)
+        ended = os.pidfd_open(peer(channel)[0])
     except ProcessLookupError:
         ended = None
     with contextlib.suppress(OSError):
@@ -460,6 +462,21 @@ def end_run_launcher(address=None, timeout=10.0):
         os.close(ended)
 
 
+def _dial(name: str) -> socket.socket | None:
+    """A channel to the launcher listening at name, or None when none listens. LauncherUnavailable when what listens
+    is not this user's: a job's environment, its credentials among them, would go to it."""
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        channel.connect("\0" + name)
+    except (ConnectionRefusedError, FileNotFoundError):
+        channel.close()
+        return None
+    if peer(channel)[1] != os.getuid():
+        channel.close()
+        raise LauncherUnavailable(f"the socket {name!r} is another user's")
+    return channel
+
+
 def _connect(address: tuple, preload) -> socket.socket:
     """A channel to the run's launcher at address, which is started first when there is none yet. It binds its
     name before its imports, so this waits milliseconds; LauncherUnavailable when it cannot start, or when what
@@ -467,16 +484,8 @@ def _connect(address: tuple, preload) -> socket.socket:
     name, owner = address
     starting, deadline = None, time.monotonic() + 30
     while time.monotonic() < deadline:
-        channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            channel.connect("\0" + name)
-        except (ConnectionRefusedError, FileNotFoundError):
-            channel.close()
-        else:
-            if peer(channel)[1] == os.getuid():  # the job's environment (credentials) goes to this process
-                return channel
-            channel.close()
-            raise LauncherUnavailable(f"the socket {name!r} is another user's")
+        if (channel := _dial(name)) is not None:
+            return channel
         if starting is None:
             starting = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--run", name, str(owner), *preload],

@@ -52,21 +52,16 @@ def pack_model_dir(model_dir: Path, tar_path: Path):
             archive.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
 
 
-def _signal_job(process, signum):
-    """The job's whole process group (its own session): torchrun's workers with it, not only torchrun."""
-    job_launcher.signal_job(process.pid, signum)
-
-
 def _stop_when_asked(process):
     """In a thread beside the job: when the rule is told to stop (run_guard.stopping, which a signal reaches
     only in the main thread), stop the job, also when it runs in another thread (a parallel trial)."""
     while process.poll() is None:
         if run_guard.stopping.wait(0.5):
-            _signal_job(process, signal.SIGTERM)
+            job_launcher.signal_job(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:  # a job that ignores it (or is suspended): its checkpoint is whole
-                _signal_job(process, signal.SIGKILL)
+                job_launcher.signal_job(process.pid, signal.SIGKILL)
             return
 
 
@@ -358,11 +353,11 @@ def run_job_process(job_name, command, job: Path, env, echo, on_line, launcher=N
                     epochs.append(parsed)
                 if on_line is not None and on_line(line):
                     status = "Stopped"
-                    _signal_job(process, signal.SIGTERM)
+                    job_launcher.signal_job(process.pid, signal.SIGTERM)
                     break
             process.wait()
         finally:  # Ctrl-C, Snakemake stopping us, or a torchrun that died: nothing of the job's group outlives it
-            _signal_job(process, signal.SIGKILL)
+            job_launcher.signal_job(process.pid, signal.SIGKILL)
         if status != "Stopped" and process.returncode != 0 and run_guard.stopping.is_set():
             raise JobInterrupted(f"training job {job_name} stopped")  # by _stop_when_asked: its checkpoint kept
     if status != "Stopped" and process.returncode != 0:

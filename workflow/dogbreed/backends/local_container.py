@@ -28,14 +28,12 @@ import job_contract as contract
 from dogbreed.backends import containers
 from dogbreed.backends.base import TOOLKIT_SERVING_ENVIRONMENT, Backend, HttpEndpointBackend, ping, write_endpoint_state
 from dogbreed.backends.errors import EndpointGone, JobFailed, JobInterrupted
-from dogbreed.backends.sagemaker import SageMakerBackend
+from dogbreed.backends.sagemaker import SageMakerBackend, sdk_config
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_guard
 from dogbreed.runtime.rule_runner import say
 from dogbreed.training import jobspec
 
-# The SDK's defaults config, in place of ~/.config/sagemaker/config.yaml: no telemetry calls home.
-SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 SERVING_PORT = 8080  # the SageMaker serving contract's port inside the container
 LABEL = "dogbreed.endpoint"
 COMPOSE_WORKING_DIR = "com.docker.compose.project.working_dir"  # docker-compose labels its containers
@@ -105,7 +103,8 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
         credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
         boto_session = boto3.session.Session(region_name=s["region"], **credentials)
-        session = LocalSession(boto_session=boto_session, sagemaker_config=SDK_CONFIG)
+        # the SDK's defaults config in place of ~/.config/sagemaker/config.yaml: only its telemetry off
+        session = LocalSession(boto_session=boto_session, sagemaker_config=sdk_config(user_defaults=False))
         session.config = {
             "local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}
         }

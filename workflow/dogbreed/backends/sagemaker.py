@@ -671,13 +671,13 @@ class SageMakerBackend(Backend):
             return None
 
 
-def sdk_config() -> dict:
+def sdk_config(user_defaults=True) -> dict:
     """The SDK's defaults config as the user keeps it (~/.config/sagemaker/config.yaml and the like: subnets, KMS keys
-    for their jobs), with its telemetry off: the SDK would otherwise call sts:GetCallerIdentity and send a request
-    to AWS about each job it launches."""
+    for their jobs), or none of it (user_defaults False: local mode, no AWS account), with its telemetry off: the SDK
+    would otherwise call sts:GetCallerIdentity and send a request to AWS about each job it launches."""
     from sagemaker.config import load_sagemaker_config
 
-    config = load_sagemaker_config() or {}
+    config = (load_sagemaker_config() or {}) if user_defaults else {}
     config.setdefault("SchemaVersion", "1.0")
     config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
     return config
