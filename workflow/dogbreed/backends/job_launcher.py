@@ -126,7 +126,10 @@ def serve(preload, channel=None, listener=None, owner=None):
                 listener, owner = stop_listening(listener, owner)
                 break  # the closed pidfd's number may come back as a job's: select again
             elif ready in channels:
-                message, fds, _, _ = socket.recv_fds(ready, MAX_MESSAGE, 1)
+                try:
+                    message, fds, _, _ = socket.recv_fds(ready, MAX_MESSAGE, 1)
+                except ConnectionResetError:  # it closed with our replies unread (its "end" sent): the same as EOF
+                    message, fds = b"", []
                 request = readable_request(message)
                 if request is None:
                     # its rule's process has ended (killed, if a job still runs), or it is not this file's client:
@@ -139,6 +142,8 @@ def serve(preload, channel=None, listener=None, owner=None):
                     continue
                 if request.get("end"):
                     listener, owner = stop_listening(listener, owner)
+                    channels.pop(ready)
+                    ready.close()  # what asked reads to this close (end_run_launcher): nothing is left unread
                     break
                 start_job(request, fds, ready, channels, running, listener, owner)
             elif ready in running:  # a job has ended (what else was ready may have been closed meanwhile)
@@ -456,6 +461,10 @@ def end_run_launcher(address=None, timeout=10.0):
         ended = None
     with contextlib.suppress(OSError):
         channel.send(json.dumps({"end": True}).encode())
+        channel.settimeout(timeout)
+        # its hello, then its close: a channel closed with a reply unread is reset, and the "end" lost with it
+        while channel.recv(MAX_MESSAGE):
+            pass
     channel.close()
     if ended is not None:
         select.select([ended], [], [], timeout)
