@@ -59,11 +59,10 @@ def write_image(path, colour=(200, 30, 30), size=(48, 40), mode="RGB", fmt="JPEG
 
 @pytest.fixture(scope="session", autouse=True)
 def sagemaker_sdk_quiet(tmp_path_factory):
-    """The SageMaker SDK's telemetry off (through its own config file) and its v2 banner silenced."""
+    """The SageMaker SDK's telemetry off (through its own config file), wherever a test reaches the SDK itself."""
     config = tmp_path_factory.mktemp("sagemaker") / "config.yaml"
     config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
     os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
-    os.environ["SAGEMAKER_SUPPRESS_V2_WARNING"] = "1"
 
 
 @pytest.fixture(autouse=True)

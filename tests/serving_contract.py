@@ -120,29 +120,33 @@ def same_answer(a, b):
 
 
 def sdk_predictions(port: int, image: bytes, size: int):
-    """The SageMaker SDK's own clients against the endpoint on 127.0.0.1:port (LocalSession's
-    serving_port): Predictor with its JSON and raw-image serializers, and the default
-    PyTorchPredictor (npy in, npy out: how the original project queried its endpoint)."""
+    """The SageMaker SDK's own clients against the endpoint on 127.0.0.1:port (LocalSession's serving_port): its
+    local runtime client with the SDK's JSON and raw-image serializers, and with its NumPy serializer and
+    deserializer (npy in, npy out: how the original project's PyTorchPredictor queried its endpoint)."""
     import boto3
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.local import LocalSession
-    from sagemaker.predictor import Predictor
-    from sagemaker.pytorch import PyTorchPredictor
-    from sagemaker.serializers import IdentitySerializer, JSONSerializer
+    from sagemaker.core.deserializers import JSONDeserializer, NumpyDeserializer
+    from sagemaker.core.local.local_session import LocalSession
+    from sagemaker.core.serializers import IdentitySerializer, JSONSerializer, NumpySerializer
 
     session = LocalSession(
         boto_session=boto3.Session(region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
     )
     session.config = {"local": {"local_code": True, "serving_port": port}}
-    predictor = Predictor(
-        "dogbreed", sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer()
-    )
-    as_json = predictor.predict({"instances": [{"b64": base64.b64encode(image).decode()}]})["predictions"]
-    predictor.serializer = IdentitySerializer("image/jpeg")
-    as_image = predictor.predict(image)["predictions"]
+
+    def predict(data, serializer, deserializer):
+        answer = session.sagemaker_runtime_client.invoke_endpoint(
+            EndpointName="dogbreed",
+            Body=serializer.serialize(data),
+            ContentType=serializer.CONTENT_TYPE,
+            Accept=deserializer.ACCEPT[0],
+        )
+        return deserializer.deserialize(answer["Body"], answer["ContentType"])
+
+    as_json = predict({"instances": [{"b64": base64.b64encode(image).decode()}]}, JSONSerializer(), JSONDeserializer())
+    as_image = predict(image, IdentitySerializer("image/jpeg"), JSONDeserializer())
     batch = np.random.default_rng(1).normal(size=(3, 3, size, size)).astype(np.float32)
-    as_npy = PyTorchPredictor("dogbreed", sagemaker_session=session).predict(batch)
-    return {"json": as_json, "image": as_image, "npy": as_npy}
+    as_npy = predict(batch, NumpySerializer(), NumpyDeserializer())
+    return {"json": as_json["predictions"], "image": as_image["predictions"], "npy": as_npy}
 
 
 def _png_header(width, height) -> bytes:

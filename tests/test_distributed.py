@@ -182,24 +182,29 @@ def test_sagemaker_gets_torch_distributed_and_refuses_instances_that_would_train
     (request,) = sent(captured, "CreateTrainingJob")
     assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
     assert request["ResourceConfig"]["InstanceCount"] == 2
-    assert request["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.8.0-gpu-py312")
+    assert request["HyperParameters"]["sagemaker_instance_type"] == '"ml.g4dn.xlarge"'  # the toolkit's launcher
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.8-gpu-py312")
     assert os.environ.get("AWS_EC2_METADATA_DISABLED") == "true"
 
 
-@pytest.mark.parametrize("version, image, python", [("2.7", "2.7.1", "py312"), ("2.5", "2.5.1", "py311")])
-def test_torch_distributed_takes_the_sdks_own_full_version(
-    moto_server, bucket, monkeypatch, tmp_path, version, image, python
+@pytest.mark.parametrize("version, python", [("2.7", "py312"), ("2.5", "py311")])
+def test_torch_distributed_runs_on_the_configured_versions_image(
+    moto_server, bucket, monkeypatch, tmp_path, version, python
 ):
-    """The SDK checks torch_distributed against full versions: "2.7" is its alias for 2.7.1, not "2.7.0"."""
+    """The launcher takes 2.7 and 2.5 (the SDK's aliases for 2.7.1 and 2.5.1, which its launcher list names; padding
+    to "2.7.0" would refuse them): the job runs the same image as without DDP, with the launcher on."""
     from test_sagemaker_backend import CHANNELS, backend_for, put_job_outputs, sent
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     captured = []
     backend = backend_for(bucket, captured, instance_count=2, framework_version=version, py_version=python)
-    put_job_outputs(bucket, f"train-{image}")
-    backend.train(f"train-{image}", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2, instances=2)
+    put_job_outputs(bucket, f"train-{version}")
+    backend.train(
+        f"train-{version}", {"lr": 0.1}, CHANNELS(bucket), tmp_path, REPO / "scripts", processes=2, instances=2
+    )
     (request,) = sent(captured, "CreateTrainingJob")
-    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"/pytorch-training:{image}-gpu-{python}")
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"/pytorch-training:{version}-gpu-{python}")
+    assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
 
 
 # --- Snakemake on a cluster ------------------------------------------------------------------------

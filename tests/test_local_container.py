@@ -175,17 +175,18 @@ def test_teardown_stops_the_container(deployed, tmp_path):
 
 
 def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
-    """local_gpu: the compose file the SDK writes reserves every GPU (the NVIDIA runtime does the rest;
+    """local_gpu: the compose file the SDK's local mode writes reserves every GPU (the NVIDIA runtime does the rest;
     untested on a real GPU: the lent GPU machine has no Docker)."""
-    from sagemaker.local.image import _SageMakerContainer
+    from sagemaker.core.local.image import _SageMakerContainer
 
     backend = LocalContainerBackend(
         {"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []}
     )
-    estimator = backend.estimator({"epochs": 1}, tmp_path, "train.py")
-    assert estimator.image_uri.endswith("pytorch-training:2.8-gpu-py312")
-    assert estimator.instance_type == "local_gpu"
-    container = _SageMakerContainer(estimator.instance_type, 1, estimator.image_uri, backend.session)
+    request = backend.training_request("gpu-job", {"epochs": 1}, {}, tmp_path)
+    image = request["algorithm_specification"].training_image
+    assert image.endswith("pytorch-training:2.8-gpu-py312")
+    assert request["resource_config"].instance_type == "local_gpu"
+    container = _SageMakerContainer("local_gpu", 1, image, backend.local_session())
     container.container_root = str(tmp_path)
     compose = container._generate_compose_file("train", additional_volumes=[], additional_env_vars={})
     service = next(iter(compose["services"].values()))

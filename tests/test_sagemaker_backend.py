@@ -1,12 +1,13 @@
-"""The sagemaker and local_container backends through the real SageMaker SDK v2 and boto3, against
-moto's SageMaker and S3 APIs on 127.0.0.1. The requests the SDK sends are captured from botocore's
-event hooks. Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
+"""The sagemaker and local_container backends through the real SageMaker SDK v3 (sagemaker-core's resources and
+shapes) and boto3, against moto's SageMaker, S3 and CloudWatch Logs APIs on 127.0.0.1. The requests the SDK sends are
+captured from botocore's event hooks (sagemaker-core sends through the backend's own client). Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
 InvokeEndpoint (moto answers a placeholder) — a before-call hook answers instead (botocore's own
 short-circuit, as its Stubber uses), and the test says so."""
 
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 
 import boto3
@@ -16,7 +17,8 @@ from conftest import REPO
 from dogbreed.backends.containers import ContainerSetupError
 from dogbreed.backends.errors import EndpointGone, EndpointRefused, JobFailed
 from dogbreed.backends.registry import get_backend
-from dogbreed.backends.sagemaker import CloudCostNotConfirmed, _extract_output_data
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed
+from dogbreed.backends.sagemaker_jobs import extract_output_data
 from dogbreed.data.store import S3Store, StoreError
 from dogbreed.runtime.run_plan import PlanRefused
 from dogbreed.serving import evaluation
@@ -66,11 +68,21 @@ def backend_for(bucket, captured, confirm=True, name="sagemaker", **overrides):
     backend = get_backend(
         name, {**SETTINGS, "output_s3_uri": f"s3://{bucket}/jobs", "confirm_cloud": confirm, **overrides}
     )
+    for operation in ("DescribeModel", "DescribeEndpointConfig", "DescribeEndpoint"):
+        backend.client.meta.events.register(f"after-call.sagemaker.{operation}", _without_empty_structures)
     # the requests the SDK sends, as botocore is about to serialise them
     backend.client.meta.events.register(
         "provide-client-params.sagemaker", lambda params, model, **_: captured.append((model.name, params))
     )
     return backend
+
+
+def _without_empty_structures(parsed, **_):
+    """moto answers DescribeModel with an empty VpcConfig and DescribeEndpointConfig with an empty DataCaptureConfig,
+    and DescribeEndpoint with an empty DataCaptureConfig: SageMaker leaves them out, and sagemaker-core refuses them
+    (their required fields missing)."""
+    for key in [k for k, v in parsed.items() if v == {}]:
+        del parsed[key]
 
 
 def sent(captured, operation):
@@ -174,7 +186,7 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
 def test_the_backend_sends_no_telemetry_itself(aws, tmp_path, monkeypatch):
     """The SDK's telemetry (an sts:GetCallerIdentity and a request to AWS for each job) is off in the backend's own
     SDK config, not only in the one the tests give the SDK (conftest.py)."""
-    import sagemaker.telemetry.telemetry_logging as telemetry
+    import sagemaker.core.telemetry.telemetry_logging as telemetry
 
     monkeypatch.delenv("SAGEMAKER_USER_CONFIG_OVERRIDE")
     reported = []
@@ -207,7 +219,7 @@ def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backend.session, "logs_for_job", interrupted)
+    monkeypatch.setattr(backend, "_print_new_log_lines", interrupted)
     with pytest.raises(KeyboardInterrupt):
         backend.train("train-stop", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert stops == [{"TrainingJobName": "train-stop"}]
@@ -276,7 +288,7 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
     assert sent(captured, "CreateEndpoint")[0]["EndpointName"] == "dogbreed-test"
     assert backend.healthy(endpoint)
 
-    runtime = backend.session.sagemaker_runtime_client
+    runtime = backend.runtime
 
     def too_large(**_):  # what the runtime answers a body over its limit
         raise runtime.exceptions.ValidationError(
@@ -332,7 +344,7 @@ def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
 
 def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypatch):
     """No Docker engine: the job refuses before the SDK starts, saying how to get one (make test-container
-    runs the real thing). Building the estimator, as a dry run does, needs no Docker and no AWS."""
+    runs the real thing). Building the job's request, as a dry run does, needs no Docker and no AWS."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
@@ -340,10 +352,14 @@ def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypa
         "local_container",
         {"metric_definitions": SETTINGS["metric_definitions"], "output_s3_uri": f"file://{tmp_path}/jobs"},
     )
-    estimator = backend.estimator({"lr": 0.1}, REPO / "scripts")
-    assert estimator.instance_type == "local" and type(estimator.sagemaker_session).__name__ == "LocalSession"
-    assert estimator.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-cpu-py312"
-    assert estimator.sagemaker_session.boto_region_name == "us-east-1"  # a region without any AWS set-up
+    request = backend.training_request("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}"}, REPO / "scripts")
+    assert request["resource_config"].instance_type == "local"
+    image = request["algorithm_specification"].training_image
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-cpu-py312"
+    assert request["hyper_parameters"]["sagemaker_submit_directory"] == json.dumps(f"file://{REPO}/scripts")
+    assert request["output_data_config"].s3_output_path == f"file://{tmp_path}/jobs/local-job"  # its own folder
+    session = backend.local_session()
+    assert type(session).__name__ == "LocalSession" and session.boto_region_name == "us-east-1"  # no AWS set-up
     with pytest.raises(ContainerSetupError, match=r"needs a running Docker engine.*make container-images"):
         backend.train(
             "local-job",
@@ -383,7 +399,7 @@ def test_output_data_reads_the_same_from_both_archive_layouts(tmp_path, layout):
             archive.add(path, arcname=path.name)
     target = tmp_path / "job/output/data"
     target.mkdir(parents=True)
-    _extract_output_data(tmp_path / "output.tar.gz", target)
+    extract_output_data(tmp_path / "output.tar.gz", target)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
         "metrics.jsonl",
         "profiler",
@@ -509,19 +525,31 @@ def test_logs_none_streams_no_log_and_says_the_jobs_status(aws, tmp_path, monkey
     """The SDK's log streaming ignores its log_type for the logs themselves: logs None and Rules stream nothing."""
     captured = []
     backend = backend_for(aws, captured, logs=logs)
-    monkeypatch.setattr(backend.session, "logs_for_job", lambda *a, **k: pytest.fail("the job's logs were streamed"))
+    monkeypatch.setattr(backend, "_print_new_log_lines", lambda *a, **k: pytest.fail("the job's logs were streamed"))
     put_job_outputs(aws, "train-quiet")
     backend.train("train-quiet", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert "training job train-quiet: Completed" in capsys.readouterr().out
 
 
-def test_logs_all_streams_the_jobs_logs(aws, tmp_path, monkeypatch):
-    captured, streamed = [], []
-    backend = backend_for(aws, captured, logs="All")
-    monkeypatch.setattr(backend.session, "logs_for_job", lambda name, **k: streamed.append(name))
+def test_logs_all_streams_the_jobs_logs(aws, tmp_path, capsys):
+    """Every instance's stream of the job's CloudWatch log group, each line once; another job's stream not."""
+    backend = backend_for(aws, [], logs="All")
+    logs = backend.boto_session.client("logs")
+    logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+    lines = {"train-loud/algo-1-1": ["epoch=1 valid_accuracy=0.5"], "train-loud/algo-2-1": ["from the second"]}
+    lines["train-loud-2/algo-1-1"] = ["another job's"]
+    for stream, messages in lines.items():
+        logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)
+        logs.put_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs",
+            logStreamName=stream,
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": m} for m in messages],  # moto drops old ones
+        )
     put_job_outputs(aws, "train-loud")
     backend.train("train-loud", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
-    assert streamed == ["train-loud"]
+    out = capsys.readouterr().out
+    assert out.count("epoch=1 valid_accuracy=0.5\n") == 1 and out.count("from the second\n") == 1
+    assert "another job's" not in out
 
 
 def test_a_grown_tuning_spec_warm_starts(aws, tmp_path):
@@ -583,7 +611,7 @@ def test_teardown_deletes_in_the_region_it_deployed_to(aws, tmp_path):
     backend.deploy(model_tar, "dogbreed-region", tmp_path / "state")
     deployed_in = json.loads((tmp_path / "state/state.json").read_text())["region"]
     elsewhere = backend_for(aws, [], region="eu-west-1")  # the settings changed since
-    assert elsewhere.session.boto_region_name == "eu-west-1" != deployed_in
+    assert elsewhere.region == "eu-west-1" != deployed_in
     assert [d.split()[0] for d in elsewhere.teardown(tmp_path / "state")] == ["endpoint", "endpointconfig", "model"]
     assert backend._endpoint_status("dogbreed-region") is None
 
@@ -619,20 +647,8 @@ def test_warm_start_takes_the_five_best_parents():
 
 
 def test_a_failed_job_says_why_in_our_words(aws, tmp_path, monkeypatch):
-    """The SDK's UnexpectedStatusException would come first; the project's JobFailed, with SageMaker's
-    FailureReason and where the logs are, is what the user reads."""
-    from sagemaker.exceptions import UnexpectedStatusException
-
-    backend = backend_for(aws, [])
-
-    def job_failed(*args, **kwargs):
-        raise UnexpectedStatusException(
-            message="Error for Training job train-fails: Failed.",
-            allowed_statuses=["Completed", "Stopped"],
-            actual_status="Failed",
-        )
-
-    monkeypatch.setattr(backend.session, "logs_for_job", job_failed)
+    """The project's JobFailed, with SageMaker's FailureReason and where the logs are, is what the user reads."""
+    backend = backend_for(aws, [], logs="All")
     original = backend._describe_job
     monkeypatch.setattr(
         backend,

@@ -5,8 +5,6 @@ the ECR URIs the SDK resolves (built as stand-ins by `make container-images`, or
 "<scope> <uri>" lines: what containers/build.sh tags its images with.
 """
 
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -34,10 +32,19 @@ def local_mode_settings(settings: dict) -> dict:
     return {**{k: v["default"] for k, v in properties.items() if "default" in v}, **(settings or {})}
 
 
-def _quiet_sdk():
-    """Before the SDK's first import here: no v2 deprecation banner, no line on where it found no defaults."""
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+def framework_image(region, version, py_version, instance_type, scope) -> str:
+    """The PyTorch framework image (DLC) for scope "training" or "inference" on instance_type: the SDK's own ECR URI
+    (sagemaker-core's image config; no AWS request)."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(
+        "pytorch",
+        region=region,
+        version=str(version),
+        py_version=py_version,
+        instance_type=instance_type,
+        image_scope=scope,
+    )
 
 
 def image_uri(settings: dict, scope: str, gpu: bool) -> str:
@@ -46,27 +53,17 @@ def image_uri(settings: dict, scope: str, gpu: bool) -> str:
     configured = settings.get(f"{scope}_image")
     if configured:
         return configured
-    _quiet_sdk()
-    from sagemaker import image_uris
-
     version = settings["framework_version" if scope == "training" else "inference_framework_version"]
-    return image_uris.retrieve(
-        "pytorch",
-        region=settings["region"],
-        version=str(version),
-        py_version=settings["py_version"],
-        instance_type="ml.g4dn.xlarge" if gpu else "ml.m5.xlarge",
-        image_scope=scope,
-    )
+    instance_type = "ml.g4dn.xlarge" if gpu else "ml.m5.xlarge"
+    return framework_image(settings["region"], version, settings["py_version"], instance_type, scope)
 
 
 def torch_distributed_version(framework_version) -> tuple:
     """(the full version SageMaker's torch_distributed launcher takes for framework_version, the full versions it
     takes): "2.7" → "2.7.1" by the SDK's own aliases for the PyTorch training images (padding with zeros would name
-    releases without an image); the version is None when the SDK's launcher does not take it ("2.4" is 2.4.0, but
+    releases without an image); the version is None when the launcher does not take it ("2.4" is 2.4.0, but
     the launcher takes only 2.4.1)."""
-    _quiet_sdk()
-    from sagemaker import fw_utils, image_uris
+    from sagemaker.core import fw_utils, image_uris
 
     aliases = image_uris.config_for_framework("pytorch")["training"]["version_aliases"]
     full = aliases.get(str(framework_version), str(framework_version))

@@ -1,9 +1,9 @@
 """The `local_container` backend: SageMaker's local mode, the cloud's containers under Docker here.
 
-Training and tuning trials are the SDK's own local-mode training jobs (the same estimator the
-`sagemaker` backend builds): the framework image's training toolkit runs scripts/train.py under the
-real training contract. Local mode has no tuning jobs (SDK issue #1960), so the project's own tuner
-runs one local-mode job per trial.
+Training and tuning trials are local-mode training jobs: the CreateTrainingJob request the `sagemaker` backend
+sends (sagemaker_jobs.py), handed to the SDK's local-mode client (sagemaker-core's LocalSession), which runs it under
+docker-compose; the framework image's training toolkit runs scripts/train.py under the real training contract.
+Local mode has no tuning jobs, so the project's own tuner runs one local-mode job per trial.
 
 The endpoint is the framework's inference image run detached under the SageMaker serving contract
 (model at /opt/ml/model, `serve`, port 8080 published on 127.0.0.1): the SDK's own local endpoint
@@ -25,10 +25,9 @@ from pathlib import Path
 
 import job_contract as contract
 
-from dogbreed.backends import containers
-from dogbreed.backends.base import TOOLKIT_SERVING_ENVIRONMENT, Backend, HttpEndpointBackend, ping, write_endpoint_state
+from dogbreed.backends import containers, sagemaker_jobs
+from dogbreed.backends.base import TOOLKIT_SERVING_ENVIRONMENT, HttpEndpointBackend, ping, write_endpoint_state
 from dogbreed.backends.errors import EndpointGone, JobFailed, JobInterrupted
-from dogbreed.backends.sagemaker import SageMakerBackend, sdk_config
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_guard
 from dogbreed.runtime.rule_runner import say
@@ -78,43 +77,33 @@ def _handler_answers(url) -> bool:
         return False
 
 
-class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
+class LocalContainerBackend(HttpEndpointBackend):
     name = "local_container"
     _study_root = None  # while tune() runs: the folder under which its trials keep their compose folders
 
     def __init__(self, settings: dict):
-        super().__init__(containers.local_mode_settings(settings))
+        self.settings = containers.local_mode_settings(settings)
 
     # --- session: local mode, no AWS account ----------------------------------------------------
-    @property
-    def session(self):
-        if self._session is None:
-            self._session = self._local_session()
-        return self._session
-
-    def _local_session(self, container_root=None):
-        """A LocalSession with a region, and placeholder credentials for a file:// store (local mode
+    def local_session(self, container_root=None):
+        """The SDK's LocalSession with a region, and placeholder credentials for a file:// store (local mode
         wants some to hand to the containers; they reach nothing). container_root: where local mode
         keeps a job's compose file and folders (its own per job, so its containers can be found)."""
         import boto3
-        from sagemaker.local import LocalSession
+        from sagemaker.core.local.local_session import LocalSession
 
         s = self.settings
         uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
         credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
         boto_session = boto3.session.Session(region_name=s["region"], **credentials)
         # the SDK's defaults config in place of ~/.config/sagemaker/config.yaml: only its telemetry off
-        session = LocalSession(boto_session=boto_session, sagemaker_config=sdk_config(user_defaults=False))
+        session = LocalSession(
+            boto_session=boto_session, sagemaker_config=sagemaker_jobs.sdk_config(user_defaults=False)
+        )
         session.config = {
             "local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}
         }
         return session
-
-    def approve_run(self, plan, costs, store_uri):  # nothing is paid for
-        pass
-
-    def confirm(self, lines):
-        pass
 
     def upload(self, local_dir, uri) -> dict:
         return store.sync(local_dir, uri)
@@ -133,13 +122,40 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         containers.require_image(client, uri)
         return client, uri
 
-    # --- training jobs --------------------------------------------------------------------------
-    def estimator(self, hyperparameters, source_dir, entry_point="train.py", environment=None):
-        estimator = super().estimator(
-            hyperparameters, source_dir, entry_point, environment=environment
-        )  # one container
-        estimator.image_uri = containers.image_uri(self.settings, "training", self._gpu("instance_type"))
-        return estimator
+    def refuse_shape(self, hyperparameters, processes, instances):
+        sagemaker_jobs.refuse_job_shape(self.name, self.settings, hyperparameters, processes, instances)
+
+    def training_request(
+        self, job_name, hyperparameters, channels, source_dir, entry_point="train.py", environment=None, processes=1
+    ) -> dict:
+        """The `sagemaker` backend's CreateTrainingJob request, for one container of the local image: the code mounted
+        from source_dir, the outputs under the job's own folder of output_s3_uri (jobs in parallel would otherwise
+        write one model.tar.gz)."""
+        from sagemaker.core.shapes import OutputDataConfig
+
+        s = self.settings
+        if processes > 1:
+            # the image's training toolkit starts torchrun with one process per GPU, or this many on a CPU
+            # (sagemaker_* hyperparameters are the toolkit's, never train.py's flags)
+            hyperparameters = jobspec.merge(hyperparameters, {"sagemaker_mpi_num_of_processes_per_host": processes})
+        encoded = sagemaker_jobs.toolkit_hyperparameters(
+            hyperparameters,
+            job_name=job_name,
+            entry_point=entry_point,
+            code_uri=store.file_uri(Path(source_dir).resolve()),
+            region=s["region"],
+            processes=processes,
+        )
+        request = sagemaker_jobs.training_job_request(
+            s,
+            job_name=job_name,
+            image=containers.image_uri(s, "training", self._gpu("instance_type")),
+            instance_type="local_gpu" if self._gpu("instance_type") else "local",
+            environment=environment,
+            definition=sagemaker_jobs.job_definition(s, role=self._role(), hyperparameters=encoded, channels=channels),
+        )
+        request["output_data_config"] = OutputDataConfig(s3_output_path=store.join(s["output_s3_uri"], job_name))
+        return request
 
     def train(
         self,
@@ -156,51 +172,40 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         processes=1,
         instances=1,
     ) -> dict:
-        from sagemaker.inputs import TrainingInput
+        from sagemaker.core.utils.utils import serialize, snake_to_pascal
 
         self.refuse_shape(hyperparameters, processes, instances)  # before Docker is asked: no engine would hide it
-        if processes > 1:
-            # The SDK refuses torch_distributed for CPU local mode, but the image's training toolkit runs it on any
-            # instance: its own switches, set directly (sagemaker_* hyperparameters are the toolkit's, never
-            # train.py's flags), start train.py under torchrun with this many processes in the container.
-            hyperparameters = jobspec.merge(
-                hyperparameters,
-                {"sagemaker_torch_distributed_enabled": True, "sagemaker_mpi_num_of_processes_per_host": processes},
-            )
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
         # CPUs and GPUs is the container's to take)
         tracked = {k: v for k, v in (environment or {}).items() if k.startswith("MLFLOW_") or k == "DO_NOT_TRACK"}
-        estimator = self.estimator(hyperparameters, source_dir, entry_point, environment=tracked)
+        request = self.training_request(
+            job_name, hyperparameters, channels, source_dir, entry_point, tracked, processes
+        )
         # the job's own compose folder, so that its containers (named at random) can be found
         container_root = Path(
             tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)
         ).resolve()
-        estimator.sagemaker_session = self._local_session(container_root)
+        local = self.local_session(container_root).sagemaker_client
         log_path = Path(jobs_dir).resolve() / job_name / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        failure, fitted = None, threading.Event()
+        failure, ended = None, threading.Event()
 
         def stop_when_asked():  # a signal reaches only the main thread: a parallel trial's containers stop here
-            while not fitted.wait(0.5):
-                if run_guard.stopping.is_set():  # again until fit returns: compose may not have made them yet
-                    with contextlib.suppress(Exception):  # the engine busy or gone: the next round, or fit's end
+            while not ended.wait(0.5):
+                if run_guard.stopping.is_set():  # again until the job returns: compose may not have made them yet
+                    with contextlib.suppress(Exception):  # the engine busy or gone: the next round, or the job's end
                         _remove_job_containers(client, container_root)
 
         threading.Thread(target=stop_when_asked, daemon=True).start()
         with run_guard.job_running(f"local-mode training job {job_name}"):
-            try:  # the SDK prints the container's output as it comes; log.txt gets it whole afterwards
-                estimator.fit(
-                    {k: TrainingInput(uri) for k, uri in channels.items()},
-                    job_name=job_name,
-                    wait=True,
-                    logs=self.settings.get("logs", "All") != "None",
-                )
+            try:  # local mode prints the container's output as it comes; log.txt gets it whole afterwards
+                local.create_training_job(**{snake_to_pascal(k): v for k, v in serialize(request).items()})
             except Exception as error:
                 failure = error
             finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
-                fitted.set()
+                ended.set()
                 try:
                     _remove_job_containers(client, container_root, log_path)
                 except Exception as error:  # the engine went away: say so, keep the job's own outcome
@@ -213,8 +218,11 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
             raise JobFailed(
                 f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n{_tail(log)}"
             ) from failure
-        description = {"ModelArtifacts": {"S3ModelArtifacts": estimator.model_data}, "HyperParameters": hyperparameters}
-        result = self._collect(job_name, description, Path(jobs_dir), on_line, keep_model, started)
+        description = {
+            **local.describe_training_job(TrainingJobName=job_name),
+            "HyperParameters": request["hyper_parameters"],
+        }
+        result = sagemaker_jobs.collect(self.name, job_name, description, jobs_dir, on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 
     def tune(self, spec, fixed_hyperparameters, *args, **kwargs):
@@ -225,7 +233,7 @@ class LocalContainerBackend(HttpEndpointBackend, SageMakerBackend):
         # every trial's compose folder under one root, so that an interrupted study stops them all
         self._study_root = Path(tempfile.mkdtemp(prefix="dogbreed-local-mode-study-")).resolve()
         try:
-            return Backend.tune(self, spec, fixed_hyperparameters, *args, **kwargs)
+            return super().tune(spec, fixed_hyperparameters, *args, **kwargs)
         finally:  # trials run in threads: on Ctrl-C or a stopped rule, stop the others' containers too
             _remove_job_containers(client, self._study_root)
             shutil.rmtree(self._study_root, ignore_errors=True)

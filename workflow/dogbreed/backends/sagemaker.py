@@ -1,7 +1,8 @@
-"""The `sagemaker` backend: SageMaker training and tuning jobs, real-time endpoints. The
-`local_container` backend (local_container.py, the SDK's local mode) builds on it.
+"""The `sagemaker` backend: SageMaker training and tuning jobs, real-time endpoints.
 
-Both use the SageMaker Python SDK v2 (docs/architecture.md §7) with the same scripts/ as source_dir. Job and
+Requests are built from the SageMaker Python SDK v3's sagemaker-core shapes and sent through its resources
+(TrainingJob, HyperParameterTuningJob, Model, EndpointConfig, Endpoint); the training job's request is the one the
+`local_container` backend runs under Docker (sagemaker_jobs.py, docs/architecture.md §7). Job and
 endpoint names are derived from their inputs, so a rerun attaches to a job of the same name that is
 still running (or reuses one that completed) instead of launching a duplicate; Ctrl-C or Snakemake
 stopping the rule stops the cloud job it launched. Cloud work is priced first and refused without
@@ -9,18 +10,15 @@ confirm_cloud: true.
 """
 
 import contextlib
-import os
 import re
 import shutil
-import tarfile
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import job_contract as contract
 
-from dogbreed.backends import containers
+from dogbreed.backends import containers, sagemaker_jobs
 from dogbreed.backends.base import (
     TOOLKIT_SERVING_ENVIRONMENT,
     Backend,
@@ -45,8 +43,8 @@ BUSY_ERROR_CODES = {
     "InternalFailure",
     "InternalDependencyException",
 }
-
-os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+# where SageMaker writes a training job's logs: a stream per instance, <job>/algo-<n>-<time>
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 class CloudCostNotConfirmed(RuntimeError):
@@ -62,22 +60,41 @@ class SageMakerBackend(Backend):
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self._session = None
+        self._boto_session = None
 
     # --- sessions and names ---------------------------------------------------------------------
     @property
-    def session(self):
-        if self._session is None:
+    def boto_session(self):
+        """The boto3 session every request goes through: sagemaker-core's resources take it, and their clients are
+        the ones here (sagemaker-core keeps one per session and region)."""
+        if self._boto_session is None:
             import boto3
-            import sagemaker
 
-            boto_session = boto3.session.Session(region_name=self.settings.get("region") or None)
-            self._session = sagemaker.Session(boto_session=boto_session, sagemaker_config=sdk_config())
-        return self._session
+            self._boto_session = boto3.session.Session(region_name=self.settings.get("region") or None)
+        return self._boto_session
+
+    @property
+    def region(self) -> str:
+        return self.boto_session.region_name
+
+    def _client(self, service, region=None):
+        from sagemaker.core.resources import Base
+
+        return Base.get_sagemaker_client(
+            session=self.boto_session, region_name=region or self.region, service_name=service
+        )
 
     @property
     def client(self):
-        return self.session.sagemaker_client
+        return self._client("sagemaker")
+
+    @property
+    def runtime(self):
+        return self._client("sagemaker-runtime")
+
+    def _resource_options(self) -> dict:
+        """What every sagemaker-core resource call takes: this session, in its region."""
+        return {"session": self.boto_session, "region": self.region}
 
     def _role(self):
         role = self.settings.get("role")
@@ -89,7 +106,9 @@ class SageMakerBackend(Backend):
         return role
 
     def _tags(self):
-        return [{"Key": str(k), "Value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
+        """The settings' tags as sagemaker-core's create() calls take them: as plain {"key", "value"} (it declares two
+        Tag classes, a shape and a resource, and takes one or the other by where the call is defined)."""
+        return [{"key": str(k), "value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
 
     # --- cost safety ----------------------------------------------------------------------------
     def approve_run(self, plan: str, costs: list, store_uri: str):
@@ -124,77 +143,109 @@ class SageMakerBackend(Backend):
         return store.sync(local_dir, uri)
 
     # --- training jobs --------------------------------------------------------------------------
-    def estimator(
+    def _upload_code(self, job_name, source_dir, entry_point) -> str:
+        """sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's root, where a
+        policy scoped to the store's prefix would deny the upload (the SDK's own packing and upload)."""
+        from sagemaker.core import fw_utils
+
+        bucket, _, prefix = self.settings["output_s3_uri"][len("s3://") :].partition("/")
+        uploaded = fw_utils.tar_and_upload_dir(
+            session=self.boto_session,
+            bucket=bucket,
+            s3_key_prefix="/".join(part for part in (prefix.strip("/"), job_name, "source") if part),
+            script=entry_point,
+            directory=str(source_dir),
+            s3_resource=self.boto_session.resource("s3"),
+        )
+        return uploaded.s3_prefix
+
+    def _image(self, scope):
+        s = self.settings
+        if scope == "training":
+            return containers.framework_image(
+                self.region, s["framework_version"], s["py_version"], s["instance_type"], scope
+            )
+        return containers.framework_image(
+            self.region, s["inference_framework_version"], s["py_version"], s["inference_instance_type"], scope
+        )
+
+    def _job_definition(self, job_name, hyperparameters, channels, code_uri, entry_point, processes=1) -> dict:
+        """A job's part of the request that a tuning job's trials share (sagemaker_jobs.job_definition). job_name
+        names its own checkpoint prefix (spot training); a tuning job's name is its trials' shared one."""
+        s = self.settings
+        encoded = sagemaker_jobs.toolkit_hyperparameters(
+            hyperparameters,
+            job_name=job_name,
+            entry_point=entry_point,
+            code_uri=code_uri,
+            region=self.region,
+            processes=processes,
+            instance_type=s["instance_type"],
+        )
+        return sagemaker_jobs.job_definition(
+            s,
+            role=self._role(),
+            hyperparameters=encoded,
+            channels=channels,
+            checkpoint=sagemaker_jobs.checkpoint_uri(s, job_name),
+        )
+
+    def training_request(
         self,
+        job_name,
         hyperparameters,
-        source_dir,
+        channels,
+        code_uri,
         entry_point="train.py",
-        job_name=None,
         environment=None,
         processes=1,
         instances=1,
-    ):
-        """The PyTorch estimator of a training job, or of a tuning job's trials. job_name names the
-        job's own checkpoint prefix (spot training); environment: variables for the job (its MLflow run);
-        processes > 1: DDP under SageMaker's torch_distributed launcher (torchrun, a process per GPU of
-        every instance); instances: the final training's instance_count (trials and the feature extraction
-        run one process on one instance). A shape the run plan refuses is refused here too, before the SDK."""
-        from sagemaker.pytorch import PyTorch
-
-        self.refuse_shape(hyperparameters, processes, instances)
-        distributed = {"torch_distributed": {"enabled": True}} if processes > 1 else None
+    ) -> dict:
+        """The CreateTrainingJob request (keyword arguments of sagemaker-core's TrainingJob.create). environment:
+        variables for the job (its MLflow run); processes > 1: DDP under the training toolkit's torch_distributed
+        launcher (torchrun, a process per GPU of every instance); instances: the final training's instance_count
+        (the feature extraction runs one process on one instance)."""
+        from sagemaker.core.shapes import ProfilerConfig
 
         s = self.settings
-        kwargs = {
-            "entry_point": entry_point,
-            "source_dir": str(source_dir),
-            "role": self._role(),
-            "framework_version": str(s["framework_version"]),
-            "py_version": s["py_version"],
-            "instance_type": s["instance_type"],
-            "instance_count": instances,
-            "volume_size": int(s.get("volume_size_gb", 30)),
-            "max_run": int(_hours(s, "max_run_hours", 4) * 3600),
-            "hyperparameters": hyperparameters,
-            "metric_definitions": s["metric_definitions"],
-            "output_path": s["output_s3_uri"],
-            "tags": self._tags(),
-            "sagemaker_session": self.session,
-            "debugger_hook_config": False,
-        }  # train.py keeps its own debug record (--debug)
-        if environment:
-            kwargs["environment"] = dict(environment)
-        if distributed:
-            # the SDK checks torch_distributed against full versions ("2.7.1"); the image is the same
-            version, _ = containers.torch_distributed_version(s["framework_version"])  # the run plan refused None
-            kwargs.update(distribution=distributed, framework_version=version or str(s["framework_version"]))
-        if s["output_s3_uri"].startswith("s3://"):
-            # sourcedir.tar.gz beside the job's outputs (<output>/<job>/source/), not at the bucket's
-            # root, where a policy scoped to the store's prefix would deny the upload
-            kwargs["code_location"] = s["output_s3_uri"]
-        if s.get("use_spot"):
-            kwargs.update(
-                use_spot_instances=True,
-                max_wait=int(_hours(s, "max_wait_hours", 8) * 3600),
-                checkpoint_s3_uri=checkpoint_uri(s, job_name),
-            )
+        request = sagemaker_jobs.training_job_request(
+            s,
+            job_name=job_name,
+            image=self._image("training"),
+            instance_type=s["instance_type"],
+            instances=instances,
+            environment=environment,
+            definition=self._job_definition(job_name, hyperparameters, channels, code_uri, entry_point, processes),
+        )
+        request["tags"] = self._tags()
         if s.get("sagemaker_profiler"):  # SageMaker's own profiler and report, where the account still has it
-            from sagemaker.debugger import ProfilerConfig, ProfilerRule, rule_configs
-
-            kwargs.update(
-                profiler_config=ProfilerConfig(system_monitor_interval_millis=500),
-                rules=[ProfilerRule.sagemaker(rule_configs.ProfilerReport())],
+            request.update(
+                profiler_config=ProfilerConfig(
+                    s3_output_path=s["output_s3_uri"], profiling_interval_in_milliseconds=500, disable_profiler=False
+                ),
+                profiler_rule_configurations=[self._profiler_report_rule()],
             )
-        else:
-            kwargs["disable_profiler"] = True
-        return PyTorch(**kwargs)
+        else:  # train.py keeps its own profile and debug record (--debug)
+            request["profiler_config"] = ProfilerConfig(disable_profiler=True)
+        return request
+
+    def _profiler_report_rule(self):
+        """SageMaker Debugger's built-in ProfilerReport rule, run by the region's rule image (the SDK's)."""
+        import smdebug_rulesconfig as rule_configs
+        from sagemaker.core.debugger import ProfilerRule, get_rule_container_image_uri
+        from sagemaker.core.shapes import ProfilerRuleConfiguration
+
+        rule = ProfilerRule.sagemaker(rule_configs.ProfilerReport())
+        rule.image_uri = get_rule_container_image_uri(rule.name, self.region)
+        request = rule.to_profiler_rule_config_dict()
+        return ProfilerRuleConfiguration(
+            rule_configuration_name=request["RuleConfigurationName"],
+            rule_evaluator_image=request["RuleEvaluatorImage"],
+            rule_parameters=request["RuleParameters"],
+        )
 
     def refuse_shape(self, hyperparameters, processes, instances):
-        """What the run plan refuses of a job (run_plan.py), refused here too when the backend is called directly."""
-        run_plan.refuse(
-            run_plan.local_file_problems(self.name, hyperparameters)
-            + run_plan.job_shape_problems(self.name, self.settings, processes, instances)
-        )
+        sagemaker_jobs.refuse_job_shape(self.name, self.settings, hyperparameters, processes, instances)
 
     def _describe_job(self, job_name):
         try:
@@ -242,7 +293,7 @@ class SageMakerBackend(Backend):
         processes=1,
         instances=1,
     ) -> dict:
-        from sagemaker.inputs import TrainingInput
+        from sagemaker.core.resources import TrainingJob
 
         self.refuse_shape(hyperparameters, processes, instances)  # before any request
         started = time.time()
@@ -254,52 +305,46 @@ class SageMakerBackend(Backend):
             print(f"training job {name} is still running: attaching to it instead of launching another")
         else:
             self.confirm([run_plan.training_cost(self.settings, f"training job {name}", instances=instances)])
-            estimator = self.estimator(
-                hyperparameters,
-                source_dir,
-                entry_point,
-                job_name=name,
-                environment=environment,
-                processes=processes,
-                instances=instances,
+            code_uri = self._upload_code(name, source_dir, entry_point)
+            request = self.training_request(
+                name, hyperparameters, channels, code_uri, entry_point, environment, processes, instances
             )
-            with quota_advice(self.settings, self.session.boto_region_name):
-                estimator.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=name, wait=False)
+            with quota_advice(self.settings, self.region):
+                TrainingJob.create(**request, **self._resource_options())
             say(f"launched training job {name}")
         self._wait(
             f"SageMaker training job {name}",
-            lambda: self._follow_logs(name),
+            lambda: self._follow_job(name),
             lambda: self.client.stop_training_job(TrainingJobName=name),
         )
         description = self._describe_job(name)
         if description["TrainingJobStatus"] != "Completed":
             raise JobFailed(
                 f"training job {name} ended {description['TrainingJobStatus']}: "
-                f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch /aws/sagemaker/TrainingJobs)"
+                f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch {TRAINING_LOG_GROUP})"
             )
-        return self._collect(name, description, Path(jobs_dir), on_line, keep_model, started)
+        result = sagemaker_jobs.collect(self.name, name, description, jobs_dir, on_line, keep_model, started)
+        if self.settings.get("sagemaker_profiler"):
+            self._fetch_sagemaker_profiler_report(
+                description, Path(jobs_dir) / name / "output/data/sagemaker-profiler-report"
+            )
+        return result
 
-    def _follow_logs(self, name):
-        """Wait until the job ends. logs: All streams its logs (the SDK's); None says only its status as it changes,
-        and Rules its rules' statuses too. (The SDK's log_type picks only the rules' lines: it streams the logs
-        whatever it says.) The caller says why a job failed or stopped, from its description."""
-        if self.settings.get("logs", "All") == "All":
-            from sagemaker.exceptions import UnexpectedStatusException
-
-            try:
-                self.session.logs_for_job(name, wait=True)
-            except UnexpectedStatusException:  # the SDK's own words for a failed job: the caller has ours
-                pass
-            return
-        said, unseen = None, 0
+    def _follow_job(self, name):
+        """Wait until the job ends, saying its status as it changes (logs: Rules, its rules' statuses too), and with
+        logs: All its CloudWatch lines as they come. The caller says why a job failed or stopped, from its
+        description."""
+        said, unseen, streams = None, 0, {}
         while True:
             description = self._describe_job(name)
-            if description is None:  # just created, not yet listed: as the SDK's own wait does, look again
+            if description is None:  # just created, not yet listed: look again
                 unseen += 1
                 if unseen > 10:
                     raise JobFailed(f"training job {name} was launched but SageMaker does not list it")
                 self._pause()
                 continue
+            if self.settings.get("logs", "All") == "All":
+                self._print_new_log_lines(name, streams)
             status = description["TrainingJobStatus"]
             now = [f"{status} ({description.get('SecondaryStatus', status)})"]
             if self.settings.get("logs") == "Rules":
@@ -311,46 +356,34 @@ class SageMakerBackend(Backend):
                 say(f"training job {name}: {', '.join(now)}")
                 said = now
             if status not in ("InProgress", "Stopping"):
+                if self.settings.get("logs", "All") == "All":  # what was written after the last look
+                    self._print_new_log_lines(name, streams)
                 return
             self._pause()
 
-    def _collect(self, name, description, jobs_dir, on_line, keep_model, started):
-        """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
-        job = jobs_dir / name
-        shutil.rmtree(job / "output", ignore_errors=True)  # a rerun's; the job's log.txt beside it stays
-        (job / "output/data").mkdir(parents=True)
-        s3_model = description["ModelArtifacts"]["S3ModelArtifacts"]
-        result = {
-            "job_name": name,
-            "backend": self.name,
-            "status": "Completed",
-            "s3_model_uri": s3_model,
-            "log": f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*",
-            "output_dir": str(job / "output"),
-            "hyperparameters": description.get("HyperParameters", {}),
-            "seconds": description.get("TrainingTimeInSeconds") or round(time.time() - started, 1),
-        }
-        if keep_model:
-            self._download(s3_model, job / "output/model.tar.gz")
-            result["model_uri"] = store.file_uri(job / "output/model.tar.gz")
-        output_tar = s3_model.rsplit("/", 1)[0] + "/output.tar.gz"
-        if self._download(output_tar, job / "output/output.tar.gz", missing_ok=True):
-            _extract_output_data(job / "output/output.tar.gz", job / "output/data")
-        result["metrics"] = contract.read_metrics_file(job / "output/data" / contract.METRICS_FILE)
-        if on_line is not None:  # the metric lines, for a tuner that reads them (local_container trials)
-            for epoch in result["metrics"]:
-                on_line(contract.format_epoch_line(epoch) + "\n")
-        if self.settings.get("sagemaker_profiler"):
-            self._fetch_sagemaker_profiler_report(description, job / "output/data/sagemaker-profiler-report")
-        return result
-
-    def _download(self, uri, path, missing_ok=False):
-        if uri.startswith("file://"):  # local mode
-            if missing_ok and not store.local_path(uri).exists():
-                return False
-            shutil.copyfile(store.local_path(uri), path)
-            return True
-        return store.S3Store().download_object(uri, path, missing_ok) is not None
+    def _print_new_log_lines(self, name, streams: dict):
+        """Print the job's log lines not printed yet, from every stream of its instances; streams: {stream: the
+        token after its last line read}. (sagemaker-core's own log reader takes its client from the default boto3
+        session, not this one's region.)"""
+        logs = self.boto_session.client("logs")
+        try:
+            found = logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{name}/")
+        except logs.exceptions.ResourceNotFoundException:  # nothing logged yet in this account and region
+            return
+        for stream in sorted(s["logStreamName"] for s in found["logStreams"]):
+            while True:
+                token = streams.get(stream)
+                page = logs.get_log_events(
+                    logGroupName=TRAINING_LOG_GROUP,
+                    logStreamName=stream,
+                    startFromHead=True,
+                    **({"nextToken": token} if token else {}),
+                )
+                streams[stream] = page["nextForwardToken"]
+                if not page["events"]:
+                    break
+                for event in page["events"]:
+                    print(event["message"], flush=True)
 
     def _fetch_sagemaker_profiler_report(self, description, target):
         """SageMaker's own ProfilerReport (where the account still runs Debugger rules), beside ours."""
@@ -411,24 +444,48 @@ class SageMakerBackend(Backend):
 
     def _launch_tuning(self, spec, fixed_hyperparameters, channels, source_dir, job_name, done, finished_trials):
         """Confirm the new trials' cost, then start the tuning job (warm-started from the finished ones)."""
-        from sagemaker.inputs import TrainingInput
+        from sagemaker.core.resources import HyperParameterTuningJob
+        from sagemaker.core.shapes import (
+            HyperParameterAlgorithmSpecification,
+            HyperParameterTrainingJobDefinition,
+            HyperParameterTuningResourceConfig,
+        )
 
         new_trials, _ = sagemaker_tuner.api_tuning_limits(spec, finished_trials)
         self.confirm(
             [run_plan.training_cost(self.settings, f"tuning job {job_name} ({new_trials} trials)", new_trials)]
         )
-        tuner = sagemaker_tuner.hyperparameter_tuner(
+        s = self.settings
+        code_uri = self._upload_code(job_name, source_dir, "train.py")
+        # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each trial's checkpoint
+        # under its training job's name); each runs one process on one instance
+        definition = self._job_definition(job_name, fixed_hyperparameters, channels, code_uri, "train.py")
+        trials = HyperParameterTrainingJobDefinition(
+            algorithm_specification=HyperParameterAlgorithmSpecification(
+                training_image=self._image("training"),
+                training_input_mode="File",
+                metric_definitions=sagemaker_jobs.metric_definitions(s),
+            ),
+            hyper_parameter_tuning_resource_config=HyperParameterTuningResourceConfig(
+                instance_type=s["instance_type"], instance_count=1, volume_size_in_gb=int(s.get("volume_size_gb", 30))
+            ),
+            static_hyper_parameters=definition.pop("hyper_parameters"),
+            **definition,
+        )
+        request = sagemaker_tuner.tuning_job_request(
             spec,
-            # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each trial's checkpoint
-            # under its training job's name)
-            self.estimator(fixed_hyperparameters, source_dir, job_name=job_name),
-            self.settings["metric_definitions"],
+            job_name,
+            trials,
             finished_trials,
             warm_start_from=sagemaker_tuner.warm_start_parents(done, spec["objective"]["type"]) if done else (),
             tags=self._tags(),
         )
-        with quota_advice(self.settings, self.session.boto_region_name):
-            tuner.fit({k: TrainingInput(uri) for k, uri in channels.items()}, job_name=job_name, wait=False)
+        seed = ("HyperParameterTuningJobConfig", "RandomSeed"), spec.get("seed")
+        with (
+            quota_advice(self.settings, self.region),
+            sagemaker_jobs.falsy_value_kept(self.client, "CreateHyperParameterTuningJob", *seed),
+        ):
+            HyperParameterTuningJob.create(**request, **self._resource_options())
         say(f"launched tuning job {job_name}")
 
     def _tuning_jobs(self, tuning_name):
@@ -486,7 +543,7 @@ class SageMakerBackend(Backend):
             ]
             s3 = store.S3Store() if ended else None
             for trial in ended:
-                s3.remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
+                s3.remove(sagemaker_jobs.checkpoint_uri(self.settings, tuning_job) + trial + "/")
                 cleaning.done.add(trial)
         except Exception as error:  # throttled or unreachable: tried again when the trial counts next change
             cleaning.denied = isinstance(error, store.StoreAccessDenied) or _denied(error)
@@ -524,7 +581,11 @@ class SageMakerBackend(Backend):
 
     # --- endpoints ------------------------------------------------------------------------------
     def deploy(self, model_tar, endpoint_name, state_dir) -> dict:
-        from sagemaker.pytorch import PyTorchModel
+        """The model, its endpoint config and the endpoint, each named by us (the state file records them for teardown):
+        the framework's inference image serves model.tar.gz, whose code/ holds inference.py (the SageMaker inference
+        toolkit's handler, as SAGEMAKER_PROGRAM names it)."""
+        from sagemaker.core.resources import Endpoint, EndpointConfig, Model
+        from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
 
         s = self.settings
         dollars, line = run_plan.endpoint_cost(s, f"endpoint {endpoint_name}")
@@ -532,44 +593,46 @@ class SageMakerBackend(Backend):
         self.teardown(state_dir)
         model_name = naming.model_name(endpoint_name)
         model_uri = self._upload_model(model_tar, model_name)
-        with tempfile.TemporaryDirectory() as code:
-            with tarfile.open(model_tar) as archive:  # serve exactly the code/ that was packed
-                archive.extractall(
-                    code, members=[m for m in archive.getmembers() if m.name.startswith("code/")], filter="data"
-                )
-            where = (
-                {"code_location": store.join(s["output_s3_uri"], "models", model_name)}
-                if model_uri.startswith("s3://")
-                else {}
+        state = {
+            "backend": self.name,
+            "endpoint_name": endpoint_name,
+            "model_name": model_name,
+            "endpoint_config_name": endpoint_name,
+            "region": self.region,
+        }
+        write_endpoint_state(state_dir, state)
+        options = {"tags": self._tags(), **self._resource_options()}
+        with quota_advice(self.settings, self.region):
+            Model.create(
+                model_name=model_name,
+                primary_container=ContainerDefinition(
+                    image=self._image("inference"),
+                    model_data_url=model_uri,
+                    environment={
+                        "SAGEMAKER_PROGRAM": "inference.py",
+                        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                        "SAGEMAKER_REGION": self.region,
+                        **TOOLKIT_SERVING_ENVIRONMENT,
+                    },
+                ),
+                execution_role_arn=self._role(),
+                **options,
             )
-            model = PyTorchModel(
-                model_data=model_uri,
-                role=self._role(),
-                entry_point="inference.py",
-                source_dir=f"{code}/code",
-                framework_version=str(s["inference_framework_version"]),
-                py_version=s["py_version"],
-                sagemaker_session=self.session,
-                name=model_name,
-                env=dict(TOOLKIT_SERVING_ENVIRONMENT),
-                **where,
+            EndpointConfig.create(
+                endpoint_config_name=endpoint_name,
+                production_variants=[
+                    ProductionVariant(
+                        variant_name="AllTraffic",
+                        model_name=model_name,
+                        initial_instance_count=int(s.get("endpoint_instance_count", 1)),
+                        instance_type=s["inference_instance_type"],
+                        initial_variant_weight=1,
+                    )
+                ],
+                **options,
             )
-            state = {
-                "backend": self.name,
-                "endpoint_name": endpoint_name,
-                "model_name": model_name,
-                "endpoint_config_name": endpoint_name,
-                "region": self.session.boto_region_name,
-            }
-            write_endpoint_state(state_dir, state)
-            with quota_advice(self.settings, self.session.boto_region_name):
-                model.deploy(
-                    initial_instance_count=int(s.get("endpoint_instance_count", 1)),
-                    instance_type=s["inference_instance_type"],
-                    endpoint_name=endpoint_name,
-                    tags=self._tags(),
-                    wait=False,
-                )
+            Endpoint.create(endpoint_name=endpoint_name, endpoint_config_name=endpoint_name, **options)
         self._wait_for_endpoint(endpoint_name)
         return {
             "backend": self.name,
@@ -604,7 +667,7 @@ class SageMakerBackend(Backend):
     def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         import botocore.exceptions
 
-        runtime = self.session.sagemaker_runtime_client
+        runtime = self.runtime
         try:
             response = runtime.invoke_endpoint(
                 EndpointName=endpoint["endpoint_name"], Body=body, ContentType=content_type, Accept=accept
@@ -659,10 +722,8 @@ class SageMakerBackend(Backend):
         return deleted
 
     def _client_in(self, region):
-        """The SageMaker client of `region` (this session's when None or the same)."""
-        if not region or region == self.session.boto_region_name:
-            return self.client
-        return self.session.boto_session.client("sagemaker", region_name=region)
+        """The SageMaker client of `region` (this session's when None)."""
+        return self._client("sagemaker", region)
 
     def _endpoint_status(self, endpoint_name, client=None):
         try:
@@ -671,30 +732,11 @@ class SageMakerBackend(Backend):
             return None
 
 
-def sdk_config(user_defaults=True) -> dict:
-    """The SDK's defaults config as the user keeps it (~/.config/sagemaker/config.yaml and the like: subnets, KMS keys
-    for their jobs), or none of it (user_defaults False: local mode, no AWS account), with its telemetry off: the SDK
-    would otherwise call sts:GetCallerIdentity and send a request to AWS about each job it launches."""
-    from sagemaker.config import load_sagemaker_config
-
-    config = (load_sagemaker_config() or {}) if user_defaults else {}
-    config.setdefault("SchemaVersion", "1.0")
-    config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
-    return config
-
-
 class TrialCheckpoints:
     """A tuning job's ended trials whose checkpoint folders are removed (done), and whether the store denied it."""
 
     def __init__(self):
         self.done, self.denied = set(), False
-
-
-def checkpoint_uri(settings, job_name) -> str:
-    """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
-    container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
-    base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
-    return store.join(base, job_name) + "/"
 
 
 @contextlib.contextmanager
@@ -735,17 +777,3 @@ def _not_found(error) -> bool:
         or "not found" in message
         or "could not find" in message
     )
-
-
-def _extract_output_data(output_tar: Path, target: Path):
-    """output.tar.gz → target, holding what train.py wrote into SM_OUTPUT_DATA_DIR. SageMaker packs the
-    contents of /opt/ml/output/data; local mode packs /opt/ml/output itself (data/ beside the
-    success or failure marker): unwrap that, so both read the same."""
-    with tempfile.TemporaryDirectory(dir=target) as unpacked:
-        with tarfile.open(output_tar) as archive:
-            archive.extractall(unpacked, filter="data")
-        unpacked = Path(unpacked)
-        local_mode = (unpacked / "data").is_dir() and any((unpacked / m).exists() for m in ("success", "failure"))
-        source = unpacked / "data" if local_mode else unpacked
-        for item in source.iterdir():
-            shutil.move(str(item), target / item.name)

@@ -1,26 +1,43 @@
-"""The tuning spec (spec.py) as SageMaker's HyperparameterTuner, and its trials' values back in the spec's types.
+"""The tuning spec (spec.py) as SageMaker's CreateHyperParameterTuningJob request, and its trials' values back in the
+spec's types.
 
 The SageMaker backend runs the tuning job (attaching to a running one, warm-starting from finished ones) and
-reads its trials; what the spec means to SageMaker's API is here, beside the Optuna translation.
+reads its trials; what the spec means to SageMaker's API is here, beside the Optuna translation. The request is
+built from sagemaker-core's shapes (SDK v3): v3's HyperparameterTuner takes a ModelTrainer, uploads the code to the
+account's default bucket outside the store's prefix, and drops a seed of 0 (docs/architecture.md §7).
 """
+
+import json
 
 from dogbreed.tuning import spec as tuning_spec
 
 
-def parameter_ranges(spec: dict) -> dict:
-    """{name: the SDK's ContinuousParameter | IntegerParameter | CategoricalParameter} for the spec's parameters."""
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+def parameter_ranges(spec: dict):
+    """The spec's parameters as the API's ParameterRanges. Categorical values go JSON-encoded, as every
+    hyperparameter of a job under the training toolkit does (its trials' values come back so: typed_value)."""
+    from sagemaker.core.shapes import (
+        CategoricalParameterRange,
+        ContinuousParameterRange,
+        IntegerParameterRange,
+        ParameterRanges,
+    )
 
-    ranges = {}
+    ranges = {"continuous": [], "integer": [], "categorical": []}
     for name, p in spec["parameters"].items():
-        scaling = p.get("scaling", "Auto")
-        if p["type"] == "continuous":
-            ranges[name] = ContinuousParameter(p["min"], p["max"], scaling_type=scaling)
-        elif p["type"] == "integer":
-            ranges[name] = IntegerParameter(p["min"], p["max"], scaling_type=scaling)
-        else:
-            ranges[name] = CategoricalParameter(list(p["values"]))
-    return ranges
+        if p["type"] == "categorical":
+            ranges["categorical"].append(
+                CategoricalParameterRange(name=name, values=[json.dumps(str(v)) for v in p["values"]])
+            )
+            continue
+        shape = ContinuousParameterRange if p["type"] == "continuous" else IntegerParameterRange
+        ranges[p["type"]].append(
+            shape(name=name, min_value=str(p["min"]), max_value=str(p["max"]), scaling_type=p.get("scaling", "Auto"))
+        )
+    return ParameterRanges(
+        continuous_parameter_ranges=ranges["continuous"],
+        integer_parameter_ranges=ranges["integer"],
+        categorical_parameter_ranges=ranges["categorical"],
+    )
 
 
 def api_tuning_limits(spec, finished_trials) -> tuple:
@@ -31,31 +48,47 @@ def api_tuning_limits(spec, finished_trials) -> tuple:
     return tuning_spec.max_trials(spec) - (0 if spec["strategy"] == "Grid" else finished_trials), early_stopping
 
 
-def hyperparameter_tuner(spec, estimator, metric_definitions, finished_trials, warm_start_from=(), tags=None):
-    """The SDK's HyperparameterTuner for the spec's trials not yet run; warm_start_from: the names of finished
-    tuning jobs of the same search (their trials count, and teach the new job)."""
-    from sagemaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
+def tuning_job_request(spec, job_name, training_definition, finished_trials, warm_start_from=(), tags=()) -> dict:
+    """The CreateHyperParameterTuningJob request for the spec's trials not yet run, as keyword arguments of
+    sagemaker-core's HyperParameterTuningJob.create; training_definition: its trials' HyperParameterTrainingJobDefinition;
+    warm_start_from: the names of finished tuning jobs of the same search (their trials count, and teach the new job)."""
+    from sagemaker.core.shapes import (
+        HyperParameterTuningJobConfig,
+        HyperParameterTuningJobObjective,
+        HyperParameterTuningJobWarmStartConfig,
+        ParentHyperParameterTuningJob,
+        ResourceLimits,
+    )
 
     new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
-    warm_start = (
-        WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents=set(warm_start_from))
-        if warm_start_from
-        else None
-    )
-    return HyperparameterTuner(
-        estimator,
-        spec["objective"]["metric"],
-        parameter_ranges(spec),
-        metric_definitions=metric_definitions,
+    config = HyperParameterTuningJobConfig(
         strategy=spec["strategy"],
-        objective_type=spec["objective"]["type"],
-        max_jobs=new_trials,
-        max_parallel_jobs=min(spec["max_parallel_jobs"], new_trials),  # a warm start may leave fewer trials
-        early_stopping_type=early_stopping,
-        tags=tags,
-        random_seed=spec.get("seed"),
-        warm_start_config=warm_start,
+        resource_limits=ResourceLimits(
+            max_number_of_training_jobs=new_trials,
+            max_parallel_training_jobs=min(spec["max_parallel_jobs"], new_trials),  # a warm start may leave fewer
+        ),
+        training_job_early_stopping_type=early_stopping,
+        hyper_parameter_tuning_job_objective=HyperParameterTuningJobObjective(
+            type=spec["objective"]["type"], metric_name=spec["objective"]["metric"]
+        ),
+        parameter_ranges=parameter_ranges(spec),
+        **({"random_seed": spec["seed"]} if spec.get("seed") is not None else {}),
     )
+    request = {
+        "hyper_parameter_tuning_job_name": job_name,
+        "hyper_parameter_tuning_job_config": config,
+        "training_job_definition": training_definition,
+    }
+    if warm_start_from:
+        request["warm_start_config"] = HyperParameterTuningJobWarmStartConfig(
+            parent_hyper_parameter_tuning_jobs=[
+                ParentHyperParameterTuningJob(hyper_parameter_tuning_job_name=n) for n in sorted(warm_start_from)
+            ],
+            warm_start_type="IdenticalDataAndAlgorithm",
+        )
+    if tags:
+        request["tags"] = list(tags)
+    return request
 
 
 def warm_start_parents(tuning_jobs, objective_type, limit=5) -> set:

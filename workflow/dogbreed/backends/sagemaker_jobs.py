@@ -1,0 +1,218 @@
+"""What the `sagemaker` and `local_container` backends share: a training job's request, and its artifacts brought home.
+
+Both send the same CreateTrainingJob request, built here from sagemaker-core's shapes (SDK v3): to SageMaker through
+`TrainingJob.create`, or to the SDK's local-mode client, which runs it under Docker. The job runs under the framework
+image's training toolkit (the DLC contract the v2 estimators used, and v3's tuner still uses for its trials):
+`sagemaker_program` and `sagemaker_submit_directory` name the code, every hyperparameter is JSON-encoded, and the
+toolkit hands them to train.py as flags. v3's ModelTrainer would pick the job's name itself (a rerun could not attach
+to its job) and cannot send a profiler configuration; docs/architecture.md §7.
+"""
+
+import contextlib
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import job_contract as contract
+
+from dogbreed.data import store
+from dogbreed.runtime import run_plan
+from dogbreed.training import jobspec
+
+
+def refuse_job_shape(backend_name, settings, hyperparameters, processes, instances):
+    """What the run plan refuses of a job (run_plan.py), refused again when a backend is called directly: a weights
+    file on this machine, which no container reads, and a DDP shape the backend's instances cannot take."""
+    run_plan.refuse(
+        run_plan.local_file_problems(backend_name, hyperparameters)
+        + run_plan.job_shape_problems(backend_name, settings, processes, instances)
+    )
+
+
+def toolkit_hyperparameters(hyperparameters, *, job_name, entry_point, code_uri, region, processes=1, instance_type=""):
+    """The job's HyperParameters as the training toolkit reads them: each value JSON-encoded (the toolkit decodes
+    them; train.py's flags take the text), and the toolkit's own sagemaker_* keys, which never reach train.py. processes
+    > 1: the toolkit starts train.py under torchrun (its torch_distributed launcher), a process per GPU."""
+    values = jobspec.merge(
+        hyperparameters,
+        {
+            "sagemaker_submit_directory": code_uri,
+            "sagemaker_program": entry_point,
+            "sagemaker_container_log_level": 20,
+            "sagemaker_job_name": job_name,
+            "sagemaker_region": region,
+        },
+    )
+    if processes > 1:
+        values["sagemaker_torch_distributed_enabled"] = True
+        if instance_type:  # a SageMaker instance's: the toolkit picks its launcher's settings by it
+            values["sagemaker_instance_type"] = instance_type
+    return {str(k): json.dumps(v) for k, v in values.items()}
+
+
+def channels_config(channels: dict) -> list:
+    """{name: uri} → the request's InputDataConfig (local mode reads file:// URIs from the same shape)."""
+    from sagemaker.core.shapes import Channel, DataSource, S3DataSource
+
+    return [
+        Channel(
+            channel_name=name,
+            data_source=DataSource(
+                s3_data_source=S3DataSource(
+                    s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"
+                )
+            ),
+        )
+        for name, uri in channels.items()
+    ]
+
+
+def metric_definitions(settings) -> list:
+    from sagemaker.core.shapes import MetricDefinition
+
+    return [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in settings["metric_definitions"]]
+
+
+def job_definition(settings, *, role, hyperparameters, channels, checkpoint=None) -> dict:
+    """What a training job and a tuning job's trials have in common, as keyword arguments of sagemaker-core's
+    TrainingJob.create (a tuning job's definition calls its hyperparameters static_hyper_parameters). hyperparameters:
+    toolkit_hyperparameters'. Spot: checkpoint is the job's own prefix, and the job may wait max_wait_hours for
+    capacity."""
+    from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig, StoppingCondition
+
+    spot = bool(settings.get("use_spot"))
+    definition = {
+        "role_arn": role,
+        "hyper_parameters": hyperparameters,
+        "input_data_config": channels_config(channels),
+        "output_data_config": OutputDataConfig(s3_output_path=settings["output_s3_uri"]),
+        "stopping_condition": StoppingCondition(
+            max_runtime_in_seconds=int(float(settings.get("max_run_hours", 4)) * 3600),
+            **({"max_wait_time_in_seconds": int(float(settings.get("max_wait_hours", 8)) * 3600)} if spot else {}),
+        ),
+    }
+    if spot:
+        definition.update(enable_managed_spot_training=True, checkpoint_config=CheckpointConfig(s3_uri=checkpoint))
+    return definition
+
+
+def training_job_request(settings, *, job_name, image, instance_type, definition, instances=1, environment=None):
+    """The CreateTrainingJob request, as keyword arguments of sagemaker-core's TrainingJob.create; definition:
+    job_definition's."""
+    from sagemaker.core.shapes import AlgorithmSpecification, ResourceConfig
+
+    request = {
+        "training_job_name": job_name,
+        "algorithm_specification": AlgorithmSpecification(
+            training_image=image,
+            training_input_mode="File",
+            metric_definitions=metric_definitions(settings),
+            enable_sage_maker_metrics_time_series=True,
+        ),
+        "resource_config": ResourceConfig(
+            instance_type=instance_type,
+            instance_count=instances,
+            volume_size_in_gb=int(settings.get("volume_size_gb", 30)),
+        ),
+        **definition,
+    }
+    if environment:
+        request["environment"] = {str(k): str(v) for k, v in environment.items()}
+    return request
+
+
+@contextlib.contextmanager
+def falsy_value_kept(client, operation, path, value):
+    """sagemaker-core's serializer leaves a shape's falsy fields out of the request it sends (a RandomSeed of 0
+    would go unsent): a value that is not None goes back at `path` (keys from the request's top) as the client is
+    about to send `operation`."""
+    if value is None or value:
+        yield
+        return
+
+    def put_back(params, **_):
+        for key in path[:-1]:
+            params = params[key]
+        params[path[-1]] = value
+
+    event, mark = f"provide-client-params.sagemaker.{operation}", "put back: " + ".".join(path)
+    client.meta.events.register(event, put_back, unique_id=mark)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, unique_id=mark)
+
+
+def checkpoint_uri(settings, job_name) -> str:
+    """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
+    container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
+    base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
+    return store.join(base, job_name) + "/"
+
+
+def sdk_config(user_defaults=True) -> dict:
+    """The SDK's defaults config as the user keeps it (~/.config/sagemaker/config.yaml and the like: subnets, KMS keys
+    for their jobs), or none of it (user_defaults False: local mode, no AWS account), with its telemetry off: the SDK
+    would otherwise call sts:GetCallerIdentity and send a request to AWS about each job it runs."""
+    from sagemaker.core.config.config import load_sagemaker_config
+
+    config = (load_sagemaker_config() or {}) if user_defaults else {}
+    config.setdefault("SchemaVersion", "1.0")
+    config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
+    return config
+
+
+# --- artifacts ------------------------------------------------------------------------------------
+def collect(backend_name, name, description, jobs_dir, on_line, keep_model, started) -> dict:
+    """Bring the job's artifacts home: model.tar.gz, and output.tar.gz (metrics, debug, profiler)."""
+    job = Path(jobs_dir) / name
+    shutil.rmtree(job / "output", ignore_errors=True)  # a rerun's; the job's log.txt beside it stays
+    (job / "output/data").mkdir(parents=True)
+    s3_model = description["ModelArtifacts"]["S3ModelArtifacts"]
+    result = {
+        "job_name": name,
+        "backend": backend_name,
+        "status": "Completed",
+        "s3_model_uri": s3_model,
+        "log": f"CloudWatch log group /aws/sagemaker/TrainingJobs, streams {name}/*",
+        "output_dir": str(job / "output"),
+        "hyperparameters": description.get("HyperParameters", {}),
+        "seconds": description.get("TrainingTimeInSeconds") or round(time.time() - started, 1),
+    }
+    if keep_model:
+        download(s3_model, job / "output/model.tar.gz")
+        result["model_uri"] = store.file_uri(job / "output/model.tar.gz")
+    output_tar = s3_model.rsplit("/", 1)[0] + "/output.tar.gz"
+    if download(output_tar, job / "output/output.tar.gz", missing_ok=True):
+        extract_output_data(job / "output/output.tar.gz", job / "output/data")
+    result["metrics"] = contract.read_metrics_file(job / "output/data" / contract.METRICS_FILE)
+    if on_line is not None:  # the metric lines, for a tuner that reads them (local_container trials)
+        for epoch in result["metrics"]:
+            on_line(contract.format_epoch_line(epoch) + "\n")
+    return result
+
+
+def download(uri, path, missing_ok=False) -> bool:
+    if uri.startswith("file://"):  # local mode
+        if missing_ok and not store.local_path(uri).exists():
+            return False
+        shutil.copyfile(store.local_path(uri), path)
+        return True
+    return store.S3Store().download_object(uri, path, missing_ok) is not None
+
+
+def extract_output_data(output_tar: Path, target: Path):
+    """output.tar.gz → target, holding what train.py wrote into SM_OUTPUT_DATA_DIR. SageMaker packs the
+    contents of /opt/ml/output/data; local mode packs /opt/ml/output itself (data/ beside the
+    success or failure marker): unwrap that, so both read the same."""
+    with tempfile.TemporaryDirectory(dir=target) as unpacked:
+        with tarfile.open(output_tar) as archive:
+            archive.extractall(unpacked, filter="data")
+        unpacked = Path(unpacked)
+        local_mode = (unpacked / "data").is_dir() and any((unpacked / m).exists() for m in ("success", "failure"))
+        source = unpacked / "data" if local_mode else unpacked
+        for item in source.iterdir():
+            shutil.move(str(item), target / item.name)
