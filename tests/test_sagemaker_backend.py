@@ -798,3 +798,32 @@ def test_a_tuning_jobs_trials_become_runs_after_it_and_a_server_uri_reaches_the_
     (request,) = sent(captured, "CreateTrainingJob")
     assert request["Environment"]["MLFLOW_RUN_ID"] == "abc123"
     assert request["Environment"]["MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+
+
+def test_a_local_job_imports_no_sagemaker_module(tiny_channels, tmp_path):
+    """The SageMaker SDK is the cloud backends' alone: a training job on the local backend, and the rule's process
+    that runs it, load no `sagemaker` module (the inference toolkit's `sagemaker_inference` is another package)."""
+    import ast
+    import subprocess
+    import sys
+
+    channels, _ = tiny_channels
+    script = f"""
+import json, sys
+sys.path[:0] = [{str(REPO / "workflow")!r}, {str(REPO / "scripts")!r}]
+from dogbreed.backends.registry import get_backend
+result = get_backend("local", {{}}).train(
+    "no-sdk", {{"weights": "none", "image_size": 32, "epochs": 1, "batch_size": 8, "num_workers": 0}},
+    {{"train": "file://{channels}/train", "valid": "file://{channels}/valid"}}, {str(tmp_path)!r},
+    {str(REPO / "scripts")!r}, echo=False)
+print(json.dumps([result["status"], sorted(m for m in sys.modules if m.split(".")[0] == "sagemaker")]))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.splitlines()[-1]) == ["Completed", []]
+    # the job's own process runs scripts/ only, which import no `sagemaker` module either
+    for path in (REPO / "scripts").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {name for name in imported if name.split(".")[0] == "sagemaker"}, path
