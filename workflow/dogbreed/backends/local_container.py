@@ -218,10 +218,8 @@ class LocalContainerBackend(HttpEndpointBackend):
             raise JobFailed(
                 f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n{_tail(log)}"
             ) from failure
-        description = {
-            **local.describe_training_job(TrainingJobName=job_name),
-            "HyperParameters": request["hyper_parameters"],
-        }
+        # the job's hyperparameters as given (the request's are JSON-encoded for the toolkit)
+        description = {**local.describe_training_job(TrainingJobName=job_name), "HyperParameters": hyperparameters}
         result = sagemaker_jobs.collect(self.name, job_name, description, jobs_dir, on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 
