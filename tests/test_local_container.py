@@ -182,10 +182,10 @@ def test_local_gpu_asks_compose_for_the_gpu(tmp_path, monkeypatch):
     backend = LocalContainerBackend(
         {"instance_type": "local_gpu", "output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []}
     )
-    request = backend.training_request("gpu-job", {"epochs": 1}, {}, tmp_path)
-    image = request["algorithm_specification"].training_image
+    request = backend.training_request("gpu-job", {"epochs": 1}, {}, f"file://{tmp_path}")
+    image = request["AlgorithmSpecification"]["TrainingImage"]
     assert image.endswith("pytorch-training:2.8-gpu-py312")
-    assert request["resource_config"].instance_type == "local_gpu"
+    assert request["ResourceConfig"]["InstanceType"] == "local_gpu"
     container = _SageMakerContainer("local_gpu", 1, image, backend.local_session())
     container.container_root = str(tmp_path)
     compose = container._generate_compose_file("train", additional_volumes=[], additional_env_vars={})

@@ -1,11 +1,12 @@
 """The sagemaker and local_container backends through the real SageMaker SDK v3 (sagemaker-core's resources and
 shapes) and boto3, against moto's SageMaker, S3 and CloudWatch Logs APIs on 127.0.0.1. The requests the SDK sends are
-captured from botocore's event hooks (sagemaker-core sends through the backend's own client). Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
+captured from botocore's event hooks. Where moto lacks an API — ListTrainingJobsForHyperParameterTuningJob, StopTrainingJob,
 InvokeEndpoint (moto answers a placeholder) — a before-call hook answers instead (botocore's own
 short-circuit, as its Stubber uses), and the test says so."""
 
 import io
 import json
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from conftest import REPO
 from dogbreed.backends.containers import ContainerSetupError
 from dogbreed.backends.errors import EndpointGone, EndpointRefused, JobFailed
 from dogbreed.backends.registry import get_backend
-from dogbreed.backends.sagemaker import CloudCostNotConfirmed
+from dogbreed.backends.sagemaker import CloudCostNotConfirmed, JobLogLines
 from dogbreed.backends.sagemaker_jobs import extract_output_data
 from dogbreed.data.store import S3Store, StoreError
 from dogbreed.runtime.run_plan import PlanRefused
@@ -68,21 +69,11 @@ def backend_for(bucket, captured, confirm=True, name="sagemaker", **overrides):
     backend = get_backend(
         name, {**SETTINGS, "output_s3_uri": f"s3://{bucket}/jobs", "confirm_cloud": confirm, **overrides}
     )
-    for operation in ("DescribeModel", "DescribeEndpointConfig", "DescribeEndpoint"):
-        backend.client.meta.events.register(f"after-call.sagemaker.{operation}", _without_empty_structures)
     # the requests the SDK sends, as botocore is about to serialise them
     backend.client.meta.events.register(
         "provide-client-params.sagemaker", lambda params, model, **_: captured.append((model.name, params))
     )
     return backend
-
-
-def _without_empty_structures(parsed, **_):
-    """moto answers DescribeModel with an empty VpcConfig and DescribeEndpointConfig with an empty DataCaptureConfig,
-    and DescribeEndpoint with an empty DataCaptureConfig: SageMaker leaves them out, and sagemaker-core refuses them
-    (their required fields missing)."""
-    for key in [k for k, v in parsed.items() if v == {}]:
-        del parsed[key]
 
 
 def sent(captured, operation):
@@ -184,8 +175,8 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
 
 
 def test_the_backend_sends_no_telemetry_itself(aws, tmp_path, monkeypatch):
-    """The SDK's telemetry (an sts:GetCallerIdentity and a request to AWS for each job) is off in the backend's own
-    SDK config, not only in the one the tests give the SDK (conftest.py)."""
+    """The SDK's telemetry (an sts:GetCallerIdentity and a request to AWS for each job): the backend's requests send
+    none even where no config file says to keep it off (conftest.py gives the SDK one)."""
     import sagemaker.core.telemetry.telemetry_logging as telemetry
 
     monkeypatch.delenv("SAGEMAKER_USER_CONFIG_OVERRIDE")
@@ -219,7 +210,7 @@ def test_ctrl_c_stops_the_job_it_launched(aws, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backend, "_print_new_log_lines", interrupted)
+    monkeypatch.setattr(JobLogLines, "print_new", interrupted)
     with pytest.raises(KeyboardInterrupt):
         backend.train("train-stop", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert stops == [{"TrainingJobName": "train-stop"}]
@@ -352,12 +343,13 @@ def test_local_container_without_an_engine_is_one_clear_error(tmp_path, monkeypa
         "local_container",
         {"metric_definitions": SETTINGS["metric_definitions"], "output_s3_uri": f"file://{tmp_path}/jobs"},
     )
-    request = backend.training_request("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}"}, REPO / "scripts")
-    assert request["resource_config"].instance_type == "local"
-    image = request["algorithm_specification"].training_image
+    code = f"file://{REPO}/scripts"
+    request = backend.training_request("local-job", {"lr": 0.1}, {"train": f"file://{tmp_path}"}, code)
+    assert request["ResourceConfig"]["InstanceType"] == "local"
+    image = request["AlgorithmSpecification"]["TrainingImage"]
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.8-cpu-py312"
-    assert request["hyper_parameters"]["sagemaker_submit_directory"] == json.dumps(f"file://{REPO}/scripts")
-    assert request["output_data_config"].s3_output_path == f"file://{tmp_path}/jobs/local-job"  # its own folder
+    assert request["HyperParameters"]["sagemaker_submit_directory"] == json.dumps(code)
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"file://{tmp_path}/jobs/local-job/output"  # its own
     session = backend.local_session()
     assert type(session).__name__ == "LocalSession" and session.boto_region_name == "us-east-1"  # no AWS set-up
     with pytest.raises(ContainerSetupError, match=r"needs a running Docker engine.*make container-images"):
@@ -522,10 +514,10 @@ def test_a_denied_checkpoint_removal_is_said_once_and_the_tuning_goes_on(aws, tm
 
 @pytest.mark.parametrize("logs", ["None", "Rules"])
 def test_logs_none_streams_no_log_and_says_the_jobs_status(aws, tmp_path, monkeypatch, capsys, logs):
-    """The SDK's log streaming ignores its log_type for the logs themselves: logs None and Rules stream nothing."""
+    """logs None and Rules read no log line: the job's status (and its rules') only."""
     captured = []
     backend = backend_for(aws, captured, logs=logs)
-    monkeypatch.setattr(backend, "_print_new_log_lines", lambda *a, **k: pytest.fail("the job's logs were streamed"))
+    monkeypatch.setattr(JobLogLines, "print_new", lambda *a, **k: pytest.fail("the job's logs were streamed"))
     put_job_outputs(aws, "train-quiet")
     backend.train("train-quiet", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     assert "training job train-quiet: Completed" in capsys.readouterr().out
@@ -827,3 +819,127 @@ print(json.dumps([result["status"], sorted(m for m in sys.modules if m.split("."
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {name for name in imported if name.split(".")[0] == "sagemaker"}, path
+
+
+def test_the_users_sdk_defaults_reach_jobs_trials_and_the_endpoint(aws, tmp_path, monkeypatch):
+    """Subnets, security groups, KMS keys and isolation from the user's SDK defaults config reach every request
+    that takes them, as v2's estimators and models took them; the request's own values win."""
+    config = tmp_path / "sagemaker-defaults.yaml"
+    vpc = {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    config.write_text(
+        json.dumps(
+            {
+                "SchemaVersion": "1.0",
+                "SageMaker": {
+                    "PythonSDK": {"Modules": {"TelemetryOptOut": True}},
+                    "TrainingJob": {
+                        "VpcConfig": vpc,
+                        "OutputDataConfig": {"KmsKeyId": "kms-out"},
+                        "ResourceConfig": {"VolumeKmsKeyId": "kms-volume"},
+                        "EnableNetworkIsolation": True,
+                    },
+                    "Model": {"VpcConfig": vpc, "EnableNetworkIsolation": True},
+                    "EndpointConfig": {"KmsKeyId": "kms-endpoint"},
+                },
+            }
+        )
+    )
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    captured = []
+    backend = backend_for(aws, captured, use_spot=True)
+    put_job_outputs(aws, "train-vpc")
+    backend.train("train-vpc", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    (job,) = sent(captured, "CreateTrainingJob")
+    assert job["VpcConfig"] == vpc and job["EnableNetworkIsolation"] is True
+    assert job["OutputDataConfig"] == {"S3OutputPath": f"s3://{aws}/jobs", "KmsKeyId": "kms-out"}
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == "kms-volume" and job["ResourceConfig"]["VolumeSizeInGB"] == 50
+
+    answer_one_completed_trial(backend)
+    backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-vpc", None)
+    (definition,) = [r["TrainingJobDefinition"] for r in sent(captured, "CreateHyperParameterTuningJob")]
+    assert definition["VpcConfig"] == vpc and definition["OutputDataConfig"]["KmsKeyId"] == "kms-out"
+    assert definition["HyperParameterTuningResourceConfig"]["VolumeKmsKeyId"] == "kms-volume"
+
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+    backend.deploy(model_tar, "dogbreed-vpc", tmp_path / "state")
+    (model,) = sent(captured, "CreateModel")
+    assert model["VpcConfig"] == vpc and model["EnableNetworkIsolation"] is True
+    assert sent(captured, "CreateEndpointConfig")[0]["KmsKeyId"] == "kms-endpoint"
+    backend.teardown(tmp_path / "state")
+
+
+def test_a_tuned_name_is_the_tuners_alone(aws, tmp_path):
+    """A hyperparameter the config fixes and the spec tunes is sent as a range only, not as a static value too."""
+    captured = []
+    backend = backend_for(aws, captured)
+    answer_one_completed_trial(backend)
+    backend.tune(SPEC, {"lr": 0.5, "epochs": 3}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-static", None)
+    static = sent(captured, "CreateHyperParameterTuningJob")[0]["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert static["epochs"] == "3" and "lr" not in static and "batch_size" not in static
+
+
+def test_an_empty_tag_value_is_sent(aws, tmp_path):
+    captured = []
+    backend = backend_for(aws, captured, tags={"team": ""})
+    put_job_outputs(aws, "train-tag")
+    backend.train("train-tag", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert sent(captured, "CreateTrainingJob")[0]["Tags"] == [{"Key": "team", "Value": ""}]
+
+
+def test_log_lines_that_cannot_be_read_are_said_once_and_the_job_is_followed(aws, tmp_path, capsys):
+    backend = backend_for(aws, [], logs="All")
+    logs = backend._client("logs")
+    denied = []
+
+    def refused(**_):
+        denied.append(1)
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "DescribeLogStreams"
+        )
+
+    logs.meta.events.register("before-call.logs.DescribeLogStreams", refused)
+    put_job_outputs(aws, "train-nologs")
+    assert (
+        backend.train("train-nologs", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")["status"] == "Completed"
+    )
+    assert len(denied) == 1 and capsys.readouterr().out.count("cannot be read") == 1
+
+
+def test_no_region_is_one_clear_error(tmp_path, monkeypatch):
+    for key in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    backend = get_backend("sagemaker", {**SETTINGS, "output_s3_uri": "s3://b/jobs", "confirm_cloud": True})
+    with pytest.raises(JobFailed, match=r"^no AWS region: set backends.sagemaker.region"):
+        backend.train("train-nowhere", {"lr": 0.1}, {"train": "s3://b/data/train"}, tmp_path, REPO / "scripts")
+
+
+def test_local_mode_output_is_quiet_for_the_job_that_asks_only(capsys):
+    """backends.local_container.logs None: the job's thread prints nothing to the terminal; a parallel trial's
+    thread that did not ask still does."""
+    import threading
+
+    from dogbreed.backends.local_container import _quiet
+
+    def job(quiet, text, started, release):
+        with _quiet(quiet):
+            started.set()
+            release.wait(5)
+            sys.stdout.write(text)
+
+    release, events = threading.Event(), [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=job, args=(True, "quiet job\n", events[0], release)),
+        threading.Thread(target=job, args=(False, "loud job\n", events[1], release)),
+    ]
+    for thread in threads:
+        thread.start()
+    for event in events:
+        event.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    out = capsys.readouterr().out
+    assert "loud job" in out and "quiet job" not in out

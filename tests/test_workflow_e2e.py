@@ -272,7 +272,8 @@ def test_slow_clients_hold_no_one_else_up(deployed):
 
 
 def test_the_sagemaker_sdks_own_clients_work_against_it(deployed):
-    """Notebooks written for SageMaker: LocalSession (serving_port = our port) + Predictor + serializers."""
+    """Notebooks written for SageMaker: LocalSession (serving_port = our port), its runtime client and the SDK's
+    serializers."""
     port = int(json.loads((deployed / "results/endpoint.json").read_text())["url"].rsplit(":", 1)[1])
     image = next((deployed / "results/data/channels/test/003.Blue_Triangle").iterdir()).read_bytes()
     answers = serving_contract.sdk_predictions(port, image, 32)

@@ -127,7 +127,7 @@ class Backend:
 
         The default is the project's own tuner (Optuna, docs/architecture.md §1): every trial is a training job
         of this backend, its objective read from the job's log lines. SageMaker overrides it with
-        its HyperparameterTuner. tracking (tracking.TrialTracking): every trial an MLflow run.
+        a tuning job of its own. tracking (tracking.TrialTracking): every trial an MLflow run.
         """
         from dogbreed.tuning import trial_jobs
 

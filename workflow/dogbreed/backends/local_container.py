@@ -16,6 +16,7 @@ store is S3) and telemetry off, so local mode never contacts AWS for a file:// s
 
 import contextlib
 import shutil
+import sys
 import tarfile
 import tempfile
 import threading
@@ -31,8 +32,9 @@ from dogbreed.backends.errors import EndpointGone, JobFailed, JobInterrupted
 from dogbreed.data import store
 from dogbreed.runtime import naming, run_guard
 from dogbreed.runtime.rule_runner import say
-from dogbreed.training import jobspec
 
+# the SDK's defaults config with only its telemetry off
+TELEMETRY_OFF = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 SERVING_PORT = 8080  # the SageMaker serving contract's port inside the container
 LABEL = "dogbreed.endpoint"
 COMPOSE_WORKING_DIR = "com.docker.compose.project.working_dir"  # docker-compose labels its containers
@@ -61,6 +63,36 @@ def _remove_job_containers(client, container_root, log_path=None):
             container.remove(force=True)
         except docker.errors.NotFound:  # removed meanwhile (a stopped trial's, by its own watch)
             pass
+
+
+class _QuietThreads:
+    """sys.stdout, less what the threads in `quiet` write: local mode prints a job's container output as it comes,
+    whatever logs says, and the job's log.txt gets it whole afterwards. Trials run in threads of one process, so
+    one job's quiet must not silence another's."""
+
+    def __init__(self, stream):
+        self.stream, self.quiet = stream, set()
+
+    def write(self, text):
+        return len(text) if threading.get_ident() in self.quiet else self.stream.write(text)
+
+    def __getattr__(self, name):  # flush, fileno, isatty …: the stream's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _quiet(wanted: bool):
+    """This thread's writes to sys.stdout dropped while wanted (backends.local_container.logs: None)."""
+    if not wanted:
+        yield
+        return
+    if not isinstance(sys.stdout, _QuietThreads):
+        sys.stdout = _QuietThreads(sys.stdout)
+    sys.stdout.quiet.add(threading.get_ident())
+    try:
+        yield
+    finally:
+        sys.stdout.quiet.discard(threading.get_ident())
 
 
 def _handler_answers(url) -> bool:
@@ -96,10 +128,9 @@ class LocalContainerBackend(HttpEndpointBackend):
         uses_s3 = str(s.get("output_s3_uri", "")).startswith("s3://")  # <store.uri>/jobs unless set
         credentials = {} if uses_s3 else {"aws_access_key_id": "local-mode", "aws_secret_access_key": "local-mode"}
         boto_session = boto3.session.Session(region_name=s["region"], **credentials)
-        # the SDK's defaults config in place of ~/.config/sagemaker/config.yaml: only its telemetry off
-        session = LocalSession(
-            boto_session=boto_session, sagemaker_config=sagemaker_jobs.sdk_config(user_defaults=False)
-        )
+        # the SDK's defaults config in place of ~/.config/sagemaker/config.yaml (local mode takes none of it): telemetry
+        # off, or LocalSession would call sts:GetCallerIdentity and send a request to AWS about each job
+        session = LocalSession(boto_session=boto_session, sagemaker_config=TELEMETRY_OFF)
         session.config = {
             "local": {"local_code": True, **({"container_root": str(container_root)} if container_root else {})}
         }
@@ -126,36 +157,45 @@ class LocalContainerBackend(HttpEndpointBackend):
         sagemaker_jobs.refuse_job_shape(self.name, self.settings, hyperparameters, processes, instances)
 
     def training_request(
-        self, job_name, hyperparameters, channels, source_dir, entry_point="train.py", environment=None, processes=1
+        self,
+        job_name,
+        hyperparameters,
+        channels,
+        code_uri,
+        entry_point="train.py",
+        environment=None,
+        processes=1,
+        instances=1,
     ) -> dict:
-        """The `sagemaker` backend's CreateTrainingJob request, for one container of the local image: the code mounted
-        from source_dir, the outputs under the job's own folder of output_s3_uri (jobs in parallel would otherwise
-        write one model.tar.gz)."""
-        from sagemaker.core.shapes import OutputDataConfig
-
+        """The `sagemaker` backend's CreateTrainingJob request, for one container of the local image. code_uri: the
+        code's folder (file://), which local mode mounts; a file:// output goes under the job's own folder, as
+        SageMaker and local mode's S3 upload lay it out (local mode would copy every job's model.tar.gz into one)."""
         s = self.settings
-        if processes > 1:
-            # the image's training toolkit starts torchrun with one process per GPU, or this many on a CPU
-            # (sagemaker_* hyperparameters are the toolkit's, never train.py's flags)
-            hyperparameters = jobspec.merge(hyperparameters, {"sagemaker_mpi_num_of_processes_per_host": processes})
         encoded = sagemaker_jobs.toolkit_hyperparameters(
             hyperparameters,
             job_name=job_name,
             entry_point=entry_point,
-            code_uri=store.file_uri(Path(source_dir).resolve()),
+            code_uri=code_uri,
             region=s["region"],
             processes=processes,
+            cpu_processes=not self._gpu("instance_type"),
         )
-        request = sagemaker_jobs.training_job_request(
+        output = s["output_s3_uri"]
+        return sagemaker_jobs.training_job_request(
             s,
             job_name=job_name,
             image=containers.image_uri(s, "training", self._gpu("instance_type")),
             instance_type="local_gpu" if self._gpu("instance_type") else "local",
+            instances=instances,
             environment=environment,
-            definition=sagemaker_jobs.job_definition(s, role=self._role(), hyperparameters=encoded, channels=channels),
+            definition=sagemaker_jobs.job_definition(
+                s,
+                role=self._role(),
+                hyperparameters=encoded,
+                channels=channels,
+                output_uri=store.join(output, job_name, "output") if output.startswith("file://") else output,
+            ),
         )
-        request["output_data_config"] = OutputDataConfig(s3_output_path=store.join(s["output_s3_uri"], job_name))
-        return request
 
     def train(
         self,
@@ -172,17 +212,14 @@ class LocalContainerBackend(HttpEndpointBackend):
         processes=1,
         instances=1,
     ) -> dict:
-        from sagemaker.core.utils.utils import serialize, snake_to_pascal
-
         self.refuse_shape(hyperparameters, processes, instances)  # before Docker is asked: no engine would hide it
         client, _ = self._ready("training", self._gpu("instance_type"))
         started = time.time()
         # of the environment, only what a container can use: its MLflow run (a trial's share of this machine's
         # CPUs and GPUs is the container's to take)
         tracked = {k: v for k, v in (environment or {}).items() if k.startswith("MLFLOW_") or k == "DO_NOT_TRACK"}
-        request = self.training_request(
-            job_name, hyperparameters, channels, source_dir, entry_point, tracked, processes
-        )
+        code_uri = store.file_uri(Path(source_dir).resolve())
+        request = self.training_request(job_name, hyperparameters, channels, code_uri, entry_point, tracked, processes)
         # the job's own compose folder, so that its containers (named at random) can be found
         container_root = Path(
             tempfile.mkdtemp(prefix=f"dogbreed-local-mode-{job_name}-", dir=self._study_root)
@@ -201,7 +238,8 @@ class LocalContainerBackend(HttpEndpointBackend):
         threading.Thread(target=stop_when_asked, daemon=True).start()
         with run_guard.job_running(f"local-mode training job {job_name}"):
             try:  # local mode prints the container's output as it comes; log.txt gets it whole afterwards
-                local.create_training_job(**{snake_to_pascal(k): v for k, v in serialize(request).items()})
+                with _quiet(self.settings.get("logs", "All") == "None"):
+                    local.create_training_job(**request)
             except Exception as error:
                 failure = error
             finally:  # also on Ctrl-C, or Snakemake stopping the rule, when docker-compose would go on
@@ -219,7 +257,8 @@ class LocalContainerBackend(HttpEndpointBackend):
                 f"local-mode training job {job_name} failed: {failure}; last lines of {log_path}:\n{_tail(log)}"
             ) from failure
         # the job's hyperparameters as given (the request's are JSON-encoded for the toolkit)
-        description = {**local.describe_training_job(TrainingJobName=job_name), "HyperParameters": hyperparameters}
+        description = local.describe_training_job(TrainingJobName=job_name)
+        description["HyperParameters"] = hyperparameters
         result = sagemaker_jobs.collect(self.name, job_name, description, jobs_dir, on_line, keep_model, started)
         return {**result, "log": str(log_path)}
 

@@ -1,7 +1,7 @@
 """The `sagemaker` backend: SageMaker training and tuning jobs, real-time endpoints.
 
-Requests are built from the SageMaker Python SDK v3's sagemaker-core shapes and sent through its resources
-(TrainingJob, HyperParameterTuningJob, Model, EndpointConfig, Endpoint); the training job's request is the one the
+Requests are built from the SageMaker Python SDK v3's sagemaker-core shapes, serialized by it and sent through boto3,
+with the user's SDK defaults config (subnets, KMS keys) merged in; the training job's request is the one the
 `local_container` backend runs under Docker (sagemaker_jobs.py, docs/architecture.md §7). Job and
 endpoint names are derived from their inputs, so a rerun attaches to a job of the same name that is
 still running (or reuses one that completed) instead of launching a duplicate; Ctrl-C or Snakemake
@@ -45,14 +45,24 @@ BUSY_ERROR_CODES = {
 }
 # where SageMaker writes a training job's logs: a stream per instance, <job>/algo-<n>-<time>
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# what the requests take of the user's SDK defaults config, by its section: where the jobs and the endpoint run
+# (subnets, security groups), their KMS keys and isolation; a tuning job's trials take the TrainingJob section's
+USER_DEFAULTS = {
+    "TrainingJob": (
+        "VpcConfig",
+        "OutputDataConfig",
+        "ResourceConfig",
+        "EnableNetworkIsolation",
+        "EnableInterContainerTrafficEncryption",
+        "Environment",
+    ),
+    "Model": ("VpcConfig", "EnableNetworkIsolation"),
+    "EndpointConfig": ("KmsKeyId",),
+}
 
 
 class CloudCostNotConfirmed(RuntimeError):
     pass
-
-
-def _hours(settings, key, default):
-    return float(settings.get(key, default))
 
 
 class SageMakerBackend(Backend):
@@ -60,13 +70,12 @@ class SageMakerBackend(Backend):
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self._boto_session = None
+        self._boto_session, self._clients = None, {}
 
     # --- sessions and names ---------------------------------------------------------------------
     @property
     def boto_session(self):
-        """The boto3 session every request goes through: sagemaker-core's resources take it, and their clients are
-        the ones here (sagemaker-core keeps one per session and region)."""
+        """The boto3 session every request goes through (credentials from the standard AWS chain)."""
         if self._boto_session is None:
             import boto3
 
@@ -75,14 +84,19 @@ class SageMakerBackend(Backend):
 
     @property
     def region(self) -> str:
+        if not self.boto_session.region_name:
+            raise JobFailed(
+                "no AWS region: set backends.sagemaker.region, or give the AWS profile one (aws configure, "
+                "AWS_DEFAULT_REGION)"
+            )
         return self.boto_session.region_name
 
     def _client(self, service, region=None):
-        from sagemaker.core.resources import Base
-
-        return Base.get_sagemaker_client(
-            session=self.boto_session, region_name=region or self.region, service_name=service
-        )
+        """One client per service and region, so that every request of a service goes through the same one."""
+        key = (service, region or self.region)
+        if key not in self._clients:
+            self._clients[key] = self.boto_session.client(service, region_name=key[1])
+        return self._clients[key]
 
     @property
     def client(self):
@@ -91,10 +105,6 @@ class SageMakerBackend(Backend):
     @property
     def runtime(self):
         return self._client("sagemaker-runtime")
-
-    def _resource_options(self) -> dict:
-        """What every sagemaker-core resource call takes: this session, in its region."""
-        return {"session": self.boto_session, "region": self.region}
 
     def _role(self):
         role = self.settings.get("role")
@@ -106,9 +116,16 @@ class SageMakerBackend(Backend):
         return role
 
     def _tags(self):
-        """The settings' tags as sagemaker-core's create() calls take them: as plain {"key", "value"} (it declares two
-        Tag classes, a shape and a resource, and takes one or the other by where the call is defined)."""
-        return [{"key": str(k), "value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
+        return [{"Key": str(k), "Value": str(v)} for k, v in (self.settings.get("tags") or {}).items()]
+
+    def _user_defaults(self, resource: str) -> dict:
+        """What the user's SDK defaults config (~/.config/sagemaker/config.yaml, the admin's, or
+        SAGEMAKER_USER_CONFIG_OVERRIDE) sets for `resource` (a key of USER_DEFAULTS), as the API's keys, as v2's
+        estimators and models took it (sagemaker-core's own create() calls read another layout of it)."""
+        from sagemaker.core.config.config import load_sagemaker_config
+
+        section = ((load_sagemaker_config() or {}).get("SageMaker") or {}).get(resource) or {}
+        return {k: v for k, v in section.items() if k in USER_DEFAULTS[resource]}
 
     # --- cost safety ----------------------------------------------------------------------------
     def approve_run(self, plan: str, costs: list, store_uri: str):
@@ -169,7 +186,9 @@ class SageMakerBackend(Backend):
             self.region, s["inference_framework_version"], s["py_version"], s["inference_instance_type"], scope
         )
 
-    def _job_definition(self, job_name, hyperparameters, channels, code_uri, entry_point, processes=1) -> dict:
+    def _job_definition(
+        self, job_name, hyperparameters, channels, code_uri, entry_point="train.py", processes=1
+    ) -> dict:
         """A job's part of the request that a tuning job's trials share (sagemaker_jobs.job_definition). job_name
         names its own checkpoint prefix (spot training); a tuning job's name is its trials' shared one."""
         s = self.settings
@@ -187,7 +206,8 @@ class SageMakerBackend(Backend):
             role=self._role(),
             hyperparameters=encoded,
             channels=channels,
-            checkpoint=sagemaker_jobs.checkpoint_uri(s, job_name),
+            output_uri=s["output_s3_uri"],
+            checkpoint=checkpoint_uri(s, job_name),
         )
 
     def training_request(
@@ -201,12 +221,10 @@ class SageMakerBackend(Backend):
         processes=1,
         instances=1,
     ) -> dict:
-        """The CreateTrainingJob request (keyword arguments of sagemaker-core's TrainingJob.create). environment:
-        variables for the job (its MLflow run); processes > 1: DDP under the training toolkit's torch_distributed
-        launcher (torchrun, a process per GPU of every instance); instances: the final training's instance_count
-        (the feature extraction runs one process on one instance)."""
-        from sagemaker.core.shapes import ProfilerConfig
-
+        """The CreateTrainingJob request. code_uri: the uploaded sourcedir.tar.gz; environment: variables for the job
+        (its MLflow run); processes > 1: DDP under the training toolkit's torch_distributed launcher (torchrun, a
+        process per GPU of every instance); instances: the final training's instance_count (the feature extraction
+        runs one process on one instance)."""
         s = self.settings
         request = sagemaker_jobs.training_job_request(
             s,
@@ -217,32 +235,26 @@ class SageMakerBackend(Backend):
             environment=environment,
             definition=self._job_definition(job_name, hyperparameters, channels, code_uri, entry_point, processes),
         )
-        request["tags"] = self._tags()
+        request["Tags"] = self._tags()
         if s.get("sagemaker_profiler"):  # SageMaker's own profiler and report, where the account still has it
-            request.update(
-                profiler_config=ProfilerConfig(
-                    s3_output_path=s["output_s3_uri"], profiling_interval_in_milliseconds=500, disable_profiler=False
-                ),
-                profiler_rule_configurations=[self._profiler_report_rule()],
-            )
+            request["ProfilerConfig"] = {
+                "S3OutputPath": s["output_s3_uri"],
+                "ProfilingIntervalInMilliseconds": 500,
+                "DisableProfiler": False,
+            }
+            request["ProfilerRuleConfigurations"] = [self._profiler_report_rule()]
         else:  # train.py keeps its own profile and debug record (--debug)
-            request["profiler_config"] = ProfilerConfig(disable_profiler=True)
-        return request
+            request["ProfilerConfig"] = {"DisableProfiler": True}
+        return _merged(self._user_defaults("TrainingJob"), request)
 
-    def _profiler_report_rule(self):
+    def _profiler_report_rule(self) -> dict:
         """SageMaker Debugger's built-in ProfilerReport rule, run by the region's rule image (the SDK's)."""
         import smdebug_rulesconfig as rule_configs
         from sagemaker.core.debugger import ProfilerRule, get_rule_container_image_uri
-        from sagemaker.core.shapes import ProfilerRuleConfiguration
 
         rule = ProfilerRule.sagemaker(rule_configs.ProfilerReport())
         rule.image_uri = get_rule_container_image_uri(rule.name, self.region)
-        request = rule.to_profiler_rule_config_dict()
-        return ProfilerRuleConfiguration(
-            rule_configuration_name=request["RuleConfigurationName"],
-            rule_evaluator_image=request["RuleEvaluatorImage"],
-            rule_parameters=request["RuleParameters"],
-        )
+        return rule.to_profiler_rule_config_dict()
 
     def refuse_shape(self, hyperparameters, processes, instances):
         sagemaker_jobs.refuse_job_shape(self.name, self.settings, hyperparameters, processes, instances)
@@ -293,8 +305,6 @@ class SageMakerBackend(Backend):
         processes=1,
         instances=1,
     ) -> dict:
-        from sagemaker.core.resources import TrainingJob
-
         self.refuse_shape(hyperparameters, processes, instances)  # before any request
         started = time.time()
         name, description = self._free_job_name(job_name)
@@ -310,7 +320,7 @@ class SageMakerBackend(Backend):
                 name, hyperparameters, channels, code_uri, entry_point, environment, processes, instances
             )
             with quota_advice(self.settings, self.region):
-                TrainingJob.create(**request, **self._resource_options())
+                self.client.create_training_job(**request)
             say(f"launched training job {name}")
         self._wait(
             f"SageMaker training job {name}",
@@ -334,7 +344,8 @@ class SageMakerBackend(Backend):
         """Wait until the job ends, saying its status as it changes (logs: Rules, its rules' statuses too), and with
         logs: All its CloudWatch lines as they come. The caller says why a job failed or stopped, from its
         description."""
-        said, unseen, streams = None, 0, {}
+        said, unseen = None, 0
+        lines = JobLogLines(self._client("logs"), name) if self.settings.get("logs", "All") == "All" else None
         while True:
             description = self._describe_job(name)
             if description is None:  # just created, not yet listed: look again
@@ -343,8 +354,8 @@ class SageMakerBackend(Backend):
                     raise JobFailed(f"training job {name} was launched but SageMaker does not list it")
                 self._pause()
                 continue
-            if self.settings.get("logs", "All") == "All":
-                self._print_new_log_lines(name, streams)
+            if lines is not None:
+                lines.print_new()
             status = description["TrainingJobStatus"]
             now = [f"{status} ({description.get('SecondaryStatus', status)})"]
             if self.settings.get("logs") == "Rules":
@@ -356,34 +367,10 @@ class SageMakerBackend(Backend):
                 say(f"training job {name}: {', '.join(now)}")
                 said = now
             if status not in ("InProgress", "Stopping"):
-                if self.settings.get("logs", "All") == "All":  # what was written after the last look
-                    self._print_new_log_lines(name, streams)
+                if lines is not None:  # what was written after the last look
+                    lines.print_new()
                 return
             self._pause()
-
-    def _print_new_log_lines(self, name, streams: dict):
-        """Print the job's log lines not printed yet, from every stream of its instances; streams: {stream: the
-        token after its last line read}. (sagemaker-core's own log reader takes its client from the default boto3
-        session, not this one's region.)"""
-        logs = self.boto_session.client("logs")
-        try:
-            found = logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{name}/")
-        except logs.exceptions.ResourceNotFoundException:  # nothing logged yet in this account and region
-            return
-        for stream in sorted(s["logStreamName"] for s in found["logStreams"]):
-            while True:
-                token = streams.get(stream)
-                page = logs.get_log_events(
-                    logGroupName=TRAINING_LOG_GROUP,
-                    logStreamName=stream,
-                    startFromHead=True,
-                    **({"nextToken": token} if token else {}),
-                )
-                streams[stream] = page["nextForwardToken"]
-                if not page["events"]:
-                    break
-                for event in page["events"]:
-                    print(event["message"], flush=True)
 
     def _fetch_sagemaker_profiler_report(self, description, target):
         """SageMaker's own ProfilerReport (where the account still runs Debugger rules), beside ours."""
@@ -407,7 +394,7 @@ class SageMakerBackend(Backend):
         parallel=1,
         tracking=None,
     ):
-        """SageMaker's HyperparameterTuner (tuning/sagemaker_tuner.py). A spec that only grew max_jobs keeps its
+        """A SageMaker tuning job (tuning/sagemaker_tuner.py). A spec that only grew max_jobs keeps its
         name (tuning_name excludes max_jobs): a new job warm-starts from the finished ones and runs only the
         missing trials; a job still running is attached to."""
         run_plan.refuse(tuning_spec.problems(spec, None, "sagemaker"))  # as the run plan does, before anything is sent
@@ -444,12 +431,7 @@ class SageMakerBackend(Backend):
 
     def _launch_tuning(self, spec, fixed_hyperparameters, channels, source_dir, job_name, done, finished_trials):
         """Confirm the new trials' cost, then start the tuning job (warm-started from the finished ones)."""
-        from sagemaker.core.resources import HyperParameterTuningJob
-        from sagemaker.core.shapes import (
-            HyperParameterAlgorithmSpecification,
-            HyperParameterTrainingJobDefinition,
-            HyperParameterTuningResourceConfig,
-        )
+        from sagemaker.core.shapes import HyperParameterAlgorithmSpecification, HyperParameterTuningResourceConfig
 
         new_trials, _ = sagemaker_tuner.api_tuning_limits(spec, finished_trials)
         self.confirm(
@@ -457,10 +439,13 @@ class SageMakerBackend(Backend):
         )
         s = self.settings
         code_uri = self._upload_code(job_name, source_dir, "train.py")
+        # the tuned names are the tuner's to set in each trial, not static ones too (as v2's tuner left them out);
         # the trials share one checkpoint prefix, the tuning job's own (train.py keeps each trial's checkpoint
         # under its training job's name); each runs one process on one instance
-        definition = self._job_definition(job_name, fixed_hyperparameters, channels, code_uri, "train.py")
-        trials = HyperParameterTrainingJobDefinition(
+        static = {k: v for k, v in fixed_hyperparameters.items() if k not in spec["parameters"]}
+        definition = self._job_definition(job_name, static, channels, code_uri)
+        definition.update(
+            static_hyper_parameters=definition.pop("hyper_parameters"),
             algorithm_specification=HyperParameterAlgorithmSpecification(
                 training_image=self._image("training"),
                 training_input_mode="File",
@@ -469,23 +454,26 @@ class SageMakerBackend(Backend):
             hyper_parameter_tuning_resource_config=HyperParameterTuningResourceConfig(
                 instance_type=s["instance_type"], instance_count=1, volume_size_in_gb=int(s.get("volume_size_gb", 30))
             ),
-            static_hyper_parameters=definition.pop("hyper_parameters"),
-            **definition,
         )
         request = sagemaker_tuner.tuning_job_request(
             spec,
             job_name,
-            trials,
+            sagemaker_jobs.api_request(definition),
             finished_trials,
             warm_start_from=sagemaker_tuner.warm_start_parents(done, spec["objective"]["type"]) if done else (),
             tags=self._tags(),
         )
-        seed = ("HyperParameterTuningJobConfig", "RandomSeed"), spec.get("seed")
-        with (
-            quota_advice(self.settings, self.region),
-            sagemaker_jobs.falsy_value_kept(self.client, "CreateHyperParameterTuningJob", *seed),
-        ):
-            HyperParameterTuningJob.create(**request, **self._resource_options())
+        # the trials take what the user's SDK defaults config says of training jobs (its volume key where trials
+        # keep their instances' settings)
+        definition = request["TrainingJobDefinition"]
+        defaults = self._user_defaults("TrainingJob")
+        if volume_key := defaults.get("ResourceConfig", {}).get("VolumeKmsKeyId"):
+            definition["HyperParameterTuningResourceConfig"].setdefault("VolumeKmsKeyId", volume_key)
+        request["TrainingJobDefinition"] = _merged(
+            {k: v for k, v in defaults.items() if k != "ResourceConfig"}, definition
+        )
+        with quota_advice(self.settings, self.region):
+            self.client.create_hyper_parameter_tuning_job(**request)
         say(f"launched tuning job {job_name}")
 
     def _tuning_jobs(self, tuning_name):
@@ -543,7 +531,7 @@ class SageMakerBackend(Backend):
             ]
             s3 = store.S3Store() if ended else None
             for trial in ended:
-                s3.remove(sagemaker_jobs.checkpoint_uri(self.settings, tuning_job) + trial + "/")
+                s3.remove(checkpoint_uri(self.settings, tuning_job) + trial + "/")
                 cleaning.done.add(trial)
         except Exception as error:  # throttled or unreachable: tried again when the trial counts next change
             cleaning.denied = isinstance(error, store.StoreAccessDenied) or _denied(error)
@@ -584,7 +572,6 @@ class SageMakerBackend(Backend):
         """The model, its endpoint config and the endpoint, each named by us (the state file records them for teardown):
         the framework's inference image serves model.tar.gz, whose code/ holds inference.py (the SageMaker inference
         toolkit's handler, as SAGEMAKER_PROGRAM names it)."""
-        from sagemaker.core.resources import Endpoint, EndpointConfig, Model
         from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
 
         s = self.settings
@@ -601,11 +588,11 @@ class SageMakerBackend(Backend):
             "region": self.region,
         }
         write_endpoint_state(state_dir, state)
-        options = {"tags": self._tags(), **self._resource_options()}
-        with quota_advice(self.settings, self.region):
-            Model.create(
-                model_name=model_name,
-                primary_container=ContainerDefinition(
+        model = sagemaker_jobs.api_request(
+            {
+                "model_name": model_name,
+                "execution_role_arn": self._role(),
+                "primary_container": ContainerDefinition(
                     image=self._image("inference"),
                     model_data_url=model_uri,
                     environment={
@@ -616,12 +603,12 @@ class SageMakerBackend(Backend):
                         **TOOLKIT_SERVING_ENVIRONMENT,
                     },
                 ),
-                execution_role_arn=self._role(),
-                **options,
-            )
-            EndpointConfig.create(
-                endpoint_config_name=endpoint_name,
-                production_variants=[
+            }
+        )
+        config = sagemaker_jobs.api_request(
+            {
+                "endpoint_config_name": endpoint_name,
+                "production_variants": [
                     ProductionVariant(
                         variant_name="AllTraffic",
                         model_name=model_name,
@@ -630,9 +617,13 @@ class SageMakerBackend(Backend):
                         initial_variant_weight=1,
                     )
                 ],
-                **options,
-            )
-            Endpoint.create(endpoint_name=endpoint_name, endpoint_config_name=endpoint_name, **options)
+            }
+        )
+        tags = {"Tags": self._tags()}
+        with quota_advice(self.settings, self.region):
+            self.client.create_model(**_merged(self._user_defaults("Model"), model | tags))
+            self.client.create_endpoint_config(**_merged(self._user_defaults("EndpointConfig"), config | tags))
+            self.client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name, **tags)
         self._wait_for_endpoint(endpoint_name)
         return {
             "backend": self.name,
@@ -732,11 +723,55 @@ class SageMakerBackend(Backend):
             return None
 
 
+class JobLogLines:
+    """A training job's CloudWatch log lines, each printed once, from every stream of its instances (sagemaker-core's
+    own log reader takes its client from the default boto3 session, not the backend's region). Best effort: a
+    read that fails says why once, and the job is followed by its status alone."""
+
+    def __init__(self, logs_client, job_name):
+        self.logs, self.job_name, self.tokens, self.failed = logs_client, job_name, {}, False
+
+    def print_new(self):
+        if self.failed:
+            return
+        try:
+            self._print_new()
+        except self.logs.exceptions.ResourceNotFoundException:  # nothing logged yet in this account and region
+            pass
+        except Exception as error:  # denied, throttled past botocore's retries, unreachable
+            self.failed = True
+            say(f"the log lines of {self.job_name} cannot be read ({error}): its status only from here")
+
+    def _print_new(self):
+        found = self.logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{self.job_name}/")
+        for stream in sorted(s["logStreamName"] for s in found["logStreams"]):
+            while True:
+                token = self.tokens.get(stream)
+                page = self.logs.get_log_events(
+                    logGroupName=TRAINING_LOG_GROUP,
+                    logStreamName=stream,
+                    startFromHead=True,
+                    **({"nextToken": token} if token else {}),
+                )
+                self.tokens[stream] = page["nextForwardToken"]
+                if not page["events"]:
+                    break
+                for event in page["events"]:
+                    print(event["message"], flush=True)
+
+
 class TrialCheckpoints:
     """A tuning job's ended trials whose checkpoint folders are removed (done), and whether the store denied it."""
 
     def __init__(self):
         self.done, self.denied = set(), False
+
+
+def checkpoint_uri(settings, job_name) -> str:
+    """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
+    container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
+    base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
+    return store.join(base, job_name) + "/"
 
 
 @contextlib.contextmanager
@@ -761,6 +796,15 @@ def quota_advice(settings, region):
             f"--desired-value 1`; meanwhile choose an instance type you have quota for"
             f"{' or use_spot: false' if settings.get('use_spot') else ''} in backends.sagemaker"
         ) from None
+
+
+def _merged(defaults: dict, request: dict) -> dict:
+    """request over defaults, key by key into nested structures; the request wins wherever both set a value."""
+    merged = dict(defaults)
+    for key, value in request.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
 
 
 def _denied(error) -> bool:

@@ -1,14 +1,13 @@
 """What the `sagemaker` and `local_container` backends share: a training job's request, and its artifacts brought home.
 
-Both send the same CreateTrainingJob request, built here from sagemaker-core's shapes (SDK v3): to SageMaker through
-`TrainingJob.create`, or to the SDK's local-mode client, which runs it under Docker. The job runs under the framework
-image's training toolkit (the DLC contract the v2 estimators used, and v3's tuner still uses for its trials):
+Both send the same CreateTrainingJob request, built here from sagemaker-core's shapes and serialized by it (SDK v3):
+to SageMaker through boto3, or to the SDK's local-mode client, which runs it under Docker. The job runs under the
+framework image's training toolkit (the DLC contract the v2 estimators used, and v3's tuner still uses for its trials):
 `sagemaker_program` and `sagemaker_submit_directory` name the code, every hyperparameter is JSON-encoded, and the
-toolkit hands them to train.py as flags. v3's ModelTrainer would pick the job's name itself (a rerun could not attach
-to its job) and cannot send a profiler configuration; docs/architecture.md §7.
+toolkit hands them to train.py as flags. Why not v3's ModelTrainer, or the resources' create(): docs/architecture.md
+§7.
 """
 
-import contextlib
 import json
 import shutil
 import tarfile
@@ -32,25 +31,27 @@ def refuse_job_shape(backend_name, settings, hyperparameters, processes, instanc
     )
 
 
-def toolkit_hyperparameters(hyperparameters, *, job_name, entry_point, code_uri, region, processes=1, instance_type=""):
+def toolkit_hyperparameters(
+    hyperparameters, *, job_name, entry_point, code_uri, region, processes=1, instance_type="", cpu_processes=False
+):
     """The job's HyperParameters as the training toolkit reads them: each value JSON-encoded (the toolkit decodes
     them; train.py's flags take the text), and the toolkit's own sagemaker_* keys, which never reach train.py. processes
-    > 1: the toolkit starts train.py under torchrun (its torch_distributed launcher), a process per GPU."""
-    values = jobspec.merge(
-        hyperparameters,
-        {
-            "sagemaker_submit_directory": code_uri,
-            "sagemaker_program": entry_point,
-            "sagemaker_container_log_level": 20,
-            "sagemaker_job_name": job_name,
-            "sagemaker_region": region,
-        },
-    )
+    > 1: the toolkit starts train.py under torchrun (its torch_distributed launcher): a process per GPU of the instance
+    named, or with cpu_processes (local mode on a CPU) that many processes."""
+    toolkit = {
+        "sagemaker_submit_directory": code_uri,
+        "sagemaker_program": entry_point,
+        "sagemaker_container_log_level": 20,
+        "sagemaker_job_name": job_name,
+        "sagemaker_region": region,
+    }
     if processes > 1:
-        values["sagemaker_torch_distributed_enabled"] = True
-        if instance_type:  # a SageMaker instance's: the toolkit picks its launcher's settings by it
-            values["sagemaker_instance_type"] = instance_type
-    return {str(k): json.dumps(v) for k, v in values.items()}
+        toolkit["sagemaker_torch_distributed_enabled"] = True
+        if instance_type:  # a SageMaker instance's: the launcher's settings follow it
+            toolkit["sagemaker_instance_type"] = instance_type
+        if cpu_processes:
+            toolkit["sagemaker_mpi_num_of_processes_per_host"] = processes
+    return {str(k): json.dumps(v) for k, v in jobspec.merge(hyperparameters, toolkit).items()}
 
 
 def channels_config(channels: dict) -> list:
@@ -76,11 +77,11 @@ def metric_definitions(settings) -> list:
     return [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in settings["metric_definitions"]]
 
 
-def job_definition(settings, *, role, hyperparameters, channels, checkpoint=None) -> dict:
-    """What a training job and a tuning job's trials have in common, as keyword arguments of sagemaker-core's
-    TrainingJob.create (a tuning job's definition calls its hyperparameters static_hyper_parameters). hyperparameters:
-    toolkit_hyperparameters'. Spot: checkpoint is the job's own prefix, and the job may wait max_wait_hours for
-    capacity."""
+def job_definition(settings, *, role, hyperparameters, channels, output_uri, checkpoint=None) -> dict:
+    """What a training job and a tuning job's trials have in common, as sagemaker-core's shapes under the snake_case
+    names of the request's keys (a tuning job's definition calls the hyperparameters static_hyper_parameters).
+    hyperparameters: toolkit_hyperparameters'. Spot: checkpoint is the job's own prefix, and the job may wait
+    max_wait_hours for capacity."""
     from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig, StoppingCondition
 
     spot = bool(settings.get("use_spot"))
@@ -88,7 +89,7 @@ def job_definition(settings, *, role, hyperparameters, channels, checkpoint=None
         "role_arn": role,
         "hyper_parameters": hyperparameters,
         "input_data_config": channels_config(channels),
-        "output_data_config": OutputDataConfig(s3_output_path=settings["output_s3_uri"]),
+        "output_data_config": OutputDataConfig(s3_output_path=output_uri),
         "stopping_condition": StoppingCondition(
             max_runtime_in_seconds=int(float(settings.get("max_run_hours", 4)) * 3600),
             **({"max_wait_time_in_seconds": int(float(settings.get("max_wait_hours", 8)) * 3600)} if spot else {}),
@@ -100,8 +101,7 @@ def job_definition(settings, *, role, hyperparameters, channels, checkpoint=None
 
 
 def training_job_request(settings, *, job_name, image, instance_type, definition, instances=1, environment=None):
-    """The CreateTrainingJob request, as keyword arguments of sagemaker-core's TrainingJob.create; definition:
-    job_definition's."""
+    """The CreateTrainingJob request as the API takes it; definition: job_definition's."""
     from sagemaker.core.shapes import AlgorithmSpecification, ResourceConfig
 
     request = {
@@ -121,48 +121,16 @@ def training_job_request(settings, *, job_name, image, instance_type, definition
     }
     if environment:
         request["environment"] = {str(k): str(v) for k, v in environment.items()}
-    return request
+    return api_request(request)
 
 
-@contextlib.contextmanager
-def falsy_value_kept(client, operation, path, value):
-    """sagemaker-core's serializer leaves a shape's falsy fields out of the request it sends (a RandomSeed of 0
-    would go unsent): a value that is not None goes back at `path` (keys from the request's top) as the client is
-    about to send `operation`."""
-    if value is None or value:
-        yield
-        return
+def api_request(request: dict) -> dict:
+    """A request of sagemaker-core's shapes under snake_case keys → the API's request (PascalCase, what botocore and
+    the SDK's local-mode client take), by the SDK's own serializer. It leaves out a shape's fields that are falsy
+    (0, "", False): a caller that sends one puts it back into the result."""
+    from sagemaker.core.utils.utils import serialize, snake_to_pascal
 
-    def put_back(params, **_):
-        for key in path[:-1]:
-            params = params[key]
-        params[path[-1]] = value
-
-    event, mark = f"provide-client-params.sagemaker.{operation}", "put back: " + ".".join(path)
-    client.meta.events.register(event, put_back, unique_id=mark)
-    try:
-        yield
-    finally:
-        client.meta.events.unregister(event, unique_id=mark)
-
-
-def checkpoint_uri(settings, job_name) -> str:
-    """A job's own checkpoint prefix, ending in "/": SageMaker copies everything under it into the
-    container, and a prefix without the slash would also match its siblings (job-1, job-10 …)."""
-    base = settings.get("checkpoint_s3_uri") or store.join(settings["output_s3_uri"], "checkpoints")
-    return store.join(base, job_name) + "/"
-
-
-def sdk_config(user_defaults=True) -> dict:
-    """The SDK's defaults config as the user keeps it (~/.config/sagemaker/config.yaml and the like: subnets, KMS keys
-    for their jobs), or none of it (user_defaults False: local mode, no AWS account), with its telemetry off: the SDK
-    would otherwise call sts:GetCallerIdentity and send a request to AWS about each job it runs."""
-    from sagemaker.core.config.config import load_sagemaker_config
-
-    config = (load_sagemaker_config() or {}) if user_defaults else {}
-    config.setdefault("SchemaVersion", "1.0")
-    config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
-    return config
+    return {snake_to_pascal(key): value for key, value in serialize(request).items()}
 
 
 # --- artifacts ------------------------------------------------------------------------------------

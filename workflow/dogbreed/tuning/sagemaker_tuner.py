@@ -49,9 +49,9 @@ def api_tuning_limits(spec, finished_trials) -> tuple:
 
 
 def tuning_job_request(spec, job_name, training_definition, finished_trials, warm_start_from=(), tags=()) -> dict:
-    """The CreateHyperParameterTuningJob request for the spec's trials not yet run, as keyword arguments of
-    sagemaker-core's HyperParameterTuningJob.create; training_definition: its trials' HyperParameterTrainingJobDefinition;
-    warm_start_from: the names of finished tuning jobs of the same search (their trials count, and teach the new job)."""
+    """The CreateHyperParameterTuningJob request for the spec's trials not yet run, as the API takes it;
+    training_definition: its trials' TrainingJobDefinition (the API's); warm_start_from: the names of finished tuning
+    jobs of the same search (their trials count, and teach the new job)."""
     from sagemaker.core.shapes import (
         HyperParameterTuningJobConfig,
         HyperParameterTuningJobObjective,
@@ -59,6 +59,8 @@ def tuning_job_request(spec, job_name, training_definition, finished_trials, war
         ParentHyperParameterTuningJob,
         ResourceLimits,
     )
+
+    from dogbreed.backends.sagemaker_jobs import api_request
 
     new_trials, early_stopping = api_tuning_limits(spec, finished_trials)
     config = HyperParameterTuningJobConfig(
@@ -72,13 +74,8 @@ def tuning_job_request(spec, job_name, training_definition, finished_trials, war
             type=spec["objective"]["type"], metric_name=spec["objective"]["metric"]
         ),
         parameter_ranges=parameter_ranges(spec),
-        **({"random_seed": spec["seed"]} if spec.get("seed") is not None else {}),
     )
-    request = {
-        "hyper_parameter_tuning_job_name": job_name,
-        "hyper_parameter_tuning_job_config": config,
-        "training_job_definition": training_definition,
-    }
+    request = {"hyper_parameter_tuning_job_name": job_name, "hyper_parameter_tuning_job_config": config}
     if warm_start_from:
         request["warm_start_config"] = HyperParameterTuningJobWarmStartConfig(
             parent_hyper_parameter_tuning_jobs=[
@@ -86,8 +83,12 @@ def tuning_job_request(spec, job_name, training_definition, finished_trials, war
             ],
             warm_start_type="IdenticalDataAndAlgorithm",
         )
+    request = api_request(request)
+    if spec.get("seed") is not None:  # after serializing: the SDK's serializer would leave a seed of 0 out
+        request["HyperParameterTuningJobConfig"]["RandomSeed"] = spec["seed"]
+    request["TrainingJobDefinition"] = training_definition
     if tags:
-        request["tags"] = list(tags)
+        request["Tags"] = list(tags)
     return request
 
 

@@ -1,4 +1,4 @@
-"""The tuning spec (config `tuning:`), in SageMaker's HyperparameterTuner shape:
+"""The tuning spec (config `tuning:`), in a SageMaker tuning job's shape:
 
   objective: {metric, regex, type: Maximize|Minimize}
   strategy: Bayesian | Random | Grid | Hyperband
