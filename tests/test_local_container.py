@@ -220,7 +220,7 @@ def tiny_channels_on_disk(tmp_path_factory):
 
 def test_a_failing_job_says_why_and_leaves_no_container(tmp_path, tiny_channels_on_disk):
     before = running_containers()
-    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
+    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/store/jobs", "metric_definitions": []})
     with pytest.raises(JobFailed, match=r"(?s)failed.*unknown arch 'no-such-net'"):
         backend.train(
             "failing", {"arch": "no-such-net", "epochs": 1}, tiny_channels_on_disk, tmp_path / "jobs", REPO / "scripts"
@@ -277,7 +277,7 @@ def test_a_local_gpu_endpoint_asks_docker_for_the_gpus(deployed, tmp_path):
 def test_several_processes_train_under_the_toolkits_torchrun(tmp_path, tiny_channels_on_disk):
     """training.processes 2 in local mode: the image's training toolkit starts torchrun (its torch_distributed
     runner), gloo in the container; the metric line once per epoch, one model."""
-    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/jobs", "metric_definitions": []})
+    backend = LocalContainerBackend({"output_s3_uri": f"file://{tmp_path}/store/jobs", "metric_definitions": []})
     result = backend.train(
         "ddp-container",
         {"epochs": 2, "image_size": 32, "weights": "none", "num_workers": 0, "batch_size": 8},

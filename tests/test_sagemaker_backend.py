@@ -822,8 +822,9 @@ print(json.dumps([result["status"], sorted(m for m in sys.modules if m.split("."
 
 
 def test_the_users_sdk_defaults_reach_jobs_trials_and_the_endpoint(aws, tmp_path, monkeypatch):
-    """Subnets, security groups, KMS keys and isolation from the user's SDK defaults config reach every request
-    that takes them, as v2's estimators and models took them; the request's own values win."""
+    """Subnets, security groups and KMS keys from the user's SDK defaults config reach every request that takes them,
+    as v2's estimators and models took them; the request's own values win. Not a job's network isolation (its code
+    comes from S3), nor a volume key where the instance's storage is its own (g4dn)."""
     config = tmp_path / "sagemaker-defaults.yaml"
     vpc = {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
     config.write_text(
@@ -850,15 +851,21 @@ def test_the_users_sdk_defaults_reach_jobs_trials_and_the_endpoint(aws, tmp_path
     put_job_outputs(aws, "train-vpc")
     backend.train("train-vpc", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     (job,) = sent(captured, "CreateTrainingJob")
-    assert job["VpcConfig"] == vpc and job["EnableNetworkIsolation"] is True
+    assert job["VpcConfig"] == vpc and "EnableNetworkIsolation" not in job
     assert job["OutputDataConfig"] == {"S3OutputPath": f"s3://{aws}/jobs", "KmsKeyId": "kms-out"}
-    assert job["ResourceConfig"]["VolumeKmsKeyId"] == "kms-volume" and job["ResourceConfig"]["VolumeSizeInGB"] == 50
+    assert "VolumeKmsKeyId" not in job["ResourceConfig"] and job["ResourceConfig"]["VolumeSizeInGB"] == 50
+    code = boto3.client("s3").head_object(Bucket=aws, Key="jobs/train-vpc/source/sourcedir.tar.gz")
+    assert code["ServerSideEncryption"] == "aws:kms" and code["SSEKMSKeyId"].endswith("kms-out")  # the code too
+    on_m5 = backend_for(aws, captured, instance_type="ml.m5.xlarge")
+    put_job_outputs(aws, "train-m5")
+    on_m5.train("train-m5", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
+    assert sent(captured, "CreateTrainingJob")[1]["ResourceConfig"]["VolumeKmsKeyId"] == "kms-volume"
 
     answer_one_completed_trial(backend)
     backend.tune(SPEC, {}, CHANNELS(aws), tmp_path, REPO / "scripts", "tune-vpc", None)
     (definition,) = [r["TrainingJobDefinition"] for r in sent(captured, "CreateHyperParameterTuningJob")]
     assert definition["VpcConfig"] == vpc and definition["OutputDataConfig"]["KmsKeyId"] == "kms-out"
-    assert definition["HyperParameterTuningResourceConfig"]["VolumeKmsKeyId"] == "kms-volume"
+    assert "VolumeKmsKeyId" not in definition["HyperParameterTuningResourceConfig"]
 
     model_tar = tmp_path / "model.tar.gz"
     with tarfile.open(model_tar, "w:gz") as archive:

@@ -80,19 +80,24 @@ class _QuietThreads:
         return getattr(self.stream, name)
 
 
+_QUIET_SETUP = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet(wanted: bool):
     """This thread's writes to sys.stdout dropped while wanted (backends.local_container.logs: None)."""
     if not wanted:
         yield
         return
-    if not isinstance(sys.stdout, _QuietThreads):
-        sys.stdout = _QuietThreads(sys.stdout)
-    sys.stdout.quiet.add(threading.get_ident())
+    with _QUIET_SETUP:  # trials start together: one wrapper for them all
+        if not isinstance(sys.stdout, _QuietThreads):
+            sys.stdout = _QuietThreads(sys.stdout)
+        wrapper = sys.stdout
+    wrapper.quiet.add(threading.get_ident())
     try:
         yield
-    finally:
-        sys.stdout.quiet.discard(threading.get_ident())
+    finally:  # the wrapper it joined, even where sys.stdout was put back meanwhile (a stopped rule)
+        wrapper.quiet.discard(threading.get_ident())
 
 
 def _handler_answers(url) -> bool:

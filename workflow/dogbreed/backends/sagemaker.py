@@ -46,13 +46,13 @@ BUSY_ERROR_CODES = {
 # where SageMaker writes a training job's logs: a stream per instance, <job>/algo-<n>-<time>
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # what the requests take of the user's SDK defaults config, by its section: where the jobs and the endpoint run
-# (subnets, security groups), their KMS keys and isolation; a tuning job's trials take the TrainingJob section's
+# (subnets, security groups), their KMS keys; a tuning job's trials take the TrainingJob section's. Not a job's
+# network isolation: an isolated job could not fetch its code from S3 (nor reach its MLflow server).
 USER_DEFAULTS = {
     "TrainingJob": (
         "VpcConfig",
         "OutputDataConfig",
         "ResourceConfig",
-        "EnableNetworkIsolation",
         "EnableInterContainerTrafficEncryption",
         "Environment",
     ),
@@ -122,10 +122,20 @@ class SageMakerBackend(Backend):
         """What the user's SDK defaults config (~/.config/sagemaker/config.yaml, the admin's, or
         SAGEMAKER_USER_CONFIG_OVERRIDE) sets for `resource` (a key of USER_DEFAULTS), as the API's keys, as v2's
         estimators and models took it (sagemaker-core's own create() calls read another layout of it)."""
+        from sagemaker.core.common_utils import instance_supports_kms
         from sagemaker.core.config.config import load_sagemaker_config
 
         section = ((load_sagemaker_config() or {}).get("SageMaker") or {}).get(resource) or {}
-        return {k: v for k, v in section.items() if k in USER_DEFAULTS[resource]}
+        taken = {k: v for k, v in section.items() if k in USER_DEFAULTS[resource]}
+        vpc = taken.get("VpcConfig") or {}
+        if not (vpc.get("Subnets") and vpc.get("SecurityGroupIds")):  # the API takes both or neither (as v2 did)
+            taken.pop("VpcConfig", None)
+        if resource == "TrainingJob" and not instance_supports_kms(self.settings["instance_type"]):
+            # instances with local storage (g4dn, g5 …) encrypt it themselves: the API refuses a volume key there
+            taken["ResourceConfig"] = {
+                k: v for k, v in taken.get("ResourceConfig", {}).items() if k != "VolumeKmsKeyId"
+            }
+        return taken
 
     # --- cost safety ----------------------------------------------------------------------------
     def approve_run(self, plan: str, costs: list, store_uri: str):
@@ -172,6 +182,7 @@ class SageMakerBackend(Backend):
             s3_key_prefix="/".join(part for part in (prefix.strip("/"), job_name, "source") if part),
             script=entry_point,
             directory=str(source_dir),
+            kms_key=self._user_defaults("TrainingJob").get("OutputDataConfig", {}).get("KmsKeyId"),
             s3_resource=self.boto_session.resource("s3"),
         )
         return uploaded.s3_prefix
