@@ -1,7 +1,7 @@
 # dog-breed workflow: fetch → prepare → upload → tune → train → deploy → evaluate.
 # Targets: deploy (endpoint up and evaluated, training rules, profiler report), report (the run
-# report, from outputs only), all (default: deploy + report), teardown (stop the endpoint; never
-# part of another target).
+# report, from outputs only), all (default: deploy + report), teardown (stop the endpoint), endpoints (list
+# every endpoint this checkout started); the last two never part of another target.
 import os
 import shlex
 import sys
@@ -28,7 +28,8 @@ from dogbreed.runtime.config import ConfigError, check_config, coerce_command_li
 # status 1, not an exception with Snakemake's pointers into this file.
 REFUSALS = (run_options.TwoConfigfileFlags, ConfigError, run_plan.PlanRefused)
 STARTED = time.time()  # finished-run.json is this run's only when it made the evaluation (finished_run.py)
-TEARDOWN = "teardown" in sys.argv[1:]  # stops what an earlier run started: never refused, replaces nothing
+# teardown stops, endpoints lists, what earlier runs started: never refused, replaces nothing
+ENDPOINTS_ONLY = bool({"teardown", "endpoints"} & set(sys.argv[1:]))
 # Under the workflow's quiet logger (profiles/default), the rule scripts keep their output to their logs and say
 # one line per job; under profiles/verbose, everything they print is shown too.
 QUIET = "dogbreed" in (workflow.output_settings.log_handler_settings or {})
@@ -54,14 +55,14 @@ try:
     validate(config, "workflow/schemas/config.schema.yaml")  # and fills in the defaults
     # Every refusal of the run plan, before any rule runs or anything is sent anywhere; but teardown stops what
     # an earlier run started, whatever this config asks for now, and is never refused.
-    if not TEARDOWN:
+    if not ENDPOINTS_ONLY:
         run_plan.check(config)
 except REFUSALS as refusal:
     sys.exit(str(refusal))
 # a dry run has no onstart: its plan's first line says it too, without the count (the plan lists the jobs)
 if (
     workflow.output_settings.dryrun
-    and not TEARDOWN
+    and not ENDPOINTS_ONLY
     and (replacing := finished_run.replacing(config["results_dir"], config))
 ):
     print(replacing, file=sys.stderr)
@@ -99,6 +100,7 @@ localrules:
     track_results,
     deploy,
     teardown,
+    endpoints,
     report_figures,
     report,
 
@@ -114,7 +116,7 @@ onstart:
     run_guard.record_run()
     # first, if this run redoes a finished run of another data source or backend in its folder
     redo = [job for job in workflow.dag.needrun_jobs() if job.rule.name != "all"]
-    if not TEARDOWN and (replacing := finished_run.replacing(RESULTS, config, len(redo))):
+    if not ENDPOINTS_ONLY and (replacing := finished_run.replacing(RESULTS, config, len(redo))):
         print(replacing, file=sys.stderr)
     # a signal to Snakemake alone stops the running jobs now, as Ctrl-C does (run_guard.py)
     run_guard.stop_jobs_on_signals()
@@ -123,7 +125,7 @@ onstart:
 onsuccess:
     run_guard.forget_run()
     job_launcher.end_run_launcher()  # the local jobs' launcher, if a rule started one (job_launcher.py)
-    if not TEARDOWN and finished_run.evaluated_since(RESULTS, STARTED):
+    if not ENDPOINTS_ONLY and finished_run.evaluated_since(RESULTS, STARTED):
         finished_run.remember(RESULTS, config)
     # The run in three lines, when the run produced an evaluation.
     from dogbreed.reporting.summary import run_summary

@@ -101,6 +101,14 @@ def test_the_endpoint_outlives_snakemake_and_a_rerun_does_nothing(deployed):
     assert serving_contract.post(container_url(work), "image/jpeg", served_image(work), None).status_code == 200
 
 
+def test_the_endpoint_list_shows_the_container(deployed):
+    work, _ = deployed
+    state = json.loads((endpoint_state_dir(work) / "state.json").read_text())
+    said = snakemake(work, "endpoints", *ARGS).stdout
+    assert f"{state['endpoint_name']} (local_container, {state['url']}, up " in said, said
+    assert "stop it: snakemake teardown" in said
+
+
 def test_client_mistakes_get_the_same_answer_as_from_the_local_server(deployed, local_endpoint):
     """Through TorchServe and SageMaker's inference toolkit, the handler's RequestError keeps its 4xx and
     its one-line JSON message as the first line (the toolkit appends a traceback after it)."""

@@ -9,6 +9,7 @@ import json
 import sys
 import tarfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -950,3 +951,25 @@ def test_local_mode_output_is_quiet_for_the_job_that_asks_only(capsys):
         thread.join(5)
     out = capsys.readouterr().out
     assert "loud job" in out and "quiet job" not in out
+
+
+def test_the_endpoint_list_says_what_a_sagemaker_endpoint_has_cost_so_far(aws, tmp_path):
+    from datetime import timedelta
+
+    from dogbreed.serving import endpoint_registry
+
+    backend = backend_for(aws, [])
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+    state_dir = tmp_path / "endpoints/dogbreed-listed"
+    endpoint_registry.note_run(state_dir, "results-sagemaker", "sagemaker")
+    endpoint = backend.deploy(model_tar, "dogbreed-listed", state_dir)
+    two_hours_on = datetime.fromisoformat(endpoint["started_at"]) + timedelta(hours=2, minutes=5)
+    (line,) = endpoint_registry.listing(tmp_path / "endpoints", now=two_hours_on)
+    assert line.startswith(
+        "dogbreed-listed (sagemaker, SageMaker, us-east-1, up 2 h 05 min, instance endpoint, 1 × ml.m5.large at "
+        "$0.115/h, $0.24 so far, results in results-sagemaker); stop it: snakemake teardown"
+    ), line
+    backend.teardown(state_dir)
+    assert endpoint_registry.listing(tmp_path / "endpoints") == []

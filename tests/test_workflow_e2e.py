@@ -336,7 +336,10 @@ def test_an_inference_edit_redeploys_without_retraining(deployed):
     ).groups()
     assert 0 < int(took) < 600  # the run's wall time, as make demo prints it
     assert "test accuracy" in summary and "best hyperparameters" in summary and "report: results/report.html" in summary
-    assert "(stop it: snakemake teardown --configfile config/test.yaml)" in summary  # this run's options
+    assert (  # this run's options
+        "(stop it: snakemake teardown --configfile config/test.yaml; every endpoint this checkout started: "
+        "snakemake endpoints --configfile config/test.yaml)"
+    ) in summary
     new_state, _new_process = endpoint_process(deployed)
     assert new_state["pid"] != old_state["pid"] and not old_process.is_running()
     assert (deployed / "results/training/model.tar.gz").stat().st_mtime_ns == trained_at
@@ -410,9 +413,19 @@ def test_teardown_stops_the_endpoint_and_deploy_brings_it_back(deployed):
         "stop it: snakemake teardown --configfile config/test.yaml"
     ) in other.stdout + other.stderr
 
+    # every endpoint this checkout started, whichever options ask: its age and the command that stops it
+    listed = snakemake(deployed, "endpoints", *ARGS, "--config", "results_dir=results-other")
+    assert re.search(
+        rf"{state['endpoint_name']} \(local, {state['url']}, up \d+ min, results in results\); "
+        r"stop it: snakemake teardown --configfile config/test.yaml",
+        listed.stdout + listed.stderr,
+    ), listed.stdout + listed.stderr
+
     result = snakemake(deployed, "teardown", *ARGS)
     assert "stopped: dogbreed-" in result.stdout + result.stderr
     assert not process.is_running() and not (deployed / ".dogbreed/endpoints" / state["endpoint_name"]).exists()
+    none = snakemake(deployed, "endpoints", *ARGS)
+    assert "no endpoint of this checkout is running" in none.stdout + none.stderr
     with pytest.raises(requests.ConnectionError):
         requests.get(state["url"] + "/ping", timeout=5)
     assert planned_jobs(deployed, "report", *ARGS) == {}  # the report never starts an endpoint

@@ -56,3 +56,18 @@ rule teardown:
         endpoint_name=ENDPOINT_NAME,
     script:
         "../scripts/teardown.py"
+
+
+rule endpoints:
+    # Never part of another target: every endpoint this checkout started and has not torn down, whichever options
+    # started it, with its age, its cost so far and the command that stops it.
+    input:
+        code("endpoints"),
+    log:
+        R("logs/endpoints.log"),
+    conda:
+        env("serving")
+    params:
+        endpoints_dir=ENDPOINTS_DIR,
+    script:
+        "../scripts/endpoints.py"

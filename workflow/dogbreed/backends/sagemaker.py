@@ -597,6 +597,12 @@ class SageMakerBackend(Backend):
             "model_name": model_name,
             "endpoint_config_name": endpoint_name,
             "region": self.region,
+            # what it bills, for `snakemake endpoints` (endpoint_registry.listing)
+            "kind": "instance",
+            "instance_type": s["inference_instance_type"],
+            "instance_count": int(s.get("endpoint_instance_count", 1)),
+            "price_per_hour": (s.get("prices_per_hour") or {}).get(s["inference_instance_type"]),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_endpoint_state(state_dir, state)
         model = sagemaker_jobs.api_request(
@@ -641,7 +647,7 @@ class SageMakerBackend(Backend):
             "endpoint_name": endpoint_name,
             "url": f"sagemaker://{state['region']}/{endpoint_name}",
             "model": model_uri,
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "started_at": state["started_at"],
         }
 
     def _wait_for_endpoint(self, endpoint_name):

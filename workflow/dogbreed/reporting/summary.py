@@ -30,7 +30,10 @@ def run_summary(results_dir, endpoint_state_dir, seconds=None) -> str:
     if endpoint.exists():
         url = json.loads(endpoint.read_text())["url"]
         if read_endpoint_state(endpoint_state_dir) is not None:
-            lines.append(f"endpoint {url} is up (stop it: {run_options.command('teardown')})")
+            lines.append(
+                f"endpoint {url} is up (stop it: {run_options.command('teardown')}; every endpoint this checkout "
+                f"started: {run_options.command('endpoints')})"
+            )
         else:
             lines.append(f"endpoint {url} is stopped (bring it back: {run_options.command('deploy')})")
     for name in ("report.html", "profiler/profiler-report.html"):

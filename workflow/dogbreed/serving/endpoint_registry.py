@@ -9,6 +9,7 @@ the others it left running, with their own commands; deploy finds its endpoint t
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dogbreed.backends.base import read_endpoint_state
@@ -83,3 +84,48 @@ def not_touched(endpoints_dir, state_dir) -> list:
             f"stop it: {run.get('stop_it', 'snakemake --cores 1 teardown with the options that started it')}"
         )
     return lines
+
+
+def listing(endpoints_dir, now=None) -> list:
+    """One line for each endpoint this checkout started and has not torn down, on every backend: its name, backend,
+    address, age and, on SageMaker, its kind and what it has cost so far at the price it was deployed at; then the
+    command that stops it. Empty: none runs."""
+    now = now or datetime.now(UTC)
+    lines = []
+    for name, state, run in recorded(endpoints_dir):
+        started = _started(state)
+        age = now - started if started else None
+        facts = [state.get("backend", "?"), state.get("url") or f"SageMaker, {state.get('region', '?')}"]
+        facts.append(f"up {_duration(age.total_seconds())}" if age else "age unknown")
+        if state.get("backend") == "sagemaker":
+            facts.append(_sagemaker_cost(state, age))
+        if run.get("results_dir"):
+            facts.append(f"results in {run['results_dir']}")
+        stop = run.get("stop_it", "snakemake --cores 1 teardown with the options that started it")
+        lines.append(f"{name} ({', '.join(facts)}); stop it: {stop}")
+    return lines
+
+
+def _started(state):
+    try:
+        return datetime.fromisoformat(state["started_at"])
+    except (KeyError, TypeError, ValueError):  # a state file written before it recorded its start
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{hours // 24} days {hours % 24} h"
+
+
+def _sagemaker_cost(state, age) -> str:
+    """What a SageMaker endpoint has cost so far: an instance endpoint bills its instances every hour it is up."""
+    instances = f"{state.get('instance_count', 1)} × {state.get('instance_type', '?')}"
+    price = state.get("price_per_hour")
+    if price is None or age is None:
+        return f"instance endpoint, {instances}, cost so far unknown (no price: backends.sagemaker.prices_per_hour)"
+    dollars = float(price) * int(state.get("instance_count", 1)) * age.total_seconds() / 3600
+    return f"instance endpoint, {instances} at ${float(price):g}/h, ${dollars:,.2f} so far"
