@@ -277,7 +277,7 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     assert metrics["n"] == n and 0 <= metrics["accuracy"] <= metrics["top5_accuracy"]
     assert set(metrics["per_class_accuracy"]) == classes
     assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == n
-    assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
+    assert metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"] and metrics["cold_start_ms"] > 0
     predictions = (results / "evaluation/predictions.csv").read_text().splitlines()
     assert len(predictions) == 1 + n
     rules = json.loads((results / "debugger/rules.json").read_text())

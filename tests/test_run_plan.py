@@ -216,7 +216,9 @@ def test_the_plan_prices_every_job_the_extraction_included():
     lines = [line for _, line in run_plan.costs(config)]
     assert lines[0].startswith("feature-extraction job: 1 × ml.g4dn.xlarge × up to 4 h")
     assert lines[1].startswith("tuning job (4 trials): 4 × ml.g4dn.xlarge")
-    assert lines[3].startswith("endpoint: 1 × ml.m5.large × 24 h")
+    assert lines[3].startswith("endpoint: serverless, 3072 MB")
+    instance = full_config(SAGEMAKER, sagemaker(endpoint="instance"))
+    assert run_plan.costs(instance)[-1][1].startswith("endpoint: 1 × ml.m5.large × 24 h")
     ddp = full_config(
         SAGEMAKER, sagemaker(instance_type="ml.g4dn.12xlarge", instance_count=2), {"training": {"processes": 8}}
     )
@@ -233,7 +235,10 @@ def test_a_spot_job_is_priced_by_its_billable_time_not_its_wait():
     assert settings["use_spot"] and settings["max_wait_hours"] > settings["max_run_hours"] == 2
     lines = [line for _, line in run_plan.costs(config)]
     assert all(" × up to 2 h " in line for line in lines[:-1]), lines
-    assert round(sum(dollars for dollars, _ in run_plan.costs(config)), 2) == 13.06  # config/sagemaker.yaml's comment
+    # config/sagemaker.yaml's comment: the serverless endpoint (the default) adds nothing while idle; an instance
+    # endpoint's first day added $2.76 to the $13.06 the estimate said before serverless was the default
+    assert round(sum(dollars for dollars, _ in run_plan.costs(config)), 2) == 10.30
+    assert lines[-1].startswith("endpoint: serverless, 3072 MB: $0.000060 per second of compute, billed per request")
 
 
 def test_a_refused_run_stops_before_its_first_rule_and_sends_nothing(tmp_path, aws_listener, tiny_dataset):

@@ -155,7 +155,7 @@ def test_the_cloud_run_is_priced_and_confirmed_before_its_first_upload(tmp_path,
     assert (
         "a tuning job of 3 trials" in out
         and "tuning job (3 trials): 3 × ml.g4dn.xlarge" in out
-        and "endpoint: 1 × ml.m5.large" in out
+        and "endpoint: serverless, 3072 MB" in out
     )
     assert boto3.client("s3").list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     # the shipped overlay's placeholders: refused, naming the key, before anything is sent

@@ -266,7 +266,7 @@ def test_tuning_job_request_trials_and_warm_start(aws, tmp_path):
 
 def test_deploy_invoke_and_teardown(aws, tmp_path, tiny_channels):
     captured = []
-    backend = backend_for(aws, captured)
+    backend = backend_for(aws, captured, endpoint="instance")
     model_tar = tmp_path / "model.tar.gz"
     with tarfile.open(model_tar, "w:gz") as archive:
         archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
@@ -586,7 +586,7 @@ def test_a_rerun_attaches_to_a_running_job(aws, tmp_path):
 
 
 def test_the_endpoint_estimate_says_per_hour_and_for_how_long(aws, tmp_path, capsys):
-    backend = backend_for(aws, [], confirm=False)
+    backend = backend_for(aws, [], confirm=False, endpoint="instance")
     with pytest.raises(CloudCostNotConfirmed):
         backend.deploy(tmp_path / "model.tar.gz", "dogbreed-price", tmp_path / "state")
     out = capsys.readouterr().out
@@ -958,7 +958,7 @@ def test_the_endpoint_list_says_what_a_sagemaker_endpoint_has_cost_so_far(aws, t
 
     from dogbreed.serving import endpoint_registry
 
-    backend = backend_for(aws, [])
+    backend = backend_for(aws, [], endpoint="instance")
     model_tar = tmp_path / "model.tar.gz"
     with tarfile.open(model_tar, "w:gz") as archive:
         archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
@@ -973,3 +973,29 @@ def test_the_endpoint_list_says_what_a_sagemaker_endpoint_has_cost_so_far(aws, t
     ), line
     backend.teardown(state_dir)
     assert endpoint_registry.listing(tmp_path / "endpoints") == []
+
+
+def test_a_serverless_endpoint_is_the_default_and_costs_nothing_while_idle(aws, tmp_path, capsys):
+    """No instances: a serverless config (memory, concurrency), priced per second of compute, requests packed under
+    its 4 MB, listed as serverless, and torn down like the other kind."""
+    from dogbreed.serving import endpoint_registry, evaluation
+
+    captured = []
+    backend = backend_for(aws, captured, serverless_memory_mb=2048, serverless_max_concurrency=3)
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as archive:
+        archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
+    state_dir = tmp_path / "endpoints/dogbreed-serverless"
+    endpoint = backend.deploy(model_tar, "dogbreed-serverless", state_dir)
+    (variant,) = sent(captured, "CreateEndpointConfig")[0]["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 3}
+    assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+    assert (
+        "endpoint dogbreed-serverless: serverless, 2048 MB: $0.000040 per second of compute, billed per request "
+        "(at most 60 s each: $0.0024); nothing while idle"
+    ) in capsys.readouterr().out
+    assert evaluation.request_byte_limit(backend, endpoint, 5_000_000) == 4_000_000
+    assert evaluation.request_byte_limit(backend_for(aws, [], endpoint="instance"), {}, 7_000_000) == 6_291_456
+    (line,) = endpoint_registry.listing(tmp_path / "endpoints")
+    assert "serverless endpoint, 2048 MB, billed per request at $0.000040 per second of compute" in line
+    assert [d.split()[0] for d in backend.teardown(state_dir)] == ["endpoint", "endpointconfig", "model"]

@@ -15,9 +15,11 @@ def main(smk):
         endpoint_registry.bring_back(
             backend, endpoint, smk.input.model, smk.params.state_dir, smk.params.results_dir, smk.params.backend
         )
+    # requests packed by the smaller of the configured limit and the endpoint's own (a serverless endpoint's 4 MB)
+    max_request_bytes = evaluation.request_byte_limit(backend, endpoint, smk.params.max_request_bytes)
     # the answers so far, kept beside the outputs: a rerun after a failure sends only the rest
     identity = evaluation.answers_identity(
-        smk.input.model, smk.input.manifest, smk.params.batch_size, smk.params.max_request_bytes
+        smk.input.model, smk.input.manifest, smk.params.batch_size, max_request_bytes
     )
     answers = evaluation.Answers(Path(smk.output.metrics).parent / "answers-so-far.jsonl", identity)
     metrics, predictions = evaluation.evaluate(
@@ -27,7 +29,7 @@ def main(smk):
         smk.input.channels,
         classes,
         smk.params.batch_size,
-        smk.params.max_request_bytes,
+        max_request_bytes,
         evaluation.served_transform(smk.input.model),
         answers,
         smk.params.retry_for_s,

@@ -147,6 +147,11 @@ class Backend:
     def healthy(self, endpoint) -> bool:
         raise NotImplementedError
 
+    def request_limit(self, endpoint):
+        """The most bytes a request to the endpoint may have, where the platform sets one (None: no limit of its
+        own; evaluation.max_request_bytes applies either way)."""
+        return
+
     def invoke(self, endpoint, body: bytes, content_type: str, accept=contract.JSON) -> bytes:
         raise NotImplementedError
 

@@ -43,6 +43,8 @@ BUSY_ERROR_CODES = {
     "InternalFailure",
     "InternalDependencyException",
 }
+# what a real-time endpoint on instances takes of a request (sagemaker-runtime's limit)
+INSTANCE_MAX_REQUEST_BYTES = 6_291_456
 # where SageMaker writes a training job's logs: a stream per instance, <job>/algo-<n>-<time>
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # what the requests take of the user's SDK defaults config, by its section: where the jobs and the endpoint run
@@ -586,8 +588,9 @@ class SageMakerBackend(Backend):
         from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
 
         s = self.settings
+        serverless = s.get("endpoint", "serverless") == "serverless"
         dollars, line = run_plan.endpoint_cost(s, f"endpoint {endpoint_name}")
-        self.confirm([(dollars, line + "; it bills every hour until `snakemake teardown`")])
+        self.confirm([(dollars, line if serverless else line + "; it bills every hour until `snakemake teardown`")])
         self.teardown(state_dir)
         model_name = naming.model_name(endpoint_name)
         model_uri = self._upload_model(model_tar, model_name)
@@ -597,12 +600,8 @@ class SageMakerBackend(Backend):
             "model_name": model_name,
             "endpoint_config_name": endpoint_name,
             "region": self.region,
-            # what it bills, for `snakemake endpoints` (endpoint_registry.listing)
-            "kind": "instance",
-            "instance_type": s["inference_instance_type"],
-            "instance_count": int(s.get("endpoint_instance_count", 1)),
-            "price_per_hour": (s.get("prices_per_hour") or {}).get(s["inference_instance_type"]),
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **self._endpoint_billing(serverless),  # for `snakemake endpoints` (endpoint_registry.listing)
         }
         write_endpoint_state(state_dir, state)
         model = sagemaker_jobs.api_request(
@@ -622,20 +621,30 @@ class SageMakerBackend(Backend):
                 ),
             }
         )
+        runs_on = (
+            {}
+            if serverless
+            else {
+                "initial_instance_count": int(s.get("endpoint_instance_count", 1)),
+                "instance_type": s["inference_instance_type"],
+            }
+        )
         config = sagemaker_jobs.api_request(
             {
                 "endpoint_config_name": endpoint_name,
                 "production_variants": [
                     ProductionVariant(
-                        variant_name="AllTraffic",
-                        model_name=model_name,
-                        initial_instance_count=int(s.get("endpoint_instance_count", 1)),
-                        instance_type=s["inference_instance_type"],
-                        initial_variant_weight=1,
+                        variant_name="AllTraffic", model_name=model_name, initial_variant_weight=1, **runs_on
                     )
                 ],
             }
         )
+        if serverless:  # no instances: SageMaker starts the container for requests, and bills their compute time
+            # (as the API's keys: the SDK's serializer would name MemorySizeInMB "MemorySizeInMb")
+            config["ProductionVariants"][0]["ServerlessConfig"] = {
+                "MemorySizeInMB": int(s.get("serverless_memory_mb", 3072)),
+                "MaxConcurrency": int(s.get("serverless_max_concurrency", 5)),
+            }
         tags = {"Tags": self._tags()}
         with quota_advice(self.settings, self.region):
             self.client.create_model(**_merged(self._user_defaults("Model"), model | tags))
@@ -646,9 +655,32 @@ class SageMakerBackend(Backend):
             "backend": self.name,
             "endpoint_name": endpoint_name,
             "url": f"sagemaker://{state['region']}/{endpoint_name}",
+            "kind": state["kind"],
             "model": model_uri,
             "started_at": state["started_at"],
         }
+
+    def _endpoint_billing(self, serverless) -> dict:
+        """What the endpoint bills by, at the prices configured now (a later config does not reprice it)."""
+        s = self.settings
+        if serverless:
+            return {
+                "kind": "serverless",
+                "memory_mb": int(s.get("serverless_memory_mb", 3072)),
+                "max_concurrency": int(s.get("serverless_max_concurrency", 5)),
+                "price_per_gb_second": float(s.get("serverless_price_per_gb_second", 0.00002)),
+            }
+        return {
+            "kind": "instance",
+            "instance_type": s["inference_instance_type"],
+            "instance_count": int(s.get("endpoint_instance_count", 1)),
+            "price_per_hour": (s.get("prices_per_hour") or {}).get(s["inference_instance_type"]),
+        }
+
+    def request_limit(self, endpoint) -> int:
+        """The most bytes a request to the endpoint may have: 4 MB serverless, 6 MB (6,291,456 B) on instances."""
+        state_kind = endpoint.get("kind") or self.settings.get("endpoint", "serverless")
+        return run_plan.SERVERLESS_MAX_REQUEST_BYTES if state_kind == "serverless" else INSTANCE_MAX_REQUEST_BYTES
 
     def _wait_for_endpoint(self, endpoint_name):
         while True:
@@ -680,7 +712,7 @@ class SageMakerBackend(Backend):
             response = runtime.invoke_endpoint(
                 EndpointName=endpoint["endpoint_name"], Body=body, ContentType=content_type, Accept=accept
             )
-        except runtime.exceptions.ValidationError as error:  # e.g. a body over the 6,291,456-byte limit
+        except runtime.exceptions.ValidationError as error:  # e.g. a body over the endpoint's limit (request_limit)
             if "not found" in str(error):  # deleted (teardown, the console) while a client still used it
                 raise EndpointGone(
                     f"endpoint {endpoint['endpoint_name']} no longer exists: run the same command again, which "
@@ -688,8 +720,8 @@ class SageMakerBackend(Backend):
                 ) from None
             raise EndpointRefused(
                 f"endpoint {endpoint['endpoint_name']} refused a request of {len(body):,} bytes "
-                f"({content_type}): {error.response['Error'].get('Message', error)}; real-time endpoints "
-                f"take at most 6,291,456 bytes per request (evaluation.max_request_bytes)"
+                f"({content_type}): {error.response['Error'].get('Message', error)}; the endpoint takes at most "
+                f"{self.request_limit(endpoint):,} bytes per request (evaluation.max_request_bytes)"
             ) from None
         except runtime.exceptions.ModelError as error:  # inference.py answered an error
             raise EndpointRefused(

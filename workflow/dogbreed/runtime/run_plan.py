@@ -244,8 +244,21 @@ def training_cost(settings, what, jobs=1, instances=1) -> tuple:
     return cost_line(what, settings["instance_type"], instances * jobs, hours, settings.get("prices_per_hour", {}))
 
 
+# what a serverless endpoint takes of a request: 60 s of compute at most (SageMaker's limit), and 4 MB each way
+SERVERLESS_MAX_SECONDS = 60
+SERVERLESS_MAX_REQUEST_BYTES = 4_000_000
+
+
 def endpoint_cost(settings, what) -> tuple:
-    """An endpoint bills every hour until teardown: its first day, and said so."""
+    """How the endpoint bills. Serverless: per second of compute of each request, by its memory, nothing while idle
+    (dollars 0: the run's own requests are seconds); instance: every hour until teardown, its first day said."""
+    if settings.get("endpoint", "serverless") == "serverless":
+        memory_mb = int(settings.get("serverless_memory_mb", 3072))
+        per_second = float(settings.get("serverless_price_per_gb_second", 0.00002)) * memory_mb / 1024
+        return 0.0, (
+            f"{what}: serverless, {memory_mb} MB: ${per_second:.6f} per second of compute, billed per request "
+            f"(at most {SERVERLESS_MAX_SECONDS} s each: ${per_second * SERVERLESS_MAX_SECONDS:.4f}); nothing while idle"
+        )
     dollars, line = cost_line(
         what,
         settings["inference_instance_type"],

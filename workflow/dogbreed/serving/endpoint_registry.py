@@ -122,7 +122,14 @@ def _duration(seconds: float) -> str:
 
 
 def _sagemaker_cost(state, age) -> str:
-    """What a SageMaker endpoint has cost so far: an instance endpoint bills its instances every hour it is up."""
+    """What a SageMaker endpoint has cost so far: an instance endpoint bills its instances every hour it is up; a
+    serverless one only its requests' compute time (which the listing does not know), nothing while idle."""
+    if state.get("kind") == "serverless":
+        per_second = float(state.get("price_per_gb_second", 0)) * int(state.get("memory_mb", 0)) / 1024
+        return (
+            f"serverless endpoint, {state.get('memory_mb', '?')} MB, billed per request at ${per_second:.6f} per "
+            f"second of compute, nothing while idle"
+        )
     instances = f"{state.get('instance_count', 1)} × {state.get('instance_type', '?')}"
     price = state.get("price_per_hour")
     if price is None or age is None:

@@ -85,6 +85,13 @@ def _json_or_none(line):
         return None
 
 
+def request_byte_limit(backend, endpoint, configured) -> int:
+    """The bytes a request may have: evaluation.max_request_bytes, or the endpoint's own limit where smaller (a
+    SageMaker serverless endpoint's 4 MB)."""
+    own = backend.request_limit(endpoint)
+    return configured if own is None else min(configured, own)
+
+
 def answers_identity(model_tar, manifest_csv, batch_size, max_bytes) -> str:
     digest = hashlib.sha256()
     for path in (model_tar, manifest_csv):
@@ -259,7 +266,8 @@ def evaluate(
                 "n": int(mask.sum()),
                 "accuracy": round(float((top1[mask] == index).mean()), 4),
             }
-    latency = np.array(latencies)
+    # the first request apart: a serverless endpoint (or a server's first model load) starts cold
+    cold_start_ms, latency = latencies[0], np.array(latencies[1:] or latencies)
     return {
         "accuracy": round(float((top1 == truth).mean()), 4),
         "top5_accuracy": round(float(in_top5.mean()), 4),
@@ -273,6 +281,7 @@ def evaluate(
             "p99": round(float(np.percentile(latency, 99)), 2),
             "mean": round(float(latency.mean()), 2),
         },
+        "cold_start_ms": round(float(cold_start_ms), 2),
         "requests": len(latencies),
         "max_images_per_request": batch_size,
         "max_request_bytes": max_request_bytes,
