@@ -432,6 +432,23 @@ def test_evaluate_sends_large_images_within_sagemakers_request_limit(served, tra
         direct = predict((test / rows[0][0]).read_bytes(), "image/png", model)["predictions"][0][0]
         assert predictions["predicted_index"][0] == direct["index"]
         assert predictions["probability"][0] == pytest.approx(direct["probability"], abs=1e-4)
+
+        # an endpoint with a smaller limit of its own (a SageMaker serverless endpoint's 4 MB): packed under it
+        class Smaller(LocalBackend):
+            def request_limit(self, endpoint):
+                return 1_000_000
+
+        smaller, _ = evaluation.evaluate(
+            Smaller({}),
+            endpoint,
+            manifest,
+            test,
+            classes,
+            batch_size=16,
+            transform=evaluation.served_transform(model_tar),
+        )
+        assert smaller["max_request_bytes"] == 1_000_000 and smaller["largest_request_bytes"] <= 1_000_000
+        assert smaller["requests"] > metrics["requests"] and smaller["n"] == 5
         # what 16 images per request did: one body over the limit, refused with a clear 413
         body = json.dumps({"instances": [{"b64": base64.b64encode((test / p).read_bytes()).decode()} for p, _ in rows]})
         with pytest.raises(EndpointRefused, match=r"answered 413 to a request of [\d,]+ bytes"):

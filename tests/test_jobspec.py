@@ -89,6 +89,8 @@ def test_instances_and_processes_rename_the_final_training_alone():
         ("logs", "None"),
         ("max_run_hours", 1),
         ("inference_instance_type", "ml.m5.xlarge"),
+        ("endpoint", "instance"),
+        ("serverless_memory_mb", 6144),
         ("prices_per_hour", {"x": 1}),
         ("tags", {"team": "a"}),
     ],
@@ -159,3 +161,15 @@ def test_names_and_merges_are_built_in_one_place_each():
         ):
             assert not re.search(pattern, text), (path, pattern)
     assert naming.job_name("train", [1]) == naming.job_name("train", [1]) != naming.job_name("train", [2])
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [("endpoint", "instance"), ("serverless_memory_mb", 6144), ("serverless_max_concurrency", 50)],
+)
+def test_an_endpoint_setting_is_no_param_of_the_job_rules(setting, value):
+    """tune, train and extract_features get job_backend_settings as a param: an endpoint's setting there would
+    retune and retrain for a redeploy."""
+    base = full_config(SAGEMAKER)
+    changed = full_config(SAGEMAKER, {"backends": {"sagemaker": {setting: value}}})
+    assert jobspec.job_backend_settings(base) == jobspec.job_backend_settings(changed)

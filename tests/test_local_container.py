@@ -104,7 +104,8 @@ def test_the_endpoint_outlives_snakemake_and_a_rerun_does_nothing(deployed):
 def test_the_endpoint_list_shows_the_container(deployed):
     work, _ = deployed
     state = json.loads((endpoint_state_dir(work) / "state.json").read_text())
-    said = snakemake(work, "endpoints", *ARGS).stdout
+    listed = snakemake(work, "endpoints", *ARGS)
+    said = listed.stdout + listed.stderr
     assert f"{state['endpoint_name']} (local_container, {state['url']}, up " in said, said
     assert "stop it: snakemake teardown" in said
 

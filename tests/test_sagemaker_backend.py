@@ -848,7 +848,7 @@ def test_the_users_sdk_defaults_reach_jobs_trials_and_the_endpoint(aws, tmp_path
     )
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
     captured = []
-    backend = backend_for(aws, captured, use_spot=True)
+    backend = backend_for(aws, captured, use_spot=True, endpoint="instance")
     put_job_outputs(aws, "train-vpc")
     backend.train("train-vpc", {"lr": 0.1}, CHANNELS(aws), tmp_path, REPO / "scripts")
     (job,) = sent(captured, "CreateTrainingJob")
@@ -875,6 +875,10 @@ def test_the_users_sdk_defaults_reach_jobs_trials_and_the_endpoint(aws, tmp_path
     (model,) = sent(captured, "CreateModel")
     assert model["VpcConfig"] == vpc and model["EnableNetworkIsolation"] is True
     assert sent(captured, "CreateEndpointConfig")[0]["KmsKeyId"] == "kms-endpoint"
+    backend.teardown(tmp_path / "state")
+    # a serverless endpoint takes no VPC and no network isolation
+    backend_for(aws, captured).deploy(model_tar, "dogbreed-vpc", tmp_path / "state")
+    assert {"VpcConfig", "EnableNetworkIsolation"}.isdisjoint(sent(captured, "CreateModel")[1])
     backend.teardown(tmp_path / "state")
 
 
@@ -981,7 +985,9 @@ def test_a_serverless_endpoint_is_the_default_and_costs_nothing_while_idle(aws, 
     from dogbreed.serving import endpoint_registry, evaluation
 
     captured = []
-    backend = backend_for(aws, captured, serverless_memory_mb=2048, serverless_max_concurrency=3)
+    backend = backend_for(
+        aws, captured, serverless_memory_mb=2048, serverless_max_concurrency=3, inference_instance_type="ml.g4dn.xlarge"
+    )
     model_tar = tmp_path / "model.tar.gz"
     with tarfile.open(model_tar, "w:gz") as archive:
         archive.add(REPO / "scripts/inference.py", arcname="code/inference.py")
@@ -990,6 +996,8 @@ def test_a_serverless_endpoint_is_the_default_and_costs_nothing_while_idle(aws, 
     (variant,) = sent(captured, "CreateEndpointConfig")[0]["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 3}
     assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+    # CPUs only: the CPU image, whatever inference_instance_type says
+    assert sent(captured, "CreateModel")[0]["PrimaryContainer"]["Image"].endswith("/pytorch-inference:2.6-cpu-py312")
     assert (
         "endpoint dogbreed-serverless: serverless, 2048 MB: $0.000040 per second of compute, billed per request "
         "(at most 60 s each: $0.0024); nothing while idle"

@@ -12,7 +12,7 @@ def main(smk):
     classes = json.loads(Path(smk.input.classes).read_text())
     if not backend.healthy(endpoint):  # stopped, or died during an earlier evaluation: back at its address first
         print(f"endpoint {endpoint['endpoint_name']} at {endpoint['url']} does not answer: bringing it back")
-        endpoint_registry.bring_back(
+        endpoint = endpoint_registry.bring_back(
             backend, endpoint, smk.input.model, smk.params.state_dir, smk.params.results_dir, smk.params.backend
         )
     # requests packed by the smaller of the configured limit and the endpoint's own (a serverless endpoint's 4 MB)

@@ -43,6 +43,8 @@ BUSY_ERROR_CODES = {
     "InternalFailure",
     "InternalDependencyException",
 }
+# a CPU instance type, to name the CPU inference image a serverless endpoint runs
+SERVERLESS_IMAGE_INSTANCE = "ml.m5.large"
 # what a real-time endpoint on instances takes of a request (sagemaker-runtime's limit)
 INSTANCE_MAX_REQUEST_BYTES = 6_291_456
 # where SageMaker writes a training job's logs: a stream per instance, <job>/algo-<n>-<time>
@@ -195,8 +197,11 @@ class SageMakerBackend(Backend):
             return containers.framework_image(
                 self.region, s["framework_version"], s["py_version"], s["instance_type"], scope
             )
+        # a serverless endpoint runs on CPUs: the CPU image, whatever inference_instance_type says
+        serverless = s.get("endpoint", "serverless") == "serverless"
+        instance_type = SERVERLESS_IMAGE_INSTANCE if serverless else s["inference_instance_type"]
         return containers.framework_image(
-            self.region, s["inference_framework_version"], s["py_version"], s["inference_instance_type"], scope
+            self.region, s["inference_framework_version"], s["py_version"], instance_type, scope
         )
 
     def _job_definition(
@@ -646,8 +651,10 @@ class SageMakerBackend(Backend):
                 "MaxConcurrency": int(s.get("serverless_max_concurrency", 5)),
             }
         tags = {"Tags": self._tags()}
+        # serverless endpoints take no VPC and no network isolation (AWS's list of what they leave out)
+        model_defaults = {} if serverless else self._user_defaults("Model")
         with quota_advice(self.settings, self.region):
-            self.client.create_model(**_merged(self._user_defaults("Model"), model | tags))
+            self.client.create_model(**_merged(model_defaults, model | tags))
             self.client.create_endpoint_config(**_merged(self._user_defaults("EndpointConfig"), config | tags))
             self.client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name, **tags)
         self._wait_for_endpoint(endpoint_name)

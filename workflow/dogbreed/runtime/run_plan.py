@@ -221,7 +221,9 @@ def steps(config) -> list:
             instances=instances,
         )
     )
-    found.append(Step("a real-time endpoint (until `snakemake teardown`)", "endpoint"))
+    serverless = config["backends"].get(config["backend"], {}).get("endpoint", "serverless") == "serverless"
+    endpoint = "a serverless endpoint (billed per request" if serverless else "a real-time endpoint (billed hourly"
+    found.append(Step(f"{endpoint} until `snakemake teardown`)", "endpoint"))
     return found
 
 

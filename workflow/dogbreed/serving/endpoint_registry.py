@@ -96,7 +96,7 @@ def listing(endpoints_dir, now=None) -> list:
         started = _started(state)
         age = now - started if started else None
         facts = [state.get("backend", "?"), state.get("url") or f"SageMaker, {state.get('region', '?')}"]
-        facts.append(f"up {_duration(age.total_seconds())}" if age else "age unknown")
+        facts.append(f"up {_duration(age.total_seconds())}" if age is not None else "age unknown")
         if state.get("backend") == "sagemaker":
             facts.append(_sagemaker_cost(state, age))
         if run.get("results_dir"):
@@ -132,6 +132,8 @@ def _sagemaker_cost(state, age) -> str:
         )
     instances = f"{state.get('instance_count', 1)} × {state.get('instance_type', '?')}"
     price = state.get("price_per_hour")
+    if "kind" not in state:  # recorded before the listing's facts were
+        return "cost so far unknown (deployed before its price was recorded)"
     if price is None or age is None:
         return f"instance endpoint, {instances}, cost so far unknown (no price: backends.sagemaker.prices_per_hour)"
     dollars = float(price) * int(state.get("instance_count", 1)) * age.total_seconds() / 3600

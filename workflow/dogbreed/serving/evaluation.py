@@ -228,7 +228,9 @@ def evaluate(
     retry_for_s=RETRY_FOR_S,
 ):
     """transform: the served model's eval preprocessing, for images too big to send as JSON; answers: kept
-    from an earlier run and for the next (predict_all)."""
+    from an earlier run and for the next (predict_all). Requests stay within max_request_bytes, or the endpoint's
+    own limit where smaller (request_byte_limit)."""
+    max_request_bytes = request_byte_limit(backend, endpoint, max_request_bytes)
     manifest = pd.read_csv(manifest_csv)
     test = manifest[manifest["split"] == "test"].reset_index(drop=True)
     paths = [str(Path(channels_dir) / p) for p in test["path"]]

@@ -62,6 +62,10 @@ ENDPOINT_SETTINGS = {
     "inference_image",
     "inference_framework_version",
     "endpoint_instance_count",
+    "endpoint",
+    "serverless_memory_mb",
+    "serverless_max_concurrency",
+    "serverless_price_per_gb_second",
 }
 # backend settings that change how fast a job starts, never what it makes: out of every rule's params (changing one
 # reruns nothing); rule_backend gives them to the backend from the config
