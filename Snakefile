@@ -127,10 +127,12 @@ onsuccess:
     job_launcher.end_run_launcher()  # the local jobs' launcher, if a rule started one (job_launcher.py)
     if not ENDPOINTS_ONLY and finished_run.evaluated_since(RESULTS, STARTED):
         finished_run.remember(RESULTS, config)
-    # The run in three lines, when the run produced an evaluation.
+    # The run in three lines, when the run produced an evaluation (not under a listing of the endpoints, which is
+    # the whole answer).
     from dogbreed.reporting.summary import run_summary
 
-    print(run_summary(RESULTS, ENDPOINT_STATE, time.time() - STARTED))
+    if "endpoints" not in sys.argv[1:]:
+        print(run_summary(RESULTS, ENDPOINT_STATE, time.time() - STARTED))
 
 
 onerror:
