@@ -299,6 +299,7 @@ def assert_deployed_outputs(results: Path, backend: str, epochs=3, trials=2):
     ):
         assert f"<h2>{section}</h2>" in page
     assert 'href="profiler/profiler-report.html"' in page and "truncated_download.jpg" in page
+    assert f"<th>first request (ms)</th><td>{metrics['cold_start_ms']}</td>" in page  # the cold start, apart
     assert page.count("data:image/png;base64,") == 6 and "http://" not in page.replace(endpoint["url"], "")
     kept = json.loads((results / "training/model.json").read_text())["kept_epoch"]  # as train.py recorded it
     curves = pd.read_csv(results / "training/metrics.csv")

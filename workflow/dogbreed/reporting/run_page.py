@@ -694,6 +694,8 @@ def evaluation_section(evaluation, figures) -> str:
         ("top-5 accuracy", evaluation["top5_accuracy"]),
         ("test images", evaluation["n"]),
         ("latency p50 / p95 / p99 (ms per request)", f"{latency['p50']} / {latency['p95']} / {latency['p99']}"),
+        # apart from the rest: a serverless endpoint (or a server's first model load) starts cold
+        ("first request (ms)", evaluation.get("cold_start_ms", "")),
         ("images per request", per_request),
     ]
     return f"""<h2>Evaluation</h2>

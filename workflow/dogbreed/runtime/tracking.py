@@ -59,6 +59,7 @@ EVALUATION_METRICS = {
     "test_top5_accuracy": ("top5_accuracy",),
     "latency_p50_ms": ("latency_ms", "p50"),
     "latency_p99_ms": ("latency_ms", "p99"),
+    "cold_start_ms": ("cold_start_ms",),
 }
 
 
