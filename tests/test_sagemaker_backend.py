@@ -20,7 +20,7 @@ from dogbreed.backends.containers import ContainerSetupError
 from dogbreed.backends.errors import EndpointGone, EndpointRefused, JobFailed
 from dogbreed.backends.registry import get_backend
 from dogbreed.backends.sagemaker import CloudCostNotConfirmed, JobLogLines
-from dogbreed.backends.sagemaker_jobs import extract_output_data
+from dogbreed.backends.sagemaker_jobs import extract_output_data, job_hyperparameters
 from dogbreed.data.store import S3Store, StoreError
 from dogbreed.runtime.run_plan import PlanRefused
 from dogbreed.serving import evaluation
@@ -169,6 +169,12 @@ def test_training_job_request_and_artifacts(aws, tmp_path):
         "DisableProfiler": True
     }  # ours runs in train.py
     assert result["metrics"] == [{"epoch": 1, "valid_accuracy": 0.6}, {"epoch": 2, "valid_accuracy": 0.7}]
+    # recorded as train.py took them (model.json), as on the other backends: typed, no toolkit keys
+    assert result["hyperparameters"] == {"lr": 0.003, "batch_size": 32, "debug": True}
+    assert job_hyperparameters({"arch": "resnet18", "lr": "0.1", "sagemaker_program": '"train.py"'}) == {
+        "arch": "resnet18",  # set by hand, not JSON: kept as its text
+        "lr": 0.1,
+    }
     assert Path(result["model_uri"][len("file://") :]).read_bytes() == b"model"
 
     again = backend.train("train-abc", {"lr": 0.003}, CHANNELS(aws), tmp_path, REPO / "scripts")  # a rerun

@@ -351,6 +351,8 @@ class SageMakerBackend(Backend):
                 f"training job {name} ended {description['TrainingJobStatus']}: "
                 f"{description.get('FailureReason', 'no reason given')} (logs: CloudWatch {TRAINING_LOG_GROUP})"
             )
+        # the job's hyperparameters as train.py took them, as the other backends record them (model.json)
+        description["HyperParameters"] = sagemaker_jobs.job_hyperparameters(description.get("HyperParameters", {}))
         result = sagemaker_jobs.collect(self.name, name, description, jobs_dir, on_line, keep_model, started)
         if self.settings.get("sagemaker_profiler"):
             self._fetch_sagemaker_profiler_report(

@@ -54,6 +54,19 @@ def toolkit_hyperparameters(
     return {str(k): json.dumps(v) for k, v in jobspec.merge(hyperparameters, toolkit).items()}
 
 
+def job_hyperparameters(sent: dict) -> dict:
+    """toolkit_hyperparameters' values back: each JSON-decoded (a value that is not JSON, as a job launched by other
+    means may have, stays its text), without the toolkit's own sagemaker_* keys."""
+
+    def decoded(text):
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            return text
+
+    return {k: decoded(v) for k, v in sent.items() if not k.startswith("sagemaker_")}
+
+
 def channels_config(channels: dict) -> list:
     """{name: uri} → the request's InputDataConfig (local mode reads file:// URIs from the same shape)."""
     from sagemaker.core.shapes import Channel, DataSource, S3DataSource
