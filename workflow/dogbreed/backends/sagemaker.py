@@ -74,7 +74,7 @@ class SageMakerBackend(Backend):
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self._boto_session, self._clients = None, {}
+        self._boto_session, self._clients, self._sdk_config = None, {}, None
 
     # --- sessions and names ---------------------------------------------------------------------
     @property
@@ -129,7 +129,9 @@ class SageMakerBackend(Backend):
         from sagemaker.core.common_utils import instance_supports_kms
         from sagemaker.core.config.config import load_sagemaker_config
 
-        section = ((load_sagemaker_config() or {}).get("SageMaker") or {}).get(resource) or {}
+        if self._sdk_config is None:  # read once: a job's request, its code upload and a deploy each ask
+            self._sdk_config = load_sagemaker_config() or {}
+        section = (self._sdk_config.get("SageMaker") or {}).get(resource) or {}
         taken = {k: v for k, v in section.items() if k in USER_DEFAULTS[resource]}
         vpc = taken.get("VpcConfig") or {}
         if not (vpc.get("Subnets") and vpc.get("SecurityGroupIds")):  # the API takes both or neither (as v2 did)
@@ -198,7 +200,7 @@ class SageMakerBackend(Backend):
                 self.region, s["framework_version"], s["py_version"], s["instance_type"], scope
             )
         # a serverless endpoint runs on CPUs: the CPU image, whatever inference_instance_type says
-        serverless = s.get("endpoint", "serverless") == "serverless"
+        serverless = run_plan.serverless_endpoint(s)
         instance_type = SERVERLESS_IMAGE_INSTANCE if serverless else s["inference_instance_type"]
         return containers.framework_image(
             self.region, s["inference_framework_version"], s["py_version"], instance_type, scope
@@ -595,7 +597,7 @@ class SageMakerBackend(Backend):
         from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
 
         s = self.settings
-        serverless = s.get("endpoint", "serverless") == "serverless"
+        serverless = run_plan.serverless_endpoint(s)
         dollars, line = run_plan.endpoint_cost(s, f"endpoint {endpoint_name}")
         self.confirm([(dollars, line if serverless else line + "; it bills every hour until `snakemake teardown`")])
         self.teardown(state_dir)
@@ -649,8 +651,8 @@ class SageMakerBackend(Backend):
         if serverless:  # no instances: SageMaker starts the container for requests, and bills their compute time
             # (as the API's keys: the SDK's serializer would name MemorySizeInMB "MemorySizeInMb")
             config["ProductionVariants"][0]["ServerlessConfig"] = {
-                "MemorySizeInMB": int(s.get("serverless_memory_mb", 3072)),
-                "MaxConcurrency": int(s.get("serverless_max_concurrency", 5)),
+                "MemorySizeInMB": state["memory_mb"],
+                "MaxConcurrency": state["max_concurrency"],
             }
         tags = {"Tags": self._tags()}
         # serverless endpoints take no VPC and no network isolation (AWS's list of what they leave out)
@@ -688,8 +690,10 @@ class SageMakerBackend(Backend):
 
     def request_limit(self, endpoint) -> int:
         """The most bytes a request to the endpoint may have: 4 MB serverless, 6 MB (6,291,456 B) on instances."""
-        state_kind = endpoint.get("kind") or self.settings.get("endpoint", "serverless")
-        return run_plan.SERVERLESS_MAX_REQUEST_BYTES if state_kind == "serverless" else INSTANCE_MAX_REQUEST_BYTES
+        serverless = (
+            endpoint["kind"] == "serverless" if "kind" in endpoint else run_plan.serverless_endpoint(self.settings)
+        )
+        return run_plan.SERVERLESS_MAX_REQUEST_BYTES if serverless else INSTANCE_MAX_REQUEST_BYTES
 
     def _wait_for_endpoint(self, endpoint_name):
         while True:

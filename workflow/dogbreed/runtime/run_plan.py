@@ -221,7 +221,7 @@ def steps(config) -> list:
             instances=instances,
         )
     )
-    serverless = config["backends"].get(config["backend"], {}).get("endpoint", "serverless") == "serverless"
+    serverless = serverless_endpoint(jobspec.backend_settings(config))
     endpoint = "a serverless endpoint (billed per request" if serverless else "a real-time endpoint (billed hourly"
     found.append(Step(f"{endpoint} until `snakemake teardown`)", "endpoint"))
     return found
@@ -251,10 +251,16 @@ SERVERLESS_MAX_SECONDS = 60
 SERVERLESS_MAX_REQUEST_BYTES = 4_000_000
 
 
+def serverless_endpoint(settings) -> bool:
+    """Whether the backend's settings deploy a serverless endpoint (backends.sagemaker.endpoint, serverless unless
+    set; no other backend has the key)."""
+    return settings.get("endpoint", "serverless") == "serverless"
+
+
 def endpoint_cost(settings, what) -> tuple:
     """How the endpoint bills. Serverless: per second of compute of each request, by its memory, nothing while idle
     (dollars 0: the run's own requests are seconds); instance: every hour until teardown, its first day said."""
-    if settings.get("endpoint", "serverless") == "serverless":
+    if serverless_endpoint(settings):
         memory_mb = int(settings.get("serverless_memory_mb", 3072))
         per_second = float(settings.get("serverless_price_per_gb_second", 0.00002)) * memory_mb / 1024
         return 0.0, (
